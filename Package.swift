@@ -1,0 +1,56 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Hot numeric code is optimised even in debug/test builds: an unoptimised
+// kernel is 10-100x slower and would make the test suite crawl.
+let optimised: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
+let package = Package(
+    name: "dapt",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "dapt", targets: ["dapt"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C modules: a module map and a tiny shim header each.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+
+        // Thin Swift wrappers: each is the only importer of its C module.
+        .target(name: "DaptMPI", dependencies: ["CMPI", "DaptCluster"]),
+        .target(name: "DaptZMQ", dependencies: ["CZeroMQ", "DaptCluster"], swiftSettings: optimised),
+        .target(name: "DaptBLAS", dependencies: ["COpenBLAS"], swiftSettings: optimised),
+
+        // Pure-Swift cores.
+        .target(name: "DaptCore", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: optimised),
+        .target(name: "DaptCluster", dependencies: ["DaptCore"], swiftSettings: optimised),
+        .target(name: "DaptPrepare", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
+        .target(name: "DaptDedup", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
+        .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
+        .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS"], swiftSettings: optimised),
+        .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
+
+        // The command line: one subcommand per file, parsing and calling the libraries.
+        .executableTarget(name: "dapt", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "DaptCore", "DaptCluster", "DaptMPI", "DaptZMQ", "DaptBLAS",
+            "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain",
+        ]),
+
+        .testTarget(name: "DaptCoreTests", dependencies: ["DaptCore"]),
+        .testTarget(name: "DaptClusterTests", dependencies: ["DaptCluster", "DaptZMQ", "DaptCore"]),
+        .testTarget(name: "DaptBLASTests", dependencies: ["DaptBLAS"]),
+        .testTarget(name: "DaptPrepareTests", dependencies: ["DaptPrepare", "DaptCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptDedupTests", dependencies: ["DaptDedup", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTokenizer", "DaptCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptModelTests", dependencies: ["DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptTrainTests", dependencies: ["DaptTrain", "DaptModel", "DaptCore"], resources: [.copy("Fixtures")]),
+        // Starts real `mpirun` processes on the built `dapt` binary.
+        .testTarget(name: "MultiRankTests", dependencies: ["DaptCore"]),
+    ]
+)

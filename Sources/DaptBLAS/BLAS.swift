@@ -1,0 +1,85 @@
+import COpenBLAS
+
+/// Matrix products through OpenBLAS. Row-major throughout; shapes are
+/// explicit and checked against the buffers before any C call.
+public enum BLAS {
+    public enum Transpose: Sendable { case none, transpose }
+
+    /// OpenBLAS's worker threads for this process. Keep
+    /// `threads × ranks on a host ≤ cores`, or the ranks fight for cores.
+    public static var threads: Int {
+        get { Int(openblas_get_num_threads()) }
+    }
+
+    public static func setThreads(_ n: Int) {
+        precondition(n >= 1, "BLAS thread count must be >= 1")
+        openblas_set_num_threads(Int32(n))
+    }
+
+    /// OpenBLAS's build description (its kernel family and threading).
+    public static var configuration: String { String(cString: openblas_get_config()) }
+
+    /// C = alpha · op(A) · op(B) + beta · C, with op(A) m×k, op(B) k×n, C m×n,
+    /// all row-major with leading dimensions `lda`, `ldb`, `ldc`.
+    public static func sgemm(
+        _ transA: Transpose, _ transB: Transpose,
+        m: Int, n: Int, k: Int,
+        alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative dimension m=\(m) n=\(n) k=\(k)")
+        precondition(lda >= max(1, transA == .none ? k : m), "sgemm: lda \(lda) too small")
+        precondition(ldb >= max(1, transB == .none ? n : k), "sgemm: ldb \(ldb) too small")
+        precondition(ldc >= max(1, n), "sgemm: ldc \(ldc) too small")
+        if m == 0 || n == 0 { return }
+        cblas_sgemm(CblasRowMajor,
+                    transA == .none ? CblasNoTrans : CblasTrans,
+                    transB == .none ? CblasNoTrans : CblasTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// The same product on Swift buffers, with their sizes checked against
+    /// the shapes (dense: leading dimension = row length).
+    public static func sgemm(
+        _ transA: Transpose, _ transB: Transpose,
+        m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafeBufferPointer<Float>, b: UnsafeBufferPointer<Float>,
+        beta: Float = 0, c: UnsafeMutableBufferPointer<Float>
+    ) {
+        precondition(a.count >= m * k, "sgemm: A has \(a.count) elements, needs \(m * k)")
+        precondition(b.count >= k * n, "sgemm: B has \(b.count) elements, needs \(k * n)")
+        precondition(c.count >= m * n, "sgemm: C has \(c.count) elements, needs \(m * n)")
+        guard m > 0, n > 0 else { return }
+        if k == 0 {
+            // BLAS leaves C scaled by beta when k = 0; do it here since a k=0
+            // buffer may have no base address.
+            for i in 0..<(m * n) { c[i] = beta == 0 ? 0 : beta * c[i] }
+            return
+        }
+        sgemm(transA, transB, m: m, n: n, k: k, alpha: alpha,
+              a: a.baseAddress!, lda: transA == .none ? k : m,
+              b: b.baseAddress!, ldb: transB == .none ? n : k,
+              beta: beta, c: c.baseAddress!, ldc: n)
+    }
+
+    /// Naive reference for `sgemm`, kept beside it for tests.
+    public static func sgemmReference(
+        _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: [Float], b: [Float], beta: Float = 0, c: inout [Float]
+    ) {
+        for i in 0..<m {
+            for j in 0..<n {
+                var sum: Double = 0
+                for p in 0..<k {
+                    let av = transA == .none ? a[i * k + p] : a[p * m + i]
+                    let bv = transB == .none ? b[p * n + j] : b[j * k + p]
+                    sum += Double(av) * Double(bv)
+                }
+                c[i * n + j] = alpha * Float(sum) + (beta == 0 ? 0 : beta * c[i * n + j])
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+import DaptCore
+
+/// The checks behind `dapt cluster check`: every collective against its
+/// closed-form answer, an all-to-all exchange whose every record is verified,
+/// and bandwidth figures. Results are values; the command line prints them.
+public enum ClusterDiagnostics {
+    public struct CollectiveResults: Sendable, Equatable, Codable {
+        public var size = 0
+        public var allReduceSumInt64: Int64 = 0
+        public var allReduceMaxDouble: Double = 0
+        public var allReduceMinFloat: Float = 0
+        public var allReduceSumFloatVector: [Float] = []
+        public var allGatherTotal = 0
+        public var gatherRoot: [Int64] = []
+        public var broadcastValue: Int64 = 0
+        public var ringReceived: Int64 = 0
+        public var splitSize = 0
+        public var splitRank = 0
+        public var splitSum: Int64 = 0
+        public var failures: [String] = []
+        public init() {}
+    }
+
+    /// Runs every collective and checks it; failures are listed, not thrown,
+    /// so one report shows them all.
+    public static func checkCollectives(_ comm: any Communicator) throws -> CollectiveResults {
+        var r = CollectiveResults()
+        let n = comm.size, me = comm.rank
+        r.size = n
+        func expect(_ ok: Bool, _ what: String) { if !ok { r.failures.append(what) } }
+
+        r.allReduceSumInt64 = try comm.allReduce(Int64(me + 1), op: .sum)
+        expect(r.allReduceSumInt64 == Int64(n * (n + 1) / 2), "all-reduce sum Int64: \(r.allReduceSumInt64)")
+        r.allReduceMaxDouble = try comm.allReduce(Double(me) * 1.5, op: .max)
+        expect(r.allReduceMaxDouble == Double(n - 1) * 1.5, "all-reduce max Double: \(r.allReduceMaxDouble)")
+        r.allReduceMinFloat = try comm.allReduce(Float(me) - 0.5, op: .min)
+        expect(r.allReduceMinFloat == -0.5, "all-reduce min Float: \(r.allReduceMinFloat)")
+        var vector = (0..<5).map { Float($0 * (me + 1)) }
+        try comm.allReduce(&vector, op: .sum)
+        r.allReduceSumFloatVector = vector
+        let triangle = Float(n * (n + 1) / 2)
+        expect(vector == (0..<5).map { Float($0) * triangle }, "all-reduce sum [Float]: \(vector)")
+
+        // Rank r contributes r+1 copies of r: variable-length all-gather.
+        let gathered = try comm.allGatherV([Int64](repeating: Int64(me), count: me + 1))
+        r.allGatherTotal = gathered.reduce(0) { $0 + $1.count }
+        expect(gathered.count == n && gathered.enumerated().allSatisfy { i, v in v == [Int64](repeating: Int64(i), count: i + 1) },
+               "all-gather(v) contents")
+
+        if let atRoot = try comm.gatherV([Int64(me * me)], root: 0) { r.gatherRoot = atRoot.flatMap { $0 } }
+        if me == 0 { expect(r.gatherRoot == (0..<n).map { Int64($0 * $0) }, "gather(v) at root: \(r.gatherRoot)") }
+
+        var value: [Int64] = [me == n - 1 ? 4242 : -1]
+        try comm.broadcast(&value, root: n - 1)
+        r.broadcastValue = value[0]
+        expect(value == [4242], "broadcast from last rank: \(value)")
+
+        // A ring: send to the next rank, receive from the previous one.
+        if n > 1 {
+            let next = (me + 1) % n, prev = (me + n - 1) % n
+            if me % 2 == 0 {
+                try comm.send([Int64(me * 10)], to: next, tag: 7)
+                r.ringReceived = try comm.receive(Int64.self, from: prev, tag: 7)[0]
+            } else {
+                r.ringReceived = try comm.receive(Int64.self, from: prev, tag: 7)[0]
+                try comm.send([Int64(me * 10)], to: next, tag: 7)
+            }
+            expect(r.ringReceived == Int64(prev * 10), "ring send/receive: \(r.ringReceived)")
+        }
+
+        // Even and odd ranks form two groups, ordered by descending old rank.
+        let sub = try comm.split(color: me % 2, key: -me)
+        r.splitSize = sub.size
+        r.splitRank = sub.rank
+        r.splitSum = try sub.allReduce(Int64(me), op: .sum)
+        let members = (0..<n).filter { $0 % 2 == me % 2 }
+        expect(sub.size == members.count, "split size \(sub.size)")
+        expect(sub.rank == members.reversed().firstIndex(of: me)!, "split rank \(sub.rank)")
+        expect(r.splitSum == Int64(members.reduce(0, +)), "split all-reduce \(r.splitSum)")
+        try comm.barrier()
+        return r
+    }
+
+    public struct ExchangeResults: Sendable, Equatable, Codable {
+        public var recordsSent = 0
+        public var recordsReceived = 0
+        public var bytesSent = 0
+        public var bytesReceived = 0
+        public var seconds = 0.0
+        public var failures: [String] = []
+        public init() {}
+    }
+
+    /// Every rank sends about `bytesPerRank` bytes, spread over every rank
+    /// (itself included), as records whose content is derived from
+    /// (sender, receiver, index); receivers rebuild and compare each one.
+    /// `onStart` runs once the round begins (the crash tests use it).
+    public static func checkExchange(_ exchange: RecordExchange, bytesPerRank: Int, rounds: Int = 1,
+                                     onStart: () -> Void = {}) throws -> ExchangeResults {
+        var r = ExchangeResults()
+        let n = exchange.size, me = exchange.rank
+        let incoming = (0..<n).map { recordPlan(sender: $0, receiver: me, size: n, bytesPerRank: bytesPerRank) }
+        let outgoing = (0..<n).map { recordPlan(sender: me, receiver: $0, size: n, bytesPerRank: bytesPerRank) }
+        let started = monotonicSeconds()
+        onStart()
+        for _ in 0..<rounds {
+            var receivedFrom = [Int](repeating: 0, count: n)
+            let stats = try exchange.round(produce: { outbox in
+                for peer in 0..<n {
+                    for (index, length) in outgoing[peer].enumerated() {
+                        try outbox.append(recordBytes(sender: me, receiver: peer, index: index, length: length), to: peer)
+                    }
+                }
+            }, consume: { sender, record in
+                let index = receivedFrom[sender]
+                receivedFrom[sender] += 1
+                let expected = recordBytes(sender: sender, receiver: me, index: index,
+                                           length: index < incoming[sender].count ? incoming[sender][index] : 0)
+                if !expected.elementsEqual(record) && r.failures.count < 10 {
+                    r.failures.append("record \(index) from rank \(sender) differs")
+                }
+            })
+            for sender in 0..<n where receivedFrom[sender] != incoming[sender].count {
+                r.failures.append("from rank \(sender): \(receivedFrom[sender]) records, expected \(incoming[sender].count)")
+            }
+            r.recordsSent += stats.recordsSent
+            r.recordsReceived += stats.recordsReceived
+            r.bytesSent += stats.bytesSent
+            r.bytesReceived += stats.bytesReceived
+        }
+        r.seconds = monotonicSeconds() - started
+        return r
+    }
+
+    /// Record lengths from `sender` to `receiver`: 16 bytes to 8 KiB, derived
+    /// from a seeded hash so both ends agree without talking.
+    static func recordPlan(sender: Int, receiver: Int, size: Int, bytesPerRank: Int) -> [Int] {
+        let budget = bytesPerRank / size
+        var lengths: [Int] = []
+        var total = 0, i: UInt64 = 0
+        while total < budget {
+            let h = StableHash.mix64(UInt64(sender) << 40 ^ UInt64(receiver) << 20 ^ i)
+            let length = 16 + Int(h % 8177)
+            lengths.append(length); total += length; i += 1
+        }
+        return lengths
+    }
+
+    static func recordBytes(sender: Int, receiver: Int, index: Int, length: Int) -> [UInt8] {
+        var rng = SplitMix64(seed: StableHash.mix64(UInt64(sender) << 48 ^ UInt64(receiver) << 32 ^ UInt64(index)))
+        var out = [UInt8](); out.reserveCapacity(length)
+        while out.count < length {
+            let v = rng.next()
+            withUnsafeBytes(of: v) { out.append(contentsOf: $0.prefix(length - out.count)) }
+        }
+        return out
+    }
+
+    /// All-reduce of `elements` floats, `iterations` times. Returns seconds
+    /// per call (slowest rank) after one warm-up call.
+    public static func allReduceSeconds(_ comm: any Communicator, elements: Int, iterations: Int) throws -> Double {
+        var buffer = [Float](repeating: 1, count: elements)
+        try comm.allReduce(&buffer, op: .sum)
+        try comm.barrier()
+        let started = monotonicSeconds()
+        for _ in 0..<iterations { try comm.allReduce(&buffer, op: .sum) }
+        let elapsed = (monotonicSeconds() - started) / Double(iterations)
+        return try comm.allReduce(elapsed, op: .max)
+    }
+}

@@ -1,0 +1,1 @@
+// The DaptDedup module: see the issue that builds it.

@@ -1,0 +1,251 @@
+import CMPI
+import DaptCluster
+import DaptCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An Open MPI call that returned an error code.
+public struct MPIError: Error, CustomStringConvertible, Equatable {
+    public var function: String
+    public var code: Int32
+    public var message: String
+    public var description: String { "\(function) failed (code \(code)): \(message)" }
+}
+
+/// Turns every MPI return code into a typed error naming the function and
+/// `MPI_Error_string`. All MPI calls go through here.
+@inline(__always)
+func checked(_ function: String, _ body: () -> Int32) throws {
+    let code = body()
+    guard code != dapt_mpi_success() else { return }
+    var buffer = [CChar](repeating: 0, count: Int(dapt_mpi_max_error_string()) + 1)
+    var length: Int32 = 0
+    _ = MPI_Error_string(code, &buffer, &length)
+    throw MPIError(function: function, code: code, message: String(nulTerminated: buffer))
+}
+
+/// Starts and stops MPI for this process. MPI can be initialised once per
+/// process; `start()` is idempotent and `stop()` finalises.
+public enum MPIRuntime {
+    /// True when this process was started by `mpirun` (or another PMIx launcher).
+    public static var launchedByMPI: Bool {
+        let env = ProcessEnvironment.self
+        return env.value("OMPI_COMM_WORLD_SIZE") != nil || env.value("PMIX_RANK") != nil || env.value("PMI_RANK") != nil
+    }
+
+    /// Initialises MPI (funneled threading: only the main thread calls MPI)
+    /// and returns the world communicator, with errors returned, not aborting.
+    public static func start() throws -> MPICommunicator {
+        var initialized: Int32 = 0
+        try checked("MPI_Initialized") { MPI_Initialized(&initialized) }
+        if initialized == 0 {
+            var provided: Int32 = 0
+            try checked("MPI_Init_thread") { MPI_Init_thread(nil, nil, dapt_mpi_thread_funneled(), &provided) }
+        }
+        guard let world = dapt_mpi_comm_world() else {
+            throw MPIError(function: "MPI_COMM_WORLD", code: -1, message: "no world communicator")
+        }
+        try checked("MPI_Comm_set_errhandler") { MPI_Comm_set_errhandler(world, dapt_mpi_errors_return()) }
+        return try MPICommunicator(handle: world, owned: false)
+    }
+
+    public static func stop() throws {
+        var finalized: Int32 = 0
+        try checked("MPI_Finalized") { MPI_Finalized(&finalized) }
+        if finalized == 0 { try checked("MPI_Finalize") { MPI_Finalize() } }
+    }
+
+    /// Ends every rank of the job at once (used after an error on one rank,
+    /// so the others do not wait forever in a collective).
+    public static func abort(code: Int32) -> Never {
+        _ = MPI_Abort(dapt_mpi_comm_world(), code)
+        exit(code)
+    }
+}
+
+/// The MPI communicator. Owns its handle and frees it once, except the world
+/// communicator, which MPI owns.
+public final class MPICommunicator: Communicator {
+    private let handle: MPI_Comm
+    private let owned: Bool
+    public let rank: Int
+    public let size: Int
+    public let hostName: String
+
+    init(handle: MPI_Comm, owned: Bool) throws {
+        self.handle = handle
+        self.owned = owned
+        var r: Int32 = 0, s: Int32 = 0
+        try checked("MPI_Comm_rank") { MPI_Comm_rank(handle, &r) }
+        try checked("MPI_Comm_size") { MPI_Comm_size(handle, &s) }
+        rank = Int(r); size = Int(s)
+        var name = [CChar](repeating: 0, count: Int(dapt_mpi_max_processor_name()) + 1)
+        var length: Int32 = 0
+        try checked("MPI_Get_processor_name") { MPI_Get_processor_name(&name, &length) }
+        hostName = String(nulTerminated: name)
+    }
+
+    deinit {
+        if owned {
+            var h: MPI_Comm? = handle
+            _ = MPI_Comm_free(&h)
+        }
+    }
+
+    private static func datatype(_ kind: ElementKind) -> MPI_Datatype {
+        switch kind {
+        case .uint8: return dapt_mpi_byte()
+        case .int32: return dapt_mpi_int32()
+        case .int64: return dapt_mpi_int64()
+        case .uint64: return dapt_mpi_uint64()
+        case .float: return dapt_mpi_float()
+        case .double: return dapt_mpi_double()
+        }
+    }
+
+    private static func op(_ op: ReduceOp) -> MPI_Op {
+        switch op {
+        case .sum: return dapt_mpi_sum()
+        case .max: return dapt_mpi_max()
+        case .min: return dapt_mpi_min()
+        }
+    }
+
+    private func checkPeer(_ peer: Int) throws {
+        if peer < 0 || peer >= size { throw CommunicatorError.invalidRank(peer, size: size) }
+    }
+
+    public func barrier() throws {
+        try checked("MPI_Barrier") { MPI_Barrier(handle) }
+    }
+
+    public func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
+        try checkPeer(root)
+        // MPI counts are Int32: move large buffers in chunks.
+        try forEachChunk(buffer.count) { offset, count in
+            try checked("MPI_Bcast") {
+                MPI_Bcast(buffer.baseAddress! + offset, Int32(count), Self.datatype(T.kind), Int32(root), handle)
+            }
+        }
+    }
+
+    public func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
+        try forEachChunk(buffer.count) { offset, count in
+            try checked("MPI_Allreduce") {
+                MPI_Allreduce(dapt_mpi_in_place(), buffer.baseAddress! + offset, Int32(count),
+                              Self.datatype(T.kind), Self.op(op), handle)
+            }
+        }
+    }
+
+    public func allGatherV<T: CollectiveElement>(_ values: [T]) throws -> [[T]] {
+        let counts = try countsOfAll(values.count)
+        let displacements = Self.displacements(counts)
+        let total = Int(counts.reduce(0, +))
+        var all = [T](unsafeUninitializedCapacity: total) { buf, n in
+            UnsafeMutableRawBufferPointer(buf).initializeMemory(as: UInt8.self, repeating: 0); n = total
+        }
+        try values.withUnsafeBufferPointer { send in
+            try all.withUnsafeMutableBufferPointer { recv in
+                try checked("MPI_Allgatherv") {
+                    MPI_Allgatherv(send.baseAddress, Int32(send.count), Self.datatype(T.kind),
+                                   recv.baseAddress, counts, displacements, Self.datatype(T.kind), handle)
+                }
+            }
+        }
+        return Self.slices(all, counts: counts, displacements: displacements)
+    }
+
+    public func gatherV<T: CollectiveElement>(_ values: [T], root: Int) throws -> [[T]]? {
+        try checkPeer(root)
+        let counts = try countsOfAll(values.count)
+        let displacements = Self.displacements(counts)
+        let total = rank == root ? Int(counts.reduce(0, +)) : 0
+        var all = [T](unsafeUninitializedCapacity: total) { buf, n in
+            UnsafeMutableRawBufferPointer(buf).initializeMemory(as: UInt8.self, repeating: 0); n = total
+        }
+        try values.withUnsafeBufferPointer { send in
+            try all.withUnsafeMutableBufferPointer { recv in
+                try checked("MPI_Gatherv") {
+                    MPI_Gatherv(send.baseAddress, Int32(send.count), Self.datatype(T.kind),
+                                recv.baseAddress, counts, displacements, Self.datatype(T.kind), Int32(root), handle)
+                }
+            }
+        }
+        return rank == root ? Self.slices(all, counts: counts, displacements: displacements) : nil
+    }
+
+    public func send<T: CollectiveElement>(_ values: [T], to peer: Int, tag: Int) throws {
+        try checkPeer(peer)
+        guard values.count <= Int(Int32.max) else { throw CommunicatorError.sizeMismatch(expected: Int(Int32.max), got: values.count) }
+        try values.withUnsafeBufferPointer { buf in
+            try checked("MPI_Send") {
+                MPI_Send(buf.baseAddress, Int32(buf.count), Self.datatype(T.kind), Int32(peer), Int32(tag), handle)
+            }
+        }
+    }
+
+    public func receive<T: CollectiveElement>(_ type: T.Type, from peer: Int, tag: Int) throws -> [T] {
+        try checkPeer(peer)
+        var status = MPI_Status()
+        try checked("MPI_Probe") { MPI_Probe(Int32(peer), Int32(tag), handle, &status) }
+        var count: Int32 = 0
+        try checked("MPI_Get_count") { MPI_Get_count(&status, Self.datatype(T.kind), &count) }
+        var values = [T](unsafeUninitializedCapacity: Int(count)) { buf, n in
+            UnsafeMutableRawBufferPointer(buf).initializeMemory(as: UInt8.self, repeating: 0); n = Int(count)
+        }
+        try values.withUnsafeMutableBufferPointer { buf in
+            try checked("MPI_Recv") {
+                MPI_Recv(buf.baseAddress, count, Self.datatype(T.kind), Int32(peer), Int32(tag), handle, dapt_mpi_status_ignore())
+            }
+        }
+        return values
+    }
+
+    public func split(color: Int, key: Int) throws -> any Communicator {
+        var newHandle: MPI_Comm? = nil
+        try checked("MPI_Comm_split") { MPI_Comm_split(handle, Int32(color), Int32(key), &newHandle) }
+        guard let newHandle else { throw MPIError(function: "MPI_Comm_split", code: -1, message: "no communicator returned") }
+        try checked("MPI_Comm_set_errhandler") { MPI_Comm_set_errhandler(newHandle, dapt_mpi_errors_return()) }
+        return try MPICommunicator(handle: newHandle, owned: true)
+    }
+
+    // MARK: helpers
+
+    private func countsOfAll(_ count: Int) throws -> [Int32] {
+        guard count <= Int(Int32.max) else { throw CommunicatorError.sizeMismatch(expected: Int(Int32.max), got: count) }
+        var mine = Int32(count)
+        var counts = [Int32](repeating: 0, count: size)
+        try counts.withUnsafeMutableBufferPointer { buf in
+            try checked("MPI_Allgather") {
+                MPI_Allgather(&mine, 1, dapt_mpi_int32(), buf.baseAddress, 1, dapt_mpi_int32(), handle)
+            }
+        }
+        let total = counts.reduce(0) { $0 + Int($1) }
+        guard total <= Int(Int32.max) else { throw CommunicatorError.sizeMismatch(expected: Int(Int32.max), got: total) }
+        return counts
+    }
+
+    private static func displacements(_ counts: [Int32]) -> [Int32] {
+        var out = [Int32](); out.reserveCapacity(counts.count)
+        var running: Int32 = 0
+        for c in counts { out.append(running); running += c }
+        return out
+    }
+
+    private static func slices<T>(_ all: [T], counts: [Int32], displacements: [Int32]) -> [[T]] {
+        zip(counts, displacements).map { c, d in Array(all[Int(d)..<Int(d + c)]) }
+    }
+
+    private func forEachChunk(_ count: Int, _ body: (Int, Int) throws -> Void) throws {
+        let chunk = 1 << 30
+        var offset = 0
+        if count == 0 { return }
+        while offset < count {
+            let n = min(chunk, count - offset)
+            try body(offset, n)
+            offset += n
+        }
+    }
+}

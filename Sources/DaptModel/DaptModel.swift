@@ -1,0 +1,1 @@
+// The DaptModel module: see the issue that builds it.

@@ -1,0 +1,1 @@
+// The DaptPrepare module: see the issue that builds it.

@@ -1,0 +1,1 @@
+// The DaptTokenizer module: see the issue that builds it.

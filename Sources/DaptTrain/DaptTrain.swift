@@ -1,0 +1,1 @@
+// The DaptTrain module: see the issue that builds it.

@@ -1,0 +1,152 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import DaptBLAS
+import DaptCluster
+import DaptCore
+import Foundation
+
+struct ClusterCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "Check the cluster runtime: ranks, collectives, the ZeroMQ exchange, BLAS.",
+        subcommands: [Check.self]
+    )
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Self-test and measure the cluster (run under mpirun for several ranks).",
+            discussion: "Exits non-zero if any check fails.")
+
+        @Option(help: "YAML config; its cluster: section sets the transport.")
+        var config: String?
+
+        @Option(name: .customLong("exchange-mib"), help: "MiB each rank sends in the exchange self-test.")
+        var exchangeMiB: Double = 8
+
+        @Option(help: "Exchange rounds (each sends --exchange-mib).")
+        var rounds: Int = 1
+
+        @Option(name: .customLong("allreduce-mib"), help: "MiB of floats per all-reduce.")
+        var allReduceMiB: Double = 16
+
+        @Option(help: "Square sgemm size for the GFLOP/s figure.")
+        var gemm: Int = 1024
+
+        @Option(help: "Write the results as JSON (one file per rank: PATH.rankN).")
+        var json: String?
+
+        @Option(name: .customLong("pid-dir"), help: "Each rank writes its pid here when the exchange starts (crash tests).")
+        var pidDirectory: String?
+
+        func run() throws {
+            let config = try loadConfig(config)
+            try Runtime.run(cluster: config.cluster) { ctx in
+                let report = try runChecks(ctx)
+                if let json {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.sortedKeys]
+                    try FileWriter(path: "\(json).rank\(ctx.rank)").apply { try $0.write(Array(try encoder.encode(report))); try $0.commit() }
+                }
+                let failures = try ctx.communicator.allReduce(Int64(report.failures.count), op: .sum)
+                if failures > 0 {
+                    for f in report.failures { Console.error("rank \(ctx.rank): \(f)") }
+                    throw ExitCode(1)
+                }
+                ctx.say("cluster check: all checks passed")
+            }
+        }
+
+        struct Report: Codable {
+            var rank = 0, size = 0, host = "", pid = 0
+            var collectives = ClusterDiagnostics.CollectiveResults()
+            var exchange = ClusterDiagnostics.ExchangeResults()
+            var exchangeMBps = 0.0
+            var allReduceSeconds = 0.0
+            var allReduceBusGBps = 0.0
+            var sgemmGFLOPs = 0.0
+            var blasThreads = 0
+            var failures: [String] = []
+        }
+
+        func runChecks(_ ctx: ClusterContext) throws -> Report {
+            let comm = ctx.communicator
+            var report = Report()
+            report.rank = ctx.rank; report.size = ctx.size; report.host = comm.hostName
+            report.pid = Int(getpid()); report.blasThreads = BLAS.threads
+
+            if let lines = try comm.gather("rank \(ctx.rank)/\(ctx.size) on \(comm.hostName) (pid \(getpid()), \(BLAS.threads) BLAS threads)", root: 0) {
+                lines.forEach { Console.out($0) }
+            }
+
+            report.collectives = try ClusterDiagnostics.checkCollectives(comm)
+            report.failures += report.collectives.failures.map { "collectives: \($0)" }
+            ctx.say("collectives: " + (try comm.allReduce(Int64(report.collectives.failures.count), op: .sum) == 0 ? "ok" : "FAILED"))
+
+            let exchange = try ctx.makeExchange()
+            let pidDirectory = self.pidDirectory
+            report.exchange = try ClusterDiagnostics.checkExchange(
+                exchange, bytesPerRank: Int(exchangeMiB * 1048576), rounds: rounds,
+                onStart: {
+                    if let dir = pidDirectory {
+                        try? FileWriter(path: "\(dir)/rank\(ctx.rank).pid").apply { try $0.write("\(getpid())\n"); try $0.commit() }
+                    }
+                })
+            report.failures += report.exchange.failures.map { "exchange: \($0)" }
+            let slowest = try comm.allReduce(report.exchange.seconds, op: .max)
+            let moved = try comm.allReduce(Int64(report.exchange.bytesSent), op: .sum)
+            report.exchangeMBps = Double(moved) / slowest / 1e6
+            ctx.say(String(format: "exchange: %d records, %.1f MB in %.3f s: %.1f MB/s aggregate (%d B batches)",
+                           try comm.allReduce(Int64(report.exchange.recordsReceived), op: .sum), Double(moved) / 1e6,
+                           slowest, report.exchangeMBps, ctx.config.batchBytes))
+
+            let elements = max(1, Int(allReduceMiB * 1048576) / 4)
+            report.allReduceSeconds = try ClusterDiagnostics.allReduceSeconds(comm, elements: elements, iterations: 10)
+            // Bus bandwidth as nccl-tests define it: 2(n-1)/n of the buffer per rank per call.
+            let factor = ctx.size > 1 ? 2 * Double(ctx.size - 1) / Double(ctx.size) : 1
+            report.allReduceBusGBps = Double(elements * 4) * factor / report.allReduceSeconds / 1e9
+            ctx.say(String(format: "all-reduce: %.1f MiB float sum in %.2f ms: %.2f GB/s bus bandwidth",
+                           allReduceMiB, report.allReduceSeconds * 1e3, report.allReduceBusGBps))
+
+            report.sgemmGFLOPs = sgemmGFLOPs(size: gemm)
+            let all = try comm.allGatherV([report.sgemmGFLOPs])
+            ctx.say(String(format: "sgemm %d^3: %@ GFLOP/s per rank (%d BLAS threads each)", gemm,
+                           all.map { String(format: "%.1f", $0[0]) }.joined(separator: ", "), BLAS.threads))
+            return report
+        }
+
+        /// Best of three timed products after a warm-up.
+        func sgemmGFLOPs(size n: Int) -> Double {
+            let a = (0..<(n * n)).map { Float(($0 % 17) - 8) / 8 }
+            let b = (0..<(n * n)).map { Float(($0 % 13) - 6) / 6 }
+            var c = [Float](repeating: 0, count: n * n)
+            var best = Double.infinity
+            for trial in 0..<4 {
+                let t = monotonicSeconds()
+                a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                    BLAS.sgemm(.none, .none, m: n, n: n, k: n, a: ap, b: bp, c: cp)
+                } } }
+                if trial > 0 { best = min(best, monotonicSeconds() - t) }
+            }
+            return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
+        }
+    }
+}
+
+func loadConfig(_ path: String?) throws -> DaptConfig {
+    do {
+        return try DaptConfig.load(path)
+    } catch let error as ConfigError {
+        Console.error(error.description)
+        throw ExitCode(2)
+    } catch let error as FileError {
+        Console.error(error.description)
+        throw ExitCode(2)
+    }
+}
+
+extension FileWriter {
+    /// Runs `body` with this writer (keeps one-line writes readable).
+    func apply(_ body: (FileWriter) throws -> Void) throws { try body(self) }
+}
