@@ -14,6 +14,8 @@ public struct ClusterConfig: StageConfig, Equatable {
     public var highWaterMark: Int = 64
     /// A round fails after this long with nothing arriving.
     public var idleTimeoutSeconds: Double = 300
+    /// Directory for `ipc` endpoints (Unix sockets).
+    public var ipcDirectory: String = "/tmp"
     /// OpenBLAS threads per rank; 0: cores on this host ÷ ranks on this host.
     public var blasThreads: Int = 0
 
@@ -26,6 +28,7 @@ public struct ClusterConfig: StageConfig, Equatable {
         case highWaterMark = "high_water_mark"
         case idleTimeoutSeconds = "idle_timeout_seconds"
         case blasThreads = "blas_threads"
+        case ipcDirectory = "ipc_directory"
     }
 
     public init(from decoder: Decoder) throws {
@@ -39,6 +42,7 @@ public struct ClusterConfig: StageConfig, Equatable {
         highWaterMark = try c.value(.highWaterMark, default: d.highWaterMark)
         idleTimeoutSeconds = try c.value(.idleTimeoutSeconds, default: d.idleTimeoutSeconds)
         blasThreads = try c.value(.blasThreads, default: d.blasThreads)
+        ipcDirectory = try c.value(.ipcDirectory, default: d.ipcDirectory)
     }
 
     public func validate() throws {
@@ -49,6 +53,9 @@ public struct ClusterConfig: StageConfig, Equatable {
         try Check.positive(highWaterMark, "high_water_mark")
         try Check.positive(idleTimeoutSeconds, "idle_timeout_seconds")
         try Check.nonNegative(blasThreads, "blas_threads")
+        if ipcDirectory.isEmpty || !FileSystem.isDirectory(ipcDirectory), transport == "ipc" {
+            throw ConfigError(field: "ipc_directory", reason: "\"\(ipcDirectory)\" is not a directory")
+        }
     }
 
     public var exchangeOptions: ExchangeOptions {

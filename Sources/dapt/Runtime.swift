@@ -30,6 +30,7 @@ struct ClusterContext {
             options.interface = config.interface
             options.basePort = config.basePort
             options.highWaterMark = config.highWaterMark
+            options.ipcDirectory = config.ipcDirectory
             options.maxMessageBytes = max(options.maxMessageBytes, config.batchBytes * 2 + 4096)
             let tag = try communicator.broadcast("dapt-\(getpid())", root: 0)
             transport = try ZMQTransport(communicator: communicator, options: options, jobTag: tag)

@@ -1,0 +1,113 @@
+import Foundation
+import XCTest
+
+/// `dapt cluster check` under real mpirun: every collective gives the right
+/// numbers, the exchange delivers every byte, and a killed rank ends the job.
+final class ClusterCheckTests: XCTestCase {
+    struct Report: Decodable {
+        struct Collectives: Decodable {
+            var size: Int
+            var allReduceSumInt64: Int64
+            var allReduceMaxDouble: Double
+            var allReduceMinFloat: Float
+            var allGatherTotal: Int
+            var gatherRoot: [Int64]
+            var broadcastValue: Int64
+            var splitSize: Int
+            var splitRank: Int
+            var splitSum: Int64
+        }
+        struct Exchange: Decodable { var recordsSent: Int; var recordsReceived: Int; var bytesSent: Int; var bytesReceived: Int; var failures: [String] }
+        var rank: Int
+        var size: Int
+        var collectives: Collectives
+        var exchange: Exchange
+        var failures: [String]
+    }
+
+    func runCheck(np: Int) throws -> [Report] {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let json = dir.appendingPathComponent("report").path
+        let result = try DaptProcess.mpirun(np: np, ["cluster", "check", "--exchange-mib", "3", "--allreduce-mib", "1", "--gemm", "128", "--json", json], timeout: 120)
+        XCTAssertEqual(result.status, 0, "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
+        XCTAssertTrue(result.stdout.contains("cluster check: all checks passed"), result.stdout)
+        for r in 0..<np { XCTAssertTrue(result.stdout.contains("rank \(r)/\(np) on "), result.stdout) }
+        return try (0..<np).map { r in
+            try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(json).rank\(r)")))
+        }
+    }
+
+    func checkNumbers(_ reports: [Report]) {
+        let n = reports.count
+        let totalSent = reports.reduce(0) { $0 + $1.exchange.bytesSent }
+        let totalReceived = reports.reduce(0) { $0 + $1.exchange.bytesReceived }
+        XCTAssertGreaterThan(totalSent, 3 * 1_000_000 * n - 10_000 * n)
+        XCTAssertEqual(totalSent, totalReceived, "every byte sent arrives")
+        XCTAssertEqual(reports.reduce(0) { $0 + $1.exchange.recordsSent }, reports.reduce(0) { $0 + $1.exchange.recordsReceived })
+        for report in reports {
+            let c = report.collectives
+            XCTAssertEqual(report.size, n)
+            XCTAssertEqual(c.allReduceSumInt64, Int64(n * (n + 1) / 2))
+            XCTAssertEqual(c.allReduceMaxDouble, Double(n - 1) * 1.5)
+            XCTAssertEqual(c.allReduceMinFloat, -0.5)
+            XCTAssertEqual(c.allGatherTotal, n * (n + 1) / 2)
+            XCTAssertEqual(c.broadcastValue, 4242)
+            let members = (0..<n).filter { $0 % 2 == report.rank % 2 }
+            XCTAssertEqual(c.splitSize, members.count)
+            XCTAssertEqual(c.splitRank, members.reversed().firstIndex(of: report.rank))
+            XCTAssertEqual(c.splitSum, Int64(members.reduce(0, +)))
+            XCTAssertEqual(report.failures, [])
+        }
+        XCTAssertEqual(reports[0].collectives.gatherRoot, (0..<n).map { Int64($0 * $0) })
+    }
+
+    func testTwoRanks() throws { checkNumbers(try runCheck(np: 2)) }
+
+    func testFourRanks() throws { checkNumbers(try runCheck(np: 4)) }
+
+    func testThreeRanksOverIPC() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let config = dir.appendingPathComponent("ipc.yaml")
+        try "cluster:\n  transport: ipc\n  ipc_directory: \(dir.path)\n".write(to: config, atomically: true, encoding: .utf8)
+        let json = dir.appendingPathComponent("report").path
+        let result = try DaptProcess.mpirun(np: 3, ["cluster", "check", "--config", config.path, "--exchange-mib", "2",
+                                                    "--allreduce-mib", "1", "--gemm", "64", "--json", json], timeout: 120)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let reports = try (0..<3).map { r in
+            try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(json).rank\(r)")))
+        }
+        checkNumbers(reports)
+        let sockets = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".sock") }
+        XCTAssertEqual(sockets.count, 3, "one ipc endpoint per rank: \(sockets)")
+    }
+
+    /// A rank killed with SIGKILL in the middle of the exchange makes the
+    /// whole job exit non-zero within 10 s, leaving no process behind.
+    func testKilledRankEndsTheJob() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        var killedAt: Date?
+        var pids: [Int32] = []
+        let result = try DaptProcess.mpirun(np: 4, ["cluster", "check", "--exchange-mib", "64", "--rounds", "1000", "--pid-dir", dir.path], timeout: 90) { _ in
+            // Wait until every rank is inside the exchange, then kill rank 1.
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                pids = (0..<4).compactMap { r in
+                    (try? String(contentsOfFile: dir.appendingPathComponent("rank\(r).pid").path, encoding: .utf8))
+                        .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+                }
+                if pids.count == 4 { break }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            guard pids.count == 4 else { return }
+            Thread.sleep(forTimeInterval: 0.3)
+            kill(pids[1], SIGKILL)
+            killedAt = Date()
+        }
+        XCTAssertEqual(pids.count, 4, "ranks never reached the exchange: \(result.stderr)")
+        XCTAssertFalse(result.timedOut, "mpirun hung after a rank was killed")
+        XCTAssertNotEqual(result.status, 0)
+        if let killedAt { XCTAssertLessThan(Date().timeIntervalSince(killedAt), 10, "job took too long to end") }
+        Thread.sleep(forTimeInterval: 0.5)
+        for pid in pids { XCTAssertFalse(DaptProcess.isAlive(pid), "rank process \(pid) left behind") }
+    }
+}
