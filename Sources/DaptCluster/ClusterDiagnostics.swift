@@ -156,6 +156,25 @@ public enum ClusterDiagnostics {
         return out
     }
 
+    /// Raw exchange throughput: every rank streams `bytesPerRank` bytes, in
+    /// records of `recordBytes`, spread evenly over the other ranks; the
+    /// receiver only counts. Returns (bytes this rank received, seconds).
+    public static func exchangeThroughput(_ exchange: RecordExchange, bytesPerRank: Int, recordBytes: Int) throws -> (bytes: Int, seconds: Double) {
+        let n = exchange.size, me = exchange.rank
+        let record = [UInt8](repeating: 0xA5, count: recordBytes)
+        let peers = n > 1 ? (0..<n).filter { $0 != me } : [me]
+        let perPeer = bytesPerRank / peers.count / recordBytes
+        var received = 0
+        try exchange.communicator.barrier()
+        let started = monotonicSeconds()
+        try exchange.round(produce: { outbox in
+            try record.withUnsafeBytes { raw in
+                for i in 0..<perPeer { for peer in peers { try outbox.append(raw, to: peer) } }
+            }
+        }, consume: { _, bytes in received += bytes.count })
+        return (received, monotonicSeconds() - started)
+    }
+
     /// All-reduce of `elements` floats, `iterations` times. Returns seconds
     /// per call (slowest rank) after one warm-up call.
     public static func allReduceSeconds(_ comm: any Communicator, elements: Int, iterations: Int) throws -> Double {

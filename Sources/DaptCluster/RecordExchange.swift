@@ -5,6 +5,8 @@ import DaptCore
 public protocol FrameTransport: AnyObject {
     var rank: Int { get }
     var size: Int { get }
+    /// Where this rank receives (e.g. `tcp://127.0.0.1:40123`).
+    var endpoint: String { get }
     /// Sends `frame` to `peer` unless that would block (the peer's queue is at
     /// its high-water mark); returns false then and the caller retries later.
     func trySend(_ frame: [UInt8], to peer: Int) throws -> Bool
@@ -213,6 +215,7 @@ public final class SelfOnlyTransport: FrameTransport {
     public init() {}
     public var rank: Int { 0 }
     public var size: Int { 1 }
+    public var endpoint: String { "self" }
     public func trySend(_ frame: [UInt8], to peer: Int) throws -> Bool {
         throw ExchangeError.transport("a single-rank transport has no peer \(peer)")
     }

@@ -1,6 +1,9 @@
 import CZeroMQ
 import DaptCluster
 import DaptCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A ZeroMQ call that failed, with zmq_strerror's text.
 public struct ZMQError: Error, CustomStringConvertible, Equatable {
@@ -196,8 +199,10 @@ public final class ZMQTransport: FrameTransport {
         try inbox.receive(timeoutMilliseconds: timeoutMilliseconds)
     }
 
-    /// Closes sockets before the context (ZeroMQ's required order).
+    /// Closes sockets before the context (ZeroMQ's required order) and
+    /// removes this rank's ipc socket file.
     deinit {
         outboxes.removeAll()
+        if endpoint.hasPrefix("ipc://") { unlink(String(endpoint.dropFirst("ipc://".count))) }
     }
 }

@@ -28,6 +28,12 @@ struct ClusterCommand: ParsableCommand {
         @Option(help: "Exchange rounds (each sends --exchange-mib).")
         var rounds: Int = 1
 
+        @Option(name: .customLong("throughput-mib"), help: "MiB each rank streams in the raw throughput test.")
+        var throughputMiB: Double = 64
+
+        @Option(name: .customLong("record-bytes"), help: "Record size in the raw throughput test.")
+        var recordBytes: Int = 1024
+
         @Option(name: .customLong("allreduce-mib"), help: "MiB of floats per all-reduce.")
         var allReduceMiB: Double = 16
 
@@ -59,10 +65,11 @@ struct ClusterCommand: ParsableCommand {
         }
 
         struct Report: Codable {
-            var rank = 0, size = 0, host = "", pid = 0
+            var rank = 0, size = 0, host = "", pid = 0, endpoint = ""
             var collectives = ClusterDiagnostics.CollectiveResults()
             var exchange = ClusterDiagnostics.ExchangeResults()
             var exchangeMBps = 0.0
+            var throughputMBps = 0.0
             var allReduceSeconds = 0.0
             var allReduceBusGBps = 0.0
             var sgemmGFLOPs = 0.0
@@ -85,6 +92,7 @@ struct ClusterCommand: ParsableCommand {
             ctx.say("collectives: " + (try comm.allReduce(Int64(report.collectives.failures.count), op: .sum) == 0 ? "ok" : "FAILED"))
 
             let exchange = try ctx.makeExchange()
+            report.endpoint = exchange.transport.endpoint
             let pidDirectory = self.pidDirectory
             report.exchange = try ClusterDiagnostics.checkExchange(
                 exchange, bytesPerRank: Int(exchangeMiB * 1048576), rounds: rounds,
@@ -101,13 +109,24 @@ struct ClusterCommand: ParsableCommand {
                            try comm.allReduce(Int64(report.exchange.recordsReceived), op: .sum), Double(moved) / 1e6,
                            slowest, report.exchangeMBps, ctx.config.batchBytes))
 
+            if ctx.size > 1 {
+                let (bytes, seconds) = try ClusterDiagnostics.exchangeThroughput(exchange, bytesPerRank: Int(throughputMiB * 1048576), recordBytes: recordBytes)
+                let slowest = try comm.allReduce(seconds, op: .max)
+                let total = try comm.allReduce(Int64(bytes), op: .sum)
+                report.throughputMBps = Double(total) / slowest / 1e6
+                ctx.say(String(format: "zeromq throughput: %.1f MB in %d-byte records in %.3f s: %.1f MB/s aggregate, %.1f MB/s per rank",
+                               Double(total) / 1e6, recordBytes, slowest, report.throughputMBps, report.throughputMBps / Double(ctx.size)))
+            }
+
             let elements = max(1, Int(allReduceMiB * 1048576) / 4)
             report.allReduceSeconds = try ClusterDiagnostics.allReduceSeconds(comm, elements: elements, iterations: 10)
+            if ctx.size > 1 {
             // Bus bandwidth as nccl-tests define it: 2(n-1)/n of the buffer per rank per call.
             let factor = ctx.size > 1 ? 2 * Double(ctx.size - 1) / Double(ctx.size) : 1
             report.allReduceBusGBps = Double(elements * 4) * factor / report.allReduceSeconds / 1e9
             ctx.say(String(format: "all-reduce: %.1f MiB float sum in %.2f ms: %.2f GB/s bus bandwidth",
                            allReduceMiB, report.allReduceSeconds * 1e3, report.allReduceBusGBps))
+            }
 
             report.sgemmGFLOPs = sgemmGFLOPs(size: gemm)
             let all = try comm.allGatherV([report.sgemmGFLOPs])

@@ -1,0 +1,55 @@
+import DaptCluster
+import XCTest
+
+final class SingleRankCommunicatorTests: XCTestCase {
+    func testCollectivesAreIdentities() throws {
+        let comm = SingleRankCommunicator()
+        XCTAssertEqual(comm.rank, 0)
+        XCTAssertEqual(comm.size, 1)
+        var v: [Float] = [1, 2, 3]
+        try comm.allReduce(&v, op: .sum)
+        XCTAssertEqual(v, [1, 2, 3])
+        XCTAssertEqual(try comm.allReduce(Int64(7), op: .max), 7)
+        XCTAssertEqual(try comm.allGatherV([Int64(1), 2]), [[1, 2]])
+        XCTAssertEqual(try comm.gatherV([UInt8(9)], root: 0), [[9]])
+        XCTAssertEqual(try comm.allGather("host"), ["host"])
+        var b: [Double] = [4, 5]
+        try comm.broadcast(&b, root: 0)
+        XCTAssertEqual(b, [4, 5])
+        XCTAssertEqual(try comm.broadcast("same", root: 0), "same")
+    }
+
+    func testMessagesToSelfQueuePerTag() throws {
+        let comm = SingleRankCommunicator()
+        try comm.send([Int32(1), 2], to: 0, tag: 5)
+        try comm.send([Int32(3)], to: 0, tag: 6)
+        try comm.send([Int32(4)], to: 0, tag: 5)
+        XCTAssertEqual(try comm.receive(Int32.self, from: 0, tag: 6), [3])
+        XCTAssertEqual(try comm.receive(Int32.self, from: 0, tag: 5), [1, 2])
+        XCTAssertEqual(try comm.receive(Int32.self, from: 0, tag: 5), [4])
+        XCTAssertThrowsError(try comm.receive(Int32.self, from: 0, tag: 5)) {
+            XCTAssertEqual($0 as? CommunicatorError, .noMessage(from: 0, tag: 5))
+        }
+    }
+
+    func testInvalidPeerIsAnError() {
+        let comm = SingleRankCommunicator()
+        XCTAssertThrowsError(try comm.send([UInt8(1)], to: 1, tag: 0)) {
+            XCTAssertEqual($0 as? CommunicatorError, .invalidRank(1, size: 1))
+        }
+        XCTAssertThrowsError(try comm.gatherV([UInt8(1)], root: 2))
+    }
+
+    func testSplitGivesAGroupOfOne() throws {
+        let sub = try SingleRankCommunicator().split(color: 3, key: 9)
+        XCTAssertEqual(sub.size, 1)
+        XCTAssertEqual(sub.rank, 0)
+    }
+
+    func testDiagnosticsPassOnOneRank() throws {
+        let results = try ClusterDiagnostics.checkCollectives(SingleRankCommunicator())
+        XCTAssertEqual(results.failures, [])
+        XCTAssertEqual(results.allReduceSumInt64, 1)
+        XCTAssertEqual(results.splitSize, 1)
+    }
+}
