@@ -13,11 +13,11 @@ import DaptCore
 ///     16      8     data: sequence number; end: messages sent
 ///     24      8     data: payload length;  end: payload bytes sent
 ///     32      8     data: xxh64 of payload; end: running checksum
-public struct ExchangeFrame: Equatable, Sendable {
+public struct FrameHeader: Equatable, Sendable {
     public enum Kind: UInt8, Sendable { case data = 0, end = 1 }
 
     public static let magic: UInt32 = 0x3146_5844 // "DXF1" little-endian
-    public static let headerSize = 40
+    public static let size = 40
 
     public var kind: Kind
     public var sender: Int
@@ -25,13 +25,82 @@ public struct ExchangeFrame: Equatable, Sendable {
     public var sequenceOrCount: UInt64
     public var lengthOrBytes: UInt64
     public var checksum: UInt64
+
+    public init(kind: Kind, sender: Int, round: Int, sequenceOrCount: UInt64, lengthOrBytes: UInt64, checksum: UInt64) {
+        self.kind = kind; self.sender = sender; self.round = round
+        self.sequenceOrCount = sequenceOrCount; self.lengthOrBytes = lengthOrBytes; self.checksum = checksum
+    }
+
+    /// Writes the 40 header bytes at the start of `buffer`.
+    public func write(into buffer: UnsafeMutableRawBufferPointer) {
+        precondition(buffer.count >= Self.size)
+        buffer.storeBytes(of: Self.magic.littleEndian, toByteOffset: 0, as: UInt32.self)
+        buffer.storeBytes(of: UInt32(kind.rawValue).littleEndian, toByteOffset: 4, as: UInt32.self)
+        buffer.storeBytes(of: UInt32(sender).littleEndian, toByteOffset: 8, as: UInt32.self)
+        buffer.storeBytes(of: UInt32(round).littleEndian, toByteOffset: 12, as: UInt32.self)
+        buffer.storeBytes(of: sequenceOrCount.littleEndian, toByteOffset: 16, as: UInt64.self)
+        buffer.storeBytes(of: lengthOrBytes.littleEndian, toByteOffset: 24, as: UInt64.self)
+        buffer.storeBytes(of: checksum.littleEndian, toByteOffset: 32, as: UInt64.self)
+    }
+
+    /// Parses the header of a whole frame received from the network, checking
+    /// every length against the bytes actually there before anything is used.
+    public static func read(_ bytes: UnsafeRawBufferPointer, peers: Int) throws -> FrameHeader {
+        guard bytes.count >= size else { throw ExchangeError.truncatedFrame(length: bytes.count, needed: size) }
+        func get<I: FixedWidthInteger>(_ offset: Int, _: I.Type) -> I { I(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: I.self)) }
+        guard get(0, UInt32.self) == magic else { throw ExchangeError.badMagic(get(0, UInt32.self)) }
+        guard let kind = Kind(rawValue: bytes[4]) else { throw ExchangeError.badKind(bytes[4]) }
+        let sender = Int(get(8, UInt32.self))
+        guard sender < peers else { throw ExchangeError.badSender(sender, peers: peers) }
+        let length = get(24, UInt64.self)
+        let payloadCount = bytes.count - size
+        if kind == .data {
+            guard length == UInt64(payloadCount) else {
+                throw ExchangeError.truncatedFrame(length: bytes.count, needed: size + Int(clamping: length))
+            }
+        } else if payloadCount != 0 {
+            throw ExchangeError.truncatedFrame(length: bytes.count, needed: size)
+        }
+        return FrameHeader(kind: kind, sender: sender, round: Int(get(12, UInt32.self)),
+                           sequenceOrCount: get(16, UInt64.self), lengthOrBytes: length, checksum: get(32, UInt64.self))
+    }
+}
+
+/// The wire format of the all-to-all exchange. Every frame starts with a
+/// fixed 40-byte little-endian header; data frames carry a batch of
+/// length-prefixed records, end frames carry the totals the receiver checks.
+///
+///     offset  size  field
+///     0       4     magic "DXF1"
+///     4       1     kind (0 data, 1 end)
+///     5       3     zero
+///     8       4     sender rank
+///     12      4     round
+///     16      8     data: sequence number; end: messages sent
+///     24      8     data: payload length;  end: payload bytes sent
+///     32      8     data: xxh64 of payload (seeded by sequence); end: running checksum
+///
+/// The exchange itself writes headers in place in front of each batch; this
+/// value type (header plus a copied payload) is for tests and tools.
+public struct ExchangeFrame: Equatable, Sendable {
+    public typealias Kind = FrameHeader.Kind
+    public static let headerSize = FrameHeader.size
+
+    public var header: FrameHeader
     public var payload: [UInt8]
 
     public init(kind: Kind, sender: Int, round: Int, sequenceOrCount: UInt64, lengthOrBytes: UInt64, checksum: UInt64, payload: [UInt8] = []) {
-        self.kind = kind; self.sender = sender; self.round = round
-        self.sequenceOrCount = sequenceOrCount; self.lengthOrBytes = lengthOrBytes
-        self.checksum = checksum; self.payload = payload
+        header = FrameHeader(kind: kind, sender: sender, round: round, sequenceOrCount: sequenceOrCount,
+                             lengthOrBytes: lengthOrBytes, checksum: checksum)
+        self.payload = payload
     }
+
+    public var kind: Kind { header.kind }
+    public var sender: Int { header.sender }
+    public var round: Int { header.round }
+    public var sequenceOrCount: UInt64 { header.sequenceOrCount }
+    public var lengthOrBytes: UInt64 { header.lengthOrBytes }
+    public var checksum: UInt64 { header.checksum }
 
     public static func data(sender: Int, round: Int, sequence: UInt64, payload: [UInt8]) -> ExchangeFrame {
         ExchangeFrame(kind: .data, sender: sender, round: round, sequenceOrCount: sequence,
@@ -39,32 +108,15 @@ public struct ExchangeFrame: Equatable, Sendable {
     }
 
     public func encoded() -> [UInt8] {
-        var out = [UInt8](); out.reserveCapacity(Self.headerSize + payload.count)
-        func put<I: FixedWidthInteger>(_ v: I) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        put(Self.magic); out.append(kind.rawValue); out += [0, 0, 0]
-        put(UInt32(sender)); put(UInt32(round)); put(sequenceOrCount); put(lengthOrBytes); put(checksum)
-        out += payload
-        return out
+        var out = [UInt8](repeating: 0, count: Self.headerSize)
+        out.withUnsafeMutableBytes { header.write(into: $0) }
+        return out + payload
     }
 
-    /// Parses a frame received from the network, checking every length
-    /// before it is used.
     public static func decode(_ bytes: UnsafeRawBufferPointer, peers: Int) throws -> ExchangeFrame {
-        guard bytes.count >= headerSize else { throw ExchangeError.truncatedFrame(length: bytes.count, needed: headerSize) }
-        func get<I: FixedWidthInteger>(_ offset: Int, _: I.Type) -> I { I(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: I.self)) }
-        guard get(0, UInt32.self) == magic else { throw ExchangeError.badMagic(get(0, UInt32.self)) }
-        guard let kind = Kind(rawValue: bytes[4]) else { throw ExchangeError.badKind(bytes[4]) }
-        let sender = Int(get(8, UInt32.self))
-        guard sender < peers else { throw ExchangeError.badSender(sender, peers: peers) }
-        let length = get(24, UInt64.self)
-        let payloadCount = bytes.count - headerSize
-        if kind == .data {
-            guard length == UInt64(payloadCount) else { throw ExchangeError.truncatedFrame(length: bytes.count, needed: headerSize + Int(clamping: length)) }
-        } else if payloadCount != 0 {
-            throw ExchangeError.truncatedFrame(length: bytes.count, needed: headerSize)
-        }
-        return ExchangeFrame(kind: kind, sender: sender, round: Int(get(12, UInt32.self)),
-                             sequenceOrCount: get(16, UInt64.self), lengthOrBytes: length, checksum: get(32, UInt64.self),
+        let header = try FrameHeader.read(bytes, peers: peers)
+        return ExchangeFrame(kind: header.kind, sender: header.sender, round: header.round, sequenceOrCount: header.sequenceOrCount,
+                             lengthOrBytes: header.lengthOrBytes, checksum: header.checksum,
                              payload: Array(UnsafeRawBufferPointer(rebasing: bytes[headerSize...])))
     }
 }
@@ -127,17 +179,22 @@ public struct PeerLedger: Sendable {
     }
 
     public mutating func accept(_ frame: ExchangeFrame) throws {
+        try frame.payload.withUnsafeBytes { try accept(frame.header, payload: $0) }
+    }
+
+    /// Checks one frame (its header and the payload bytes that followed it).
+    public mutating func accept(_ frame: FrameHeader, payload: UnsafeRawBufferPointer) throws {
         switch frame.kind {
         case .data:
             if ended { throw ExchangeError.dataAfterEnd(from: sender) }
             let seq = frame.sequenceOrCount
             if seq < messages { throw ExchangeError.duplicate(from: sender, sequence: seq) }
             if seq > messages { throw ExchangeError.gap(from: sender, expected: messages, got: seq) }
-            guard StableHash.xxh64(frame.payload, seed: seq) == frame.checksum else {
+            guard StableHash.xxh64(payload, seed: seq) == frame.checksum else {
                 throw ExchangeError.payloadChecksum(from: sender, sequence: seq)
             }
             messages += 1
-            bytes += UInt64(frame.payload.count)
+            bytes += UInt64(payload.count)
             checksum = Self.fold(checksum, frame.checksum)
         case .end:
             if ended { throw ExchangeError.duplicateEnd(from: sender) }
@@ -159,15 +216,17 @@ public enum RecordBatch {
     }
 
     public static func forEach(in payload: [UInt8], from sender: Int, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        try payload.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                guard raw.count - offset >= 4 else { throw ExchangeError.malformedRecord(from: sender, offset: offset) }
-                let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-                guard raw.count - offset - 4 >= length else { throw ExchangeError.malformedRecord(from: sender, offset: offset) }
-                try body(UnsafeRawBufferPointer(rebasing: raw[(offset + 4)..<(offset + 4 + length)]))
-                offset += 4 + length
-            }
+        try payload.withUnsafeBytes { try forEach(in: $0, from: sender, body) }
+    }
+
+    public static func forEach(in raw: UnsafeRawBufferPointer, from sender: Int, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var offset = 0
+        while offset < raw.count {
+            guard raw.count - offset >= 4 else { throw ExchangeError.malformedRecord(from: sender, offset: offset) }
+            let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            guard raw.count - offset - 4 >= length else { throw ExchangeError.malformedRecord(from: sender, offset: offset) }
+            try body(UnsafeRawBufferPointer(rebasing: raw[(offset + 4)..<(offset + 4 + length)]))
+            offset += 4 + length
         }
     }
 }

@@ -93,10 +93,14 @@ public final class ExchangeOutbox {
         guard record.count <= round.options.maxRecordBytes else {
             throw ExchangeError.recordTooLarge(bytes: record.count, limit: round.options.maxRecordBytes)
         }
-        if batches[peer].isEmpty { batches[peer].reserveCapacity(round.options.batchBytes + 64) }
+        if batches[peer].isEmpty {
+            // Room for the frame header, written in place when the batch is sent.
+            batches[peer].reserveCapacity(FrameHeader.size + round.options.batchBytes + 64)
+            batches[peer].append(contentsOf: repeatElement(0, count: FrameHeader.size))
+        }
         RecordBatch.append(record, to: &batches[peer])
         round.stats.recordsSent += 1
-        if batches[peer].count >= round.options.batchBytes { try flush(peer) }
+        if batches[peer].count - FrameHeader.size >= round.options.batchBytes { try flush(peer) }
     }
 
     public func append(_ record: [UInt8], to peer: Int) throws {
@@ -105,9 +109,8 @@ public final class ExchangeOutbox {
 
     fileprivate func flush(_ peer: Int) throws {
         guard !batches[peer].isEmpty else { return }
-        let payload = batches[peer]
+        try round.sendBatch(&batches[peer], to: peer)
         batches[peer].removeAll(keepingCapacity: true)
-        try round.sendBatch(payload, to: peer)
     }
 
     fileprivate func flushAll() throws {
@@ -141,21 +144,27 @@ fileprivate final class RoundState {
         sentChecksum = Array(repeating: 0, count: size)
     }
 
-    func sendBatch(_ payload: [UInt8], to peer: Int) throws {
+    /// Sends `frame`: a reserved header followed by a batch of records.
+    func sendBatch(_ frame: inout [UInt8], to peer: Int) throws {
+        let payloadCount = frame.count - FrameHeader.size
         stats.messagesSent += 1
-        stats.bytesSent += payload.count
+        stats.bytesSent += payloadCount
         if peer == rank {
             // Records to self skip the wire.
             stats.messagesReceived += 1
-            stats.bytesReceived += payload.count
-            try deliver(payload, from: rank)
+            stats.bytesReceived += payloadCount
+            try frame.withUnsafeBytes { try deliver(UnsafeRawBufferPointer(rebasing: $0[FrameHeader.size...]), from: rank) }
             return
         }
-        let frame = ExchangeFrame.data(sender: rank, round: round, sequence: sequence[peer], payload: payload)
+        let seq = sequence[peer]
+        let checksum = frame.withUnsafeBytes { StableHash.xxh64(UnsafeRawBufferPointer(rebasing: $0[FrameHeader.size...]), seed: seq) }
+        let header = FrameHeader(kind: .data, sender: rank, round: round, sequenceOrCount: seq,
+                                 lengthOrBytes: UInt64(payloadCount), checksum: checksum)
+        frame.withUnsafeMutableBytes { header.write(into: $0) }
         sequence[peer] += 1
-        sentBytes[peer] += UInt64(payload.count)
-        sentChecksum[peer] = PeerLedger.fold(sentChecksum[peer], frame.checksum)
-        try sendBlocking(frame.encoded(), to: peer)
+        sentBytes[peer] += UInt64(payloadCount)
+        sentChecksum[peer] = PeerLedger.fold(sentChecksum[peer], checksum)
+        try sendBlocking(frame, to: peer)
     }
 
     private func sendBlocking(_ bytes: [UInt8], to peer: Int) throws {
@@ -172,9 +181,11 @@ fileprivate final class RoundState {
     /// Sends end markers and receives until every peer's stream is complete.
     func finish() throws {
         for peer in 0..<size where peer != rank {
-            let end = ExchangeFrame(kind: .end, sender: rank, round: round, sequenceOrCount: sequence[peer],
-                                    lengthOrBytes: sentBytes[peer], checksum: sentChecksum[peer])
-            try sendBlocking(end.encoded(), to: peer)
+            let end = FrameHeader(kind: .end, sender: rank, round: round, sequenceOrCount: sequence[peer],
+                                  lengthOrBytes: sentBytes[peer], checksum: sentChecksum[peer])
+            var bytes = [UInt8](repeating: 0, count: FrameHeader.size)
+            bytes.withUnsafeMutableBytes { end.write(into: $0) }
+            try sendBlocking(bytes, to: peer)
         }
         var idleSince = monotonicSeconds()
         while true {
@@ -190,19 +201,22 @@ fileprivate final class RoundState {
 
     private func receiveOne(timeoutMilliseconds: Int) throws -> Bool {
         guard let bytes = try transport.receive(timeoutMilliseconds: timeoutMilliseconds) else { return false }
-        let frame = try bytes.withUnsafeBytes { try ExchangeFrame.decode($0, peers: size) }
-        guard frame.round == round else { throw ExchangeError.wrongRound(from: frame.sender, expected: round, got: frame.round) }
-        guard frame.sender != rank else { throw ExchangeError.badSender(frame.sender, peers: size) }
-        try ledgers[frame.sender].accept(frame)
-        if frame.kind == .data {
-            stats.messagesReceived += 1
-            stats.bytesReceived += frame.payload.count
-            try deliver(frame.payload, from: frame.sender)
+        try bytes.withUnsafeBytes { raw in
+            let header = try FrameHeader.read(raw, peers: size)
+            guard header.round == round else { throw ExchangeError.wrongRound(from: header.sender, expected: round, got: header.round) }
+            guard header.sender != rank else { throw ExchangeError.badSender(header.sender, peers: size) }
+            let payload = UnsafeRawBufferPointer(rebasing: raw[FrameHeader.size...])
+            try ledgers[header.sender].accept(header, payload: payload)
+            if header.kind == .data {
+                stats.messagesReceived += 1
+                stats.bytesReceived += payload.count
+                try deliver(payload, from: header.sender)
+            }
         }
         return true
     }
 
-    private func deliver(_ payload: [UInt8], from sender: Int) throws {
+    private func deliver(_ payload: UnsafeRawBufferPointer, from sender: Int) throws {
         try RecordBatch.forEach(in: payload, from: sender) { record in
             stats.recordsReceived += 1
             try consume(sender, record)
