@@ -242,22 +242,26 @@ enum FrontMatterScalar {
         while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
         if s.first == "\"" {
             var out = ""
-            var iterator = s.dropFirst().makeIterator()
-            while let c = iterator.next() {
+            var i = s.index(after: s.startIndex)
+            while i < s.endIndex {
+                let c = s[i]
+                i = s.index(after: i)
                 if c == "\"" {
-                    let tail = String(iterator).trimmingTrailingSpaces()
+                    let tail = String(s[i...]).trimmingTrailingSpaces().drop { $0 == " " || $0 == "\t" }
                     guard tail.isEmpty || tail.hasPrefix("#") else { return .failure("text after the closing quote") }
                     return .success(out)
                 }
                 if c == "\\" {
-                    guard let e = iterator.next() else { break }
+                    guard i < s.endIndex else { break }
+                    let e = s[i]
+                    i = s.index(after: i)
                     switch e {
                     case "n": out.append("\n")
                     case "t": out.append("\t")
                     case "\"": out.append("\"")
                     case "\\": out.append("\\")
                     case "/": out.append("/")
-                    default: return .failure(FrontMatterError(description: "unknown escape \\\\\(e)"))
+                    default: return .failure(FrontMatterError(description: "unknown escape \\\(e)"))
                     }
                 } else {
                     out.append(c)
@@ -273,7 +277,7 @@ enum FrontMatterScalar {
                 if chars[k] == "'" {
                     if k + 1 < chars.count && chars[k + 1] == "'" { out.append("'"); k += 2; continue }
                     chars.removeFirst(k + 1)
-                    let tail = String(chars).trimmingTrailingSpaces()
+                    let tail = String(chars).trimmingTrailingSpaces().drop { $0 == " " || $0 == "\t" }
                     guard tail.isEmpty || tail.hasPrefix("#") else { return .failure("text after the closing quote") }
                     return .success(out)
                 }

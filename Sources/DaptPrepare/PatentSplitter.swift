@@ -8,6 +8,10 @@ public struct PreparedFragment: Equatable, Sendable {
     public var page: Int?
     /// Token cost in thousandths.
     public var cost: Int
+
+    public init(step: Int, paragraph: Int, fragment: Int, text: [UInt8], page: Int?, cost: Int) {
+        self.step = step; self.paragraph = paragraph; self.fragment = fragment; self.text = text; self.page = page; self.cost = cost
+    }
 }
 
 /// A patent cut into fragments, with the counts the summary needs.
