@@ -9,20 +9,31 @@ public struct LineMarks: Equatable, Sendable {
     public var endsSection = false
 }
 
-/// Recognises paragraph numbers, step markers and section ends at the start
-/// of a line with one anchored regular expression (one ICU call per line).
+/// Recognises paragraph numbers, step markers and section ends at line
+/// starts. One multi-line ICU regular expression runs over a whole patent
+/// (a call per line costs far more than the matching itself).
 public final class MarkerMatcher: @unchecked Sendable {
     // NSRegularExpression is immutable and documented thread-safe.
     private let regex: NSRegularExpression
-    /// Only the first bytes of a line are matched: markers are short.
-    static let prefixBytes = 96
+    private let paraGroup: Int
+    private let stepGroups: (Int, Int)
+    private let endGroups: (Int, Int)
 
     public init(stepMarkers: [String], paragraphNumber: String, sectionEndMarkers: [String]) throws {
-        func group(_ name: String, _ patterns: [String]) -> String {
-            patterns.isEmpty ? "(?<\(name)>(?!))" : "(?<\(name)>" + patterns.map { "(?:\($0))" }.joined(separator: "|") + ")"
+        func alternation(_ patterns: [String]) -> String {
+            patterns.isEmpty ? "(?!)" : patterns.map { "(?:\($0))" }.joined(separator: "|")
         }
-        let pattern = "[\\s\u{3000}]*(?:(?<para>\(paragraphNumber))[\\s\u{3000}]*)?(?:\(group("step", stepMarkers))|\(group("end", sectionEndMarkers)))?"
-        regex = try NSRegularExpression(pattern: pattern)
+        func groups(_ pattern: String) throws -> Int { try NSRegularExpression(pattern: pattern).numberOfCaptureGroups }
+        let para = paragraphNumber, step = alternation(stepMarkers), end = alternation(sectionEndMarkers)
+        let nP = try groups(para), nS = try groups(step), nE = try groups(end)
+        // (para + spaces)(step | end)?  or  (step) | (end); groups numbered in that order.
+        let space = "[ \\t\u{3000}]"
+        let pattern = "^\(space)*(?:((?:\(para))\(space)*)(?:(\(step))|(\(end)))?|(\(step))|(\(end)))"
+        regex = try NSRegularExpression(pattern: pattern, options: .anchorsMatchLines)
+        paraGroup = 1
+        let step1 = 2 + nP, end1 = step1 + 1 + nS, step2 = end1 + 1 + nE, end2 = step2 + 1 + nS
+        stepGroups = (step1, step2)
+        endGroups = (end1, end2)
     }
 
     public convenience init(_ config: PrepareConfig) throws {
@@ -30,26 +41,45 @@ public final class MarkerMatcher: @unchecked Sendable {
                       sectionEndMarkers: config.sectionEndMarkers)
     }
 
-    /// Marks of the line `p[start..<end]` (valid UTF-8, no newline). Section
-    /// ends are headings: they count only on lines shorter than the prefix.
-    public func marks(_ p: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> LineMarks {
-        var cut = min(end, start + Self.prefixBytes)
-        while cut < end && p[cut] & 0xC0 == 0x80 { cut -= 1 }
-        let line = String(decoding: UnsafeBufferPointer(rebasing: p[start..<cut]), as: UTF8.self)
-        let ns = line as NSString
-        guard let m = regex.firstMatch(in: line, options: [.anchored], range: NSRange(location: 0, length: ns.length)) else { return LineMarks() }
-        var marks = LineMarks()
-        let para = m.range(withName: "para")
-        if para.location != NSNotFound {
-            // Number plus following whitespace, up to where step/end matching began.
-            var after = para.location + para.length
-            while after < ns.length, let u = Unicode.Scalar(ns.character(at: after)), TextNormalization.isSpace(u.value) { after += 1 }
-            marks.paragraphNumberLength = ns.substring(to: after).utf8.count
+    /// The marks of every marked line of `text` (valid UTF-8, `\n` line
+    /// ends), keyed by the line's start offset, in order.
+    public func markedLines(_ text: [UInt8]) -> [(offset: Int, marks: LineMarks)] {
+        let string = String(decoding: text, as: UTF8.self)
+        let length = (string as NSString).length
+        let matches = regex.matches(in: string, options: [], range: NSRange(location: 0, length: length))
+        guard !matches.isEmpty else { return [] }
+        var result: [(offset: Int, marks: LineMarks)] = []
+        text.withUnsafeBufferPointer { p in
+            // Walks UTF-16 positions forward, tracking the UTF-8 offset.
+            var at8 = 0, at16 = 0
+            func utf8Offset(_ target16: Int) -> Int {
+                while at16 < target16 && at8 < p.count {
+                    let b = p[at8]
+                    let len = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4
+                    at8 += len
+                    at16 += len == 4 ? 2 : 1
+                }
+                return at8
+            }
+            func found(_ m: NSTextCheckingResult, _ g: Int) -> Bool { m.range(at: g).location != NSNotFound }
+            for m in matches {
+                let start = utf8Offset(m.range.location)
+                // ICU also starts lines after U+2028 and friends; only `\n` counts here.
+                guard start == 0 || p[start - 1] == 0x0A else { continue }
+                var marks = LineMarks()
+                let para = m.range(at: paraGroup)
+                if para.location != NSNotFound { marks.paragraphNumberLength = utf8Offset(para.location + para.length) - start }
+                marks.startsStep = found(m, stepGroups.0) || found(m, stepGroups.1)
+                marks.endsSection = found(m, endGroups.0) || found(m, endGroups.1)
+                result.append((start, marks))
+            }
         }
-        marks.startsStep = m.range(withName: "step").location != NSNotFound
-        let endRange = m.range(withName: "end")
-        marks.endsSection = endRange.location != NSNotFound && cut == end
-        return marks
+        return result
+    }
+
+    /// Marks of the single line `line` (for tests and tools).
+    public func marks(ofLine line: String) -> LineMarks {
+        markedLines(Array(line.utf8)).first { $0.offset == 0 }?.marks ?? LineMarks()
     }
 }
 
@@ -80,6 +110,8 @@ extension PatentStructure {
     /// `keepAll`, text outside steps is kept as step 0.
     public static func parse(_ text: [UInt8], matcher: MarkerMatcher, keepAll: Bool, stripParagraphNumbers: Bool) -> PatentStructure {
         var result = PatentStructure()
+        let marked = matcher.markedLines(text)
+        var nextMarked = 0
         text.withUnsafeBufferPointer { p in
             var step = 0                 // current step ordinal; 0 = outside any step
             var inStep = false
@@ -108,7 +140,8 @@ extension PatentStructure {
                 if ts == te {
                     closeParagraph()
                 } else {
-                    let marks = matcher.marks(p, lineStart, lineEnd)
+                    while nextMarked < marked.count && marked[nextMarked].offset < lineStart { nextMarked += 1 }
+                    let marks = nextMarked < marked.count && marked[nextMarked].offset == lineStart ? marked[nextMarked].marks : LineMarks()
                     var contentStart = lineStart
                     if marks.paragraphNumberLength > 0 {
                         closeParagraph()
