@@ -68,21 +68,27 @@ public struct StreamingSHA1: Sendable {
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 16) { w in
             for t in 0..<16 { w[t] = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self)) }
             var a = h0, b = h1, c = h2, d = h3, e = h4
-            for t in 0..<80 {
-                let word: UInt32
-                if t < 16 {
-                    word = w[t]
-                } else {
-                    let x = w[(t - 3) & 15] ^ w[(t - 8) & 15] ^ w[(t - 14) & 15] ^ w[t & 15]
-                    word = Self.rotl(x, 1)
-                    w[t & 15] = word
-                }
-                let f: UInt32, k: UInt32
-                if t < 20 { f = (b & c) | (~b & d); k = 0x5A82_7999 }
-                else if t < 40 { f = b ^ c ^ d; k = 0x6ED9_EBA1 }
-                else if t < 60 { f = (b & c) | (b & d) | (c & d); k = 0x8F1B_BCDC }
-                else { f = b ^ c ^ d; k = 0xCA62_C1D6 }
-                let temp = Self.rotl(a, 5) &+ f &+ e &+ k &+ word
+            @inline(__always) func schedule(_ t: Int) -> UInt32 {
+                if t < 16 { return w[t] }
+                let x = Self.rotl(w[(t - 3) & 15] ^ w[(t - 8) & 15] ^ w[(t - 14) & 15] ^ w[t & 15], 1)
+                w[t & 15] = x
+                return x
+            }
+            // Four rounds of 20 with their own function and constant (no per-step branch).
+            for t in 0..<20 {
+                let temp = Self.rotl(a, 5) &+ ((b & c) | (~b & d)) &+ e &+ 0x5A82_7999 &+ schedule(t)
+                e = d; d = c; c = Self.rotl(b, 30); b = a; a = temp
+            }
+            for t in 20..<40 {
+                let temp = Self.rotl(a, 5) &+ (b ^ c ^ d) &+ e &+ 0x6ED9_EBA1 &+ schedule(t)
+                e = d; d = c; c = Self.rotl(b, 30); b = a; a = temp
+            }
+            for t in 40..<60 {
+                let temp = Self.rotl(a, 5) &+ ((b & c) | (b & d) | (c & d)) &+ e &+ 0x8F1B_BCDC &+ schedule(t)
+                e = d; d = c; c = Self.rotl(b, 30); b = a; a = temp
+            }
+            for t in 60..<80 {
+                let temp = Self.rotl(a, 5) &+ (b ^ c ^ d) &+ e &+ 0xCA62_C1D6 &+ schedule(t)
                 e = d; d = c; c = Self.rotl(b, 30); b = a; a = temp
             }
             h0 &+= a; h1 &+= b; h2 &+= c; h3 &+= d; h4 &+= e

@@ -128,24 +128,34 @@ public enum FragmentJSON {
         }
     }
 
+    private static let openId: [UInt8] = Array(#"{"id":"#.utf8)
+    private static let patentKey: [UInt8] = Array(#","patent":"#.utf8)
+    private static let stepKey: [UInt8] = Array(#","step":"#.utf8)
+    private static let paragraphKey: [UInt8] = Array(#","paragraph":"#.utf8)
+    private static let fragmentKey: [UInt8] = Array(#","fragment":"#.utf8)
+    private static let textKey: [UInt8] = Array(#","text":"#.utf8)
+    private static let pageKey: [UInt8] = Array(#","page":"#.utf8)
+    private static let hashKey: [UInt8] = Array(#","hash":"sha1:"#.utf8)
+    private static let close: [UInt8] = Array("\"}\n".utf8)
+
     public static func append(_ f: PreparedFragment, of fields: PatentFields, to out: inout [UInt8]) {
         var id = fields.idPrefix
         id += Array("-step\(f.step)-\(f.paragraph)-\(f.fragment)".utf8)
-        out += Array(#"{"id":"#.utf8)
+        out += openId
         JSONWriter.appendString(id, to: &out)
-        out += Array(#","patent":"#.utf8); out += fields.patent
+        out += patentKey; out += fields.patent
         out += fields.metaHead
-        out += Array(#","step":"#.utf8); JSONWriter.appendInt(f.step, to: &out)
-        out += Array(#","paragraph":"#.utf8); JSONWriter.appendInt(f.paragraph, to: &out)
-        out += Array(#","fragment":"#.utf8); JSONWriter.appendInt(f.fragment, to: &out)
-        out += Array(#","text":"#.utf8); JSONWriter.appendString(f.text, to: &out)
+        out += stepKey; JSONWriter.appendInt(f.step, to: &out)
+        out += paragraphKey; JSONWriter.appendInt(f.paragraph, to: &out)
+        out += fragmentKey; JSONWriter.appendInt(f.fragment, to: &out)
+        out += textKey; JSONWriter.appendString(f.text, to: &out)
         out += fields.metaTail
-        out += Array(#","page":"#.utf8)
+        out += pageKey
         if let page = f.page { JSONWriter.appendInt(page, to: &out) } else { out += JSONWriter.nullBytes }
-        out += Array(#","hash":"sha1:"#.utf8)
+        out += hashKey
         var sha = StreamingSHA1()
         sha.update(f.text)
         appendHex(sha.finalize(), to: &out)
-        out += Array("\"}\n".utf8)
+        out += close
     }
 }

@@ -41,21 +41,48 @@ public final class MarkerMatcher: @unchecked Sendable {
                       sectionEndMarkers: config.sectionEndMarkers)
     }
 
+    /// Markers are looked for in the first `headBytes` of each line: ICU
+    /// then scans line heads only, not whole paragraphs. A longer line's
+    /// head ends in U+FFFF, so a pattern ending in `$` (a heading) never
+    /// matches a line longer than this.
+    public static let headBytes = 96
+
     /// The marks of every marked line of `text` (valid UTF-8, `\n` line
     /// ends), keyed by the line's start offset, in order.
     public func markedLines(_ text: [UInt8]) -> [(offset: Int, marks: LineMarks)] {
-        let string = String(decoding: text, as: UTF8.self)
-        let length = (string as NSString).length
-        let matches = regex.matches(in: string, options: [], range: NSRange(location: 0, length: length))
+        // Line heads joined by "\n", and where each head's line starts.
+        var heads: [UInt8] = []
+        heads.reserveCapacity(min(text.count, 4096))
+        var lineStarts: [Int] = []
+        text.withUnsafeBufferPointer { p in
+            var start = 0
+            while start <= p.count {
+                var end = start
+                while end < p.count && p[end] != 0x0A { end += 1 }
+                if end > start {
+                    lineStarts.append(start)
+                    var cut = min(end, start + Self.headBytes)
+                    while cut < end && p[cut] & 0xC0 == 0x80 { cut -= 1 }
+                    heads.append(contentsOf: UnsafeBufferPointer(rebasing: p[start..<cut]))
+                    if cut < end { heads += [0xEF, 0xBF, 0xBF] }
+                    heads.append(0x0A)
+                }
+                start = end + 1
+            }
+        }
+        guard !heads.isEmpty else { return [] }
+        let string = String(decoding: heads, as: UTF8.self)
+        let matches = regex.matches(in: string, options: [], range: NSRange(location: 0, length: string.utf16.count))
         guard !matches.isEmpty else { return [] }
         var result: [(offset: Int, marks: LineMarks)] = []
-        text.withUnsafeBufferPointer { p in
-            // Walks UTF-16 positions forward, tracking the UTF-8 offset.
-            var at8 = 0, at16 = 0
+        heads.withUnsafeBufferPointer { p in
+            // Walks UTF-16 positions forward, tracking the UTF-8 offset and line.
+            var at8 = 0, at16 = 0, line = 0, lineHead = 0
             func utf8Offset(_ target16: Int) -> Int {
                 while at16 < target16 && at8 < p.count {
                     let b = p[at8]
                     let len = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4
+                    if b == 0x0A { line += 1; lineHead = at8 + 1 }
                     at8 += len
                     at16 += len == 4 ? 2 : 1
                 }
@@ -65,13 +92,13 @@ public final class MarkerMatcher: @unchecked Sendable {
             for m in matches {
                 let start = utf8Offset(m.range.location)
                 // ICU also starts lines after U+2028 and friends; only `\n` counts here.
-                guard start == 0 || p[start - 1] == 0x0A else { continue }
+                guard start == lineHead, line < lineStarts.count else { continue }
                 var marks = LineMarks()
                 let para = m.range(at: paraGroup)
                 if para.location != NSNotFound { marks.paragraphNumberLength = utf8Offset(para.location + para.length) - start }
                 marks.startsStep = found(m, stepGroups.0) || found(m, stepGroups.1)
                 marks.endsSection = found(m, endGroups.0) || found(m, endGroups.1)
-                result.append((start, marks))
+                result.append((lineStarts[line], marks))
             }
         }
         return result

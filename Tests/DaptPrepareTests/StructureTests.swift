@@ -99,4 +99,16 @@ final class StructureTests: XCTestCase {
         config.overlapTokens = 256
         XCTAssertThrowsError(try config.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "overlap_tokens") }
     }
+
+    /// Offsets survive astral characters (two UTF-16 units), long lines are
+    /// matched by their head only, and U+2028 does not start a line.
+    func testLineMappingWithEmojiLongLinesAndSeparators() throws {
+        let long = String(repeating: "长", count: 60)   // 180 bytes, longer than a line head
+        let text = "😀😀 前言\n[0002]  步骤S1：甲😀。\n\(long)\n权利要求书\(long)\n步骤S2：乙\u{2028}步骤S3：丙\n权利要求书\n1. 一种方法。"
+        let s = try parse(text)
+        XCTAssertEqual(s.stepCount, 2)
+        XCTAssertEqual(texts(s), ["步骤S1：甲😀。\n\(long)\n权利要求书\(long)", "步骤S2：乙\u{2028}步骤S3：丙"])
+        XCTAssertEqual(MarkerMatcher.headBytes, 96)
+        XCTAssertEqual(try MarkerMatcher(PrepareConfig()).marks(ofLine: "【0012】　S101、采集").paragraphNumberLength, "【0012】　".utf8.count)
+    }
 }
