@@ -46,22 +46,25 @@ bytes=$(( $(stat -c %s "$work/corpus/patents.jsonl") + $(cat "$work"/corpus/text
 mpi=(mpirun --oversubscribe --mca btl self,vader,tcp -x OPENBLAS_NUM_THREADS=1)
 [ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
 
-now() { date +%s.%N; }
+# Runs a command, its output to $work/log.NAME; sets WALL and CPU (user+sys
+# of the command and its children, so all ranks under mpirun).
+timed() {
+  local name="$1"; shift
+  local t
+  t=$( { TIMEFORMAT="%R %U %S"; time "$@" >"$work/log.$name" 2>&1; } 2>&1 )
+  WALL=$(echo "$t" | awk '{print $1}'); CPU=$(echo "$t" | awk '{print $2 + $3}')
+}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ)"
 
-echo "load before: $(uptime | sed 's/.*load average: //')"
-t0=$(now); "$bin" prepare "${inputs[@]}" --output "$work/out1" >"$work/log1" 2>&1; t1=$(now)
-swift1=$(echo "$t1 - $t0" | bc -l)
-grep -E "^prepare:|check:" "$work/log1"
-
-echo "load before: $(uptime | sed 's/.*load average: //')"
-t0=$(now); "${mpi[@]}" -np 2 "$bin" prepare "${inputs[@]}" --output "$work/out2" >"$work/log2" 2>&1; t1=$(now)
-swift2=$(echo "$t1 - $t0" | bc -l)
-grep -E "check:" "$work/log2"
-
-echo "load before: $(uptime | sed 's/.*load average: //')"
-t0=$(now); python3 scripts/bench/prepare_peer.py "$work/peer.jsonl" "$work/corpus/patents.jsonl" "$work/corpus/texts" ; t1=$(now)
-py=$(echo "$t1 - $t0" | bc -l)
+echo "load before 1 rank: $(uptime | sed 's/.*load average: //')"
+timed swift1 "$bin" prepare "${inputs[@]}" --output "$work/out1"; swift1=$WALL; cpu1=$CPU
+grep -E "^prepare:|check:" "$work/log.swift1"
+echo "load before 2 ranks: $(uptime | sed 's/.*load average: //')"
+timed swift2 "${mpi[@]}" -np 2 "$bin" prepare "${inputs[@]}" --output "$work/out2"; swift2=$WALL; cpu2=$CPU
+grep -E "check:" "$work/log.swift2"
+echo "load before python: $(uptime | sed 's/.*load average: //')"
+timed python python3 scripts/bench/prepare_peer.py "$work/peer.jsonl" "$work/corpus/patents.jsonl" "$work/corpus/texts"; py=$WALL; cpupy=$CPU
+cat "$work/log.python"
 echo "load after: $(uptime | sed 's/.*load average: //')"
 
 "$bin" prepare --merge-only "$work/out1/manifest.json" >/dev/null
@@ -72,8 +75,9 @@ sp=$(sha1sum < "$work/peer.jsonl" | cut -c1-40)
 echo "outputs: 1 rank $s1, 2 ranks $s2, python $sp -> $([ "$s1" = "$s2" ] && [ "$s1" = "$sp" ] && echo identical || echo DIFFERENT)"
 
 mb=$(echo "$bytes / 1000000" | bc -l)
-printf "\n%-22s %10s %10s %14s\n" "run" "seconds" "MB/s" "vs python"
-printf "%-22s %10.2f %10.1f %13.1fx\n" "dapt prepare, 1 rank" "$swift1" "$(echo "$mb / $swift1" | bc -l)" "$(echo "$py / $swift1" | bc -l)"
-printf "%-22s %10.2f %10.1f %13.1fx\n" "dapt prepare, 2 ranks" "$swift2" "$(echo "$mb / $swift2" | bc -l)" "$(echo "$py / $swift2" | bc -l)"
-printf "%-22s %10.2f %10.1f %13.1fx\n" "python peer (1 proc)" "$py" "$(echo "$mb / $py" | bc -l)" "1.0"
-printf "2 ranks / 1 rank speed-up: %.2fx (input %.1f MB)\n" "$(echo "$swift1 / $swift2" | bc -l)" "$mb"
+row() { printf "%-22s %9.2f %8.1f %9.2f %12.1f %10.1fx %10.1fx\n" "$1" "$2" "$(echo "$mb / $2" | bc -l)" "$3" "$(echo "$mb / $3" | bc -l)" "$(echo "$py / $2" | bc -l)" "$(echo "$cpupy / $3" | bc -l)"; }
+printf "\n%-22s %9s %8s %9s %12s %11s %11s\n" "run" "wall s" "MB/s" "CPU s" "MB/CPU-s" "wall ratio" "CPU ratio"
+row "dapt prepare, 1 rank" "$swift1" "$cpu1"
+row "dapt prepare, 2 ranks" "$swift2" "$cpu2"
+row "python peer (1 proc)" "$py" "$cpupy"
+printf "2 ranks / 1 rank wall speed-up: %.2fx (input %.1f MB; ratios are python / dapt)\n" "$(echo "$swift1 / $swift2" | bc -l)" "$mb"
