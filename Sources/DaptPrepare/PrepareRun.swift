@@ -77,8 +77,10 @@ public struct PrepareRun {
 
         let out = config.output
         if rank == 0 {
+            // Outputs of an earlier run (perhaps with another rank count) would
+            // read as part of this corpus: remove them first.
             try FileSystem.makeDirectories(out)
-            for file in try FileSystem.list(out) where Self.isShard(file, name: config.name) || file == "manifest.json" {
+            for file in try FileSystem.list(out) where Self.isShard(file, name: config.name) || file == "manifest.json" || file == config.name + ".jsonl" {
                 FileSystem.remove(out + "/" + file)
             }
         }
@@ -117,7 +119,11 @@ public struct PrepareRun {
         buffer.reserveCapacity(1 << 20)
         var bytesDone = 0
         var lastReported = 0
-        let rangeBytes = range.count
+        // This rank's work: its line-aligned JSONL regions and the text files it owns.
+        var rangeBytes = regions.reduce(0) { $0 + ($1.map { $0.end - $0.start } ?? 0) }
+        for file in catalog.files where file.kind == .text && catalog.owner(ofOffset: file.offset, size: size) == rank {
+            rangeBytes += file.size
+        }
 
         func flush() throws {
             guard !buffer.isEmpty else { return }
@@ -195,7 +201,7 @@ public struct PrepareRun {
                                 try record(reject)
                             }
                         }
-                        bytesDone += min(e + 1, region.end) - s
+                        bytesDone += min(e + 1, p.count) - s
                         stats.inputBytes += min(e + 1, p.count) - s
                         progress()
                         lineNumber += 1
