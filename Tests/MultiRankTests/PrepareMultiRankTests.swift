@@ -96,4 +96,16 @@ final class PrepareMultiRankTests: XCTestCase {
         XCTAssertEqual(result.status, 2)
         XCTAssertTrue(result.stderr.contains("exact token counting needs the tokenizer stage"), result.stderr)
     }
+
+    /// The shipped config is valid and names the bundled sample.
+    func testShippedConfigValidates() throws {
+        let config = DaptProcess.repositoryRoot.appendingPathComponent("configs/prepare.yaml").path
+        let result = try DaptProcess.dapt(["config", "validate", config])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        XCTAssertTrue(text.contains("data/sample/patents.jsonl") && text.contains("out/prepare"))
+        let bad = try DaptProcess.dapt(["prepare", "--config", config, "--overlap-tokens", "300"])
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.stderr.contains("prepare.overlap_tokens"), bad.stderr)
+    }
 }
