@@ -125,8 +125,10 @@ public enum PatentReader {
             .failure(PrepareReject(file: file, line: lineNumber, field: field, reason: reason, patent: patent, raw: Array(line)))
         }
         if let bad = TextNormalization.firstInvalidUTF8(UnsafeRawBufferPointer(line)) { return reject(nil, .invalidUTF8(byte: bad)) }
+        // A byte-order mark (first line of a file saved by some editors) is not JSON.
+        let body = line.starts(with: [0xEF, 0xBB, 0xBF]) ? UnsafeBufferPointer(rebasing: line[3...]) : line
         let members: [(key: String, value: JSONValue)]
-        do { members = try JSONObjectParser.parseObject(line) } catch let e as JSONSyntaxError {
+        do { members = try JSONObjectParser.parseObject(body) } catch let e as JSONSyntaxError {
             return reject(nil, .malformedJSON(e.description))
         } catch { return reject(nil, .malformedJSON("\(error)")) }
         func member(_ key: String) -> JSONValue? { members.first { $0.key == key }?.value }

@@ -45,7 +45,7 @@ public final class MarkerMatcher: @unchecked Sendable {
     /// then scans line heads only, not whole paragraphs. A longer line's
     /// head ends in U+FFFF, so a pattern ending in `$` (a heading) never
     /// matches a line longer than this.
-    public static let headBytes = 96
+    public static let headBytes = 64
 
     /// The marks of every marked line of `text` (valid UTF-8, `\n` line
     /// ends), keyed by the line's start offset, in order.

@@ -18,7 +18,8 @@ public struct PrepareConfig: StageConfig, Equatable {
     /// (text outside steps becomes step 0).
     public var keep: String = "steps"
     /// Step markers: regular expressions (ICU syntax) matched at the start of a
-    /// line, after an optional paragraph number. No `^` needed.
+    /// line, after an optional paragraph number. No `^` needed. Markers are
+    /// looked for in the first 64 bytes of a line (`MarkerMatcher.headBytes`).
     public var stepMarkers: [String] = PrepareConfig.defaultStepMarkers
     /// Paragraph numbers such as `[0023]` or `【0023】`, matched at line start.
     public var paragraphNumber: String = #"[\[【]\d{3,5}[\]】]"#

@@ -19,6 +19,7 @@ final class RecordTests: XCTestCase {
         let paged = try parseLine(#"{"patent":"US2","pages":["Step 1: a.","Step 2: b."]}"#).get()
         XCTAssertTrue(paged.paged)
         XCTAssertEqual(paged.pages.count, 2)
+        XCTAssertEqual(try parseLine("\u{FEFF}" + #"{"patent":"US4","text":"x"}"#).get().patent, "US4", "a BOM is skipped")
         let formFeed = try parseLine(#"{"patent":"US3","text":"p1\fp2\fp3"}"#).get()
         XCTAssertEqual(formFeed.pages.map { String(decoding: $0, as: UTF8.self) }, ["p1", "p2", "p3"])
     }

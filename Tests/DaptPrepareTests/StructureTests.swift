@@ -108,7 +108,7 @@ final class StructureTests: XCTestCase {
         let s = try parse(text)
         XCTAssertEqual(s.stepCount, 2)
         XCTAssertEqual(texts(s), ["步骤S1：甲😀。\n\(long)\n权利要求书\(long)", "步骤S2：乙\u{2028}步骤S3：丙"])
-        XCTAssertEqual(MarkerMatcher.headBytes, 96)
+        XCTAssertEqual(MarkerMatcher.headBytes, 64)
         XCTAssertEqual(try MarkerMatcher(PrepareConfig()).marks(ofLine: "【0012】　S101、采集").paragraphNumberLength, "【0012】　".utf8.count)
     }
 }
