@@ -1,0 +1,184 @@
+import DaptCore
+import Foundation
+
+/// `manifest.json`: the shards of a prepared corpus in input order, with
+/// their record counts and SHA-1 checksums. Written by rank 0 after every
+/// rank has committed its shard, so its presence means the run finished.
+public struct CorpusManifest: Equatable, Sendable {
+    public static let format = "dapt-prepare-manifest/1"
+
+    public struct Shard: Equatable, Sendable {
+        public var file: String
+        public var fragments: Int
+        public var patents: Int
+        public var bytes: Int
+        public var sha1: String
+    }
+
+    public struct Merged: Equatable, Sendable {
+        public var file: String
+        public var fragments: Int
+        public var bytes: Int
+        public var sha1: String
+    }
+
+    public var name: String
+    public var ranks: Int
+    public var shards: [Shard]
+    public var records: Int
+    public var patents: Int
+    public var rejects: Int
+    public var rejectsFile: String
+    public var rejectsSHA1: String
+    public var summaryFile: String
+    public var merged: Merged?
+
+    public var fragments: Int { shards.reduce(0) { $0 + $1.fragments } }
+
+    public func json() -> String {
+        var s = "{\n"
+        s += "  \"format\": \(JSONWriter.quoted(Self.format)),\n"
+        s += "  \"name\": \(JSONWriter.quoted(name)),\n"
+        s += "  \"ranks\": \(ranks),\n"
+        s += "  \"records\": \(records),\n  \"patents\": \(patents),\n  \"fragments\": \(fragments),\n  \"rejects\": \(rejects),\n"
+        s += "  \"shards\": [\n"
+        s += shards.map { sh in
+            "    {\"file\": \(JSONWriter.quoted(sh.file)), \"fragments\": \(sh.fragments), \"patents\": \(sh.patents), \"bytes\": \(sh.bytes), \"sha1\": \(JSONWriter.quoted(sh.sha1))}"
+        }.joined(separator: ",\n")
+        s += "\n  ],\n"
+        s += "  \"rejects_file\": \(JSONWriter.quoted(rejectsFile)),\n  \"rejects_sha1\": \(JSONWriter.quoted(rejectsSHA1)),\n"
+        s += "  \"summary_file\": \(JSONWriter.quoted(summaryFile))"
+        if let m = merged {
+            s += ",\n  \"merged\": {\"file\": \(JSONWriter.quoted(m.file)), \"fragments\": \(m.fragments), \"bytes\": \(m.bytes), \"sha1\": \(JSONWriter.quoted(m.sha1))}"
+        }
+        s += "\n}\n"
+        return s
+    }
+
+    public func write(to path: String) throws {
+        let writer = try FileWriter(path: path, atomic: true)
+        try writer.write(json())
+        try writer.commit()
+    }
+
+    public static func load(_ path: String) throws -> CorpusManifest {
+        let bytes = try FileSystem.readAll(path)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            throw PrepareError.manifest(path: path, reason: "not a JSON object")
+        }
+        func field<T>(_ o: [String: Any], _ key: String, _ type: T.Type) throws -> T {
+            guard let v = o[key] as? T else { throw PrepareError.manifest(path: path, reason: "field \(key) is missing or not \(T.self)") }
+            return v
+        }
+        guard (object["format"] as? String) == format else {
+            throw PrepareError.manifest(path: path, reason: "format is not \(format)")
+        }
+        let shardObjects = try field(object, "shards", [[String: Any]].self)
+        let shards = try shardObjects.map { o in
+            Shard(file: try field(o, "file", String.self), fragments: try field(o, "fragments", Int.self),
+                  patents: try field(o, "patents", Int.self), bytes: try field(o, "bytes", Int.self), sha1: try field(o, "sha1", String.self))
+        }
+        var manifest = CorpusManifest(
+            name: try field(object, "name", String.self), ranks: try field(object, "ranks", Int.self), shards: shards,
+            records: try field(object, "records", Int.self), patents: try field(object, "patents", Int.self),
+            rejects: try field(object, "rejects", Int.self), rejectsFile: try field(object, "rejects_file", String.self),
+            rejectsSHA1: try field(object, "rejects_sha1", String.self), summaryFile: try field(object, "summary_file", String.self))
+        if let m = object["merged"] as? [String: Any] {
+            manifest.merged = Merged(file: try field(m, "file", String.self), fragments: try field(m, "fragments", Int.self),
+                                     bytes: try field(m, "bytes", Int.self), sha1: try field(m, "sha1", String.self))
+        }
+        if manifest.shards.count != manifest.ranks { throw PrepareError.manifest(path: path, reason: "\(manifest.shards.count) shards for \(manifest.ranks) ranks") }
+        return manifest
+    }
+}
+
+/// A prepared corpus read through its manifest: the shards in order, as one
+/// sequence of JSONL records (the input order), each shard checked against
+/// its record count, byte count and SHA-1 as it is read. Later stages use
+/// this instead of listing shard files themselves.
+public struct PreparedCorpus {
+    public let manifestPath: String
+    public let manifest: CorpusManifest
+    public let directory: String
+
+    public init(manifestPath: String) throws {
+        self.manifestPath = manifestPath
+        manifest = try CorpusManifest.load(manifestPath)
+        if let slash = manifestPath.lastIndex(of: "/") { directory = String(manifestPath[..<slash]) } else { directory = "." }
+    }
+
+    public var shardPaths: [String] { manifest.shards.map { directory + "/" + $0.file } }
+    public var recordCount: Int { manifest.fragments }
+
+    /// Records `[lo, hi)` of the corpus for `rank` of `size`: an even split
+    /// by record count, in order.
+    public func recordRange(rank: Int, size: Int) -> Range<Int> {
+        let total = recordCount
+        return (total * rank / size)..<(total * (rank + 1) / size)
+    }
+
+    /// Calls `body(index, line)` for records in `range` (all by default), in
+    /// corpus order; `line` has no newline and is valid only during the call.
+    /// Shards read whole are verified; `body` returns false to stop.
+    public func forEachRecord(in range: Range<Int>? = nil, _ body: (Int, UnsafeBufferPointer<UInt8>) throws -> Bool) throws {
+        let wanted = range ?? 0..<recordCount
+        var first = 0
+        for (shard, path) in zip(manifest.shards, shardPaths) {
+            defer { first += shard.fragments }
+            let shardRange = first..<(first + shard.fragments)
+            // Empty shards are still checked (to be empty) when reading everything.
+            guard shard.fragments == 0 ? range == nil : shardRange.overlaps(wanted) else { continue }
+            let whole = wanted.lowerBound <= shardRange.lowerBound && wanted.upperBound >= shardRange.upperBound
+            var sha = StreamingSHA1()
+            var bytes = 0
+            var count = 0
+            var stopped = false
+            let newline: [UInt8] = [0x0A]
+            try LineReader(path: path).forEachLine { _, line in
+                let index = first + count
+                count += 1
+                if whole {
+                    sha.update(UnsafeRawBufferPointer(line)); newline.withUnsafeBytes { sha.update($0) }
+                    bytes += line.count + 1
+                }
+                if wanted.contains(index) {
+                    if try !body(index, line) { stopped = true; return false }
+                } else if index >= wanted.upperBound {
+                    return false
+                }
+                return true
+            }
+            if stopped { return }
+            if whole {
+                if count != shard.fragments { throw PrepareError.shardMismatch(path: path, reason: "\(count) records, manifest says \(shard.fragments)") }
+                if bytes != shard.bytes { throw PrepareError.shardMismatch(path: path, reason: "\(bytes) bytes, manifest says \(shard.bytes)") }
+                let digest = sha.finalizeHex()
+                if digest != shard.sha1 { throw PrepareError.shardMismatch(path: path, reason: "SHA-1 \(digest), manifest says \(shard.sha1)") }
+            }
+        }
+    }
+
+    /// Writes the shards, verified, as one file `NAME.jsonl` beside the manifest.
+    public func merge() throws -> CorpusManifest.Merged {
+        let file = manifest.name + ".jsonl"
+        let writer = try FileWriter(path: directory + "/" + file, atomic: true, bufferSize: 4 << 20)
+        var sha = StreamingSHA1()
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(1 << 20)
+        var count = 0
+        try forEachRecord { _, line in
+            buffer.append(contentsOf: line); buffer.append(0x0A)
+            count += 1
+            if buffer.count >= 1 << 20 {
+                buffer.withUnsafeBytes { sha.update($0) }
+                try writer.write(buffer)
+                buffer.removeAll(keepingCapacity: true)
+            }
+            return true
+        }
+        buffer.withUnsafeBytes { sha.update($0) }
+        try writer.write(buffer)
+        try writer.commit()
+        return CorpusManifest.Merged(file: file, fragments: count, bytes: writer.bytesWritten, sha1: sha.finalizeHex())
+    }
+}

@@ -1,1 +1,0 @@
-// The DaptPrepare module: see the issue that builds it.

@@ -1,0 +1,199 @@
+import Foundation
+
+/// What the start of a line says about the patent's structure.
+public struct LineMarks: Equatable, Sendable {
+    /// UTF-8 length of a leading paragraph number (`[0023]`) plus the
+    /// whitespace after it, or 0.
+    public var paragraphNumberLength = 0
+    public var startsStep = false
+    public var endsSection = false
+}
+
+/// Recognises paragraph numbers, step markers and section ends at line
+/// starts. One multi-line ICU regular expression runs over a whole patent
+/// (a call per line costs far more than the matching itself).
+public final class MarkerMatcher: @unchecked Sendable {
+    // NSRegularExpression is immutable and documented thread-safe.
+    private let regex: NSRegularExpression
+    private let paraGroup: Int
+    private let stepGroups: (Int, Int)
+    private let endGroups: (Int, Int)
+
+    public init(stepMarkers: [String], paragraphNumber: String, sectionEndMarkers: [String]) throws {
+        func alternation(_ patterns: [String]) -> String {
+            patterns.isEmpty ? "(?!)" : patterns.map { "(?:\($0))" }.joined(separator: "|")
+        }
+        func groups(_ pattern: String) throws -> Int { try NSRegularExpression(pattern: pattern).numberOfCaptureGroups }
+        let para = paragraphNumber, step = alternation(stepMarkers), end = alternation(sectionEndMarkers)
+        let nP = try groups(para), nS = try groups(step), nE = try groups(end)
+        // (para + spaces)(step | end)?  or  (step) | (end); groups numbered in that order.
+        let space = "[ \\t\u{3000}]"
+        let pattern = "^\(space)*(?:((?:\(para))\(space)*)(?:(\(step))|(\(end)))?|(\(step))|(\(end)))"
+        regex = try NSRegularExpression(pattern: pattern, options: .anchorsMatchLines)
+        paraGroup = 1
+        let step1 = 2 + nP, end1 = step1 + 1 + nS, step2 = end1 + 1 + nE, end2 = step2 + 1 + nS
+        stepGroups = (step1, step2)
+        endGroups = (end1, end2)
+    }
+
+    public convenience init(_ config: PrepareConfig) throws {
+        try self.init(stepMarkers: config.stepMarkers, paragraphNumber: config.paragraphNumber,
+                      sectionEndMarkers: config.sectionEndMarkers)
+    }
+
+    /// Markers are looked for in the first `headBytes` of each line: ICU
+    /// then scans line heads only, not whole paragraphs. A longer line's
+    /// head ends in U+FFFF, so a pattern ending in `$` (a heading) never
+    /// matches a line longer than this.
+    public static let headBytes = 64
+
+    /// The marks of every marked line of `text` (valid UTF-8, `\n` line
+    /// ends), keyed by the line's start offset, in order.
+    public func markedLines(_ text: [UInt8]) -> [(offset: Int, marks: LineMarks)] {
+        // Line heads joined by "\n", and where each head's line starts.
+        var heads: [UInt8] = []
+        heads.reserveCapacity(min(text.count, 4096))
+        var lineStarts: [Int] = []
+        text.withUnsafeBufferPointer { p in
+            var start = 0
+            while start <= p.count {
+                var end = start
+                while end < p.count && p[end] != 0x0A { end += 1 }
+                if end > start {
+                    lineStarts.append(start)
+                    var cut = min(end, start + Self.headBytes)
+                    while cut < end && p[cut] & 0xC0 == 0x80 { cut -= 1 }
+                    heads.append(contentsOf: UnsafeBufferPointer(rebasing: p[start..<cut]))
+                    if cut < end { heads += [0xEF, 0xBF, 0xBF] }
+                    heads.append(0x0A)
+                }
+                start = end + 1
+            }
+        }
+        guard !heads.isEmpty else { return [] }
+        let string = String(decoding: heads, as: UTF8.self)
+        let matches = regex.matches(in: string, options: [], range: NSRange(location: 0, length: string.utf16.count))
+        guard !matches.isEmpty else { return [] }
+        var result: [(offset: Int, marks: LineMarks)] = []
+        heads.withUnsafeBufferPointer { p in
+            // Walks UTF-16 positions forward, tracking the UTF-8 offset and line.
+            var at8 = 0, at16 = 0, line = 0, lineHead = 0
+            func utf8Offset(_ target16: Int) -> Int {
+                while at16 < target16 && at8 < p.count {
+                    let b = p[at8]
+                    let len = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4
+                    if b == 0x0A { line += 1; lineHead = at8 + 1 }
+                    at8 += len
+                    at16 += len == 4 ? 2 : 1
+                }
+                return at8
+            }
+            func found(_ m: NSTextCheckingResult, _ g: Int) -> Bool { m.range(at: g).location != NSNotFound }
+            for m in matches {
+                let start = utf8Offset(m.range.location)
+                // ICU also starts lines after U+2028 and friends; only `\n` counts here.
+                guard start == lineHead, line < lineStarts.count else { continue }
+                var marks = LineMarks()
+                let para = m.range(at: paraGroup)
+                if para.location != NSNotFound { marks.paragraphNumberLength = utf8Offset(para.location + para.length) - start }
+                marks.startsStep = found(m, stepGroups.0) || found(m, stepGroups.1)
+                marks.endsSection = found(m, endGroups.0) || found(m, endGroups.1)
+                result.append((lineStarts[line], marks))
+            }
+        }
+        return result
+    }
+
+    /// Marks of the single line `line` (for tests and tools).
+    public func marks(ofLine line: String) -> LineMarks {
+        markedLines(Array(line.utf8)).first { $0.offset == 0 }?.marks ?? LineMarks()
+    }
+}
+
+/// One paragraph kept from a patent: its text (NFC UTF-8, trimmed) and
+/// where it starts in the patent's normalised text (for page numbers).
+public struct PatentParagraph: Equatable, Sendable {
+    public var step: Int
+    public var paragraph: Int
+    public var text: [UInt8]
+    public var offset: Int
+}
+
+/// The structure of one patent: its kept paragraphs in order and how many
+/// step sections were found.
+public struct PatentStructure: Equatable, Sendable {
+    public var paragraphs: [PatentParagraph] = []
+    public var stepCount = 0
+}
+
+extension PatentStructure {
+    /// Splits normalised text (`\n` line ends, form feeds already turned into
+    /// `\n`) into step sections and paragraphs.
+    ///
+    /// A line starting with a step marker opens a new step (numbered 1, 2, …
+    /// in order; the marker's own number is not used, as markers like `(a)` or
+    /// `S101` repeat across embodiments). A blank line or a paragraph number
+    /// starts a new paragraph; a section-end heading closes the step. With
+    /// `keepAll`, text outside steps is kept as step 0.
+    public static func parse(_ text: [UInt8], matcher: MarkerMatcher, keepAll: Bool, stripParagraphNumbers: Bool) -> PatentStructure {
+        var result = PatentStructure()
+        let marked = matcher.markedLines(text)
+        var nextMarked = 0
+        text.withUnsafeBufferPointer { p in
+            var step = 0                 // current step ordinal; 0 = outside any step
+            var inStep = false
+            var paragraphCounts: [Int: Int] = [:]   // paragraphs so far per step (lookup only)
+            var paraStart = -1           // start of the open paragraph, or -1
+            var paraEnd = -1
+
+            func closeParagraph() {
+                defer { paraStart = -1 }
+                guard paraStart >= 0 else { return }
+                let keptStep = inStep ? step : 0
+                guard inStep || keepAll else { return }
+                let (s, e) = TextNormalization.trimmed(p, paraStart, paraEnd)
+                guard s < e else { return }
+                let number = (paragraphCounts[keptStep] ?? 0) + 1
+                paragraphCounts[keptStep] = number
+                result.paragraphs.append(PatentParagraph(step: keptStep, paragraph: number,
+                                                         text: Array(UnsafeBufferPointer(rebasing: p[s..<e])), offset: s))
+            }
+
+            var lineStart = 0
+            while lineStart <= p.count {
+                var lineEnd = lineStart
+                while lineEnd < p.count && p[lineEnd] != 0x0A { lineEnd += 1 }
+                let (ts, te) = TextNormalization.trimmed(p, lineStart, lineEnd)
+                if ts == te {
+                    closeParagraph()
+                } else {
+                    while nextMarked < marked.count && marked[nextMarked].offset < lineStart { nextMarked += 1 }
+                    let marks = nextMarked < marked.count && marked[nextMarked].offset == lineStart ? marked[nextMarked].marks : LineMarks()
+                    var contentStart = lineStart
+                    if marks.paragraphNumberLength > 0 {
+                        closeParagraph()
+                        if stripParagraphNumbers { contentStart = lineStart + marks.paragraphNumberLength }
+                    }
+                    if marks.endsSection {
+                        closeParagraph()
+                        inStep = false
+                        // The heading itself is structure, not technical text.
+                    } else {
+                        if marks.startsStep {
+                            closeParagraph()
+                            step += 1
+                            inStep = true
+                            result.stepCount = step
+                        }
+                        if paraStart < 0 { paraStart = contentStart }
+                        paraEnd = lineEnd
+                    }
+                }
+                if lineEnd >= p.count { break }
+                lineStart = lineEnd + 1
+            }
+            closeParagraph()
+        }
+        return result
+    }
+}

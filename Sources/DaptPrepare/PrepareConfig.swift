@@ -1,0 +1,131 @@
+import DaptCore
+import Foundation
+
+/// The `prepare:` section. Every key is optional; these are the defaults.
+public struct PrepareConfig: StageConfig, Equatable {
+    /// JSONL files (one patent per line) and folders (searched recursively,
+    /// in name order, for `.jsonl`, `.txt` and `.md` files).
+    public var inputs: [String] = []
+    /// Output directory: shards, manifest.json, rejects.jsonl, summary.json.
+    public var output: String = "out/prepare"
+    /// Shard names are `NAME-RRRR-of-NNNN.jsonl`; the merged corpus is `NAME.jsonl`.
+    public var name: String = "fragments"
+    /// Token budget of one fragment.
+    public var maxTokens: Int = 512
+    /// Tokens repeated from the end of one fragment at the start of the next.
+    public var overlapTokens: Int = 64
+    /// `steps`: keep only step sections; `description`: keep the whole text
+    /// (text outside steps becomes step 0).
+    public var keep: String = "steps"
+    /// Step markers: regular expressions (ICU syntax) matched at the start of a
+    /// line, after an optional paragraph number. No `^` needed. Markers are
+    /// looked for in the first 64 bytes of a line (`MarkerMatcher.headBytes`).
+    public var stepMarkers: [String] = PrepareConfig.defaultStepMarkers
+    /// Paragraph numbers such as `[0023]` or `【0023】`, matched at line start.
+    public var paragraphNumber: String = #"[\[【]\d{3,5}[\]】]"#
+    /// Remove the paragraph number from the text.
+    public var stripParagraphNumbers: Bool = true
+    /// Lines (headings) that end a step section, e.g. the claims.
+    public var sectionEndMarkers: [String] = PrepareConfig.defaultSectionEndMarkers
+    /// The token estimate: tokens per CJK character (ideographs, kana, hangul,
+    /// CJK and full-width punctuation), per Latin word (a run of letters or
+    /// digits), and per other symbol (ASCII punctuation and the rest).
+    public var cjkTokensPerChar: Double = 1.6
+    public var latinTokensPerWord: Double = 1.3
+    public var symbolTokensPerChar: Double = 1.0
+    /// The first bad record ends the run (non-zero exit) instead of going to rejects.
+    public var strict: Bool = false
+
+    public static let defaultStepMarkers: [String] = [
+        #"步骤\s*[（(]?\s*[Ss]?\d{1,4}[a-z]?\s*[）)]?"#,   // 步骤S101 步骤1 步骤（1）
+        #"[Ss]\d{1,4}[a-z]?\s*[:：、.．]"#,                  // S101: S1、
+        #"[Ss]tep\s+[Ss]?\d{1,4}[a-z]?\b"#,               // Step 1, step S101
+        #"STEP\s+[Ss]?\d{1,4}\b"#,
+        #"[(（][a-z][)）]"#,                                // (a) ...
+    ]
+
+    public static let defaultSectionEndMarkers: [String] = [
+        #"权\s*利\s*要\s*求\s*书?\s*$"#,
+        #"说\s*明\s*书\s*摘\s*要\s*$"#,
+        #"摘\s*要\s*$"#,
+        #"附\s*图\s*说\s*明\s*$"#,
+        #"(?i:what\s+is\s+claimed\s+is|we\s+claim|i\s+claim)\s*:?\s*$"#,
+        #"(?i:claims|abstract|abstract of the disclosure|brief description of the drawings)\s*:?\s*$"#,
+    ]
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case inputs, output, name, keep, strict
+        case maxTokens = "max_tokens"
+        case overlapTokens = "overlap_tokens"
+        case stepMarkers = "step_markers"
+        case paragraphNumber = "paragraph_number"
+        case stripParagraphNumbers = "strip_paragraph_numbers"
+        case sectionEndMarkers = "section_end_markers"
+        case cjkTokensPerChar = "cjk_tokens_per_char"
+        case latinTokensPerWord = "latin_tokens_per_word"
+        case symbolTokensPerChar = "symbol_tokens_per_char"
+    }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = PrepareConfig()
+        inputs = try c.value(.inputs, default: d.inputs)
+        output = try c.value(.output, default: d.output)
+        name = try c.value(.name, default: d.name)
+        maxTokens = try c.value(.maxTokens, default: d.maxTokens)
+        overlapTokens = try c.value(.overlapTokens, default: d.overlapTokens)
+        keep = try c.value(.keep, default: d.keep)
+        stepMarkers = try c.value(.stepMarkers, default: d.stepMarkers)
+        paragraphNumber = try c.value(.paragraphNumber, default: d.paragraphNumber)
+        stripParagraphNumbers = try c.value(.stripParagraphNumbers, default: d.stripParagraphNumbers)
+        sectionEndMarkers = try c.value(.sectionEndMarkers, default: d.sectionEndMarkers)
+        cjkTokensPerChar = try c.value(.cjkTokensPerChar, default: d.cjkTokensPerChar)
+        latinTokensPerWord = try c.value(.latinTokensPerWord, default: d.latinTokensPerWord)
+        symbolTokensPerChar = try c.value(.symbolTokensPerChar, default: d.symbolTokensPerChar)
+        strict = try c.value(.strict, default: d.strict)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(inputs, forKey: .inputs); try c.encode(output, forKey: .output); try c.encode(name, forKey: .name)
+        try c.encode(maxTokens, forKey: .maxTokens); try c.encode(overlapTokens, forKey: .overlapTokens)
+        try c.encode(keep, forKey: .keep); try c.encode(stepMarkers, forKey: .stepMarkers)
+        try c.encode(paragraphNumber, forKey: .paragraphNumber); try c.encode(stripParagraphNumbers, forKey: .stripParagraphNumbers)
+        try c.encode(sectionEndMarkers, forKey: .sectionEndMarkers); try c.encode(cjkTokensPerChar, forKey: .cjkTokensPerChar)
+        try c.encode(latinTokensPerWord, forKey: .latinTokensPerWord); try c.encode(symbolTokensPerChar, forKey: .symbolTokensPerChar)
+        try c.encode(strict, forKey: .strict)
+    }
+
+    public var keepsWholeDescription: Bool { keep == "description" }
+
+    public func validate() throws {
+        if output.isEmpty { throw ConfigError(field: "output", reason: "must not be empty") }
+        if name.isEmpty || name.contains("/") { throw ConfigError(field: "name", reason: "must be a non-empty file name without '/', got \"\(name)\"") }
+        try Check.inRange(maxTokens, 16...1_000_000, "max_tokens")
+        try Check.nonNegative(overlapTokens, "overlap_tokens")
+        if overlapTokens * 2 >= maxTokens {
+            throw ConfigError(field: "overlap_tokens", reason: "must be less than half of max_tokens (\(maxTokens)), got \(overlapTokens)")
+        }
+        try Check.oneOf(keep, ["steps", "description"], "keep")
+        if stepMarkers.isEmpty && keep == "steps" { throw ConfigError(field: "step_markers", reason: "must not be empty when keep is \"steps\"") }
+        for (i, pattern) in stepMarkers.enumerated() { try Self.checkPattern(pattern, "step_markers[\(i)]") }
+        for (i, pattern) in sectionEndMarkers.enumerated() { try Self.checkPattern(pattern, "section_end_markers[\(i)]") }
+        try Self.checkPattern(paragraphNumber, "paragraph_number")
+        try Check.inRange(cjkTokensPerChar, 0.05...20, "cjk_tokens_per_char")
+        try Check.inRange(latinTokensPerWord, 0.05...20, "latin_tokens_per_word")
+        try Check.inRange(symbolTokensPerChar, 0...20, "symbol_tokens_per_char")
+    }
+
+    static func checkPattern(_ pattern: String, _ field: String) throws {
+        if pattern.isEmpty { throw ConfigError(field: field, reason: "must not be empty") }
+        do { _ = try NSRegularExpression(pattern: pattern) } catch {
+            throw ConfigError(field: field, reason: "not a valid regular expression: \(pattern)")
+        }
+        if (try? NSRegularExpression(pattern: "(?:\(pattern))"))?.firstMatch(in: "", range: NSRange(location: 0, length: 0)) != nil {
+            throw ConfigError(field: field, reason: "matches the empty string, so it would match every line: \(pattern)")
+        }
+    }
+}
