@@ -1,95 +1,121 @@
-/// SHA-1 (FIPS 180-4), used for record fingerprints (`sha1:` + hex).
-///
-/// Written here rather than pulled from a crypto package: it is the only
-/// digest dapt needs and a crypto dependency costs minutes of build per CI run.
+/// SHA-1 (FIPS 180-4), used for record fingerprints (`sha1:` + hex) and
+/// shard checksums. Written here rather than pulled from a crypto package: it
+/// is the only digest dapt needs, and a crypto dependency costs minutes of
+/// build per CI run. The message schedule lives in a 16-word stack window.
 public struct SHA1: Sendable {
-    private var h: (UInt32, UInt32, UInt32, UInt32, UInt32) =
-        (0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0)
-    private var block = [UInt8](repeating: 0, count: 64)
-    private var blockCount = 0
-    private var totalBytes: UInt64 = 0
+    private var h0: UInt32 = 0x6745_2301, h1: UInt32 = 0xEFCD_AB89, h2: UInt32 = 0x98BA_DCFE
+    private var h3: UInt32 = 0x1032_5476, h4: UInt32 = 0xC3D2_E1F0
+    private var pending: [UInt8] = []
+    private var total: UInt64 = 0
 
-    public init() {}
+    public init() { pending.reserveCapacity(64) }
 
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        total &+= UInt64(bytes.count)
         var i = 0
-        totalBytes &+= UInt64(bytes.count)
-        while i < bytes.count {
-            if blockCount == 0 && bytes.count - i >= 64 {
-                for j in 0..<64 { block[j] = bytes[i + j] }
-                compress(); i += 64; continue
+        if !pending.isEmpty {
+            let take = min(64 - pending.count, bytes.count)
+            pending.append(contentsOf: bytes[0..<take])
+            i = take
+            if pending.count == 64 {
+                let block = pending
+                block.withUnsafeBytes { compress($0.baseAddress!) }
+                pending.removeAll(keepingCapacity: true)
             }
-            block[blockCount] = bytes[i]
-            blockCount += 1; i += 1
-            if blockCount == 64 { compress(); blockCount = 0 }
         }
+        let base = bytes.baseAddress!
+        while bytes.count - i >= 64 {
+            compress(base + i)
+            i += 64
+        }
+        if i < bytes.count { pending.append(contentsOf: bytes[i..<bytes.count]) }
     }
 
-    public mutating func update(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { update($0) }
-    }
+    public mutating func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { update($0) } }
+
+    public mutating func update(_ bytes: ArraySlice<UInt8>) { bytes.withUnsafeBytes { update($0) } }
 
     public mutating func update(_ string: String) {
         var s = string
         s.withUTF8 { update(UnsafeRawBufferPointer($0)) }
     }
 
+    /// The 20-byte digest; the value is spent afterwards.
     public mutating func finalize() -> [UInt8] {
-        let bitLength = totalBytes &* 8
-        var pad: [UInt8] = [0x80]
-        let afterOne = (blockCount + 1) % 64
-        let zeros = afterOne <= 56 ? 56 - afterOne : 120 - afterOne
-        pad += [UInt8](repeating: 0, count: zeros)
-        for shift in stride(from: 56, through: 0, by: -8) { pad.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
-        let saved = totalBytes
-        pad.withUnsafeBytes { update($0) }
-        totalBytes = saved
+        let bitLength = total &* 8
+        var tail = pending
+        tail.append(0x80)
+        while tail.count % 64 != 56 { tail.append(0) }
+        for shift in stride(from: 56, through: 0, by: -8) { tail.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
+        tail.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count { compress(raw.baseAddress! + offset); offset += 64 }
+        }
+        pending.removeAll()
         var out = [UInt8](); out.reserveCapacity(20)
-        for word in [h.0, h.1, h.2, h.3, h.4] {
+        for word in [h0, h1, h2, h3, h4] {
             out += [UInt8(word >> 24), UInt8((word >> 16) & 0xff), UInt8((word >> 8) & 0xff), UInt8(word & 0xff)]
         }
         return out
     }
 
-    private mutating func compress() {
-        var w = [UInt32](repeating: 0, count: 80)
-        for t in 0..<16 {
-            w[t] = UInt32(block[4 * t]) << 24 | UInt32(block[4 * t + 1]) << 16 | UInt32(block[4 * t + 2]) << 8 | UInt32(block[4 * t + 3])
-        }
-        for t in 16..<80 {
-            let x = w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16]
-            w[t] = (x << 1) | (x >> 31)
-        }
-        var (a, b, c, d, e) = h
-        for t in 0..<80 {
-            let f: UInt32, k: UInt32
-            switch t {
-            case 0..<20: f = (b & c) | (~b & d); k = 0x5A82_7999
-            case 20..<40: f = b ^ c ^ d; k = 0x6ED9_EBA1
-            case 40..<60: f = (b & c) | (b & d) | (c & d); k = 0x8F1B_BCDC
-            default: f = b ^ c ^ d; k = 0xCA62_C1D6
-            }
-            let temp = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ w[t]
-            e = d; d = c; c = (b << 30) | (b >> 2); b = a; a = temp
-        }
-        h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e)
-    }
+    /// Lower-case hex digest.
+    public mutating func finalizeHex() -> String { Hex.encode(finalize()) }
 
-    /// Hex digest of `bytes` in one call.
     public static func hex(_ bytes: [UInt8]) -> String {
-        var s = SHA1(); s.update(bytes); return Hex.encode(s.finalize())
+        var s = SHA1(); s.update(bytes); return s.finalizeHex()
     }
 
     public static func hex(_ string: String) -> String {
-        var s = SHA1(); s.update(string); return Hex.encode(s.finalize())
+        var s = SHA1(); s.update(string); return s.finalizeHex()
+    }
+
+    @inline(__always) private static func rotl(_ x: UInt32, _ n: UInt32) -> UInt32 { (x << n) | (x >> (32 - n)) }
+
+    private mutating func compress(_ p: UnsafeRawPointer) {
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 16) { w in
+            for t in 0..<16 { w[t] = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self)) }
+            var a = h0, b = h1, c = h2, d = h3, e = h4
+            @inline(__always) func schedule(_ t: Int) -> UInt32 {
+                if t < 16 { return w[t] }
+                let x = Self.rotl(w[(t - 3) & 15] ^ w[(t - 8) & 15] ^ w[(t - 14) & 15] ^ w[t & 15], 1)
+                w[t & 15] = x
+                return x
+            }
+            // Four rounds of 20 with their own function and constant (no per-step branch).
+            for t in 0..<20 {
+                let temp = Self.rotl(a, 5) &+ ((b & c) | (~b & d)) &+ e &+ 0x5A82_7999 &+ schedule(t)
+                e = d; d = c; c = Self.rotl(b, 30); b = a; a = temp
+            }
+            for t in 20..<40 {
+                let temp = Self.rotl(a, 5) &+ (b ^ c ^ d) &+ e &+ 0x6ED9_EBA1 &+ schedule(t)
+                e = d; d = c; c = Self.rotl(b, 30); b = a; a = temp
+            }
+            for t in 40..<60 {
+                let temp = Self.rotl(a, 5) &+ ((b & c) | (b & d) | (c & d)) &+ e &+ 0x8F1B_BCDC &+ schedule(t)
+                e = d; d = c; c = Self.rotl(b, 30); b = a; a = temp
+            }
+            for t in 60..<80 {
+                let temp = Self.rotl(a, 5) &+ (b ^ c ^ d) &+ e &+ 0xCA62_C1D6 &+ schedule(t)
+                e = d; d = c; c = Self.rotl(b, 30); b = a; a = temp
+            }
+            h0 &+= a; h1 &+= b; h2 &+= c; h3 &+= d; h4 &+= e
+        }
     }
 }
 
 public enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
+
     public static func encode(_ bytes: [UInt8]) -> String {
         var out = [UInt8](); out.reserveCapacity(bytes.count * 2)
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+        append(bytes, to: &out)
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends the hex digits of `bytes` to `out` (no String allocated).
+    public static func append(_ bytes: [UInt8], to out: inout [UInt8]) {
+        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
     }
 }

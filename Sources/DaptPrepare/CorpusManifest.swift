@@ -129,7 +129,7 @@ public struct PreparedCorpus {
             // Empty shards are still checked (to be empty) when reading everything.
             guard shard.fragments == 0 ? range == nil : shardRange.overlaps(wanted) else { continue }
             let whole = wanted.lowerBound <= shardRange.lowerBound && wanted.upperBound >= shardRange.upperBound
-            var sha = StreamingSHA1()
+            var sha = SHA1()
             var bytes = 0
             var count = 0
             var stopped = false
@@ -162,7 +162,7 @@ public struct PreparedCorpus {
     public func merge() throws -> CorpusManifest.Merged {
         let file = manifest.name + ".jsonl"
         let writer = try FileWriter(path: directory + "/" + file, atomic: true, bufferSize: 4 << 20)
-        var sha = StreamingSHA1()
+        var sha = SHA1()
         var buffer: [UInt8] = []
         buffer.reserveCapacity(1 << 20)
         var count = 0

@@ -1,3 +1,5 @@
+import DaptCore
+
 /// One output fragment before it is written.
 public struct PreparedFragment: Equatable, Sendable {
     public var step: Int
@@ -153,9 +155,9 @@ public enum FragmentJSON {
         out += pageKey
         if let page = f.page { JSONWriter.appendInt(page, to: &out) } else { out += JSONWriter.nullBytes }
         out += hashKey
-        var sha = StreamingSHA1()
+        var sha = SHA1()
         sha.update(f.text)
-        appendHex(sha.finalize(), to: &out)
+        Hex.append(sha.finalize(), to: &out)
         out += close
     }
 }

@@ -110,7 +110,7 @@ public struct PrepareRun {
         // Pass 2: split and write.
         let shardPath = out + "/" + Self.shardName(config.name, rank: rank, size: size)
         let writer = try FileWriter(path: shardPath, atomic: true, bufferSize: 4 << 20)
-        var shardSHA = StreamingSHA1()
+        var shardSHA = SHA1()
         var stats = PrepareStats()
         var rejectBytes: [UInt8] = []
         var firstRejects: [String] = []
@@ -271,9 +271,9 @@ public struct PrepareRun {
 
         var manifest = CorpusManifest(name: config.name, ranks: size, shards: (0..<size).map { r in
             CorpusManifest.Shard(file: Self.shardName(config.name, rank: r, size: size), fragments: Int(shardFacts[r][0]),
-                                 patents: Int(shardFacts[r][1]), bytes: Int(shardFacts[r][2]), sha1: hexString(digests[r]))
+                                 patents: Int(shardFacts[r][1]), bytes: Int(shardFacts[r][2]), sha1: Hex.encode(digests[r]))
         }, records: totals.records, patents: totals.patents, rejects: totals.rejects,
-           rejectsFile: "rejects.jsonl", rejectsSHA1: StreamingSHA1.hex(rejectsAll), summaryFile: "summary.json")
+           rejectsFile: "rejects.jsonl", rejectsSHA1: SHA1.hex(rejectsAll), summaryFile: "summary.json")
         try manifest.write(to: manifestPath)
         if merge {
             let merged = try PreparedCorpus(manifestPath: manifestPath).merge()

@@ -34,12 +34,15 @@ final class HashTests: XCTestCase {
     }
 
     func testSHA1StreamingEqualsOneShot() {
-        let bytes = (0..<5000).map { UInt8($0 % 251) }
-        var s = SHA1()
-        bytes[0..<1].withUnsafeBytes { s.update($0) }
-        bytes[1..<70].withUnsafeBytes { s.update($0) }
-        bytes[70...].withUnsafeBytes { s.update($0) }
-        XCTAssertEqual(Hex.encode(s.finalize()), SHA1.hex(bytes))
+        var rng = SplitMix64(seed: 99)
+        for length in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 4097] {
+            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            var s = SHA1()
+            // Uneven pieces, so updates cross block boundaries in every way.
+            var i = 0
+            while i < bytes.count { let n = min(bytes.count - i, 1 + Int(rng.next() % 70)); s.update(bytes[i..<(i + n)]); i += n }
+            XCTAssertEqual(s.finalizeHex(), SHA1.hex(bytes), "length \(length)")
+        }
     }
 
     /// Reference values from the xxHash project's own implementation.
