@@ -339,6 +339,39 @@ public final class TokenShardReader: @unchecked Sendable {
         return b - a
     }
 
+    /// Token counts of every document, in order (for packing plans).
+    public func documentLengths() -> [Int] {
+        var out: [Int] = []
+        out.reserveCapacity(documentCount)
+        for (s, shard) in manifest.shards.enumerated() where shard.documents > 0 {
+            indexFiles[s].withBytes { raw in
+                var previous = 0
+                for i in 1...shard.documents {
+                    let v = Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)))
+                    out.append(v - previous)
+                    previous = v
+                }
+            }
+        }
+        return out
+    }
+
+    /// Appends tokens `range` (positions within the document) of document `i` to `out`.
+    public func appendTokens(document i: Int, range: Range<Int>, to out: inout [UInt32]) throws {
+        let (s, l) = try locate(i)
+        let (a, b) = bounds(s, l)
+        guard range.lowerBound >= 0 && range.upperBound <= b - a else {
+            throw TokenShardError.invalidIndex(file: indexFiles[s].path, entry: l, reason: "token range \(range) is outside the document's \(b - a) tokens")
+        }
+        let tb = manifest.tokenBytes
+        tokenFiles[s].withBytes { raw in
+            for k in (a + range.lowerBound)..<(a + range.upperBound) {
+                out.append(tb == 2 ? UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self)))
+                                   : UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: k * 4, as: UInt32.self)))
+            }
+        }
+    }
+
     /// Appends the tokens of document `i` to `out`.
     public func appendDocument(_ i: Int, to out: inout [UInt32]) throws {
         let (s, l) = try locate(i)

@@ -79,16 +79,25 @@ struct TokenizerCommand: ParsableCommand {
                                          specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind)
                 var lineIndex = 0
                 var rejected = 0
+                var text: [UInt8] = []
                 for path in inputs {
-                    try JSONLText.forEachText(path: path, field: t.textField, reject: { problem in
-                        if t.strict { throw problem }
-                        rejected += 1
-                        Console.note("rank \(ctx.rank): skipped \(problem)")
-                    }) { _, text in
-                        if lineIndex % ctx.size == ctx.rank { trainer.add(text: text) }
-                        lineIndex += 1
+                    try LineReader(path: path).forEachLine { number, line in
+                        defer { lineIndex += 1 }
+                        guard lineIndex % ctx.size == ctx.rank else { return true }
+                        do {
+                            try JSONLText.extract(line, field: t.textField, into: &text)
+                        } catch let bad as RecordProblem {
+                            let problem = InputError(file: path, line: number, field: bad.field, reason: bad.reason)
+                            if t.strict { throw problem }
+                            rejected += 1
+                            Console.note("skipped \(problem)")
+                            return true
+                        }
+                        text.withUnsafeBufferPointer { trainer.add(text: $0) }
+                        return true
                     }
                 }
+                rejected = Int(try ctx.communicator.allReduce(Int64(rejected), op: .sum))
                 let counted = monotonicSeconds()
                 let texts = try ctx.communicator.allReduce(Int64(trainer.textsSeen), op: .sum)
                 let bytes = try ctx.communicator.allReduce(Int64(trainer.bytesSeen), op: .sum)

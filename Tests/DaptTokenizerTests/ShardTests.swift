@@ -36,6 +36,11 @@ final class ShardTests: XCTestCase {
             total += doc.count
         }
         XCTAssertEqual(reader.tokenCount, total)
+        XCTAssertEqual(reader.documentLengths(), try (0..<texts.count).map { try reader.documentLength($0) })
+        var part: [UInt32] = []
+        try reader.appendTokens(document: 7, range: 1..<3, to: &part)
+        XCTAssertEqual(part, Array(try reader.document(7)[1..<3]))
+        XCTAssertThrowsError(try reader.appendTokens(document: 7, range: 0..<10_000, to: &part))
         XCTAssertThrowsError(try reader.document(texts.count)) {
             XCTAssertEqual($0 as? TokenShardError, .documentOutOfRange(texts.count, count: texts.count))
         }

@@ -51,6 +51,15 @@ echo "$hf_out"
 hf_line=$(echo "$hf_out" | head -1)
 echo "encode speed ratio dapt/tokenizers, one thread: wall $(ratio "$(mbps "$dapt_line")" "$(mbps "$hf_line")"), CPU $(ratio "$(cpumbps "$dapt_line")" "$(cpumbps "$hf_line")")"
 
+echo "-- encode, one thread, GPT-2 ByteLevel form (tokenizers' built-in regex; dapt-trained with --pre-tokenizer gpt2)"
+"$dapt" tokenizer train --input "$corpus" --output "$work/dapt-gpt2.json" --vocab-size "$VOCAB" --pre-tokenizer gpt2 >/dev/null 2>&1
+dapt_line=$("$dapt" tokenizer tokenize --tokenizer "$work/dapt-gpt2.json" --input "$corpus" --output "$work/dapt-gpt2-ids.txt")
+echo "dapt: $dapt_line"
+hf_out=$(RAYON_NUM_THREADS=1 python3 scripts/bench/tokenizer_peer.py encode "$work/dapt-gpt2.json" "$corpus" --ids "$work/dapt-gpt2-ids.txt")
+echo "$hf_out"
+hf_line=$(echo "$hf_out" | head -1)
+echo "encode speed ratio dapt/tokenizers, one thread, GPT-2 form: wall $(ratio "$(mbps "$dapt_line")" "$(mbps "$hf_line")"), CPU $(ratio "$(cpumbps "$dapt_line")" "$(cpumbps "$hf_line")")"
+
 n=$(nproc)
 echo "-- encode, one rank / thread per core ($n)"
 { time mpirun -np "$n" --oversubscribe --mca btl self,vader,tcp "$dapt" tokenizer encode --tokenizer "$work/dapt.json" \

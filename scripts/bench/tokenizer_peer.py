@@ -68,7 +68,7 @@ def ratio(corpus, *tokenizers):
             lang = "zh" if han > 0 and han >= latin else ("en" if latin > 0 else "other")
             s = stats.setdefault(lang, [0, 0, 0])
             s[0] += len(t); s[1] += han; s[2] += len(tok.encode(t, add_special_tokens=False).ids)
-        parts = [f"{k}: {v[2] / v[0]:.3f} tokens/char" + (f", {v[2] / v[1]:.3f} tokens/Han char" if k == "zh" else "") for k, v in sorted(stats.items())]
+        parts = [f"{k}: {v[2]} tokens, {v[2] / v[0]:.3f} tokens/char" + (f", {v[2] / v[1]:.3f} tokens/Han char" if k == "zh" else "") for k, v in sorted(stats.items())]
         print(f"{os.path.basename(path)}: " + "; ".join(parts))
 
 if __name__ == "__main__":
