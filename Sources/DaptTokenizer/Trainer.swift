@@ -19,7 +19,18 @@ public struct BPETrainer {
     public private(set) var bytesSeen = 0
     public private(set) var textsSeen = 0
 
-    public init(vocabSize: Int, minFrequency: Int = 2, specialTokens: [String] = SpecialTokens.defaults, preTokenizer: PreTokenizerKind = .dapt) {
+    /// Distinct pre-tokens kept while counting. When the table grows past
+    /// this, the rarest words (count 1, then 2, ...) are dropped until it is
+    /// at most half full, so memory stays bounded whatever the corpus size.
+    /// Below the cap counting is exact.
+    public let maxWords: Int
+    /// Words dropped by that pruning, and the highest count dropped.
+    public private(set) var prunedWords = 0
+    public private(set) var prunedBelowCount: Int64 = 0
+
+    public init(vocabSize: Int, minFrequency: Int = 2, specialTokens: [String] = SpecialTokens.defaults,
+                preTokenizer: PreTokenizerKind = .dapt, maxWords: Int = 8_000_000) {
+        self.maxWords = max(16, maxWords)
         self.vocabSize = vocabSize
         self.minFrequency = max(1, minFrequency)
         self.specialTokens = specialTokens
@@ -62,7 +73,29 @@ public struct BPETrainer {
 
     @inline(__always) private mutating func count(_ word: UnsafeBufferPointer<UInt8>) {
         let r = words.insert(word, hash: ByteStringTable.hash(word))
-        if r.inserted { wordCounts.append(1) } else { wordCounts[r.index] += 1 }
+        if r.inserted { wordCounts.append(1); if words.count > maxWords { prune() } } else { wordCounts[r.index] += 1 }
+    }
+
+    /// Drops the words of the lowest counts until at most half of `maxWords`
+    /// remain (keeping first-seen order).
+    private mutating func prune() {
+        var threshold: Int64 = 1
+        while true {
+            let kept = wordCounts.reduce(0) { $0 + ($1 > threshold ? 1 : 0) }
+            if kept <= maxWords / 2 { break }
+            threshold += 1
+        }
+        var table = ByteStringTable(capacity: maxWords)
+        var counts: [Int64] = []
+        for w in 0..<words.count where wordCounts[w] > threshold {
+            let key = Array(words.key(w))
+            _ = key.withUnsafeBufferPointer { table.insert($0, hash: ByteStringTable.hash($0)) }
+            counts.append(wordCounts[w])
+        }
+        prunedWords += words.count - table.count
+        prunedBelowCount = max(prunedBelowCount, threshold)
+        words = table
+        wordCounts = counts
     }
 
     /// Adds another trainer's counts (same configuration), e.g. from another rank.
@@ -74,7 +107,7 @@ public struct BPETrainer {
                 let c = Int64(bitPattern: readLE64(buf, i)); i += 8
                 let word = UnsafeBufferPointer(rebasing: buf[i..<(i + len)]); i += len
                 let r = words.insert(word, hash: ByteStringTable.hash(word))
-                if r.inserted { wordCounts.append(c) } else { wordCounts[r.index] += c }
+                if r.inserted { wordCounts.append(c); if words.count > maxWords { prune() } } else { wordCounts[r.index] += c }
             }
         }
     }

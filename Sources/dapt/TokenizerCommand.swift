@@ -76,7 +76,7 @@ struct TokenizerCommand: ParsableCommand {
             try Runtime.run(cluster: config.cluster) { ctx in
                 let started = monotonicSeconds()
                 var trainer = BPETrainer(vocabSize: t.vocabSize, minFrequency: t.minFrequency,
-                                         specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind)
+                                         specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind, maxWords: t.maxWords)
                 var lineIndex = 0
                 var rejected = 0
                 var text: [UInt8] = []
@@ -105,13 +105,16 @@ struct TokenizerCommand: ParsableCommand {
                     let parts = try ctx.communicator.gatherV(trainer.serializedCounts(), root: 0)
                     if let parts {
                         trainer = BPETrainer(vocabSize: t.vocabSize, minFrequency: t.minFrequency,
-                                             specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind)
+                                             specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind, maxWords: t.maxWords)
                         for part in parts { trainer.merge(serializedCounts: part) }
                     }
                 }
                 if ctx.isRoot {
                     ctx.say(String(format: "counted %d texts (%.1f MB), %d distinct pre-tokens in %.2f s", texts, Double(bytes) / 1e6,
                                    trainer.distinctWords, counted - started))
+                    if trainer.prunedWords > 0 {
+                        ctx.say("dropped \(trainer.prunedWords) rare pre-tokens (count <= \(trainer.prunedBelowCount)) to stay within max_words \(t.maxWords)")
+                    }
                     let tokenizer = try trainer.train { done in ctx.sink.report(.progress(stage: "tokenizer", done: done, total: nil, unit: "merges")) }
                     try tokenizer.save(path: output)
                     ctx.say(String(format: "trained %d merges, vocabulary %d, in %.2f s total: %@", tokenizer.merges.count,

@@ -102,6 +102,27 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try BPETokenizer.load(json: Array(a.utf8)).vocabSize, 700)
     }
 
+    /// Past max_words the rarest words are dropped: the result is training on
+    /// the frequent words alone.
+    func testWordTableIsBoundedByDroppingTheRarest() throws {
+        let frequent = ["alpha", "beta", "gamma", "delta"]
+        var bounded = BPETrainer(vocabSize: 300, minFrequency: 1, specialTokens: [], maxWords: 16)
+        var reference = BPETrainer(vocabSize: 300, minFrequency: 1, specialTokens: [])
+        for round in 0..<30 {
+            for w in frequent { bounded.add(w); reference.add(w) }
+            // Each seen once; letters the frequent words do not use, so no shared pairs.
+            let letters = Array("norsuvwxyz")
+            bounded.add("zq" + String(letters[round % 10]) + String(letters[round / 10]))
+        }
+        XCTAssertLessThanOrEqual(bounded.distinctWords, 16)
+        XCTAssertGreaterThan(bounded.prunedWords, 0)
+        XCTAssertEqual(bounded.prunedBelowCount, 1)
+        // Rare words left since the last pruning still count (at most 16 each pair), so compare the
+        // merges of the frequent words, which come first (their pairs count 30 or more).
+        let merges = try bounded.train().merges.prefix(8).map { [$0.0, $0.1] }
+        XCTAssertEqual(merges, try reference.train().merges.prefix(8).map { [$0.0, $0.1] })
+    }
+
     /// Special tokens in training text are not learned from.
     func testSpecialTokensAreLeftOutOfTraining() throws {
         var trainer = BPETrainer(vocabSize: 400, minFrequency: 1, preTokenizer: .dapt)
