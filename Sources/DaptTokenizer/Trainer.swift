@@ -4,9 +4,11 @@ import DaptCore
 /// only the count of each distinct pre-token; `train()` then learns merges
 /// with incremental pair counts and a priority queue.
 ///
-/// Deterministic: ids are specials, then the 256 bytes in byte order, then
-/// merges; the next merge is the pair with the highest count, ties broken by
-/// the smaller (left id, right id). No step depends on hash-table order.
+/// Deterministic: ids are specials, then the 256 bytes in the order of their
+/// byte-level spelling, then merges; the next merge is the pair with the
+/// highest count, ties broken by the smaller (left id, right id). No step
+/// depends on hash-table order. These are the rules of Hugging Face's
+/// `BpeTrainer`, so both learn the same merges from the same pre-tokens.
 public struct BPETrainer {
     public let vocabSize: Int
     public let minFrequency: Int
@@ -133,10 +135,15 @@ public struct BPETrainer {
         var tokenIndex = ByteStringTable(capacity: vocabSize)
         var tokenIdsByIndex: [UInt32] = []
         var tokenSpelling: [[UInt8]] = specialTokens.map { Array($0.utf8) }
-        for b in 0..<256 {
+        // Byte tokens in the order of their byte-level spelling (as Hugging Face's
+        // trainer sorts its alphabet), so ties between pairs resolve the same way.
+        let byteOrder = (0..<256).sorted { ByteLevel.byteToScalar[$0] < ByteLevel.byteToScalar[$1] }
+        var byteId = [UInt32](repeating: 0, count: 256)
+        for (rank, b) in byteOrder.enumerated() {
+            byteId[b] = specials + UInt32(rank)
             tokenSpelling.append([UInt8(b)])
             _ = [UInt8(b)].withUnsafeBufferPointer { tokenIndex.insert($0, hash: ByteStringTable.hash($0)) }
-            tokenIdsByIndex.append(specials + UInt32(b))
+            tokenIdsByIndex.append(specials + UInt32(rank))
         }
 
         // Words as symbol sequences in one flat array (merging only shrinks them).
@@ -149,7 +156,7 @@ public struct BPETrainer {
             wordStart[w] = symbols.count
             let key = words.key(w)
             wordLength[w] = Int32(key.count)
-            for b in key { symbols.append(specials + UInt32(b)) }
+            for b in key { symbols.append(byteId[Int(b)]) }
         }
 
         // Pair statistics: key -> pair index; per pair its count and the words it occurs in.

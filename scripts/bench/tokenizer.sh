@@ -42,6 +42,12 @@ read -r dr du ds < "$work/t-dapt"; read -r hr hu hs < "$work/t-hf"
 dc=$(python3 -c "print($du + $ds)"); hc=$(python3 -c "print($hu + $hs)")
 echo "train: dapt ${dr} s wall, ${dc} s CPU; tokenizers ${hr} s wall, ${hc} s CPU"
 echo "train time ratio dapt/tokenizers: wall $(ratio "$dr" "$hr"), CPU $(ratio "$dc" "$hc")"
+python3 - "$work/dapt.json" "$work/hf.json" <<'PY'
+import json, sys
+d, h = (json.load(open(p))["model"] for p in sys.argv[1:3])
+merges = lambda m: [x if isinstance(x, str) else " ".join(x) for x in m["merges"]]
+print("trained vocabularies and merges identical:", d["vocab"] == h["vocab"] and merges(d) == merges(h))
+PY
 
 echo "-- encode, one thread (both run dapt's tokenizer.json; ids compared)"
 dapt_line=$("$dapt" tokenizer tokenize --tokenizer "$work/dapt.json" --input "$corpus" --output "$work/dapt-ids.txt")
