@@ -161,8 +161,8 @@ public struct PreTokenizer {
         return e
     }
 
-    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[\p{Han}+|]?[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
-    /// at scalar `i`; returns the end of the match.
+    /// The GPT-4 pattern at scalar `i` (with `hanRuns`, dapt's: `\p{Han}+` as its own
+    /// alternative and letters without Han in the next); returns the end of the match.
     static func matchGPT4(_ cp: UnsafeBufferPointer<UInt32>, _ cls: UnsafeBufferPointer<UInt8>, _ i: Int, _ n: Int, hanRuns: Bool) -> Int {
         let L = CharClass.letter, N = CharClass.number, H = CharClass.han, W = CharClass.white, BR = CharClass.lineBreak
         if cp[i] == 0x27, let e = contraction(cp, i, n, caseInsensitive: true) { return e }

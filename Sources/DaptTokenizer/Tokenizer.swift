@@ -25,7 +25,7 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// The 256 byte tokens as the default special tokens dapt trains with.
+/// The special tokens dapt trains with by default: document markers and chat markers.
 public enum SpecialTokens {
     public static let bos = "<|bos|>"
     public static let eos = "<|eos|>"
