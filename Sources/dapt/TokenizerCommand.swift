@@ -14,6 +14,14 @@ func threadCPUSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
+/// Runs `body`, printing any error as `dapt: error: ...` with exit status 1.
+func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let exit as ExitCode { throw exit } catch let error as ValidationError { throw error } catch {
+        Console.error("\(error)")
+        throw ExitCode(1)
+    }
+}
+
 struct TokenizerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenizer",
@@ -140,8 +148,8 @@ struct TokenizerCommand: ParsableCommand {
 
         func run() throws {
             let (config, t) = try settings.load()
-            let json = try FileSystem.readAll(tokenizer)
-            let bpe = try BPETokenizer.load(json: json, path: tokenizer)
+            let json = try reportingErrors { try FileSystem.readAll(tokenizer) }
+            let bpe = try reportingErrors { try BPETokenizer.load(json: json, path: tokenizer) }
             try Runtime.run(cluster: config.cluster) { ctx in
                 let started = monotonicSeconds()
                 let encoder = ShardEncoder(tokenizer: bpe, tokenizerJSON: json, options: .init(t))
@@ -176,7 +184,9 @@ struct TokenizerCommand: ParsableCommand {
         @Option(name: .customLong("text-field"), help: "JSONL field holding the text.")
         var textField = "text"
 
-        func run() throws {
+        func run() throws { try reportingErrors { try tokenize() } }
+
+        func tokenize() throws {
             let bpe = try BPETokenizer.load(path: tokenizer)
             let encoder = TokenEncoder(bpe)
             let writer = try output.map { try FileWriter(path: $0, atomic: true) }
@@ -216,6 +226,11 @@ struct TokenizerCommand: ParsableCommand {
         var ids: [UInt32] = []
 
         func run() throws {
+            let bytes: [UInt8] = try reportingErrors { try decode() }
+            FileHandle.standardOutput.write(Data(bytes + [0x0A]))
+        }
+
+        func decode() throws -> [UInt8] {
             let bytes: [UInt8]
             if let shards {
                 let reader = try TokenShardReader(directory: shards, verify: false)
@@ -225,7 +240,7 @@ struct TokenizerCommand: ParsableCommand {
                 guard let tokenizer else { throw ValidationError("--tokenizer or --shards is required") }
                 bytes = try BPETokenizer.load(path: tokenizer).decode(ids)
             }
-            FileHandle.standardOutput.write(Data(bytes + [0x0A]))
+            return bytes
         }
     }
 
@@ -240,8 +255,8 @@ struct TokenizerCommand: ParsableCommand {
                 let reader = try TokenShardReader(directory: directory, verify: true)
                 _ = try reader.tokenizer()
                 print("\(directory): ok: \(reader.manifest.shards.count) shards, \(reader.documentCount) documents, \(reader.tokenCount) tokens")
-            } catch let error as TokenShardError {
-                Console.error(error.description)
+            } catch {
+                Console.error("\(error)")
                 throw ExitCode(1)
             }
         }
