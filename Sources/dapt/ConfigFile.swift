@@ -1,16 +1,19 @@
 import DaptCluster
 import DaptCore
 import DaptPrepare
+import DaptTokenizer
 
 /// One YAML file can hold every stage's section; each has defaults, so a
 /// file names only what it changes. Unknown sections are an error.
 struct DaptConfig: Decodable {
     var cluster = ClusterConfig()
     var prepare = PrepareConfig()
+    var tokenizer = TokenizerConfig()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster
         case prepare
+        case tokenizer
     }
 
     init() {}
@@ -20,12 +23,14 @@ struct DaptConfig: Decodable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         cluster = try c.value(.cluster, default: ClusterConfig())
         prepare = try c.value(.prepare, default: PrepareConfig())
+        tokenizer = try c.value(.tokenizer, default: TokenizerConfig())
     }
 
     /// Validates every section, naming the bad field with its section.
     func validate() throws {
         try Self.validate(cluster, "cluster")
         try Self.validate(prepare, "prepare")
+        try Self.validate(tokenizer, "tokenizer")
     }
 
     static func validate(_ section: some StageConfig, _ name: String) throws {

@@ -15,6 +15,7 @@ struct Dapt: ParsableCommand {
             ConfigCommand.self,
             ClusterCommand.self,
             PrepareCommand.self,
+            TokenizerCommand.self,
         ]
     )
 }
