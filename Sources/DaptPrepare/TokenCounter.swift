@@ -27,18 +27,6 @@ extension TokenCounter {
     }
 }
 
-/// Why exact counting is unavailable.
-public enum TokenCounterError: Error, CustomStringConvertible, Equatable {
-    case tokenizerStageMissing(path: String)
-
-    public var description: String {
-        switch self {
-        case .tokenizerStageMissing(let path):
-            return "--tokenizer \(path): exact token counting needs the tokenizer stage (DaptTokenizer), which this build does not provide yet; run without --tokenizer to budget with the estimate (cjk_tokens_per_char, latin_tokens_per_word)"
-        }
-    }
-}
-
 /// The default estimate: CJK characters (ideographs, kana, hangul, CJK and
 /// full-width punctuation) cost `cjk` each, a Latin word (a run of letters or
 /// digits, capped at 24 characters per piece) costs `word`, any other symbol

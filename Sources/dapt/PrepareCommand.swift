@@ -1,6 +1,7 @@
 import ArgumentParser
 import DaptCore
 import DaptPrepare
+import DaptTokenizer
 import Foundation
 
 struct PrepareCommand: ParsableCommand {
@@ -64,8 +65,12 @@ struct PrepareCommand: ParsableCommand {
         dapt.prepare = prepare
         let counter: any TokenCounter
         if let tokenizer {
-            Console.error(TokenCounterError.tokenizerStageMissing(path: tokenizer).description)
-            throw ExitCode(2)
+            do {
+                counter = TokenizerTokenCounter(tokenizer: try BPETokenizer.load(path: tokenizer), path: tokenizer)
+            } catch {
+                Console.error("--tokenizer: \(error)")
+                throw ExitCode(2)
+            }
         } else {
             counter = EstimatedTokenCounter(prepare)
         }
@@ -100,5 +105,35 @@ struct PrepareCommand: ParsableCommand {
             Console.error("\(error)")
             throw ExitCode(1)
         }
+    }
+}
+
+/// Exact token counts for the fragment budget from a trained tokenizer: one
+/// piece per token, except that tokens ending inside a multi-byte character
+/// (byte-level BPE can split one) ride with the next, so cuts stay between
+/// characters.
+struct TokenizerTokenCounter: TokenCounter {
+    let tokenizer: BPETokenizer
+    let path: String
+    var name: String { "tokenizer:\(path)" }
+
+    func pieces(of utf8: [UInt8]) -> [TokenPiece] {
+        let ids = TokenEncoder(tokenizer, cacheEntries: 4096).encode(bytes: utf8)
+        var pieces: [TokenPiece] = []
+        pieces.reserveCapacity(ids.count)
+        var end = 0, cost = 0
+        for id in ids {
+            end += (try? tokenizer.bytes(of: id).count) ?? 0
+            cost += 1000
+            // A UTF-8 continuation byte next means the cut would split a character.
+            if end >= utf8.count || utf8[end] & 0xC0 != 0x80 {
+                pieces.append(TokenPiece(end: min(end, utf8.count), cost: cost))
+                cost = 0
+            }
+        }
+        if cost > 0 || (pieces.last?.end ?? 0) < utf8.count {
+            pieces.append(TokenPiece(end: utf8.count, cost: cost))
+        }
+        return pieces
     }
 }

@@ -152,10 +152,4 @@ final class RunTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("SHA-1"), "\(error)")
         }
     }
-
-    func testTokenizerOptionExplainsWhatIsMissing() {
-        let message = TokenCounterError.tokenizerStageMissing(path: "tok.json").description
-        XCTAssertTrue(message.contains("tokenizer stage"))
-        XCTAssertTrue(message.contains("tok.json"))
-    }
 }

@@ -91,10 +91,43 @@ final class PrepareMultiRankTests: XCTestCase {
         XCTAssertTrue(result.stderr.contains("patents.jsonl:6: malformed JSON"), result.stderr)
     }
 
-    func testTokenizerOptionFailsClearly() throws {
-        let result = try DaptProcess.dapt(["prepare", "--input", "x.jsonl", "--tokenizer", "tokenizer.json"])
+    func testMissingTokenizerFileFailsClearly() throws {
+        let result = try DaptProcess.dapt(["prepare", "--input", "x.jsonl", "--tokenizer", "no-such-tokenizer.json"])
         XCTAssertEqual(result.status, 2)
-        XCTAssertTrue(result.stderr.contains("exact token counting needs the tokenizer stage"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("no-such-tokenizer.json"), result.stderr)
+    }
+
+    /// With a trained tokenizer the budget is counted exactly: every fragment,
+    /// encoded on its own, stays within it (a token or two of slack for BPE
+    /// seeing a cut edge differently), and the cuts differ from the estimate's.
+    func testExactCountsWithATrainedTokenizer() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let sample = DaptProcess.repositoryRoot.appendingPathComponent("data/sample/patents.jsonl").path
+        let first = dir.appendingPathComponent("first").path
+        XCTAssertEqual(try DaptProcess.dapt(["prepare", "--input", sample, "--output", first, "--merge"]).status, 0)
+        let tokenizer = dir.appendingPathComponent("tokenizer.json").path
+        let trained = try DaptProcess.dapt(["tokenizer", "train", "--input", "\(first)/fragments.jsonl", "--output", tokenizer, "--vocab-size", "800"])
+        XCTAssertEqual(trained.status, 0, trained.stderr)
+
+        let budget = 48
+        var outputs: [String: String] = [:]
+        for mode in ["estimate", "exact"] {
+            let out = dir.appendingPathComponent(mode).path
+            var args = ["prepare", "--input", sample, "--output", out, "--merge", "--max-tokens", "\(budget)", "--overlap-tokens", "8"]
+            if mode == "exact" { args += ["--tokenizer", tokenizer] }
+            let result = try DaptProcess.dapt(args)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            outputs[mode] = try String(contentsOfFile: "\(out)/fragments.jsonl", encoding: .utf8)
+        }
+        XCTAssertNotEqual(outputs["estimate"], outputs["exact"])
+        let ids = dir.appendingPathComponent("ids.txt").path
+        let encoded = try DaptProcess.dapt(["tokenizer", "tokenize", "--tokenizer", tokenizer,
+                                            "--input", dir.appendingPathComponent("exact/fragments.jsonl").path, "--output", ids])
+        XCTAssertEqual(encoded.status, 0, encoded.stderr)
+        let counts = try String(contentsOfFile: ids, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ").count }
+        XCTAssertGreaterThan(counts.count, 100)
+        XCTAssertLessThanOrEqual(counts.max() ?? 0, budget + 2, "a fragment over the budget")
+        XCTAssertGreaterThan(counts.max() ?? 0, budget / 2, "fragments should fill the budget")
     }
 
     /// The shipped config is valid and names the bundled sample.
