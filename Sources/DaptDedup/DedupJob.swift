@@ -3,6 +3,7 @@ import Glibc
 #endif
 import DaptCluster
 import DaptCore
+import Foundation
 
 extension ExchangeOutbox: ExchangeOutboxLike {
     func appendRecord(_ record: [UInt8], to peer: Int) throws { try append(record, to: peer) }
@@ -162,7 +163,14 @@ public final class DedupJob {
                     pendingRejects.append((piece.file, fileLine, error, Array(line)))
                     return
                 }
-                let nfc = TextNormalizer.nfc(record.text)
+                // One pass normalises text that is already NFC (nearly all);
+                // the rest is converted first and normalised again.
+                var nfc = record.text
+                var scalarCount = TextNormalizer.normalize(nfc, into: &scalars, requireQuickNFC: true)
+                if scalarCount == nil {
+                    nfc = nfc.precomposedStringWithCanonicalMapping
+                    scalarCount = TextNormalizer.normalize(nfc, into: &scalars)
+                }
                 var digest = SHA1()
                 digest.update(nfc)
                 let hashBytes = digest.finalize()
@@ -176,12 +184,11 @@ public final class DedupJob {
                 offset.append(Int64(lineOffset))
                 lineLength.append(Int32(line.count))
                 closingBrace.append(Int32(record.closingBrace))
-                textLength.append(Int32(nfc.unicodeScalars.count))
+                textLength.append(Int32(scalarCount!))
                 idStart.append(idArena.count)
                 idLength.append(Int32(record.idToken.count))
                 idArena.append(contentsOf: UnsafeBufferPointer(rebasing: line[record.idToken]))
                 sha1.append(contentsOf: hashBytes)
-                TextNormalizer.normalize(nfc, into: &scalars)
                 Shingler.hashes(scalars, size: config.shingleSize, seed: seed, into: &shingles)
                 emptyShingles.append(shingles.isEmpty)
                 let base = signatures.count
@@ -597,16 +604,13 @@ public final class DedupJob {
             sigBytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(buf).copyMemory(from: $0) }
             n = sigBytes.count / 4
         }
+        let candidates = (0..<gidx.count).filter(eligible)
         var hits = [Int64](repeating: 0, count: sample.count)
+        let maxMismatches = numPerm - Int((threshold * Double(numPerm)).rounded(.up))
         sigs.withUnsafeBufferPointer { s in
             signatures.withUnsafeBufferPointer { all in
-                for (n, g) in sample.enumerated() {
-                    let q = UnsafeBufferPointer(rebasing: s[(n * numPerm)..<((n + 1) * numPerm)])
-                    for i in 0..<gidx.count where eligible(i) && gidx[i] != g {
-                        let agree = MinHasher.agreements(q, UnsafeBufferPointer(rebasing: all[(i * numPerm)..<((i + 1) * numPerm)]))
-                        if Double(agree) / Double(numPerm) >= threshold { hits[n] = 1; break }
-                    }
-                }
+                markSamplesWithDuplicate(samples: s, sampleIds: sample, records: all, recordIds: gidx, candidates: candidates,
+                                         numPerm: numPerm, maxMismatches: maxMismatches, hits: &hits)
             }
         }
         try comm.allReduce(&hits, op: .max)
@@ -742,4 +746,39 @@ private func extractError(_ jsonLine: String) -> String {
         out.append(ch)
     }
     return out
+}
+
+/// For every sample signature, sets hits[n] = 1 if some candidate record
+/// (other than the sample itself) differs from it in at most `maxMismatches`
+/// positions, i.e. has estimated Jaccard ≥ threshold. Compares 32 values at a
+/// time and gives up on a pair as soon as it has too many mismatches, which
+/// is exact (not a heuristic) and quick for the dissimilar majority.
+func markSamplesWithDuplicate(samples: UnsafeBufferPointer<UInt32>, sampleIds: [Int64], records: UnsafeBufferPointer<UInt32>,
+                              recordIds: [Int64], candidates: [Int], numPerm: Int, maxMismatches: Int, hits: inout [Int64]) {
+    let sampleCount = sampleIds.count
+    let ps = UnsafeRawPointer(samples.baseAddress!), pr = UnsafeRawPointer(records.baseAddress!)
+    let bytes = numPerm * 4
+    let one = SIMD8<UInt32>(repeating: 1), zero = SIMD8<UInt32>()
+    for i in candidates {
+        let rec = pr + i * bytes
+        let id = recordIds[i]
+        for n in 0..<sampleCount where hits[n] == 0 && sampleIds[n] != id {
+            let smp = ps + n * bytes
+            var mismatches = 0
+            var v = 0
+            while v < numPerm {
+                var acc = SIMD8<UInt32>()
+                let end = min(v + 32, numPerm)
+                while v < end {
+                    let a = rec.loadUnaligned(fromByteOffset: v * 4, as: SIMD8<UInt32>.self)
+                    let b = smp.loadUnaligned(fromByteOffset: v * 4, as: SIMD8<UInt32>.self)
+                    acc &+= one.replacing(with: zero, where: a .== b)
+                    v += 8
+                }
+                mismatches += Int(acc.wrappedSum())
+                if mismatches > maxMismatches { break }
+            }
+            if mismatches <= maxMismatches { hits[n] = 1 }
+        }
+    }
 }

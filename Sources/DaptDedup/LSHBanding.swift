@@ -31,11 +31,11 @@ public enum LSHBanding {
         /// ∫₀^t P(s) ds.
         public var falsePositiveMass: Double
 
-        public init(bands: Int, rows: Int, threshold: Double) {
+        public init(bands: Int, rows: Int, threshold: Double, withMass: Bool = true) {
             self.bands = bands
             self.rows = rows
             recallAtThreshold = LSHBanding.probability(similarity: threshold, bands: bands, rows: rows)
-            falsePositiveMass = LSHBanding.integral(from: 0, to: threshold, bands: bands, rows: rows)
+            falsePositiveMass = withMass ? LSHBanding.integral(from: 0, to: threshold, bands: bands, rows: rows) : .nan
         }
     }
 
@@ -62,14 +62,15 @@ public enum LSHBanding {
             // is the largest, but a smaller b may cut false positives while still
             // meeting the target, so try every b.
             for bands in stride(from: b, through: 1, by: -1) {
-                let c = Choice(bands: bands, rows: r, threshold: threshold)
+                var c = Choice(bands: bands, rows: r, threshold: threshold, withMass: false)
                 if c.recallAtThreshold >= targetRecall {
+                    c = Choice(bands: bands, rows: r, threshold: threshold)
                     if best == nil || c.falsePositiveMass < best!.falsePositiveMass { best = c }
                 }
                 if bestFallback == nil || c.recallAtThreshold > bestFallback!.recallAtThreshold { bestFallback = c }
             }
         }
-        return best ?? bestFallback!
+        return best ?? Choice(bands: bestFallback!.bands, rows: bestFallback!.rows, threshold: threshold)
     }
 
     /// The S-curve at `points` evenly spaced similarities in [0, 1].

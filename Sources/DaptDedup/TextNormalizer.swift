@@ -53,17 +53,7 @@ public enum TextNormalizer {
     public static func isQuickNFC(_ text: String) -> Bool {
         var text = text
         if text.withUTF8({ buf in !buf.contains { $0 >= 0x80 } }) { return true }
-        for s in text.unicodeScalars {
-            let v = s.value
-            if v < 0x300 { continue }
-            if v >= 0x4E00 && v <= 0x9FFF { continue }
-            if v >= 0x3400 && v <= 0x4DBF { continue }
-            if v >= 0x3000 && v <= 0x30FF && !(v >= 0x302A && v <= 0x302F) && v != 0x3099 && v != 0x309A { continue }
-            if v >= 0xFF01 && v <= 0xFFEF { continue }
-            if v >= 0x2010 && v <= 0x205E && !(v >= 0x2028 && v <= 0x202F) { continue }
-            return false
-        }
-        return true
+        return text.unicodeScalars.allSatisfy { isQuickNFCScalar($0.value) }
     }
 
     /// Unicode NFC of `text` (Foundation only when the quick check fails).
@@ -71,28 +61,45 @@ public enum TextNormalizer {
         isQuickNFC(text) ? text : text.precomposedStringWithCanonicalMapping
     }
 
-    /// Appends the normalised scalars of `nfcText` to `out` (which is cleared first).
-    public static func normalize(_ nfcText: String, into out: inout [UInt32]) {
+    /// Writes the normalised scalars of `text` to `out` (cleared first) and
+    /// returns the number of Unicode scalars in `text`. Returns nil, leaving
+    /// `out` unspecified, when `requireQuickNFC` is set and `text` fails the
+    /// quick NFC check (so one pass serves the common, already-NFC case).
+    @discardableResult
+    public static func normalize(_ text: String, into out: inout [UInt32], requireQuickNFC: Bool = false) -> Int? {
         out.removeAll(keepingCapacity: true)
-        let table = bmpTable
+        var count = 0
         var pendingSpace = false
-        func emit(_ v: UInt32) {
-            if pendingSpace { if !out.isEmpty { out.append(0x20) }; pendingSpace = false }
-            out.append(v)
-        }
-        table.withUnsafeBufferPointer { t in
-            for s in nfcText.unicodeScalars {
+        var quick = true
+        bmpTable.withUnsafeBufferPointer { t in
+            for s in text.unicodeScalars {
                 let v = s.value
+                count += 1
+                if requireQuickNFC && v >= 0x300 && quick && !isQuickNFCScalar(v) { quick = false; return }
                 let mapped = v < 0x10000 ? t[Int(v)] : classify(s)
-                if mapped == separator {
-                    pendingSpace = true
-                } else if mapped == multiScalar {
-                    for l in s.properties.lowercaseMapping.unicodeScalars { emit(l.value) }
+                if mapped == separator { pendingSpace = true; continue }
+                if pendingSpace {
+                    if !out.isEmpty { out.append(0x20) }
+                    pendingSpace = false
+                }
+                if mapped == multiScalar {
+                    for l in s.properties.lowercaseMapping.unicodeScalars { out.append(l.value) }
                 } else {
-                    emit(mapped)
+                    out.append(mapped)
                 }
             }
         }
+        return quick ? count : nil
+    }
+
+    @inline(__always) static func isQuickNFCScalar(_ v: UInt32) -> Bool {
+        if v < 0x300 { return true }
+        if v >= 0x4E00 && v <= 0x9FFF { return true }
+        if v >= 0x3400 && v <= 0x4DBF { return true }
+        if v >= 0x3000 && v <= 0x30FF && !(v >= 0x302A && v <= 0x302F) && v != 0x3099 && v != 0x309A { return true }
+        if v >= 0xFF01 && v <= 0xFFEF { return true }
+        if v >= 0x2010 && v <= 0x205E && !(v >= 0x2028 && v <= 0x202F) { return true }
+        return false
     }
 }
 
