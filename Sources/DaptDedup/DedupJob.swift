@@ -436,7 +436,10 @@ public final class DedupJob {
     /// Similarity of local record j to a remote record given by its payload.
     func similarity(local j: Int, payload: UnsafeRawBufferPointer, payloadSet: [UInt64]?, localSets: inout [Int: [UInt64]]) throws -> Double {
         if let payloadSet {
-            if localSets[j] == nil { localSets[j] = shingleSet(try nfcText(j)) }
+            if localSets[j] == nil {
+                if localSets.count >= 4096 { localSets.removeAll(keepingCapacity: true) }  // bounded cache
+                localSets[j] = shingleSet(try nfcText(j))
+            }
             return Shingler.jaccard(payloadSet, localSets[j]!)
         }
         return signatures.withUnsafeBufferPointer { all in
@@ -446,7 +449,6 @@ public final class DedupJob {
     }
 
     func verifyRounds(_ candidates: [(Int64, Int64)]) throws -> [VerifiedPair] {
-        report.candidatePairs = Int(try comm.allReduce(Int64(candidates.count), op: .sum))
         // Each candidate pair to the holder of its first record.
         var received: [UInt8] = []
         try exchange.round(produce: { outbox in
@@ -462,6 +464,9 @@ public final class DedupJob {
         received = []
         mine.sort { $0 < $1 }
         mine = uniqued(mine)
+        // Counted here, after the holder removed pairs found in several bands
+        // (by several owners), so the figure does not depend on the ranks.
+        report.candidatePairs = Int(try comm.allReduce(Int64(mine.count), op: .sum))
 
         // The first record's payload to the holder of the second; it decides.
         var verified: [VerifiedPair] = []
@@ -606,11 +611,43 @@ public final class DedupJob {
         }
         let candidates = (0..<gidx.count).filter(eligible)
         var hits = [Int64](repeating: 0, count: sample.count)
-        let maxMismatches = numPerm - Int((threshold * Double(numPerm)).rounded(.up))
-        sigs.withUnsafeBufferPointer { s in
-            signatures.withUnsafeBufferPointer { all in
-                markSamplesWithDuplicate(samples: s, sampleIds: sample, records: all, recordIds: gidx, candidates: candidates,
-                                         numPerm: numPerm, maxMismatches: maxMismatches, hits: &hits)
+        if exactMode {
+            // Exact verification: signatures only preselect (estimated Jaccard
+            // within 0.15, about 5 standard deviations, of the threshold) and
+            // the exact Jaccard of the texts decides, as it did for the pairs.
+            var mine: [UInt8] = []
+            for g in sample where holder(g) == rank {
+                let text = Array(try nfcText(localIndex(g)).utf8)
+                mine.put(UInt32(text.count)); mine += text
+            }
+            var sampleTexts: [String] = []
+            let gathered = try comm.allGatherV(mine).flatMap { $0 }
+            gathered.withUnsafeBytes { raw in
+                var c = ByteCursor(raw)
+                while !c.atEnd { let n = Int(c.get(UInt32.self)); sampleTexts.append(String(decoding: c.take(n), as: UTF8.self)) }
+            }
+            var sampleSets: [Int: [UInt64]] = [:], localSets: [Int: [UInt64]] = [:]
+            let loose = numPerm - Int((max(threshold - 0.15, 0) * Double(numPerm)).rounded(.up))
+            try sigs.withUnsafeBufferPointer { s in
+                try signatures.withUnsafeBufferPointer { all in
+                    try markSamplesWithDuplicate(samples: s, sampleIds: sample, records: all, recordIds: gidx, candidates: candidates,
+                                                 numPerm: numPerm, maxMismatches: loose, hits: &hits) { n, i in
+                        if sampleSets[n] == nil { sampleSets[n] = self.shingleSet(sampleTexts[n]) }
+                        if localSets[i] == nil {
+                            if localSets.count >= 4096 { localSets.removeAll(keepingCapacity: true) }
+                            localSets[i] = self.shingleSet(try self.nfcText(i))
+                        }
+                        return Shingler.jaccard(sampleSets[n]!, localSets[i]!) >= self.threshold
+                    }
+                }
+            }
+        } else {
+            let maxMismatches = numPerm - Int((threshold * Double(numPerm)).rounded(.up))
+            try sigs.withUnsafeBufferPointer { s in
+                try signatures.withUnsafeBufferPointer { all in
+                    try markSamplesWithDuplicate(samples: s, sampleIds: sample, records: all, recordIds: gidx, candidates: candidates,
+                                             numPerm: numPerm, maxMismatches: maxMismatches, hits: &hits)
+                }
             }
         }
         try comm.allReduce(&hits, op: .max)
@@ -753,9 +790,12 @@ private func extractError(_ jsonLine: String) -> String {
 /// positions, i.e. has estimated Jaccard ≥ threshold. Compares 32 values at a
 /// time and gives up on a pair as soon as it has too many mismatches, which
 /// is exact (not a heuristic) and quick for the dissimilar majority.
+/// With `confirm`, a signature match only counts if `confirm(sample, record)` agrees.
 func markSamplesWithDuplicate(samples: UnsafeBufferPointer<UInt32>, sampleIds: [Int64], records: UnsafeBufferPointer<UInt32>,
-                              recordIds: [Int64], candidates: [Int], numPerm: Int, maxMismatches: Int, hits: inout [Int64]) {
+                              recordIds: [Int64], candidates: [Int], numPerm: Int, maxMismatches: Int, hits: inout [Int64],
+                              confirm: ((Int, Int) throws -> Bool)? = nil) throws {
     let sampleCount = sampleIds.count
+    guard sampleCount > 0, !candidates.isEmpty else { return }
     let ps = UnsafeRawPointer(samples.baseAddress!), pr = UnsafeRawPointer(records.baseAddress!)
     let bytes = numPerm * 4
     let one = SIMD8<UInt32>(repeating: 1), zero = SIMD8<UInt32>()
@@ -778,7 +818,9 @@ func markSamplesWithDuplicate(samples: UnsafeBufferPointer<UInt32>, sampleIds: [
                 mismatches += Int(acc.wrappedSum())
                 if mismatches > maxMismatches { break }
             }
-            if mismatches <= maxMismatches { hits[n] = 1 }
+            if mismatches <= maxMismatches {
+                if let confirm { if try confirm(n, i) { hits[n] = 1 } } else { hits[n] = 1 }
+            }
         }
     }
 }

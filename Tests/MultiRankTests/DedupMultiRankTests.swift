@@ -21,6 +21,7 @@ final class DedupMultiRankTests: XCTestCase {
         try "dedup:\n  write_pairs: true\n  sample_size: 50\ncluster:\n  batch_bytes: 4096\n".write(toFile: config, atomically: true, encoding: .utf8)
 
         var reference: [String: Data] = [:]
+        var referenceCounts: [String]?
         for np in 1...4 {
             let out = dir.appendingPathComponent("out\(np)").path
             let args = ["dedup", inputPath, "--out", out, "--config", config]
@@ -33,6 +34,11 @@ final class DedupMultiRankTests: XCTestCase {
             XCTAssertEqual(report["rejected"] as? Int, 1)
             XCTAssertEqual((report["kept"] as! Int) + (report["removed"] as! Int), report["records"] as? Int)
             XCTAssertGreaterThan(report["removed"] as! Int, 20)
+            // Every count in the report is a property of the corpus, not of the ranks.
+            let counts = ["lines", "records", "exact_duplicates", "candidate_pairs", "verified_pairs", "clusters",
+                          "removed", "removed_exact", "kept", "records_in_clusters"].map { "\($0)=\(report[$0]!)" }
+                + ["sampled", "with_duplicate"].map { "\($0)=\((report["remaining_duplicate_rate"] as! [String: Any])[$0]!)" }
+            if let first = referenceCounts { XCTAssertEqual(counts, first, "report counts differ for np=\(np)") } else { referenceCounts = counts }
             for name in Self.outputs {
                 let data = try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(name)"))
                 XCTAssertFalse(data.isEmpty, "\(name) is empty for np=\(np)")
@@ -44,6 +50,26 @@ final class DedupMultiRankTests: XCTestCase {
             }
             XCTAssertFalse(FileManager.default.fileExists(atPath: "\(out)/kept.jsonl.partial"))
         }
+    }
+
+    /// Ranks whose byte range holds no line still take part in every round.
+    func testMoreRanksThanRecords() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let text = "步骤S101：将所述原料加入反应釜中，在温度为八十摄氏度的条件下搅拌两小时，得到均匀的混合物。"
+        let input = dir.appendingPathComponent("tiny.jsonl").path
+        try ("{\"id\":\"x\",\"text\":\"\(text)\"}\n{\"id\":\"y\",\"text\":\"\(text)！\"}\n").write(toFile: input, atomically: true, encoding: .utf8)
+        let one = try DaptProcess.dapt(["dedup", input, "--out", dir.appendingPathComponent("one").path])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let four = try DaptProcess.mpirun(np: 4, ["dedup", input, "--out", dir.appendingPathComponent("four").path], timeout: 120)
+        XCTAssertEqual(four.status, 0, four.stderr)
+        for name in ["kept.jsonl", "removed.jsonl", "clusters.jsonl"] {
+            let a = try String(contentsOfFile: dir.appendingPathComponent("one/\(name)").path, encoding: .utf8)
+            let b = try String(contentsOfFile: dir.appendingPathComponent("four/\(name)").path, encoding: .utf8)
+            XCTAssertEqual(a, b, name)
+        }
+        let removed = try String(contentsOfFile: dir.appendingPathComponent("four/removed.jsonl").path, encoding: .utf8)
+        XCTAssertTrue(removed.hasPrefix("{\"id\":\"x\"") && removed.contains("\"duplicate_of\":\"y\""),
+                      "y is x plus punctuation (identical after normalisation) and longer, so y is kept: \(removed)")
     }
 
     /// A rank killed with SIGKILL while the job runs makes mpirun exit
