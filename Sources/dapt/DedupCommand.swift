@@ -15,7 +15,7 @@ struct DedupCommand: ParsableCommand {
         the output is the same for any N.
         """)
 
-    @Argument(help: "Input JSONL files, read in this order as one corpus.")
+    @Argument(help: "Input JSONL files (or `dapt prepare` manifest.json files, for their shards), read in this order as one corpus.")
     var inputs: [String]
 
     @Option(help: "Output directory.")
@@ -46,13 +46,18 @@ struct DedupCommand: ParsableCommand {
             Console.error(error.description)
             throw ExitCode(2)
         }
-        for path in inputs where !FileSystem.exists(path) {
+        let files: [String]
+        do { files = try DedupInputs.expand(inputs) } catch {
+            Console.error("\(error)")
+            throw ExitCode(2)
+        }
+        for path in files where !FileSystem.exists(path) {
             Console.error("\(path): no such file")
             throw ExitCode(2)
         }
         let dedupConfig = config.dedup
         try Runtime.run(cluster: config.cluster) { ctx in
-            let job = DedupJob(config: dedupConfig, inputs: inputs, outputDirectory: out,
+            let job = DedupJob(config: dedupConfig, inputs: files, outputDirectory: out,
                                communicator: ctx.communicator, exchange: try ctx.makeExchange(), sink: ctx.sink)
             let report = try job.run()
             ctx.say(report.summary)

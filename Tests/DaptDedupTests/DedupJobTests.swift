@@ -111,6 +111,15 @@ final class DedupJobTests: XCTestCase {
                        try Data(contentsOf: URL(fileURLWithPath: "\(dir)/two/removed.jsonl")))
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/one/clusters.jsonl")),
                        try Data(contentsOf: URL(fileURLWithPath: "\(dir)/two/clusters.jsonl")))
+        // The same two files named by a prepare manifest.
+        let manifest = "{\"format\": \"dapt-prepare-manifest/1\", \"name\": \"x\", \"ranks\": 2, \"shards\": [{\"file\": \"a.jsonl\", \"fragments\": 100}, {\"file\": \"b.jsonl\", \"fragments\": \(all.count - 100)}]}"
+        try manifest.write(toFile: "\(dir)/manifest.json", atomically: true, encoding: .utf8)
+        let files = try DedupInputs.expand(["\(dir)/manifest.json"])
+        XCTAssertEqual(files, ["\(dir)/a.jsonl", "\(dir)/b.jsonl"])
+        XCTAssertEqual(try run(files, DedupConfig(), out: "\(dir)/manifest").kept, one.kept)
+        try "{\"format\": \"other/1\"}".write(toFile: "\(dir)/bad.json", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try DedupInputs.expand(["\(dir)/bad.json"])) { XCTAssertTrue("\($0)".contains("format")) }
+        XCTAssertEqual(try DedupInputs.expand(["x.jsonl"]), ["x.jsonl"])
     }
 
     struct Accuracy { var precision: Double; var recall: Double; var predicted: Int; var truePairs: Int }
