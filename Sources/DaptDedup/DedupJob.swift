@@ -244,6 +244,19 @@ public final class DedupJob {
         report.records = Int(try comm.allReduce(Int64(gidx.count), op: .sum))
         let allRejects = try comm.gatherV(rejectLines, root: 0)
         let allMismatches = try comm.gatherV(mismatchLines, root: 0)
+        // This rank's first problem in input order (a reject or a hash
+        // mismatch); rank 0 takes the first rank's, for --strict.
+        var firstProblem = ""
+        let firstR = pendingRejects.first.map { ($0.file, $0.fileLine) }
+        let firstM = pendingMismatches.first.map { ($0.file, $0.fileLine) }
+        if let r = firstR, firstM == nil || r < firstM! {
+            let x = pendingRejects[0]
+            firstProblem = InputError(file: plan.paths[x.file], line: fileLineBase[x.file] + x.fileLine + 1,
+                                      field: x.problem.field, reason: x.problem.reason).description
+        } else if firstM != nil {
+            firstProblem = String(decoding: mismatchLines.prefix { $0 != 0x0A }, as: UTF8.self)
+        }
+        let firstProblems = try comm.gatherV(Array(firstProblem.utf8), root: 0)
         if rank == 0 {
             let w = try FileWriter(path: "\(outputDirectory)/\(Self.outputNames.rejects)", atomic: true)
             for part in allRejects! { try w.write(part) }
@@ -256,9 +269,8 @@ public final class DedupJob {
                 return line.range(of: "\"error\":").map { _ in extractError(line) } ?? line
             }
             if report.rejected > 0 { sink.report(.notice(stage: "dedup", message: "\(report.rejected) rejected line(s), first: \(firstReject ?? "")")) }
-            if config.strict {
-                if let firstReject { throw DedupError.strict(firstReject) }
-                if let m = mismatches.first { throw DedupError.strict(m) }
+            if config.strict, let first = firstProblems!.first(where: { !$0.isEmpty }) {
+                throw DedupError.strict(String(decoding: first, as: UTF8.self))
             }
         }
         if config.strict && (report.rejected > 0 || report.hashMismatches > 0) {

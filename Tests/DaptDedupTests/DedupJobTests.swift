@@ -95,6 +95,12 @@ final class DedupJobTests: XCTestCase {
         XCTAssertThrowsError(try run([input], strict, out: "\(dir)/strict")) { error in
             XCTAssertTrue("\(error)".contains("\(input):4: invalid JSON"), "\(error)")
         }
+        // The first problem in input order is the one reported, whatever its kind.
+        let mismatchFirst = "\(dir)/mismatch-first.jsonl"
+        try ([lines[6], lines[3], lines[0]].joined(separator: "\n") + "\n").write(toFile: mismatchFirst, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try run([mismatchFirst], strict, out: "\(dir)/strict2")) { error in
+            XCTAssertTrue("\(error)".contains("\(mismatchFirst):1: hash: stored sha1:0000"), "\(error)")
+        }
     }
 
     func testInputSplitAcrossFilesGivesTheSameOutput() throws {
