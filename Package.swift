@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "DaptCore", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: optimised),
         .target(name: "DaptCluster", dependencies: ["DaptCore"], swiftSettings: optimised),
         .target(name: "DaptPrepare", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
-        .target(name: "DaptDedup", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
+        .target(name: "DaptDedup", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised + [.unsafeFlags(["-Xcc", "-mavx2"], .when(platforms: [.linux]))]),
         .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
         .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS"], swiftSettings: optimised),
         .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),

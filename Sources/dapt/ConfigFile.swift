@@ -2,17 +2,20 @@ import DaptCluster
 import DaptCore
 import DaptPrepare
 import DaptTokenizer
+import DaptDedup
 
 /// One YAML file can hold every stage's section; each has defaults, so a
 /// file names only what it changes. Unknown sections are an error.
 struct DaptConfig: Decodable {
     var cluster = ClusterConfig()
     var prepare = PrepareConfig()
+    var dedup = DedupConfig()
     var tokenizer = TokenizerConfig()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster
         case prepare
+        case dedup
         case tokenizer
     }
 
@@ -24,6 +27,7 @@ struct DaptConfig: Decodable {
         cluster = try c.value(.cluster, default: ClusterConfig())
         prepare = try c.value(.prepare, default: PrepareConfig())
         tokenizer = try c.value(.tokenizer, default: TokenizerConfig())
+        dedup = try c.value(.dedup, default: DedupConfig())
     }
 
     /// Validates every section, naming the bad field with its section.
@@ -31,6 +35,7 @@ struct DaptConfig: Decodable {
         try Self.validate(cluster, "cluster")
         try Self.validate(prepare, "prepare")
         try Self.validate(tokenizer, "tokenizer")
+        try Self.validate(dedup, "dedup")
     }
 
     static func validate(_ section: some StageConfig, _ name: String) throws {

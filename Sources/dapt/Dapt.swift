@@ -16,6 +16,7 @@ struct Dapt: ParsableCommand {
             ClusterCommand.self,
             PrepareCommand.self,
             TokenizerCommand.self,
+            DedupCommand.self,
         ]
     )
 }

@@ -1,1 +1,0 @@
-// The DaptDedup module: see the issue that builds it.
