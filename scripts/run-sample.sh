@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The main job on the bundled sample, end to end, on local ranks:
+#   prepare → dedup → tokenizer train/encode → pretrain (tiny model) → eval ppl
+# Outputs go to out/sample/. Run scripts/setup.sh first (or use the README's one-liner).
+# NP=4 scripts/run-sample.sh runs the distributed stages on 4 ranks (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+np="${NP:-2}"
+out=out/sample
+dapt="$(swift build -c release --show-bin-path)/dapt"
+[ -x "$dapt" ] || { echo "run-sample: $dapt is not built; run scripts/setup.sh" >&2; exit 2; }
+launch=(cluster/launch.sh -np "$np")
+rm -rf "$out"; mkdir -p "$out"
+
+echo "== 1. prepare: patents → fragments ($np ranks)"
+"${launch[@]}" dapt prepare --config configs/prepare.yaml --output "$out/prepare" --merge
+
+echo "== 2. dedup: exact and MinHash-LSH near duplicates ($np ranks)"
+"${launch[@]}" dapt dedup "$out/prepare/manifest.json" --config configs/dedup.yaml --out "$out/dedup"
+
+echo "== 3. tokenizer: train a byte-level BPE, encode packed shards ($np ranks)"
+"$dapt" tokenizer train --config configs/tokenizer.yaml --input "$out/dedup/kept.jsonl" --vocab-size 2048 --output "$out/tokenizer.json"
+"${launch[@]}" dapt tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/tokenizer.json" \
+  --input "$out/dedup/kept.jsonl" --output "$out/tokens"
+
+echo "== 4. pretrain: a tiny Llama on the sample (1 rank)"
+OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$(nproc)}" "$dapt" pretrain --config configs/pretrain-tiny.yaml \
+  --shards "$out/tokens" --output "$out/pretrain"
+
+echo "== 5. eval: held-out perplexity of the last checkpoint"
+"$dapt" eval ppl --checkpoint "$out/pretrain" --input "$out/dedup/kept.jsonl" --sequence-length 128
+echo "run-sample: done; outputs in $out/"
