@@ -59,6 +59,23 @@ final class ModelGradientTests: XCTestCase {
         XCTAssertLessThanOrEqual(ModelFixtures.relativeError(g2, g1), 1e-5)
     }
 
+    /// Attention split across threads by kv-head groups gives the same result.
+    func testThreadedAttentionMatchesSingleThread() throws {
+        var config = Self.tinyConfig(nil)
+        config.numAttentionHeads = 4; config.numKeyValueHeads = 4
+        let model = try LlamaModel(config: config)
+        model.initializeRandom(seed: 4, std: 0.5)
+        let batch = try Self.tinyBatch()
+        model.gradients.zero()
+        let l1 = try model.forwardBackward(batch)
+        let g1 = model.gradients.withBuffer { Array($0) }
+        model.threads = 2
+        model.gradients.zero()
+        let l2 = try model.forwardBackward(batch)
+        XCTAssertEqual(l1, l2)
+        XCTAssertEqual(g1, model.gradients.withBuffer { Array($0) })
+    }
+
     func testLayoutIsContiguousWithHuggingFaceNames() throws {
         let c = Self.tinyConfig(nil)
         let layout = ParameterLayout(config: c)
