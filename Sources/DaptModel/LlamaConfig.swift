@@ -14,6 +14,9 @@ public struct RopeScaling: Codable, Equatable, Sendable {
     public var betaSlow: Double
     /// YaRN: overrides 0.1·ln(factor)+1 when given.
     public var attentionFactor: Double?
+    /// YaRN: round the correction range outward to whole dimensions
+    /// (transformers' default).
+    public var truncate: Bool = true
 
     public init(type: Kind, factor: Double, originalMaxPositionEmbeddings: Int? = nil,
                 betaFast: Double = 32, betaSlow: Double = 1, attentionFactor: Double? = nil) {
@@ -26,6 +29,7 @@ public struct RopeScaling: Codable, Equatable, Sendable {
         case type, ropeType = "rope_type", factor
         case originalMaxPositionEmbeddings = "original_max_position_embeddings"
         case betaFast = "beta_fast", betaSlow = "beta_slow", attentionFactor = "attention_factor"
+        case truncate, mscale, mscaleAllDim = "mscale_all_dim"
     }
 
     public init(from decoder: Decoder) throws {
@@ -42,6 +46,10 @@ public struct RopeScaling: Codable, Equatable, Sendable {
         betaFast = try c.value(.betaFast, default: 32)
         betaSlow = try c.value(.betaSlow, default: 1)
         attentionFactor = try c.decodeIfPresent(Double.self, forKey: .attentionFactor)
+        truncate = try c.value(.truncate, default: true)
+        if c.contains(.mscale) || c.contains(.mscaleAllDim) {
+            throw ConfigError(field: "rope_scaling.mscale", reason: "DeepSeek-style mscale is not supported")
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -54,6 +62,7 @@ public struct RopeScaling: Codable, Equatable, Sendable {
             try c.encode(betaFast, forKey: .betaFast)
             try c.encode(betaSlow, forKey: .betaSlow)
             try c.encodeIfPresent(attentionFactor, forKey: .attentionFactor)
+            if !truncate { try c.encode(false, forKey: .truncate) }
         }
     }
 }
@@ -176,6 +185,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
                 try parameters.encode(s.betaFast, forKey: AnyCodingKey(stringValue: "beta_fast"))
                 try parameters.encode(s.betaSlow, forKey: AnyCodingKey(stringValue: "beta_slow"))
                 try parameters.encodeIfPresent(s.attentionFactor, forKey: AnyCodingKey(stringValue: "attention_factor"))
+                if !s.truncate { try parameters.encode(false, forKey: AnyCodingKey(stringValue: "truncate")) }
             }
         }
         try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)

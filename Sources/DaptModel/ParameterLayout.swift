@@ -73,7 +73,7 @@ public struct ParameterLayout: Equatable, Sendable {
 /// unsafe pointers are handed out only inside closures.
 public final class ParameterBuffer: @unchecked Sendable {
     public let layout: ParameterLayout
-    public let storage: UnsafeMutableBufferPointer<Float>
+    let storage: UnsafeMutableBufferPointer<Float>
 
     public init(layout: ParameterLayout) {
         self.layout = layout

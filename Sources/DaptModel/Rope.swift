@@ -47,8 +47,10 @@ public struct RopeFrequencies: Equatable, Sendable {
             func correctionDim(_ rotations: Double) -> Double {
                 Double(dim) * Foundation.log(original / (rotations * 2 * Double.pi)) / (2 * Foundation.log(base))
             }
-            let low = max(Foundation.floor(correctionDim(scaling.betaFast)), 0)
-            var high = min(Foundation.ceil(correctionDim(scaling.betaSlow)), Double(dim - 1))
+            var low = correctionDim(scaling.betaFast), high = correctionDim(scaling.betaSlow)
+            if scaling.truncate { low = Foundation.floor(low); high = Foundation.ceil(high) }
+            low = max(low, 0)
+            high = min(high, Double(dim - 1))
             if low == high { high += 0.001 }
             let b = Float(base)
             let f = Float(factor)
@@ -56,7 +58,7 @@ public struct RopeFrequencies: Equatable, Sendable {
                 let posFreq = Foundation.pow(b, Float(2 * i) / Float(dim))
                 let extrapolation = 1 / posFreq
                 let interpolation = 1 / (f * posFreq)
-                let ramp = min(max((Float(i) - Float(low)) / (Float(high) - Float(low)), 0), 1)
+                let ramp = min(max((Float(i) - Float(low)) / Float(high - low), 0), 1)
                 let extrapolationFactor = 1 - ramp
                 return interpolation * (1 - extrapolationFactor) + extrapolation * extrapolationFactor
             }

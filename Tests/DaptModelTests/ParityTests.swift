@@ -34,7 +34,7 @@ enum ModelFixtures {
 }
 
 final class ParityTests: XCTestCase {
-    static let variants = ["default", "linear", "dynamic", "yarn", "tied-theta"]
+    static let variants = ["default", "linear", "dynamic", "yarn", "yarn-untruncated", "tied-theta"]
 
     func checkParity(_ variant: String, kernel: AttentionKernel, file: StaticString = #filePath, line: UInt = #line) throws {
         let dir = "\(ModelFixtures.directory)/parity-\(variant)"

@@ -38,3 +38,15 @@ print(f"{name:<12} {t:>3} {d['tokens_per_s']:>12.1f} {p['tokens_per_s']:>12.1f} 
 PY
   done
 done
+
+# dapt alone: memory against context length (batch 1, packed 1024-token
+# documents): tiled attention keeps per-head state O(T), so peak RSS grows
+# linearly with T, as the activations do.
+echo "dapt context scaling (batch 1, documents of 1024 tokens, ${THREADS[0]} thread(s)):"
+printf "%-8s %12s %9s %10s  %s\n" seq tok/s GF/s peak_MiB load
+for seq in 2048 4096 8192; do
+  load="$(cut -d' ' -f1-3 /proc/loadavg)"
+  d="$(OPENBLAS_NUM_THREADS=${THREADS[0]} "$DAPT" bench train-step --vocab 4096 --hidden 256 --layers 4 --heads 4 --intermediate 688 \
+        --seq "$seq" --batch 1 --doc-length 1024 --threads "${THREADS[0]}" --steps 3 --warmup 1)"
+  python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(f\"{sys.argv[2]:<8} {d['tokens_per_s']:>12.1f} {d['gflops']:>9.1f} {d['peak_rss_mb']:>10.0f}  {sys.argv[3]}\")" "$d" "$seq" "$load"
+done
