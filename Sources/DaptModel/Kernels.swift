@@ -274,3 +274,40 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
     }
     return (total, counted)
 }
+
+// MARK: - Low-precision rounding
+
+/// Precision that activations are rounded to in mixed-precision training
+/// (values stay in Float buffers; only their precision is reduced).
+public enum ActivationPrecision: String, Sendable, Codable, CaseIterable {
+    case fp32, fp16, bf16
+}
+
+/// Rounds `count` floats in place to the nearest `precision` value (ties to
+/// even), as PyTorch's `.to(torch.float16 / torch.bfloat16)` then back.
+public func roundToPrecision(_ x: UnsafeMutablePointer<Float>, count: Int, _ precision: ActivationPrecision) {
+    switch precision {
+    case .fp32:
+        return
+    case .fp16:
+        for i in 0..<count { x[i] = Float(Float16(x[i])) }
+    case .bf16:
+        typealias U8 = SIMD8<UInt32>
+        var i = 0
+        let one = U8(repeating: 1), bias = U8(repeating: 0x7FFF), keep = U8(repeating: 0xFFFF_0000)
+        let quiet = U8(repeating: 0x0040_0000)
+        while i + 8 <= count {
+            let v = load8(x + i)
+            let bits = unsafeBitCast(v, to: U8.self)
+            var rounded = (bits &+ (bias &+ ((bits &>> 16) & one))) & keep
+            // NaN stays NaN (rounding could carry it into infinity).
+            rounded.replace(with: (bits | quiet) & keep, where: v .!= v)
+            store8(unsafeBitCast(rounded, to: Vec8.self), x + i)
+            i += 8
+        }
+        while i < count {
+            x[i] = Float(bitPattern: UInt32(SafeTensors.bfloat16Bits(x[i])) << 16)
+            i += 1
+        }
+    }
+}

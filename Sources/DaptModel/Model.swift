@@ -150,6 +150,11 @@ public final class LlamaModel: @unchecked Sendable {
     /// Threads for the attention kernels (split by kv-head groups). Matrix
     /// products use OpenBLAS's own thread count (`BLAS.setThreads`).
     public var threads: Int = 1
+    /// Mixed precision: every activation and activation gradient that a
+    /// matrix product or element-wise kernel produces is rounded to this
+    /// precision (weights are rounded by the caller, who keeps fp32 master
+    /// weights). Norm statistics, softmax and loss stay in fp32.
+    public var activationPrecision: ActivationPrecision = .fp32
     private var acts: Activations?
     private var batch: TokenBatch?
 
@@ -280,6 +285,7 @@ public final class LlamaModel: @unchecked Sendable {
                                  vocab: config.vocabSize, dim: config.hiddenSize, out: a.residual)
             }
         }
+        lowPrecision(a.residual, a.n * config.hiddenSize)
     }
 
     public func embedBackward() {
@@ -311,6 +317,10 @@ public final class LlamaModel: @unchecked Sendable {
         BLAS.setThreads(blasThreads)
     }
 
+    @inline(__always) private func lowPrecision(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        if activationPrecision != .fp32 { roundToPrecision(p, count: count, activationPrecision) }
+    }
+
     private var shape: AttentionShape {
         AttentionShape(batch: acts!.batch, seqLen: acts!.seqLen, heads: config.numAttentionHeads,
                        kvHeads: config.numKeyValueHeads, headDim: config.headDimension)
@@ -337,6 +347,7 @@ public final class LlamaModel: @unchecked Sendable {
         let w = parameters.storage.baseAddress!
         rmsNormForward(x: x, weight: w + s.inputNorm.offset, rows: n, dim: H, eps: Float(c.rmsNormEps),
                        out: a.normOut, rstd: a.rstd1 + l * n)
+        lowPrecision(a.normOut, n * H)
         BLAS.sgemm(.none, .transpose, m: n, n: qD, k: H, a: a.normOut, lda: H, b: w + s.q.offset, ldb: H, c: q, ldc: qD)
         BLAS.sgemm(.none, .transpose, m: n, n: kvD, k: H, a: a.normOut, lda: H, b: w + s.k.offset, ldb: H, c: k, ldc: kvD)
         BLAS.sgemm(.none, .transpose, m: n, n: kvD, k: H, a: a.normOut, lda: H, b: w + s.v.offset, ldb: H, c: v, ldc: kvD)
@@ -346,6 +357,7 @@ public final class LlamaModel: @unchecked Sendable {
                 ropeForward(x: k, rows: n, heads: c.numKeyValueHeads, headDim: c.headDimension, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
             }
         }
+        lowPrecision(q, n * qD); lowPrecision(k, n * kvD); lowPrecision(v, n * kvD)
         a.starts.withUnsafeBufferPointer { st in
             switch attentionKernel {
             case .tiled(let tiles):
@@ -358,16 +370,22 @@ public final class LlamaModel: @unchecked Sendable {
                 attentionReferenceForward(q: q, k: k, v: v, shape: shape, documentStarts: st.baseAddress!, out: att, lse: lse)
             }
         }
+        lowPrecision(att, n * qD)
         // mid = x + att · Woᵀ
         mid.update(from: x, count: n * H)
         BLAS.sgemm(.none, .transpose, m: n, n: H, k: qD, a: att, lda: qD, b: w + s.o.offset, ldb: qD, beta: 1, c: mid, ldc: H)
+        lowPrecision(mid, n * H)
         rmsNormForward(x: mid, weight: w + s.postAttentionNorm.offset, rows: n, dim: H, eps: Float(c.rmsNormEps),
                        out: a.normOut, rstd: a.rstd2 + l * n)
+        lowPrecision(a.normOut, n * H)
         BLAS.sgemm(.none, .transpose, m: n, n: I, k: H, a: a.normOut, lda: H, b: w + s.gate.offset, ldb: H, c: gate, ldc: I)
         BLAS.sgemm(.none, .transpose, m: n, n: I, k: H, a: a.normOut, lda: H, b: w + s.up.offset, ldb: H, c: up, ldc: I)
+        lowPrecision(gate, n * I); lowPrecision(up, n * I)
         swigluForward(gate: gate, up: up, count: n * I, out: a.hAct)
+        lowPrecision(a.hAct, n * I)
         next.update(from: mid, count: n * H)
         BLAS.sgemm(.none, .transpose, m: n, n: H, k: I, a: a.hAct, lda: I, b: w + s.down.offset, ldb: I, beta: 1, c: next, ldc: H)
+        lowPrecision(next, n * H)
     }
 
     private func backwardLayer(_ l: Int) {
@@ -383,21 +401,28 @@ public final class LlamaModel: @unchecked Sendable {
 
         // MLP: next = mid + swiglu(norm(mid)·Wgᵀ, norm(mid)·Wuᵀ)·Wdᵀ
         rmsNormForward(x: mid, weight: w + s.postAttentionNorm.offset, rows: n, dim: H, eps: eps, out: a.normOut, rstd: a.rstd2 + l * n)
+        lowPrecision(a.normOut, n * H)
         swigluForward(gate: gate, up: up, count: n * I, out: a.hAct)
+        lowPrecision(a.hAct, n * I)
         BLAS.sgemm(.transpose, .none, m: H, n: I, k: n, a: dy, lda: H, b: a.hAct, ldb: I, beta: 1, c: g + s.down.offset, ldc: I)
         BLAS.sgemm(.none, .none, m: n, n: I, k: H, a: dy, lda: H, b: w + s.down.offset, ldb: I, c: a.dHAct, ldc: I)
+        lowPrecision(a.dHAct, n * I)
         // dGate → hAct (no longer needed), dUp → dHAct.
         swigluBackward(gate: gate, up: up, dOut: a.dHAct, count: n * I, dGate: a.hAct, dUp: a.dHAct)
+        lowPrecision(a.hAct, n * I); lowPrecision(a.dHAct, n * I)
         BLAS.sgemm(.transpose, .none, m: I, n: H, k: n, a: a.hAct, lda: I, b: a.normOut, ldb: H, beta: 1, c: g + s.gate.offset, ldc: H)
         BLAS.sgemm(.transpose, .none, m: I, n: H, k: n, a: a.dHAct, lda: I, b: a.normOut, ldb: H, beta: 1, c: g + s.up.offset, ldc: H)
         BLAS.sgemm(.none, .none, m: n, n: H, k: I, a: a.hAct, lda: I, b: w + s.gate.offset, ldb: H, c: a.dNorm, ldc: H)
         BLAS.sgemm(.none, .none, m: n, n: H, k: I, a: a.dHAct, lda: I, b: w + s.up.offset, ldb: H, beta: 1, c: a.dNorm, ldc: H)
+        lowPrecision(a.dNorm, n * H)
         rmsNormBackward(dOut: a.dNorm, x: mid, weight: w + s.postAttentionNorm.offset, rstd: a.rstd2 + l * n, rows: n, dim: H,
                         dX: dy, dWeight: g + s.postAttentionNorm.offset)
+        lowPrecision(dy, n * H)
 
         // Attention: mid = x + attention(rope(norm(x)·Wqᵀ), rope(norm(x)·Wkᵀ), norm(x)·Wvᵀ)·Woᵀ
         BLAS.sgemm(.transpose, .none, m: H, n: qD, k: n, a: dy, lda: H, b: att, ldb: qD, beta: 1, c: g + s.o.offset, ldc: qD)
         BLAS.sgemm(.none, .none, m: n, n: qD, k: H, a: dy, lda: H, b: w + s.o.offset, ldb: qD, c: a.dAttnOut, ldc: qD)
+        lowPrecision(a.dAttnOut, n * qD)
         a.dq.update(repeating: 0, count: n * qD)
         a.dk.update(repeating: 0, count: n * kvD)
         a.dv.update(repeating: 0, count: n * kvD)
@@ -421,15 +446,19 @@ public final class LlamaModel: @unchecked Sendable {
                 ropeBackward(dX: a.dk, rows: n, heads: c.numKeyValueHeads, headDim: c.headDimension, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
             }
         }
+        lowPrecision(a.dq, n * qD); lowPrecision(a.dk, n * kvD); lowPrecision(a.dv, n * kvD)
         rmsNormForward(x: x, weight: w + s.inputNorm.offset, rows: n, dim: H, eps: eps, out: a.normOut, rstd: a.rstd1 + l * n)
+        lowPrecision(a.normOut, n * H)
         BLAS.sgemm(.transpose, .none, m: qD, n: H, k: n, a: a.dq, lda: qD, b: a.normOut, ldb: H, beta: 1, c: g + s.q.offset, ldc: H)
         BLAS.sgemm(.transpose, .none, m: kvD, n: H, k: n, a: a.dk, lda: kvD, b: a.normOut, ldb: H, beta: 1, c: g + s.k.offset, ldc: H)
         BLAS.sgemm(.transpose, .none, m: kvD, n: H, k: n, a: a.dv, lda: kvD, b: a.normOut, ldb: H, beta: 1, c: g + s.v.offset, ldc: H)
         BLAS.sgemm(.none, .none, m: n, n: H, k: qD, a: a.dq, lda: qD, b: w + s.q.offset, ldb: H, c: a.dNorm, ldc: H)
         BLAS.sgemm(.none, .none, m: n, n: H, k: kvD, a: a.dk, lda: kvD, b: w + s.k.offset, ldb: H, beta: 1, c: a.dNorm, ldc: H)
         BLAS.sgemm(.none, .none, m: n, n: H, k: kvD, a: a.dv, lda: kvD, b: w + s.v.offset, ldb: H, beta: 1, c: a.dNorm, ldc: H)
+        lowPrecision(a.dNorm, n * H)
         rmsNormBackward(dOut: a.dNorm, x: x, weight: w + s.inputNorm.offset, rstd: a.rstd1 + l * n, rows: n, dim: H,
                         dX: dy, dWeight: g + s.inputNorm.offset)
+        lowPrecision(dy, n * H)
     }
 
     private func headLogits() {
@@ -437,7 +466,9 @@ public final class LlamaModel: @unchecked Sendable {
         let w = parameters.storage.baseAddress!
         rmsNormForward(x: a.residual + c.numHiddenLayers * n * H, weight: w + layout.finalNorm.offset, rows: n, dim: H,
                        eps: Float(c.rmsNormEps), out: a.finalOut, rstd: a.finalRstd)
+        lowPrecision(a.finalOut, n * H)
         BLAS.sgemm(.none, .transpose, m: n, n: V, k: H, a: a.finalOut, lda: H, b: w + layout.lmHead.offset, ldb: H, c: a.logits, ldc: V)
+        lowPrecision(a.logits, n * V)
     }
 
     /// Final norm, LM head and loss (no gradient).
@@ -464,12 +495,15 @@ public final class LlamaModel: @unchecked Sendable {
             crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: n, vocab: V,
                          gradientScale: Float(Double(lossScale) / denominator))
         }
+        lowPrecision(a.logits, n * V)
         BLAS.sgemm(.transpose, .none, m: V, n: H, k: n, a: a.logits, lda: V, b: a.finalOut, ldb: H, beta: 1,
                    c: g + layout.lmHead.offset, ldc: H)
         BLAS.sgemm(.none, .none, m: n, n: H, k: V, a: a.logits, lda: V, b: w + layout.lmHead.offset, ldb: H, c: a.dNorm, ldc: H)
+        lowPrecision(a.dNorm, n * H)
         a.dResidual.update(repeating: 0, count: n * H)
         rmsNormBackward(dOut: a.dNorm, x: a.residual + c.numHiddenLayers * n * H, weight: w + layout.finalNorm.offset,
                         rstd: a.finalRstd, rows: n, dim: H, dX: a.dResidual, dWeight: g + layout.finalNorm.offset)
+        lowPrecision(a.dResidual, n * H)
         return LossResult(sum: r.sum, count: r.count)
     }
 }

@@ -76,6 +76,30 @@ final class ModelGradientTests: XCTestCase {
         XCTAssertEqual(g1, model.gradients.withBuffer { Array($0) })
     }
 
+    /// Rounded activations: logits are representable in the low precision,
+    /// and loss and gradients stay close to fp32's.
+    func testLowPrecisionActivations() throws {
+        let model = try LlamaModel(config: Self.tinyConfig(nil))
+        model.initializeRandom(seed: 6, std: 0.4)
+        let batch = try Self.tinyBatch()
+        model.gradients.zero()
+        let exact = try model.forwardBackward(batch)
+        let g32 = model.gradients.withBuffer { Array($0) }
+        for precision in [ActivationPrecision.bf16, .fp16] {
+            model.activationPrecision = precision
+            let logits = try model.logits(batch)
+            for v in logits.prefix(200) {
+                if precision == .bf16 { XCTAssertEqual(v.bitPattern & 0xFFFF, 0) } else { XCTAssertEqual(v, Float(Float16(v))) }
+            }
+            model.gradients.zero()
+            let low = try model.forwardBackward(batch)
+            XCTAssertNotEqual(low.sum, exact.sum)
+            XCTAssertEqual(low.mean, exact.mean, accuracy: 0.02 * exact.mean, "\(precision)")
+            let err = ModelFixtures.relativeError(model.gradients.withBuffer { Array($0) }, g32)
+            XCTAssertLessThan(err, precision == .bf16 ? 0.1 : 0.01, "\(precision) gradients")
+        }
+    }
+
     func testLayoutIsContiguousWithHuggingFaceNames() throws {
         let c = Self.tinyConfig(nil)
         let layout = ParameterLayout(config: c)
