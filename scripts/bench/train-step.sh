@@ -3,6 +3,7 @@
 # transformers LlamaForCausalLM with SDPA attention, fp32) on the same model
 # config, batch and thread count, median of STEPS steps after 2 warm-up steps.
 # Usage: scripts/bench/train-step.sh [THREADS...]   (default: 1)
+#        ONLY=small|medium|long-packed runs one config; STEPS=N sets the measured steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS=("${@:-1}")
@@ -26,6 +27,7 @@ printf "%-12s %3s %12s %12s %9s %9s %9s %10s %10s %9s  %s\n" config thr dapt_tok
 for t in "${THREADS[@]}"; do
   for entry in "${CONFIGS[@]}"; do
     name="${entry%%|*}"; args="${entry#*|}"
+    if [ -n "${ONLY:-}" ] && [ "$ONLY" != "$name" ]; then continue; fi
     load="$(cut -d' ' -f1-3 /proc/loadavg)"
     d="$(OPENBLAS_NUM_THREADS=$t "$DAPT" bench train-step $args --threads "$t" --steps "$STEPS")"
     p="$(OMP_NUM_THREADS=$t python3 scripts/bench/train_step_torch.py $args --threads "$t" --steps "$STEPS")"
