@@ -256,19 +256,31 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
         var m = mv.max()
         while i < vocab { m = max(m, row[i]); i += 1 }
         let mVec = Vec8(repeating: m)
+        let target = row[t]
+        // With a gradient, keep e^(x−m) in the row so each logit takes one exp.
         var sv = Vec8()
         i = 0
-        while i + 8 <= vocab { sv += vectorExp(load8(row + i) - mVec); i += 8 }
+        if gradientScale != nil {
+            while i + 8 <= vocab { let e = vectorExp(load8(row + i) - mVec); store8(e, row + i); sv += e; i += 8 }
+        } else {
+            while i + 8 <= vocab { sv += vectorExp(load8(row + i) - mVec); i += 8 }
+        }
         var sum = sv.sum()
-        while i < vocab { sum += scalarExp(row[i] - m); i += 1 }
+        while i < vocab {
+            let e = scalarExp(row[i] - m)
+            if gradientScale != nil { row[i] = e }
+            sum += e
+            i += 1
+        }
         let logSum = Foundation.log(sum)
-        total += Double(logSum + m - row[t])
+        total += Double(logSum + m - target)
         counted += 1
         if let scale = gradientScale {
-            let k = Vec8(repeating: scale / sum)
+            let k = scale / sum
+            let kv = Vec8(repeating: k)
             i = 0
-            while i + 8 <= vocab { store8(vectorExp(load8(row + i) - mVec) * k, row + i); i += 8 }
-            while i < vocab { row[i] = scalarExp(row[i] - m) * (scale / sum); i += 1 }
+            while i + 8 <= vocab { store8(load8(row + i) * kv, row + i); i += 8 }
+            while i < vocab { row[i] *= k; i += 1 }
             row[t] -= scale
         }
     }
