@@ -102,10 +102,10 @@ struct Unchecked<T>: @unchecked Sendable {
 /// Saved activations of one batch shape, sliced per layer.
 final class Activations {
     let n: Int, batch: Int, seqLen: Int
-    let residual, mid, q, k, v, attnOut, lse, rstd1, rstd2, gate, up: UnsafeMutablePointer<Float>
+    let residual, mid, q, k, v, attnOut, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
     let finalOut, finalRstd, logits: UnsafeMutablePointer<Float>
     // Scratch reused by every layer.
-    let normOut, hAct, dResidual, dNorm, dAttnOut, dq, dk, dv, dHAct: UnsafeMutablePointer<Float>
+    let normOut, hAct, dResidual, dNorm, dAttnOut, dq, dk, dv, dHAct, dGateUp: UnsafeMutablePointer<Float>
     var ropeCos: [Float] = [], ropeSin: [Float] = [], ropePositions: [Int32] = []
     var starts: [Int32] = []
     private var owned: [UnsafeMutablePointer<Float>] = []
@@ -125,11 +125,13 @@ final class Activations {
         q = make(L * n * c.qDimension); k = make(L * n * c.kvDimension); v = make(L * n * c.kvDimension)
         attnOut = make(L * n * c.qDimension); lse = make(L * n * c.numAttentionHeads)
         rstd1 = make(L * n); rstd2 = make(L * n)
-        gate = make(L * n * c.intermediateSize); up = make(L * n * c.intermediateSize)
+        // Rows of [gate | up]: one product with the adjacent gate_proj and up_proj weights.
+        gateUp = make(L * n * 2 * c.intermediateSize)
         finalOut = make(n * H); finalRstd = make(n); logits = make(n * c.vocabSize)
         normOut = make(n * H); hAct = make(n * c.intermediateSize); dResidual = make(n * H); dNorm = make(n * H)
         dAttnOut = make(n * c.qDimension); dq = make(n * c.qDimension)
         dk = make(n * c.kvDimension); dv = make(n * c.kvDimension); dHAct = make(n * c.intermediateSize)
+        dGateUp = make(n * 2 * c.intermediateSize)
         owned = all
     }
 
@@ -164,6 +166,8 @@ public final class LlamaModel: @unchecked Sendable {
         layout = ParameterLayout(config: config)
         parameters = ParameterBuffer(layout: layout)
         gradients = ParameterBuffer(layout: layout)
+        // The fused gate/up product relies on the two weights being adjacent.
+        for l in layout.layers { precondition(l.up.offset == l.gate.offset + l.gate.count, "gate_proj and up_proj must be adjacent") }
     }
 
     /// Loads `config.json` and the safetensors weights from a Hugging Face
@@ -343,7 +347,7 @@ public final class LlamaModel: @unchecked Sendable {
         let x = a.residual + l * n * H, mid = a.mid + l * n * H, next = a.residual + (l + 1) * n * H
         let q = a.q + l * n * qD, k = a.k + l * n * kvD, v = a.v + l * n * kvD
         let att = a.attnOut + l * n * qD, lse = a.lse + l * n * c.numAttentionHeads
-        let gate = a.gate + l * n * I, up = a.up + l * n * I
+        let gateUp = a.gateUp + l * n * 2 * I
         let w = parameters.storage.baseAddress!
         rmsNormForward(x: x, weight: w + s.inputNorm.offset, rows: n, dim: H, eps: Float(c.rmsNormEps),
                        out: a.normOut, rstd: a.rstd1 + l * n)
@@ -378,10 +382,9 @@ public final class LlamaModel: @unchecked Sendable {
         rmsNormForward(x: mid, weight: w + s.postAttentionNorm.offset, rows: n, dim: H, eps: Float(c.rmsNormEps),
                        out: a.normOut, rstd: a.rstd2 + l * n)
         lowPrecision(a.normOut, n * H)
-        BLAS.sgemm(.none, .transpose, m: n, n: I, k: H, a: a.normOut, lda: H, b: w + s.gate.offset, ldb: H, c: gate, ldc: I)
-        BLAS.sgemm(.none, .transpose, m: n, n: I, k: H, a: a.normOut, lda: H, b: w + s.up.offset, ldb: H, c: up, ldc: I)
-        lowPrecision(gate, n * I); lowPrecision(up, n * I)
-        swigluForward(gate: gate, up: up, count: n * I, out: a.hAct)
+        BLAS.sgemm(.none, .transpose, m: n, n: 2 * I, k: H, a: a.normOut, lda: H, b: w + s.gate.offset, ldb: H, c: gateUp, ldc: 2 * I)
+        lowPrecision(gateUp, n * 2 * I)
+        for r in 0..<n { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: a.hAct + r * I) }
         lowPrecision(a.hAct, n * I)
         next.update(from: mid, count: n * H)
         BLAS.sgemm(.none, .transpose, m: n, n: H, k: I, a: a.hAct, lda: I, b: w + s.down.offset, ldb: I, beta: 1, c: next, ldc: H)
@@ -394,7 +397,7 @@ public final class LlamaModel: @unchecked Sendable {
         let x = a.residual + l * n * H, mid = a.mid + l * n * H
         let q = a.q + l * n * qD, k = a.k + l * n * kvD, v = a.v + l * n * kvD
         let att = a.attnOut + l * n * qD, lse = a.lse + l * n * c.numAttentionHeads
-        let gate = a.gate + l * n * I, up = a.up + l * n * I
+        let gateUp = a.gateUp + l * n * 2 * I
         let w = parameters.storage.baseAddress!, g = gradients.storage.baseAddress!
         let dy = a.dResidual
         let eps = Float(c.rmsNormEps)
@@ -402,18 +405,20 @@ public final class LlamaModel: @unchecked Sendable {
         // MLP: next = mid + swiglu(norm(mid)·Wgᵀ, norm(mid)·Wuᵀ)·Wdᵀ
         rmsNormForward(x: mid, weight: w + s.postAttentionNorm.offset, rows: n, dim: H, eps: eps, out: a.normOut, rstd: a.rstd2 + l * n)
         lowPrecision(a.normOut, n * H)
-        swigluForward(gate: gate, up: up, count: n * I, out: a.hAct)
+        for r in 0..<n { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: a.hAct + r * I) }
         lowPrecision(a.hAct, n * I)
         BLAS.sgemm(.transpose, .none, m: H, n: I, k: n, a: dy, lda: H, b: a.hAct, ldb: I, beta: 1, c: g + s.down.offset, ldc: I)
         BLAS.sgemm(.none, .none, m: n, n: I, k: H, a: dy, lda: H, b: w + s.down.offset, ldb: I, c: a.dHAct, ldc: I)
         lowPrecision(a.dHAct, n * I)
-        // dGate → hAct (no longer needed), dUp → dHAct.
-        swigluBackward(gate: gate, up: up, dOut: a.dHAct, count: n * I, dGate: a.hAct, dUp: a.dHAct)
-        lowPrecision(a.hAct, n * I); lowPrecision(a.dHAct, n * I)
-        BLAS.sgemm(.transpose, .none, m: I, n: H, k: n, a: a.hAct, lda: I, b: a.normOut, ldb: H, beta: 1, c: g + s.gate.offset, ldc: H)
-        BLAS.sgemm(.transpose, .none, m: I, n: H, k: n, a: a.dHAct, lda: I, b: a.normOut, ldb: H, beta: 1, c: g + s.up.offset, ldc: H)
-        BLAS.sgemm(.none, .none, m: n, n: H, k: I, a: a.hAct, lda: I, b: w + s.gate.offset, ldb: H, c: a.dNorm, ldc: H)
-        BLAS.sgemm(.none, .none, m: n, n: H, k: I, a: a.dHAct, lda: I, b: w + s.up.offset, ldb: H, beta: 1, c: a.dNorm, ldc: H)
+        // Rows of [dGate | dUp], then one product each for the weight and input gradients.
+        for r in 0..<n {
+            let gu = gateUp + r * 2 * I, d = a.dGateUp + r * 2 * I
+            swigluBackward(gate: gu, up: gu + I, dOut: a.dHAct + r * I, count: I, dGate: d, dUp: d + I)
+        }
+        lowPrecision(a.dGateUp, n * 2 * I)
+        BLAS.sgemm(.transpose, .none, m: 2 * I, n: H, k: n, a: a.dGateUp, lda: 2 * I, b: a.normOut, ldb: H, beta: 1,
+                   c: g + s.gate.offset, ldc: H)
+        BLAS.sgemm(.none, .none, m: n, n: H, k: 2 * I, a: a.dGateUp, lda: 2 * I, b: w + s.gate.offset, ldb: H, c: a.dNorm, ldc: H)
         lowPrecision(a.dNorm, n * H)
         rmsNormBackward(dOut: a.dNorm, x: mid, weight: w + s.postAttentionNorm.offset, rstd: a.rstd2 + l * n, rows: n, dim: H,
                         dX: dy, dWeight: g + s.postAttentionNorm.offset)
