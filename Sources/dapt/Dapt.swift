@@ -17,6 +17,7 @@ struct Dapt: ParsableCommand {
             PrepareCommand.self,
             TokenizerCommand.self,
             DedupCommand.self,
+            BenchCommand.self,
         ]
     )
 }
