@@ -1,0 +1,300 @@
+import DaptBLAS
+import Foundation
+
+/// Shapes of one causal self-attention call. Activations are row-major
+/// `[batch·seqLen, heads·headDim]` (q, out) and `[batch·seqLen,
+/// kvHeads·headDim]` (k, v), exactly as the projections produce them, so
+/// a head is a strided column block and needs no transpose.
+public struct AttentionShape: Equatable, Sendable {
+    public var batch: Int
+    public var seqLen: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+
+    public init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int) {
+        precondition(heads % kvHeads == 0, "heads \(heads) not a multiple of kv heads \(kvHeads)")
+        self.batch = batch; self.seqLen = seqLen; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+    }
+
+    public var qStride: Int { heads * headDim }
+    public var kvStride: Int { kvHeads * headDim }
+    public var group: Int { heads / kvHeads }
+    public var scale: Float { 1 / Float(headDim).squareRoot() }
+}
+
+/// The document mask in the form the kernels use: for every token, the
+/// position (within its sequence) where its document starts. Token t attends
+/// to keys s with documentStart[t] ≤ s ≤ t. Without documents every entry is 0
+/// (plain causal attention).
+public func documentStarts(documentIds: [Int32]?, batch: Int, seqLen: Int) -> [Int32] {
+    var starts = [Int32](repeating: 0, count: batch * seqLen)
+    guard let ids = documentIds else { return starts }
+    for b in 0..<batch {
+        var start = 0
+        for t in 0..<seqLen {
+            if t > 0, ids[b * seqLen + t] != ids[b * seqLen + t - 1] { start = t }
+            starts[b * seqLen + t] = Int32(start)
+        }
+    }
+    return starts
+}
+
+// MARK: - Reference attention (T×T scores per head; for tests)
+
+/// Straightforward attention: materialises the masked T×T score matrix per
+/// head. out [B·T, H·D], lse [B, H, T].
+public func attentionReferenceForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                      shape: AttentionShape, documentStarts: UnsafePointer<Int32>,
+                                      out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+    let T = shape.seqLen, D = shape.headDim
+    var p = [Float](repeating: 0, count: T * T)
+    for b in 0..<shape.batch {
+        for h in 0..<shape.heads {
+            let kvh = h / shape.group
+            referenceProbabilities(q: q, k: k, shape: shape, b: b, h: h, documentStarts: documentStarts, p: &p, lse: lse)
+            for t in 0..<T {
+                let o = out + (b * T + t) * shape.qStride + h * D
+                for d in 0..<D {
+                    var acc: Float = 0
+                    for s in 0..<T { acc += p[t * T + s] * v[(b * T + s) * shape.kvStride + kvh * D + d] }
+                    o[d] = acc
+                }
+            }
+        }
+    }
+}
+
+private func referenceProbabilities(q: UnsafePointer<Float>, k: UnsafePointer<Float>, shape: AttentionShape, b: Int, h: Int,
+                                    documentStarts: UnsafePointer<Int32>, p: inout [Float], lse: UnsafeMutablePointer<Float>?) {
+    let T = shape.seqLen, D = shape.headDim, kvh = h / shape.group
+    for t in 0..<T {
+        let lo = Int(documentStarts[b * T + t])
+        var m = -Float.infinity
+        for s in 0..<T {
+            var score = -Float.infinity
+            if s >= lo && s <= t {
+                var acc: Float = 0
+                for d in 0..<D { acc += q[(b * T + t) * shape.qStride + h * D + d] * k[(b * T + s) * shape.kvStride + kvh * D + d] }
+                score = acc * shape.scale
+            }
+            p[t * T + s] = score
+            m = max(m, score)
+        }
+        var sum: Float = 0
+        for s in 0..<T { let e = p[t * T + s] == -.infinity ? 0 : Foundation.exp(p[t * T + s] - m); p[t * T + s] = e; sum += e }
+        for s in 0..<T { p[t * T + s] /= sum }
+        lse?[(b * shape.heads + h) * T + t] = m + Foundation.log(sum)
+    }
+}
+
+/// Backward of `attentionReferenceForward`: dq, dk, dv += gradients.
+public func attentionReferenceBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                       dOut: UnsafePointer<Float>, shape: AttentionShape, documentStarts: UnsafePointer<Int32>,
+                                       dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
+    let T = shape.seqLen, D = shape.headDim
+    var p = [Float](repeating: 0, count: T * T)
+    var dp = [Float](repeating: 0, count: T * T)
+    for b in 0..<shape.batch {
+        for h in 0..<shape.heads {
+            let kvh = h / shape.group
+            referenceProbabilities(q: q, k: k, shape: shape, b: b, h: h, documentStarts: documentStarts, p: &p, lse: nil)
+            for t in 0..<T {
+                for s in 0..<T {
+                    var acc: Float = 0
+                    for d in 0..<D { acc += dOut[(b * T + t) * shape.qStride + h * D + d] * v[(b * T + s) * shape.kvStride + kvh * D + d] }
+                    dp[t * T + s] = acc
+                }
+                var rowDot: Float = 0
+                for s in 0..<T { rowDot += p[t * T + s] * dp[t * T + s] }
+                for s in 0..<T { dp[t * T + s] = p[t * T + s] * (dp[t * T + s] - rowDot) * shape.scale }
+            }
+            for t in 0..<T {
+                for s in 0..<T where p[t * T + s] != 0 || dp[t * T + s] != 0 {
+                    for d in 0..<D {
+                        let qi = (b * T + t) * shape.qStride + h * D + d
+                        let ki = (b * T + s) * shape.kvStride + kvh * D + d
+                        dq[qi] += dp[t * T + s] * k[ki]
+                        dk[ki] += dp[t * T + s] * q[qi]
+                        dv[ki] += p[t * T + s] * dOut[qi]
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Tiled attention (online softmax, O(T) memory per head)
+
+/// Tile sizes of the tiled kernels.
+public struct AttentionTiles: Equatable, Sendable {
+    public var query: Int
+    public var key: Int
+    public init(query: Int = 64, key: Int = 128) { self.query = query; self.key = key }
+}
+
+/// Which keys a query tile [i0, i1) can see, and whether key tile [j0, j1)
+/// needs per-element masking or can be skipped entirely.
+@inline(__always)
+private func tileStatus(starts: UnsafePointer<Int32>, i0: Int, i1: Int, j0: Int, j1: Int) -> (skip: Bool, masked: Bool) {
+    var allSee = true, noneSee = true
+    for t in i0..<i1 {
+        let lo = Int(starts[t])
+        if j1 <= lo || j0 > t { allSee = false } else {
+            noneSee = false
+            if j0 < lo || j1 - 1 > t { allSee = false }
+        }
+    }
+    return (noneSee, !allSee)
+}
+
+/// Per-row masked bounds of key tile [j0, j1) for query t: [lo, hi) local.
+@inline(__always)
+private func visibleRange(start: Int, t: Int, j0: Int, j1: Int) -> (Int, Int) {
+    (max(start, j0) - j0, min(t + 1, j1) - j0)
+}
+
+/// Flash-style attention forward for query heads `headRange`: per query tile,
+/// key tiles are visited with an online softmax (running max and sum), so the
+/// only per-head state beyond `out` is `lse` [B, H, T]. Key tiles before the
+/// earliest document start of the query tile, and tiles no query can see,
+/// are skipped.
+public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                             shape: AttentionShape, documentStarts: UnsafePointer<Int32>,
+                             headRange: Range<Int>? = nil, tiles: AttentionTiles = AttentionTiles(),
+                             out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+    let T = shape.seqLen, D = shape.headDim, BQ = tiles.query, BK = tiles.key
+    let scores = UnsafeMutablePointer<Float>.allocate(capacity: BQ * BK)
+    let acc = UnsafeMutablePointer<Float>.allocate(capacity: BQ * D)
+    let rowMax = UnsafeMutablePointer<Float>.allocate(capacity: BQ)
+    let rowSum = UnsafeMutablePointer<Float>.allocate(capacity: BQ)
+    defer { scores.deallocate(); acc.deallocate(); rowMax.deallocate(); rowSum.deallocate() }
+    for b in 0..<shape.batch {
+        let starts = documentStarts + b * T
+        for h in headRange ?? 0..<shape.heads {
+            let kvh = h / shape.group
+            let kBase = k + b * T * shape.kvStride + kvh * D
+            let vBase = v + b * T * shape.kvStride + kvh * D
+            for i0 in stride(from: 0, to: T, by: BQ) {
+                let i1 = min(i0 + BQ, T), nq = i1 - i0
+                let qTile = q + (b * T + i0) * shape.qStride + h * D
+                var lo = i0
+                for t in i0..<i1 { lo = min(lo, Int(starts[t])) }
+                acc.update(repeating: 0, count: nq * D)
+                rowMax.update(repeating: -.infinity, count: nq)
+                rowSum.update(repeating: 0, count: nq)
+                for j0 in stride(from: lo, to: i1, by: BK) {
+                    let j1 = min(j0 + BK, i1), nk = j1 - j0
+                    let status = tileStatus(starts: starts, i0: i0, i1: i1, j0: j0, j1: j1)
+                    if status.skip { continue }
+                    BLAS.sgemm(.none, .transpose, m: nq, n: nk, k: D, alpha: shape.scale,
+                               a: qTile, lda: shape.qStride, b: kBase + j0 * shape.kvStride, ldb: shape.kvStride,
+                               c: scores, ldc: nk)
+                    for r in 0..<nq {
+                        let row = scores + r * nk
+                        let (a, e) = status.masked ? visibleRange(start: Int(starts[i0 + r]), t: i0 + r, j0: j0, j1: j1) : (0, nk)
+                        if a >= e { row.update(repeating: 0, count: nk); continue }
+                        var m = rowMax[r]
+                        for s in a..<e { m = max(m, row[s]) }
+                        let alpha = scalarExp(rowMax[r] - m)
+                        rowMax[r] = m
+                        var sum: Float = 0
+                        let mv = Vec8(repeating: m)
+                        var s = a
+                        if a > 0 { row.update(repeating: 0, count: a) }
+                        var sv = Vec8()
+                        while s + 8 <= e { let p = vectorExp(load8(row + s) - mv); store8(p, row + s); sv += p; s += 8 }
+                        sum = sv.sum()
+                        while s < e { let p = scalarExp(row[s] - m); row[s] = p; sum += p; s += 1 }
+                        if e < nk { (row + e).update(repeating: 0, count: nk - e) }
+                        rowSum[r] = rowSum[r] * alpha + sum
+                        if alpha != 1 {
+                            let av = Vec8(repeating: alpha)
+                            let o = acc + r * D
+                            var d = 0
+                            while d + 8 <= D { store8(load8(o + d) * av, o + d); d += 8 }
+                            while d < D { o[d] *= alpha; d += 1 }
+                        }
+                    }
+                    BLAS.sgemm(.none, .none, m: nq, n: D, k: nk, a: scores, lda: nk,
+                               b: vBase + j0 * shape.kvStride, ldb: shape.kvStride, beta: 1, c: acc, ldc: D)
+                }
+                for r in 0..<nq {
+                    let o = out + (b * T + i0 + r) * shape.qStride + h * D
+                    let inv = 1 / rowSum[r]
+                    for d in 0..<D { o[d] = acc[r * D + d] * inv }
+                    lse[(b * shape.heads + h) * T + i0 + r] = rowMax[r] + Foundation.log(rowSum[r])
+                }
+            }
+        }
+    }
+}
+
+/// Backward of `attentionForward` (FlashAttention-2 style: scores are
+/// recomputed per tile from q, k and the saved lse). dq, dk, dv += gradients.
+/// For GQA several query heads add into one kv head, so a parallel split
+/// must be by kv-head groups.
+public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                              out: UnsafePointer<Float>, lse: UnsafePointer<Float>, dOut: UnsafePointer<Float>,
+                              shape: AttentionShape, documentStarts: UnsafePointer<Int32>,
+                              headRange: Range<Int>? = nil, tiles: AttentionTiles = AttentionTiles(),
+                              dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
+    let T = shape.seqLen, D = shape.headDim, BQ = tiles.query, BK = tiles.key
+    let probs = UnsafeMutablePointer<Float>.allocate(capacity: BQ * BK)
+    let dProbs = UnsafeMutablePointer<Float>.allocate(capacity: BQ * BK)
+    let rowDot = UnsafeMutablePointer<Float>.allocate(capacity: BQ)
+    defer { probs.deallocate(); dProbs.deallocate(); rowDot.deallocate() }
+    for b in 0..<shape.batch {
+        let starts = documentStarts + b * T
+        for h in headRange ?? 0..<shape.heads {
+            let kvh = h / shape.group
+            let kvOffset = b * T * shape.kvStride + kvh * D
+            for i0 in stride(from: 0, to: T, by: BQ) {
+                let i1 = min(i0 + BQ, T), nq = i1 - i0
+                let qOffset = (b * T + i0) * shape.qStride + h * D
+                let lseRow = lse + (b * shape.heads + h) * T + i0
+                var lo = i0
+                for t in i0..<i1 { lo = min(lo, Int(starts[t])) }
+                for r in 0..<nq { rowDot[r] = dot(dOut + qOffset + r * shape.qStride, out + qOffset + r * shape.qStride, count: D) }
+                for j0 in stride(from: lo, to: i1, by: BK) {
+                    let j1 = min(j0 + BK, i1), nk = j1 - j0
+                    let status = tileStatus(starts: starts, i0: i0, i1: i1, j0: j0, j1: j1)
+                    if status.skip { continue }
+                    let kTile = kvOffset + j0 * shape.kvStride
+                    BLAS.sgemm(.none, .transpose, m: nq, n: nk, k: D, alpha: shape.scale,
+                               a: q + qOffset, lda: shape.qStride, b: k + kTile, ldb: shape.kvStride, c: probs, ldc: nk)
+                    BLAS.sgemm(.none, .transpose, m: nq, n: nk, k: D,
+                               a: dOut + qOffset, lda: shape.qStride, b: v + kTile, ldb: shape.kvStride, c: dProbs, ldc: nk)
+                    for r in 0..<nq {
+                        let p = probs + r * nk, dp = dProbs + r * nk
+                        let (a, e) = status.masked ? visibleRange(start: Int(starts[i0 + r]), t: i0 + r, j0: j0, j1: j1) : (0, nk)
+                        if a >= e { p.update(repeating: 0, count: nk); dp.update(repeating: 0, count: nk); continue }
+                        if a > 0 { p.update(repeating: 0, count: a); dp.update(repeating: 0, count: a) }
+                        if e < nk { (p + e).update(repeating: 0, count: nk - e); (dp + e).update(repeating: 0, count: nk - e) }
+                        let l = Vec8(repeating: lseRow[r]), dd = Vec8(repeating: rowDot[r]), sc = Vec8(repeating: shape.scale)
+                        var s = a
+                        while s + 8 <= e {
+                            let pv = vectorExp(load8(p + s) - l)
+                            store8(pv, p + s)
+                            store8(pv * (load8(dp + s) - dd) * sc, dp + s)
+                            s += 8
+                        }
+                        while s < e {
+                            let pv = scalarExp(p[s] - lseRow[r])
+                            p[s] = pv
+                            dp[s] = pv * (dp[s] - rowDot[r]) * shape.scale
+                            s += 1
+                        }
+                    }
+                    // dV += Pᵀ dO; dQ += dS K; dK += dSᵀ Q
+                    BLAS.sgemm(.transpose, .none, m: nk, n: D, k: nq, a: probs, lda: nk,
+                               b: dOut + qOffset, ldb: shape.qStride, beta: 1, c: dv + kTile, ldc: shape.kvStride)
+                    BLAS.sgemm(.none, .none, m: nq, n: D, k: nk, a: dProbs, lda: nk,
+                               b: k + kTile, ldb: shape.kvStride, beta: 1, c: dq + qOffset, ldc: shape.qStride)
+                    BLAS.sgemm(.transpose, .none, m: nk, n: D, k: nq, a: dProbs, lda: nk,
+                               b: q + qOffset, ldb: shape.qStride, beta: 1, c: dk + kTile, ldc: shape.kvStride)
+                }
+            }
+        }
+    }
+}

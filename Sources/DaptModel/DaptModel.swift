@@ -1,1 +1,0 @@
-// The DaptModel module: see the issue that builds it.

@@ -1,0 +1,272 @@
+import Foundation
+
+// Element-wise kernels: free functions over raw pointers with explicit
+// shapes, vectorised with SIMD8<Float>. Backward kernels accumulate into
+// parameter gradients (`+=`) so micro-batches and tied weights add up.
+
+public typealias Vec8 = SIMD8<Float>
+
+@inline(__always) func load8(_ p: UnsafePointer<Float>) -> Vec8 {
+    UnsafeRawPointer(p).loadUnaligned(as: Vec8.self)
+}
+
+@inline(__always) func store8(_ v: Vec8, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec8.self)
+}
+
+/// e^x for eight lanes (Cephes' expf: range reduction by ln 2 and a degree-6
+/// polynomial; within 2 ulp of `expf`). Inputs below -87.3 give exactly 0,
+/// so masked scores (-inf) vanish.
+@inline(__always) public func vectorExp(_ x: Vec8) -> Vec8 {
+    let clamped = x.clamped(lowerBound: Vec8(repeating: -87.3), upperBound: Vec8(repeating: 88.0))
+    let n = (clamped * 1.44269504088896341).rounded(.toNearestOrEven)
+    var r = clamped - n * 0.693359375
+    r = r + n * 2.12194440e-4
+    let r2 = r * r
+    var p = Vec8(repeating: 1.9875691500e-4)
+    p = p * r + 1.3981999507e-3
+    p = p * r + 8.3334519073e-3
+    p = p * r + 4.1665795894e-2
+    p = p * r + 1.6666665459e-1
+    p = p * r + 5.0000001201e-1
+    p = p * r2 + r + 1
+    let exponent = (SIMD8<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
+    var result = p * unsafeBitCast(exponent, to: Vec8.self)
+    result.replace(with: 0, where: x .< -87.3)
+    return result
+}
+
+/// Scalar e^x with the same special-casing as `vectorExp`.
+@inline(__always) public func scalarExp(_ x: Float) -> Float { x < -87.3 ? 0 : Foundation.exp(x) }
+
+// MARK: - Embedding
+
+/// out[i, :] = table[tokens[i], :] for `count` tokens of width `dim`.
+public func embeddingForward(tokens: UnsafePointer<Int32>, count: Int, table: UnsafePointer<Float>,
+                             vocab: Int, dim: Int, out: UnsafeMutablePointer<Float>) {
+    for i in 0..<count {
+        let t = Int(tokens[i])
+        precondition(t >= 0 && t < vocab, "token id \(t) outside the vocabulary of \(vocab)")
+        (out + i * dim).update(from: table + t * dim, count: dim)
+    }
+}
+
+/// dTable[tokens[i], :] += dOut[i, :].
+public func embeddingBackward(tokens: UnsafePointer<Int32>, count: Int, dOut: UnsafePointer<Float>,
+                              dim: Int, dTable: UnsafeMutablePointer<Float>) {
+    for i in 0..<count {
+        addInPlace(dTable + Int(tokens[i]) * dim, dOut + i * dim, count: dim)
+    }
+}
+
+// MARK: - Vector helpers
+
+/// a[i] += b[i].
+public func addInPlace(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
+    var i = 0
+    while i + 8 <= count { store8(load8(a + i) + load8(b + i), a + i); i += 8 }
+    while i < count { a[i] += b[i]; i += 1 }
+}
+
+/// out[i] = a[i] + b[i] (out may alias a or b).
+public func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int, out: UnsafeMutablePointer<Float>) {
+    var i = 0
+    while i + 8 <= count { store8(load8(a + i) + load8(b + i), out + i); i += 8 }
+    while i < count { out[i] = a[i] + b[i]; i += 1 }
+}
+
+@inline(__always) func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    var acc = Vec8()
+    var i = 0
+    while i + 8 <= count { acc += load8(a + i) * load8(b + i); i += 8 }
+    var s = acc.sum()
+    while i < count { s += a[i] * b[i]; i += 1 }
+    return s
+}
+
+// MARK: - RMSNorm
+
+/// out = weight · x / sqrt(mean(x²) + eps) per row; rstd[r] keeps the
+/// reciprocal root for backward.
+public func rmsNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, rows: Int, dim: Int,
+                           eps: Float, out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows {
+        let xr = x + r * dim, yr = out + r * dim
+        let ms = dot(xr, xr, count: dim) / Float(dim)
+        let s = 1 / (ms + eps).squareRoot()
+        rstd[r] = s
+        let sv = Vec8(repeating: s)
+        var i = 0
+        while i + 8 <= dim { store8(load8(weight + i) * (load8(xr + i) * sv), yr + i); i += 8 }
+        while i < dim { yr[i] = weight[i] * (xr[i] * s); i += 1 }
+    }
+}
+
+/// dX += ∂/∂x, dWeight += ∂/∂w of `rmsNormForward` given dOut.
+public func rmsNormBackward(dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                            rstd: UnsafePointer<Float>, rows: Int, dim: Int,
+                            dX: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows {
+        let xr = x + r * dim, gr = dOut + r * dim, dxr = dX + r * dim
+        let s = rstd[r]
+        let sv = Vec8(repeating: s)
+        // c = Σ w·g·x; dx = s·w·g − s³/dim · c · x
+        var acc = Vec8()
+        var i = 0
+        while i + 8 <= dim {
+            let g = load8(gr + i), xv = load8(xr + i)
+            acc += load8(weight + i) * g * xv
+            store8(load8(dWeight + i) + g * xv * sv, dWeight + i)
+            i += 8
+        }
+        var c = acc.sum()
+        while i < dim { c += weight[i] * gr[i] * xr[i]; dWeight[i] += gr[i] * xr[i] * s; i += 1 }
+        let k = s * s * s * c / Float(dim)
+        let kv = Vec8(repeating: k)
+        i = 0
+        while i + 8 <= dim {
+            store8(load8(dxr + i) + sv * load8(weight + i) * load8(gr + i) - kv * load8(xr + i), dxr + i)
+            i += 8
+        }
+        while i < dim { dxr[i] += s * weight[i] * gr[i] - k * xr[i]; i += 1 }
+    }
+}
+
+// MARK: - SwiGLU
+
+/// out = silu(gate) · up = gate / (1 + e^−gate) · up.
+public func swigluForward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int, out: UnsafeMutablePointer<Float>) {
+    var i = 0
+    let one = Vec8(repeating: 1)
+    while i + 8 <= count {
+        let g = load8(gate + i)
+        store8(g / (one + vectorExp(-g)) * load8(up + i), out + i)
+        i += 8
+    }
+    while i < count { out[i] = gate[i] / (1 + scalarExp(-gate[i])) * up[i]; i += 1 }
+}
+
+/// dGate, dUp of `swigluForward` given dOut. dGate/dUp may alias gate/up
+/// (each element is read before it is written).
+public func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, count: Int,
+                           dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>) {
+    var i = 0
+    let one = Vec8(repeating: 1)
+    while i + 8 <= count {
+        let g = load8(gate + i), u = load8(up + i), d = load8(dOut + i)
+        let s = one / (one + vectorExp(-g))
+        store8(d * u * s * (one + g * (one - s)), dGate + i)
+        store8(d * g * s, dUp + i)
+        i += 8
+    }
+    while i < count {
+        let g = gate[i], u = up[i], d = dOut[i]
+        let s = 1 / (1 + scalarExp(-g))
+        dGate[i] = d * u * s * (1 + g * (1 - s))
+        dUp[i] = d * g * s
+        i += 1
+    }
+}
+
+// MARK: - RoPE
+
+/// Rotates each head of `x` ([rows, heads·headDim]) in place, Hugging Face's
+/// rotate-half layout: (x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin) with
+/// cos/sin tables of [rows, headDim/2].
+public func ropeForward(x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int,
+                        cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+    let half = headDim / 2
+    let width = heads * headDim
+    for r in 0..<rows {
+        let c = cos + r * half, s = sin + r * half
+        for h in 0..<heads {
+            let x1 = x + r * width + h * headDim, x2 = x1 + half
+            var i = 0
+            while i + 8 <= half {
+                let a = load8(x1 + i), b = load8(x2 + i), cv = load8(c + i), sv = load8(s + i)
+                store8(a * cv - b * sv, x1 + i)
+                store8(b * cv + a * sv, x2 + i)
+                i += 8
+            }
+            while i < half {
+                let a = x1[i], b = x2[i]
+                x1[i] = a * c[i] - b * s[i]
+                x2[i] = b * c[i] + a * s[i]
+                i += 1
+            }
+        }
+    }
+}
+
+/// The transpose of `ropeForward`: turns ∂/∂(rotated) into ∂/∂(input), in place.
+public func ropeBackward(dX: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int,
+                         cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+    let half = headDim / 2
+    let width = heads * headDim
+    for r in 0..<rows {
+        let c = cos + r * half, s = sin + r * half
+        for h in 0..<heads {
+            let g1 = dX + r * width + h * headDim, g2 = g1 + half
+            var i = 0
+            while i + 8 <= half {
+                let a = load8(g1 + i), b = load8(g2 + i), cv = load8(c + i), sv = load8(s + i)
+                store8(a * cv + b * sv, g1 + i)
+                store8(b * cv - a * sv, g2 + i)
+                i += 8
+            }
+            while i < half {
+                let a = g1[i], b = g2[i]
+                g1[i] = a * c[i] + b * s[i]
+                g2[i] = b * c[i] - a * s[i]
+                i += 1
+            }
+        }
+    }
+}
+
+// MARK: - Cross-entropy
+
+/// The token id that contributes no loss (PyTorch's default ignore_index).
+public let ignoreIndex: Int32 = -100
+
+/// Softmax cross-entropy per row of `logits` [rows, vocab] against
+/// `targets` (`ignoreIndex` skipped). Returns the summed loss (Double) and
+/// the number of counted rows. When `gradientScale` is given, `logits` is
+/// overwritten with gradientScale · (softmax − onehot) (zero for ignored rows).
+@discardableResult
+public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, rows: Int, vocab: Int,
+                         gradientScale: Float?) -> (sum: Double, count: Int) {
+    var total = 0.0
+    var counted = 0
+    for r in 0..<rows {
+        let row = logits + r * vocab
+        let t = Int(targets[r])
+        if t == Int(ignoreIndex) {
+            if gradientScale != nil { row.update(repeating: 0, count: vocab) }
+            continue
+        }
+        precondition(t >= 0 && t < vocab, "target id \(t) outside the vocabulary of \(vocab)")
+        var mv = Vec8(repeating: -.infinity)
+        var i = 0
+        while i + 8 <= vocab { mv = pointwiseMax(mv, load8(row + i)); i += 8 }
+        var m = mv.max()
+        while i < vocab { m = max(m, row[i]); i += 1 }
+        let mVec = Vec8(repeating: m)
+        var sv = Vec8()
+        i = 0
+        while i + 8 <= vocab { sv += vectorExp(load8(row + i) - mVec); i += 8 }
+        var sum = sv.sum()
+        while i < vocab { sum += scalarExp(row[i] - m); i += 1 }
+        let logSum = Foundation.log(sum)
+        total += Double(logSum + m - row[t])
+        counted += 1
+        if let scale = gradientScale {
+            let k = Vec8(repeating: scale / sum)
+            i = 0
+            while i + 8 <= vocab { store8(vectorExp(load8(row + i) - mVec) * k, row + i); i += 8 }
+            while i < vocab { row[i] = scalarExp(row[i] - m) * (scale / sum); i += 1 }
+            row[t] -= scale
+        }
+    }
+    return (total, counted)
+}

@@ -1,0 +1,433 @@
+import DaptBLAS
+import DaptCore
+import Foundation
+
+/// A malformed batch, naming what is wrong.
+public enum BatchError: Error, CustomStringConvertible, Equatable {
+    case wrongCount(field: String, expected: Int, found: Int)
+    case tokenOutOfRange(field: String, index: Int, value: Int32, vocab: Int)
+    case negativePosition(index: Int, value: Int32)
+    case documentNotContiguous(row: Int, position: Int, documentId: Int32)
+
+    public var description: String {
+        switch self {
+        case let .wrongCount(field, expected, found): return "batch: \(field): \(found) values, expected \(expected) (batch × seq_len)"
+        case let .tokenOutOfRange(field, index, value, vocab): return "batch: \(field)[\(index)]: \(value) is outside the vocabulary of \(vocab)"
+        case let .negativePosition(index, value): return "batch: positions[\(index)]: \(value) is negative"
+        case let .documentNotContiguous(row, position, id):
+            return "batch: document_ids: row \(row) position \(position): document \(id) reappears after another document (documents must be contiguous runs)"
+        }
+    }
+}
+
+/// One packed batch: `batchSize` rows of `seqLen` tokens, row-major.
+/// `targets` are the next-token labels already aligned with `tokens`
+/// (`ignoreIndex` = no loss). `documentIds` (optional) give each token's
+/// document; a token attends only to earlier tokens of its own document.
+public struct TokenBatch: Sendable, Equatable {
+    public let batchSize: Int
+    public let seqLen: Int
+    public var tokens: [Int32]
+    public var targets: [Int32]
+    public var positions: [Int32]
+    public var documentIds: [Int32]?
+
+    public init(batchSize: Int, seqLen: Int, tokens: [Int32], targets: [Int32],
+                positions: [Int32]? = nil, documentIds: [Int32]? = nil) throws {
+        let n = batchSize * seqLen
+        self.batchSize = batchSize; self.seqLen = seqLen
+        self.tokens = tokens; self.targets = targets
+        if tokens.count != n { throw BatchError.wrongCount(field: "tokens", expected: n, found: tokens.count) }
+        if targets.count != n { throw BatchError.wrongCount(field: "targets", expected: n, found: targets.count) }
+        if let documentIds {
+            if documentIds.count != n { throw BatchError.wrongCount(field: "document_ids", expected: n, found: documentIds.count) }
+            for b in 0..<batchSize {
+                var finished = Set<Int32>()
+                for t in 1..<max(seqLen, 1) where documentIds[b * seqLen + t] != documentIds[b * seqLen + t - 1] {
+                    finished.insert(documentIds[b * seqLen + t - 1])
+                    if finished.contains(documentIds[b * seqLen + t]) {
+                        throw BatchError.documentNotContiguous(row: b, position: t, documentId: documentIds[b * seqLen + t])
+                    }
+                }
+            }
+        }
+        self.documentIds = documentIds
+        if let positions {
+            if positions.count != n { throw BatchError.wrongCount(field: "positions", expected: n, found: positions.count) }
+            if let i = positions.firstIndex(where: { $0 < 0 }) { throw BatchError.negativePosition(index: i, value: positions[i]) }
+            self.positions = positions
+        } else if let documentIds {
+            // Positions restart at 0 at every document start.
+            let starts = DaptModel.documentStarts(documentIds: documentIds, batch: batchSize, seqLen: seqLen)
+            self.positions = (0..<n).map { Int32($0 % max(seqLen, 1)) - starts[$0] }
+        } else {
+            self.positions = (0..<n).map { Int32($0 % max(seqLen, 1)) }
+        }
+    }
+
+    public var tokenCount: Int { batchSize * seqLen }
+
+    func check(vocab: Int) throws {
+        if let i = tokens.firstIndex(where: { $0 < 0 || Int($0) >= vocab }) {
+            throw BatchError.tokenOutOfRange(field: "tokens", index: i, value: tokens[i], vocab: vocab)
+        }
+        if let i = targets.firstIndex(where: { $0 != ignoreIndex && ($0 < 0 || Int($0) >= vocab) }) {
+            throw BatchError.tokenOutOfRange(field: "targets", index: i, value: targets[i], vocab: vocab)
+        }
+    }
+}
+
+/// Summed token loss and the number of tokens counted (targets ≠ ignoreIndex).
+public struct LossResult: Equatable, Sendable {
+    public var sum: Double
+    public var count: Int
+    public var mean: Double { count > 0 ? sum / Double(count) : 0 }
+}
+
+/// Which attention kernel the model runs.
+public enum AttentionKernel: Sendable {
+    /// Tiled online-softmax kernels (memory linear in sequence length).
+    case tiled(AttentionTiles)
+    /// The T×T reference (tests).
+    case reference
+}
+
+/// Saved activations of one batch shape, sliced per layer.
+final class Activations {
+    let n: Int, batch: Int, seqLen: Int
+    let residual, mid, q, k, v, attnOut, lse, rstd1, rstd2, gate, up: UnsafeMutablePointer<Float>
+    let finalOut, finalRstd, logits: UnsafeMutablePointer<Float>
+    // Scratch reused by every layer.
+    let normOut, hAct, dResidual, dNorm, dAttnOut, dq, dk, dv, dHAct: UnsafeMutablePointer<Float>
+    var ropeCos: [Float] = [], ropeSin: [Float] = []
+    var starts: [Int32] = []
+    private var owned: [UnsafeMutablePointer<Float>] = []
+
+    init(config c: LlamaConfig, batch: Int, seqLen: Int) {
+        self.batch = batch; self.seqLen = seqLen
+        let n = batch * seqLen, L = c.numHiddenLayers, H = c.hiddenSize
+        self.n = n
+        var all: [UnsafeMutablePointer<Float>] = []
+        func make(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            p.initialize(repeating: 0, count: max(count, 1))
+            all.append(p)
+            return p
+        }
+        residual = make((L + 1) * n * H); mid = make(L * n * H)
+        q = make(L * n * c.qDimension); k = make(L * n * c.kvDimension); v = make(L * n * c.kvDimension)
+        attnOut = make(L * n * c.qDimension); lse = make(L * n * c.numAttentionHeads)
+        rstd1 = make(L * n); rstd2 = make(L * n)
+        gate = make(L * n * c.intermediateSize); up = make(L * n * c.intermediateSize)
+        finalOut = make(n * H); finalRstd = make(n); logits = make(n * c.vocabSize)
+        normOut = make(n * H); hAct = make(n * c.intermediateSize); dResidual = make(n * H); dNorm = make(n * H)
+        dAttnOut = make(n * c.qDimension); dq = make(n * c.qDimension)
+        dk = make(n * c.kvDimension); dv = make(n * c.kvDimension); dHAct = make(n * c.intermediateSize)
+        owned = all
+    }
+
+    deinit { owned.forEach { $0.deallocate() } }
+}
+
+/// A Llama-style decoder with hand-written forward and backward passes.
+/// Parameters and gradients each live in one flat buffer sliced by
+/// `layout`; backward accumulates into `gradients` (zero it between steps).
+/// The passes are exposed per stage — embedding, a range of layers, the
+/// head — so a pipeline stage can run only its layers.
+public final class LlamaModel: @unchecked Sendable {
+    public let config: LlamaConfig
+    public let layout: ParameterLayout
+    public let parameters: ParameterBuffer
+    public let gradients: ParameterBuffer
+    public var attentionKernel: AttentionKernel = .tiled(AttentionTiles())
+    private var acts: Activations?
+    private var batch: TokenBatch?
+
+    public init(config: LlamaConfig) throws {
+        try config.validate()
+        self.config = config
+        layout = ParameterLayout(config: config)
+        parameters = ParameterBuffer(layout: layout)
+        gradients = ParameterBuffer(layout: layout)
+    }
+
+    /// Loads `config.json` and the safetensors weights from a Hugging Face
+    /// model directory.
+    public convenience init(directory: String) throws {
+        try self.init(config: LlamaConfig.load(path: directory + "/config.json"))
+        try parameters.loadSafeTensors(directory: directory)
+    }
+
+    /// Writes `config.json` and `model.safetensors` (F32 unless `dtype`).
+    public func save(directory: String, dtype: SafeTensorsDType = .f32) throws {
+        try FileSystem.makeDirectories(directory)
+        try config.save(path: directory + "/config.json")
+        try parameters.saveSafeTensors(path: directory + "/model.safetensors", dtype: dtype)
+    }
+
+    /// Normal(0, std) matrices and unit norm gains (transformers' init),
+    /// from a seeded generator: the same seed gives the same weights.
+    public func initializeRandom(seed: UInt64, std: Float = 0.02) {
+        var rng = SplitMix64(seed: seed)
+        parameters.withBuffer { buf in
+            for s in layout.slices {
+                if s.isNormWeight {
+                    for i in s.range { buf[i] = 1 }
+                    continue
+                }
+                var i = s.offset
+                while i < s.range.upperBound {
+                    // Box–Muller pairs.
+                    let u1 = max(Double(rng.next() >> 11) * 0x1.0p-53, 1e-300)
+                    let u2 = Double(rng.next() >> 11) * 0x1.0p-53
+                    let r = (-2 * Foundation.log(u1)).squareRoot()
+                    buf[i] = Float(r * Foundation.cos(2 * .pi * u2)) * std
+                    if i + 1 < s.range.upperBound { buf[i + 1] = Float(r * Foundation.sin(2 * .pi * u2)) * std }
+                    i += 2
+                }
+            }
+        }
+    }
+
+    // MARK: Whole passes
+
+    /// Forward and backward on `batch`: gradients += ∂(lossScale · Σ loss /
+    /// normalizer)/∂θ, where normalizer defaults to the batch's counted
+    /// tokens (mean loss). Pass the global token count as `normalizer` to
+    /// accumulate micro-batches. Returns the unscaled summed loss.
+    @discardableResult
+    public func forwardBackward(_ batch: TokenBatch, lossScale: Float = 1, normalizer: Double? = nil) throws -> LossResult {
+        try prepare(batch)
+        embedForward()
+        forwardLayers(0..<config.numHiddenLayers)
+        let loss = headForwardBackward(lossScale: lossScale, normalizer: normalizer)
+        backwardLayers(0..<config.numHiddenLayers)
+        embedBackward()
+        return loss
+    }
+
+    /// Forward only: the loss (evaluation).
+    public func loss(_ batch: TokenBatch) throws -> LossResult {
+        try prepare(batch)
+        embedForward()
+        forwardLayers(0..<config.numHiddenLayers)
+        return headForward()
+    }
+
+    /// Forward only: logits [batch·seqLen, vocab].
+    public func logits(_ batch: TokenBatch) throws -> [Float] {
+        try prepare(batch)
+        embedForward()
+        forwardLayers(0..<config.numHiddenLayers)
+        headLogits()
+        let a = acts!
+        return Array(UnsafeBufferPointer(start: a.logits, count: a.n * config.vocabSize))
+    }
+
+    // MARK: Stages
+
+    /// Sets the batch: allocates activations for its shape (kept while the
+    /// shape is unchanged), RoPE tables and document starts.
+    public func prepare(_ batch: TokenBatch) throws {
+        try batch.check(vocab: config.vocabSize)
+        if acts == nil || acts!.batch != batch.batchSize || acts!.seqLen != batch.seqLen {
+            acts = nil
+            acts = Activations(config: config, batch: batch.batchSize, seqLen: batch.seqLen)
+        }
+        let a = acts!
+        let maxPosition = Int(batch.positions.max() ?? 0)
+        let freqs = RopeFrequencies(config: config, sequenceLength: maxPosition + 1)
+        (a.ropeCos, a.ropeSin) = freqs.tables(positions: batch.positions)
+        a.starts = documentStarts(documentIds: batch.documentIds, batch: batch.batchSize, seqLen: batch.seqLen)
+        self.batch = batch
+    }
+
+    /// Hidden state entering layer `boundary` (0…layers; `layers` is the
+    /// input of the final norm), [batch·seqLen, hidden]. Pipeline stages
+    /// read and write activations here.
+    public func withHidden<R>(boundary: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        let a = acts!
+        let size = a.n * config.hiddenSize
+        return try body(UnsafeMutableBufferPointer(start: a.residual + boundary * size, count: size))
+    }
+
+    /// ∂loss/∂hidden at the boundary the backward pass has reached.
+    public func withHiddenGradient<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        let a = acts!
+        return try body(UnsafeMutableBufferPointer(start: a.dResidual, count: a.n * config.hiddenSize))
+    }
+
+    public func embedForward() {
+        let a = acts!, b = batch!
+        parameters.withBuffer { p in
+            b.tokens.withUnsafeBufferPointer { t in
+                embeddingForward(tokens: t.baseAddress!, count: a.n, table: p.baseAddress! + layout.embedding.offset,
+                                 vocab: config.vocabSize, dim: config.hiddenSize, out: a.residual)
+            }
+        }
+    }
+
+    public func embedBackward() {
+        let a = acts!, b = batch!
+        gradients.withBuffer { g in
+            b.tokens.withUnsafeBufferPointer { t in
+                embeddingBackward(tokens: t.baseAddress!, count: a.n, dOut: a.dResidual, dim: config.hiddenSize,
+                                  dTable: g.baseAddress! + layout.embedding.offset)
+            }
+        }
+    }
+
+    private var shape: AttentionShape {
+        AttentionShape(batch: acts!.batch, seqLen: acts!.seqLen, heads: config.numAttentionHeads,
+                       kvHeads: config.numKeyValueHeads, headDim: config.headDimension)
+    }
+
+    /// Runs layers `range` forward: hidden[range.lowerBound] → hidden[range.upperBound].
+    public func forwardLayers(_ range: Range<Int>) {
+        for l in range { forwardLayer(l) }
+    }
+
+    /// Runs layers `range` backward (in reverse), taking ∂/∂hidden[upper]
+    /// from the hidden gradient and leaving ∂/∂hidden[lower] there.
+    public func backwardLayers(_ range: Range<Int>) {
+        for l in range.reversed() { backwardLayer(l) }
+    }
+
+    private func forwardLayer(_ l: Int) {
+        let a = acts!, c = config, n = a.n, H = c.hiddenSize, I = c.intermediateSize
+        let qD = c.qDimension, kvD = c.kvDimension, s = layout.layers[l]
+        let x = a.residual + l * n * H, mid = a.mid + l * n * H, next = a.residual + (l + 1) * n * H
+        let q = a.q + l * n * qD, k = a.k + l * n * kvD, v = a.v + l * n * kvD
+        let att = a.attnOut + l * n * qD, lse = a.lse + l * n * c.numAttentionHeads
+        let gate = a.gate + l * n * I, up = a.up + l * n * I
+        let w = parameters.storage.baseAddress!
+        rmsNormForward(x: x, weight: w + s.inputNorm.offset, rows: n, dim: H, eps: Float(c.rmsNormEps),
+                       out: a.normOut, rstd: a.rstd1 + l * n)
+        BLAS.sgemm(.none, .transpose, m: n, n: qD, k: H, a: a.normOut, lda: H, b: w + s.q.offset, ldb: H, c: q, ldc: qD)
+        BLAS.sgemm(.none, .transpose, m: n, n: kvD, k: H, a: a.normOut, lda: H, b: w + s.k.offset, ldb: H, c: k, ldc: kvD)
+        BLAS.sgemm(.none, .transpose, m: n, n: kvD, k: H, a: a.normOut, lda: H, b: w + s.v.offset, ldb: H, c: v, ldc: kvD)
+        a.ropeCos.withUnsafeBufferPointer { cosT in
+            a.ropeSin.withUnsafeBufferPointer { sinT in
+                ropeForward(x: q, rows: n, heads: c.numAttentionHeads, headDim: c.headDimension, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+                ropeForward(x: k, rows: n, heads: c.numKeyValueHeads, headDim: c.headDimension, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+            }
+        }
+        a.starts.withUnsafeBufferPointer { st in
+            switch attentionKernel {
+            case .tiled(let tiles):
+                attentionForward(q: q, k: k, v: v, shape: shape, documentStarts: st.baseAddress!, tiles: tiles, out: att, lse: lse)
+            case .reference:
+                attentionReferenceForward(q: q, k: k, v: v, shape: shape, documentStarts: st.baseAddress!, out: att, lse: lse)
+            }
+        }
+        // mid = x + att · Woᵀ
+        mid.update(from: x, count: n * H)
+        BLAS.sgemm(.none, .transpose, m: n, n: H, k: qD, a: att, lda: qD, b: w + s.o.offset, ldb: qD, beta: 1, c: mid, ldc: H)
+        rmsNormForward(x: mid, weight: w + s.postAttentionNorm.offset, rows: n, dim: H, eps: Float(c.rmsNormEps),
+                       out: a.normOut, rstd: a.rstd2 + l * n)
+        BLAS.sgemm(.none, .transpose, m: n, n: I, k: H, a: a.normOut, lda: H, b: w + s.gate.offset, ldb: H, c: gate, ldc: I)
+        BLAS.sgemm(.none, .transpose, m: n, n: I, k: H, a: a.normOut, lda: H, b: w + s.up.offset, ldb: H, c: up, ldc: I)
+        swigluForward(gate: gate, up: up, count: n * I, out: a.hAct)
+        next.update(from: mid, count: n * H)
+        BLAS.sgemm(.none, .transpose, m: n, n: H, k: I, a: a.hAct, lda: I, b: w + s.down.offset, ldb: I, beta: 1, c: next, ldc: H)
+    }
+
+    private func backwardLayer(_ l: Int) {
+        let a = acts!, c = config, n = a.n, H = c.hiddenSize, I = c.intermediateSize
+        let qD = c.qDimension, kvD = c.kvDimension, s = layout.layers[l]
+        let x = a.residual + l * n * H, mid = a.mid + l * n * H
+        let q = a.q + l * n * qD, k = a.k + l * n * kvD, v = a.v + l * n * kvD
+        let att = a.attnOut + l * n * qD, lse = a.lse + l * n * c.numAttentionHeads
+        let gate = a.gate + l * n * I, up = a.up + l * n * I
+        let w = parameters.storage.baseAddress!, g = gradients.storage.baseAddress!
+        let dy = a.dResidual
+        let eps = Float(c.rmsNormEps)
+
+        // MLP: next = mid + swiglu(norm(mid)·Wgᵀ, norm(mid)·Wuᵀ)·Wdᵀ
+        rmsNormForward(x: mid, weight: w + s.postAttentionNorm.offset, rows: n, dim: H, eps: eps, out: a.normOut, rstd: a.rstd2 + l * n)
+        swigluForward(gate: gate, up: up, count: n * I, out: a.hAct)
+        BLAS.sgemm(.transpose, .none, m: H, n: I, k: n, a: dy, lda: H, b: a.hAct, ldb: I, beta: 1, c: g + s.down.offset, ldc: I)
+        BLAS.sgemm(.none, .none, m: n, n: I, k: H, a: dy, lda: H, b: w + s.down.offset, ldb: I, c: a.dHAct, ldc: I)
+        // dGate → hAct (no longer needed), dUp → dHAct.
+        swigluBackward(gate: gate, up: up, dOut: a.dHAct, count: n * I, dGate: a.hAct, dUp: a.dHAct)
+        BLAS.sgemm(.transpose, .none, m: I, n: H, k: n, a: a.hAct, lda: I, b: a.normOut, ldb: H, beta: 1, c: g + s.gate.offset, ldc: H)
+        BLAS.sgemm(.transpose, .none, m: I, n: H, k: n, a: a.dHAct, lda: I, b: a.normOut, ldb: H, beta: 1, c: g + s.up.offset, ldc: H)
+        BLAS.sgemm(.none, .none, m: n, n: H, k: I, a: a.hAct, lda: I, b: w + s.gate.offset, ldb: H, c: a.dNorm, ldc: H)
+        BLAS.sgemm(.none, .none, m: n, n: H, k: I, a: a.dHAct, lda: I, b: w + s.up.offset, ldb: H, beta: 1, c: a.dNorm, ldc: H)
+        rmsNormBackward(dOut: a.dNorm, x: mid, weight: w + s.postAttentionNorm.offset, rstd: a.rstd2 + l * n, rows: n, dim: H,
+                        dX: dy, dWeight: g + s.postAttentionNorm.offset)
+
+        // Attention: mid = x + attention(rope(norm(x)·Wqᵀ), rope(norm(x)·Wkᵀ), norm(x)·Wvᵀ)·Woᵀ
+        BLAS.sgemm(.transpose, .none, m: H, n: qD, k: n, a: dy, lda: H, b: att, ldb: qD, beta: 1, c: g + s.o.offset, ldc: qD)
+        BLAS.sgemm(.none, .none, m: n, n: qD, k: H, a: dy, lda: H, b: w + s.o.offset, ldb: qD, c: a.dAttnOut, ldc: qD)
+        a.dq.update(repeating: 0, count: n * qD)
+        a.dk.update(repeating: 0, count: n * kvD)
+        a.dv.update(repeating: 0, count: n * kvD)
+        a.starts.withUnsafeBufferPointer { st in
+            switch attentionKernel {
+            case .tiled(let tiles):
+                attentionBackward(q: q, k: k, v: v, out: att, lse: lse, dOut: a.dAttnOut, shape: shape,
+                                  documentStarts: st.baseAddress!, tiles: tiles, dq: a.dq, dk: a.dk, dv: a.dv)
+            case .reference:
+                attentionReferenceBackward(q: q, k: k, v: v, dOut: a.dAttnOut, shape: shape, documentStarts: st.baseAddress!,
+                                           dq: a.dq, dk: a.dk, dv: a.dv)
+            }
+        }
+        a.ropeCos.withUnsafeBufferPointer { cosT in
+            a.ropeSin.withUnsafeBufferPointer { sinT in
+                ropeBackward(dX: a.dq, rows: n, heads: c.numAttentionHeads, headDim: c.headDimension, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+                ropeBackward(dX: a.dk, rows: n, heads: c.numKeyValueHeads, headDim: c.headDimension, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+            }
+        }
+        rmsNormForward(x: x, weight: w + s.inputNorm.offset, rows: n, dim: H, eps: eps, out: a.normOut, rstd: a.rstd1 + l * n)
+        BLAS.sgemm(.transpose, .none, m: qD, n: H, k: n, a: a.dq, lda: qD, b: a.normOut, ldb: H, beta: 1, c: g + s.q.offset, ldc: H)
+        BLAS.sgemm(.transpose, .none, m: kvD, n: H, k: n, a: a.dk, lda: kvD, b: a.normOut, ldb: H, beta: 1, c: g + s.k.offset, ldc: H)
+        BLAS.sgemm(.transpose, .none, m: kvD, n: H, k: n, a: a.dv, lda: kvD, b: a.normOut, ldb: H, beta: 1, c: g + s.v.offset, ldc: H)
+        BLAS.sgemm(.none, .none, m: n, n: H, k: qD, a: a.dq, lda: qD, b: w + s.q.offset, ldb: H, c: a.dNorm, ldc: H)
+        BLAS.sgemm(.none, .none, m: n, n: H, k: kvD, a: a.dk, lda: kvD, b: w + s.k.offset, ldb: H, beta: 1, c: a.dNorm, ldc: H)
+        BLAS.sgemm(.none, .none, m: n, n: H, k: kvD, a: a.dv, lda: kvD, b: w + s.v.offset, ldb: H, beta: 1, c: a.dNorm, ldc: H)
+        rmsNormBackward(dOut: a.dNorm, x: x, weight: w + s.inputNorm.offset, rstd: a.rstd1 + l * n, rows: n, dim: H,
+                        dX: dy, dWeight: g + s.inputNorm.offset)
+    }
+
+    private func headLogits() {
+        let a = acts!, c = config, n = a.n, H = c.hiddenSize, V = c.vocabSize
+        let w = parameters.storage.baseAddress!
+        rmsNormForward(x: a.residual + c.numHiddenLayers * n * H, weight: w + layout.finalNorm.offset, rows: n, dim: H,
+                       eps: Float(c.rmsNormEps), out: a.finalOut, rstd: a.finalRstd)
+        BLAS.sgemm(.none, .transpose, m: n, n: V, k: H, a: a.finalOut, lda: H, b: w + layout.lmHead.offset, ldb: H, c: a.logits, ldc: V)
+    }
+
+    /// Final norm, LM head and loss (no gradient).
+    @discardableResult
+    public func headForward() -> LossResult {
+        let a = acts!, n = a.n, V = config.vocabSize
+        headLogits()
+        let r = batch!.targets.withUnsafeBufferPointer {
+            crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: n, vocab: V, gradientScale: nil)
+        }
+        return LossResult(sum: r.sum, count: r.count)
+    }
+
+    /// Head forward, loss, and head backward: leaves ∂/∂hidden[layers] in
+    /// the hidden gradient (overwriting it) and adds LM-head and final-norm
+    /// gradients.
+    public func headForwardBackward(lossScale: Float = 1, normalizer: Double? = nil) -> LossResult {
+        let a = acts!, c = config, n = a.n, H = c.hiddenSize, V = c.vocabSize
+        let w = parameters.storage.baseAddress!, g = gradients.storage.baseAddress!
+        headLogits()
+        let counted = batch!.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
+        let denominator = normalizer ?? Double(max(counted, 1))
+        let r = batch!.targets.withUnsafeBufferPointer {
+            crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: n, vocab: V,
+                         gradientScale: Float(Double(lossScale) / denominator))
+        }
+        BLAS.sgemm(.transpose, .none, m: V, n: H, k: n, a: a.logits, lda: V, b: a.finalOut, ldb: H, beta: 1,
+                   c: g + layout.lmHead.offset, ldc: H)
+        BLAS.sgemm(.none, .none, m: n, n: H, k: V, a: a.logits, lda: V, b: w + layout.lmHead.offset, ldb: H, c: a.dNorm, ldc: H)
+        a.dResidual.update(repeating: 0, count: n * H)
+        rmsNormBackward(dOut: a.dNorm, x: a.residual + c.numHiddenLayers * n * H, weight: w + layout.finalNorm.offset,
+                        rstd: a.finalRstd, rows: n, dim: H, dX: a.dResidual, dWeight: g + layout.finalNorm.offset)
+        return LossResult(sum: r.sum, count: r.count)
+    }
+}

@@ -1,0 +1,270 @@
+import DaptCore
+import Foundation
+
+/// A safetensors file problem, naming the file and the tensor.
+public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
+    case badHeader(path: String, reason: String)
+    case missingTensor(path: String, name: String)
+    case unexpectedTensor(path: String, name: String)
+    case shapeMismatch(path: String, name: String, expected: [Int], found: [Int])
+    case unsupportedDType(path: String, name: String, dtype: String)
+    case badDataOffsets(path: String, name: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .badHeader(path, reason): return "\(path): not a valid safetensors file: \(reason)"
+        case let .missingTensor(path, name): return "\(path): \(name): tensor is missing"
+        case let .unexpectedTensor(path, name): return "\(path): \(name): unexpected tensor (not part of this model)"
+        case let .shapeMismatch(path, name, expected, found):
+            return "\(path): \(name): shape \(found) does not match the config's \(expected)"
+        case let .unsupportedDType(path, name, dtype): return "\(path): \(name): dtype \(dtype) is not supported (F32, F16, BF16, F64)"
+        case let .badDataOffsets(path, name, reason): return "\(path): \(name): bad data_offsets: \(reason)"
+        }
+    }
+}
+
+/// Element types dapt reads (all converted to Float) and writes.
+public enum SafeTensorsDType: String, Sendable, CaseIterable {
+    case f32 = "F32", f16 = "F16", bf16 = "BF16", f64 = "F64"
+    public var byteCount: Int {
+        switch self { case .f32: 4; case .f16, .bf16: 2; case .f64: 8 }
+    }
+}
+
+/// A safetensors file read into memory: an 8-byte little-endian header
+/// length, a JSON header (`name → {dtype, shape, data_offsets}`), the data.
+public struct SafeTensorsFile: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public var name: String
+        public var dtype: String
+        public var shape: [Int]
+        /// Byte range in the data section.
+        public var dataRange: Range<Int>
+        public var count: Int { shape.reduce(1, *) }
+    }
+
+    public let path: String
+    /// Entries sorted by name.
+    public let entries: [Entry]
+    public let metadata: [String: String]
+    private let bytes: [UInt8]
+    private let dataStart: Int
+
+    public init(path: String) throws {
+        try self.init(bytes: FileSystem.readAll(path), path: path)
+    }
+
+    public init(bytes: [UInt8], path: String) throws {
+        self.path = path
+        self.bytes = bytes
+        guard bytes.count >= 8 else { throw SafeTensorsError.badHeader(path: path, reason: "file has \(bytes.count) bytes, fewer than the 8-byte header length") }
+        var headerLength = 0
+        for i in 0..<8 { headerLength |= Int(bytes[i]) << (8 * i) }
+        guard headerLength >= 2, headerLength <= bytes.count - 8 else {
+            throw SafeTensorsError.badHeader(path: path, reason: "header length \(headerLength) exceeds the file size \(bytes.count)")
+        }
+        dataStart = 8 + headerLength
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: Data(bytes[8..<dataStart])) } catch {
+            throw SafeTensorsError.badHeader(path: path, reason: "header is not JSON: \(error.localizedDescription)")
+        }
+        guard let header = json as? [String: Any] else { throw SafeTensorsError.badHeader(path: path, reason: "header is not a JSON object") }
+        var entries: [Entry] = []
+        var metadata: [String: String] = [:]
+        let dataSize = bytes.count - dataStart
+        for (name, value) in header {
+            if name == "__metadata__" {
+                for (k, v) in (value as? [String: Any]) ?? [:] { metadata[k] = "\(v)" }
+                continue
+            }
+            guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
+                  let shape = (info["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  let offsets = (info["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  offsets.count == 2 else {
+                throw SafeTensorsError.badHeader(path: path, reason: "\(name): needs dtype, shape and data_offsets")
+            }
+            guard offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= dataSize else {
+                throw SafeTensorsError.badDataOffsets(path: path, name: name, reason: "\(offsets) outside the \(dataSize)-byte data section")
+            }
+            let entry = Entry(name: name, dtype: dtype, shape: shape, dataRange: offsets[0]..<offsets[1])
+            if let t = SafeTensorsDType(rawValue: dtype), entry.count * t.byteCount != entry.dataRange.count {
+                throw SafeTensorsError.badDataOffsets(path: path, name: name,
+                    reason: "\(entry.dataRange.count) bytes for \(entry.count) \(dtype) elements")
+            }
+            entries.append(entry)
+        }
+        self.entries = entries.sorted { $0.name < $1.name }
+        self.metadata = metadata
+    }
+
+    public func entry(_ name: String) -> Entry? { entries.first { $0.name == name } }
+
+    /// Converts tensor `name` to Float into `destination` (which must hold
+    /// exactly its elements), checking its shape when `expectedShape` is given.
+    public func read(_ name: String, expectedShape: [Int]? = nil, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard let e = entry(name) else { throw SafeTensorsError.missingTensor(path: path, name: name) }
+        if let expectedShape, expectedShape != e.shape {
+            throw SafeTensorsError.shapeMismatch(path: path, name: name, expected: expectedShape, found: e.shape)
+        }
+        guard let dtype = SafeTensorsDType(rawValue: e.dtype) else {
+            throw SafeTensorsError.unsupportedDType(path: path, name: name, dtype: e.dtype)
+        }
+        precondition(destination.count == e.count, "\(name): destination holds \(destination.count), tensor has \(e.count)")
+        bytes.withUnsafeBytes { raw in
+            let src = raw.baseAddress! + dataStart + e.dataRange.lowerBound
+            let n = e.count
+            switch dtype {
+            case .f32:
+                for i in 0..<n { destination[i] = src.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+            case .f64:
+                for i in 0..<n { destination[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+            case .f16:
+                for i in 0..<n { destination[i] = Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            case .bf16:
+                for i in 0..<n { destination[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
+            }
+        }
+    }
+
+    public func floats(_ name: String, expectedShape: [Int]? = nil) throws -> [Float] {
+        guard let e = entry(name) else { throw SafeTensorsError.missingTensor(path: path, name: name) }
+        var out = [Float](repeating: 0, count: e.count)
+        try out.withUnsafeMutableBufferPointer { try read(name, expectedShape: expectedShape, into: $0) }
+        return out
+    }
+}
+
+public enum SafeTensors {
+    /// One tensor to write: its name, shape and Float values.
+    public struct Tensor {
+        public var name: String
+        public var shape: [Int]
+        public var values: UnsafeBufferPointer<Float>
+        public init(name: String, shape: [Int], values: UnsafeBufferPointer<Float>) {
+            self.name = name; self.shape = shape; self.values = values
+        }
+    }
+
+    /// Rounds to nearest even, as PyTorch's `.to(torch.bfloat16)`.
+    @inline(__always) public static func bfloat16Bits(_ x: Float) -> UInt16 {
+        let bits = x.bitPattern
+        if x.isNaN { return UInt16(bits >> 16) | 0x40 }
+        let rounding = 0x7FFF + ((bits >> 16) & 1)
+        return UInt16((bits &+ rounding) >> 16)
+    }
+
+    /// Writes `tensors` (in the given order) atomically: temporary file,
+    /// fsync, rename. Names must be unique.
+    public static func write(path: String, tensors: [Tensor], dtype: SafeTensorsDType = .f32,
+                             metadata: [String: String] = ["format": "pt"]) throws {
+        precondition(dtype != .f64, "writing F64 is not supported")
+        var header = "{"
+        var offset = 0
+        let metaItems = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+        header += "\"__metadata__\":{\(metaItems.joined(separator: ","))}"
+        var seen = Set<String>()
+        for t in tensors {
+            precondition(seen.insert(t.name).inserted, "duplicate tensor name \(t.name)")
+            precondition(t.shape.reduce(1, *) == t.values.count, "\(t.name): \(t.values.count) values for shape \(t.shape)")
+            let size = t.values.count * dtype.byteCount
+            header += ",\(jsonString(t.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + size)]}"
+            offset += size
+        }
+        header += "}"
+        // Pad with spaces so the data section starts 8-byte aligned.
+        while (header.utf8.count % 8) != 0 { header += " " }
+        let writer = try FileWriter(path: path, atomic: true)
+        var lengthBytes = [UInt8](repeating: 0, count: 8)
+        let headerLength = header.utf8.count
+        for i in 0..<8 { lengthBytes[i] = UInt8((headerLength >> (8 * i)) & 0xFF) }
+        try writer.write(lengthBytes)
+        try writer.write(header)
+        let chunk = 1 << 16
+        var staging = [UInt8](repeating: 0, count: chunk * 4)
+        for t in tensors {
+            var start = 0
+            while start < t.values.count {
+                let n = min(chunk, t.values.count - start)
+                staging.withUnsafeMutableBytes { raw in
+                    switch dtype {
+                    case .f32: for i in 0..<n { raw.storeBytes(of: t.values[start + i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+                    case .f16: for i in 0..<n { raw.storeBytes(of: Float16(t.values[start + i]).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+                    case .bf16: for i in 0..<n { raw.storeBytes(of: bfloat16Bits(t.values[start + i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+                    case .f64: break
+                    }
+                }
+                try staging.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * dtype.byteCount)])) }
+                start += n
+            }
+        }
+        try writer.commit()
+    }
+
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for ch in s.unicodeScalars {
+            switch ch {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            default:
+                if ch.value < 0x20 { out += String(format: "\\u%04x", ch.value) } else { out.unicodeScalars.append(ch) }
+            }
+        }
+        return out + "\""
+    }
+}
+
+extension ParameterBuffer {
+    /// Writes every tensor of the layout under its Hugging Face name (a tied
+    /// LM head is not written, as transformers does).
+    public func saveSafeTensors(path: String, dtype: SafeTensorsDType = .f32) throws {
+        try withBuffer { buffer in
+            let tensors = layout.slices.map {
+                SafeTensors.Tensor(name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(rebasing: buffer[$0.range]))
+            }
+            try SafeTensors.write(path: path, tensors: tensors, dtype: dtype)
+        }
+    }
+
+    /// Fills the buffer from one or more safetensors files (a sharded
+    /// checkpoint is several). Every tensor of the layout must be present with
+    /// its shape; tensors the model does not have are an error, except
+    /// `lm_head.weight` of a tied model and RoPE buffers.
+    public func loadSafeTensors(paths: [String]) throws {
+        let files = try paths.map { try SafeTensorsFile(path: $0) }
+        var owner: [String: Int] = [:]
+        for (i, f) in files.enumerated() {
+            for e in f.entries {
+                if layout.slice(named: e.name) == nil {
+                    let tiedHead = e.name == "lm_head.weight" && layout.lmHead.name != "lm_head.weight"
+                    if tiedHead || e.name.hasSuffix("rotary_emb.inv_freq") { continue }
+                    throw SafeTensorsError.unexpectedTensor(path: f.path, name: e.name)
+                }
+                owner[e.name] = i
+            }
+        }
+        for s in layout.slices {
+            guard let i = owner[s.name] else {
+                throw SafeTensorsError.missingTensor(path: paths.joined(separator: ", "), name: s.name)
+            }
+            try withSlice(s) { try files[i].read(s.name, expectedShape: s.shape, into: $0) }
+        }
+    }
+
+    /// Loads `model.safetensors` or the shards listed in
+    /// `model.safetensors.index.json` from a Hugging Face model directory.
+    public func loadSafeTensors(directory: String) throws {
+        let single = directory + "/model.safetensors"
+        if FileSystem.exists(single) { try loadSafeTensors(paths: [single]); return }
+        let indexPath = directory + "/model.safetensors.index.json"
+        guard FileSystem.exists(indexPath) else {
+            throw SafeTensorsError.badHeader(path: directory, reason: "no model.safetensors or model.safetensors.index.json")
+        }
+        let json = try JSONSerialization.jsonObject(with: Data(FileSystem.readAll(indexPath)))
+        guard let map = (json as? [String: Any])?["weight_map"] as? [String: String] else {
+            throw SafeTensorsError.badHeader(path: indexPath, reason: "no weight_map object")
+        }
+        try loadSafeTensors(paths: Set(map.values).sorted().map { directory + "/" + $0 })
+    }
+}
