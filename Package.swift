@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "DaptBLASTests", dependencies: ["DaptBLAS"]),
         .testTarget(name: "DaptPrepareTests", dependencies: ["DaptPrepare", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptDedupTests", dependencies: ["DaptDedup", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTokenizer", "DaptCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTokenizer", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptModelTests", dependencies: ["DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptTrainTests", dependencies: ["DaptTrain", "DaptModel", "DaptCore"], resources: [.copy("Fixtures")]),
         // Starts real `mpirun` processes on the built `dapt` binary.

@@ -1,13 +1,16 @@
 import DaptCluster
 import DaptCore
+import DaptTokenizer
 
 /// One YAML file can hold every stage's section; each has defaults, so a
 /// file names only what it changes. Unknown sections are an error.
 struct DaptConfig: Decodable {
     var cluster = ClusterConfig()
+    var tokenizer = TokenizerConfig()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster
+        case tokenizer
     }
 
     init() {}
@@ -16,11 +19,13 @@ struct DaptConfig: Decodable {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         cluster = try c.value(.cluster, default: ClusterConfig())
+        tokenizer = try c.value(.tokenizer, default: TokenizerConfig())
     }
 
     /// Validates every section, naming the bad field with its section.
     func validate() throws {
         try Self.validate(cluster, "cluster")
+        try Self.validate(tokenizer, "tokenizer")
     }
 
     static func validate(_ section: some StageConfig, _ name: String) throws {

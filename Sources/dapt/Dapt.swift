@@ -14,6 +14,7 @@ struct Dapt: ParsableCommand {
         subcommands: [
             ConfigCommand.self,
             ClusterCommand.self,
+            TokenizerCommand.self,
         ]
     )
 }

@@ -1,1 +1,0 @@
-// The DaptTokenizer module: see the issue that builds it.

@@ -1,0 +1,72 @@
+import DaptTokenizer
+import Foundation
+import XCTest
+
+/// Ids against Hugging Face `tokenizers` on the fixtures written by
+/// scripts/fixtures/tokenizer_parity.py (no Python needed here).
+final class ParityTests: XCTestCase {
+    func checkParity(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let tokenizer = try BPETokenizer.load(path: Fixtures.directory.appendingPathComponent("parity/\(name)/tokenizer.json").path)
+        let texts = try Fixtures.texts("parity/lines.jsonl")
+        let expected = try Fixtures.expectedIds("parity/\(name)/expected.txt")
+        XCTAssertEqual(texts.count, expected.count, file: file, line: line)
+        XCTAssertGreaterThan(texts.count, 2000, file: file, line: line)
+        let encoder = TokenEncoder(tokenizer)
+        var mismatches = 0
+        var tokens = 0
+        for (i, text) in texts.enumerated() {
+            let ids = encoder.encode(text)
+            tokens += ids.count
+            if ids != expected[i] {
+                mismatches += 1
+                if mismatches <= 3 { XCTFail("\(name) line \(i + 1) \(text.debugDescription):\n dapt \(ids)\n   hf \(expected[i])", file: file, line: line) }
+            }
+            if !tokenizer.addPrefixSpace {
+                XCTAssertEqual(try tokenizer.decode(ids), Array(text.utf8), "\(name) line \(i + 1) does not round-trip", file: file, line: line)
+            }
+        }
+        XCTAssertEqual(mismatches, 0, "\(mismatches) of \(texts.count) lines differ from tokenizers", file: file, line: line)
+        XCTAssertGreaterThan(tokens, texts.count * 5, file: file, line: line)
+    }
+
+    /// GPT-2 style `ByteLevel` pre-tokenizer with its own regex.
+    func testGPT2ByteLevelFromTokenizers() throws { try checkParity("hf-gpt2") }
+
+    /// The same with `add_prefix_space: true`.
+    func testGPT2ByteLevelWithPrefixSpaceFromTokenizers() throws { try checkParity("hf-gpt2-prefix") }
+
+    /// `Split` with dapt's pattern then `ByteLevel(use_regex: false)`, trained by tokenizers.
+    func testSplitPatternFromTokenizers() throws { try checkParity("hf-split-dapt") }
+
+    /// A tokenizer.json written by dapt, loaded and run by tokenizers: same ids.
+    func testDaptFileRunByTokenizers() throws { try checkParity("dapt-trained") }
+
+    /// dapt's own file loads back to the same merges and spells the same JSON.
+    func testDaptFileRoundTrip() throws {
+        let tokenizer = try trainedOnFixtures()
+        let text = tokenizer.jsonText()
+        let loaded = try BPETokenizer.load(json: Array(text.utf8))
+        XCTAssertEqual(loaded.jsonText(), text)
+        XCTAssertEqual(loaded.merges.map { [$0.0, $0.1, $0.2] }, tokenizer.merges.map { [$0.0, $0.1, $0.2] })
+        XCTAssertEqual(loaded.addedTokens, tokenizer.addedTokens)
+        for t in try Fixtures.texts("parity/lines.jsonl").prefix(300) {
+            XCTAssertEqual(loaded.encode(t), tokenizer.encode(t))
+        }
+    }
+
+    func testUnsupportedFilesAreRefusedWithTheField() throws {
+        let good = try String(contentsOf: Fixtures.directory.appendingPathComponent("parity/hf-split-dapt/tokenizer.json"), encoding: .utf8)
+        let cases: [(String, String)] = [
+            (good.replacingOccurrences(of: "\"normalizer\": null", with: "\"normalizer\": {\"type\": \"NFC\"}"), "normalizer"),
+            (good.replacingOccurrences(of: #"\\p{Han}+|"#, with: ""), "pre_tokenizer.pretokenizers[0].pattern"),
+            (good.replacingOccurrences(of: "\"type\": \"BPE\"", with: "\"type\": \"WordPiece\""), "model.type"),
+            (String(good.prefix(200)), "invalid JSON"),
+        ]
+        for (text, field) in cases {
+            XCTAssertThrowsError(try BPETokenizer.load(json: Array(text.utf8), path: "x.json")) { error in
+                XCTAssertTrue("\(error)".contains(field), "\(error) should name \(field)")
+                XCTAssertTrue("\(error)".hasPrefix("x.json: "), "\(error)")
+            }
+        }
+    }
+}

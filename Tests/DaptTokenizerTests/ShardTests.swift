@@ -1,0 +1,118 @@
+import DaptCluster
+import DaptCore
+import DaptTokenizer
+import Foundation
+import XCTest
+
+final class ShardTests: XCTestCase {
+    func makeShards(_ texts: [String], extraLines: [String] = [], options: ShardEncoder.Options = .init(), tokenizer: BPETokenizer? = nil) throws -> (String, BPETokenizer, [String]) {
+        let dir = try temporaryDirectory(self)
+        let tok = try tokenizer ?? trainedOnFixtures()
+        let input = dir + "/in.jsonl"
+        try writeLines(jsonl(texts) + extraLines, to: input)
+        let out = dir + "/shards"
+        let encoder = ShardEncoder(tokenizer: tok, tokenizerJSON: Array(tok.jsonText().utf8), options: options)
+        _ = try encoder.run(inputs: [input], output: out, communicator: SingleRankCommunicator(), sink: SilentSink())
+        return (out, tok, [input])
+    }
+
+    func testDocumentsReadBackWithBoundaries() throws {
+        let texts = Array(try Fixtures.texts("parity/lines.jsonl").prefix(250)) + ["", "<|user|>hi<|end|>"]
+        var options = ShardEncoder.Options()
+        options.shardLines = 40
+        options.addBos = true
+        let (out, tok, _) = try makeShards(texts, options: options)
+        let reader = try TokenShardReader(directory: out)
+        XCTAssertEqual(reader.documentCount, texts.count)
+        XCTAssertEqual(reader.manifest.shards.count, (texts.count + 39) / 40)
+        XCTAssertEqual(reader.manifest.tokenBytes, 2)
+        var total = 0
+        let bos = tok.id(of: "<|bos|>")!, eos = tok.id(of: "<|eos|>")!
+        for (i, text) in texts.enumerated() {
+            let doc = try reader.document(i)
+            XCTAssertEqual(doc, [bos] + tok.encode(text) + [eos])
+            XCTAssertEqual(try reader.documentLength(i), doc.count)
+            XCTAssertEqual(try tok.decodeText(doc.dropFirst().dropLast()), text)
+            total += doc.count
+        }
+        XCTAssertEqual(reader.tokenCount, total)
+        XCTAssertThrowsError(try reader.document(texts.count)) {
+            XCTAssertEqual($0 as? TokenShardError, .documentOutOfRange(texts.count, count: texts.count))
+        }
+        XCTAssertEqual(try reader.tokenizer().jsonText(), tok.jsonText())
+        // Language figures: the fixture lines are mostly Chinese, with English lines.
+        let s = reader.manifest.languages
+        XCTAssertGreaterThan(s.documents[0], 50)
+        XCTAssertGreaterThan(s.documents[1], 10)
+        XCTAssertEqual(s.documents.reduce(0, +), Int64(texts.count))
+        XCTAssertEqual(s.tokens.reduce(0, +), Int64(total - 2 * texts.count))
+    }
+
+    func testCorruptShardsAreReportedWithTheFile() throws {
+        let texts = Array(try Fixtures.texts("parity/lines.jsonl").prefix(60))
+        var options = ShardEncoder.Options()
+        options.shardLines = 25
+        let (out, _, _) = try makeShards(texts, options: options)
+        let tokensPath = out + "/shard-00001.tokens"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: tokensPath))
+        bytes[10] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: tokensPath))
+        XCTAssertNoThrow(try TokenShardReader(directory: out, verify: false))
+        XCTAssertThrowsError(try TokenShardReader(directory: out)) { error in
+            guard case .checksumMismatch(let file, _, _) = error as? TokenShardError else { return XCTFail("\(error)") }
+            XCTAssertEqual(file, tokensPath)
+        }
+        bytes.removeLast(2)
+        try bytes.write(to: URL(fileURLWithPath: tokensPath))
+        XCTAssertThrowsError(try TokenShardReader(directory: out, verify: false)) { error in
+            guard case .sizeMismatch(let file, let expected, let actual) = error as? TokenShardError else { return XCTFail("\(error)") }
+            XCTAssertEqual(file, tokensPath)
+            XCTAssertEqual(expected - actual, 2)
+            XCTAssertTrue("\(error)".contains("shard-00001.tokens"))
+        }
+        // A manifest whose totals do not add up.
+        let manifestPath = out + "/manifest.json"
+        let text = try String(contentsOfFile: manifestPath, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"documents\": 60,", with: "\"documents\": 61,").write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try TokenShardReader(directory: out, verify: false)) {
+            XCTAssertEqual(($0 as? TokenShardError).map { "\($0)" }, "manifest.json: documents: says 61 but the shards add up to 60")
+        }
+    }
+
+    func testStrictModeNamesFileAndLine() throws {
+        XCTAssertThrowsError(try makeShards(["a", "b"], extraLines: [#"{"id": "x"}"#])) { error in
+            guard let e = error as? InputError else { return XCTFail("\(error)") }
+            XCTAssertEqual(e.line, 3)
+            XCTAssertEqual(e.field, "text")
+            XCTAssertTrue(e.description.hasSuffix("in.jsonl:3: text: missing"), e.description)
+        }
+    }
+
+    /// Not strict: bad lines go to the rejects file with their reason, and
+    /// documents + rejected = lines.
+    func testRejectsAreKeptAndCounted() throws {
+        var options = ShardEncoder.Options()
+        options.strict = false
+        options.shardLines = 3
+        let (out, _, _) = try makeShards(["a", "b"], extraLines: [#"{"id": "x"}"#, "not json", #"{"text": "ok"}"#], options: options)
+        let reader = try TokenShardReader(directory: out)
+        XCTAssertEqual(reader.manifest.lines, 5)
+        XCTAssertEqual(reader.documentCount, 3)
+        XCTAssertEqual(reader.manifest.rejected, 2)
+        let rejects = try String(contentsOfFile: out + "/shard-00000.rejects.jsonl", encoding: .utf8)
+            + String(contentsOfFile: out + "/shard-00001.rejects.jsonl", encoding: .utf8)
+        XCTAssertTrue(rejects.contains(#""line":3"#) && rejects.contains(#""field":"text""#), rejects)
+        XCTAssertTrue(rejects.contains(#""line":4"#) && rejects.contains("invalid JSON"), rejects)
+    }
+
+    func testWideVocabularyUsesUInt32() throws {
+        var vocab = (0..<256).map { (bytes: [UInt8($0)], id: UInt32($0)) }
+        vocab.append((Array("ab".utf8), 70_000))
+        let tok = try BPETokenizer(vocab: vocab, merges: [(97, 98)], added: [AddedToken(id: 70_001, content: "<|eos|>")], preTokenizer: .dapt)
+        let (out, _, _) = try makeShards(["abab", "xab"], tokenizer: tok)
+        let reader = try TokenShardReader(directory: out)
+        XCTAssertEqual(reader.manifest.tokenBytes, 4)
+        XCTAssertEqual(try reader.document(0), [70_000, 70_000, 70_001])
+        XCTAssertEqual(try reader.document(1), [120, 70_000, 70_001])
+    }
+}
