@@ -1,18 +1,27 @@
 import DaptCore
 import Foundation
 
-/// One line of `metrics.jsonl`.
+/// One line of `metrics.jsonl`: a training step's figures and/or a
+/// held-out evaluation (step 0 holds the evaluation before training).
 public struct StepMetrics: Codable, Equatable, Sendable {
     public var step: Int
-    public var loss: Double
-    public var learningRate: Double
-    public var gradientNorm: Double
-    public var tokens: Int
-    public var tokensPerSecond: Double
+    public var loss: Double?
+    public var learningRate: Double?
+    public var gradientNorm: Double?
+    public var tokens: Int?
+    public var tokensPerSecond: Double?
     public var lossScale: Double?
-    public var skipped: Bool
+    public var skipped: Bool?
     public var evalLoss: Double?
     public var evalPerplexity: Double?
+
+    public init(step: Int, loss: Double? = nil, learningRate: Double? = nil, gradientNorm: Double? = nil, tokens: Int? = nil,
+                tokensPerSecond: Double? = nil, lossScale: Double? = nil, skipped: Bool? = nil,
+                evalLoss: Double? = nil, evalPerplexity: Double? = nil) {
+        self.step = step; self.loss = loss; self.learningRate = learningRate; self.gradientNorm = gradientNorm
+        self.tokens = tokens; self.tokensPerSecond = tokensPerSecond; self.lossScale = lossScale; self.skipped = skipped
+        self.evalLoss = evalLoss; self.evalPerplexity = evalPerplexity
+    }
 
     enum CodingKeys: String, CodingKey {
         case step, loss, tokens, skipped
@@ -66,7 +75,10 @@ public final class MetricsLog {
 /// present, held-out loss as points.
 public func lossCurveSVG(_ metrics: [StepMetrics], title: String = "dapt pretrain") -> String {
     let width = 720.0, height = 420.0, left = 64.0, right = 20.0, top = 36.0, bottom = 48.0
-    let train = metrics.filter { !$0.skipped && $0.loss.isFinite }.map { (Double($0.step), $0.loss) }
+    let train = metrics.compactMap { m -> (Double, Double)? in
+        guard m.skipped != true, let loss = m.loss, loss.isFinite else { return nil }
+        return (Double(m.step), loss)
+    }
     let eval = metrics.compactMap { m in m.evalLoss.map { (Double(m.step), $0) } }
     let all = train + eval
     guard !all.isEmpty else {

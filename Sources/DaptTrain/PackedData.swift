@@ -6,7 +6,7 @@ public protocol DocumentSource: Sendable {
     var documentCount: Int { get }
     func documentLength(_ index: Int) -> Int
     /// Copies tokens `range` of document `index` to `destination`.
-    func copyTokens(document index: Int, range: Range<Int>, into destination: UnsafeMutablePointer<Int32>)
+    func copyTokens(document index: Int, range: Range<Int>, into destination: UnsafeMutablePointer<Int32>) throws
 }
 
 /// Documents held in one token array with start offsets.
@@ -43,8 +43,8 @@ public struct DocumentSubset: DocumentSource {
     public init(base: any DocumentSource, indices: [Int]) { self.base = base; self.indices = indices }
     public var documentCount: Int { indices.count }
     public func documentLength(_ index: Int) -> Int { base.documentLength(indices[index]) }
-    public func copyTokens(document index: Int, range: Range<Int>, into destination: UnsafeMutablePointer<Int32>) {
-        base.copyTokens(document: indices[index], range: range, into: destination)
+    public func copyTokens(document index: Int, range: Range<Int>, into destination: UnsafeMutablePointer<Int32>) throws {
+        try base.copyTokens(document: indices[index], range: range, into: destination)
     }
 }
 
@@ -121,7 +121,7 @@ public final class PackedSequenceOrder: @unchecked Sendable {
 
     /// Writes sequence `globalIndex` into row `row` of the batch arrays.
     public func fill(sequence globalIndex: Int, row: Int, tokens: inout [Int32], targets: inout [Int32],
-                     positions: inout [Int32], documentIds: inout [Int32]) {
+                     positions: inout [Int32], documentIds: inout [Int32]) throws {
         let epoch = globalIndex / sequencesPerEpoch
         let local = globalIndex % sequencesPerEpoch
         prepareEpoch(epoch)
@@ -145,8 +145,8 @@ public final class PackedSequenceOrder: @unchecked Sendable {
             let take = min(T - filled, docLength - within)
             // One extra token when the document continues past this piece (its target).
             let extra = within + take < docLength ? 1 : 0
-            buffer.withUnsafeMutableBufferPointer {
-                source.copyTokens(document: order[doc], range: within..<(within + take + extra), into: $0.baseAddress!)
+            try buffer.withUnsafeMutableBufferPointer {
+                try source.copyTokens(document: order[doc], range: within..<(within + take + extra), into: $0.baseAddress!)
             }
             for k in 0..<take {
                 tokens[base + filled + k] = buffer[k]
@@ -173,7 +173,7 @@ public struct PackedBatch: Equatable, Sendable {
     public var sequenceIndices: [Int]
 
     /// Rows `first ..< first + count` of the global sequence order.
-    public init(order: PackedSequenceOrder, firstSequence first: Int, count: Int) {
+    public init(order: PackedSequenceOrder, firstSequence first: Int, count: Int) throws {
         let T = order.sequenceLength
         batchSize = count
         sequenceLength = T
@@ -183,7 +183,7 @@ public struct PackedBatch: Equatable, Sendable {
         documentIds = tokens
         sequenceIndices = Array(first..<(first + count))
         for r in 0..<count {
-            order.fill(sequence: first + r, row: r, tokens: &tokens, targets: &targets, positions: &positions, documentIds: &documentIds)
+            try order.fill(sequence: first + r, row: r, tokens: &tokens, targets: &targets, positions: &positions, documentIds: &documentIds)
         }
     }
 

@@ -17,7 +17,7 @@ final class PackedDataTests: XCTestCase {
         let order = try PackedSequenceOrder(source: source, sequenceLength: 16, seed: 3)
         var seen: [Int32: Int] = [:]
         for g in 0..<order.sequencesPerEpoch {
-            let b = PackedBatch(order: order, firstSequence: g, count: 1)
+            let b = try PackedBatch(order: order, firstSequence: g, count: 1)
             for t in 0..<16 {
                 seen[b.tokens[t], default: 0] += 1
                 let doc = b.tokens[t] / 1000, pos = b.tokens[t] % 1000
@@ -44,11 +44,11 @@ final class PackedDataTests: XCTestCase {
         let c = try PackedSequenceOrder(source: corpus(), sequenceLength: 8, seed: 12)
         // Build in different orders (and across epochs): same sequences.
         let indices = [3, 100, 7, a.sequencesPerEpoch + 2, 0]
-        for i in indices { _ = PackedBatch(order: a, firstSequence: i, count: 2) }
+        for i in indices { _ = try PackedBatch(order: a, firstSequence: i, count: 2) }
         for i in indices.reversed() {
-            XCTAssertEqual(PackedBatch(order: a, firstSequence: i, count: 2), PackedBatch(order: b, firstSequence: i, count: 2))
+            XCTAssertEqual(try PackedBatch(order: a, firstSequence: i, count: 2), try PackedBatch(order: b, firstSequence: i, count: 2))
         }
-        XCTAssertNotEqual(PackedBatch(order: a, firstSequence: 0, count: 4).tokens, PackedBatch(order: c, firstSequence: 0, count: 4).tokens)
+        XCTAssertNotEqual(try PackedBatch(order: a, firstSequence: 0, count: 4).tokens, try PackedBatch(order: c, firstSequence: 0, count: 4).tokens)
         // Different epochs use different document orders.
         XCTAssertNotEqual(a.documentOrder(epoch: 0), a.documentOrder(epoch: 1))
         XCTAssertEqual(a.documentOrder(epoch: 1), b.documentOrder(epoch: 1))
