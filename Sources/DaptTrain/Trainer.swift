@@ -328,8 +328,8 @@ public final class Trainer {
 
     /// Trains until `schedule.total_steps`, logging, evaluating and
     /// checkpointing as configured; writes `loss_curve.svg` at the end.
-    public func run(metrics: MetricsLog?) throws {
-        let total = config.schedule.totalSteps
+    public func run(metrics: MetricsLog?, until stopStep: Int? = nil) throws {
+        let total = min(stopStep ?? config.schedule.totalSteps, config.schedule.totalSteps)
         let evalEvery = config.eval.everySteps
         if state.step == 0, let e = try evaluate() {
             sink.report(.notice(stage: Self.stage, message: String(format: "step 0: held-out loss %.4f, perplexity %.2f (%d tokens)", e.loss, e.perplexity, e.tokens)))
@@ -340,7 +340,7 @@ public final class Trainer {
         var lastSaved = -1
         while state.step < total {
             var m = try step()
-            if (evalEvery > 0 && state.step % evalEvery == 0) || state.step == total, let e = try evaluate() {
+            if (evalEvery > 0 && state.step % evalEvery == 0) || state.step == config.schedule.totalSteps, let e = try evaluate() {
                 m.evalLoss = e.loss
                 m.evalPerplexity = e.perplexity
             }
@@ -348,9 +348,9 @@ public final class Trainer {
             if state.step % config.logEverySteps == 0 || state.step == total || m.evalLoss != nil {
                 let elapsed = monotonicSeconds() - started
                 let done = state.step - firstStep
-                let eta = elapsed / Double(done) * Double(total - state.step)
+                let eta = elapsed / Double(done) * Double(config.schedule.totalSteps - state.step)
                 var line = String(format: "step %d/%d  loss %.4f  lr %.3e  grad_norm %@  tokens/s %.0f  ETA %@",
-                                  state.step, total, m.loss ?? .nan, m.learningRate ?? 0,
+                                  state.step, config.schedule.totalSteps, m.loss ?? .nan, m.learningRate ?? 0,
                                   m.gradientNorm.map { String(format: "%.3f", $0) } ?? "skipped",
                                   m.tokensPerSecond ?? 0, formatDuration(eta))
                 if let l = m.evalLoss, let p = m.evalPerplexity { line += String(format: "  held-out loss %.4f ppl %.2f", l, p) }
@@ -381,4 +381,22 @@ func formatDuration(_ seconds: Double) -> String {
     if s >= 3600 { return "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" }
     if s >= 60 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
     return "\(s)s"
+}
+
+/// Perplexity of `model` on `source` packed in document order.
+public func evaluatePerplexity(model: LlamaModel, source: any DocumentSource, sequenceLength: Int, batchSize: Int,
+                               maxSequences: Int = 0) throws -> (loss: Double, perplexity: Double, tokens: Int, sequences: Int, leftOutTokens: Int) {
+    let order = try PackedSequenceOrder(source: source, sequenceLength: sequenceLength, seed: 0, shuffle: false)
+    let total = maxSequences > 0 ? min(maxSequences, order.sequencesPerEpoch) : order.sequencesPerEpoch
+    var sum = 0.0, count = 0, first = 0
+    while first < total {
+        let n = min(batchSize, total - first)
+        let p = try PackedBatch(order: order, firstSequence: first, count: n)
+        let r = try model.loss(try TokenBatch(batchSize: n, seqLen: sequenceLength, tokens: p.tokens, targets: p.targets,
+                                              positions: p.positions, documentIds: p.documentIds))
+        sum += r.sum; count += r.count
+        first += n
+    }
+    let loss = count > 0 ? sum / Double(count) : .nan
+    return (loss, Foundation.exp(loss), count, total, order.tokensPerEpoch - order.sequencesPerEpoch * sequenceLength)
 }

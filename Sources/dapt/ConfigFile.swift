@@ -1,16 +1,19 @@
 import DaptCluster
 import DaptCore
 import DaptTokenizer
+import DaptTrain
 
 /// One YAML file can hold every stage's section; each has defaults, so a
 /// file names only what it changes. Unknown sections are an error.
 struct DaptConfig: Decodable {
     var cluster = ClusterConfig()
     var tokenizer = TokenizerConfig()
+    var pretrain = PretrainConfig()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster
         case tokenizer
+        case pretrain
     }
 
     init() {}
@@ -20,12 +23,14 @@ struct DaptConfig: Decodable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         cluster = try c.value(.cluster, default: ClusterConfig())
         tokenizer = try c.value(.tokenizer, default: TokenizerConfig())
+        pretrain = try c.value(.pretrain, default: PretrainConfig())
     }
 
     /// Validates every section, naming the bad field with its section.
     func validate() throws {
         try Self.validate(cluster, "cluster")
         try Self.validate(tokenizer, "tokenizer")
+        try Self.validate(pretrain, "pretrain")
     }
 
     static func validate(_ section: some StageConfig, _ name: String) throws {

@@ -15,6 +15,8 @@ struct Dapt: ParsableCommand {
             ConfigCommand.self,
             ClusterCommand.self,
             TokenizerCommand.self,
+            PretrainCommand.self,
+            EvalCommand.self,
         ]
     )
 }
