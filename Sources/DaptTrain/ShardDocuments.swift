@@ -25,12 +25,17 @@ public final class ShardDocuments: DocumentSource, @unchecked Sendable {
     }
 }
 
-/// Tokenises a JSONL file's `text` field, one document per line (with the
-/// tokenizer's `<|bos|>`/`<|eos|>` around it when it has them). A line
-/// without text is an error naming the file and line.
-public func documentsFromJSONL(path: String, tokenizer: BPETokenizer) throws -> InMemoryDocuments {
+/// Tokenises a JSONL file's `text` field, one document per line, with
+/// `<|bos|>`/`<|eos|>` as `dapt tokenizer encode` adds them (defaults: eos
+/// only). A line without text is an error naming the file and line.
+public func documentsFromJSONL(path: String, tokenizer: BPETokenizer, addBos: Bool = false, addEos: Bool = true) throws -> InMemoryDocuments {
     let encoder = TokenEncoder(tokenizer)
-    let bos = tokenizer.id(of: "<|bos|>"), eos = tokenizer.id(of: "<|eos|>")
+    func special(_ name: String) throws -> UInt32 {
+        guard let id = tokenizer.id(of: name) else { throw TrainingError.invalidInput(path: path, reason: "the tokenizer has no \(name) token") }
+        return id
+    }
+    let bos = addBos ? try special(SpecialTokens.bos) : nil
+    let eos = addEos ? try special(SpecialTokens.eos) : nil
     var tokens: [Int32] = []
     var starts = [0]
     var ids: [UInt32] = []

@@ -36,6 +36,12 @@ struct EvalCommand: ParsableCommand {
         @Option(name: .customLong("max-sequences"), help: "Evaluate at most this many sequences (0: all).")
         var maxSequences: Int = 0
 
+        @Flag(name: .customLong("add-bos"), inversion: .prefixedNo, help: "JSONL input: start each document with <|bos|> (as tokenizer encode).")
+        var addBos = false
+
+        @Flag(name: .customLong("add-eos"), inversion: .prefixedNo, help: "JSONL input: end each document with <|eos|> (as tokenizer encode).")
+        var addEos = true
+
         @Option(help: "YAML config (cluster: section: BLAS threads).")
         var config: String?
 
@@ -57,7 +63,8 @@ struct EvalCommand: ParsableCommand {
                     source = try ShardDocuments(directory: input)
                 } else {
                     let tokenizerPath = tokenizer ?? directory + "/tokenizer.json"
-                    source = try documentsFromJSONL(path: input, tokenizer: try BPETokenizer.load(path: tokenizerPath))
+                    source = try documentsFromJSONL(path: input, tokenizer: try BPETokenizer.load(path: tokenizerPath),
+                                                    addBos: addBos, addEos: addEos)
                 }
                 let result = try evaluatePerplexity(model: model, source: source, sequenceLength: sequenceLength,
                                                     batchSize: batchSize, maxSequences: maxSequences)
