@@ -57,20 +57,26 @@ public enum CheckpointStore {
         try writer.write(Array(encoder.encode(manifest)))
         try writer.commit()
         try syncDirectory(temporary)
-        if FileSystem.exists(finalPath) {
-            // Re-saving a step: move the old one aside first (rename cannot replace a non-empty directory).
-            let aside = root + "/.old-" + directoryName(step: step) + "-\(getpid())"
-            guard rename(finalPath, aside) == 0 else { throw FileError(path: finalPath, operation: "rename", errno: errno) }
-            removeTree(aside)
-        }
+        // Re-saving a step: move the old one aside first (rename cannot replace a non-empty directory).
+        if FileSystem.exists(finalPath) { try retire(root: root, finalPath) }
         guard rename(temporary, finalPath) == 0 else { throw FileError(path: finalPath, operation: "rename", errno: errno) }
         try syncDirectory(root)
         if keepLast > 0 {
             let all = try list(root: root)
-            for old in all.dropLast(keepLast) { removeTree(old.path) }
+            for old in all.dropLast(keepLast) { try retire(root: root, old.path) }
         }
         removeStaleTemporaries(root: root)
         return finalPath
+    }
+
+    /// Removes a checkpoint so that no half-deleted `checkpoint-*` can be
+    /// seen: one atomic rename to a hidden name, then the deletion.
+    static func retire(root: String, _ path: String) throws {
+        let name = String(path.split(separator: "/").last ?? "")
+        let aside = root + "/.old-" + name + "-\(getpid())"
+        guard rename(path, aside) == 0 else { throw FileError(path: path, operation: "rename", errno: errno) }
+        try syncDirectory(root)
+        removeTree(aside)
     }
 
     /// Checkpoint directories under `root`, oldest first (by step).

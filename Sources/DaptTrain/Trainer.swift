@@ -121,7 +121,12 @@ public final class Trainer {
         schedule = config.schedulePlan
         trainOrder = try PackedSequenceOrder(source: train, sequenceLength: config.data.sequenceLength, seed: config.data.seed)
         if let heldOut, heldOut.documentCount > 0, config.eval.sequences > 0 {
-            heldOutOrder = try? PackedSequenceOrder(source: heldOut, sequenceLength: config.data.sequenceLength, seed: config.data.seed, shuffle: false)
+            do {
+                heldOutOrder = try PackedSequenceOrder(source: heldOut, sequenceLength: config.data.sequenceLength, seed: config.data.seed, shuffle: false)
+            } catch let TrainingError.notEnoughData(tokens, length) {
+                sink.report(.notice(stage: Self.stage, message: "held-out documents have \(tokens) tokens, fewer than one sequence of \(length): no held-out evaluation (raise data.held_out_fraction)"))
+                heldOutOrder = nil
+            }
         } else {
             heldOutOrder = nil
         }
@@ -278,6 +283,16 @@ public final class Trainer {
         }
     }
 
+    /// Saves a checkpoint and reports its size and time.
+    func saveAndReport() throws {
+        let started = monotonicSeconds()
+        let path = try saveCheckpoint()
+        let seconds = monotonicSeconds() - started
+        let bytes = try CheckpointStore.verify(directory: path).files.reduce(0) { $0 + $1.bytes }
+        sink.report(.notice(stage: Self.stage, message: String(format: "saved %@ (%.1f MB in %.3f s, %.0f MB/s)",
+                                                               path, Double(bytes) / 1e6, seconds, Double(bytes) / 1e6 / max(seconds, 1e-9))))
+    }
+
     static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws {
         let w = try FileWriter(path: path, atomic: true)
         try w.write(bytes)
@@ -358,15 +373,11 @@ public final class Trainer {
                 sink.report(.notice(stage: Self.stage, message: line))
             }
             if config.checkpoint.everySteps > 0, state.step % config.checkpoint.everySteps == 0 {
-                let path = try saveCheckpoint()
+                try saveAndReport()
                 lastSaved = state.step
-                sink.report(.notice(stage: Self.stage, message: "saved \(path)"))
             }
         }
-        if lastSaved != state.step {
-            let path = try saveCheckpoint()
-            sink.report(.notice(stage: Self.stage, message: "saved \(path)"))
-        }
+        if lastSaved != state.step { try saveAndReport() }
         if let metrics {
             let svgPath = config.checkpoint.directory + "/loss_curve.svg"
             try Self.writeAtomically(svgPath, Array(lossCurveSVG(try MetricsLog.read(path: metrics.path)).utf8))

@@ -122,8 +122,10 @@ enum Pretrain {
         trainer.tokenizerPath = config.data.tokenizer ?? shards.tokenizerPath
         try FileSystem.makeDirectories(config.checkpoint.directory)
         if let resume {
+            let started = monotonicSeconds()
             try trainer.restore(checkpoint: resume)
-            sink.report(.notice(stage: "pretrain", message: "resumed from \(try Trainer.resolveCheckpoint(resume)) at step \(trainer.state.step)"))
+            sink.report(.notice(stage: "pretrain", message: String(format: "resumed from %@ at step %d (loaded and verified in %.3f s)",
+                                                                   try Trainer.resolveCheckpoint(resume), trainer.state.step, monotonicSeconds() - started)))
         }
         sink.report(.notice(stage: "pretrain", message: "\(model.layout.totalCount) parameters, \(split.train.count) training / \(split.heldOut.count) held-out documents, \(trainer.trainOrder.sequencesPerEpoch) sequences of \(config.data.sequenceLength) per epoch, \(config.precision.mode.rawValue)"))
         let metrics = try MetricsLog(path: config.checkpoint.directory + "/metrics.jsonl",

@@ -194,6 +194,20 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try MetricsLog.read(path: run + "/metrics.jsonl").map(\.step), [0, 1, 2, 3, 4])
     }
 
+    /// Skipping k steps of data lands on exactly the batches step k would have used.
+    func testSkippingStepsOfData() throws {
+        let a = try Self.makeTrainer(Self.config(run: try temporaryRoot(), steps: 10))
+        let b = try Self.makeTrainer(Self.config(run: try temporaryRoot(), steps: 10))
+        for _ in 0..<3 { try a.step() }
+        b.skipData(steps: 3)
+        XCTAssertEqual(a.state.nextSequence, b.state.nextSequence)
+        XCTAssertEqual(try a.batches(startingAt: a.state.nextSequence), try b.batches(startingAt: b.state.nextSequence))
+        // Rebuilding an earlier step's batch from its step number alone.
+        let step1 = try a.batches(startingAt: 1 * a.config.data.globalBatchSize)
+        XCTAssertNotEqual(step1, try a.batches(startingAt: 0))
+        XCTAssertEqual(step1, try b.batches(startingAt: 4))
+    }
+
     func testDecaySegmentsFollowNames() throws {
         let layout = ParameterLayout(config: Self.config(run: "/tmp").model.llamaConfig(vocabulary: 64))
         let segments = decaySegments(layout)

@@ -12,8 +12,6 @@ final class PretrainCommandTests: XCTestCase {
 
     /// A JSONL corpus and its token shards.
     func prepare(_ dir: URL) throws -> (corpus: String, shards: String) {
-        var rng = SystemRandomNumberGenerator()
-        _ = rng
         let words = ["claim", "device", "signal", "layer", "method", "first", "second", "wherein", "circuit", "电路", "装置", "信号"]
         var lines: [String] = []
         var state: UInt64 = 7
@@ -109,6 +107,8 @@ final class PretrainCommandTests: XCTestCase {
                 if FileManager.default.fileExists(atPath: run + "/checkpoint-00000004") { break }
                 Thread.sleep(forTimeInterval: 0.005)
             }
+            // A random extra delay lands the kill in different phases of a save across runs.
+            Thread.sleep(forTimeInterval: Double.random(in: 0...0.05))
             kill(process.processIdentifier, SIGKILL)
         }
         XCTAssertEqual(killed.status, SIGKILL)
