@@ -158,12 +158,14 @@ private func visibleRange(start: Int, t: Int, j0: Int, j1: Int) -> (Int, Int) {
 /// key tiles are visited with an online softmax (running max and sum), so the
 /// only per-head state beyond `out` is `lse` [B, H, T]. Key tiles before the
 /// earliest document start of the query tile, and tiles no query can see,
-/// are skipped.
+/// are skipped. Returns the number of (query tile, key tile) pairs computed.
+@discardableResult
 public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                              shape: AttentionShape, documentStarts: UnsafePointer<Int32>,
                              headRange: Range<Int>? = nil, tiles: AttentionTiles = AttentionTiles(),
-                             out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+                             out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) -> Int {
     let T = shape.seqLen, D = shape.headDim, BQ = tiles.query, BK = tiles.key
+    var visited = 0
     let scores = UnsafeMutablePointer<Float>.allocate(capacity: BQ * BK)
     let acc = UnsafeMutablePointer<Float>.allocate(capacity: BQ * D)
     let rowMax = UnsafeMutablePointer<Float>.allocate(capacity: BQ)
@@ -187,6 +189,7 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
                     let j1 = min(j0 + BK, i1), nk = j1 - j0
                     let status = tileStatus(starts: starts, i0: i0, i1: i1, j0: j0, j1: j1)
                     if status.skip { continue }
+                    visited += 1
                     BLAS.sgemm(.none, .transpose, m: nq, n: nk, k: D, alpha: shape.scale,
                                a: qTile, lda: shape.qStride, b: kBase + j0 * shape.kvStride, ldb: shape.kvStride,
                                c: scores, ldc: nk)
@@ -228,6 +231,7 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
             }
         }
     }
+    return visited
 }
 
 /// Backward of `attentionForward` (FlashAttention-2 style: scores are

@@ -18,8 +18,13 @@ public typealias Vec8 = SIMD8<Float>
 /// polynomial; within 2 ulp of `expf`). Inputs below -87.3 give exactly 0,
 /// so masked scores (-inf) vanish.
 @inline(__always) public func vectorExp(_ x: Vec8) -> Vec8 {
-    let clamped = x.clamped(lowerBound: Vec8(repeating: -87.3), upperBound: Vec8(repeating: 88.0))
-    let n = (clamped * 1.44269504088896341).rounded(.toNearestOrEven)
+    let low = Vec8(repeating: -87.3), high = Vec8(repeating: 88.0)
+    let clamped = x.replacing(with: low, where: x .< low).replacing(with: high, where: x .> high)
+    // Round x·log2(e) to the nearest integer by adding 1.5·2²³: the integer
+    // lands in the low mantissa bits (avoids slow generic SIMD conversions).
+    let magic = Vec8(repeating: 12582912.0)
+    let shifted = clamped * 1.44269504088896341 + magic
+    let n = shifted - magic
     var r = clamped - n * 0.693359375
     r = r + n * 2.12194440e-4
     let r2 = r * r
@@ -30,10 +35,9 @@ public typealias Vec8 = SIMD8<Float>
     p = p * r + 1.6666665459e-1
     p = p * r + 5.0000001201e-1
     p = p * r2 + r + 1
-    let exponent = (SIMD8<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
-    var result = p * unsafeBitCast(exponent, to: Vec8.self)
-    result.replace(with: 0, where: x .< -87.3)
-    return result
+    let integer = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
+    let scale = unsafeBitCast((integer &+ 127) &<< 23, to: Vec8.self)
+    return (p * scale).replacing(with: 0, where: x .< low)
 }
 
 /// Scalar e^x with the same special-casing as `vectorExp`.
@@ -248,7 +252,7 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
         precondition(t >= 0 && t < vocab, "target id \(t) outside the vocabulary of \(vocab)")
         var mv = Vec8(repeating: -.infinity)
         var i = 0
-        while i + 8 <= vocab { mv = pointwiseMax(mv, load8(row + i)); i += 8 }
+        while i + 8 <= vocab { let v = load8(row + i); mv.replace(with: v, where: v .> mv); i += 8 }
         var m = mv.max()
         while i < vocab { m = max(m, row[i]); i += 1 }
         let mVec = Vec8(repeating: m)

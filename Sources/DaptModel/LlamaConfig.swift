@@ -179,7 +179,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             }
         }
         try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
-        try c.encode(headDimension, forKey: .headDim)
+        try c.encodeIfPresent(headDim, forKey: .headDim)
         try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
         try c.encodeIfPresent(eosTokenId, forKey: .eosTokenId)
     }

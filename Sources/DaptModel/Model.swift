@@ -92,6 +92,13 @@ public enum AttentionKernel: Sendable {
     case reference
 }
 
+/// Hands non-Sendable values (raw pointers into buffers that the workers
+/// split disjointly) to concurrent workers.
+struct Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
 /// Saved activations of one batch shape, sliced per layer.
 final class Activations {
     let n: Int, batch: Int, seqLen: Int
@@ -99,7 +106,7 @@ final class Activations {
     let finalOut, finalRstd, logits: UnsafeMutablePointer<Float>
     // Scratch reused by every layer.
     let normOut, hAct, dResidual, dNorm, dAttnOut, dq, dk, dv, dHAct: UnsafeMutablePointer<Float>
-    var ropeCos: [Float] = [], ropeSin: [Float] = []
+    var ropeCos: [Float] = [], ropeSin: [Float] = [], ropePositions: [Int32] = []
     var starts: [Int32] = []
     private var owned: [UnsafeMutablePointer<Float>] = []
 
@@ -140,6 +147,9 @@ public final class LlamaModel: @unchecked Sendable {
     public let parameters: ParameterBuffer
     public let gradients: ParameterBuffer
     public var attentionKernel: AttentionKernel = .tiled(AttentionTiles())
+    /// Threads for the attention kernels (split by kv-head groups). Matrix
+    /// products use OpenBLAS's own thread count (`BLAS.setThreads`).
+    public var threads: Int = 1
     private var acts: Activations?
     private var batch: TokenBatch?
 
@@ -235,9 +245,14 @@ public final class LlamaModel: @unchecked Sendable {
             acts = Activations(config: config, batch: batch.batchSize, seqLen: batch.seqLen)
         }
         let a = acts!
-        let maxPosition = Int(batch.positions.max() ?? 0)
-        let freqs = RopeFrequencies(config: config, sequenceLength: maxPosition + 1)
-        (a.ropeCos, a.ropeSin) = freqs.tables(positions: batch.positions)
+        // Tables depend only on positions (and documents on ids): reuse them
+        // across steps when those repeat, as they do for fixed-length packing.
+        if a.ropePositions != batch.positions {
+            let maxPosition = Int(batch.positions.max() ?? 0)
+            let freqs = RopeFrequencies(config: config, sequenceLength: maxPosition + 1)
+            (a.ropeCos, a.ropeSin) = freqs.tables(positions: batch.positions)
+            a.ropePositions = batch.positions
+        }
         a.starts = documentStarts(documentIds: batch.documentIds, batch: batch.batchSize, seqLen: batch.seqLen)
         self.batch = batch
     }
@@ -275,6 +290,25 @@ public final class LlamaModel: @unchecked Sendable {
                                   dTable: g.baseAddress! + layout.embedding.offset)
             }
         }
+    }
+
+    /// Runs `body` on the query heads of each kv-head group, on `threads`
+    /// threads when > 1 (groups write disjoint dq/dk/dv columns). BLAS runs
+    /// single-threaded inside, so threads are not oversubscribed.
+    private func forEachKVHeadGroup(_ body: @escaping @Sendable (Range<Int>) -> Void) {
+        let kvHeads = config.numKeyValueHeads, group = config.numAttentionHeads / kvHeads
+        let workers = min(threads, kvHeads)
+        if workers <= 1 {
+            body(0..<config.numAttentionHeads)
+            return
+        }
+        let blasThreads = BLAS.threads
+        BLAS.setThreads(1)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            let first = kvHeads * w / workers, last = kvHeads * (w + 1) / workers
+            body((first * group)..<(last * group))
+        }
+        BLAS.setThreads(blasThreads)
     }
 
     private var shape: AttentionShape {
@@ -315,7 +349,11 @@ public final class LlamaModel: @unchecked Sendable {
         a.starts.withUnsafeBufferPointer { st in
             switch attentionKernel {
             case .tiled(let tiles):
-                attentionForward(q: q, k: k, v: v, shape: shape, documentStarts: st.baseAddress!, tiles: tiles, out: att, lse: lse)
+                let shape = self.shape, ptrs = Unchecked((q, k, v, st.baseAddress!, att, lse))
+                forEachKVHeadGroup { heads in
+                    let (q, k, v, st, att, lse) = ptrs.value
+                    attentionForward(q: q, k: k, v: v, shape: shape, documentStarts: st, headRange: heads, tiles: tiles, out: att, lse: lse)
+                }
             case .reference:
                 attentionReferenceForward(q: q, k: k, v: v, shape: shape, documentStarts: st.baseAddress!, out: att, lse: lse)
             }
@@ -366,8 +404,12 @@ public final class LlamaModel: @unchecked Sendable {
         a.starts.withUnsafeBufferPointer { st in
             switch attentionKernel {
             case .tiled(let tiles):
-                attentionBackward(q: q, k: k, v: v, out: att, lse: lse, dOut: a.dAttnOut, shape: shape,
-                                  documentStarts: st.baseAddress!, tiles: tiles, dq: a.dq, dk: a.dk, dv: a.dv)
+                let shape = self.shape, ptrs = Unchecked((q, k, v, att, lse, a.dAttnOut, st.baseAddress!, a.dq, a.dk, a.dv))
+                forEachKVHeadGroup { heads in
+                    let (q, k, v, att, lse, dOut, st, dq, dk, dv) = ptrs.value
+                    attentionBackward(q: q, k: k, v: v, out: att, lse: lse, dOut: dOut, shape: shape,
+                                      documentStarts: st, headRange: heads, tiles: tiles, dq: dq, dk: dk, dv: dv)
+                }
             case .reference:
                 attentionReferenceBackward(q: q, k: k, v: v, dOut: a.dAttnOut, shape: shape, documentStarts: st.baseAddress!,
                                            dq: a.dq, dk: a.dk, dv: a.dv)
@@ -429,5 +471,40 @@ public final class LlamaModel: @unchecked Sendable {
         rmsNormBackward(dOut: a.dNorm, x: a.residual + c.numHiddenLayers * n * H, weight: w + layout.finalNorm.offset,
                         rstd: a.finalRstd, rows: n, dim: H, dX: a.dResidual, dWeight: g + layout.finalNorm.offset)
         return LossResult(sum: r.sum, count: r.count)
+    }
+}
+
+extension LlamaConfig {
+    /// Floating-point operations of one forward + backward pass over `batch`
+    /// (matrix products: 6 per weight per token, embedding lookup excluded;
+    /// attention: 12 · qDim per visible key per token per layer). The
+    /// benchmark's PyTorch peer uses the same formula.
+    public func trainingFlops(_ batch: TokenBatch) -> Double {
+        let h = Double(hiddenSize), i = Double(intermediateSize)
+        let perLayer = h * Double(qDimension) * 2 + h * Double(kvDimension) * 2 + 3 * h * i
+        let matmulWeights = Double(numHiddenLayers) * perLayer + Double(vocabSize) * h
+        let starts = documentStarts(documentIds: batch.documentIds, batch: batch.batchSize, seqLen: batch.seqLen)
+        var visibleKeys = 0.0
+        for idx in 0..<batch.tokenCount { visibleKeys += Double(idx % batch.seqLen - Int(starts[idx]) + 1) }
+        return 6 * matmulWeights * Double(batch.tokenCount)
+            + 12 * Double(qDimension) * visibleKeys * Double(numHiddenLayers)
+    }
+}
+
+extension TokenBatch {
+    /// A deterministic synthetic batch (token i of the whole batch is
+    /// (i·7919 + 13) mod vocab), packed into documents of `documentLength`
+    /// tokens when given; targets are the next token within a document.
+    /// The benchmark's PyTorch peer builds the same batch.
+    public static func synthetic(vocab: Int, batchSize: Int, seqLen: Int, documentLength: Int? = nil) throws -> TokenBatch {
+        let n = batchSize * seqLen
+        let tokens = (0..<n).map { Int32((($0 * 7919) + 13) % vocab) }
+        let docs: [Int32]? = documentLength.map { len in (0..<n).map { Int32(($0 % seqLen) / len) } }
+        var targets = [Int32](repeating: ignoreIndex, count: n)
+        for idx in 0..<n where (idx + 1) % seqLen != 0 {
+            if let docs, docs[idx] != docs[idx + 1] { continue }
+            targets[idx] = tokens[idx + 1]
+        }
+        return try TokenBatch(batchSize: batchSize, seqLen: seqLen, tokens: tokens, targets: targets, documentIds: docs)
     }
 }

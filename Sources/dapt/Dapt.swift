@@ -17,6 +17,7 @@ struct Dapt: ParsableCommand {
             TokenizerCommand.self,
             PretrainCommand.self,
             EvalCommand.self,
+            BenchCommand.self,
         ]
     )
 }

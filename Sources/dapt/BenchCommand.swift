@@ -1,0 +1,63 @@
+import ArgumentParser
+import DaptBLAS
+import DaptCore
+import DaptModel
+import Foundation
+
+/// Benchmarks behind `scripts/bench/` (not part of a training run).
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Micro-benchmarks used by scripts/bench.",
+        shouldDisplay: false,
+        subcommands: [TrainStep.self]
+    )
+
+    struct TrainStep: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "train-step",
+            abstract: "Forward + backward of a Llama model on a synthetic batch: tokens/s, GFLOP/s, peak RSS (one JSON line).")
+
+        @Option var vocab = 4096
+        @Option var hidden = 256
+        @Option var layers = 4
+        @Option var heads = 4
+        @Option(name: .customLong("kv-heads")) var kvHeads: Int?
+        @Option var intermediate = 688
+        @Option var seq = 256
+        @Option var batch = 8
+        @Option(name: .customLong("doc-length"), help: "Pack documents of this many tokens (document mask).")
+        var documentLength: Int?
+        @Option var steps = 10
+        @Option var warmup = 2
+        @Option var threads = 1
+        @Option(name: .customLong("query-tile")) var queryTile = 64
+        @Option(name: .customLong("key-tile")) var keyTile = 128
+
+        func run() throws {
+            BLAS.setThreads(threads)
+            let config = LlamaConfig(vocabSize: vocab, hiddenSize: hidden, intermediateSize: intermediate,
+                                     numHiddenLayers: layers, numAttentionHeads: heads, numKeyValueHeads: kvHeads,
+                                     maxPositionEmbeddings: max(seq, 2048))
+            let model = try LlamaModel(config: config)
+            model.attentionKernel = .tiled(AttentionTiles(query: queryTile, key: keyTile))
+            model.threads = threads
+            model.initializeRandom(seed: 1)
+            let data = try TokenBatch.synthetic(vocab: vocab, batchSize: batch, seqLen: seq, documentLength: documentLength)
+            var times: [Double] = []
+            var loss = 0.0
+            for step in 0..<(warmup + steps) {
+                let start = monotonicSeconds()
+                model.gradients.zero()
+                loss = try model.forwardBackward(data).mean
+                if step >= warmup { times.append(monotonicSeconds() - start) }
+            }
+            times.sort()
+            let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+            let tokens = Double(data.tokenCount)
+            let flops = config.trainingFlops(data)
+            Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.5f, \"threads\": %d}",
+                               tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads))
+        }
+    }
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Forward + backward tokens/s, GFLOP/s and peak RSS: dapt vs PyTorch (CPU,
+# transformers LlamaForCausalLM with SDPA attention, fp32) on the same model
+# config, batch and thread count, median of STEPS steps after 2 warm-up steps.
+# Usage: scripts/bench/train-step.sh [THREADS...]   (default: 1)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+THREADS=("${@:-1}")
+STEPS="${STEPS:-10}"
+
+echo "torch==2.13.0" > /tmp/dapt-bench-torch-constraint.txt
+python3 -c "import torch, transformers, safetensors" 2>/dev/null || {
+  pip install -q torch==2.13.0 safetensors numpy
+  pip install -q -c /tmp/dapt-bench-torch-constraint.txt transformers
+}
+swift build -c release --product dapt >/dev/null
+DAPT="$(swift build -c release --show-bin-path)/dapt"
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(date -u '+%Y-%m-%d %H:%M UTC')"
+CONFIGS=(
+  "small|--vocab 4096 --hidden 256 --layers 4 --heads 4 --intermediate 688 --seq 256 --batch 8"
+  "medium|--vocab 8192 --hidden 512 --layers 8 --heads 8 --intermediate 1376 --seq 512 --batch 4"
+  "long-packed|--vocab 4096 --hidden 256 --layers 4 --heads 4 --intermediate 688 --seq 4096 --batch 1 --doc-length 512"
+)
+printf "%-12s %3s %12s %12s %9s %9s %9s %10s %10s %9s  %s\n" config thr dapt_tok/s torch_tok/s ratio dapt_GF torch_GF dapt_MiB torch_MiB mem_ratio load
+for t in "${THREADS[@]}"; do
+  for entry in "${CONFIGS[@]}"; do
+    name="${entry%%|*}"; args="${entry#*|}"
+    load="$(cut -d' ' -f1-3 /proc/loadavg)"
+    d="$(OPENBLAS_NUM_THREADS=$t "$DAPT" bench train-step $args --threads "$t" --steps "$STEPS")"
+    p="$(OMP_NUM_THREADS=$t python3 scripts/bench/train_step_torch.py $args --threads "$t" --steps "$STEPS")"
+    python3 - "$name" "$t" "$load" "$d" "$p" <<'PY'
+import json, sys
+name, t, load, d, p = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), json.loads(sys.argv[5])
+print(f"{name:<12} {t:>3} {d['tokens_per_s']:>12.1f} {p['tokens_per_s']:>12.1f} {d['tokens_per_s']/p['tokens_per_s']:>8.2f}x "
+      f"{d['gflops']:>9.1f} {p['gflops']:>9.1f} {d['peak_rss_mb']:>10.0f} {p['peak_rss_mb']:>10.0f} {d['peak_rss_mb']/p['peak_rss_mb']:>8.2f}x  {load}"
+      f"   (loss dapt {d['loss']:.4f} torch {p['loss']:.4f})")
+PY
+  done
+done
