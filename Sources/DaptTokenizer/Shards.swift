@@ -4,6 +4,23 @@ import DaptCore
 import Glibc
 #endif
 
+// Token shard directory (written by `dapt tokenizer encode`, read by `TokenShardReader`):
+//
+//   manifest.json        format "dapt-token-shards", version 1, token_bytes (2: uint16, 4: uint32),
+//                        vocab_size, tokenizer_xxh64, add_bos/add_eos, totals (lines, documents,
+//                        rejected, tokens), inputs (path, lines), languages (tokens per character
+//                        by zh/en/other), and per shard: index, name, first_line, lines, documents,
+//                        rejected, tokens, tokens_xxh64, index_xxh64.
+//   tokenizer.json       the tokenizer the ids come from (its xxh64 is in the manifest).
+//   shard-NNNNN.tokens   the documents' ids back to back, little-endian uint16 or uint32.
+//   shard-NNNNN.index    documents + 1 little-endian uint64 token offsets (0 first, tokens last):
+//                        document i of the shard is tokens[index[i] ..< index[i + 1]].
+//   shard-NNNNN.rejects.jsonl   bad input lines (file, line, field, reason), only when not strict.
+//
+// Shard k holds input lines [k * shard_lines, (k + 1) * shard_lines) counted over all inputs in
+// order, so documents keep corpus order and the files do not depend on the number of ranks.
+// Checksums are XXH64 (seed 0) of the whole file, as `xxhsum -H64` prints them.
+
 /// Token counts by document language, for "tokens per character" budgets.
 public struct LanguageStats: Equatable, Sendable {
     public static let languages = ["zh", "en", "other"]
@@ -337,6 +354,39 @@ public final class TokenShardReader: @unchecked Sendable {
         let (s, l) = try locate(i)
         let (a, b) = bounds(s, l)
         return b - a
+    }
+
+    /// Token counts of every document, in order (for packing plans).
+    public func documentLengths() -> [Int] {
+        var out: [Int] = []
+        out.reserveCapacity(documentCount)
+        for (s, shard) in manifest.shards.enumerated() where shard.documents > 0 {
+            indexFiles[s].withBytes { raw in
+                var previous = 0
+                for i in 1...shard.documents {
+                    let v = Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)))
+                    out.append(v - previous)
+                    previous = v
+                }
+            }
+        }
+        return out
+    }
+
+    /// Appends tokens `range` (positions within the document) of document `i` to `out`.
+    public func appendTokens(document i: Int, range: Range<Int>, to out: inout [UInt32]) throws {
+        let (s, l) = try locate(i)
+        let (a, b) = bounds(s, l)
+        guard range.lowerBound >= 0 && range.upperBound <= b - a else {
+            throw TokenShardError.invalidIndex(file: indexFiles[s].path, entry: l, reason: "token range \(range) is outside the document's \(b - a) tokens")
+        }
+        let tb = manifest.tokenBytes
+        tokenFiles[s].withBytes { raw in
+            for k in (a + range.lowerBound)..<(a + range.upperBound) {
+                out.append(tb == 2 ? UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self)))
+                                   : UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: k * 4, as: UInt32.self)))
+            }
+        }
     }
 
     /// Appends the tokens of document `i` to `out`.

@@ -219,62 +219,100 @@ struct AddedTokenMatcher: Sendable {
 /// Encodes text with one tokenizer, caching the ids of recent pre-tokens.
 /// Not thread-safe: one per thread.
 public final class TokenEncoder {
-    public let tokenizer: BPETokenizer
-    private var pre: PreTokenizer
-    private var cache = ByteStringTable(capacity: 1 << 14)
-    private var cacheIdStarts: [Int] = [0]
-    private var cacheIds: [UInt32] = []
-    private let cacheCapacity: Int
-    private var work: [UInt32] = []
-    private var ranks: [UInt64] = []
-    private var prefixed: [UInt8] = []
-    public private(set) var cacheHits = 0
-    public private(set) var cacheMisses = 0
+    public var tokenizer: BPETokenizer { core.tokenizer }
+    private var core: EncoderCore
+    public var cacheHits: Int { core.cacheHits }
+    public var cacheMisses: Int { core.cacheMisses }
 
     /// `cacheEntries` pre-tokens are kept; the cache is emptied when full.
     public init(_ tokenizer: BPETokenizer, cacheEntries: Int = 1 << 16) {
-        self.tokenizer = tokenizer
-        self.pre = PreTokenizer(kind: tokenizer.preTokenizer)
-        self.cacheCapacity = cacheEntries
+        core = EncoderCore(tokenizer: tokenizer, cacheCapacity: cacheEntries)
     }
 
     public func encode(_ text: String) -> [UInt32] {
         var out: [UInt32] = []
         var text = text
-        text.withUTF8 { encode(bytes: $0, into: &out) }
+        text.withUTF8 { core.encode(bytes: $0, into: &out) }
         return out
     }
 
     public func encode(bytes: [UInt8]) -> [UInt32] {
         var out: [UInt32] = []
-        bytes.withUnsafeBufferPointer { encode(bytes: $0, into: &out) }
+        bytes.withUnsafeBufferPointer { core.encode(bytes: $0, into: &out) }
         return out
     }
 
     /// Appends the ids of `text` to `out`. Added tokens are matched first;
     /// bytes that are not valid UTF-8 become one byte token each.
     public func encode(bytes text: UnsafeBufferPointer<UInt8>, into out: inout [UInt32]) {
+        core.encode(bytes: text, into: &out)
+    }
+}
+
+/// The encoder's state as a value, so the hot path runs on one exclusive
+/// `inout` (a class property would be access-checked at every touch).
+struct EncoderCore {
+    let tokenizer: BPETokenizer
+    let cacheCapacity: Int
+    private var pre: PreTokenizer
+    private var pieces: [Int32] = []
+    private var cache = ByteStringTable(capacity: 1 << 14)
+    private var cacheIdStarts: [Int] = [0]
+    private var cacheIds: [UInt32] = []
+    private var work: [UInt32] = []
+    private var ranks: [UInt64] = []
+    private var symbolNext: [Int32] = []
+    private var symbolPrev: [Int32] = []
+    private var heap: [UInt64] = []
+    private var segments: [Int] = []
+    private(set) var cacheHits = 0
+    private(set) var cacheMisses = 0
+
+    init(tokenizer: BPETokenizer, cacheCapacity: Int) {
+        self.tokenizer = tokenizer
+        self.cacheCapacity = cacheCapacity
+        self.pre = PreTokenizer(kind: tokenizer.preTokenizer)
+    }
+
+    mutating func encode(bytes text: UnsafeBufferPointer<UInt8>, into out: inout [UInt32]) {
+        // Segments: (start, end, added id or -1).
+        var segs = segments
+        segments = []
+        segs.removeAll(keepingCapacity: true)
         tokenizer.addedMatcher.segments(text) { start, end, added in
-            if let added { out.append(added); return }
+            segs.append(start); segs.append(end); segs.append(added.map { Int($0) } ?? -1)
+        }
+        var k = 0
+        while k < segs.count {
+            let start = segs[k], end = segs[k + 1], added = segs[k + 2]
+            k += 3
+            if added >= 0 { out.append(UInt32(added)); continue }
             if tokenizer.addPrefixSpace && text[start] != 0x20 {
-                prefixed.removeAll(keepingCapacity: true)
-                prefixed.append(0x20)
-                prefixed.append(contentsOf: UnsafeBufferPointer(rebasing: text[start..<end]))
-                let copy = prefixed
-                copy.withUnsafeBufferPointer { encodeSegment($0, 0, $0.count, into: &out) }
+                let prefixed = [0x20] + Array(UnsafeBufferPointer(rebasing: text[start..<end]))
+                prefixed.withUnsafeBufferPointer { encodeSegment($0, 0, $0.count, into: &out) }
             } else {
                 encodeSegment(text, start, end, into: &out)
             }
         }
+        segments = segs
     }
 
-    private func encodeSegment(_ text: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, into out: inout [UInt32]) {
+    private mutating func encodeSegment(_ text: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, into out: inout [UInt32]) {
         var i = start
         while i < end {
             let valid = validUTF8Prefix(text, from: i, to: end)
             if valid > 0 {
                 let run = UnsafeBufferPointer(rebasing: text[i..<(i + valid)])
-                pre.split(run) { s, e in encodeWord(UnsafeBufferPointer(rebasing: run[s..<e]), into: &out) }
+                var list = pieces
+                pieces = []
+                list.removeAll(keepingCapacity: true)
+                pre.split(run) { s, e in list.append(Int32(s)); list.append(Int32(e)) }
+                var p = 0
+                while p < list.count {
+                    encodeWord(UnsafeBufferPointer(rebasing: run[Int(list[p])..<Int(list[p + 1])]), into: &out)
+                    p += 2
+                }
+                pieces = list
                 i += valid
             } else {
                 out.append(tokenizer.byteIds[Int(text[i])])
@@ -284,7 +322,7 @@ public final class TokenEncoder {
     }
 
     /// Appends the ids of one pre-token.
-    @inline(__always) public func encodeWord(_ word: UnsafeBufferPointer<UInt8>, into out: inout [UInt32]) {
+    @inline(__always) private mutating func encodeWord(_ word: UnsafeBufferPointer<UInt8>, into out: inout [UInt32]) {
         if word.count == 1 { out.append(tokenizer.byteIds[Int(word[0])]); return }
         let hash = ByteStringTable.hash(word)
         if let hit = cache.find(word, hash: hash) {
@@ -296,13 +334,16 @@ public final class TokenEncoder {
         let firstNew = out.count
         if tokenizer.ignoreMerges, let whole = tokenizer.vocabIndex.find(word, hash: hash) {
             out.append(tokenizer.vocabIndexIds[whole])
+        } else if word.count > 24 {
+            mergeLongWord(word, into: &out)
         } else {
             mergeWord(word, into: &out)
         }
         if cache.count >= cacheCapacity || cacheIds.count > cacheCapacity * 64 {
             cache.removeAll()
             cacheIds.removeAll(keepingCapacity: true)
-            cacheIdStarts = [0]
+            cacheIdStarts.removeAll(keepingCapacity: true)
+            cacheIdStarts.append(0)
         }
         _ = cache.insert(word, hash: hash)
         cacheIds.append(contentsOf: out[firstNew...])
@@ -311,7 +352,7 @@ public final class TokenEncoder {
 
     /// BPE on one pre-token: repeatedly merge the adjacent pair of lowest rank
     /// (leftmost on ties).
-    private func mergeWord(_ word: UnsafeBufferPointer<UInt8>, into out: inout [UInt32]) {
+    private mutating func mergeWord(_ word: UnsafeBufferPointer<UInt8>, into out: inout [UInt32]) {
         let n = word.count
         work.removeAll(keepingCapacity: true)
         ranks.removeAll(keepingCapacity: true)
@@ -339,6 +380,86 @@ public final class TokenEncoder {
                 }
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: w[0..<count]))
             }
+        }
+    }
+
+    /// The same merges for long pre-tokens (runs of Han characters) in
+    /// O(n log n): symbols in a linked list, candidate pairs in a min-heap of
+    /// (rank, position), stale entries skipped when popped.
+    private mutating func mergeLongWord(_ word: UnsafeBufferPointer<UInt8>, into out: inout [UInt32]) {
+        let n = word.count
+        let table = tokenizer.mergeTable
+        let byteIds = tokenizer.byteIds
+        work.removeAll(keepingCapacity: true)
+        symbolNext.removeAll(keepingCapacity: true)
+        symbolPrev.removeAll(keepingCapacity: true)
+        heap.removeAll(keepingCapacity: true)
+        for (i, b) in word.enumerated() {
+            work.append(byteIds[Int(b)])
+            symbolNext.append(Int32(i + 1))
+            symbolPrev.append(Int32(i - 1))
+        }
+        symbolNext[n - 1] = -1
+        heap.reserveCapacity(2 * n)
+        var heapCount = 0
+        work.withUnsafeMutableBufferPointer { w in
+        symbolNext.withUnsafeMutableBufferPointer { next in
+        symbolPrev.withUnsafeMutableBufferPointer { prev in
+        heap.removeAll(keepingCapacity: true)
+        heap.append(contentsOf: repeatElement(0, count: 2 * n))
+        heap.withUnsafeMutableBufferPointer { h in
+            @inline(__always) func push(_ entry: UInt64) {
+                var i = heapCount
+                heapCount += 1
+                h[i] = entry
+                while i > 0 {
+                    let parent = (i - 1) >> 1
+                    if h[parent] <= h[i] { break }
+                    h.swapAt(parent, i); i = parent
+                }
+            }
+            @inline(__always) func pop() -> UInt64 {
+                let top = h[0]
+                heapCount -= 1
+                let last = heapCount
+                h[0] = h[last]
+                var i = 0
+                while true {
+                    let l = 2 * i + 1, r = l + 1
+                    var m = i
+                    if l < last && h[l] < h[m] { m = l }
+                    if r < last && h[r] < h[m] { m = r }
+                    if m == i { break }
+                    h.swapAt(i, m); i = m
+                }
+                return top
+            }
+            // Entry: rank (high 32 bits) then position, so ties go to the leftmost pair.
+            @inline(__always) func candidate(_ i: Int) {
+                let j = Int(next[i])
+                guard j >= 0, let v = table.get(PairTable.key(w[i], w[j])) else { return }
+                push((v >> 32) << 32 | UInt64(i))
+            }
+            for i in 0..<(n - 1) { candidate(i) }
+            while heapCount > 0 {
+                let entry = pop()
+                let i = Int(entry & 0xFFFF_FFFF)
+                let j = Int(next[i])
+                // Stale when the symbol was merged away or its pair changed.
+                guard w[i] != UInt32.max, j >= 0, let v = table.get(PairTable.key(w[i], w[j])), v >> 32 == entry >> 32 else { continue }
+                w[i] = UInt32(truncatingIfNeeded: v)
+                w[j] = UInt32.max
+                let k = Int(next[j])
+                next[i] = Int32(k)
+                if k >= 0 { prev[k] = Int32(i) }
+                if prev[i] >= 0 { candidate(Int(prev[i])) }
+                candidate(i)
+            }
+            var i = 0
+            while i >= 0 { out.append(w[i]); i = Int(next[i]) }
+        }
+        }
+        }
         }
     }
 }

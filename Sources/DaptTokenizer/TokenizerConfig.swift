@@ -6,6 +6,8 @@ public struct TokenizerConfig: StageConfig, Equatable {
     public var vocabSize = 32000
     /// Pairs seen fewer times than this are never merged.
     public var minFrequency = 2
+    /// Distinct pre-tokens kept while counting (rarest dropped beyond it; bounds training memory).
+    public var maxWords = 8_000_000
     public var specialTokens = SpecialTokens.defaults
     /// dapt (GPT-4 style, Han runs apart), gpt4 or gpt2.
     public var preTokenizer = "dapt"
@@ -24,7 +26,7 @@ public struct TokenizerConfig: StageConfig, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case vocabSize = "vocab_size", minFrequency = "min_frequency", specialTokens = "special_tokens"
+        case vocabSize = "vocab_size", minFrequency = "min_frequency", maxWords = "max_words", specialTokens = "special_tokens"
         case preTokenizer = "pre_tokenizer", textField = "text_field", addBos = "add_bos", addEos = "add_eos"
         case shardLines = "shard_lines", cacheEntries = "cache_entries", strict
     }
@@ -35,6 +37,7 @@ public struct TokenizerConfig: StageConfig, Equatable {
         let d = TokenizerConfig()
         vocabSize = try c.value(.vocabSize, default: d.vocabSize)
         minFrequency = try c.value(.minFrequency, default: d.minFrequency)
+        maxWords = try c.value(.maxWords, default: d.maxWords)
         specialTokens = try c.value(.specialTokens, default: d.specialTokens)
         preTokenizer = try c.value(.preTokenizer, default: d.preTokenizer)
         textField = try c.value(.textField, default: d.textField)
@@ -48,6 +51,7 @@ public struct TokenizerConfig: StageConfig, Equatable {
     public func validate() throws {
         try Check.inRange(vocabSize, (256 + specialTokens.count)...(1 << 31), "vocab_size")
         try Check.positive(minFrequency, "min_frequency")
+        try Check.inRange(maxWords, 1000...(1 << 40), "max_words")
         try Check.oneOf(preTokenizer, PreTokenizerKind.allCases.map(\.rawValue), "pre_tokenizer")
         if textField.isEmpty { throw ConfigError(field: "text_field", reason: "must not be empty") }
         try Check.positive(shardLines, "shard_lines")

@@ -4,9 +4,11 @@ import DaptCore
 /// only the count of each distinct pre-token; `train()` then learns merges
 /// with incremental pair counts and a priority queue.
 ///
-/// Deterministic: ids are specials, then the 256 bytes in byte order, then
-/// merges; the next merge is the pair with the highest count, ties broken by
-/// the smaller (left id, right id). No step depends on hash-table order.
+/// Deterministic: ids are specials, then the 256 bytes in the order of their
+/// byte-level spelling, then merges; the next merge is the pair with the
+/// highest count, ties broken by the smaller (left id, right id). No step
+/// depends on hash-table order. These are the rules of Hugging Face's
+/// `BpeTrainer`, so both learn the same merges from the same pre-tokens.
 public struct BPETrainer {
     public let vocabSize: Int
     public let minFrequency: Int
@@ -19,7 +21,18 @@ public struct BPETrainer {
     public private(set) var bytesSeen = 0
     public private(set) var textsSeen = 0
 
-    public init(vocabSize: Int, minFrequency: Int = 2, specialTokens: [String] = SpecialTokens.defaults, preTokenizer: PreTokenizerKind = .dapt) {
+    /// Distinct pre-tokens kept while counting. When the table grows past
+    /// this, the rarest words (count 1, then 2, ...) are dropped until it is
+    /// at most half full, so memory stays bounded whatever the corpus size.
+    /// Below the cap counting is exact.
+    public let maxWords: Int
+    /// Words dropped by that pruning, and the highest count dropped.
+    public private(set) var prunedWords = 0
+    public private(set) var prunedBelowCount: Int64 = 0
+
+    public init(vocabSize: Int, minFrequency: Int = 2, specialTokens: [String] = SpecialTokens.defaults,
+                preTokenizer: PreTokenizerKind = .dapt, maxWords: Int = 8_000_000) {
+        self.maxWords = max(16, maxWords)
         self.vocabSize = vocabSize
         self.minFrequency = max(1, minFrequency)
         self.specialTokens = specialTokens
@@ -62,7 +75,29 @@ public struct BPETrainer {
 
     @inline(__always) private mutating func count(_ word: UnsafeBufferPointer<UInt8>) {
         let r = words.insert(word, hash: ByteStringTable.hash(word))
-        if r.inserted { wordCounts.append(1) } else { wordCounts[r.index] += 1 }
+        if r.inserted { wordCounts.append(1); if words.count > maxWords { prune() } } else { wordCounts[r.index] += 1 }
+    }
+
+    /// Drops the words of the lowest counts until at most half of `maxWords`
+    /// remain (keeping first-seen order).
+    private mutating func prune() {
+        var threshold: Int64 = 1
+        while true {
+            let kept = wordCounts.reduce(0) { $0 + ($1 > threshold ? 1 : 0) }
+            if kept <= maxWords / 2 { break }
+            threshold += 1
+        }
+        var table = ByteStringTable(capacity: maxWords)
+        var counts: [Int64] = []
+        for w in 0..<words.count where wordCounts[w] > threshold {
+            let key = Array(words.key(w))
+            _ = key.withUnsafeBufferPointer { table.insert($0, hash: ByteStringTable.hash($0)) }
+            counts.append(wordCounts[w])
+        }
+        prunedWords += words.count - table.count
+        prunedBelowCount = max(prunedBelowCount, threshold)
+        words = table
+        wordCounts = counts
     }
 
     /// Adds another trainer's counts (same configuration), e.g. from another rank.
@@ -74,7 +109,7 @@ public struct BPETrainer {
                 let c = Int64(bitPattern: readLE64(buf, i)); i += 8
                 let word = UnsafeBufferPointer(rebasing: buf[i..<(i + len)]); i += len
                 let r = words.insert(word, hash: ByteStringTable.hash(word))
-                if r.inserted { wordCounts.append(c) } else { wordCounts[r.index] += c }
+                if r.inserted { wordCounts.append(c); if words.count > maxWords { prune() } } else { wordCounts[r.index] += c }
             }
         }
     }
@@ -100,10 +135,15 @@ public struct BPETrainer {
         var tokenIndex = ByteStringTable(capacity: vocabSize)
         var tokenIdsByIndex: [UInt32] = []
         var tokenSpelling: [[UInt8]] = specialTokens.map { Array($0.utf8) }
-        for b in 0..<256 {
+        // Byte tokens in the order of their byte-level spelling (as Hugging Face's
+        // trainer sorts its alphabet), so ties between pairs resolve the same way.
+        let byteOrder = (0..<256).sorted { ByteLevel.byteToScalar[$0] < ByteLevel.byteToScalar[$1] }
+        var byteId = [UInt32](repeating: 0, count: 256)
+        for (rank, b) in byteOrder.enumerated() {
+            byteId[b] = specials + UInt32(rank)
             tokenSpelling.append([UInt8(b)])
             _ = [UInt8(b)].withUnsafeBufferPointer { tokenIndex.insert($0, hash: ByteStringTable.hash($0)) }
-            tokenIdsByIndex.append(specials + UInt32(b))
+            tokenIdsByIndex.append(specials + UInt32(rank))
         }
 
         // Words as symbol sequences in one flat array (merging only shrinks them).
@@ -116,7 +156,7 @@ public struct BPETrainer {
             wordStart[w] = symbols.count
             let key = words.key(w)
             wordLength[w] = Int32(key.count)
-            for b in key { symbols.append(specials + UInt32(b)) }
+            for b in key { symbols.append(byteId[Int(b)]) }
         }
 
         // Pair statistics: key -> pair index; per pair its count and the words it occurs in.

@@ -3,6 +3,16 @@ import DaptCluster
 import DaptCore
 import DaptTokenizer
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// CPU time of the calling thread (unaffected by other processes on the machine).
+func threadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
 
 struct TokenizerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -66,19 +76,28 @@ struct TokenizerCommand: ParsableCommand {
             try Runtime.run(cluster: config.cluster) { ctx in
                 let started = monotonicSeconds()
                 var trainer = BPETrainer(vocabSize: t.vocabSize, minFrequency: t.minFrequency,
-                                         specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind)
+                                         specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind, maxWords: t.maxWords)
                 var lineIndex = 0
                 var rejected = 0
+                var text: [UInt8] = []
                 for path in inputs {
-                    try JSONLText.forEachText(path: path, field: t.textField, reject: { problem in
-                        if t.strict { throw problem }
-                        rejected += 1
-                        Console.note("rank \(ctx.rank): skipped \(problem)")
-                    }) { _, text in
-                        if lineIndex % ctx.size == ctx.rank { trainer.add(text: text) }
-                        lineIndex += 1
+                    try LineReader(path: path).forEachLine { number, line in
+                        defer { lineIndex += 1 }
+                        guard lineIndex % ctx.size == ctx.rank else { return true }
+                        do {
+                            try JSONLText.extract(line, field: t.textField, into: &text)
+                        } catch let bad as RecordProblem {
+                            let problem = InputError(file: path, line: number, field: bad.field, reason: bad.reason)
+                            if t.strict { throw problem }
+                            rejected += 1
+                            Console.note("skipped \(problem)")
+                            return true
+                        }
+                        text.withUnsafeBufferPointer { trainer.add(text: $0) }
+                        return true
                     }
                 }
+                rejected = Int(try ctx.communicator.allReduce(Int64(rejected), op: .sum))
                 let counted = monotonicSeconds()
                 let texts = try ctx.communicator.allReduce(Int64(trainer.textsSeen), op: .sum)
                 let bytes = try ctx.communicator.allReduce(Int64(trainer.bytesSeen), op: .sum)
@@ -86,13 +105,16 @@ struct TokenizerCommand: ParsableCommand {
                     let parts = try ctx.communicator.gatherV(trainer.serializedCounts(), root: 0)
                     if let parts {
                         trainer = BPETrainer(vocabSize: t.vocabSize, minFrequency: t.minFrequency,
-                                             specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind)
+                                             specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind, maxWords: t.maxWords)
                         for part in parts { trainer.merge(serializedCounts: part) }
                     }
                 }
                 if ctx.isRoot {
                     ctx.say(String(format: "counted %d texts (%.1f MB), %d distinct pre-tokens in %.2f s", texts, Double(bytes) / 1e6,
                                    trainer.distinctWords, counted - started))
+                    if trainer.prunedWords > 0 {
+                        ctx.say("dropped \(trainer.prunedWords) rare pre-tokens (count <= \(trainer.prunedBelowCount)) to stay within max_words \(t.maxWords)")
+                    }
                     let tokenizer = try trainer.train { done in ctx.sink.report(.progress(stage: "tokenizer", done: done, total: nil, unit: "merges")) }
                     try tokenizer.save(path: output)
                     ctx.say(String(format: "trained %d merges, vocabulary %d, in %.2f s total: %@", tokenizer.merges.count,
@@ -134,7 +156,7 @@ struct TokenizerCommand: ParsableCommand {
                 for (l, name) in LanguageStats.languages.enumerated() where s.documents[l] > 0 {
                     ctx.say(String(format: "  %@: %d documents, %d characters (%d Han), %d tokens: %.3f tokens/character%@", name,
                                    s.documents[l], s.characters[l], s.hanCharacters[l], s.tokens[l], s.tokensPerCharacter(l),
-                                   s.hanCharacters[l] > 0 ? String(format: ", %.3f tokens/Han character", s.tokensPerHanCharacter(l)) : ""))
+                                   name == "zh" ? String(format: ", %.3f tokens/Han character", s.tokensPerHanCharacter(l)) : ""))
                 }
                 ctx.say("manifest: \(output)/manifest.json")
             }
@@ -143,32 +165,41 @@ struct TokenizerCommand: ParsableCommand {
 
     struct Tokenize: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write the ids of each JSONL record's text, one line of space-separated ids per record (for checks).")
+            abstract: "Encode each JSONL record's text on one thread; with --output, write one line of space-separated ids per record.",
+            discussion: "Prints the encoding throughput (time spent in the encoder only) for benchmarks.")
         @Option(help: "tokenizer.json.")
         var tokenizer: String
         @Option(help: "JSONL input.")
         var input: String
-        @Option(help: "Output text file.")
-        var output: String
+        @Option(help: "Output text file (omit to only measure).")
+        var output: String?
         @Option(name: .customLong("text-field"), help: "JSONL field holding the text.")
         var textField = "text"
 
         func run() throws {
             let bpe = try BPETokenizer.load(path: tokenizer)
             let encoder = TokenEncoder(bpe)
-            let writer = try FileWriter(path: output, atomic: true)
+            let writer = try output.map { try FileWriter(path: $0, atomic: true) }
+            // Texts are read first so the timing covers encoding only.
+            var texts: [[UInt8]] = []
+            try JSONLText.forEachText(path: input, field: textField, reject: { throw $0 }) { _, text in texts.append(Array(text)) }
             var ids: [UInt32] = []
-            let started = monotonicSeconds()
-            var bytes = 0
-            try JSONLText.forEachText(path: input, field: textField, reject: { throw $0 }) { _, text in
+            var bytes = 0, tokens = 0
+            var seconds = 0.0, cpuSeconds = 0.0
+            for text in texts {
                 ids.removeAll(keepingCapacity: true)
-                encoder.encode(bytes: text, into: &ids)
+                let t = monotonicSeconds(), c = threadCPUSeconds()
+                text.withUnsafeBufferPointer { encoder.encode(bytes: $0, into: &ids) }
+                seconds += monotonicSeconds() - t
+                cpuSeconds += threadCPUSeconds() - c
                 bytes += text.count
-                try writer.write(ids.map(String.init).joined(separator: " ") + "\n")
+                tokens += ids.count
+                try writer?.write(ids.map(String.init).joined(separator: " ") + "\n")
             }
-            try writer.commit()
-            let seconds = monotonicSeconds() - started
-            Console.note(String(format: "tokenized %.1f MB of text in %.3f s (%.1f MB/s)", Double(bytes) / 1e6, seconds, Double(bytes) / 1e6 / seconds))
+            try writer?.commit()
+            Console.out(String(format: "encoded %d texts, %.2f MB, %d tokens in %.3f s: %.2f MB/s (one thread); CPU time %.3f s: %.2f MB/s per CPU second",
+                               texts.count, Double(bytes) / 1e6, tokens, seconds, Double(bytes) / 1e6 / seconds,
+                               cpuSeconds, Double(bytes) / 1e6 / cpuSeconds))
         }
     }
 

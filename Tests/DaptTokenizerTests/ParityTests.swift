@@ -41,6 +41,20 @@ final class ParityTests: XCTestCase {
     /// A tokenizer.json written by dapt, loaded and run by tokenizers: same ids.
     func testDaptFileRunByTokenizers() throws { try checkParity("dapt-trained") }
 
+    /// Trained on the same lines with the same settings, dapt learns exactly
+    /// the vocabulary and merges of `tokenizers`' BpeTrainer.
+    func testTrainingMatchesTokenizersTrainer() throws {
+        let hf = try BPETokenizer.load(path: Fixtures.directory.appendingPathComponent("parity/hf-train-lines/tokenizer.json").path)
+        var trainer = BPETrainer(vocabSize: 800, minFrequency: 2, preTokenizer: .dapt)
+        // Lines with special-token text are left out (tokenizers would learn from that text, dapt does not).
+        for t in try Fixtures.texts("parity/lines.jsonl") where !t.contains("<|") { trainer.add(t) }
+        let ours = try trainer.train()
+        XCTAssertEqual(ours.vocabSize, hf.vocabSize)
+        XCTAssertEqual(ours.merges.count, hf.merges.count)
+        XCTAssertEqual(ours.merges.map { [$0.0, $0.1, $0.2] }, hf.merges.map { [$0.0, $0.1, $0.2] })
+        for id in 0..<UInt32(ours.vocabSize) { XCTAssertEqual(try ours.bytes(of: id), try hf.bytes(of: id), "id \(id)") }
+    }
+
     /// dapt's own file loads back to the same merges and spells the same JSON.
     func testDaptFileRoundTrip() throws {
         let tokenizer = try trainedOnFixtures()

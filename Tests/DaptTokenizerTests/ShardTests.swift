@@ -36,6 +36,11 @@ final class ShardTests: XCTestCase {
             total += doc.count
         }
         XCTAssertEqual(reader.tokenCount, total)
+        XCTAssertEqual(reader.documentLengths(), try (0..<texts.count).map { try reader.documentLength($0) })
+        var part: [UInt32] = []
+        try reader.appendTokens(document: 7, range: 1..<3, to: &part)
+        XCTAssertEqual(part, Array(try reader.document(7)[1..<3]))
+        XCTAssertThrowsError(try reader.appendTokens(document: 7, range: 0..<10_000, to: &part))
         XCTAssertThrowsError(try reader.document(texts.count)) {
             XCTAssertEqual($0 as? TokenShardError, .documentOutOfRange(texts.count, count: texts.count))
         }
@@ -76,6 +81,39 @@ final class ShardTests: XCTestCase {
         try text.replacingOccurrences(of: "\"documents\": 60,", with: "\"documents\": 61,").write(toFile: manifestPath, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try TokenShardReader(directory: out, verify: false)) {
             XCTAssertEqual(($0 as? TokenShardError).map { "\($0)" }, "manifest.json: documents: says 61 but the shards add up to 60")
+        }
+    }
+
+    /// A bad index or an id outside the vocabulary is found even when the
+    /// manifest's checksums were updated to match (a file from another run).
+    func testBadIndexAndOutOfRangeTokensAreFound() throws {
+        let texts = Array(try Fixtures.texts("parity/lines.jsonl").prefix(20))
+        let (out, tok, _) = try makeShards(texts)
+        let manifestPath = out + "/manifest.json"
+        let original = try String(contentsOfFile: manifestPath, encoding: .utf8)
+        func replaceFile(_ name: String, _ edit: (inout [UInt8]) -> Void) throws {
+            let path = out + "/" + name
+            var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+            let before = bytes.withUnsafeBytes { StableHash.xxh64($0) }
+            edit(&bytes)
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let after = bytes.withUnsafeBytes { StableHash.xxh64($0) }
+            func hex(_ v: UInt64) -> String { let s = String(v, radix: 16); return String(repeating: "0", count: 16 - s.count) + s }
+            try original.replacingOccurrences(of: hex(before), with: hex(after)).write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        }
+        try replaceFile("shard-00000.tokens") { $0[4] = 0xFF; $0[5] = 0xFF }   // token 2 becomes 65535
+        XCTAssertThrowsError(try TokenShardReader(directory: out)) { error in
+            XCTAssertEqual(error as? TokenShardError, .tokenOutOfRange(file: out + "/shard-00000.tokens", offset: 4, id: 65535, vocabSize: tok.vocabSize))
+        }
+        try original.write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        try replaceFile("shard-00000.index") { bytes in
+            // Offsets of documents 3 and 4 swapped: not monotonic.
+            for k in 0..<8 { bytes.swapAt(24 + k, 32 + k) }
+        }
+        XCTAssertThrowsError(try TokenShardReader(directory: out, verify: false)) { error in
+            guard case .invalidIndex(let file, let entry, _) = error as? TokenShardError else { return XCTFail("\(error)") }
+            XCTAssertEqual(file, out + "/shard-00000.index")
+            XCTAssertEqual(entry, 4)
         }
     }
 

@@ -40,25 +40,29 @@ final class PreTokenizerTests: XCTestCase {
 }
 
 final class TrainerTests: XCTestCase {
-    /// Words aaab, aab, ab, ab (bytes a = 97, b = 98, no specials):
-    /// pairs (a,a) 3, (a,b) 4 -> merge (a,b) = 256; then (a,256) occurs in
-    /// aaab and aab -> 257 "aab"; then (a,257) once -> 258 "aaab".
+    /// Byte ids follow the byte-level spelling: printable "!"..."~" first, so
+    /// a = 97 - 33 = 64, b = 65; the space (spelled U+0120, the 33rd of the 68
+    /// non-printable bytes after the 188 printable ones) is 188 + 32 = 220.
+    ///
+    /// Words aaab, aab, ab, ab (no specials): pairs (a,a) 3, (a,b) 4 -> merge
+    /// (a,b) = 256; then (a,256) occurs in aaab and aab -> 257 "aab"; then
+    /// (a,257) once -> 258 "aaab".
     func testTinyCorpusGivesTheMergesWorkedOutByHand() throws {
         var trainer = BPETrainer(vocabSize: 300, minFrequency: 1, specialTokens: [], preTokenizer: .dapt)
         for t in ["aaab", "aab", "ab", "ab"] { trainer.add(t) }
         let tok = try trainer.train()
-        XCTAssertEqual(tok.merges.map { [$0.0, $0.1, $0.2] }, [[97, 98, 256], [97, 256, 257], [97, 257, 258]])
+        XCTAssertEqual(tok.merges.map { [$0.0, $0.1, $0.2] }, [[64, 65, 256], [64, 256, 257], [64, 257, 258]])
         XCTAssertEqual(tok.vocabSize, 259)
         XCTAssertEqual(tok.encode("aaab"), [258])
         // " aab" is one piece: space, then a a b, which merges to 257; no merge joins the space.
-        XCTAssertEqual(tok.encode("ab aab"), [256, 32, 257])
+        XCTAssertEqual(tok.encode("ab aab"), [256, 220, 257])
     }
 
     /// With min_frequency 2 the last merge (seen once) is not made.
     func testMinFrequencyStopsMerging() throws {
         var trainer = BPETrainer(vocabSize: 300, minFrequency: 2, specialTokens: [], preTokenizer: .dapt)
         for t in ["aaab", "aab", "ab", "ab"] { trainer.add(t) }
-        XCTAssertEqual(try trainer.train().merges.map { [$0.0, $0.1] }, [[97, 98], [97, 256]])
+        XCTAssertEqual(try trainer.train().merges.map { [$0.0, $0.1] }, [[64, 65], [64, 256]])
     }
 
     /// "aaaa": (a,a) counts 3 (overlapping); merging gives [aa][aa], then (aa,aa).
@@ -66,9 +70,9 @@ final class TrainerTests: XCTestCase {
         var trainer = BPETrainer(vocabSize: 258, minFrequency: 1, specialTokens: [], preTokenizer: .dapt)
         trainer.add("aaaa")
         let tok = try trainer.train()
-        XCTAssertEqual(tok.merges.map { [$0.0, $0.1, $0.2] }, [[97, 97, 256], [256, 256, 257]])
+        XCTAssertEqual(tok.merges.map { [$0.0, $0.1, $0.2] }, [[64, 64, 256], [256, 256, 257]])
         XCTAssertEqual(tok.encode("aaaa"), [257])
-        XCTAssertEqual(tok.encode("aaa"), [256, 97])
+        XCTAssertEqual(tok.encode("aaa"), [256, 64])
     }
 
     /// Equal counts: the smaller (left, right) id pair wins, whatever the input order.
@@ -76,7 +80,7 @@ final class TrainerTests: XCTestCase {
         for order in [["cd", "ab"], ["ab", "cd"]] {
             var trainer = BPETrainer(vocabSize: 258, minFrequency: 1, specialTokens: ["<|bos|>"], preTokenizer: .dapt)
             for t in order { trainer.add(t) }
-            XCTAssertEqual(try trainer.train().merges.map { [$0.0, $0.1] }, [[1 + 97, 1 + 98]])
+            XCTAssertEqual(try trainer.train().merges.map { [$0.0, $0.1] }, [[1 + 64, 1 + 65]])
         }
     }
 
@@ -100,6 +104,27 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try train([Array(texts.enumerated().filter { $0.offset % 2 == 0 }.map(\.element)),
                                   Array(texts.enumerated().filter { $0.offset % 2 == 1 }.map(\.element))]), a)
         XCTAssertEqual(try BPETokenizer.load(json: Array(a.utf8)).vocabSize, 700)
+    }
+
+    /// Past max_words the rarest words are dropped: the result is training on
+    /// the frequent words alone.
+    func testWordTableIsBoundedByDroppingTheRarest() throws {
+        let frequent = ["alpha", "beta", "gamma", "delta"]
+        var bounded = BPETrainer(vocabSize: 300, minFrequency: 1, specialTokens: [], maxWords: 16)
+        var reference = BPETrainer(vocabSize: 300, minFrequency: 1, specialTokens: [])
+        for round in 0..<30 {
+            for w in frequent { bounded.add(w); reference.add(w) }
+            // Each seen once; letters the frequent words do not use, so no shared pairs.
+            let letters = Array("norsuvwxyz")
+            bounded.add("zq" + String(letters[round % 10]) + String(letters[round / 10]))
+        }
+        XCTAssertLessThanOrEqual(bounded.distinctWords, 16)
+        XCTAssertGreaterThan(bounded.prunedWords, 0)
+        XCTAssertEqual(bounded.prunedBelowCount, 1)
+        // Rare words left since the last pruning still count (at most 16 each pair), so compare the
+        // merges of the frequent words, which come first (their pairs count 30 or more).
+        let merges = try bounded.train().merges.prefix(8).map { [$0.0, $0.1] }
+        XCTAssertEqual(merges, try reference.train().merges.prefix(8).map { [$0.0, $0.1] })
     }
 
     /// Special tokens in training text are not learned from.
