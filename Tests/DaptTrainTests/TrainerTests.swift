@@ -74,7 +74,7 @@ final class TrainerTests: XCTestCase {
     /// 2N steps in one go vs N, checkpoint, a fresh process-like trainer
     /// restored from it, N more: identical losses and weights, bit for bit.
     func testResumeIsBitIdentical() throws {
-        for precision in [Precision.fp32, .bf16] {
+        for precision in [Precision.fp32, .bf16, .fp16] {
             let n = 4
             let straight = try Self.makeTrainer(Self.config(run: try temporaryRoot(), steps: 2 * n, precision: precision))
             var straightLosses: [UInt64] = []
