@@ -3,6 +3,7 @@ import DaptCore
 import DaptPrepare
 import DaptTokenizer
 import DaptDedup
+import DaptTrain
 
 /// One YAML file can hold every stage's section; each has defaults, so a
 /// file names only what it changes. Unknown sections are an error.
@@ -11,12 +12,14 @@ struct DaptConfig: Decodable {
     var prepare = PrepareConfig()
     var dedup = DedupConfig()
     var tokenizer = TokenizerConfig()
+    var pretrain = PretrainConfig()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster
         case prepare
         case dedup
         case tokenizer
+        case pretrain
     }
 
     init() {}
@@ -28,6 +31,7 @@ struct DaptConfig: Decodable {
         prepare = try c.value(.prepare, default: PrepareConfig())
         tokenizer = try c.value(.tokenizer, default: TokenizerConfig())
         dedup = try c.value(.dedup, default: DedupConfig())
+        pretrain = try c.value(.pretrain, default: PretrainConfig())
     }
 
     /// Validates every section, naming the bad field with its section.
@@ -36,6 +40,7 @@ struct DaptConfig: Decodable {
         try Self.validate(prepare, "prepare")
         try Self.validate(tokenizer, "tokenizer")
         try Self.validate(dedup, "dedup")
+        try Self.validate(pretrain, "pretrain")
     }
 
     static func validate(_ section: some StageConfig, _ name: String) throws {

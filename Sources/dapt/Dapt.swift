@@ -17,6 +17,8 @@ struct Dapt: ParsableCommand {
             PrepareCommand.self,
             TokenizerCommand.self,
             DedupCommand.self,
+            PretrainCommand.self,
+            EvalCommand.self,
             BenchCommand.self,
         ]
     )

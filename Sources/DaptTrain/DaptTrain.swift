@@ -1,1 +1,0 @@
-// The DaptTrain module: see the issue that builds it.

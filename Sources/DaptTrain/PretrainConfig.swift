@@ -1,0 +1,258 @@
+import DaptCore
+import DaptModel
+
+/// `pretrain:` section of the YAML config. Every key has a default.
+public struct PretrainConfig: StageConfig, Equatable {
+    public struct Model: Codable, Equatable, Sendable {
+        /// A Hugging Face model directory to start from (config.json + safetensors); the architecture keys below are then ignored.
+        public var from: String? = nil
+        /// 0: the tokenizer's vocabulary size.
+        public var vocabSize = 0
+        public var hiddenSize = 256
+        public var intermediateSize = 688
+        public var numHiddenLayers = 4
+        public var numAttentionHeads = 4
+        public var numKeyValueHeads = 0           // 0: same as heads
+        public var maxPositionEmbeddings = 2048
+        public var rmsNormEps = 1e-6
+        public var ropeTheta = 10000.0
+        public var tieWordEmbeddings = false
+        public var initSeed: UInt64 = 1234
+        public var initStd: Float = 0.02
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case from, vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
+            case numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+            case numKeyValueHeads = "num_key_value_heads", maxPositionEmbeddings = "max_position_embeddings"
+            case rmsNormEps = "rms_norm_eps", ropeTheta = "rope_theta", tieWordEmbeddings = "tie_word_embeddings"
+            case initSeed = "init_seed", initStd = "init_std"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self), d = Model()
+            from = try c.decodeIfPresent(String.self, forKey: .from)
+            vocabSize = try c.value(.vocabSize, default: d.vocabSize)
+            hiddenSize = try c.value(.hiddenSize, default: d.hiddenSize)
+            intermediateSize = try c.value(.intermediateSize, default: d.intermediateSize)
+            numHiddenLayers = try c.value(.numHiddenLayers, default: d.numHiddenLayers)
+            numAttentionHeads = try c.value(.numAttentionHeads, default: d.numAttentionHeads)
+            numKeyValueHeads = try c.value(.numKeyValueHeads, default: d.numKeyValueHeads)
+            maxPositionEmbeddings = try c.value(.maxPositionEmbeddings, default: d.maxPositionEmbeddings)
+            rmsNormEps = try c.value(.rmsNormEps, default: d.rmsNormEps)
+            ropeTheta = try c.value(.ropeTheta, default: d.ropeTheta)
+            tieWordEmbeddings = try c.value(.tieWordEmbeddings, default: d.tieWordEmbeddings)
+            initSeed = try c.value(.initSeed, default: d.initSeed)
+            initStd = try c.value(.initStd, default: d.initStd)
+        }
+
+        /// The architecture for a vocabulary of `vocabulary` tokens.
+        public func llamaConfig(vocabulary: Int) -> LlamaConfig {
+            LlamaConfig(vocabSize: vocabSize > 0 ? vocabSize : vocabulary, hiddenSize: hiddenSize,
+                        intermediateSize: intermediateSize, numHiddenLayers: numHiddenLayers,
+                        numAttentionHeads: numAttentionHeads,
+                        numKeyValueHeads: numKeyValueHeads > 0 ? numKeyValueHeads : numAttentionHeads,
+                        maxPositionEmbeddings: maxPositionEmbeddings, rmsNormEps: rmsNormEps,
+                        ropeTheta: ropeTheta, tieWordEmbeddings: tieWordEmbeddings)
+        }
+    }
+
+    public struct Data: Codable, Equatable, Sendable {
+        /// Token shard directory written by `dapt tokenizer encode`.
+        public var shards = ""
+        /// tokenizer.json copied into checkpoints; default: the shards' own (`tokenizer.json` beside the manifest).
+        public var tokenizer: String? = nil
+        public var sequenceLength = 256
+        public var microBatchSize = 4
+        /// Sequences per optimizer step (a multiple of micro_batch_size: the rest is accumulation).
+        public var globalBatchSize = 8
+        public var seed: UInt64 = 42
+        /// Documents held out for perplexity (by a seeded hash of the document index).
+        public var heldOutFraction = 0.01
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case shards, tokenizer, sequenceLength = "sequence_length", microBatchSize = "micro_batch_size"
+            case globalBatchSize = "global_batch_size", seed, heldOutFraction = "held_out_fraction"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self), d = Data()
+            shards = try c.value(.shards, default: d.shards)
+            tokenizer = try c.decodeIfPresent(String.self, forKey: .tokenizer)
+            sequenceLength = try c.value(.sequenceLength, default: d.sequenceLength)
+            microBatchSize = try c.value(.microBatchSize, default: d.microBatchSize)
+            globalBatchSize = try c.value(.globalBatchSize, default: d.globalBatchSize)
+            seed = try c.value(.seed, default: d.seed)
+            heldOutFraction = try c.value(.heldOutFraction, default: d.heldOutFraction)
+        }
+    }
+
+    public struct Optimizer: Codable, Equatable, Sendable {
+        public var lr = 1e-4
+        public var beta1: Float = 0.9
+        public var beta2: Float = 0.95
+        public var epsilon: Float = 1e-8
+        public var weightDecay: Float = 0.1
+        /// 0 disables clipping.
+        public var maxGradNorm: Float = 1.0
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case lr, beta1, beta2, epsilon, weightDecay = "weight_decay", maxGradNorm = "max_grad_norm"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self), d = Optimizer()
+            lr = try c.value(.lr, default: d.lr)
+            beta1 = try c.value(.beta1, default: d.beta1)
+            beta2 = try c.value(.beta2, default: d.beta2)
+            epsilon = try c.value(.epsilon, default: d.epsilon)
+            weightDecay = try c.value(.weightDecay, default: d.weightDecay)
+            maxGradNorm = try c.value(.maxGradNorm, default: d.maxGradNorm)
+        }
+        public var hyper: AdamWHyperparameters { AdamWHyperparameters(beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: weightDecay) }
+    }
+
+    public struct Schedule: Codable, Equatable, Sendable {
+        public var totalSteps = 100
+        public var warmupRatio = 0.01
+        /// The cosine ends at lr × min_lr_ratio.
+        public var minLrRatio = 0.1
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case totalSteps = "total_steps", warmupRatio = "warmup_ratio", minLrRatio = "min_lr_ratio"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self), d = Schedule()
+            totalSteps = try c.value(.totalSteps, default: d.totalSteps)
+            warmupRatio = try c.value(.warmupRatio, default: d.warmupRatio)
+            minLrRatio = try c.value(.minLrRatio, default: d.minLrRatio)
+        }
+    }
+
+    public struct PrecisionSection: Codable, Equatable, Sendable {
+        public var mode: Precision = .fp32
+        public var initialLossScale: Float = 65536
+        public var growthInterval = 2000
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case mode, initialLossScale = "initial_loss_scale", growthInterval = "growth_interval"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self), d = PrecisionSection()
+            let modeText = try c.value(.mode, default: d.mode.rawValue)
+            guard let m = Precision(rawValue: modeText) else {
+                throw ConfigError(field: "mode", reason: "must be one of fp32, fp16, bf16, got \"\(modeText)\"")
+            }
+            mode = m
+            initialLossScale = try c.value(.initialLossScale, default: d.initialLossScale)
+            growthInterval = try c.value(.growthInterval, default: d.growthInterval)
+        }
+    }
+
+    public struct Checkpoint: Codable, Equatable, Sendable {
+        /// Run directory: checkpoints, metrics.jsonl, loss_curve.svg.
+        public var directory = "runs/pretrain"
+        /// 0: only at the end.
+        public var everySteps = 0
+        public var keepLast = 3
+        enum CodingKeys: String, CodingKey, CaseIterable { case directory, everySteps = "every_steps", keepLast = "keep_last" }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self), d = Checkpoint()
+            directory = try c.value(.directory, default: d.directory)
+            everySteps = try c.value(.everySteps, default: d.everySteps)
+            keepLast = try c.value(.keepLast, default: d.keepLast)
+        }
+    }
+
+    public struct Eval: Codable, Equatable, Sendable {
+        /// 0: only before the first and after the last step.
+        public var everySteps = 0
+        /// Held-out sequences per evaluation.
+        public var sequences = 16
+        enum CodingKeys: String, CodingKey, CaseIterable { case everySteps = "every_steps", sequences }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self), d = Eval()
+            everySteps = try c.value(.everySteps, default: d.everySteps)
+            sequences = try c.value(.sequences, default: d.sequences)
+        }
+    }
+
+    public var model = Model()
+    public var data = Data()
+    public var optimizer = Optimizer()
+    public var schedule = Schedule()
+    public var precision = PrecisionSection()
+    public var checkpoint = Checkpoint()
+    public var eval = Eval()
+    /// Progress line every N steps.
+    public var logEverySteps = 1
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case model, data, optimizer, schedule, precision, checkpoint, eval, logEverySteps = "log_every_steps"
+    }
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.value(.model, default: Model())
+        data = try c.value(.data, default: Data())
+        optimizer = try c.value(.optimizer, default: Optimizer())
+        schedule = try c.value(.schedule, default: Schedule())
+        precision = try c.value(.precision, default: PrecisionSection())
+        checkpoint = try c.value(.checkpoint, default: Checkpoint())
+        eval = try c.value(.eval, default: Eval())
+        logEverySteps = try c.value(.logEverySteps, default: 1)
+    }
+
+    public func validate() throws {
+        if model.from == nil {
+            try Check.positive(model.hiddenSize, "model.hidden_size")
+            try Check.positive(model.intermediateSize, "model.intermediate_size")
+            try Check.positive(model.numHiddenLayers, "model.num_hidden_layers")
+            try Check.positive(model.numAttentionHeads, "model.num_attention_heads")
+            try Check.nonNegative(model.vocabSize, "model.vocab_size")
+            try Check.nonNegative(model.numKeyValueHeads, "model.num_key_value_heads")
+            if model.hiddenSize % model.numAttentionHeads != 0 {
+                throw ConfigError(field: "model.hidden_size", reason: "must be a multiple of num_attention_heads (\(model.numAttentionHeads)), got \(model.hiddenSize)")
+            }
+            if model.numKeyValueHeads > 0, model.numAttentionHeads % model.numKeyValueHeads != 0 {
+                throw ConfigError(field: "model.num_key_value_heads", reason: "must divide num_attention_heads (\(model.numAttentionHeads)), got \(model.numKeyValueHeads)")
+            }
+        }
+        try Check.positive(data.sequenceLength, "data.sequence_length")
+        try Check.positive(data.microBatchSize, "data.micro_batch_size")
+        try Check.positive(data.globalBatchSize, "data.global_batch_size")
+        if data.globalBatchSize % data.microBatchSize != 0 {
+            throw ConfigError(field: "data.global_batch_size", reason: "must be a multiple of micro_batch_size (\(data.microBatchSize)), got \(data.globalBatchSize)")
+        }
+        try Check.inRange(data.heldOutFraction, 0...0.5, "data.held_out_fraction")
+        try Check.positive(optimizer.lr, "optimizer.lr")
+        try Check.inRange(optimizer.beta1, 0...0.99999, "optimizer.beta1")
+        try Check.inRange(optimizer.beta2, 0...0.99999, "optimizer.beta2")
+        try Check.positive(optimizer.epsilon, "optimizer.epsilon")
+        try Check.nonNegative(optimizer.weightDecay, "optimizer.weight_decay")
+        try Check.nonNegative(optimizer.maxGradNorm, "optimizer.max_grad_norm")
+        try Check.positive(schedule.totalSteps, "schedule.total_steps")
+        try Check.inRange(schedule.warmupRatio, 0...1, "schedule.warmup_ratio")
+        try Check.inRange(schedule.minLrRatio, 0...1, "schedule.min_lr_ratio")
+        try Check.positive(precision.initialLossScale, "precision.initial_loss_scale")
+        try Check.positive(precision.growthInterval, "precision.growth_interval")
+        if checkpoint.directory.isEmpty { throw ConfigError(field: "checkpoint.directory", reason: "must not be empty") }
+        try Check.nonNegative(checkpoint.everySteps, "checkpoint.every_steps")
+        try Check.nonNegative(checkpoint.keepLast, "checkpoint.keep_last")
+        try Check.nonNegative(eval.everySteps, "eval.every_steps")
+        try Check.nonNegative(eval.sequences, "eval.sequences")
+        try Check.positive(logEverySteps, "log_every_steps")
+    }
+
+    public var schedulePlan: LearningRateSchedule {
+        LearningRateSchedule(peak: optimizer.lr, floorRatio: schedule.minLrRatio, warmupRatio: schedule.warmupRatio, totalSteps: schedule.totalSteps)
+    }
+}

@@ -1,0 +1,51 @@
+import DaptCore
+import DaptTokenizer
+
+/// Token shards from `dapt tokenizer encode` as a document source.
+public final class ShardDocuments: DocumentSource, @unchecked Sendable {
+    public let reader: TokenShardReader
+    private let lengths: [Int]
+
+    /// Opens `directory`, verifying its files against the manifest.
+    public init(directory: String, verify: Bool = true) throws {
+        let r = try TokenShardReader(directory: directory, verify: verify)
+        reader = r
+        lengths = try (0..<r.documentCount).map { try r.documentLength($0) }
+    }
+
+    public var documentCount: Int { lengths.count }
+    public var vocabSize: Int { reader.vocabSize }
+    public var tokenizerPath: String { reader.directory + "/tokenizer.json" }
+    public func documentLength(_ index: Int) -> Int { lengths[index] }
+
+    public func copyTokens(document index: Int, range: Range<Int>, into destination: UnsafeMutablePointer<Int32>) throws {
+        var tokens: [UInt32] = []
+        try reader.appendDocument(index, to: &tokens)
+        for (k, t) in tokens[range].enumerated() { destination[k] = Int32(bitPattern: t) }
+    }
+}
+
+/// Tokenises a JSONL file's `text` field, one document per line, with
+/// `<|bos|>`/`<|eos|>` as `dapt tokenizer encode` adds them (defaults: eos
+/// only). A line without text is an error naming the file and line.
+public func documentsFromJSONL(path: String, tokenizer: BPETokenizer, addBos: Bool = false, addEos: Bool = true) throws -> InMemoryDocuments {
+    let encoder = TokenEncoder(tokenizer)
+    func special(_ name: String) throws -> UInt32 {
+        guard let id = tokenizer.id(of: name) else { throw TrainingError.invalidInput(path: path, reason: "the tokenizer has no \(name) token") }
+        return id
+    }
+    let bos = addBos ? try special(SpecialTokens.bos) : nil
+    let eos = addEos ? try special(SpecialTokens.eos) : nil
+    var tokens: [Int32] = []
+    var starts = [0]
+    var ids: [UInt32] = []
+    try JSONLText.forEachText(path: path, reject: { throw $0 }) { _, text in
+        ids.removeAll(keepingCapacity: true)
+        if let bos { ids.append(bos) }
+        encoder.encode(bytes: text, into: &ids)
+        if let eos { ids.append(eos) }
+        tokens.append(contentsOf: ids.map { Int32(bitPattern: $0) })
+        starts.append(tokens.count)
+    }
+    return InMemoryDocuments(tokens: tokens, starts: starts)
+}

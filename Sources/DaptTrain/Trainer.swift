@@ -1,0 +1,413 @@
+import DaptCore
+import DaptModel
+import Foundation
+
+/// Everything besides weights and moments that a run needs to continue
+/// exactly: the step, the data cursor, the RNG, the loss scaler. Saved as
+/// `training_state.json` in every checkpoint; 64-bit values as decimal
+/// strings so no JSON reader rounds them.
+public struct TrainingState: Codable, Equatable, Sendable {
+    /// Optimizer steps taken (applied or skipped on overflow).
+    public var step = 0
+    /// Steps the optimizer applied (AdamW's bias-correction count).
+    public var appliedSteps = 0
+    /// Global index of the next training sequence (the data position).
+    public var nextSequence = 0
+    public var tokensSeen = 0
+    /// The run's generator, advanced once per step; nothing in a step may use another source of randomness.
+    public var rng = SplitMix64(seed: 0)
+    public var dataSeed: UInt64 = 0
+    public var lossScaler = LossScaler()
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case step, appliedSteps = "applied_steps", nextSequence = "next_sequence", tokensSeen = "tokens_seen"
+        case rngState = "rng_state", dataSeed = "data_seed", lossScale = "loss_scale"
+        case growthInterval = "loss_scale_growth_interval", cleanSteps = "loss_scale_clean_steps", skippedSteps = "skipped_steps"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func u64(_ key: CodingKeys) throws -> UInt64 {
+            let text = try c.decode(String.self, forKey: key)
+            guard let v = UInt64(text) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "\"\(text)\" is not an unsigned 64-bit integer")
+            }
+            return v
+        }
+        step = try c.decode(Int.self, forKey: .step)
+        appliedSteps = try c.decode(Int.self, forKey: .appliedSteps)
+        nextSequence = try c.decode(Int.self, forKey: .nextSequence)
+        tokensSeen = try c.decode(Int.self, forKey: .tokensSeen)
+        rng = SplitMix64(seed: try u64(.rngState))
+        dataSeed = try u64(.dataSeed)
+        lossScaler = LossScaler(initialScale: try c.decode(Float.self, forKey: .lossScale),
+                                growthInterval: try c.decode(Int.self, forKey: .growthInterval))
+        lossScaler.cleanSteps = try c.decode(Int.self, forKey: .cleanSteps)
+        lossScaler.skippedSteps = try c.decode(Int.self, forKey: .skippedSteps)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(step, forKey: .step)
+        try c.encode(appliedSteps, forKey: .appliedSteps)
+        try c.encode(nextSequence, forKey: .nextSequence)
+        try c.encode(tokensSeen, forKey: .tokensSeen)
+        try c.encode(String(rng.state), forKey: .rngState)
+        try c.encode(String(dataSeed), forKey: .dataSeed)
+        try c.encode(lossScaler.scale, forKey: .lossScale)
+        try c.encode(lossScaler.growthInterval, forKey: .growthInterval)
+        try c.encode(lossScaler.cleanSteps, forKey: .cleanSteps)
+        try c.encode(lossScaler.skippedSteps, forKey: .skippedSteps)
+    }
+}
+
+/// Weight decay by parameter: matrices decay, norm gains do not. Adjacent
+/// tensors of the same kind merge into one segment.
+public func decaySegments(_ layout: ParameterLayout) -> [DecaySegment] {
+    var segments: [DecaySegment] = []
+    for s in layout.slices {
+        let decay = !s.isNormWeight
+        if let last = segments.last, last.decay == decay, last.range.upperBound == s.offset {
+            segments[segments.count - 1].range = last.range.lowerBound..<s.range.upperBound
+        } else {
+            segments.append(DecaySegment(range: s.range, decay: decay))
+        }
+    }
+    return segments
+}
+
+/// Held-out loss over a fixed set of sequences.
+public struct Evaluation: Equatable, Sendable {
+    public var loss: Double
+    public var tokens: Int
+    public var sequences: Int
+    public var perplexity: Double { Foundation.exp(loss) }
+}
+
+/// The single-process training loop: data order, precision, accumulation,
+/// clipping, AdamW, evaluation and checkpoints. All state that decides
+/// what happens next is in `state`, the weights, and the optimizer moments.
+public final class Trainer {
+    public let config: PretrainConfig
+    public let model: LlamaModel
+    /// fp32 master weights: the model's own buffer in fp32, a separate copy
+    /// in mixed precision (the model then holds the rounded working copy).
+    public let master: ParameterBuffer
+    public let optimizer: AdamW
+    public let schedule: LearningRateSchedule
+    public let trainOrder: PackedSequenceOrder
+    public let heldOutOrder: PackedSequenceOrder?
+    public var state = TrainingState()
+    public let sink: any EventSink
+    /// Copied into every checkpoint when set.
+    public var tokenizerPath: String?
+    /// Called after the gradients of a step are complete, before the
+    /// overflow check (tests inject overflows here).
+    public var gradientHook: ((UnsafeMutableBufferPointer<Float>) -> Void)?
+    static let stage = "pretrain"
+
+    public var precision: Precision { config.precision.mode }
+
+    public init(config: PretrainConfig, model: LlamaModel, train: any DocumentSource, heldOut: (any DocumentSource)?,
+                sink: any EventSink = SilentSink()) throws {
+        self.config = config
+        self.model = model
+        self.sink = sink
+        master = config.precision.mode == .fp32 ? model.parameters : ParameterBuffer(layout: model.layout)
+        if config.precision.mode != .fp32 { master.copy(from: model.parameters) }
+        optimizer = AdamW(count: model.layout.totalCount, segments: decaySegments(model.layout), hyper: config.optimizer.hyper)
+        schedule = config.schedulePlan
+        trainOrder = try PackedSequenceOrder(source: train, sequenceLength: config.data.sequenceLength, seed: config.data.seed)
+        if let heldOut, heldOut.documentCount > 0, config.eval.sequences > 0 {
+            do {
+                heldOutOrder = try PackedSequenceOrder(source: heldOut, sequenceLength: config.data.sequenceLength, seed: config.data.seed, shuffle: false)
+            } catch let TrainingError.notEnoughData(tokens, length) {
+                sink.report(.notice(stage: Self.stage, message: "held-out documents have \(tokens) tokens, fewer than one sequence of \(length): no held-out evaluation (raise data.held_out_fraction)"))
+                heldOutOrder = nil
+            }
+        } else {
+            heldOutOrder = nil
+        }
+        state.dataSeed = config.data.seed
+        state.rng = SplitMix64(seed: StableHash.mix64(config.data.seed ^ 0x7472_6169_6E))
+        state.lossScaler = LossScaler(initialScale: config.precision.mode == .fp16 ? config.precision.initialLossScale : 1,
+                                      growthInterval: config.precision.growthInterval)
+    }
+
+    var accumulationSteps: Int { config.data.globalBatchSize / config.data.microBatchSize }
+
+    /// The micro-batches of optimizer step `step`, rebuilt from the data position alone.
+    public func batches(startingAt firstSequence: Int) throws -> [TokenBatch] {
+        let micro = config.data.microBatchSize
+        return try (0..<accumulationSteps).map { k in
+            let p = try PackedBatch(order: trainOrder, firstSequence: firstSequence + k * micro, count: micro)
+            return try TokenBatch(batchSize: micro, seqLen: p.sequenceLength, tokens: p.tokens, targets: p.targets,
+                                  positions: p.positions, documentIds: p.documentIds)
+        }
+    }
+
+    /// Skips `steps` optimizer steps' worth of data without training on it.
+    public func skipData(steps: Int) {
+        state.nextSequence += steps * config.data.globalBatchSize
+    }
+
+    /// Forward and backward of one micro-batch; in mixed precision the
+    /// activations are rounded at every layer boundary, both ways.
+    func forwardBackward(_ batch: TokenBatch, lossScale: Float, normalizer: Double) throws -> LossResult {
+        guard precision != .fp32 else { return try model.forwardBackward(batch, lossScale: lossScale, normalizer: normalizer) }
+        let p = precision
+        let layers = model.config.numHiddenLayers
+        try model.prepare(batch)
+        model.embedForward()
+        model.withHidden(boundary: 0) { roundInPlace($0, to: p) }
+        for l in 0..<layers {
+            model.forwardLayers(l..<(l + 1))
+            model.withHidden(boundary: l + 1) { roundInPlace($0, to: p) }
+        }
+        let loss = model.headForwardBackward(lossScale: lossScale, normalizer: normalizer)
+        model.withHiddenGradient { roundInPlace($0, to: p) }
+        for l in (0..<layers).reversed() {
+            model.backwardLayers(l..<(l + 1))
+            model.withHiddenGradient { roundInPlace($0, to: p) }
+        }
+        model.embedBackward()
+        return loss
+    }
+
+    /// One optimizer step over `global_batch_size` sequences.
+    @discardableResult
+    public func step() throws -> StepMetrics {
+        let started = monotonicSeconds()
+        let stepIndex = state.step
+        let batches = try batches(startingAt: state.nextSequence)
+        let counted = batches.reduce(0) { $0 + $1.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) } }
+        let normalizer = Double(max(counted, 1))
+        let lossScale: Float = precision == .fp16 ? state.lossScaler.scale : 1
+        if precision != .fp32 {
+            master.withBuffer { m in model.parameters.withBuffer { roundedCopy(UnsafeBufferPointer(m), into: $0, precision: precision) } }
+        }
+        model.gradients.zero()
+        var lossSum = 0.0
+        for batch in batches {
+            lossSum += try forwardBackward(batch, lossScale: lossScale, normalizer: normalizer).sum
+        }
+        _ = state.rng.next()
+        let lr = schedule.rate(at: stepIndex)
+        var gradientNorm: Float = .nan
+        var applied = false
+        try model.gradients.withBuffer { g in
+            if precision != .fp32 { roundInPlace(g, to: precision) }
+            gradientHook?(g)
+            let finite = allFinite(UnsafeBufferPointer(g))
+            let apply = precision == .fp16 ? state.lossScaler.update(gradientsFinite: finite) : finite
+            guard apply else {
+                sink.report(.notice(stage: Self.stage, message: "step \(stepIndex + 1): gradients overflowed at loss scale \(lossScale); step skipped, scale now \(state.lossScaler.scale)"))
+                if precision != .fp16 { state.lossScaler.skippedSteps += 1 }
+                return
+            }
+            if lossScale != 1 { scaleInPlace(g, by: 1 / lossScale) }
+            gradientNorm = config.optimizer.maxGradNorm > 0
+                ? clipGlobalNorm(g, maxNorm: config.optimizer.maxGradNorm)
+                : Float(sumOfSquares(UnsafeBufferPointer(g)).squareRoot())
+            guard gradientNorm.isFinite else { throw TrainingError.invalidInput(path: "step \(stepIndex + 1)", reason: "gradient norm is not finite") }
+            master.withBuffer { m in optimizer.step(parameters: m, gradients: UnsafeBufferPointer(g), learningRate: Float(lr)) }
+            applied = true
+        }
+        if applied { state.appliedSteps += 1 }
+        state.step += 1
+        state.nextSequence += config.data.globalBatchSize
+        let tokens = batches.count * config.data.microBatchSize * config.data.sequenceLength
+        state.tokensSeen += tokens
+        let seconds = max(monotonicSeconds() - started, 1e-9)
+        return StepMetrics(step: state.step, loss: lossSum / normalizer, learningRate: lr,
+                           gradientNorm: applied ? Double(gradientNorm) : nil, tokens: tokens,
+                           tokensPerSecond: Double(tokens) / seconds,
+                           lossScale: precision == .fp16 ? Double(lossScale) : nil, skipped: applied ? nil : true)
+    }
+
+    /// Mean loss over the first `eval.sequences` held-out sequences (in order).
+    public func evaluate() throws -> Evaluation? {
+        guard let order = heldOutOrder else { return nil }
+        if precision != .fp32 {
+            master.withBuffer { m in model.parameters.withBuffer { roundedCopy(UnsafeBufferPointer(m), into: $0, precision: precision) } }
+        }
+        let total = min(config.eval.sequences, order.sequencesPerEpoch)
+        var sum = 0.0, count = 0, first = 0
+        while first < total {
+            let n = min(config.data.microBatchSize, total - first)
+            let p = try PackedBatch(order: order, firstSequence: first, count: n)
+            let batch = try TokenBatch(batchSize: n, seqLen: p.sequenceLength, tokens: p.tokens, targets: p.targets,
+                                       positions: p.positions, documentIds: p.documentIds)
+            let r = try model.loss(batch)
+            sum += r.sum; count += r.count
+            first += n
+        }
+        return Evaluation(loss: count > 0 ? sum / Double(count) : .nan, tokens: count, sequences: total)
+    }
+
+    // MARK: Checkpoints
+
+    public static let modelFile = "model.safetensors"
+    public static let configFile = "config.json"
+    public static let tokenizerFile = "tokenizer.json"
+    public static let optimizerFile = "optimizer.safetensors"
+    public static let stateFile = "training_state.json"
+    public static let trainConfigFile = "pretrain_config.json"
+
+    /// Writes `checkpoint-<step>` under the run directory; returns its path.
+    @discardableResult
+    public func saveCheckpoint() throws -> String {
+        let layout = model.layout
+        return try CheckpointStore.save(root: config.checkpoint.directory, step: state.step, keepLast: config.checkpoint.keepLast) { dir in
+            try model.config.save(path: dir + "/" + Self.configFile)
+            try master.saveSafeTensors(path: dir + "/" + Self.modelFile)
+            let m = UnsafeBufferPointer(optimizer.firstMoment), v = UnsafeBufferPointer(optimizer.secondMoment)
+            var tensors: [SafeTensors.Tensor] = []
+            for s in layout.slices {
+                tensors.append(.init(name: "exp_avg." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: m[s.range])))
+                tensors.append(.init(name: "exp_avg_sq." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: v[s.range])))
+            }
+            try SafeTensors.write(path: dir + "/" + Self.optimizerFile, tensors: tensors)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try Self.writeAtomically(dir + "/" + Self.stateFile, Array(encoder.encode(state)))
+            try Self.writeAtomically(dir + "/" + Self.trainConfigFile, Array(encoder.encode(config)))
+            var files = [Self.configFile, Self.modelFile, Self.optimizerFile, Self.stateFile, Self.trainConfigFile]
+            if let tokenizerPath {
+                try Self.writeAtomically(dir + "/" + Self.tokenizerFile, FileSystem.readAll(tokenizerPath))
+                files.append(Self.tokenizerFile)
+            }
+            return files
+        }
+    }
+
+    /// Saves a checkpoint and reports its size and time.
+    func saveAndReport() throws {
+        let started = monotonicSeconds()
+        let path = try saveCheckpoint()
+        let seconds = monotonicSeconds() - started
+        let bytes = try CheckpointStore.verify(directory: path).files.reduce(0) { $0 + $1.bytes }
+        sink.report(.notice(stage: Self.stage, message: String(format: "saved %@ (%.1f MB in %.3f s, %.0f MB/s)",
+                                                               path, Double(bytes) / 1e6, seconds, Double(bytes) / 1e6 / max(seconds, 1e-9))))
+    }
+
+    static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws {
+        let w = try FileWriter(path: path, atomic: true)
+        try w.write(bytes)
+        try w.commit()
+    }
+
+    /// Resolves a checkpoint directory or a run directory (its newest checkpoint).
+    public static func resolveCheckpoint(_ path: String) throws -> String {
+        if FileSystem.exists(path + "/" + CheckpointStore.manifestName) { return path }
+        if let latest = try CheckpointStore.latest(root: path) { return latest }
+        throw TrainingError.noCheckpoint(directory: path)
+    }
+
+    /// Restores weights, moments and state from a checkpoint written by
+    /// `saveCheckpoint` for the same architecture, after verifying checksums.
+    public func restore(checkpoint path: String) throws {
+        let dir = try Self.resolveCheckpoint(path)
+        _ = try CheckpointStore.verify(directory: dir)
+        let saved = try LlamaConfig.load(path: dir + "/" + Self.configFile)
+        guard ParameterLayout(config: saved) == model.layout else {
+            throw TrainingError.checkpointIncompatible(path: dir + "/" + Self.configFile,
+                reason: "architecture differs from this run's model (vocab \(saved.vocabSize), hidden \(saved.hiddenSize), layers \(saved.numHiddenLayers) vs vocab \(model.config.vocabSize), hidden \(model.config.hiddenSize), layers \(model.config.numHiddenLayers))")
+        }
+        try master.loadSafeTensors(paths: [dir + "/" + Self.modelFile])
+        if precision == .fp32 { /* master is the model's buffer */ } else { model.parameters.copy(from: master) }
+        let moments = try SafeTensorsFile(path: dir + "/" + Self.optimizerFile)
+        for s in model.layout.slices {
+            try moments.read("exp_avg." + s.name, expectedShape: s.shape,
+                             into: UnsafeMutableBufferPointer(rebasing: optimizer.firstMoment[s.range]))
+            try moments.read("exp_avg_sq." + s.name, expectedShape: s.shape,
+                             into: UnsafeMutableBufferPointer(rebasing: optimizer.secondMoment[s.range]))
+        }
+        let restored: TrainingState
+        do {
+            restored = try JSONDecoder().decode(TrainingState.self, from: Data(FileSystem.readAll(dir + "/" + Self.stateFile)))
+        } catch {
+            throw TrainingError.checkpointBadManifest(path: dir + "/" + Self.stateFile, reason: "\(error)")
+        }
+        if restored.dataSeed != config.data.seed {
+            throw TrainingError.checkpointIncompatible(path: dir + "/" + Self.stateFile,
+                reason: "data seed \(restored.dataSeed) differs from the config's \(config.data.seed); the data order would change")
+        }
+        state = restored
+        optimizer.stepCount = restored.appliedSteps
+    }
+
+    // MARK: The loop
+
+    /// Trains until `schedule.total_steps`, logging, evaluating and
+    /// checkpointing as configured; writes `loss_curve.svg` at the end.
+    public func run(metrics: MetricsLog?, until stopStep: Int? = nil) throws {
+        let total = min(stopStep ?? config.schedule.totalSteps, config.schedule.totalSteps)
+        let evalEvery = config.eval.everySteps
+        if state.step == 0, let e = try evaluate() {
+            sink.report(.notice(stage: Self.stage, message: String(format: "step 0: held-out loss %.4f, perplexity %.2f (%d tokens)", e.loss, e.perplexity, e.tokens)))
+            try metrics?.append(StepMetrics(step: 0, evalLoss: e.loss, evalPerplexity: e.perplexity))
+        }
+        let firstStep = state.step
+        let started = monotonicSeconds()
+        var lastSaved = -1
+        while state.step < total {
+            var m = try step()
+            if (evalEvery > 0 && state.step % evalEvery == 0) || state.step == config.schedule.totalSteps, let e = try evaluate() {
+                m.evalLoss = e.loss
+                m.evalPerplexity = e.perplexity
+            }
+            try metrics?.append(m)
+            if state.step % config.logEverySteps == 0 || state.step == total || m.evalLoss != nil {
+                let elapsed = monotonicSeconds() - started
+                let done = state.step - firstStep
+                let eta = elapsed / Double(done) * Double(config.schedule.totalSteps - state.step)
+                var line = String(format: "step %d/%d  loss %.4f  lr %.3e  grad_norm %@  tokens/s %.0f  ETA %@",
+                                  state.step, config.schedule.totalSteps, m.loss ?? .nan, m.learningRate ?? 0,
+                                  m.gradientNorm.map { String(format: "%.3f", $0) } ?? "skipped",
+                                  m.tokensPerSecond ?? 0, formatDuration(eta))
+                if let l = m.evalLoss, let p = m.evalPerplexity { line += String(format: "  held-out loss %.4f ppl %.2f", l, p) }
+                if let s = m.lossScale { line += String(format: "  loss_scale %.0f", s) }
+                sink.report(.notice(stage: Self.stage, message: line))
+            }
+            if config.checkpoint.everySteps > 0, state.step % config.checkpoint.everySteps == 0 {
+                try saveAndReport()
+                lastSaved = state.step
+            }
+        }
+        if lastSaved != state.step { try saveAndReport() }
+        if let metrics {
+            let svgPath = config.checkpoint.directory + "/loss_curve.svg"
+            try Self.writeAtomically(svgPath, Array(lossCurveSVG(try MetricsLog.read(path: metrics.path)).utf8))
+            sink.report(.notice(stage: Self.stage, message: "wrote \(svgPath)"))
+        }
+    }
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    guard seconds.isFinite, seconds >= 0 else { return "?" }
+    let s = Int(seconds.rounded())
+    if s >= 3600 { return "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" }
+    if s >= 60 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
+    return "\(s)s"
+}
+
+/// Perplexity of `model` on `source` packed in document order.
+public func evaluatePerplexity(model: LlamaModel, source: any DocumentSource, sequenceLength: Int, batchSize: Int,
+                               maxSequences: Int = 0) throws -> (loss: Double, perplexity: Double, tokens: Int, sequences: Int, leftOutTokens: Int) {
+    let order = try PackedSequenceOrder(source: source, sequenceLength: sequenceLength, seed: 0, shuffle: false)
+    let total = maxSequences > 0 ? min(maxSequences, order.sequencesPerEpoch) : order.sequencesPerEpoch
+    var sum = 0.0, count = 0, first = 0
+    while first < total {
+        let n = min(batchSize, total - first)
+        let p = try PackedBatch(order: order, firstSequence: first, count: n)
+        let r = try model.loss(try TokenBatch(batchSize: n, seqLen: sequenceLength, tokens: p.tokens, targets: p.targets,
+                                              positions: p.positions, documentIds: p.documentIds))
+        sum += r.sum; count += r.count
+        first += n
+    }
+    let loss = count > 0 ? sum / Double(count) : .nan
+    return (loss, Foundation.exp(loss), count, total, order.tokensPerEpoch - order.sequencesPerEpoch * sequenceLength)
+}

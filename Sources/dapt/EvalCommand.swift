@@ -1,0 +1,76 @@
+import ArgumentParser
+import DaptCore
+import DaptModel
+import DaptTokenizer
+import DaptTrain
+import Foundation
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Evaluate a checkpoint.",
+        subcommands: [Perplexity.self]
+    )
+
+    struct Perplexity: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "ppl",
+            abstract: "Perplexity of a checkpoint (or Hugging Face model directory) on JSONL text or token shards.",
+            discussion: "Documents are packed into sequences (document-masked, positions restarting per document); the tail shorter than one sequence is left out and reported.")
+
+        @Option(help: "Checkpoint directory (config.json, model.safetensors; tokenizer.json for JSONL input), or a run directory (its newest checkpoint).")
+        var checkpoint: String
+
+        @Option(help: "JSONL file (text field) or token shard directory.")
+        var input: String
+
+        @Option(help: "tokenizer.json for JSONL input (default: the checkpoint's).")
+        var tokenizer: String?
+
+        @Option(name: .customLong("sequence-length"), help: "Tokens per sequence.")
+        var sequenceLength: Int = 256
+
+        @Option(name: .customLong("batch-size"), help: "Sequences per forward pass.")
+        var batchSize: Int = 4
+
+        @Option(name: .customLong("max-sequences"), help: "Evaluate at most this many sequences (0: all).")
+        var maxSequences: Int = 0
+
+        @Flag(name: .customLong("add-bos"), inversion: .prefixedNo, help: "JSONL input: start each document with <|bos|> (as tokenizer encode).")
+        var addBos = false
+
+        @Flag(name: .customLong("add-eos"), inversion: .prefixedNo, help: "JSONL input: end each document with <|eos|> (as tokenizer encode).")
+        var addEos = true
+
+        @Option(help: "YAML config (cluster: section: BLAS threads).")
+        var config: String?
+
+        func run() throws {
+            guard sequenceLength > 0, batchSize > 0, maxSequences >= 0 else {
+                Console.error("--sequence-length and --batch-size must be > 0, --max-sequences >= 0")
+                throw ExitCode(2)
+            }
+            let daptConfig = try loadConfig(config)
+            try Runtime.run(cluster: daptConfig.cluster) { ctx in
+                var directory = checkpoint
+                if !FileSystem.exists(directory + "/config.json") { directory = try Trainer.resolveCheckpoint(checkpoint) }
+                if FileSystem.exists(directory + "/" + CheckpointStore.manifestName) {
+                    _ = try CheckpointStore.verify(directory: directory)
+                }
+                let model = try LlamaModel(directory: directory)
+                let source: any DocumentSource
+                if FileSystem.isDirectory(input) {
+                    source = try ShardDocuments(directory: input)
+                } else {
+                    let tokenizerPath = tokenizer ?? directory + "/tokenizer.json"
+                    source = try documentsFromJSONL(path: input, tokenizer: try BPETokenizer.load(path: tokenizerPath),
+                                                    addBos: addBos, addEos: addEos)
+                }
+                let result = try evaluatePerplexity(model: model, source: source, sequenceLength: sequenceLength,
+                                                    batchSize: batchSize, maxSequences: maxSequences)
+                ctx.say(String(format: "perplexity %.4f  loss %.6f  tokens %d  sequences %d  (documents %d, %d tail tokens not evaluated)",
+                               result.perplexity, result.loss, result.tokens, result.sequences, source.documentCount, result.leftOutTokens))
+            }
+        }
+    }
+}

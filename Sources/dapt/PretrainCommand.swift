@@ -1,0 +1,142 @@
+import ArgumentParser
+import DaptCore
+import DaptModel
+import DaptTokenizer
+import DaptTrain
+import Foundation
+import Yams
+
+struct PretrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pretrain",
+        abstract: "Train a decoder-only LM on token shards (one rank): AdamW, warmup + cosine, fp32/fp16/bf16, checkpoints.",
+        discussion: """
+        Settings come from the config's pretrain: section (model, data, optimizer, schedule, precision,
+        checkpoint, eval); any of them can be set on the command line with --set, e.g.
+        --set optimizer.lr=3e-4 --set data.sequence_length=512. Prints one progress line per step,
+        writes metrics.jsonl, checkpoints and loss_curve.svg into checkpoint.directory.
+        """)
+
+    @Option(help: "YAML config; its pretrain: section sets the run.")
+    var config: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override one pretrain setting: SECTION.KEY=VALUE (repeatable).", valueName: "key=value"))
+    var overrides: [String] = []
+
+    @Option(help: "Token shard directory (data.shards).")
+    var shards: String?
+
+    @Option(help: "Run directory for checkpoints and metrics (checkpoint.directory).")
+    var output: String?
+
+    @Option(help: "Total optimizer steps (schedule.total_steps).")
+    var steps: Int?
+
+    @Option(help: "fp32, fp16 or bf16 (precision.mode).")
+    var precision: String?
+
+    @Option(name: .customLong("from"), help: "Start from a Hugging Face model directory (model.from).")
+    var from: String?
+
+    @Option(help: "Continue from a checkpoint directory, or the newest checkpoint of a run directory.")
+    var resume: String?
+
+    @Option(name: .customLong("stop-after"), help: "Stop (with a checkpoint) after this many steps in this invocation.")
+    var stopAfter: Int?
+
+    func run() throws {
+        var all = overrides
+        if let shards { all.append("data.shards=\(shards)") }
+        if let output { all.append("checkpoint.directory=\(output)") }
+        if let steps { all.append("schedule.total_steps=\(steps)") }
+        if let precision { all.append("precision.mode=\(precision)") }
+        if let from { all.append("model.from=\(from)") }
+        let daptConfig = try loadConfig(config, pretrainOverrides: all)
+        try Runtime.run(cluster: daptConfig.cluster) { ctx in
+            try Pretrain.run(config: daptConfig.pretrain, resume: resume, stopAfter: stopAfter, sink: ctx.sink)
+        }
+    }
+}
+
+/// Loads the config with `section.key=value` overrides applied under `pretrain:`.
+func loadConfig(_ path: String?, pretrainOverrides: [String]) throws -> DaptConfig {
+    guard !pretrainOverrides.isEmpty else { return try loadConfig(path) }
+    do {
+        let text = try path.map { try FileSystem.readText($0) } ?? ""
+        var root = (try Yams.load(yaml: text) as? [String: Any]) ?? [:]
+        var pretrain = root["pretrain"] as? [String: Any] ?? [:]
+        for item in pretrainOverrides {
+            guard let eq = item.firstIndex(of: "=") else {
+                throw ConfigError(file: path, field: item, reason: "an override is SECTION.KEY=VALUE")
+            }
+            let keys = item[..<eq].split(separator: ".").map(String.init)
+            let valueText = String(item[item.index(after: eq)...])
+            let value: Any = (try? Yams.load(yaml: valueText)).flatMap { $0 } ?? valueText
+            guard !keys.isEmpty else { throw ConfigError(file: path, field: item, reason: "empty key") }
+            pretrain = setting(pretrain, keys[...], value)
+        }
+        root["pretrain"] = pretrain
+        let config = try ConfigLoader.decode(DaptConfig.self, yaml: try Yams.dump(object: root), file: path)
+        do { try config.validate() } catch var error as ConfigError { error.file = path; throw error }
+        return config
+    } catch let error as ConfigError {
+        Console.error(error.description)
+        throw ExitCode(2)
+    } catch let error as FileError {
+        Console.error(error.description)
+        throw ExitCode(2)
+    }
+}
+
+private func setting(_ dict: [String: Any], _ keys: ArraySlice<String>, _ value: Any) -> [String: Any] {
+    var d = dict
+    let key = keys.first!
+    if keys.count == 1 { d[key] = value } else {
+        d[key] = setting(d[key] as? [String: Any] ?? [:], keys.dropFirst(), value)
+    }
+    return d
+}
+
+/// The pretrain run: data, model, trainer, resume, loop.
+enum Pretrain {
+    static func run(config: PretrainConfig, resume: String?, stopAfter: Int?, sink: any EventSink) throws {
+        guard !config.data.shards.isEmpty else {
+            throw ConfigError(field: "pretrain.data.shards", reason: "no token shard directory given (set it in the config or with --shards)")
+        }
+        let shards = try ShardDocuments(directory: config.data.shards)
+        let split = splitHeldOut(documentCount: shards.documentCount, fraction: config.data.heldOutFraction, seed: config.data.seed)
+        let model: LlamaModel
+        if let from = config.model.from {
+            model = try LlamaModel(directory: from)
+            sink.report(.notice(stage: "pretrain", message: "loaded \(from) (\(model.layout.totalCount) parameters)"))
+        } else {
+            model = try LlamaModel(config: config.model.llamaConfig(vocabulary: shards.vocabSize))
+            model.initializeRandom(seed: config.model.initSeed, std: config.model.initStd)
+        }
+        if model.config.vocabSize < shards.vocabSize {
+            throw TrainingError.invalidInput(path: config.data.shards, reason: "vocabulary of \(shards.vocabSize) tokens exceeds the model's vocab_size \(model.config.vocabSize)")
+        }
+        let trainer = try Trainer(config: config, model: model,
+                                  train: DocumentSubset(base: shards, indices: split.train),
+                                  heldOut: DocumentSubset(base: shards, indices: split.heldOut), sink: sink)
+        trainer.tokenizerPath = config.data.tokenizer ?? shards.tokenizerPath
+        try FileSystem.makeDirectories(config.checkpoint.directory)
+        if let resume {
+            let started = monotonicSeconds()
+            try trainer.restore(checkpoint: resume)
+            sink.report(.notice(stage: "pretrain", message: String(format: "resumed from %@ at step %d (loaded and verified in %.3f s)",
+                                                                   try Trainer.resolveCheckpoint(resume), trainer.state.step, monotonicSeconds() - started)))
+        }
+        sink.report(.notice(stage: "pretrain", message: "\(model.layout.totalCount) parameters, \(split.train.count) training / \(split.heldOut.count) held-out documents, \(trainer.trainOrder.sequencesPerEpoch) sequences of \(config.data.sequenceLength) per epoch, \(config.precision.mode.rawValue)"))
+        let metrics = try MetricsLog(path: config.checkpoint.directory + "/metrics.jsonl",
+                                     truncateAfterStep: resume != nil ? trainer.state.step : nil)
+        if let stopAfter {
+            var limited = config
+            limited.schedule.totalSteps = min(config.schedule.totalSteps, trainer.state.step + stopAfter)
+            // The schedule stays the full run's; only the loop stops early.
+            try trainer.run(metrics: metrics, until: limited.schedule.totalSteps)
+        } else {
+            try trainer.run(metrics: metrics)
+        }
+    }
+}

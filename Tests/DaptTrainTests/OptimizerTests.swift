@@ -1,0 +1,108 @@
+import DaptTrain
+import Foundation
+import XCTest
+
+final class OptimizerTests: XCTestCase {
+    struct Fixture: Decodable {
+        struct Step: Decodable { var lr: Double; var loss: Double; var grad_norm: Double; var weight: [Float]; var norm: [Float] }
+        var batch: Int; var `in`: Int; var out: Int
+        var peak_lr: Double; var floor_ratio: Double; var warmup_ratio: Double; var max_norm: Float
+        var beta1: Float; var beta2: Float; var eps: Float; var weight_decay: Float
+        var x: [Float]; var y: [Float]; var `init`: [String: [Float]]; var steps: [Step]
+    }
+
+    static func fixture(_ name: String) throws -> URL {
+        try XCTUnwrap(Bundle.module.url(forResource: "Fixtures/" + name, withExtension: nil))
+    }
+
+    func relativeError(_ a: Double, _ b: Double) -> Double { abs(a - b) / max(abs(b), 1e-6) }
+
+    /// The whole recipe (loss → grads → clip → AdamW with warmup+cosine) against torch.optim.AdamW.
+    func testAdamWMatchesTorch() throws {
+        let f = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: Self.fixture("adamw.json")))
+        let B = f.batch, I = f.in, O = f.out
+        let wCount = O * I
+        var params = f.`init`["weight"]! + f.`init`["norm"]!
+        var grads = [Float](repeating: 0, count: params.count)
+        let optimizer = AdamW(count: params.count,
+                              segments: [DecaySegment(range: 0..<wCount, decay: true), DecaySegment(range: wCount..<(wCount + I), decay: false)],
+                              hyper: AdamWHyperparameters(beta1: f.beta1, beta2: f.beta2, epsilon: f.eps, weightDecay: f.weight_decay))
+        let schedule = LearningRateSchedule(peak: f.peak_lr, floorRatio: f.floor_ratio, warmupRatio: f.warmup_ratio, totalSteps: f.steps.count)
+        for (step, expected) in f.steps.enumerated() {
+            // loss = mean((x ⊙ n) Wᵀ - y)², gradients by hand.
+            var loss = 0.0
+            var dW = [Float](repeating: 0, count: wCount), dN = [Float](repeating: 0, count: I)
+            for b in 0..<B {
+                var h = [Float](repeating: 0, count: I)
+                for i in 0..<I { h[i] = f.x[b * I + i] * params[wCount + i] }
+                for o in 0..<O {
+                    var out: Float = 0
+                    for i in 0..<I { out += h[i] * params[o * I + i] }
+                    let r = out - f.y[b * O + o]
+                    loss += Double(r * r)
+                    let dOut = 2 * r / Float(B * O)
+                    for i in 0..<I {
+                        dW[o * I + i] += dOut * h[i]
+                        dN[i] += dOut * params[o * I + i] * f.x[b * I + i]
+                    }
+                }
+            }
+            loss /= Double(B * O)
+            grads = dW + dN
+            XCTAssertLessThan(relativeError(loss, expected.loss), 1e-5, "loss at step \(step)")
+            XCTAssertLessThan(relativeError(schedule.rate(at: step), expected.lr), 1e-12, "lr at step \(step)")
+            let norm = grads.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: f.max_norm) }
+            XCTAssertLessThan(relativeError(Double(norm), expected.grad_norm), 1e-5, "grad norm at step \(step)")
+            params.withUnsafeMutableBufferPointer { p in
+                grads.withUnsafeBufferPointer { g in optimizer.step(parameters: p, gradients: g, learningRate: Float(schedule.rate(at: step))) }
+            }
+            let expectedParams = expected.weight + expected.norm
+            for (i, (a, b)) in zip(params, expectedParams).enumerated() {
+                XCTAssertLessThan(relativeError(Double(a), Double(b)), 1e-5, "parameter \(i) after step \(step): \(a) vs torch \(b)")
+            }
+        }
+        XCTAssertEqual(optimizer.stepCount, f.steps.count)
+    }
+
+    func testNormWeightsAreNotDecayed() {
+        // Zero gradients: only decay moves a parameter.
+        var params: [Float] = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+        let grads = [Float](repeating: 0, count: 10)
+        let opt = AdamW(count: 10, segments: [DecaySegment(range: 0..<6, decay: true), DecaySegment(range: 6..<10, decay: false)])
+        params.withUnsafeMutableBufferPointer { p in grads.withUnsafeBufferPointer { opt.step(parameters: p, gradients: $0, learningRate: 0.5) } }
+        for i in 0..<6 { XCTAssertEqual(params[i], 1 - 0.5 * 0.1, accuracy: 1e-7) }
+        for i in 6..<10 { XCTAssertEqual(params[i], 1) }
+    }
+
+    func testScheduleValues() {
+        // The source recipe: lr 1e-4, warmup ratio 0.01 over 1000 steps → 10 warmup steps.
+        let s = LearningRateSchedule(peak: 1e-4, floorRatio: 0.1, warmupRatio: 0.01, totalSteps: 1000)
+        XCTAssertEqual(s.warmupSteps, 10)
+        XCTAssertEqual(s.rate(at: 0), 1e-5, accuracy: 1e-15)
+        XCTAssertEqual(s.rate(at: 4), 5e-5, accuracy: 1e-15)
+        XCTAssertEqual(s.rate(at: 9), 1e-4, accuracy: 1e-15)
+        XCTAssertEqual(s.rate(at: 10), 1e-4, accuracy: 1e-15)
+        // Half-way through the decay: (peak + floor) / 2.
+        XCTAssertEqual(s.rate(at: 505), 0.55e-4, accuracy: 1e-12)
+        XCTAssertEqual(s.rate(at: 1000), 1e-5, accuracy: 1e-15)
+        XCTAssertEqual(s.rate(at: 5000), 1e-5, accuracy: 1e-15)
+        // Monotone after warmup.
+        for step in 10..<999 { XCTAssertGreaterThanOrEqual(s.rate(at: step), s.rate(at: step + 1)) }
+        // warmup ratio not a whole number of steps rounds up.
+        XCTAssertEqual(LearningRateSchedule(peak: 1, floorRatio: 0, warmupRatio: 0.01, totalSteps: 150).warmupSteps, 2)
+    }
+
+    func testClipping() {
+        var g: [Float] = [3, 4] + [Float](repeating: 0, count: 13)
+        let norm = g.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: 1) }
+        XCTAssertEqual(norm, 5, accuracy: 1e-6)
+        XCTAssertEqual(g[0], 0.6, accuracy: 1e-6)
+        XCTAssertEqual(g[1], 0.8, accuracy: 1e-6)
+        var small: [Float] = [0.3, 0.4]
+        _ = small.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: 1) }
+        XCTAssertEqual(small, [0.3, 0.4])
+        var bad: [Float] = [1, .infinity, 2]
+        let badNorm = bad.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: 1) }
+        XCTAssertFalse(badNorm.isFinite)
+    }
+}
