@@ -115,6 +115,8 @@ public final class Trainer {
         self.config = config
         self.model = model
         self.sink = sink
+        // Activations and their gradients are rounded inside every layer by the model.
+        model.activationPrecision = ActivationPrecision(rawValue: config.precision.mode.rawValue) ?? .fp32
         master = config.precision.mode == .fp32 ? model.parameters : ParameterBuffer(layout: model.layout)
         if config.precision.mode != .fp32 { master.copy(from: model.parameters) }
         optimizer = AdamW(count: model.layout.totalCount, segments: decaySegments(model.layout), hyper: config.optimizer.hyper)
@@ -153,27 +155,11 @@ public final class Trainer {
         state.nextSequence += steps * config.data.globalBatchSize
     }
 
-    /// Forward and backward of one micro-batch; in mixed precision the
-    /// activations are rounded at every layer boundary, both ways.
+    /// Forward and backward of one micro-batch. In mixed precision the model
+    /// rounds activations and their gradients to fp16/bf16 inside each layer
+    /// (q/k/v, attention, MLP, residual stream), as autocast would.
     func forwardBackward(_ batch: TokenBatch, lossScale: Float, normalizer: Double) throws -> LossResult {
-        guard precision != .fp32 else { return try model.forwardBackward(batch, lossScale: lossScale, normalizer: normalizer) }
-        let p = precision
-        let layers = model.config.numHiddenLayers
-        try model.prepare(batch)
-        model.embedForward()
-        model.withHidden(boundary: 0) { roundInPlace($0, to: p) }
-        for l in 0..<layers {
-            model.forwardLayers(l..<(l + 1))
-            model.withHidden(boundary: l + 1) { roundInPlace($0, to: p) }
-        }
-        let loss = model.headForwardBackward(lossScale: lossScale, normalizer: normalizer)
-        model.withHiddenGradient { roundInPlace($0, to: p) }
-        for l in (0..<layers).reversed() {
-            model.backwardLayers(l..<(l + 1))
-            model.withHiddenGradient { roundInPlace($0, to: p) }
-        }
-        model.embedBackward()
-        return loss
+        try model.forwardBackward(batch, lossScale: lossScale, normalizer: normalizer)
     }
 
     /// One optimizer step over `global_batch_size` sequences.
