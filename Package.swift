@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "DaptCoreTests", dependencies: ["DaptCore"]),
         .testTarget(name: "DaptClusterTests", dependencies: ["DaptCluster", "DaptZMQ", "DaptCore"]),
         .testTarget(name: "DaptBLASTests", dependencies: ["DaptBLAS"]),
-        .testTarget(name: "DaptPrepareTests", dependencies: ["DaptPrepare", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptPrepareTests", dependencies: ["DaptPrepare", "DaptCore", "DaptCluster"]),
         .testTarget(name: "DaptDedupTests", dependencies: ["DaptDedup", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTokenizer", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptModelTests", dependencies: ["DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),
