@@ -103,6 +103,7 @@ enum ReportJSON {
             ("records", "\(r.records)"), ("hash_mismatches", "\(r.hashMismatches)"),
             ("exact_duplicates", "\(r.exactDuplicates)"),
             ("candidate_pairs", "\(r.candidatePairs)"), ("verified_pairs", "\(r.verifiedPairs)"),
+            ("exact_comparisons", "\(r.exactComparisons)"),
             ("clusters", "\(r.clusters)"), ("largest_cluster", "\(r.largestCluster)"),
             ("cluster_sizes", "[" + r.clusterSizes.map { "[\($0[0]),\($0[1])]" }.joined(separator: ",") + "]"),
             ("records_in_clusters", "\(r.recordsInClusters)"),

@@ -16,8 +16,11 @@ public struct DedupConfig: StageConfig, Equatable {
     public var rows: Int = 0
     /// When choosing bands × rows: the candidate probability wanted at the threshold.
     public var targetRecall: Double = 0.99
-    /// How candidate pairs are verified: `estimated` (signature agreement) or `exact` (shingle sets).
-    public var verify: String = "estimated"
+    /// How candidate pairs are verified: `hybrid` (the signature estimate when it is far from the
+    /// threshold, the exact Jaccard of the shingle sets near it), `estimated` or `exact`.
+    public var verify: String = "hybrid"
+    /// Hybrid verification: estimates within this many standard errors of the threshold are checked exactly.
+    public var hybridSigmas: Double = 3
     /// Seed of the shingle hash and the permutations; same seed, same output.
     public var seed: Int = 42
     /// In an LSH bucket each record is paired with at most this many following records.
@@ -45,6 +48,11 @@ public struct DedupConfig: StageConfig, Equatable {
     }
 
     /// Bands and rows in effect: the configured ones, or the chosen ones.
+    /// The verification rule in effect.
+    public var verificationRule: VerificationRule {
+        VerificationRule(mode: verify, threshold: effectiveThreshold, numPerm: numPerm, sigmas: hybridSigmas)
+    }
+
     public var banding: LSHBanding.Choice {
         if bands > 0 && rows > 0 {
             return LSHBanding.Choice(bands: bands, rows: rows, threshold: effectiveThreshold)
@@ -61,6 +69,7 @@ public struct DedupConfig: StageConfig, Equatable {
         case sampleSize = "sample_size"
         case checkHash = "check_hash"
         case writePairs = "write_pairs"
+        case hybridSigmas = "hybrid_sigmas"
     }
 
     public init(from decoder: Decoder) throws {
@@ -75,6 +84,7 @@ public struct DedupConfig: StageConfig, Equatable {
         rows = try c.value(.rows, default: d.rows)
         targetRecall = try c.value(.targetRecall, default: d.targetRecall)
         verify = try c.value(.verify, default: d.verify)
+        hybridSigmas = try c.value(.hybridSigmas, default: d.hybridSigmas)
         seed = try c.value(.seed, default: d.seed)
         bucketWindow = try c.value(.bucketWindow, default: d.bucketWindow)
         sampleSize = try c.value(.sampleSize, default: d.sampleSize)
@@ -94,6 +104,7 @@ public struct DedupConfig: StageConfig, Equatable {
         try c.encode(rows, forKey: .rows)
         try c.encode(targetRecall, forKey: .targetRecall)
         try c.encode(verify, forKey: .verify)
+        try c.encode(hybridSigmas, forKey: .hybridSigmas)
         try c.encode(seed, forKey: .seed)
         try c.encode(bucketWindow, forKey: .bucketWindow)
         try c.encode(sampleSize, forKey: .sampleSize)
@@ -118,7 +129,8 @@ public struct DedupConfig: StageConfig, Equatable {
             throw ConfigError(field: "bands", reason: "bands × rows = \(bands * rows) exceeds num_perm \(numPerm)")
         }
         try Check.inRange(targetRecall, 0.5...0.999999, "target_recall")
-        try Check.oneOf(verify, ["estimated", "exact"], "verify")
+        try Check.oneOf(verify, ["hybrid", "estimated", "exact"], "verify")
+        try Check.inRange(hybridSigmas, 0.0...20.0, "hybrid_sigmas")
         try Check.inRange(bucketWindow, 1...100_000, "bucket_window")
         try Check.inRange(sampleSize, 0...1_000_000, "sample_size")
         try Check.inRange(confidence, 0.5...0.9999, "confidence")

@@ -422,20 +422,26 @@ public final class DedupJob {
 
     // MARK: verification
 
-    var exactMode: Bool { config.verify == "exact" }
+    lazy var rule = config.verificationRule
+    /// Re-reads lines for exact comparisons: each input opened once, reads in offset order.
+    lazy var fetcher = LineFetcher(paths: inputs)
 
-    /// What a record's holder sends for comparisons: its signature, or its NFC text.
+    /// What a record's holder sends for comparisons: its signature, then (when
+    /// the rule may need it) its NFC text.
     func comparisonPayload(_ i: Int) throws -> [UInt8] {
-        if exactMode { return Array(try nfcText(i).utf8) }
-        return signature(i).withUnsafeBytes { Array($0) }
+        var payload = signature(i).withUnsafeBytes { Array($0) }
+        if rule.needsText { payload += Array(try nfcText(i).utf8) }
+        return payload
     }
 
-    /// Re-reads record i's line and returns its NFC text.
-    func nfcText(_ i: Int) throws -> String {
-        let line = try readBytes(path: inputs[Int(fileIndex[i])], offset: Int(offset[i]), length: Int(lineLength[i]))
-        var scanner = JSONLineScanner()
-        let record = try line.withUnsafeBufferPointer { try scanner.scan($0) }
-        return TextNormalizer.nfc(record.text)
+    /// Re-reads record i's line and returns its NFC text. Calls in ascending
+    /// record order read the input sequentially (see `LineFetcher`).
+    func nfcText(_ i: Int, readAhead: Bool = true) throws -> String {
+        try fetcher.withLine(file: Int(fileIndex[i]), offset: Int(offset[i]), length: Int(lineLength[i]), readAhead: readAhead) { line in
+            var scanner = JSONLineScanner()
+            let record = try scanner.scan(line)
+            return TextNormalizer.nfc(record.text)
+        }
     }
 
     func shingleSet(_ nfc: String) -> [UInt64] {
@@ -445,18 +451,43 @@ public final class DedupJob {
         return Shingler.set(hashes)
     }
 
-    /// Similarity of local record j to a remote record given by its payload.
-    func similarity(local j: Int, payload: UnsafeRawBufferPointer, payloadSet: [UInt64]?, localSets: inout [Int: [UInt64]]) throws -> Double {
-        if let payloadSet {
-            if localSets[j] == nil {
-                if localSets.count >= 4096 { localSets.removeAll(keepingCapacity: true) }  // bounded cache
-                localSets[j] = shingleSet(try nfcText(j))
-            }
-            return Shingler.jaccard(payloadSet, localSets[j]!)
-        }
-        return signatures.withUnsafeBufferPointer { all in
-            MinHasher.estimatedJaccard(payload.bindMemory(to: UInt32.self),
+    /// Estimated Jaccard of local record j and a remote signature.
+    func estimate(local j: Int, signature remote: UnsafeRawBufferPointer) -> Double {
+        signatures.withUnsafeBufferPointer { all in
+            MinHasher.estimatedJaccard(remote.bindMemory(to: UInt32.self),
                                        UnsafeBufferPointer(rebasing: all[(j * numPerm)..<((j + 1) * numPerm)]))
+        }
+    }
+
+    /// Comparisons of local records with remote texts that need the exact
+    /// Jaccard, collected while a round's messages arrive and computed after
+    /// it, in ascending local record order, so the local lines are re-read in
+    /// one sequential pass. Each remote text is kept once (UTF-8).
+    struct ExactQueue {
+        var texts: [[UInt8]] = []
+        var items: [(local: Int, text: Int, tag: Int)] = []
+        private var pendingText = true
+        /// Call when a new message starts: its text is stored on first use.
+        mutating func newMessage() { pendingText = true }
+        mutating func add(local: Int, text: UnsafeRawBufferPointer, tag: Int) {
+            if pendingText { texts.append(Array(text)); pendingText = false }
+            items.append((local, texts.count - 1, tag))
+        }
+    }
+
+    /// Computes the queued exact Jaccards; `body(tag, similarity)`.
+    func resolve(_ queue: ExactQueue, _ body: (Int, Double) -> Void) throws {
+        let order = queue.items.indices.sorted { (queue.items[$0].local, queue.items[$0].text) < (queue.items[$1].local, queue.items[$1].text) }
+        var remoteSets: [Int: [UInt64]] = [:]
+        var current = -1, localSet: [UInt64] = []
+        for k in order {
+            let item = queue.items[k]
+            if item.local != current { localSet = shingleSet(try nfcText(item.local)); current = item.local }
+            if remoteSets[item.text] == nil {
+                if remoteSets.count >= 4096 { remoteSets.removeAll(keepingCapacity: true) }  // bounded cache
+                remoteSets[item.text] = shingleSet(String(decoding: queue.texts[item.text], as: UTF8.self))
+            }
+            body(item.tag, Shingler.jaccard(remoteSets[item.text]!, localSet))
         }
     }
 
@@ -481,8 +512,12 @@ public final class DedupJob {
         report.candidatePairs = Int(try comm.allReduce(Int64(mine.count), op: .sum))
 
         // The first record's payload to the holder of the second; it decides.
+        // First records are visited in ascending order, so their lines are
+        // re-read in one sequential pass.
         var verified: [VerifiedPair] = []
-        var localSets: [Int: [UInt64]] = [:]
+        var queue = ExactQueue()
+        var queued: [(a: Int64, lengthA: Int32, b: Int64)] = []
+        let signatureBytes = numPerm * 4
         try exchange.round(produce: { outbox in
             var s = 0
             while s < mine.count {
@@ -509,17 +544,31 @@ public final class DedupJob {
             var c = ByteCursor(record)
             let a = c.get(Int64.self), lengthA = c.get(Int32.self), count = Int(c.get(Int32.self))
             let bs = (0..<count).map { _ in c.get(Int64.self) }
-            let payload = c.take(record.count - c.offset)
-            let payloadSet = exactMode ? shingleSet(String(decoding: payload, as: UTF8.self)) : nil
+            let sig = c.take(signatureBytes)
+            let text = c.take(record.count - c.offset)
+            queue.newMessage()
             for b in bs {
                 let j = localIndex(b)
-                let sim = try similarity(local: j, payload: payload, payloadSet: payloadSet, localSets: &localSets)
-                if sim >= threshold {
-                    verified.append(VerifiedPair(a: a, b: b, lengthA: lengthA, lengthB: textLength[j], similarity: Float(sim), exact: false))
+                let est = estimate(local: j, signature: sig)
+                switch rule.decide(estimate: est) {
+                case .accept:
+                    verified.append(VerifiedPair(a: a, b: b, lengthA: lengthA, lengthB: textLength[j], similarity: Float(est), exact: false))
+                case .reject: break
+                case .exact:
+                    queue.add(local: j, text: text, tag: queued.count)
+                    queued.append((a, lengthA, b))
                 }
             }
         })
+        try resolve(queue) { tag, sim in
+            if sim >= threshold {
+                let q = queued[tag]
+                verified.append(VerifiedPair(a: q.a, b: q.b, lengthA: q.lengthA, lengthB: textLength[localIndex(q.b)],
+                                             similarity: Float(sim), exact: false))
+            }
+        }
         report.verifiedPairs = Int(try comm.allReduce(Int64(verified.count), op: .sum))
+        report.exactComparisons = Int(try comm.allReduce(Int64(queue.items.count), op: .sum))
         return verified
     }
 
@@ -546,6 +595,8 @@ public final class DedupJob {
 
     /// Representatives tell their members' holders who they are.
     func representativeRound(_ graph: ClusterGraph) throws {
+        // Components come in ascending representative order: one sequential pass.
+        var queue = ExactQueue()
         try exchange.round(produce: { outbox in
             for component in graph.components where holder(component.representative) == rank {
                 let r = localIndex(component.representative)
@@ -575,17 +626,24 @@ public final class DedupJob {
             let repId = Array(c.take(idCount))
             let count = Int(c.get(Int32.self))
             let members = (0..<count).map { _ in c.get(Int64.self) }
-            let payload = c.take(record.count - c.offset)
-            let payloadSet = exactMode ? shingleSet(String(decoding: payload, as: UTF8.self)) : nil
-            var sets: [Int: [UInt64]] = [:]
+            let sig = c.take(numPerm * 4)
+            let text = c.take(record.count - c.offset)
+            queue.newMessage()
             for g in members {
                 let j = localIndex(g)
                 let identical = sha1[(j * 20)..<(j * 20 + 20)].elementsEqual(repHash)
-                let sim = identical ? 1.0 : try similarity(local: j, payload: payload, payloadSet: payloadSet, localSets: &sets)
+                var sim = 1.0
+                if !identical {
+                    // The similarity reported is the one verification would use:
+                    // exact when the rule asks for it, else the estimate.
+                    sim = estimate(local: j, signature: sig)
+                    if rule.decide(estimate: sim) == .exact { queue.add(local: j, text: text, tag: removals.count) }
+                }
                 removal[j] = Int32(removals.count)
                 removals.append((repId, sim, identical))
             }
         })
+        try resolve(queue) { tag, sim in removals[tag].similarity = sim }
         let identical = removals.filter(\.identical).count
         report.removedExact = Int(try comm.allReduce(Int64(identical), op: .sum))
         report.removedNear = report.removed - report.removedExact
@@ -623,12 +681,12 @@ public final class DedupJob {
         }
         let candidates = (0..<gidx.count).filter(eligible)
         var hits = [Int64](repeating: 0, count: sample.count)
-        if exactMode {
-            // Exact verification: signatures only preselect (estimated Jaccard
-            // within 0.15, about 5 standard deviations, of the threshold) and
-            // the exact Jaccard of the texts decides, as it did for the pairs.
+        if rule.needsText {
+            // Signatures preselect (the lowest estimate the rule could still
+            // accept) and the rule decides, with the exact Jaccard of the texts
+            // where it asks for it, as it did for the pairs.
             var mine: [UInt8] = []
-            for g in sample where holder(g) == rank {
+            for g in sample where holder(g) == rank {  // ascending: one sequential pass
                 let text = Array(try nfcText(localIndex(g)).utf8)
                 mine.put(UInt32(text.count)); mine += text
             }
@@ -639,15 +697,23 @@ public final class DedupJob {
                 while !c.atEnd { let n = Int(c.get(UInt32.self)); sampleTexts.append(String(decoding: c.take(n), as: UTF8.self)) }
             }
             var sampleSets: [Int: [UInt64]] = [:], localSets: [Int: [UInt64]] = [:]
-            let loose = numPerm - Int((max(threshold - 0.15, 0) * Double(numPerm)).rounded(.up))
+            let loose = numPerm - Int((rule.lowestCandidateEstimate * Double(numPerm)).rounded(.up))
             try sigs.withUnsafeBufferPointer { s in
                 try signatures.withUnsafeBufferPointer { all in
                     try markSamplesWithDuplicate(samples: s, sampleIds: sample, records: all, recordIds: gidx, candidates: candidates,
                                                  numPerm: numPerm, maxMismatches: loose, hits: &hits) { n, i in
+                        let est = MinHasher.estimatedJaccard(UnsafeBufferPointer(rebasing: s[(n * self.numPerm)..<((n + 1) * self.numPerm)]),
+                                                             UnsafeBufferPointer(rebasing: all[(i * self.numPerm)..<((i + 1) * self.numPerm)]))
+                        switch self.rule.decide(estimate: est) {
+                        case .accept: return true
+                        case .reject: return false
+                        case .exact: break
+                        }
                         if sampleSets[n] == nil { sampleSets[n] = self.shingleSet(sampleTexts[n]) }
                         if localSets[i] == nil {
                             if localSets.count >= 4096 { localSets.removeAll(keepingCapacity: true) }
-                            localSets[i] = self.shingleSet(try self.nfcText(i))
+                            // Scattered records: read just the line (the input stays open).
+                            localSets[i] = self.shingleSet(try self.nfcText(i, readAhead: false))
                         }
                         return Shingler.jaccard(sampleSets[n]!, localSets[i]!) >= self.threshold
                     }

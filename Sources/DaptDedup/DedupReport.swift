@@ -26,6 +26,9 @@ public struct DedupReport: Codable, Sendable, Equatable {
     public var candidatePairs = 0
     /// Candidate pairs at or above the threshold.
     public var verifiedPairs = 0
+    /// Candidate pairs whose verification needed the exact Jaccard (all of them
+    /// with `exact`, those near the threshold with `hybrid`, none with `estimated`).
+    public var exactComparisons = 0
     public var clusters = 0
     /// Cluster size → number of clusters, sizes ascending.
     public var clusterSizes: [[Int]] = []
@@ -65,7 +68,7 @@ public struct DedupReport: Codable, Sendable, Equatable {
         lines.append("  hash mismatches:      \(hashMismatches)")
         lines.append("  exact duplicates:     \(exactDuplicates)")
         lines.append("  LSH:                  \(bands) bands × \(rows) rows of \(numPerm), P(candidate | J=\(threshold)) = \(String(Double(Int((candidateProbabilityAtThreshold * 1000).rounded())) / 1000))")
-        lines.append("  candidate pairs:      \(candidatePairs), verified (\(verify)): \(verifiedPairs)")
+        lines.append("  candidate pairs:      \(candidatePairs), verified (\(verify)): \(verifiedPairs), \(exactComparisons) by exact Jaccard")
         lines.append("  clusters:             \(clusters) (largest \(largestCluster)); sizes: " +
                      clusterSizes.prefix(8).map { "\($0[0])×\($0[1])" }.joined(separator: " ") + (clusterSizes.count > 8 ? " …" : ""))
         lines.append("  removed:              \(removed) (\(removedExact) identical, \(removedNear) near)")

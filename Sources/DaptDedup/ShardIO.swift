@@ -235,3 +235,67 @@ final class PackedOutbox {
 }
 
 protocol ExchangeOutboxLike { func appendRecord(_ record: [UInt8], to peer: Int) throws }
+
+/// Re-reads records' lines at known (file, offset, length). Each input file is
+/// opened once, on first use, and stays open; with `readAhead` a request that
+/// misses the buffered window refills it with one `pread` of the window size,
+/// so lines requested in ascending offset order are read in one sequential
+/// pass (a few large reads), not one open and read per record. Without
+/// `readAhead` (scattered requests) exactly the line is read.
+final class LineFetcher {
+    let paths: [String]
+    private var descriptors: [Int32]
+    private var window: [UInt8]
+    private var windowFile = -1, windowStart = 0, windowFilled = 0
+    /// Files opened, `pread` calls made and lines handed out, for tests.
+    private(set) var opens = 0
+    private(set) var reads = 0
+    private(set) var lines = 0
+
+    init(paths: [String], windowBytes: Int = 1 << 20) {
+        self.paths = paths
+        descriptors = Array(repeating: -1, count: paths.count)
+        window = [UInt8](repeating: 0, count: windowBytes)
+    }
+
+    deinit { for fd in descriptors where fd >= 0 { close(fd) } }
+
+    private func descriptor(_ file: Int) throws -> Int32 {
+        if descriptors[file] < 0 {
+            let fd = open(paths[file], O_RDONLY)
+            guard fd >= 0 else { throw FileError(path: paths[file], operation: "open", errno: errno) }
+            descriptors[file] = fd
+            opens += 1
+        }
+        return descriptors[file]
+    }
+
+    /// Reads up to `count` bytes at `offset` into the window; at least `minimum`.
+    private func fill(file: Int, offset: Int, count: Int, minimum: Int) throws {
+        let fd = try descriptor(file)
+        if window.count < count { window = [UInt8](repeating: 0, count: count) }
+        windowFile = -1
+        var got = 0
+        while got < count {
+            let n = window.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, count - got, off_t(offset + got)) }
+            reads += 1
+            if n < 0 { if errno == EINTR { continue }; throw FileError(path: paths[file], operation: "read", errno: errno) }
+            if n == 0 { break }
+            got += n
+        }
+        guard got >= minimum else { throw FileError(path: paths[file], operation: "read (file shrank)", errno: EIO) }
+        windowFile = file; windowStart = offset; windowFilled = got
+    }
+
+    /// Calls `body` with the line's bytes (valid only inside `body`).
+    func withLine<R>(file: Int, offset: Int, length: Int, readAhead: Bool = true,
+                     _ body: (UnsafeBufferPointer<UInt8>) throws -> R) throws -> R {
+        let inWindow = file == windowFile && offset >= windowStart && offset + length <= windowStart + windowFilled
+        if !inWindow {
+            try fill(file: file, offset: offset, count: readAhead ? max(window.count, length) : length, minimum: length)
+        }
+        lines += 1
+        let start = offset - windowStart
+        return try window.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[start..<(start + length)])) }
+    }
+}

@@ -30,7 +30,7 @@ struct DedupCommand: ParsableCommand {
     @Option(help: "Jaccard threshold (overrides the preset).")
     var threshold: Double?
 
-    @Option(help: "Verification of candidate pairs: estimated or exact.")
+    @Option(help: "Verification of candidate pairs: hybrid, estimated or exact.")
     var verify: String?
 
     @Flag(help: "Stop at the first bad record or hash mismatch.")

@@ -55,7 +55,7 @@ final class DedupJobTests: XCTestCase {
             Self.record("c", Self.base),                                   // identical to a
             "{broken",
             "",
-            Self.record("d", Self.base.replacingOccurrences(of: "两小时", with: "两个小时")),  // near a, and longer
+            Self.record("d", Self.base.replacingOccurrences(of: "过滤。", with: "过滤即可。")),  // near a (J = 0.964), and longer
             Self.record("e", "完全不同的一段文字，讲述另一种装置的结构与连接方式。", hash: "sha1:0000"),
             Self.record("f", "Cafe\u{301} " + Self.other),                  // not NFC: converted before hashing
         ]
@@ -189,6 +189,12 @@ final class DedupJobTests: XCTestCase {
         print("labelled fixture, exact verification: \(exact)")
         XCTAssertEqual(exact.precision, 1, "exact verification keeps only pairs at or above the threshold: \(exact)")
         XCTAssertGreaterThanOrEqual(exact.recall, 0.95, "\(exact)")
+        // Hybrid (the default): the estimate decides only far from the
+        // threshold, so precision and recall match exact verification here.
+        let hybrid = try accuracy(verify: "hybrid")
+        print("labelled fixture, hybrid verification: \(hybrid)")
+        XCTAssertGreaterThanOrEqual(hybrid.precision, 0.99, "\(hybrid)")
+        XCTAssertGreaterThanOrEqual(hybrid.recall, 0.95, "\(hybrid)")
     }
 
     /// With one band of all 128 rows LSH finds (almost) nothing, so near

@@ -10,7 +10,13 @@ final class DedupMultiRankTests: XCTestCase {
 
     static let outputs = ["kept.jsonl", "removed.jsonl", "clusters.jsonl", "rejects.jsonl", "pairs.jsonl"]
 
-    func testSameOutputForOneToFourRanks() throws {
+    /// The default (hybrid) verification.
+    func testSameOutputForOneToFourRanks() throws { try sameOutputForOneToFourRanks(verify: nil) }
+
+    /// Exact verification re-reads and ships texts: the same output too.
+    func testSameOutputForOneToFourRanksExact() throws { try sameOutputForOneToFourRanks(verify: "exact") }
+
+    func sameOutputForOneToFourRanks(verify: String?) throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         // The fixture plus a bad line and a blank one, so rejects are compared too.
         var input = try String(contentsOfFile: Self.fixture, encoding: .utf8)
@@ -18,7 +24,8 @@ final class DedupMultiRankTests: XCTestCase {
         let inputPath = dir.appendingPathComponent("in.jsonl").path
         try input.write(toFile: inputPath, atomically: true, encoding: .utf8)
         let config = dir.appendingPathComponent("dedup.yaml").path
-        try "dedup:\n  write_pairs: true\n  sample_size: 50\ncluster:\n  batch_bytes: 4096\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let verifyLine = verify.map { "  verify: \($0)\n" } ?? ""
+        try "dedup:\n  write_pairs: true\n  sample_size: 50\n\(verifyLine)cluster:\n  batch_bytes: 4096\n".write(toFile: config, atomically: true, encoding: .utf8)
 
         var reference: [String: Data] = [:]
         var referenceCounts: [String]?
@@ -31,11 +38,12 @@ final class DedupMultiRankTests: XCTestCase {
             XCTAssertTrue(result.stdout.contains(": ok"), "counts line: \(result.stdout)")
             let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/report.json"))) as! [String: Any]
             XCTAssertEqual(report["ranks"] as? Int, np)
+            XCTAssertEqual(report["verify"] as? String, verify ?? "hybrid")
             XCTAssertEqual(report["rejected"] as? Int, 1)
             XCTAssertEqual((report["kept"] as! Int) + (report["removed"] as! Int), report["records"] as? Int)
             XCTAssertGreaterThan(report["removed"] as! Int, 20)
             // Every count in the report is a property of the corpus, not of the ranks.
-            let counts = ["lines", "records", "exact_duplicates", "candidate_pairs", "verified_pairs", "clusters",
+            let counts = ["lines", "records", "exact_duplicates", "candidate_pairs", "verified_pairs", "exact_comparisons", "clusters",
                           "removed", "removed_exact", "kept", "records_in_clusters"].map { "\($0)=\(report[$0]!)" }
                 + ["sampled", "with_duplicate"].map { "\($0)=\((report["remaining_duplicate_rate"] as! [String: Any])[$0]!)" }
             if let first = referenceCounts { XCTAssertEqual(counts, first, "report counts differ for np=\(np)") } else { referenceCounts = counts }

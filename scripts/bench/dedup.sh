@@ -6,6 +6,8 @@
 #
 #   scripts/bench/dedup.sh            # 100k records in $DEDUP_BENCH_DIR (default /tmp/dapt-dedup-bench)
 #   RECORDS=20000 scripts/bench/dedup.sh
+#   REUSE_PEERS=1 scripts/bench/dedup.sh   # reuse the peers' timings and pairs from an earlier run in the same
+#                                          # directory (said so in the output, with the time they were taken)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -41,6 +43,8 @@ config="$dir/dedup.yaml"
 printf 'dedup:\n  threshold: %s\n  write_pairs: true\n' "$threshold" > "$config"
 exact_config="$dir/dedup-exact.yaml"
 printf 'dedup:\n  threshold: %s\n  write_pairs: true\n  verify: exact\n' "$threshold" > "$exact_config"
+estimated_config="$dir/dedup-estimated.yaml"
+printf 'dedup:\n  threshold: %s\n  write_pairs: true\n  verify: estimated\n' "$threshold" > "$estimated_config"
 
 results="$dir/results.tsv"
 : > "$results"
@@ -56,6 +60,7 @@ run_dapt() {
       "$dapt" dedup "$corpus" --out "$out" --config "$config" > "$dir/log-$name" 2>&1
   fi
   grep -E "^dedup:|removed:|kept:|remaining|counts:|LSH:|candidate pairs" "$dir/log-$name" | sed 's/^/  /'
+  python3 -c "import json; r = json.load(open('$out/report.json')); print('  phases (s): ' + ', '.join(f'{k} {v:.2f}' for k, v in r['seconds'].items()))"
   read -r wall user sys _ < "$dir/time-$name"
   local rss
   rss=$(python3 -c "import json; print(json.load(open('$out/report.json'))['peak_resident_bytes_max'])")
@@ -63,6 +68,7 @@ run_dapt() {
 }
 run_dapt dapt-1rank 1
 run_dapt dapt-2ranks 2
+run_dapt dapt-estim 1 "$estimated_config"
 run_dapt dapt-exact 1 "$exact_config"
 cmp -s "$dir/out-dapt-1rank/kept.jsonl" "$dir/out-dapt-2ranks/kept.jsonl" && cmp -s "$dir/out-dapt-1rank/removed.jsonl" "$dir/out-dapt-2ranks/removed.jsonl" \
   && cmp -s "$dir/out-dapt-1rank/clusters.jsonl" "$dir/out-dapt-2ranks/clusters.jsonl" \
@@ -71,6 +77,13 @@ cmp -s "$dir/out-dapt-1rank/kept.jsonl" "$dir/out-dapt-2ranks/kept.jsonl" && cmp
 peers=(datasketch)
 [ "$have_rensa" = 1 ] && peers+=(rensa)
 for peer in "${peers[@]}"; do
+  if [ "${REUSE_PEERS:-0}" = 1 ] && [ -s "$dir/time-$peer" ] && [ -s "$dir/pairs-$peer.jsonl" ] && [ -s "$dir/peer-$peer.json" ]; then
+    echo "$peer: REUSED from an earlier run (timings taken $(date -u -r "$dir/time-$peer" +%FT%TZ))"
+    cat "$dir/peer-$peer.json" | sed 's/^/  /'
+    read -r wall user sys rsskb < "$dir/time-$peer"
+    echo -e "$peer\t$wall\t$(python3 -c "print($user + $sys)")\t$((rsskb * 1024))" >> "$results"
+    continue
+  fi
   echo "load before $peer: $(uptime | sed 's/.*load average/load average/')"
   /usr/bin/time -f "%e %U %S %M" -o "$dir/time-$peer" python3 scripts/bench/dedup_peers.py run "$peer" "$corpus" "$dir/pairs-$peer.jsonl" \
     --threshold "$threshold" > "$dir/peer-$peer.json"
@@ -80,7 +93,7 @@ for peer in "${peers[@]}"; do
 done
 
 echo "== accuracy against exact Jaccard (threshold $threshold)"
-preds=("dapt=$dir/out-dapt-1rank/pairs.jsonl" "dapt-exact=$dir/out-dapt-exact/pairs.jsonl")
+preds=("dapt=$dir/out-dapt-1rank/pairs.jsonl" "dapt-estim=$dir/out-dapt-estim/pairs.jsonl" "dapt-exact=$dir/out-dapt-exact/pairs.jsonl")
 for peer in "${peers[@]}"; do preds+=("$peer=$dir/pairs-$peer.jsonl"); done
 python3 scripts/bench/dedup_peers.py evaluate "$corpus" "$labels" "${preds[@]}" --threshold "$threshold" > "$dir/accuracy.json"
 
