@@ -104,3 +104,9 @@ extension Communicator {
         try gatherV(Array(string.utf8), root: root)?.map { String(decoding: $0, as: UTF8.self) }
     }
 }
+
+/// An error every rank throws alike, after the ranks agreed on it with a
+/// collective (e.g. the first bad record in input order under `--strict`).
+/// The command line prints it once, on rank 0, and ends every rank cleanly
+/// instead of aborting the job from whichever rank got there first.
+public protocol CollectiveError: Error, CustomStringConvertible {}

@@ -4,13 +4,20 @@ import Glibc
 import DaptCluster
 import DaptCore
 
+/// `--strict`: the first bad record in input order, agreed on by every rank.
+public struct StrictRejectError: CollectiveError, Equatable {
+    public var message: String
+    public var description: String { "\(message) (--strict)" }
+}
+
+/// Unwinds one rank's scan at its first reject under `--strict`.
+private struct StopScanning: Error {}
+
 public enum PrepareError: Error, CustomStringConvertible, Equatable {
     case noInputs
     case missingInput(String)
     case unknownInputKind(String)
     case inputsDiffer(rank: Int)
-    /// `--strict`: the first bad record ends the run.
-    case rejected(PrepareReject)
     case countMismatch(recordsIn: Int, patents: Int, rejects: Int)
     case manifest(path: String, reason: String)
     case shardMismatch(path: String, reason: String)
@@ -21,7 +28,6 @@ public enum PrepareError: Error, CustomStringConvertible, Equatable {
         case .missingInput(let p): return "\(p): input does not exist"
         case .unknownInputKind(let p): return "\(p): not an input kind prepare reads (.jsonl, .txt, .md, or a folder)"
         case .inputsDiffer(let r): return "rank \(r) sees different input files than rank 0 (inputs must be on a shared file system)"
-        case .rejected(let r): return "\(r.description) (--strict)"
         case .countMismatch(let i, let p, let r):
             return "count check failed: \(i) records in, but \(p) patents written + \(r) rejects = \(p + r)"
         case .manifest(let p, let r): return "\(p): \(r)"
@@ -159,8 +165,9 @@ public struct PrepareRun {
             throw reject
         }
 
+        var strictReject: PrepareReject?
         func record(_ reject: PrepareReject) throws {
-            if config.strict { throw PrepareError.rejected(reject) }
+            if config.strict { strictReject = reject; throw StopScanning() }
             stats.add(reject: reject)
             rejectBytes += reject.jsonLine()
             if firstRejects.count < 20 { firstRejects.append(reject.description) }
@@ -173,6 +180,7 @@ public struct PrepareRun {
             }
         }
 
+        do {
         for (i, file) in catalog.files.enumerated() {
             switch file.kind {
             case .jsonl:
@@ -222,6 +230,15 @@ public struct PrepareRun {
                 bytesDone += file.size
                 stats.inputBytes += file.size
                 progress()
+            }
+        }
+        } catch is StopScanning {}
+        if config.strict {
+            // Ranks own increasing ranges of the input, so the lowest rank
+            // with a reject holds the first one in input order.
+            let messages = try communicator.allGatherV(Array((strictReject?.description ?? "").utf8))
+            if let first = messages.first(where: { !$0.isEmpty }) {
+                throw StrictRejectError(message: String(decoding: first, as: UTF8.self))
             }
         }
         try flush()

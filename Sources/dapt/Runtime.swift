@@ -60,6 +60,13 @@ enum Runtime {
         let context = ClusterContext(communicator: communicator, config: config, sink: sink)
         do {
             try body(context)
+        } catch let error as CollectiveError {
+            if communicator.rank == 0 { Console.error("\(error)") }
+            if mpi {
+                try? communicator.barrier()
+                try? MPIRuntime.stop()
+            }
+            throw ExitCode(1)
         } catch let exit as ExitCode {
             if mpi && communicator.size > 1 { MPIRuntime.abort(code: exit.rawValue) }
             throw exit
