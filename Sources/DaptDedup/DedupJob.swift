@@ -226,10 +226,10 @@ public final class DedupJob {
         for r in pendingRejects {
             let lineNumber = fileLineBase[r.file] + r.fileLine + 1
             let error = InputError(file: plan.paths[r.file], line: lineNumber, field: r.problem.field, reason: r.problem.reason)
-            var json = "{\"file\":\(jsonString(plan.paths[r.file])),\"line\":\(lineNumber),"
-            if let f = r.problem.field { json += "\"field\":\(jsonString(f))," }
-            json += "\"reason\":\(jsonString(r.problem.reason)),\"error\":\(jsonString(error.description)),"
-            json += "\"record\":\(jsonString(String(decoding: r.line, as: UTF8.self)))}\n"
+            var json = "{\"file\":\(JSONString.quote(plan.paths[r.file])),\"line\":\(lineNumber),"
+            if let f = r.problem.field { json += "\"field\":\(JSONString.quote(f))," }
+            json += "\"reason\":\(JSONString.quote(r.problem.reason)),\"error\":\(JSONString.quote(error.description)),"
+            json += "\"record\":\(JSONString.quote(String(decoding: r.line, as: UTF8.self)))}\n"
             rejectLines += Array(json.utf8)
         }
         var mismatchLines: [UInt8] = []

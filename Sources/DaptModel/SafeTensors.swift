@@ -160,14 +160,14 @@ public enum SafeTensors {
         precondition(dtype != .f64, "writing F64 is not supported")
         var header = "{"
         var offset = 0
-        let metaItems = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+        let metaItems = metadata.keys.sorted().map { "\(JSONString.quote($0)):\(JSONString.quote(metadata[$0]!))" }
         header += "\"__metadata__\":{\(metaItems.joined(separator: ","))}"
         var seen = Set<String>()
         for t in tensors {
             precondition(seen.insert(t.name).inserted, "duplicate tensor name \(t.name)")
             precondition(t.shape.reduce(1, *) == t.values.count, "\(t.name): \(t.values.count) values for shape \(t.shape)")
             let size = t.values.count * dtype.byteCount
-            header += ",\(jsonString(t.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + size)]}"
+            header += ",\(JSONString.quote(t.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + size)]}"
             offset += size
         }
         header += "}"
@@ -198,20 +198,6 @@ public enum SafeTensors {
             }
         }
         try writer.commit()
-    }
-
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for ch in s.unicodeScalars {
-            switch ch {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default:
-                if ch.value < 0x20 { out += String(format: "\\u%04x", ch.value) } else { out.unicodeScalars.append(ch) }
-            }
-        }
-        return out + "\""
     }
 }
 

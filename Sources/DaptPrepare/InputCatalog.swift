@@ -71,35 +71,6 @@ public struct InputCatalog: Equatable, Sendable {
     }
 }
 
-/// A read-only memory map of a whole file.
-final class MappedFile {
-    let path: String
-    let count: Int
-    private let base: UnsafeMutableRawPointer?
-
-    init(path: String) throws {
-        self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw FileError(path: path, operation: "open", errno: errno) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw FileError(path: path, operation: "stat", errno: errno) }
-        count = Int(st.st_size)
-        if count == 0 { base = nil; return }
-        let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0)
-        guard let p, p != MAP_FAILED else { throw FileError(path: path, operation: "mmap", errno: errno) }
-        madvise(p, count, MADV_SEQUENTIAL)
-        base = p
-    }
-
-    deinit { if let base { munmap(base, count) } }
-
-    func withBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
-        guard let base else { return try body(UnsafeBufferPointer(start: nil, count: 0)) }
-        return try body(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: count))
-    }
-}
-
 /// The part of one JSONL file a rank reads: whole lines starting in its range.
 struct LineRegion {
     var start: Int

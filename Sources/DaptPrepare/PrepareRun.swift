@@ -103,7 +103,7 @@ public struct PrepareRun {
             let local = max(range.lowerBound, file.offset) - file.offset
             let localEnd = min(range.upperBound, file.offset + file.size) - file.offset
             guard local < localEnd else { continue }
-            let mapped = try MappedFile(path: file.path)
+            let mapped = try MappedFile(path: file.path, sequential: true)
             mapped.withBytes { p in
                 let region = LineRegion.aligned(local..<localEnd, in: p)
                 regions[i] = region
@@ -185,7 +185,7 @@ public struct PrepareRun {
             switch file.kind {
             case .jsonl:
                 guard let region = regions[i] else { continue }
-                let mapped = try MappedFile(path: file.path)
+                let mapped = try MappedFile(path: file.path, sequential: true)
                 try mapped.withBytes { p in
                     var lineNumber = firstLine[i]
                     var s = region.start
@@ -218,7 +218,7 @@ public struct PrepareRun {
                 }
             case .text:
                 guard catalog.owner(ofOffset: file.offset, size: size) == rank else { continue }
-                let mapped = try MappedFile(path: file.path)
+                let mapped = try MappedFile(path: file.path, sequential: true)
                 try mapped.withBytes { p in
                     do {
                         try handle(PatentReader.parseTextFile(p, file: file.path))

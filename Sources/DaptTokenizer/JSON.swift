@@ -1,3 +1,5 @@
+import DaptCore
+
 /// A parsed JSON value (for `tokenizer.json` and manifests). Objects keep
 /// their keys in file order.
 public indirect enum JSONValue: Equatable, Sendable {
@@ -295,28 +297,7 @@ public struct JSONScanner {
 
 /// Writes JSON text: strings escaped the way `serde_json` does (non-ASCII kept as UTF-8).
 public enum JSONText {
-    public static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if u.value < 0x20 {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
-    }
+    public static func quote(_ s: String) -> String { JSONString.quote(s) }
 
     /// Compact or indented text of a value (members in their stored order).
     public static func write(_ value: JSONValue, indent: Int? = 2, level: Int = 0) -> String {

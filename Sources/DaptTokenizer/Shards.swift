@@ -224,39 +224,12 @@ public enum TokenShardError: Error, CustomStringConvertible, Equatable {
 /// The xxh64 of a file's bytes, as 16 hex digits.
 public func fileChecksum(_ path: String) throws -> String {
     let file = try MappedFile(path: path)
-    return file.withBytes { hex64(StableHash.xxh64($0)) }
+    return file.withRawBytes { hex64(StableHash.xxh64($0)) }
 }
 
 func hex64(_ v: UInt64) -> String {
     let s = String(v, radix: 16)
     return String(repeating: "0", count: 16 - s.count) + s
-}
-
-/// A read-only memory-mapped file.
-final class MappedFile: @unchecked Sendable {
-    let path: String
-    let count: Int
-    private let base: UnsafeRawPointer?
-
-    init(path: String) throws {
-        self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw FileError(path: path, operation: "open", errno: errno) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw FileError(path: path, operation: "stat", errno: errno) }
-        count = Int(st.st_size)
-        if count == 0 { base = nil; return }
-        let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0)
-        guard let p, p != MAP_FAILED else { throw FileError(path: path, operation: "mmap", errno: errno) }
-        base = UnsafeRawPointer(p)
-    }
-
-    deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), count) } }
-
-    func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try body(UnsafeRawBufferPointer(start: base, count: count))
-    }
 }
 
 /// Reads a token shard directory: documents by global index, their token
@@ -296,12 +269,12 @@ public final class TokenShardReader: @unchecked Sendable {
             }
             if verify {
                 for (file, expected) in [(t, shard.tokensChecksum), (x, shard.indexChecksum)] {
-                    let actual = file.withBytes { hex64(StableHash.xxh64($0)) }
+                    let actual = file.withRawBytes { hex64(StableHash.xxh64($0)) }
                     if actual != expected { throw TokenShardError.checksumMismatch(file: file.path, expected: expected, actual: actual) }
                 }
             }
             // The index must start at 0, never go down, and end at the token count.
-            try x.withBytes { raw in
+            try x.withRawBytes { raw in
                 var previous: UInt64 = 0
                 for i in 0...shard.documents {
                     let v = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
@@ -315,7 +288,7 @@ public final class TokenShardReader: @unchecked Sendable {
             }
             if verify {
                 let tb = manifest.tokenBytes, vocab = manifest.vocabSize
-                try t.withBytes { raw in
+                try t.withRawBytes { raw in
                     for k in 0..<shard.tokens {
                         let id = tb == 2 ? UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self)))
                                          : UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: k * 4, as: UInt32.self))
@@ -343,7 +316,7 @@ public final class TokenShardReader: @unchecked Sendable {
     }
 
     private func bounds(_ shard: Int, _ local: Int) -> (Int, Int) {
-        indexFiles[shard].withBytes { raw in
+        indexFiles[shard].withRawBytes { raw in
             (Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: local * 8, as: UInt64.self))),
              Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: local * 8 + 8, as: UInt64.self))))
         }
@@ -361,7 +334,7 @@ public final class TokenShardReader: @unchecked Sendable {
         var out: [Int] = []
         out.reserveCapacity(documentCount)
         for (s, shard) in manifest.shards.enumerated() where shard.documents > 0 {
-            indexFiles[s].withBytes { raw in
+            indexFiles[s].withRawBytes { raw in
                 var previous = 0
                 for i in 1...shard.documents {
                     let v = Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)))
@@ -381,7 +354,7 @@ public final class TokenShardReader: @unchecked Sendable {
             throw TokenShardError.invalidIndex(file: indexFiles[s].path, entry: l, reason: "token range \(range) is outside the document's \(b - a) tokens")
         }
         let tb = manifest.tokenBytes
-        tokenFiles[s].withBytes { raw in
+        tokenFiles[s].withRawBytes { raw in
             for k in (a + range.lowerBound)..<(a + range.upperBound) {
                 out.append(tb == 2 ? UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self)))
                                    : UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: k * 4, as: UInt32.self)))
@@ -394,7 +367,7 @@ public final class TokenShardReader: @unchecked Sendable {
         let (s, l) = try locate(i)
         let (a, b) = bounds(s, l)
         let tb = manifest.tokenBytes
-        tokenFiles[s].withBytes { raw in
+        tokenFiles[s].withRawBytes { raw in
             out.reserveCapacity(out.count + b - a)
             if tb == 2 {
                 for k in a..<b { out.append(UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self)))) }
