@@ -33,24 +33,27 @@ let package = Package(
         .target(name: "DaptDedup", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised + [.unsafeFlags(["-Xcc", "-mavx2"], .when(platforms: [.linux]))]),
         .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
         .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS"], swiftSettings: optimised),
-        .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
+        .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
 
         // The command line: one subcommand per file, parsing and calling the libraries.
         .executableTarget(name: "dapt", dependencies: [
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
             "DaptCore", "DaptCluster", "DaptMPI", "DaptZMQ", "DaptBLAS",
             "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain",
         ]),
 
-        .testTarget(name: "DaptCoreTests", dependencies: ["DaptCore"]),
-        .testTarget(name: "DaptClusterTests", dependencies: ["DaptCluster", "DaptZMQ", "DaptCore"]),
-        .testTarget(name: "DaptBLASTests", dependencies: ["DaptBLAS"]),
-        .testTarget(name: "DaptPrepareTests", dependencies: ["DaptPrepare", "DaptCore", "DaptCluster"]),
-        .testTarget(name: "DaptDedupTests", dependencies: ["DaptDedup", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTokenizer", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DaptModelTests", dependencies: ["DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DaptTrainTests", dependencies: ["DaptTrain", "DaptModel", "DaptCore"], resources: [.copy("Fixtures")]),
+        // Helpers shared by the test targets (temporary directories, fixture files).
+        .target(name: "DaptTestSupport", path: "Tests/DaptTestSupport"),
+        .testTarget(name: "DaptCoreTests", dependencies: ["DaptCore", "DaptTestSupport"]),
+        .testTarget(name: "DaptClusterTests", dependencies: ["DaptTestSupport", "DaptCluster", "DaptZMQ", "DaptCore"]),
+        .testTarget(name: "DaptBLASTests", dependencies: ["DaptTestSupport", "DaptBLAS"]),
+        .testTarget(name: "DaptPrepareTests", dependencies: ["DaptTestSupport", "DaptPrepare", "DaptCore", "DaptCluster"]),
+        .testTarget(name: "DaptDedupTests", dependencies: ["DaptTestSupport", "DaptDedup", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTestSupport", "DaptTokenizer", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptModelTests", dependencies: ["DaptTestSupport", "DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptTrainTests", dependencies: ["DaptTestSupport", "DaptTrain", "DaptModel", "DaptCore"], resources: [.copy("Fixtures")]),
         // Starts real `mpirun` processes on the built `dapt` binary.
-        .testTarget(name: "MultiRankTests", dependencies: ["DaptCore"]),
+        .testTarget(name: "MultiRankTests", dependencies: ["DaptTestSupport", "DaptCore"]),
     ]
 )

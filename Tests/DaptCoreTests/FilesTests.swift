@@ -1,16 +1,14 @@
 import DaptCore
 import Foundation
 import XCTest
+import DaptTestSupport
 
 final class FilesTests: XCTestCase {
     var dir: URL!
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("files-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        dir = try temporaryDirectoryURL(self, prefix: "files")
     }
-
-    override func tearDown() { try? FileManager.default.removeItem(at: dir) }
 
     func lines(of path: String, chunk: Int) throws -> [(Int, String)] {
         var out: [(Int, String)] = []

@@ -1,6 +1,7 @@
 import DaptCore
 import Foundation
 import XCTest
+import DaptTestSupport
 
 final class HashTests: XCTestCase {
     func testSHA1KnownVectors() {
@@ -13,9 +14,7 @@ final class HashTests: XCTestCase {
 
     /// Lengths around the 55/56/64-byte padding edges, and UTF-8 text, against `sha1sum`.
     func testSHA1AgainstSha1sum() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sha1-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
+        let dir = try temporaryDirectoryURL(self, prefix: "sha1")
         var inputs: [[UInt8]] = [Array("步骤S101:将专利文本按步骤切分。".utf8)]
         for n in [1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000] { inputs.append((0..<n).map { UInt8(($0 * 7 + n) % 256) }) }
         for (i, bytes) in inputs.enumerated() {

@@ -3,6 +3,7 @@ import DaptCore
 @testable import DaptDedup
 import Foundation
 import XCTest
+import DaptTestSupport
 
 /// Whole dedup runs on one rank (the multi-rank runs are in MultiRankTests).
 final class DedupJobTests: XCTestCase {
@@ -15,12 +16,7 @@ final class DedupJobTests: XCTestCase {
         var pairs: [[String: Any]]
     }
 
-    func temporaryDirectory() throws -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir.path
-    }
+    func temporaryDirectory() throws -> String { try DaptTestSupport.temporaryDirectory(self, prefix: "dedup") }
 
     func run(_ inputs: [String], _ config: DedupConfig, out: String) throws -> Outputs {
         let comm = SingleRankCommunicator()

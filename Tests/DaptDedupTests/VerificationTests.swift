@@ -3,15 +3,11 @@ import DaptCore
 @testable import DaptDedup
 import Foundation
 import XCTest
+import DaptTestSupport
 
 /// The hybrid verification rule and the single-pass re-reading of lines.
 final class VerificationTests: XCTestCase {
-    func temporaryDirectory() throws -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dedup-verify-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir.path
-    }
+    func temporaryDirectory() throws -> String { try DaptTestSupport.temporaryDirectory(self, prefix: "dedup-verify") }
 
     struct Run { var report: DedupReport; var removed: [[String: Any]] }
 

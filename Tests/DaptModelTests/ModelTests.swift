@@ -2,6 +2,7 @@ import DaptCore
 import DaptModel
 import Foundation
 import XCTest
+import DaptTestSupport
 
 final class ModelGradientTests: XCTestCase {
     static func tinyConfig(_ scaling: RopeScaling?, tied: Bool = false) -> LlamaConfig {
@@ -134,12 +135,7 @@ final class ModelGradientTests: XCTestCase {
 }
 
 final class SerializationTests: XCTestCase {
-    func temporaryDirectory() throws -> String {
-        let dir = NSTemporaryDirectory() + "dapt-model-\(UInt64.random(in: 0..<UInt64.max))"
-        try FileSystem.makeDirectories(dir)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        return dir
-    }
+    func temporaryDirectory() throws -> String { try DaptTestSupport.temporaryDirectory(self, prefix: "dapt-model") }
 
     func testModelSaveAndLoadRoundTrip() throws {
         let dir = try temporaryDirectory()

@@ -3,16 +3,14 @@ import DaptCore
 import DaptPrepare
 import Foundation
 import XCTest
+import DaptTestSupport
 
 final class RunTests: XCTestCase {
     var dir: URL!
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("dapt-prepare-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        dir = try temporaryDirectoryURL(self, prefix: "dapt-prepare")
     }
-
-    override func tearDown() { try? FileManager.default.removeItem(at: dir) }
 
     static var repositoryRoot: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path

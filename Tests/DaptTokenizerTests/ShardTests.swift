@@ -3,6 +3,7 @@ import DaptCore
 import DaptTokenizer
 import Foundation
 import XCTest
+import DaptTestSupport
 
 final class ShardTests: XCTestCase {
     func makeShards(_ texts: [String], extraLines: [String] = [], options: ShardEncoder.Options = .init(), tokenizer: BPETokenizer? = nil) throws -> (String, BPETokenizer, [String]) {

@@ -2,6 +2,7 @@ import DaptCore
 import DaptTokenizer
 import Foundation
 import XCTest
+import DaptTestSupport
 
 enum Fixtures {
     static var directory: URL { Bundle.module.resourceURL!.appendingPathComponent("Fixtures") }
@@ -24,16 +25,6 @@ enum Fixtures {
     }
 }
 
-func temporaryDirectory(_ test: XCTestCase) throws -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dapt-tok-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-    return dir.path
-}
-
-func writeLines(_ lines: [String], to path: String) throws {
-    try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-}
 
 func jsonl(_ texts: [String]) -> [String] {
     texts.enumerated().map { i, t in

@@ -2,14 +2,10 @@ import DaptCore
 import DaptTrain
 import Foundation
 import XCTest
+import DaptTestSupport
 
 final class CheckpointStoreTests: XCTestCase {
-    func temporaryRoot() throws -> String {
-        let path = NSTemporaryDirectory() + "dapt-ckpt-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-        try FileSystem.makeDirectories(path)
-        addTeardownBlock { CheckpointStore.removeTree(path) }
-        return path
-    }
+    func temporaryRoot() throws -> String { try temporaryDirectory(self, prefix: "dapt-ckpt") }
 
     func writeFile(_ dir: String, _ name: String, _ text: String) throws -> String {
         let w = try FileWriter(path: dir + "/" + name)

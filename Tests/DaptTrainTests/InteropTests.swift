@@ -3,6 +3,7 @@ import DaptModel
 @testable import DaptTrain
 import Foundation
 import XCTest
+import DaptTestSupport
 
 /// Fixtures from scripts/fixtures/train_interop.py: a Llama saved by
 /// transformers, and a dapt checkpoint (continued pretraining of it) loaded
@@ -53,8 +54,7 @@ final class InteropTests: XCTestCase {
     func testTransformersModelContinuesTraining() throws {
         let hf = try fixture("hf")
         let model = try LlamaModel(directory: hf)
-        var config = TrainerTests.config(run: NSTemporaryDirectory() + "dapt-interop-\(getpid())-\(UInt64.random(in: 0...UInt64.max))", steps: 12)
-        addTeardownBlock { CheckpointStore.removeTree(config.checkpoint.directory) }
+        var config = TrainerTests.config(run: try temporaryDirectory(self, prefix: "dapt-interop"), steps: 12)
         config.model.from = hf
         config.optimizer.lr = 1e-2
         let trainer = try Trainer(config: config, model: model, train: TrainerTests.corpus(), heldOut: TrainerTests.corpus(documents: 20))
@@ -74,7 +74,7 @@ final class InteropTests: XCTestCase {
     func testCommittedCheckpointResumes() throws {
         let dir = try fixture("dapt")
         let model = try LlamaModel(directory: try fixture("hf"))
-        var config = TrainerTests.config(run: NSTemporaryDirectory() + "dapt-interop-r-\(getpid())", steps: 6)
+        var config = TrainerTests.config(run: try temporaryDirectory(self, prefix: "dapt-interop-r"), steps: 6)
         config.data.sequenceLength = 32
         let trainer = try Trainer(config: config, model: model, train: TrainerTests.corpus(), heldOut: nil)
         try trainer.restore(checkpoint: dir)

@@ -3,14 +3,10 @@ import DaptModel
 @testable import DaptTrain
 import Foundation
 import XCTest
+import DaptTestSupport
 
 final class TrainerTests: XCTestCase {
-    func temporaryRoot() throws -> String {
-        let path = NSTemporaryDirectory() + "dapt-trainer-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-        try FileSystem.makeDirectories(path)
-        addTeardownBlock { CheckpointStore.removeTree(path) }
-        return path
-    }
+    func temporaryRoot() throws -> String { try temporaryDirectory(self, prefix: "dapt-trainer") }
 
     /// Learnable documents: each counts upward from a seeded start with a seeded stride.
     static func corpus(documents: Int = 120) -> InMemoryDocuments {

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import DaptTestSupport
 
 /// Runs the built `dapt` binary, alone or under a real `mpirun`.
 enum DaptProcess {
@@ -78,10 +79,7 @@ enum DaptProcess {
 
     /// A fresh temporary directory, removed by the test's teardown block.
     static func temporaryDirectory(_ test: XCTestCase) throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dapt-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir
+        try temporaryDirectoryURL(test)
     }
 
     /// True while a process with this pid exists (and is not a zombie we own).
