@@ -52,7 +52,7 @@ let package = Package(
         .testTarget(name: "DaptDedupTests", dependencies: ["DaptTestSupport", "DaptDedup", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTestSupport", "DaptTokenizer", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptModelTests", dependencies: ["DaptTestSupport", "DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DaptTrainTests", dependencies: ["DaptTestSupport", "DaptTrain", "DaptModel", "DaptCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptTrainTests", dependencies: ["DaptTestSupport", "DaptTrain", "DaptModel", "DaptTokenizer", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         // Starts real `mpirun` processes on the built `dapt` binary.
         .testTarget(name: "MultiRankTests", dependencies: ["DaptTestSupport", "DaptCore"]),
     ]

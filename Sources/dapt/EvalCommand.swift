@@ -52,24 +52,15 @@ struct EvalCommand: ParsableCommand {
             }
             let daptConfig = try loadConfig(config)
             try Runtime.run(cluster: daptConfig.cluster) { ctx in
-                var directory = checkpoint
-                if !FileSystem.exists(directory + "/config.json") { directory = try Trainer.resolveCheckpoint(checkpoint) }
-                if FileSystem.exists(directory + "/" + CheckpointStore.manifestName) {
-                    _ = try CheckpointStore.verify(directory: directory)
-                }
-                let model = try LlamaModel(directory: directory)
-                let source: any DocumentSource
-                if FileSystem.isDirectory(input) {
-                    source = try ShardDocuments(directory: input)
-                } else {
-                    let tokenizerPath = tokenizer ?? directory + "/tokenizer.json"
-                    source = try documentsFromJSONL(path: input, tokenizer: try BPETokenizer.load(path: tokenizerPath),
-                                                    addBos: addBos, addEos: addEos)
-                }
-                let result = try evaluatePerplexity(model: model, source: source, sequenceLength: sequenceLength,
-                                                    batchSize: batchSize, maxSequences: maxSequences)
+                var request = PerplexityRequest(model: checkpoint, input: input, tokenizer: tokenizer)
+                request.sequenceLength = sequenceLength
+                request.batchSize = batchSize
+                request.maxSequences = maxSequences
+                request.addBos = addBos
+                request.addEos = addEos
+                let result = try PerplexityEvaluation.run(request)
                 ctx.say(String(format: "perplexity %.4f  loss %.6f  tokens %d  sequences %d  (documents %d, %d tail tokens not evaluated)",
-                               result.perplexity, result.loss, result.tokens, result.sequences, source.documentCount, result.leftOutTokens))
+                               result.perplexity, result.loss, result.tokens, result.sequences, result.documents, result.leftOutTokens))
             }
         }
     }

@@ -53,7 +53,7 @@ struct PretrainCommand: ParsableCommand {
         if let from { all.append("model.from=\(from)") }
         let daptConfig = try loadConfig(config, pretrainOverrides: all)
         try Runtime.run(cluster: daptConfig.cluster) { ctx in
-            try Pretrain.run(config: daptConfig.pretrain, resume: resume, stopAfter: stopAfter, sink: ctx.sink)
+            try PretrainRun.run(config: daptConfig.pretrain, resume: resume, stopAfter: stopAfter, sink: ctx.sink)
         }
     }
 }
@@ -95,48 +95,4 @@ private func setting(_ dict: [String: Any], _ keys: ArraySlice<String>, _ value:
         d[key] = setting(d[key] as? [String: Any] ?? [:], keys.dropFirst(), value)
     }
     return d
-}
-
-/// The pretrain run: data, model, trainer, resume, loop.
-enum Pretrain {
-    static func run(config: PretrainConfig, resume: String?, stopAfter: Int?, sink: any EventSink) throws {
-        guard !config.data.shards.isEmpty else {
-            throw ConfigError(field: "pretrain.data.shards", reason: "no token shard directory given (set it in the config or with --shards)")
-        }
-        let shards = try ShardDocuments(directory: config.data.shards)
-        let split = splitHeldOut(documentCount: shards.documentCount, fraction: config.data.heldOutFraction, seed: config.data.seed)
-        let model: LlamaModel
-        if let from = config.model.from {
-            model = try LlamaModel(directory: from)
-            sink.report(.notice(stage: "pretrain", message: "loaded \(from) (\(model.layout.totalCount) parameters)"))
-        } else {
-            model = try LlamaModel(config: config.model.llamaConfig(vocabulary: shards.vocabSize))
-            model.initializeRandom(seed: config.model.initSeed, std: config.model.initStd)
-        }
-        if model.config.vocabSize < shards.vocabSize {
-            throw TrainingError.invalidInput(path: config.data.shards, reason: "vocabulary of \(shards.vocabSize) tokens exceeds the model's vocab_size \(model.config.vocabSize)")
-        }
-        let trainer = try Trainer(config: config, model: model,
-                                  train: DocumentSubset(base: shards, indices: split.train),
-                                  heldOut: DocumentSubset(base: shards, indices: split.heldOut), sink: sink)
-        trainer.tokenizerPath = config.data.tokenizer ?? shards.tokenizerPath
-        try FileSystem.makeDirectories(config.checkpoint.directory)
-        if let resume {
-            let started = monotonicSeconds()
-            try trainer.restore(checkpoint: resume)
-            sink.report(.notice(stage: "pretrain", message: String(format: "resumed from %@ at step %d (loaded and verified in %.3f s)",
-                                                                   try Trainer.resolveCheckpoint(resume), trainer.state.step, monotonicSeconds() - started)))
-        }
-        sink.report(.notice(stage: "pretrain", message: "\(model.layout.totalCount) parameters, \(split.train.count) training / \(split.heldOut.count) held-out documents, \(trainer.trainOrder.sequencesPerEpoch) sequences of \(config.data.sequenceLength) per epoch, \(config.precision.mode.rawValue)"))
-        let metrics = try MetricsLog(path: config.checkpoint.directory + "/metrics.jsonl",
-                                     truncateAfterStep: resume != nil ? trainer.state.step : nil)
-        if let stopAfter {
-            var limited = config
-            limited.schedule.totalSteps = min(config.schedule.totalSteps, trainer.state.step + stopAfter)
-            // The schedule stays the full run's; only the loop stops early.
-            try trainer.run(metrics: metrics, until: limited.schedule.totalSteps)
-        } else {
-            try trainer.run(metrics: metrics)
-        }
-    }
 }
