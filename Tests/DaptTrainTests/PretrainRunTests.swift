@@ -47,23 +47,13 @@ struct ShardFixture {
         _ = try encoder.run(inputs: [corpus], output: shards, communicator: SingleRankCommunicator(), sink: SilentSink())
     }
 
-    /// A tiny model and schedule for `steps` steps into `run`.
+    /// The trainer tests' tiny model and schedule on these shards (vocabulary: the tokenizer's).
     func config(run: String, steps: Int) -> PretrainConfig {
-        var c = PretrainConfig()
-        c.model.hiddenSize = 32
-        c.model.intermediateSize = 64
-        c.model.numHiddenLayers = 2
-        c.model.numAttentionHeads = 4
-        c.model.maxPositionEmbeddings = 64
+        var c = TrainerTests.config(run: run, steps: steps)
+        c.model.vocabSize = 0
         c.data.shards = shards
-        c.data.sequenceLength = 32
-        c.data.microBatchSize = 2
-        c.data.globalBatchSize = 4
         c.data.heldOutFraction = 0.05
-        c.optimizer.lr = 5e-3
-        c.schedule.totalSteps = steps
-        c.checkpoint.directory = run
-        c.eval.sequences = 4
+        c.checkpoint.keepLast = 3
         return c
     }
 }
