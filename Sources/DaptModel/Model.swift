@@ -156,7 +156,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// matrix product or element-wise kernel produces is rounded to this
     /// precision (weights are rounded by the caller, who keeps fp32 master
     /// weights). Norm statistics, softmax and loss stay in fp32.
-    public var activationPrecision: ActivationPrecision = .fp32
+    public var activationPrecision: Precision = .fp32
     private var acts: Activations?
     private var batch: TokenBatch?
 
@@ -322,7 +322,7 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     @inline(__always) private func lowPrecision(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
-        if activationPrecision != .fp32 { roundToPrecision(p, count: count, activationPrecision) }
+        if activationPrecision != .fp32 { roundInPlace(UnsafeMutableBufferPointer(start: p, count: count), to: activationPrecision) }
     }
 
     private var shape: AttentionShape {

@@ -145,14 +145,6 @@ public enum SafeTensors {
         }
     }
 
-    /// Rounds to nearest even, as PyTorch's `.to(torch.bfloat16)`.
-    @inline(__always) public static func bfloat16Bits(_ x: Float) -> UInt16 {
-        let bits = x.bitPattern
-        if x.isNaN { return UInt16(bits >> 16) | 0x40 }
-        let rounding = 0x7FFF + ((bits >> 16) & 1)
-        return UInt16((bits &+ rounding) >> 16)
-    }
-
     /// Writes `tensors` (in the given order) atomically: temporary file,
     /// fsync, rename. Names must be unique.
     public static func write(path: String, tensors: [Tensor], dtype: SafeTensorsDType = .f32,
@@ -181,15 +173,21 @@ public enum SafeTensors {
         try writer.write(header)
         let chunk = 1 << 16
         var staging = [UInt8](repeating: 0, count: chunk * 4)
+        var halves = [UInt16](repeating: 0, count: chunk)
         for t in tensors {
             var start = 0
             while start < t.values.count {
                 let n = min(chunk, t.values.count - start)
+                let values = UnsafeBufferPointer(rebasing: t.values[start..<(start + n)])
+                // fp16/bf16 go through the project's one rounding (Precision.swift).
+                halves.withUnsafeMutableBufferPointer { h in
+                    if dtype == .f16 { convertToFloat16Bits(values, into: h) }
+                    if dtype == .bf16 { convertToBFloat16Bits(values, into: h) }
+                }
                 staging.withUnsafeMutableBytes { raw in
                     switch dtype {
-                    case .f32: for i in 0..<n { raw.storeBytes(of: t.values[start + i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
-                    case .f16: for i in 0..<n { raw.storeBytes(of: Float16(t.values[start + i]).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
-                    case .bf16: for i in 0..<n { raw.storeBytes(of: bfloat16Bits(t.values[start + i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+                    case .f32: for i in 0..<n { raw.storeBytes(of: values[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+                    case .f16, .bf16: for i in 0..<n { raw.storeBytes(of: halves[i].littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
                     case .f64: break
                     }
                 }

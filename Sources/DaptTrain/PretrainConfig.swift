@@ -140,11 +140,7 @@ public struct PretrainConfig: StageConfig, Equatable {
         public init(from decoder: Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self), d = PrecisionSection()
-            let modeText = try c.value(.mode, default: d.mode.rawValue)
-            guard let m = Precision(rawValue: modeText) else {
-                throw ConfigError(field: "mode", reason: "must be one of fp32, fp16, bf16, got \"\(modeText)\"")
-            }
-            mode = m
+            mode = try c.value(.mode, default: d.mode)
             initialLossScale = try c.value(.initialLossScale, default: d.initialLossScale)
             growthInterval = try c.value(.growthInterval, default: d.growthInterval)
         }

@@ -116,7 +116,7 @@ public final class Trainer {
         self.model = model
         self.sink = sink
         // Activations and their gradients are rounded inside every layer by the model.
-        model.activationPrecision = ActivationPrecision(rawValue: config.precision.mode.rawValue) ?? .fp32
+        model.activationPrecision = config.precision.mode
         master = config.precision.mode == .fp32 ? model.parameters : ParameterBuffer(layout: model.layout)
         if config.precision.mode != .fp32 { master.copy(from: model.parameters) }
         optimizer = AdamW(count: model.layout.totalCount, segments: decaySegments(model.layout), hyper: config.optimizer.hyper)

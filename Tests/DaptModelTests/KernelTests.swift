@@ -188,24 +188,4 @@ final class KernelTests: XCTestCase {
             XCTAssertEqual(dTable[d], 0)
         }
     }
-
-    func testRoundToPrecisionMatchesHalfConversions() {
-        var values = randomValues(37, seed: 21, std: 100) + [0, -0, 1, 65519, 70000, 1e-9, .infinity, -.infinity]
-        values[3] = 3.14159
-        var bf = values, fp = values
-        roundToPrecision(&bf, count: bf.count, .bf16)
-        roundToPrecision(&fp, count: fp.count, .fp16)
-        for (i, v) in values.enumerated() {
-            XCTAssertEqual(bf[i], Float(bitPattern: UInt32(SafeTensors.bfloat16Bits(v)) << 16), "bf16 of \(v)")
-            XCTAssertEqual(bf[i].bitPattern & 0xFFFF, 0)
-            XCTAssertEqual(fp[i], Float(Float16(v)), "fp16 of \(v)")
-        }
-        XCTAssertEqual(bf[3], 3.140625)
-        var nan: [Float] = [Float(bitPattern: 0x7F80_0001), .nan, 1, 2, 3, 4, 5, 6]
-        roundToPrecision(&nan, count: 8, .bf16)
-        XCTAssertTrue(nan[0].isNaN && nan[1].isNaN)
-        var same = values
-        roundToPrecision(&same, count: same.count, .fp32)
-        XCTAssertEqual(same.map(\.bitPattern), values.map(\.bitPattern))
-    }
 }

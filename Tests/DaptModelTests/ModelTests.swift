@@ -86,7 +86,7 @@ final class ModelGradientTests: XCTestCase {
         model.gradients.zero()
         let exact = try model.forwardBackward(batch)
         let g32 = model.gradients.withBuffer { Array($0) }
-        for precision in [ActivationPrecision.bf16, .fp16] {
+        for precision in [Precision.bf16, .fp16] {
             model.activationPrecision = precision
             let logits = try model.logits(batch)
             for v in logits.prefix(200) {

@@ -1,7 +1,26 @@
-/// Training precision: fp32, or mixed precision with fp32 master weights and
-/// weights/activations rounded to fp16 or bf16 in forward and backward.
+import DaptCore
+
+/// Numeric precision of training: fp32, or mixed precision with fp32 master
+/// weights and weights, activations and their gradients rounded to fp16 or
+/// bf16 in forward and backward (values stay in Float buffers; only their
+/// precision is reduced).
 public enum Precision: String, Codable, Sendable, CaseIterable {
     case fp32, fp16, bf16
+
+    /// Parses a configured mode; anything else is an error naming `field`
+    /// and the value (never a silent fp32).
+    public init(mode text: String, field: String = "mode") throws {
+        guard let precision = Precision(rawValue: text) else {
+            throw ConfigError(field: field, reason: "must be one of \(Self.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(text)\"")
+        }
+        self = precision
+    }
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        let path = decoder.codingPath.map(\.stringValue).joined(separator: ".")
+        try self.init(mode: text, field: path.isEmpty ? "mode" : path)
+    }
 }
 
 // Conversions written on SIMD8<UInt32>/SIMD8<Float> so they vectorise with
@@ -118,12 +137,11 @@ public func convertToBFloat16Bits(_ source: UnsafeBufferPointer<Float>, into des
         UnsafeMutableRawPointer(d + i).storeBytes(of: SIMD8<UInt16>(truncatingIfNeeded: r &>> 16), as: SIMD8<UInt16>.self)
         i += 8
     }
-    while i < n {
-        let bits = s[i].bitPattern
-        if s[i].isNaN { d[i] = UInt16(truncatingIfNeeded: (bits | 0x0040_0000) >> 16) } else {
-            d[i] = UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
-        }
-        i += 1
+    if i < n {
+        var tail = F8(repeating: 0)
+        for j in i..<n { tail[j - i] = s[j] }
+        let r = unsafeBitCast(roundToBFloat16(tail), to: U8.self) &>> 16
+        for j in i..<n { d[j] = UInt16(truncatingIfNeeded: r[j - i]) }
     }
 }
 
@@ -153,34 +171,3 @@ public func allFinite(_ x: UnsafeBufferPointer<Float>) -> Bool {
     return true
 }
 
-/// Dynamic loss scaling for fp16: gradients are computed for loss × scale;
-/// a step whose gradients overflow is skipped and the scale halved; after
-/// `growthInterval` clean steps the scale doubles.
-public struct LossScaler: Equatable, Sendable, Codable {
-    public var scale: Float
-    public var growthInterval: Int
-    public var cleanSteps: Int = 0
-    public var skippedSteps: Int = 0
-    public static let minimumScale: Float = 1
-
-    public init(initialScale: Float = 65536, growthInterval: Int = 2000) {
-        scale = initialScale
-        self.growthInterval = growthInterval
-    }
-
-    /// Records the outcome of one step; returns true when the step should be applied.
-    public mutating func update(gradientsFinite: Bool) -> Bool {
-        if !gradientsFinite {
-            scale = max(scale * 0.5, Self.minimumScale)
-            cleanSteps = 0
-            skippedSteps += 1
-            return false
-        }
-        cleanSteps += 1
-        if cleanSteps >= growthInterval {
-            scale = min(scale * 2, 16_777_216)
-            cleanSteps = 0
-        }
-        return true
-    }
-}
