@@ -73,30 +73,28 @@ typealias U8 = SIMD8<UInt32>
     return SIMD8<UInt16>(truncatingIfNeeded: half | sign)
 }
 
-/// Rounds every element to `precision` in place (a no-op for fp32).
-public func roundInPlace(_ x: UnsafeMutableBufferPointer<Float>, to precision: Precision) {
-    guard precision != .fp32, let base = x.baseAddress else { return }
-    let n = x.count
+/// Writes `convert` of `source` to `destination`, eight lanes at a time
+/// (the tail padded with zeros); `destination` may be `source`.
+@inline(__always) private func mapLanes<Lane: SIMDScalar>(_ source: UnsafePointer<Float>, _ destination: UnsafeMutablePointer<Lane>,
+                                                         count n: Int, _ convert: (F8) -> SIMD8<Lane>) {
     var i = 0
-    if precision == .bf16 {
-        while i + 8 <= n {
-            let v = roundToBFloat16(UnsafeRawPointer(base + i).loadUnaligned(as: F8.self))
-            UnsafeMutableRawPointer(base + i).storeBytes(of: v, as: F8.self)
-            i += 8
-        }
-    } else {
-        while i + 8 <= n {
-            let v = roundToFloat16(UnsafeRawPointer(base + i).loadUnaligned(as: F8.self))
-            UnsafeMutableRawPointer(base + i).storeBytes(of: v, as: F8.self)
-            i += 8
-        }
+    while i + 8 <= n {
+        let v = convert(UnsafeRawPointer(source + i).loadUnaligned(as: F8.self))
+        UnsafeMutableRawPointer(destination + i).storeBytes(of: v, as: SIMD8<Lane>.self)
+        i += 8
     }
     if i < n {
         var tail = F8(repeating: 0)
-        for j in i..<n { tail[j - i] = base[j] }
-        tail = precision == .bf16 ? roundToBFloat16(tail) : roundToFloat16(tail)
-        for j in i..<n { base[j] = tail[j - i] }
+        for j in i..<n { tail[j - i] = source[j] }
+        let v = convert(tail)
+        for j in i..<n { destination[j] = v[j - i] }
     }
+}
+
+/// Rounds every element to `precision` in place (a no-op for fp32).
+public func roundInPlace(_ x: UnsafeMutableBufferPointer<Float>, to precision: Precision) {
+    guard precision != .fp32, let base = x.baseAddress else { return }
+    if precision == .bf16 { mapLanes(base, base, count: x.count, roundToBFloat16) } else { mapLanes(base, base, count: x.count, roundToFloat16) }
 }
 
 /// Copies `source` into `destination` rounded to `precision`.
@@ -111,38 +109,14 @@ public func roundedCopy(_ source: UnsafeBufferPointer<Float>, into destination: 
 public func convertToFloat16Bits(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<UInt16>) {
     precondition(destination.count >= source.count)
     guard let s = source.baseAddress, let d = destination.baseAddress else { return }
-    let n = source.count
-    var i = 0
-    while i + 8 <= n {
-        let h = float16Bits(ofRounded: roundToFloat16(UnsafeRawPointer(s + i).loadUnaligned(as: F8.self)))
-        UnsafeMutableRawPointer(d + i).storeBytes(of: h, as: SIMD8<UInt16>.self)
-        i += 8
-    }
-    if i < n {
-        var tail = F8(repeating: 0)
-        for j in i..<n { tail[j - i] = s[j] }
-        let h = float16Bits(ofRounded: roundToFloat16(tail))
-        for j in i..<n { d[j] = h[j - i] }
-    }
+    mapLanes(s, d, count: source.count) { float16Bits(ofRounded: roundToFloat16($0)) }
 }
 
 /// bfloat16 bit patterns (round to nearest even) of `source`.
 public func convertToBFloat16Bits(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<UInt16>) {
     precondition(destination.count >= source.count)
     guard let s = source.baseAddress, let d = destination.baseAddress else { return }
-    let n = source.count
-    var i = 0
-    while i + 8 <= n {
-        let r = unsafeBitCast(roundToBFloat16(UnsafeRawPointer(s + i).loadUnaligned(as: F8.self)), to: U8.self)
-        UnsafeMutableRawPointer(d + i).storeBytes(of: SIMD8<UInt16>(truncatingIfNeeded: r &>> 16), as: SIMD8<UInt16>.self)
-        i += 8
-    }
-    if i < n {
-        var tail = F8(repeating: 0)
-        for j in i..<n { tail[j - i] = s[j] }
-        let r = unsafeBitCast(roundToBFloat16(tail), to: U8.self) &>> 16
-        for j in i..<n { d[j] = UInt16(truncatingIfNeeded: r[j - i]) }
-    }
+    mapLanes(s, d, count: source.count) { SIMD8<UInt16>(truncatingIfNeeded: unsafeBitCast(roundToBFloat16($0), to: U8.self) &>> 16) }
 }
 
 /// Floats from half or bfloat16 bit patterns (exact).
