@@ -98,7 +98,7 @@ enum ReportJSON {
         var s = "{\n"
         var fields: [(String, String)] = [
             ("ranks", "\(r.ranks)"),
-            ("inputs", "[" + r.inputs.map(JSONString.quote).joined(separator: ",") + "]"),
+            ("inputs", "[" + r.inputs.map(JSONWriter.quoted).joined(separator: ",") + "]"),
             ("input_bytes", "\(r.inputBytes)"),
             ("lines", "\(r.lines)"), ("blank_lines", "\(r.blankLines)"), ("rejected", "\(r.rejected)"),
             ("records", "\(r.records)"), ("hash_mismatches", "\(r.hashMismatches)"),
@@ -113,16 +113,16 @@ enum ReportJSON {
             ("duplicate_rate_before", num(r.duplicateRateBefore)),
             ("records_with_duplicate_before", num(r.recordsWithDuplicateBefore)),
             ("remaining_duplicate_rate", "{\"sampled\":\(r.remaining.sampled),\"with_duplicate\":\(r.remaining.withDuplicate),\"rate\":\(num(r.remaining.rate)),\"lower\":\(num(r.remaining.lower)),\"upper\":\(num(r.remaining.upper)),\"confidence\":\(num(r.remaining.confidence)),\"method\":\"wilson\"}"),
-            ("threshold", num(r.threshold)), ("preset", JSONString.quote(r.preset)), ("shingle_size", "\(r.shingleSize)"),
+            ("threshold", num(r.threshold)), ("preset", JSONWriter.quoted(r.preset)), ("shingle_size", "\(r.shingleSize)"),
             ("num_perm", "\(r.numPerm)"), ("bands", "\(r.bands)"), ("rows", "\(r.rows)"),
             ("candidate_probability_at_threshold", num(r.candidateProbabilityAtThreshold)),
-            ("verify", JSONString.quote(r.verify)),
-            ("first_hash_mismatches", "[" + r.firstHashMismatches.map(JSONString.quote).joined(separator: ",") + "]"),
+            ("verify", JSONWriter.quoted(r.verify)),
+            ("first_hash_mismatches", "[" + r.firstHashMismatches.map(JSONWriter.quoted).joined(separator: ",") + "]"),
         ]
-        fields.append(("seconds", "{" + r.seconds.keys.sorted().map { "\(JSONString.quote($0)):\(num(r.seconds[$0]!))" }.joined(separator: ",") + "}"))
+        fields.append(("seconds", "{" + r.seconds.keys.sorted().map { "\(JSONWriter.quoted($0)):\(num(r.seconds[$0]!))" }.joined(separator: ",") + "}"))
         fields.append(("total_seconds", num(r.totalSeconds)))
         fields.append(("peak_resident_bytes_max", "\(r.peakResidentBytesMax)"))
-        s += fields.map { "  \(JSONString.quote($0.0)): \($0.1)" }.joined(separator: ",\n")
+        s += fields.map { "  \(JSONWriter.quoted($0.0)): \($0.1)" }.joined(separator: ",\n")
         s += "\n}\n"
         return Array(s.utf8)
     }

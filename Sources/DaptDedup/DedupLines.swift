@@ -39,10 +39,10 @@ extension DedupContext {
         for r in scan.rejects {
             let line = lineNumber(r.file, r.fileLine)
             let error = InputError(file: plan.paths[r.file], line: line, field: r.problem.field, reason: r.problem.reason)
-            var json = "{\"file\":\(JSONString.quote(plan.paths[r.file])),\"line\":\(line),"
-            if let f = r.problem.field { json += "\"field\":\(JSONString.quote(f))," }
-            json += "\"reason\":\(JSONString.quote(r.problem.reason)),\"error\":\(JSONString.quote(error.description)),"
-            json += "\"record\":\(JSONString.quote(String(decoding: r.line, as: UTF8.self)))}\n"
+            var json = "{\"file\":\(JSONWriter.quoted(plan.paths[r.file])),\"line\":\(line),"
+            if let f = r.problem.field { json += "\"field\":\(JSONWriter.quoted(f))," }
+            json += "\"reason\":\(JSONWriter.quoted(r.problem.reason)),\"error\":\(JSONWriter.quoted(error.description)),"
+            json += "\"record\":\(JSONWriter.quoted(String(decoding: r.line, as: UTF8.self)))}\n"
             rejectLines += Array(json.utf8)
         }
         var mismatchLines: [UInt8] = []

@@ -1,10 +1,4 @@
-/// Why one input line could not be used: the field (nil for the line as a
-/// whole) and the reason, for `FILE:LINE: field: reason`.
-public struct RecordProblem: Error, Equatable, Sendable {
-    public var field: String?
-    public var reason: String
-    public init(field: String?, reason: String) { self.field = field; self.reason = reason }
-}
+import DaptCore
 
 /// The fields dedup needs from one JSONL record, found by a small validating
 /// JSON scanner: the whole line must be one JSON object; other fields are

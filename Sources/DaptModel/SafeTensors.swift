@@ -152,14 +152,14 @@ public enum SafeTensors {
         precondition(dtype != .f64, "writing F64 is not supported")
         var header = "{"
         var offset = 0
-        let metaItems = metadata.keys.sorted().map { "\(JSONString.quote($0)):\(JSONString.quote(metadata[$0]!))" }
+        let metaItems = metadata.keys.sorted().map { "\(JSONWriter.quoted($0)):\(JSONWriter.quoted(metadata[$0]!))" }
         header += "\"__metadata__\":{\(metaItems.joined(separator: ","))}"
         var seen = Set<String>()
         for t in tensors {
             precondition(seen.insert(t.name).inserted, "duplicate tensor name \(t.name)")
             precondition(t.shape.reduce(1, *) == t.values.count, "\(t.name): \(t.values.count) values for shape \(t.shape)")
             let size = t.values.count * dtype.byteCount
-            header += ",\(JSONString.quote(t.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + size)]}"
+            header += ",\(JSONWriter.quoted(t.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + size)]}"
             offset += size
         }
         header += "}"

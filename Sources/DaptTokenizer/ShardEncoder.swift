@@ -52,6 +52,7 @@ public struct ShardEncoder {
         var globalLine = 0
         var ids: [UInt32] = []
         var text: [UInt8] = []
+        var reader = JSONLText(field: options.textField)
         for path in inputs {
             var linesInFile = 0
             try LineReader(path: path).forEachLine { number, line in
@@ -66,9 +67,9 @@ public struct ShardEncoder {
                 let shard = current!
                 shard.lines += 1
                 do {
-                    try JSONLText.extract(line, field: options.textField, into: &text)
+                    try reader.extract(line, into: &text)
                 } catch let bad as RecordProblem {
-                    let problem = InputError(file: path, line: number, field: bad.field, reason: bad.reason)
+                    let problem = bad.located(file: path, line: number)
                     if options.strict { throw problem }
                     try shard.reject(problem)
                     return true
@@ -91,7 +92,7 @@ public struct ShardEncoder {
         var flat = stats.flat
         try communicator.allReduce(&flat, op: .sum)
         let total = LanguageStats(flat: flat)
-        let mine = JSONText.write(.array(written.map(\.json)), indent: nil)
+        let mine = JSONValue.array(written.map(\.json)).text()
         let gathered = try communicator.gather(mine, root: 0)
         var manifest = TokenManifest(tokenBytes: tokenBytes, vocabSize: tokenizer.vocabSize,
                                      tokenizerChecksum: tokenizerJSON.withUnsafeBytes { hex64(StableHash.xxh64($0)) },
@@ -114,7 +115,7 @@ public struct ShardEncoder {
             try tok.write(tokenizerJSON)
             try tok.commit()
             let writer = try FileWriter(path: output + "/manifest.json", atomic: true)
-            try writer.write(JSONText.write(manifest.json) + "\n")
+            try writer.write(manifest.json.text(indent: 2) + "\n")
             try writer.commit()
         }
         try communicator.barrier()
@@ -161,9 +162,9 @@ final class ShardBuilder {
     func reject(_ problem: InputError) throws {
         if rejects == nil { rejects = try FileWriter(path: directory + "/" + ShardEncoder.shardName(index) + ".rejects.jsonl", atomic: true) }
         rejected += 1
-        let record: JSONValue = .object([("file", .string(problem.file)), ("line", .number(Double(problem.line))),
+        let record: JSONValue = .object([("file", .string(problem.file)), ("line", .integer(problem.line)),
                                          ("field", problem.field.map { .string($0) } ?? .null), ("reason", .string(problem.reason))])
-        try rejects!.write(JSONText.write(record, indent: nil) + "\n")
+        try rejects!.write(record.text() + "\n")
     }
 
     func finish() throws -> ShardInfo {

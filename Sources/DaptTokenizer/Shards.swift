@@ -78,9 +78,9 @@ public struct LanguageStats: Equatable, Sendable {
     public var json: JSONValue {
         .object(Self.languages.indices.map { l in
             (Self.languages[l], .object([
-                ("documents", .number(Double(documents[l]))), ("characters", .number(Double(characters[l]))),
-                ("han_characters", .number(Double(hanCharacters[l]))), ("tokens", .number(Double(tokens[l]))),
-                ("tokens_per_character", .number((tokensPerCharacter(l) * 1e4).rounded() / 1e4)),
+                ("documents", .integer(documents[l])), ("characters", .integer(characters[l])),
+                ("han_characters", .integer(hanCharacters[l])), ("tokens", .integer(tokens[l])),
+                ("tokens_per_character", .float((tokensPerCharacter(l) * 1e4).rounded() / 1e4)),
             ]))
         })
     }
@@ -104,9 +104,9 @@ public struct ShardInfo: Equatable, Sendable {
     public var rejectsFile: String { name + ".rejects.jsonl" }
 
     var json: JSONValue {
-        .object([("index", .number(Double(index))), ("name", .string(name)), ("first_line", .number(Double(firstLine))),
-                 ("lines", .number(Double(lines))), ("documents", .number(Double(documents))), ("rejected", .number(Double(rejected))),
-                 ("tokens", .number(Double(tokens))), ("tokens_xxh64", .string(tokensChecksum)), ("index_xxh64", .string(indexChecksum))])
+        .object([("index", .integer(index)), ("name", .string(name)), ("first_line", .integer(firstLine)),
+                 ("lines", .integer(lines)), ("documents", .integer(documents)), ("rejected", .integer(rejected)),
+                 ("tokens", .integer(tokens)), ("tokens_xxh64", .string(tokensChecksum)), ("index_xxh64", .string(indexChecksum))])
     }
 
     init(index: Int, name: String, firstLine: Int, lines: Int, documents: Int, rejected: Int, tokens: Int, tokensChecksum: String, indexChecksum: String) {
@@ -153,13 +153,13 @@ public struct TokenManifest: Equatable, Sendable {
 
     public var json: JSONValue {
         .object([
-            ("format", .string(Self.format)), ("version", .number(Double(version))),
-            ("token_bytes", .number(Double(tokenBytes))), ("vocab_size", .number(Double(vocabSize))),
+            ("format", .string(Self.format)), ("version", .integer(version)),
+            ("token_bytes", .integer(tokenBytes)), ("vocab_size", .integer(vocabSize)),
             ("tokenizer", .string("tokenizer.json")), ("tokenizer_xxh64", .string(tokenizerChecksum)),
             ("add_bos", .bool(addBos)), ("add_eos", .bool(addEos)),
-            ("lines", .number(Double(lines))), ("documents", .number(Double(documents))),
-            ("rejected", .number(Double(rejected))), ("tokens", .number(Double(tokens))),
-            ("inputs", .array(inputs.map { .object([("path", .string($0.path)), ("lines", .number(Double($0.lines)))]) })),
+            ("lines", .integer(lines)), ("documents", .integer(documents)),
+            ("rejected", .integer(rejected)), ("tokens", .integer(tokens)),
+            ("inputs", .array(inputs.map { .object([("path", .string($0.path)), ("lines", .integer($0.lines))]) })),
             ("languages", languages.json),
             ("shards", .array(shards.map(\.json))),
         ])

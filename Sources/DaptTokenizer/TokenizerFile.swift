@@ -20,7 +20,7 @@ extension BPETokenizer {
             if let v = model[key], !v.isNull, v.string != "" { throw bad("model.\(key)", "not supported for byte-level BPE") }
         }
         if model["byte_fallback"]?.bool == true { throw bad("model.byte_fallback", "not supported for byte-level BPE") }
-        if let d = model["dropout"], !d.isNull, (d.number ?? 0) > 0 { throw bad("model.dropout", "BPE dropout is not supported") }
+        if let d = model["dropout"], !d.isNull, (d.double ?? 0) > 0 { throw bad("model.dropout", "BPE dropout is not supported") }
         let ignoreMerges = model["ignore_merges"]?.bool ?? false
 
         // Pre-tokenizer.
@@ -41,7 +41,7 @@ extension BPETokenizer {
             let split = list[0]
             guard split["type"]?.string == "Split" else { throw bad("pre_tokenizer.pretokenizers[0]", "expected Split") }
             guard let pattern = split["pattern"]?["Regex"]?.string else { throw bad("pre_tokenizer.pretokenizers[0].pattern", "expected {\"Regex\": ...}") }
-            guard let k = PreTokenizerKind(pattern: pattern) else { throw bad("pre_tokenizer.pretokenizers[0].pattern", "unsupported pattern \(JSONText.quote(pattern)); dapt implements the dapt, GPT-4 and GPT-2 patterns") }
+            guard let k = PreTokenizerKind(pattern: pattern) else { throw bad("pre_tokenizer.pretokenizers[0].pattern", "unsupported pattern \(JSONWriter.quoted(pattern)); dapt implements the dapt, GPT-4 and GPT-2 patterns") }
             guard split["behavior"]?.string == "Isolated", split["invert"]?.bool != true else { throw bad("pre_tokenizer.pretokenizers[0]", "only behavior Isolated without invert is supported") }
             let b = try byteLevel(list[1], "pre_tokenizer.pretokenizers[1]")
             guard !b.usesRegex else { throw bad("pre_tokenizer.pretokenizers[1].use_regex", "must be false after a Split") }
@@ -106,7 +106,7 @@ extension BPETokenizer {
             ]))])
         }
         let added: JSONValue = .array(addedTokens.map { t in
-            .object([("id", .number(Double(t.id))), ("content", .string(t.content)), ("single_word", .bool(false)),
+            .object([("id", .integer(t.id)), ("content", .string(t.content)), ("single_word", .bool(false)),
                      ("lstrip", .bool(false)), ("rstrip", .bool(false)), ("normalized", .bool(false)), ("special", .bool(t.special))])
         })
         // The vocabulary: model tokens by id, spelled byte-level.
@@ -114,12 +114,12 @@ extension BPETokenizer {
         for id in 0..<vocabSize where present[id] {
             let bytes = tokenBytes[tokenStarts[id]..<tokenStarts[id + 1]]
             let spelling = addedTokens.first(where: { $0.id == UInt32(id) })?.content ?? ByteLevel.encode(bytes)
-            vocabLines.append("      \(JSONText.quote(spelling)): \(id)")
+            vocabLines.append("      \(JSONWriter.quoted(spelling)): \(id)")
         }
         func spell(_ id: UInt32) -> String { ByteLevel.encode(tokenBytes[tokenStarts[Int(id)]..<tokenStarts[Int(id) + 1]]) }
-        let mergeLines = merges.map { "      \(JSONText.quote(spell($0.0) + " " + spell($0.1)))" }
+        let mergeLines = merges.map { "      \(JSONWriter.quoted(spell($0.0) + " " + spell($0.1)))" }
         func indented(_ v: JSONValue) -> String {
-            JSONText.write(v, indent: 2, level: 1)
+            v.text(indent: 2, level: 1)
         }
         var out = "{\n"
         out += "  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n"

@@ -37,7 +37,7 @@ final class DedupJobTests: XCTestCase {
         var digest = SHA1()
         digest.update(text.precomposedStringWithCanonicalMapping)
         let h = hash ?? "sha1:" + Hex.encode(digest.finalize())
-        return "{\"id\":\(JSONString.quote(id)),\"patent\":\"P\",\"text\":\(JSONString.quote(text)),\"hash\":\"\(h)\"}"
+        return "{\"id\":\(JSONWriter.quoted(id)),\"patent\":\"P\",\"text\":\(JSONWriter.quoted(text)),\"hash\":\"\(h)\"}"
     }
 
     static let base = "步骤S101：将所述原料加入反应釜中，在温度为八十摄氏度的条件下搅拌两小时，得到均匀的混合物，随后冷却至室温并过滤。"

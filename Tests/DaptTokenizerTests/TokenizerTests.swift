@@ -211,7 +211,7 @@ final class ConfigAndInputTests: XCTestCase {
         XCTAssertEqual(missing, RecordProblem(field: "text", reason: "missing"))
         guard case .failure(let notString) = extract(#"{"text": 5}"#) else { return XCTFail() }
         XCTAssertEqual(notString.field, "text")
-        for bad in [#"{"text": "x""#, #"{"text": "x"} trailing"#, "[1]", "", #"{"text": "x",}"#, #"{"a": tru, "text": "x"}"#] {
+        for bad in [#"{"text": "\ud800"}"#, #"{"text": "x\udc00y"}"#, #"{"text": "x", "id": 01}"#, #"{"text": "x""#, #"{"text": "x"} trailing"#, "[1]", "", #"{"text": "x",}"#, #"{"a": tru, "text": "x"}"#] {
             guard case .failure(let p) = extract(bad) else { XCTFail("accepted \(bad)"); continue }
             XCTAssertNil(p.field, bad)
             XCTAssertFalse(p.reason.isEmpty)

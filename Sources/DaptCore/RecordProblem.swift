@@ -1,0 +1,26 @@
+/// Why one input record cannot be used: the field (nil for the record as a
+/// whole) and the reason, without its place. `located(file:line:)` adds the
+/// place for the `FILE:LINE: field: reason` line a user sees.
+public struct RecordProblem: Error, Equatable, Sendable, CustomStringConvertible {
+    public var field: String?
+    public var reason: String
+    /// The JSON syntax error behind the problem, when it is one (its offset
+    /// is within the record).
+    public var syntax: JSONSyntaxError?
+
+    public init(field: String?, reason: String) {
+        self.field = field; self.reason = reason; self.syntax = nil
+    }
+
+    /// A record that is not valid JSON (or repeats a field it must have once).
+    public init(_ syntax: JSONSyntaxError, field: String? = nil) {
+        self.field = field; self.reason = syntax.description; self.syntax = syntax
+    }
+
+    /// `field: reason`, or `reason` for the record as a whole.
+    public var description: String { field.map { "\($0): \(reason)" } ?? reason }
+
+    public func located(file: String, line: Int) -> InputError {
+        InputError(file: file, line: line, field: field, reason: reason)
+    }
+}
