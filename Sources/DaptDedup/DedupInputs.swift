@@ -1,39 +1,32 @@
 import DaptCore
-import Foundation
 
 /// The input files of a dedup run. A path ending in `.json` is read as a
-/// `dapt prepare` manifest (`"format": "dapt-prepare-manifest/1"`) and stands
-/// for its shards, in the manifest's order (shard files are relative to the
-/// manifest's directory); any other path is a JSONL file.
-public enum DedupInputs {
-    public static let manifestFormat = "dapt-prepare-manifest/1"
+/// `dapt prepare` manifest and stands for its shards, in the manifest's
+/// order (shard files are relative to the manifest's directory); each shard
+/// is checked against the manifest (records, bytes, SHA-1) before the run,
+/// as `prepare --merge-only` checks them. Any other path is a JSONL file.
+public struct DedupInputs: Sendable, Equatable {
+    public static let manifestFormat = CorpusManifest.format
 
-    public struct ManifestError: Error, CustomStringConvertible, Equatable {
-        public var path: String
-        public var reason: String
-        public var description: String { "\(path): \(reason)" }
+    /// Every input file, in order.
+    public var files: [String]
+    /// The manifests' shards among `files`, to check.
+    public var shards: [PreparedShard]
+
+    public init(files: [String], shards: [PreparedShard] = []) {
+        self.files = files; self.shards = shards
     }
 
-    public static func expand(_ paths: [String]) throws -> [String] {
-        try paths.flatMap { path -> [String] in
-            guard path.hasSuffix(".json") else { return [path] }
-            let data = Data(try FileSystem.readAll(path))
-            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw ManifestError(path: path, reason: "not a JSON object")
-            }
-            guard object["format"] as? String == manifestFormat else {
-                throw ManifestError(path: path, reason: "format: not \(manifestFormat)")
-            }
-            guard let shards = object["shards"] as? [[String: Any]] else {
-                throw ManifestError(path: path, reason: "shards: missing or not a list")
-            }
-            let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-            return try shards.enumerated().map { index, shard in
-                guard let file = shard["file"] as? String, !file.isEmpty else {
-                    throw ManifestError(path: path, reason: "shards[\(index)].file: missing")
-                }
-                return file.hasPrefix("/") ? file : directory + "/" + file
-            }
+    public static func resolve(_ paths: [String]) throws -> DedupInputs {
+        var inputs = DedupInputs(files: [])
+        for path in paths {
+            guard path.hasSuffix(".json") else { inputs.files.append(path); continue }
+            let corpus = try PreparedCorpus(manifestPath: path)
+            inputs.files += corpus.shardPaths
+            inputs.shards += corpus.shards
         }
+        return inputs
     }
+
+    public static func expand(_ paths: [String]) throws -> [String] { try resolve(paths).files }
 }

@@ -8,6 +8,7 @@ extension ExchangeOutbox: ExchangeOutboxLike {
 
 /// One rank's part of a dedup run. See docs/dedup.md for the design; in short:
 ///
+/// 0. check: shards of prepared corpora are checked against their manifests;
 /// 1. scan: each rank reads its byte range of the inputs, checks every record,
 ///    recomputes its hash and computes its MinHash signature;
 /// 2. lines: ranks learn each other's line counts, which gives every record
@@ -35,15 +36,18 @@ extension ExchangeOutbox: ExchangeOutboxLike {
 public final class DedupJob {
     public let config: DedupConfig
     public let inputs: [String]
+    /// Shards of prepared corpora among `inputs`, checked against their manifests first.
+    public let shards: [PreparedShard]
     public let outputDirectory: String
     let context: DedupContext
 
     public private(set) var report = DedupReport()
 
-    public init(config: DedupConfig, inputs: [String], outputDirectory: String,
+    public init(config: DedupConfig, inputs: [String], shards: [PreparedShard] = [], outputDirectory: String,
                 communicator: any Communicator, exchange: RecordExchange, sink: any EventSink = SilentSink()) {
         self.config = config
         self.inputs = inputs
+        self.shards = shards
         self.outputDirectory = outputDirectory
         context = DedupContext(config: config, inputs: inputs, outputDirectory: outputDirectory,
                                communicator: communicator, exchange: exchange, sink: sink)
@@ -71,6 +75,7 @@ public final class DedupJob {
         report.noteSettings(config)
         if comm.rank == 0 { try FileSystem.makeDirectories(outputDirectory) }
         try comm.barrier()
+        try timed("check") { try context.checkShards(shards) }
         let plan = try InputPlan(paths: inputs)
 
         let scanned = try timed("scan") { try context.scan(plan) }
@@ -141,6 +146,25 @@ struct DedupContext {
 
     var rank: Int { comm.rank }
     var size: Int { comm.size }
+
+    /// Checks the shards against their manifests, shard k on rank k mod N;
+    /// every rank fails with the first mismatch in input order.
+    func checkShards(_ shards: [PreparedShard]) throws {
+        guard !shards.isEmpty else { return }
+        var problem = ""
+        for k in stride(from: rank, to: shards.count, by: size) {
+            do { try shards[k].verify() } catch {
+                problem = "\(k)\t\(error)"
+                break
+            }
+        }
+        let problems = try comm.allGatherV(Array(problem.utf8)).filter { !$0.isEmpty }.map { String(decoding: $0, as: UTF8.self) }
+        let first = problems.compactMap { p -> (Int, String)? in
+            guard let tab = p.firstIndex(of: "\t"), let k = Int(p[..<tab]) else { return nil }
+            return (k, String(p[p.index(after: tab)...]))
+        }.min { $0.0 < $1.0 }
+        if let first { throw DedupError.inputCheck(first.1) }
+    }
 }
 
 extension DedupReport {

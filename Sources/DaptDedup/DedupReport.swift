@@ -84,12 +84,15 @@ public enum DedupError: Error, CustomStringConvertible {
     case strict(String)
     case countMismatch(records: Int, kept: Int, removed: Int)
     case noInput
+    /// An input does not match what its manifest says of it.
+    case inputCheck(String)
 
     public var description: String {
         switch self {
         case .strict(let m): return "\(m) (strict mode)"
         case .countMismatch(let r, let k, let m): return "dedup: counts do not add up: \(r) records in, \(k) kept + \(m) removed"
         case .noInput: return "dedup: no input files"
+        case .inputCheck(let m): return "dedup: \(m)"
         }
     }
 }

@@ -19,8 +19,6 @@ public enum PrepareError: Error, CustomStringConvertible, Equatable {
     case unknownInputKind(String)
     case inputsDiffer(rank: Int)
     case countMismatch(recordsIn: Int, patents: Int, rejects: Int)
-    case manifest(path: String, reason: String)
-    case shardMismatch(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -30,8 +28,6 @@ public enum PrepareError: Error, CustomStringConvertible, Equatable {
         case .inputsDiffer(let r): return "rank \(r) sees different input files than rank 0 (inputs must be on a shared file system)"
         case .countMismatch(let i, let p, let r):
             return "count check failed: \(i) records in, but \(p) patents written + \(r) rejects = \(p + r)"
-        case .manifest(let p, let r): return "\(p): \(r)"
-        case .shardMismatch(let p, let r): return "\(p): \(r)"
         }
     }
 }

@@ -46,18 +46,18 @@ struct DedupCommand: ParsableCommand {
             Console.error(error.description)
             throw ExitCode(2)
         }
-        let files: [String]
-        do { files = try DedupInputs.expand(inputs) } catch {
+        let resolved: DedupInputs
+        do { resolved = try DedupInputs.resolve(inputs) } catch {
             Console.error("\(error)")
             throw ExitCode(2)
         }
-        for path in files where !FileSystem.exists(path) {
+        for path in resolved.files where !FileSystem.exists(path) {
             Console.error("\(path): no such file")
             throw ExitCode(2)
         }
         let dedupConfig = config.dedup
         try Runtime.run(cluster: config.cluster) { ctx in
-            let job = DedupJob(config: dedupConfig, inputs: files, outputDirectory: out,
+            let job = DedupJob(config: dedupConfig, inputs: resolved.files, shards: resolved.shards, outputDirectory: out,
                                communicator: ctx.communicator, exchange: try ctx.makeExchange(), sink: ctx.sink)
             let report = try job.run()
             ctx.say(report.summary)

@@ -114,14 +114,55 @@ final class DedupJobTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/one/clusters.jsonl")),
                        try Data(contentsOf: URL(fileURLWithPath: "\(dir)/two/clusters.jsonl")))
         // The same two files named by a prepare manifest.
-        let manifest = "{\"format\": \"dapt-prepare-manifest/1\", \"name\": \"x\", \"ranks\": 2, \"shards\": [{\"file\": \"a.jsonl\", \"fragments\": 100}, {\"file\": \"b.jsonl\", \"fragments\": \(all.count - 100)}]}"
-        try manifest.write(toFile: "\(dir)/manifest.json", atomically: true, encoding: .utf8)
-        let files = try DedupInputs.expand(["\(dir)/manifest.json"])
-        XCTAssertEqual(files, ["\(dir)/a.jsonl", "\(dir)/b.jsonl"])
-        XCTAssertEqual(try run(files, DedupConfig(), out: "\(dir)/manifest").kept, one.kept)
+        try Self.writeManifest(shards: ["a.jsonl", "b.jsonl"], in: dir)
+        let inputs = try DedupInputs.resolve(["\(dir)/manifest.json"])
+        XCTAssertEqual(inputs.files, ["\(dir)/a.jsonl", "\(dir)/b.jsonl"])
+        XCTAssertEqual(inputs.shards.map(\.expected.fragments), [100, all.count - 100])
+        XCTAssertEqual(try run(inputs.files, DedupConfig(), out: "\(dir)/manifest").kept, one.kept)
         try "{\"format\": \"other/1\"}".write(toFile: "\(dir)/bad.json", atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try DedupInputs.expand(["\(dir)/bad.json"])) { XCTAssertTrue("\($0)".contains("format")) }
         XCTAssertEqual(try DedupInputs.expand(["x.jsonl"]), ["x.jsonl"])
+    }
+
+    /// A prepare manifest for JSONL files in `directory`, with their true counts and checksums.
+    static func writeManifest(shards: [String], in directory: String) throws {
+        let entries = try shards.map { file -> CorpusManifest.Shard in
+            let bytes = try FileSystem.readAll("\(directory)/\(file)")
+            return CorpusManifest.Shard(file: file, fragments: bytes.filter { $0 == 0x0A }.count, patents: 1, bytes: bytes.count, sha1: SHA1.hex(bytes))
+        }
+        let records = entries.reduce(0) { $0 + $1.fragments }
+        try CorpusManifest(name: "x", ranks: shards.count, shards: entries, records: records, patents: shards.count, rejects: 0,
+                           rejectsFile: "rejects.jsonl", rejectsSHA1: SHA1.hex([]), summaryFile: "summary.json")
+            .write(to: "\(directory)/manifest.json")
+    }
+
+    /// A shard cut short after prepare wrote its manifest fails the run,
+    /// naming the shard and both counts, whichever rank checks it.
+    func testTruncatedShardOfAManifestFailsTheRun() throws {
+        let dir = try temporaryDirectory()
+        let fixture = try XCTUnwrap(Bundle.module.path(forResource: "labelled", ofType: "jsonl", inDirectory: "Fixtures"))
+        let all = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n")
+        try (all[..<71].joined(separator: "\n") + "\n").write(toFile: "\(dir)/a.jsonl", atomically: true, encoding: .utf8)
+        try (all[71...].joined(separator: "\n") + "\n").write(toFile: "\(dir)/b.jsonl", atomically: true, encoding: .utf8)
+        try Self.writeManifest(shards: ["a.jsonl", "b.jsonl"], in: dir)
+        XCTAssertEqual(all.count - 71, 169)
+        try (all[71..<152].joined(separator: "\n") + "\n").write(toFile: "\(dir)/b.jsonl", atomically: true, encoding: .utf8)
+        let inputs = try DedupInputs.resolve(["\(dir)/manifest.json"])
+        let comm = SingleRankCommunicator()
+        let job = DedupJob(config: DedupConfig(), inputs: inputs.files, shards: inputs.shards, outputDirectory: "\(dir)/out",
+                           communicator: comm, exchange: RecordExchange(transport: SelfOnlyTransport(), communicator: comm))
+        XCTAssertThrowsError(try job.run()) { error in
+            XCTAssertEqual("\(error)", "dedup: \(dir)/b.jsonl: 81 records, manifest says 169")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/out/kept.jsonl"))
+        // A changed byte with the same line count is caught by the checksum.
+        var bytes = try FileSystem.readAll("\(dir)/a.jsonl")
+        try Self.writeManifest(shards: ["a.jsonl", "b.jsonl"], in: dir)
+        bytes[10] = bytes[10] == 0x41 ? 0x42 : 0x41
+        try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/a.jsonl"))
+        let changed = try DedupInputs.resolve(["\(dir)/manifest.json"])
+        XCTAssertThrowsError(try changed.shards[0].verify()) { XCTAssertTrue("\($0)".contains("SHA-1"), "\($0)") }
+        XCTAssertNoThrow(try changed.shards[1].verify())
     }
 
     struct Accuracy { var precision: Double; var recall: Double; var predicted: Int; var truePairs: Int }

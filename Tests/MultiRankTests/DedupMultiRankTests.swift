@@ -1,3 +1,4 @@
+import DaptCore
 import Foundation
 import XCTest
 
@@ -78,6 +79,35 @@ final class DedupMultiRankTests: XCTestCase {
         let removed = try String(contentsOfFile: dir.appendingPathComponent("four/removed.jsonl").path, encoding: .utf8)
         XCTAssertTrue(removed.hasPrefix("{\"id\":\"x\"") && removed.contains("\"duplicate_of\":\"y\""),
                       "y is x plus punctuation (identical after normalisation) and longer, so y is kept: \(removed)")
+    }
+
+    /// A prepare manifest whose second shard was cut short: the job fails on
+    /// every rank count, naming the shard and both record counts, and writes
+    /// no kept file.
+    func testTruncatedShardFailsTheJob() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let lines = try String(contentsOfFile: Self.fixture, encoding: .utf8).split(separator: "\n")
+        let parts = [lines[..<71], lines[71...]]
+        var shards: [CorpusManifest.Shard] = []
+        for (k, part) in parts.enumerated() {
+            let bytes = Array((part.joined(separator: "\n") + "\n").utf8)
+            shards.append(CorpusManifest.Shard(file: "s\(k).jsonl", fragments: part.count, patents: 1, bytes: bytes.count, sha1: SHA1.hex(bytes)))
+            try Data(bytes).write(to: dir.appendingPathComponent("s\(k).jsonl"))
+        }
+        let manifest = dir.appendingPathComponent("manifest.json").path
+        try CorpusManifest(name: "s", ranks: 2, shards: shards, records: lines.count, patents: 2, rejects: 0,
+                           rejectsFile: "rejects.jsonl", rejectsSHA1: SHA1.hex([]), summaryFile: "summary.json").write(to: manifest)
+        let whole = try DaptProcess.mpirun(np: 2, ["dedup", manifest, "--out", dir.appendingPathComponent("ok").path], timeout: 120)
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+        try ((lines[71..<152].joined(separator: "\n")) + "\n").write(to: dir.appendingPathComponent("s1.jsonl"), atomically: true, encoding: .utf8)
+        for np in [1, 2] {
+            let out = dir.appendingPathComponent("out\(np)").path
+            let args = ["dedup", manifest, "--out", out]
+            let result = np == 1 ? try DaptProcess.dapt(args, timeout: 120) : try DaptProcess.mpirun(np: np, args, timeout: 120)
+            XCTAssertNotEqual(result.status, 0, "np=\(np): \(result.stdout)")
+            XCTAssertTrue(result.stderr.contains("s1.jsonl: 81 records, manifest says 169"), "np=\(np): \(result.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: "\(out)/kept.jsonl"))
+        }
     }
 
     /// A rank killed with SIGKILL while the job runs makes mpirun exit

@@ -1,5 +1,17 @@
-import DaptCore
 import Foundation
+
+/// A prepared corpus that does not match its manifest.
+public enum CorpusError: Error, CustomStringConvertible, Equatable {
+    case manifest(path: String, reason: String)
+    case shardMismatch(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .manifest(let p, let r): return "\(p): \(r)"
+        case .shardMismatch(let p, let r): return "\(p): \(r)"
+        }
+    }
+}
 
 /// `manifest.json`: the shards of a prepared corpus in input order, with
 /// their record counts and SHA-1 checksums. Written by rank 0 after every
@@ -13,6 +25,10 @@ public struct CorpusManifest: Equatable, Sendable {
         public var patents: Int
         public var bytes: Int
         public var sha1: String
+
+        public init(file: String, fragments: Int, patents: Int, bytes: Int, sha1: String) {
+            self.file = file; self.fragments = fragments; self.patents = patents; self.bytes = bytes; self.sha1 = sha1
+        }
     }
 
     public struct Merged: Equatable, Sendable {
@@ -20,6 +36,10 @@ public struct CorpusManifest: Equatable, Sendable {
         public var fragments: Int
         public var bytes: Int
         public var sha1: String
+
+        public init(file: String, fragments: Int, bytes: Int, sha1: String) {
+            self.file = file; self.fragments = fragments; self.bytes = bytes; self.sha1 = sha1
+        }
     }
 
     public var name: String
@@ -32,6 +52,13 @@ public struct CorpusManifest: Equatable, Sendable {
     public var rejectsSHA1: String
     public var summaryFile: String
     public var merged: Merged?
+
+    public init(name: String, ranks: Int, shards: [Shard], records: Int, patents: Int, rejects: Int,
+                rejectsFile: String, rejectsSHA1: String, summaryFile: String, merged: Merged? = nil) {
+        self.name = name; self.ranks = ranks; self.shards = shards; self.records = records; self.patents = patents
+        self.rejects = rejects; self.rejectsFile = rejectsFile; self.rejectsSHA1 = rejectsSHA1; self.summaryFile = summaryFile
+        self.merged = merged
+    }
 
     public var fragments: Int { shards.reduce(0) { $0 + $1.fragments } }
 
@@ -64,14 +91,14 @@ public struct CorpusManifest: Equatable, Sendable {
     public static func load(_ path: String) throws -> CorpusManifest {
         let bytes = try FileSystem.readAll(path)
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-            throw PrepareError.manifest(path: path, reason: "not a JSON object")
+            throw CorpusError.manifest(path: path, reason: "not a JSON object")
         }
         func field<T>(_ o: [String: Any], _ key: String, _ type: T.Type) throws -> T {
-            guard let v = o[key] as? T else { throw PrepareError.manifest(path: path, reason: "field \(key) is missing or not \(T.self)") }
+            guard let v = o[key] as? T else { throw CorpusError.manifest(path: path, reason: "field \(key) is missing or not \(T.self)") }
             return v
         }
         guard (object["format"] as? String) == format else {
-            throw PrepareError.manifest(path: path, reason: "format is not \(format)")
+            throw CorpusError.manifest(path: path, reason: "format is not \(format)")
         }
         let shardObjects = try field(object, "shards", [[String: Any]].self)
         let shards = try shardObjects.map { o in
@@ -87,7 +114,7 @@ public struct CorpusManifest: Equatable, Sendable {
             manifest.merged = Merged(file: try field(m, "file", String.self), fragments: try field(m, "fragments", Int.self),
                                      bytes: try field(m, "bytes", Int.self), sha1: try field(m, "sha1", String.self))
         }
-        if manifest.shards.count != manifest.ranks { throw PrepareError.manifest(path: path, reason: "\(manifest.shards.count) shards for \(manifest.ranks) ranks") }
+        if manifest.shards.count != manifest.ranks { throw CorpusError.manifest(path: path, reason: "\(manifest.shards.count) shards for \(manifest.ranks) ranks") }
         return manifest
     }
 }
@@ -107,7 +134,8 @@ public struct PreparedCorpus {
         if let slash = manifestPath.lastIndex(of: "/") { directory = String(manifestPath[..<slash]) } else { directory = "." }
     }
 
-    public var shardPaths: [String] { manifest.shards.map { directory + "/" + $0.file } }
+    /// Shard files are relative to the manifest's directory (or absolute).
+    public var shardPaths: [String] { manifest.shards.map { $0.file.hasPrefix("/") ? $0.file : directory + "/" + $0.file } }
     public var recordCount: Int { manifest.fragments }
 
     /// Records `[lo, hi)` of the corpus for `rank` of `size`: an even split
@@ -129,18 +157,13 @@ public struct PreparedCorpus {
             // Empty shards are still checked (to be empty) when reading everything.
             guard shard.fragments == 0 ? range == nil : shardRange.overlaps(wanted) else { continue }
             let whole = wanted.lowerBound <= shardRange.lowerBound && wanted.upperBound >= shardRange.upperBound
-            var sha = SHA1()
-            var bytes = 0
+            var tally = ShardTally()
             var count = 0
             var stopped = false
-            let newline: [UInt8] = [0x0A]
             try LineReader(path: path).forEachLine { _, line in
                 let index = first + count
                 count += 1
-                if whole {
-                    sha.update(UnsafeRawBufferPointer(line)); newline.withUnsafeBytes { sha.update($0) }
-                    bytes += line.count + 1
-                }
+                if whole { tally.add(line) }
                 if wanted.contains(index) {
                     if try !body(index, line) { stopped = true; return false }
                 } else if index >= wanted.upperBound {
@@ -149,13 +172,13 @@ public struct PreparedCorpus {
                 return true
             }
             if stopped { return }
-            if whole {
-                if count != shard.fragments { throw PrepareError.shardMismatch(path: path, reason: "\(count) records, manifest says \(shard.fragments)") }
-                if bytes != shard.bytes { throw PrepareError.shardMismatch(path: path, reason: "\(bytes) bytes, manifest says \(shard.bytes)") }
-                let digest = sha.finalizeHex()
-                if digest != shard.sha1 { throw PrepareError.shardMismatch(path: path, reason: "SHA-1 \(digest), manifest says \(shard.sha1)") }
-            }
+            if whole { try tally.check(against: shard, path: path) }
         }
+    }
+
+    /// The shards, each with its path and what the manifest says of it.
+    public var shards: [PreparedShard] {
+        zip(manifest.shards, shardPaths).map { PreparedShard(path: $1, expected: $0) }
     }
 
     /// Writes the shards, verified, as one file `NAME.jsonl` beside the manifest.
@@ -180,5 +203,45 @@ public struct PreparedCorpus {
         try writer.write(buffer)
         try writer.commit()
         return CorpusManifest.Merged(file: file, fragments: count, bytes: writer.bytesWritten, sha1: sha.finalizeHex())
+    }
+}
+
+/// One shard of a prepared corpus and what its manifest says of it.
+public struct PreparedShard: Sendable, Equatable {
+    public let path: String
+    public let expected: CorpusManifest.Shard
+
+    public init(path: String, expected: CorpusManifest.Shard) {
+        self.path = path; self.expected = expected
+    }
+
+    /// Reads the whole shard and checks its record count, byte count and SHA-1.
+    public func verify() throws {
+        var tally = ShardTally()
+        try LineReader(path: path).forEachLine { _, line in tally.add(line); return true }
+        try tally.check(against: expected, path: path)
+    }
+}
+
+/// Records, bytes and SHA-1 of a shard's lines as read, to check against its manifest entry.
+struct ShardTally {
+    private var sha = SHA1()
+    private(set) var records = 0
+    private(set) var bytes = 0
+    private static let newline: [UInt8] = [0x0A]
+
+    mutating func add(_ line: UnsafeBufferPointer<UInt8>) {
+        sha.update(UnsafeRawBufferPointer(line))
+        sha.update(Self.newline)
+        bytes += line.count + 1
+        records += 1
+    }
+
+    func check(against shard: CorpusManifest.Shard, path: String) throws {
+        if records != shard.fragments { throw CorpusError.shardMismatch(path: path, reason: "\(records) records, manifest says \(shard.fragments)") }
+        if bytes != shard.bytes { throw CorpusError.shardMismatch(path: path, reason: "\(bytes) bytes, manifest says \(shard.bytes)") }
+        var digest = sha
+        let hex = digest.finalizeHex()
+        if hex != shard.sha1 { throw CorpusError.shardMismatch(path: path, reason: "SHA-1 \(hex), manifest says \(shard.sha1)") }
     }
 }
