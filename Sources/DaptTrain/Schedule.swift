@@ -1,7 +1,10 @@
 import Foundation
 
-/// Learning rate by step: linear warmup from 0 over `warmupSteps`, then
-/// cosine decay from `peak` to `floor` at `totalSteps` (constant after).
+/// Learning rate by step: linear warmup from 0 over `warmupSteps` (step 0
+/// has rate 0, step `warmupSteps` the peak), then cosine decay from `peak`
+/// to `floor` at `totalSteps` (constant after). Up to `totalSteps` this is
+/// transformers' `get_cosine_with_min_lr_schedule_with_warmup` with
+/// `min_lr_rate = floor / peak`, stepped once per optimizer step.
 public struct LearningRateSchedule: Equatable, Sendable, Codable {
     public var peak: Double
     public var floor: Double
@@ -20,7 +23,7 @@ public struct LearningRateSchedule: Equatable, Sendable, Codable {
 
     /// The rate for optimizer step `step` (0-based: the first update uses step 0).
     public func rate(at step: Int) -> Double {
-        if step < warmupSteps { return peak * Double(step + 1) / Double(warmupSteps) }
+        if step < warmupSteps { return peak * Double(step) / Double(warmupSteps) }
         let decaySteps = totalSteps - warmupSteps
         guard decaySteps > 0 else { return peak }
         let progress = min(1, Double(step - warmupSteps) / Double(decaySteps))

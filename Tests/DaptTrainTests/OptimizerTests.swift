@@ -17,7 +17,8 @@ final class OptimizerTests: XCTestCase {
 
     func relativeError(_ a: Double, _ b: Double) -> Double { abs(a - b) / max(abs(b), 1e-6) }
 
-    /// The whole recipe (loss → grads → clip → AdamW with warmup+cosine) against torch.optim.AdamW.
+    /// The whole recipe (loss → grads → clip → AdamW with warmup+cosine) against
+    /// torch.optim.AdamW, with learning rates from transformers' scheduler.
     func testAdamWMatchesTorch() throws {
         let f = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: Self.fixture("adamw.json")))
         let B = f.batch, I = f.in, O = f.out
@@ -58,7 +59,9 @@ final class OptimizerTests: XCTestCase {
             }
             let expectedParams = expected.weight + expected.norm
             for (i, (a, b)) in zip(params, expectedParams).enumerated() {
-                XCTAssertLessThan(relativeError(Double(a), Double(b)), 1e-5, "parameter \(i) after step \(step): \(a) vs torch \(b)")
+                // Relative to at least 1e-3: a weight passing near zero (parameter 10
+                // reaches 7e-5 at step 5) differs from torch by float32 rounding only.
+                XCTAssertLessThan(abs(Double(a) - Double(b)) / max(abs(Double(b)), 1e-3), 1e-5, "parameter \(i) after step \(step): \(a) vs torch \(b)")
             }
         }
         XCTAssertEqual(optimizer.stepCount, f.steps.count)
@@ -78,9 +81,10 @@ final class OptimizerTests: XCTestCase {
         // The source recipe: lr 1e-4, warmup ratio 0.01 over 1000 steps → 10 warmup steps.
         let s = LearningRateSchedule(peak: 1e-4, floorRatio: 0.1, warmupRatio: 0.01, totalSteps: 1000)
         XCTAssertEqual(s.warmupSteps, 10)
-        XCTAssertEqual(s.rate(at: 0), 1e-5, accuracy: 1e-15)
-        XCTAssertEqual(s.rate(at: 4), 5e-5, accuracy: 1e-15)
-        XCTAssertEqual(s.rate(at: 9), 1e-4, accuracy: 1e-15)
+        // Warmup from 0 (as transformers): the peak is reached at step 10.
+        XCTAssertEqual(s.rate(at: 0), 0)
+        XCTAssertEqual(s.rate(at: 4), 4e-5, accuracy: 1e-15)
+        XCTAssertEqual(s.rate(at: 9), 9e-5, accuracy: 1e-15)
         XCTAssertEqual(s.rate(at: 10), 1e-4, accuracy: 1e-15)
         // Half-way through the decay: (peak + floor) / 2.
         XCTAssertEqual(s.rate(at: 505), 0.55e-4, accuracy: 1e-12)
