@@ -76,7 +76,8 @@ public enum ConfigLoader {
         try decode(type, yaml: FileSystem.readText(path), file: path)
     }
 
-    private static func describe(_ error: DecodingError, file: String?) -> ConfigError {
+    /// A decoding failure as a `ConfigError` naming the field's dotted path.
+    public static func describe(_ error: DecodingError, file: String?) -> ConfigError {
         func path(_ p: [CodingKey]) -> String { p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
         switch error {
         case .typeMismatch(let type, let ctx):
@@ -94,8 +95,21 @@ public enum ConfigLoader {
     }
 }
 
-/// Small checks shared by every `validate()`.
+/// Small checks shared by every `validate()`. Floating-point values must
+/// also be finite: NaN compares false with everything, so a range check
+/// alone would let it through.
 public enum Check {
+    public static func finite<T: BinaryFloatingPoint>(_ value: T, _ field: String) throws {
+        if !value.isFinite { throw ConfigError(field: field, reason: "must be a finite number, got \(value)") }
+    }
+    public static func positive<T: BinaryFloatingPoint>(_ value: T, _ field: String) throws {
+        try finite(value, field)
+        if value <= 0 { throw ConfigError(field: field, reason: "must be > 0, got \(value)") }
+    }
+    public static func nonNegative<T: BinaryFloatingPoint>(_ value: T, _ field: String) throws {
+        try finite(value, field)
+        if value < 0 { throw ConfigError(field: field, reason: "must be >= 0, got \(value)") }
+    }
     public static func positive<T: Comparable & Numeric>(_ value: T, _ field: String) throws {
         if value <= 0 { throw ConfigError(field: field, reason: "must be > 0, got \(value)") }
     }

@@ -144,6 +144,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
         bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
         eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
+        if let type = try c.decodeIfPresent(String.self, forKey: .modelType), type != "llama" {
+            throw ConfigError(field: "model_type", reason: "\"\(type)\" is not a Llama model (dapt loads model_type \"llama\")")
+        }
         // Features dapt does not implement must not be silently ignored.
         if let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct), act != "silu" {
             throw ConfigError(field: "hidden_act", reason: "only \"silu\" is supported, got \"\(act)\"")
@@ -215,6 +218,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             throw ConfigError(field: "head_dim", reason: "must be even and > 0 for RoPE, got \(headDimension)")
         }
         if let s = ropeScaling {
+            try Check.finite(s.factor, "rope_scaling.factor")
             if s.type == .linear || s.type == .dynamic {
                 if s.factor < 1 { throw ConfigError(field: "rope_scaling.factor", reason: "must be >= 1, got \(s.factor)") }
             } else {
@@ -235,11 +239,43 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             config = try JSONDecoder().decode(LlamaConfig.self, from: Data(bytes))
         } catch let error as ConfigError {
             throw ConfigError(file: path, field: error.field, reason: error.reason)
+        } catch let error as DecodingError {
+            throw ConfigLoader.describe(error, file: path)
         } catch {
             throw ConfigError(file: path, field: "", reason: "not a valid config.json: \(error)")
         }
         do { try config.validate() } catch var error as ConfigError { error.file = path; throw error }
         return config
+    }
+
+    /// The longest sequence the positions cover: `max_position_embeddings`,
+    /// or with RoPE scaling `factor` × the original context when that is more.
+    public var positionLimit: Int {
+        guard let s = ropeScaling else { return maxPositionEmbeddings }
+        let scaled = s.factor * Double(s.originalMaxPositionEmbeddings ?? maxPositionEmbeddings)
+        return max(maxPositionEmbeddings, Int(scaled.rounded(.down)))
+    }
+
+    /// The fields in which two configs describe different networks (name:
+    /// this value vs the other's); token ids and dtype do not count.
+    public func architectureDifferences(from other: LlamaConfig) -> [String] {
+        var out: [String] = []
+        func compare<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { out.append("\(name) \(a) vs \(b)") } }
+        compare("vocab_size", vocabSize, other.vocabSize)
+        compare("hidden_size", hiddenSize, other.hiddenSize)
+        compare("intermediate_size", intermediateSize, other.intermediateSize)
+        compare("num_hidden_layers", numHiddenLayers, other.numHiddenLayers)
+        compare("num_attention_heads", numAttentionHeads, other.numAttentionHeads)
+        compare("num_key_value_heads", numKeyValueHeads, other.numKeyValueHeads)
+        compare("head_dim", headDimension, other.headDimension)
+        compare("max_position_embeddings", maxPositionEmbeddings, other.maxPositionEmbeddings)
+        compare("rms_norm_eps", rmsNormEps, other.rmsNormEps)
+        compare("rope_theta", ropeTheta, other.ropeTheta)
+        compare("rope_scaling", ropeScaling.map { "\($0.type.rawValue) × \($0.factor)" } ?? "none",
+                other.ropeScaling.map { "\($0.type.rawValue) × \($0.factor)" } ?? "none")
+        if ropeScaling != other.ropeScaling, out.last?.hasPrefix("rope_scaling") != true { out.append("rope_scaling parameters") }
+        compare("tie_word_embeddings", tieWordEmbeddings, other.tieWordEmbeddings)
+        return out
     }
 
     public func jsonBytes() throws -> [UInt8] {

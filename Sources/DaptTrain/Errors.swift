@@ -7,8 +7,18 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     case checkpointBadManifest(path: String, reason: String)
     case checkpointShapeMismatch(path: String, tensor: String, expected: [Int], found: [Int])
     case checkpointIncompatible(path: String, reason: String)
-    case noCheckpoint(directory: String)
     case invalidInput(path: String, reason: String)
+    /// A directory given as a model is none of the kinds dapt loads.
+    case notAModel(path: String, reason: String)
+    /// A fresh run would replace the run already in `directory`.
+    case runDirectoryInUse(directory: String, entries: [String])
+    /// `--overwrite` would remove files that are not part of a run.
+    case runDirectoryHoldsOtherFiles(directory: String, entries: [String])
+    /// Two sources of token ids disagree on the tokenizer.
+    case tokenizerMismatch(expectedPath: String, expectedChecksum: String, foundPath: String, foundChecksum: String)
+    /// Pretraining runs on one rank until parallel training exists.
+    case multipleRanks(Int)
+    case conflictingOptions(String)
 
     public var description: String {
         switch self {
@@ -23,8 +33,21 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
         case let .checkpointShapeMismatch(path, tensor, expected, found):
             return "\(path): \(tensor): shape \(found), the model needs \(expected)"
         case let .checkpointIncompatible(path, reason): return "\(path): \(reason)"
-        case let .noCheckpoint(dir): return "\(dir): no checkpoint-* directory found"
         case let .invalidInput(path, reason): return "\(path): \(reason)"
+        case let .notAModel(path, reason): return "\(path): \(reason)"
+        case let .runDirectoryInUse(dir, entries):
+            return "\(dir) already holds a run (\(Self.listing(entries))); continue it with --resume \(dir), or replace it with --overwrite"
+        case let .runDirectoryHoldsOtherFiles(dir, entries):
+            return "\(dir) holds files that are not part of a run (\(Self.listing(entries))); --overwrite removes only a run directory: choose another --output"
+        case let .tokenizerMismatch(expectedPath, expected, foundPath, found):
+            return "tokenizer mismatch: \(expectedPath) uses tokenizer xxh64 \(expected), but \(foundPath) has xxh64 \(found); the ids of one tokenizer mean nothing to a model of another"
+        case let .multipleRanks(n):
+            return "pretrain runs on one rank (parallel training is not implemented yet), but this job has \(n) ranks: run it without mpirun or with -np 1"
+        case let .conflictingOptions(reason): return reason
         }
+    }
+
+    static func listing(_ entries: [String]) -> String {
+        entries.count <= 4 ? entries.joined(separator: ", ") : entries.prefix(4).joined(separator: ", ") + " and \(entries.count - 4) more"
     }
 }

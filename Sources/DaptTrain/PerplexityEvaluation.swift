@@ -38,26 +38,41 @@ public struct PerplexityReport: Equatable, Sendable {
 }
 
 public enum PerplexityEvaluation {
-    /// Loads the model (verifying a checkpoint's files), reads the input and
-    /// evaluates document-masked packed sequences in document order.
+    /// Resolves and checks the model (a checkpoint against its manifest),
+    /// checks that input, tokenizer and model agree, then evaluates
+    /// document-masked packed sequences in document order.
     public static func run(_ request: PerplexityRequest) throws -> PerplexityReport {
-        var directory = request.model
-        if !FileSystem.exists(directory + "/" + Trainer.configFile) { directory = try Trainer.resolveCheckpoint(request.model) }
-        if FileSystem.exists(directory + "/" + CheckpointStore.manifestName) {
-            _ = try CheckpointStore.verify(directory: directory)
+        let directory = try ModelDirectory.resolve(request.model)
+        let modelConfig = try LlamaConfig.load(path: directory.path + "/" + Trainer.configFile)
+        if request.sequenceLength > modelConfig.positionLimit {
+            throw ConfigError(field: "sequence_length", reason: "\(request.sequenceLength) exceeds the positions of \(directory.path) (\(modelConfig.positionLimit))")
         }
-        let model = try LlamaModel(directory: directory)
         let source: any DocumentSource
         if FileSystem.isDirectory(request.input) {
-            source = try ShardDocuments(directory: request.input)
+            let shards = try ShardDocuments(directory: request.input)
+            if let tokenizer = directory.tokenizerPath { try shards.requireTokenizer(tokenizer) }
+            if let tokenizer = request.tokenizer { try shards.requireTokenizer(tokenizer) }
+            if shards.vocabSize > modelConfig.vocabSize {
+                throw TrainingError.invalidInput(path: request.input, reason: "vocabulary of \(shards.vocabSize) tokens exceeds the model's vocab_size \(modelConfig.vocabSize)")
+            }
+            source = shards
         } else {
-            let tokenizerPath = request.tokenizer ?? directory + "/" + Trainer.tokenizerFile
+            guard let tokenizerPath = request.tokenizer ?? directory.tokenizerPath else {
+                throw TrainingError.invalidInput(path: directory.path, reason: "no \(Trainer.tokenizerFile) beside the model to tokenise \(request.input): give one with --tokenizer")
+            }
+            if let own = directory.tokenizerPath, own != tokenizerPath {
+                let (expected, found) = (try fileChecksum(own), try fileChecksum(tokenizerPath))
+                if expected != found {
+                    throw TrainingError.tokenizerMismatch(expectedPath: directory.path, expectedChecksum: expected, foundPath: tokenizerPath, foundChecksum: found)
+                }
+            }
             source = try documentsFromJSONL(path: request.input, tokenizer: try BPETokenizer.load(path: tokenizerPath),
                                             addBos: request.addBos, addEos: request.addEos)
         }
+        let model = try directory.loadModel()
         let result = try evaluatePerplexity(model: model, source: source, sequenceLength: request.sequenceLength,
                                             batchSize: request.batchSize, maxSequences: request.maxSequences)
-        return PerplexityReport(modelDirectory: directory, loss: result.loss, perplexity: result.perplexity, tokens: result.tokens,
+        return PerplexityReport(modelDirectory: directory.path, loss: result.loss, perplexity: result.perplexity, tokens: result.tokens,
                                 sequences: result.sequences, documents: source.documentCount, leftOutTokens: result.leftOutTokens)
     }
 }

@@ -221,6 +221,14 @@ public struct PretrainConfig: StageConfig, Equatable {
             if model.numKeyValueHeads > 0, model.numAttentionHeads % model.numKeyValueHeads != 0 {
                 throw ConfigError(field: "model.num_key_value_heads", reason: "must divide num_attention_heads (\(model.numAttentionHeads)), got \(model.numKeyValueHeads)")
             }
+            try Check.positive(model.maxPositionEmbeddings, "model.max_position_embeddings")
+            try Check.positive(model.rmsNormEps, "model.rms_norm_eps")
+            try Check.positive(model.ropeTheta, "model.rope_theta")
+            try Check.nonNegative(model.initStd, "model.init_std")
+            // A model built here has no RoPE scaling: its positions end at max_position_embeddings.
+            if data.sequenceLength > model.maxPositionEmbeddings {
+                throw ConfigError(field: "data.sequence_length", reason: "\(data.sequenceLength) exceeds model.max_position_embeddings (\(model.maxPositionEmbeddings))")
+            }
         }
         try Check.positive(data.sequenceLength, "data.sequence_length")
         try Check.positive(data.microBatchSize, "data.micro_batch_size")
@@ -246,6 +254,16 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.nonNegative(eval.everySteps, "eval.every_steps")
         try Check.nonNegative(eval.sequences, "eval.sequences")
         try Check.positive(logEverySteps, "log_every_steps")
+    }
+
+    /// Checks the settings that depend on a model loaded from disk (`--from`
+    /// or a checkpoint): the sequence must fit the model's positions.
+    public func validate(against model: LlamaConfig, from path: String) throws {
+        if data.sequenceLength > model.positionLimit {
+            let scaling = model.ropeScaling.map { "rope_scaling \($0.type.rawValue) × \($0.factor) allows \(model.positionLimit)" } ?? "no rope_scaling"
+            throw ConfigError(field: "pretrain.data.sequence_length",
+                              reason: "\(data.sequenceLength) exceeds the positions of \(path) (max_position_embeddings \(model.maxPositionEmbeddings), \(scaling))")
+        }
     }
 
     public var schedulePlan: LearningRateSchedule {

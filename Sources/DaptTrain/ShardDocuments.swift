@@ -17,6 +17,18 @@ public final class ShardDocuments: DocumentSource, @unchecked Sendable {
     public var vocabSize: Int { reader.vocabSize }
     public var tokenizerPath: String { reader.directory + "/tokenizer.json" }
     public func documentLength(_ index: Int) -> Int { lengths[index] }
+    /// xxh64 of the tokenizer.json the shards were encoded with (from their manifest).
+    public var tokenizerChecksum: String { reader.manifest.tokenizerChecksum }
+
+    /// Throws unless the tokenizer file at `path` is byte for byte the one
+    /// the shards were encoded with, naming both.
+    public func requireTokenizer(_ path: String) throws {
+        let found = try fileChecksum(path)
+        guard found == tokenizerChecksum else {
+            throw TrainingError.tokenizerMismatch(expectedPath: reader.directory, expectedChecksum: tokenizerChecksum,
+                                                  foundPath: path, foundChecksum: found)
+        }
+    }
 
     public func copyTokens(document index: Int, range: Range<Int>, into destination: UnsafeMutablePointer<Int32>) throws {
         var tokens: [UInt32] = []

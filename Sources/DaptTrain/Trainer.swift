@@ -285,22 +285,17 @@ public final class Trainer {
         try w.commit()
     }
 
-    /// Resolves a checkpoint directory or a run directory (its newest checkpoint).
-    public static func resolveCheckpoint(_ path: String) throws -> String {
-        if FileSystem.exists(path + "/" + CheckpointStore.manifestName) { return path }
-        if let latest = try CheckpointStore.latest(root: path) { return latest }
-        throw TrainingError.noCheckpoint(directory: path)
-    }
-
     /// Restores weights, moments and state from a checkpoint written by
-    /// `saveCheckpoint` for the same architecture, after verifying checksums.
+    /// `saveCheckpoint` (or a run directory: its newest) for the same
+    /// architecture, after verifying checksums.
     public func restore(checkpoint path: String) throws {
-        let dir = try Self.resolveCheckpoint(path)
+        let dir = try ModelDirectory.resolveCheckpoint(path)
         _ = try CheckpointStore.verify(directory: dir)
         let saved = try LlamaConfig.load(path: dir + "/" + Self.configFile)
-        guard ParameterLayout(config: saved) == model.layout else {
+        let differences = saved.architectureDifferences(from: model.config)
+        guard differences.isEmpty else {
             throw TrainingError.checkpointIncompatible(path: dir + "/" + Self.configFile,
-                reason: "architecture differs from this run's model (vocab \(saved.vocabSize), hidden \(saved.hiddenSize), layers \(saved.numHiddenLayers) vs vocab \(model.config.vocabSize), hidden \(model.config.hiddenSize), layers \(model.config.numHiddenLayers))")
+                reason: "the checkpoint's architecture differs from this run's model (checkpoint vs run: \(differences.joined(separator: ", ")))")
         }
         try master.loadSafeTensors(paths: [dir + "/" + Self.modelFile])
         if precision == .fp32 { /* master is the model's buffer */ } else { model.parameters.copy(from: master) }

@@ -44,6 +44,9 @@ struct PretrainCommand: ParsableCommand {
     @Option(name: .customLong("stop-after"), help: "Stop (with a checkpoint) after this many steps in this invocation.")
     var stopAfter: Int?
 
+    @Flag(help: "Replace a run already in the run directory (it is removed before the new run starts).")
+    var overwrite = false
+
     func run() throws {
         var all = overrides
         if let shards { all.append("data.shards=\(shards)") }
@@ -51,19 +54,27 @@ struct PretrainCommand: ParsableCommand {
         if let steps { all.append("schedule.total_steps=\(steps)") }
         if let precision { all.append("precision.mode=\(precision)") }
         if let from { all.append("model.from=\(from)") }
-        let daptConfig = try loadConfig(config, pretrainOverrides: all)
+        // Without a config, a resumed run continues with the settings saved in its checkpoint.
+        var saved: PretrainConfig?
+        if let resume, config == nil { saved = try reportingErrors { try PretrainRun.savedConfig(checkpoint: resume) } }
+        let daptConfig = try loadConfig(config, pretrainOverrides: all, pretrainBase: saved)
         try Runtime.run(cluster: daptConfig.cluster) { ctx in
-            try PretrainRun.run(config: daptConfig.pretrain, resume: resume, stopAfter: stopAfter, sink: ctx.sink)
+            let options = PretrainOptions(resume: resume, stopAfter: stopAfter, overwrite: overwrite, ranks: ctx.size)
+            try PretrainRun.run(config: daptConfig.pretrain, options: options, sink: ctx.sink)
         }
     }
 }
 
-/// Loads the config with `section.key=value` overrides applied under `pretrain:`.
-func loadConfig(_ path: String?, pretrainOverrides: [String]) throws -> DaptConfig {
-    guard !pretrainOverrides.isEmpty else { return try loadConfig(path) }
+/// Loads the config with `section.key=value` overrides applied under
+/// `pretrain:`, on top of `pretrainBase` when given (instead of the file's section).
+func loadConfig(_ path: String?, pretrainOverrides: [String], pretrainBase: PretrainConfig? = nil) throws -> DaptConfig {
+    guard !pretrainOverrides.isEmpty || pretrainBase != nil else { return try loadConfig(path) }
     do {
         let text = try path.map { try FileSystem.readText($0) } ?? ""
         var root = (try Yams.load(yaml: text) as? [String: Any]) ?? [:]
+        if let pretrainBase {
+            root["pretrain"] = try Yams.load(yaml: YAMLEncoder().encode(pretrainBase))
+        }
         var pretrain = root["pretrain"] as? [String: Any] ?? [:]
         for item in pretrainOverrides {
             guard let eq = item.firstIndex(of: "=") else {

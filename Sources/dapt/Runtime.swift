@@ -67,6 +67,12 @@ enum Runtime {
                 try? MPIRuntime.stop()
             }
             throw ExitCode(1)
+        } catch let error as ConfigError {
+            // A setting that does not fit the data or model found on disk: a usage error, before any work.
+            let prefix = communicator.size > 1 ? "rank \(communicator.rank): " : ""
+            Console.error(prefix + error.description)
+            if mpi && communicator.size > 1 { MPIRuntime.abort(code: 2) }
+            throw ExitCode(2)
         } catch let exit as ExitCode {
             if mpi && communicator.size > 1 { MPIRuntime.abort(code: exit.rawValue) }
             throw exit

@@ -66,9 +66,9 @@ final class PretrainRunTests: XCTestCase {
     func testRunAndPerplexityThroughTheLibrary() throws {
         let fixture = try ShardFixture(self)
         let run = fixture.directory + "/run"
-        try PretrainRun.run(config: fixture.config(run: run, steps: 4), stopAfter: 2)
+        try PretrainRun.run(config: fixture.config(run: run, steps: 4), options: .init(stopAfter: 2))
         XCTAssertEqual(try CheckpointStore.list(root: run).map(\.step), [2])
-        try PretrainRun.run(config: fixture.config(run: run, steps: 4), resume: run)
+        try PretrainRun.run(config: fixture.config(run: run, steps: 4), options: .init(resume: run))
         XCTAssertEqual(try CheckpointStore.list(root: run).map(\.step), [2, 4])
         XCTAssertEqual(try metricsSteps(run), [0, 1, 2, 3, 4])
         XCTAssertTrue(FileSystem.exists(run + "/loss_curve.svg"))
@@ -85,5 +85,212 @@ final class PretrainRunTests: XCTestCase {
         request.input = fixture.corpus
         let onText = try PerplexityEvaluation.run(request)
         XCTAssertEqual(onText.loss, onShards.loss, "JSONL through the checkpoint's tokenizer gives the shards' ids")
+    }
+}
+
+extension PretrainRunTests {
+    func bytes(_ path: String) throws -> [UInt8] { try FileSystem.readAll(path) }
+
+    func XCTAssertThrowsTrainingError<T>(_ body: @autoclosure () throws -> T, _ check: (TrainingError) -> Bool,
+                                      file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try body(), file: file, line: line) { error in
+            guard let e = error as? TrainingError, check(e) else { return XCTFail("unexpected error: \(error)", file: file, line: line) }
+        }
+    }
+
+    /// A fresh run into a directory holding a run is refused and changes
+    /// nothing; with overwrite, the old (longer) run goes as a whole.
+    func testFreshRunDoesNotReplaceAnExistingRun() throws {
+        let fixture = try ShardFixture(self)
+        let run = fixture.directory + "/run"
+        var longer = fixture.config(run: run, steps: 4)
+        longer.checkpoint.everySteps = 1
+        try PretrainRun.run(config: longer)
+        let metricsBefore = try bytes(run + "/metrics.jsonl")
+        let weightsBefore = try bytes(run + "/checkpoint-00000004/model.safetensors")
+
+        let shorter = fixture.config(run: run, steps: 2)
+        XCTAssertThrowsError(try PretrainRun.run(config: shorter)) { error in
+            guard case .runDirectoryInUse(let dir, let entries) = error as? TrainingError else { return XCTFail("\(error)") }
+            XCTAssertEqual(dir, run)
+            XCTAssertEqual(entries, ["checkpoint-00000002", "checkpoint-00000003", "checkpoint-00000004", "loss_curve.svg", "metrics.jsonl"])
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("--resume \(run)") && message.contains("--overwrite"), message)
+        }
+        XCTAssertEqual(try bytes(run + "/metrics.jsonl"), metricsBefore)
+        XCTAssertEqual(try bytes(run + "/checkpoint-00000004/model.safetensors"), weightsBefore)
+
+        try PretrainRun.run(config: shorter, options: .init(overwrite: true))
+        XCTAssertEqual(try CheckpointStore.list(root: run).map(\.step), [2], "nothing of the older run is left")
+        XCTAssertEqual(try metricsSteps(run), [0, 1, 2])
+        XCTAssertEqual(try FileSystem.list(fixture.directory).filter { $0.hasPrefix(".") }, [], "the replaced run is deleted")
+
+        // Overwrite never removes files that are not a run's, and resume excludes it.
+        try writeLines(["notes"], to: run + "/notes.txt")
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: shorter, options: .init(overwrite: true))) {
+            if case .runDirectoryHoldsOtherFiles(run, ["notes.txt"]) = $0 { return true } else { return false }
+        }
+        XCTAssertEqual(try CheckpointStore.list(root: run).map(\.step), [2])
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: shorter, options: .init(resume: run, overwrite: true))) {
+            if case .conflictingOptions = $0 { return true } else { return false }
+        }
+    }
+
+    /// Until parallel training exists, a job of several ranks is refused before anything is written.
+    func testMoreThanOneRankIsRefused() throws {
+        let fixture = try ShardFixture(self)
+        let run = fixture.directory + "/run"
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: fixture.config(run: run, steps: 2), options: .init(ranks: 2))) {
+            $0 == .multipleRanks(2) && "\($0)".contains("2 ranks")
+        }
+        XCTAssertFalse(FileSystem.exists(run))
+    }
+
+    /// Shards, checkpoints and evaluation must use one tokenizer: a second
+    /// tokenizer of the same vocabulary size is refused everywhere, naming both.
+    func testTokenizerMismatchIsRefused() throws {
+        let a = try ShardFixture(self)
+        let reversed = ShardFixture.texts(documents: 200, seed: 7).map { String($0.reversed()) }
+        let b = try ShardFixture(self, tokenizerFrom: reversed)
+        let (sa, sb) = (try ShardDocuments(directory: a.shards), try ShardDocuments(directory: b.shards))
+        XCTAssertEqual(sa.vocabSize, sb.vocabSize, "same vocabulary size: only the checksum tells them apart")
+        XCTAssertNotEqual(sa.tokenizerChecksum, sb.tokenizerChecksum)
+        func isMismatch(_ expected: String, _ found: String) -> (TrainingError) -> Bool {
+            { if case .tokenizerMismatch(let e, let ec, let f, let fc) = $0 { return e == expected && f == found && ec != fc } else { return false } }
+        }
+        let run = a.directory + "/run"
+        try PretrainRun.run(config: a.config(run: run, steps: 2))
+        let checkpoint = run + "/checkpoint-00000002"
+
+        // Resume on the other tokenizer's shards.
+        var onB = a.config(run: run, steps: 4)
+        onB.data.shards = b.shards
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: onB, options: .init(resume: run)),
+                                     isMismatch(b.shards, checkpoint + "/tokenizer.json"))
+        XCTAssertEqual(try CheckpointStore.list(root: run).map(\.step), [2])
+        // A fresh run whose checkpoints would carry another tokenizer than the shards'.
+        var otherTokenizer = a.config(run: a.directory + "/run2", steps: 2)
+        otherTokenizer.data.tokenizer = b.tokenizer
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: otherTokenizer), isMismatch(a.shards, b.tokenizer))
+        // Perplexity on the other tokenizer's shards, or its JSONL tokenisation.
+        var request = PerplexityRequest(model: run, input: b.shards)
+        request.sequenceLength = 32
+        XCTAssertThrowsTrainingError(try PerplexityEvaluation.run(request), isMismatch(b.shards, checkpoint + "/tokenizer.json"))
+        request.input = a.corpus
+        request.tokenizer = b.tokenizer
+        XCTAssertThrowsTrainingError(try PerplexityEvaluation.run(request), isMismatch(checkpoint, b.tokenizer))
+        request.tokenizer = a.tokenizer
+        XCTAssertNoThrow(try PerplexityEvaluation.run(request), "the same tokenizer from another path is fine")
+    }
+
+    /// A checkpoint whose manifest is gone is not loaded by eval, resume or
+    /// --from; a Hugging Face directory (no manifest, no training files) is.
+    func testCheckpointWithoutManifestIsNotAModel() throws {
+        let fixture = try ShardFixture(self)
+        let run = fixture.directory + "/run"
+        try PretrainRun.run(config: fixture.config(run: run, steps: 2))
+        let checkpoint = run + "/checkpoint-00000002"
+        let hf = fixture.directory + "/hf"
+        try LlamaModel(directory: checkpoint).save(directory: hf)
+        let copy = try FileWriter(path: hf + "/tokenizer.json")
+        try copy.write(try bytes(checkpoint + "/tokenizer.json"))
+        try copy.commit()
+        unlink(checkpoint + "/manifest.json")
+        func isNotAModel(_ path: String) -> (TrainingError) -> Bool {
+            { if case .notAModel(let p, let reason) = $0 { return p == path && reason.contains("manifest.json") } else { return false } }
+        }
+        var request = PerplexityRequest(model: checkpoint, input: fixture.shards)
+        request.sequenceLength = 32
+        XCTAssertThrowsTrainingError(try PerplexityEvaluation.run(request), isNotAModel(checkpoint))
+        request.model = run
+        XCTAssertThrowsTrainingError(try PerplexityEvaluation.run(request), isNotAModel(checkpoint))
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: fixture.config(run: run, steps: 4), options: .init(resume: run)),
+                                     isNotAModel(checkpoint))
+        var from = fixture.config(run: fixture.directory + "/from", steps: 2)
+        from.model.from = checkpoint
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: from), isNotAModel(checkpoint))
+
+        request.model = hf
+        XCTAssertEqual(try PerplexityEvaluation.run(request).modelDirectory, hf)
+        from.model.from = hf
+        try PretrainRun.run(config: from)
+        XCTAssertEqual(try CheckpointStore.list(root: fixture.directory + "/from").map(\.step), [2])
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: fixture.config(run: run, steps: 4), options: .init(resume: hf))) {
+            if case .notAModel(hf, let reason) = $0 { return reason.contains("--from") } else { return false }
+        }
+    }
+
+    /// Non-finite floats and sequences longer than the model's positions are
+    /// configuration errors before any work.
+    func testSettingsThatCannotWorkAreConfigErrors() throws {
+        func configError(_ yaml: String) -> ConfigError? {
+            do { try ConfigLoader.decode(PretrainConfig.self, yaml: yaml).validate(); return nil } catch { return error as? ConfigError }
+        }
+        XCTAssertEqual(configError("optimizer:\n  lr: .nan\n")?.field, "optimizer.lr")
+        XCTAssertEqual(configError("optimizer:\n  lr: .inf\n")?.field, "optimizer.lr")
+        XCTAssertEqual(configError("optimizer:\n  weight_decay: .nan\n")?.field, "optimizer.weight_decay")
+        XCTAssertEqual(configError("optimizer:\n  max_grad_norm: .nan\n")?.field, "optimizer.max_grad_norm")
+        XCTAssertEqual(configError("model:\n  rope_theta: .nan\n")?.field, "model.rope_theta")
+        XCTAssertEqual(configError("model:\n  init_std: .nan\n")?.field, "model.init_std")
+        XCTAssertEqual(configError("model:\n  max_position_embeddings: 128\ndata:\n  sequence_length: 256\n")?.field, "data.sequence_length")
+        XCTAssertNil(configError("model:\n  max_position_embeddings: 256\ndata:\n  sequence_length: 256\n"))
+
+        // A loaded model's positions, with RoPE scaling: linear × 2 of 64 covers 128.
+        var llama = LlamaConfig(vocabSize: 300, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 1, numAttentionHeads: 4, maxPositionEmbeddings: 64)
+        var config = PretrainConfig()
+        config.data.sequenceLength = 128
+        XCTAssertThrowsError(try config.validate(against: llama, from: "m")) { XCTAssertEqual(($0 as? ConfigError)?.field, "pretrain.data.sequence_length") }
+        llama.ropeScaling = RopeScaling(type: .linear, factor: 2)
+        XCTAssertNoThrow(try config.validate(against: llama, from: "m"))
+        llama.ropeScaling = RopeScaling(type: .yarn, factor: 4, originalMaxPositionEmbeddings: 16)
+        XCTAssertEqual(llama.positionLimit, 64)
+        XCTAssertThrowsError(try config.validate(against: llama, from: "m"))
+
+        // Through the run: --from a model of 16 positions, nothing written.
+        let fixture = try ShardFixture(self)
+        let hf = fixture.directory + "/hf"
+        llama = LlamaConfig(vocabSize: 300, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 1, numAttentionHeads: 4, maxPositionEmbeddings: 16)
+        try LlamaModel(config: llama).save(directory: hf)
+        var from = fixture.config(run: fixture.directory + "/run", steps: 2)
+        from.model.from = hf
+        XCTAssertThrowsError(try PretrainRun.run(config: from)) { error in
+            XCTAssertEqual((error as? ConfigError)?.field, "pretrain.data.sequence_length", "\(error)")
+            XCTAssertTrue("\(error)".contains(hf), "\(error)")
+        }
+        XCTAssertFalse(FileSystem.exists(fixture.directory + "/run"))
+    }
+
+    /// A folder whose config.json is not a Llama config: an error naming the file and field.
+    func testForeignConfigIsNamedByFileAndField() throws {
+        let dir = try temporaryDirectory(self)
+        for (json, field) in [("{\"model_type\": \"bert\", \"hidden_size\": 768}", "model_type"), ("{\"hidden_size\": \"wide\"}", "hidden_size")] {
+            try writeLines([json], to: dir + "/config.json")
+            XCTAssertThrowsError(try PerplexityEvaluation.run(PerplexityRequest(model: dir, input: dir + "/none.jsonl"))) { error in
+                guard let e = error as? ConfigError else { return XCTFail("\(error)") }
+                XCTAssertEqual(e.file, dir + "/config.json")
+                XCTAssertEqual(e.field, field)
+                XCTAssertFalse("\(e)".contains("DecodingError") || "\(e)".contains("CodingKeys"), "\(e)")
+            }
+        }
+        XCTAssertThrowsTrainingError(try PerplexityEvaluation.run(PerplexityRequest(model: dir + "/empty", input: dir))) {
+            if case .notAModel = $0 { return true } else { return false }
+        }
+    }
+
+    /// Resuming without a config takes the checkpoint's; a config for another architecture is refused.
+    func testResumeUsesTheCheckpointsSettings() throws {
+        let fixture = try ShardFixture(self)
+        let run = fixture.directory + "/run"
+        var config = fixture.config(run: run, steps: 4)
+        config.optimizer.lr = 2e-3
+        try PretrainRun.run(config: config, options: .init(stopAfter: 2))
+        XCTAssertEqual(try PretrainRun.savedConfig(checkpoint: run), config)
+        var wider = config
+        wider.model.hiddenSize = 64
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: wider, options: .init(resume: run))) {
+            if case .checkpointIncompatible(_, let reason) = $0 { return reason.contains("hidden_size 32 vs 64") } else { return false }
+        }
+        try PretrainRun.run(config: try PretrainRun.savedConfig(checkpoint: run), options: .init(resume: run))
+        XCTAssertEqual(try metricsSteps(run), [0, 1, 2, 3, 4])
     }
 }

@@ -122,7 +122,7 @@ final class TrainerTests: XCTestCase {
         try trainer.saveCheckpoint()  // re-save step 1 intact
         XCTAssertThrowsError(try Self.makeTrainer(wider).restore(checkpoint: run)) { error in
             guard case .checkpointIncompatible(_, let reason) = error as? TrainingError else { return XCTFail("\(error)") }
-            XCTAssertTrue(reason.contains("hidden 32"), reason)
+            XCTAssertTrue(reason.contains("hidden_size 32 vs 48"), reason)
         }
     }
 

@@ -1,0 +1,57 @@
+import DaptCore
+import DaptModel
+import Foundation
+
+/// A directory dapt loads a model from. A dapt checkpoint is verified
+/// against its `manifest.json` before anything is read; a Hugging Face model
+/// directory has no manifest (and none of a checkpoint's training files) and
+/// loads as it is. A run directory stands for its newest checkpoint.
+public enum ModelDirectory: Equatable, Sendable {
+    case checkpoint(String)
+    case huggingFace(String)
+
+    public var path: String {
+        switch self { case .checkpoint(let p), .huggingFace(let p): return p }
+    }
+
+    /// Files only a dapt checkpoint has: one of them without a manifest means
+    /// the manifest was lost, not that this is a Hugging Face model.
+    static let checkpointOnlyFiles = [Trainer.stateFile, Trainer.optimizerFile, Trainer.trainConfigFile]
+
+    /// Resolves a checkpoint, a run directory (its newest checkpoint) or a
+    /// Hugging Face model directory; anything else is an error naming it.
+    public static func resolve(_ path: String) throws -> ModelDirectory {
+        guard FileSystem.isDirectory(path) else {
+            throw TrainingError.notAModel(path: path, reason: FileSystem.exists(path) ? "not a directory" : "no such directory")
+        }
+        if FileSystem.exists(path + "/" + CheckpointStore.manifestName) { return .checkpoint(path) }
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        if name.hasPrefix(CheckpointStore.prefix) || checkpointOnlyFiles.contains(where: { FileSystem.exists(path + "/" + $0) }) {
+            throw TrainingError.notAModel(path: path, reason: "a checkpoint without \(CheckpointStore.manifestName) is not a checkpoint (its files cannot be verified; was the manifest deleted or the copy incomplete?)")
+        }
+        if FileSystem.exists(path + "/" + Trainer.configFile) { return .huggingFace(path) }
+        if let latest = try CheckpointStore.latest(root: path) { return try resolve(latest) }
+        throw TrainingError.notAModel(path: path, reason: "not a checkpoint (no \(CheckpointStore.manifestName)), a run directory (no \(CheckpointStore.prefix)*) or a Hugging Face model directory (no \(Trainer.configFile))")
+    }
+
+    /// Resolves `path` and requires a dapt checkpoint (to resume from).
+    public static func resolveCheckpoint(_ path: String) throws -> String {
+        let resolved = try resolve(path)
+        guard case .checkpoint(let dir) = resolved else {
+            throw TrainingError.notAModel(path: path, reason: "a Hugging Face model directory, not a dapt checkpoint: start from it with --from instead")
+        }
+        return dir
+    }
+
+    /// The model, after verifying a checkpoint's files against its manifest.
+    public func loadModel() throws -> LlamaModel {
+        if case .checkpoint(let dir) = self { _ = try CheckpointStore.verify(directory: dir) }
+        return try LlamaModel(directory: path)
+    }
+
+    /// The tokenizer.json beside the weights, when there is one.
+    public var tokenizerPath: String? {
+        let p = path + "/" + Trainer.tokenizerFile
+        return FileSystem.exists(p) ? p : nil
+    }
+}
