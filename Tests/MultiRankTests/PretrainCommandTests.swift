@@ -10,16 +10,22 @@ final class PretrainCommandTests: XCTestCase {
         "--set", "eval.every_steps=2", "--set", "data.held_out_fraction=0.05",
     ]
 
-    /// A JSONL corpus and its token shards.
-    func prepare(_ dir: URL) throws -> (corpus: String, shards: String) {
+    /// `count` documents of 20 words, each drawn uniformly from 12 by a seeded generator.
+    static func documents(seed: UInt64, count: Int) -> [String] {
         let words = ["claim", "device", "signal", "layer", "method", "first", "second", "wherein", "circuit", "电路", "装置", "信号"]
         var lines: [String] = []
-        var state: UInt64 = 7
-        for _ in 0..<300 {
+        var state = seed
+        for _ in 0..<count {
             var text: [String] = []
             for _ in 0..<20 { state = state &* 6364136223846793005 &+ 1442695040888963407; text.append(words[Int(state >> 33) % words.count]) }
             lines.append("{\"text\": \"\(text.joined(separator: " "))\"}")
         }
+        return lines
+    }
+
+    /// A JSONL corpus and its token shards.
+    func prepare(_ dir: URL) throws -> (corpus: String, shards: String) {
+        let lines = Self.documents(seed: 7, count: 300)
         let corpus = dir.appendingPathComponent("corpus.jsonl").path
         try (lines.joined(separator: "\n") + "\n").write(toFile: corpus, atomically: true, encoding: .utf8)
         let tok = dir.appendingPathComponent("tokenizer.json").path
@@ -54,7 +60,8 @@ final class PretrainCommandTests: XCTestCase {
         let first = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", b, "--steps", "6", "--stop-after", "3"] + Self.tiny)
         XCTAssertEqual(first.status, 0, first.stderr)
         XCTAssertFalse(first.stderr.contains("step 4/6"))
-        let second = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", b, "--steps", "6", "--resume", b] + Self.tiny)
+        // No config and no settings: the checkpoint's own are used.
+        let second = try DaptProcess.dapt(["pretrain", "--resume", b])
         XCTAssertEqual(second.status, 0, second.stderr)
         XCTAssertTrue(second.stderr.contains("resumed from \(b)/checkpoint-00000003 at step 3"), second.stderr)
         let ma = try metrics(a), mb = try metrics(b)
@@ -72,8 +79,6 @@ final class PretrainCommandTests: XCTestCase {
         XCTAssertEqual(onShards.status, 0, onShards.stderr)
         // JSONL is tokenised with the checkpoint's tokenizer as the shards were: same figure.
         XCTAssertEqual(onText.stdout.split(separator: " ").prefix(2), onShards.stdout.split(separator: " ").prefix(2))
-        let ppl = try XCTUnwrap(Double(onText.stdout.split(separator: " ")[1]))
-        XCTAssertLessThan(ppl, 300, "better than uniform over the vocabulary")
 
         // A corrupted checkpoint is refused, naming the file.
         let weights = a + "/checkpoint-00000006/model.safetensors"
@@ -85,10 +90,117 @@ final class PretrainCommandTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("model.safetensors: checksum"), bad.stderr)
     }
 
+    func perplexity(_ result: DaptProcess.Result) throws -> Double {
+        XCTAssertEqual(result.status, 0, result.stderr)
+        return try XCTUnwrap(Double(result.stdout.split(separator: " ").dropFirst().first ?? ""), result.stdout)
+    }
+
+    /// Perplexity on documents the model never saw, against a bound an
+    /// untrained model misses. The words are i.i.d. uniform over 12, so no
+    /// model gets far below 12; uniform over the 300-token vocabulary is 300.
+    func testHeldOutPerplexityBeatsAnUntrainedModel() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try prepare(dir)
+        let heldOut = dir.appendingPathComponent("held-out.jsonl").path
+        try (Self.documents(seed: 1_234_567, count: 40).joined(separator: "\n") + "\n").write(toFile: heldOut, atomically: true, encoding: .utf8)
+        let trained = dir.appendingPathComponent("trained").path, untrained = dir.appendingPathComponent("untrained").path
+        let t = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", trained, "--steps", "20"] + Self.tiny)
+        XCTAssertEqual(t.status, 0, t.stderr)
+        let u = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", untrained, "--steps", "20", "--stop-after", "0"] + Self.tiny)
+        XCTAssertEqual(u.status, 0, u.stderr)
+        let bound = 60.0
+        let pTrained = try perplexity(try DaptProcess.dapt(["eval", "ppl", "--checkpoint", trained, "--input", heldOut, "--sequence-length", "32"]))
+        let pUntrained = try perplexity(try DaptProcess.dapt(["eval", "ppl", "--checkpoint", untrained + "/checkpoint-00000000", "--input", heldOut, "--sequence-length", "32"]))
+        XCTAssertLessThan(pTrained, bound, "trained for 20 steps")
+        XCTAssertGreaterThan(pTrained, 8, "below the words' own entropy: the evaluation sees what it predicts")
+        XCTAssertGreaterThan(pUntrained, bound, "the bound tells an untrained model apart")
+    }
+
+    /// A fresh run into a directory that holds a run is refused, naming the
+    /// directory and both ways out; --overwrite replaces the older, longer run whole.
+    func testExistingRunIsRefusedUnlessOverwritten() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try prepare(dir)
+        let run = dir.appendingPathComponent("run").path
+        let first = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", run, "--steps", "4", "--set", "checkpoint.every_steps=1"] + Self.tiny)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let metricsBefore = try metrics(run)
+        let again = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", run, "--steps", "2"] + Self.tiny)
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.stderr.contains("\(run) already holds a run") && again.stderr.contains("--resume") && again.stderr.contains("--overwrite"), again.stderr)
+        XCTAssertEqual(try metrics(run), metricsBefore)
+        let replaced = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", run, "--steps", "2", "--overwrite"] + Self.tiny)
+        XCTAssertEqual(replaced.status, 0, replaced.stderr)
+        XCTAssertEqual(try metrics(run).map(\.step), [0, 1, 2])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.hasPrefix("checkpoint-") }, ["checkpoint-00000002"])
+    }
+
+    /// Under mpirun -np 2 every rank would train into one directory: refused, nothing written.
+    func testTwoRanksAreRefused() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try prepare(dir)
+        let run = dir.appendingPathComponent("run").path
+        let r = try DaptProcess.mpirun(np: 2, ["pretrain", "--shards", shards, "--output", run, "--steps", "2"] + Self.tiny, timeout: 120)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("pretrain runs on one rank") && r.stderr.contains("2 ranks"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run), "nothing written")
+    }
+
+    /// What eval and resume must not accept: a checkpoint without its
+    /// manifest, shards of another tokenizer, a folder that is not a model.
+    func testEvalRefusesWhatItCannotCheck() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (corpus, shards) = try prepare(dir)
+        let run = dir.appendingPathComponent("run").path
+        let r = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", run, "--steps", "2"] + Self.tiny)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let checkpoint = run + "/checkpoint-00000002"
+
+        // Another tokenizer (trained on the words reversed), the same corpus encoded with it.
+        let reversed = dir.appendingPathComponent("reversed.jsonl").path
+        let reversedLines = try String(contentsOfFile: corpus, encoding: .utf8).split(separator: "\n").map { line -> String in
+            let text = line.dropFirst(10).dropLast(2)
+            return "{\"text\": \"\(String(text.reversed()))\"}"
+        }
+        try (reversedLines.joined(separator: "\n") + "\n").write(toFile: reversed, atomically: true, encoding: .utf8)
+        let otherTokenizer = dir.appendingPathComponent("other.json").path, otherShards = dir.appendingPathComponent("other-tokens").path
+        XCTAssertEqual(try DaptProcess.dapt(["tokenizer", "train", "--input", reversed, "--vocab-size", "300", "--output", otherTokenizer]).status, 0)
+        XCTAssertEqual(try DaptProcess.dapt(["tokenizer", "encode", "--tokenizer", otherTokenizer, "--input", corpus, "--output", otherShards]).status, 0)
+        let mismatch = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", run, "--input", otherShards, "--sequence-length", "32"])
+        XCTAssertNotEqual(mismatch.status, 0)
+        XCTAssertTrue(mismatch.stderr.contains("tokenizer mismatch") && mismatch.stderr.contains(otherShards) && mismatch.stderr.contains(checkpoint + "/tokenizer.json"), mismatch.stderr)
+        XCTAssertEqual(mismatch.stdout, "")
+        let resumeOther = try DaptProcess.dapt(["pretrain", "--resume", run, "--shards", otherShards, "--steps", "4"])
+        XCTAssertNotEqual(resumeOther.status, 0)
+        XCTAssertTrue(resumeOther.stderr.contains("tokenizer mismatch"), resumeOther.stderr)
+
+        // A folder with a config.json that is not a Llama config.
+        let foreign = dir.appendingPathComponent("foreign").path
+        try FileManager.default.createDirectory(atPath: foreign, withIntermediateDirectories: true)
+        try "{\"hidden_size\": \"wide\"}".write(toFile: foreign + "/config.json", atomically: true, encoding: .utf8)
+        let notLlama = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", foreign, "--input", shards])
+        XCTAssertNotEqual(notLlama.status, 0)
+        XCTAssertTrue(notLlama.stderr.contains(foreign + "/config.json: hidden_size:"), notLlama.stderr)
+        XCTAssertFalse(notLlama.stderr.contains("CodingKeys"), notLlama.stderr)
+
+        // The manifest deleted: not a checkpoint any more.
+        try FileManager.default.removeItem(atPath: checkpoint + "/manifest.json")
+        let noManifest = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", checkpoint, "--input", shards, "--sequence-length", "32"])
+        XCTAssertNotEqual(noManifest.status, 0)
+        XCTAssertTrue(noManifest.stderr.contains(checkpoint) && noManifest.stderr.contains("manifest.json"), noManifest.stderr)
+        XCTAssertEqual(noManifest.stdout, "")
+    }
+
     func testBadSettingsNameTheField() throws {
         let r = try DaptProcess.dapt(["pretrain", "--shards", "/nonexistent", "--set", "optimizer.lr=-1"])
         XCTAssertEqual(r.status, 2)
         XCTAssertTrue(r.stderr.contains("pretrain.optimizer.lr: must be > 0"), r.stderr)
+        let nan = try DaptProcess.dapt(["pretrain", "--shards", "/nonexistent", "--set", "optimizer.lr=nan"])
+        XCTAssertEqual(nan.status, 2)
+        XCTAssertTrue(nan.stderr.contains("pretrain.optimizer.lr: must be a finite number"), nan.stderr)
+        let long = try DaptProcess.dapt(["pretrain", "--shards", "/nonexistent", "--set", "data.sequence_length=4096"])
+        XCTAssertEqual(long.status, 2)
+        XCTAssertTrue(long.stderr.contains("pretrain.data.sequence_length: 4096 exceeds model.max_position_embeddings (2048)"), long.stderr)
         let typo = try DaptProcess.dapt(["pretrain", "--set", "optimizer.learning_rate=1"])
         XCTAssertEqual(typo.status, 2)
         XCTAssertTrue(typo.stderr.contains("learning_rate"), typo.stderr)
