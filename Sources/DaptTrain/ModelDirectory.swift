@@ -25,8 +25,8 @@ public enum ModelDirectory: Equatable, Sendable {
             throw TrainingError.notAModel(path: path, reason: FileSystem.exists(path) ? "not a directory" : "no such directory")
         }
         if FileSystem.exists(path + "/" + CheckpointStore.manifestName) { return .checkpoint(path) }
-        let name = path.split(separator: "/").last.map(String.init) ?? path
-        if name.hasPrefix(CheckpointStore.prefix) || checkpointOnlyFiles.contains(where: { FileSystem.exists(path + "/" + $0) }) {
+        // Not by name: Hugging Face trainers also write checkpoint-N directories.
+        if checkpointOnlyFiles.contains(where: { FileSystem.exists(path + "/" + $0) }) {
             throw TrainingError.notAModel(path: path, reason: "a checkpoint without \(CheckpointStore.manifestName) is not a checkpoint (its files cannot be verified; was the manifest deleted or the copy incomplete?)")
         }
         if FileSystem.exists(path + "/" + Trainer.configFile) { return .huggingFace(path) }

@@ -45,7 +45,7 @@ public enum PerplexityEvaluation {
         let directory = try ModelDirectory.resolve(request.model)
         let modelConfig = try LlamaConfig.load(path: directory.path + "/" + Trainer.configFile)
         if request.sequenceLength > modelConfig.positionLimit {
-            throw ConfigError(field: "sequence_length", reason: "\(request.sequenceLength) exceeds the positions of \(directory.path) (\(modelConfig.positionLimit))")
+            throw ConfigError(field: "--sequence-length", reason: "\(request.sequenceLength) exceeds the positions of \(directory.path) (\(modelConfig.positionLimit))")
         }
         let source: any DocumentSource
         if FileSystem.isDirectory(request.input) {

@@ -190,7 +190,8 @@ extension PretrainRunTests {
         let run = fixture.directory + "/run"
         try PretrainRun.run(config: fixture.config(run: run, steps: 2))
         let checkpoint = run + "/checkpoint-00000002"
-        let hf = fixture.directory + "/hf"
+        // Named as Hugging Face trainers name their checkpoints: the name does not make it a dapt checkpoint.
+        let hf = fixture.directory + "/hf-trainer/checkpoint-500"
         try LlamaModel(directory: checkpoint).save(directory: hf)
         let copy = try FileWriter(path: hf + "/tokenizer.json")
         try copy.write(try bytes(checkpoint + "/tokenizer.json"))
@@ -212,6 +213,8 @@ extension PretrainRunTests {
 
         request.model = hf
         XCTAssertEqual(try PerplexityEvaluation.run(request).modelDirectory, hf)
+        request.model = fixture.directory + "/hf-trainer"
+        XCTAssertEqual(try ModelDirectory.resolve(request.model), .huggingFace(hf))
         from.model.from = hf
         try PretrainRun.run(config: from)
         XCTAssertEqual(try CheckpointStore.list(root: fixture.directory + "/from").map(\.step), [2])
