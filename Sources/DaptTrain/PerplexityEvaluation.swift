@@ -41,7 +41,7 @@ public enum PerplexityEvaluation {
     /// Resolves and checks the model (a checkpoint against its manifest),
     /// checks that input, tokenizer and model agree, then evaluates
     /// document-masked packed sequences in document order.
-    public static func run(_ request: PerplexityRequest) throws -> PerplexityReport {
+    public static func run(_ request: PerplexityRequest, sink: any EventSink = SilentSink()) throws -> PerplexityReport {
         let directory = try ModelDirectory.resolve(request.model)
         let modelConfig = try LlamaConfig.load(path: directory.path + "/" + Trainer.configFile)
         if request.sequenceLength > modelConfig.positionLimit {
@@ -52,6 +52,9 @@ public enum PerplexityEvaluation {
             let shards = try ShardDocuments(directory: request.input)
             if let tokenizer = directory.tokenizerPath { try shards.requireTokenizer(tokenizer) }
             if let tokenizer = request.tokenizer { try shards.requireTokenizer(tokenizer) }
+            if directory.tokenizerPath == nil && request.tokenizer == nil {
+                sink.report(.notice(stage: "eval", message: "\(directory.path) has no \(Trainer.tokenizerFile): that the shards' ids are the model's cannot be checked"))
+            }
             if shards.vocabSize > modelConfig.vocabSize {
                 throw TrainingError.invalidInput(path: request.input, reason: "vocabulary of \(shards.vocabSize) tokens exceeds the model's vocab_size \(modelConfig.vocabSize)")
             }

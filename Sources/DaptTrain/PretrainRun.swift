@@ -36,6 +36,7 @@ public enum PretrainRun {
         guard !config.data.shards.isEmpty else {
             throw ConfigError(field: "pretrain.data.shards", reason: "no token shard directory given (set it in the config or with --shards)")
         }
+        if options.resume == nil { try RunDirectory.checkFresh(config.checkpoint.directory, overwrite: options.overwrite) }
         let resumeFrom = try options.resume.map { try ModelDirectory.resolveCheckpoint($0) }
         let shards = try ShardDocuments(directory: config.data.shards)
         // The tokenizer copied into checkpoints must be the one the ids come from.
@@ -43,7 +44,11 @@ public enum PretrainRun {
         try shards.requireTokenizer(tokenizerPath)
         let start: ModelDirectory? = try config.model.from.map { try ModelDirectory.resolve($0) }
         for directory in [start, resumeFrom.map { ModelDirectory.checkpoint($0) }].compactMap({ $0 }) {
-            if let tokenizer = directory.tokenizerPath { try shards.requireTokenizer(tokenizer) }
+            if let tokenizer = directory.tokenizerPath {
+                try shards.requireTokenizer(tokenizer)
+            } else {
+                sink.report(.notice(stage: stage, message: "\(directory.path) has no \(Trainer.tokenizerFile): that its ids are the shards' cannot be checked"))
+            }
             try config.validate(against: LlamaConfig.load(path: directory.path + "/" + Trainer.configFile), from: directory.path)
         }
 

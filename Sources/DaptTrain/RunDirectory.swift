@@ -13,19 +13,25 @@ public enum RunDirectory {
             || name.hasPrefix(".old-" + CheckpointStore.prefix) || name == metricsFile || name == lossCurveFile
     }
 
-    /// Makes `directory` ready for a fresh run. An existing run is an error
-    /// unless `overwrite`; then it is removed as a unit (renamed aside in
-    /// one step, then deleted) before anything new is written. Files that
-    /// are not a run's are never removed.
-    public static func prepareFresh(_ directory: String, overwrite: Bool) throws {
+    /// Throws unless a fresh run may start in `directory`: it holds no run,
+    /// or `overwrite` and nothing but a run. Returns whether a run is there to
+    /// replace. Reads only, so it can come before any other check.
+    @discardableResult
+    public static func checkFresh(_ directory: String, overwrite: Bool) throws -> Bool {
         let names = FileSystem.isDirectory(directory) ? try FileSystem.list(directory).sorted() : []
         let run = names.filter(isRunEntry)
-        if !run.isEmpty {
-            guard overwrite else { throw TrainingError.runDirectoryInUse(directory: directory, entries: run) }
-            let other = names.filter { !isRunEntry($0) }
-            guard other.isEmpty else { throw TrainingError.runDirectoryHoldsOtherFiles(directory: directory, entries: other) }
-            try replace(directory)
-        }
+        guard !run.isEmpty else { return false }
+        guard overwrite else { throw TrainingError.runDirectoryInUse(directory: directory, entries: run) }
+        let other = names.filter { !isRunEntry($0) }
+        guard other.isEmpty else { throw TrainingError.runDirectoryHoldsOtherFiles(directory: directory, entries: other) }
+        return true
+    }
+
+    /// Makes `directory` ready for a fresh run (see `checkFresh`): an
+    /// existing run is removed as a unit (renamed aside in one step, then
+    /// deleted) before anything new is written.
+    public static func prepareFresh(_ directory: String, overwrite: Bool) throws {
+        if try checkFresh(directory, overwrite: overwrite) { try replace(directory) }
         try FileSystem.makeDirectories(directory)
     }
 

@@ -58,7 +58,7 @@ struct EvalCommand: ParsableCommand {
                 request.maxSequences = maxSequences
                 request.addBos = addBos
                 request.addEos = addEos
-                let result = try PerplexityEvaluation.run(request)
+                let result = try PerplexityEvaluation.run(request, sink: ctx.sink)
                 ctx.say(String(format: "perplexity %.4f  loss %.6f  tokens %d  sequences %d  (documents %d, %d tail tokens not evaluated)",
                                result.perplexity, result.loss, result.tokens, result.sequences, result.documents, result.leftOutTokens))
             }

@@ -58,6 +58,13 @@ struct ShardFixture {
     }
 }
 
+/// Keeps every event a run reports.
+final class CollectingSink: EventSink, @unchecked Sendable {
+    var events: [StageEvent] = []
+    func report(_ event: StageEvent) { events.append(event) }
+    var notices: [String] { events.compactMap { if case .notice(_, let m) = $0 { return m } else { return nil } } }
+}
+
 final class PretrainRunTests: XCTestCase {
     func metricsSteps(_ run: String) throws -> [Int] { try MetricsLog.read(path: run + "/metrics.jsonl").map(\.step) }
 
@@ -91,9 +98,15 @@ final class PretrainRunTests: XCTestCase {
 extension PretrainRunTests {
     func bytes(_ path: String) throws -> [UInt8] { try FileSystem.readAll(path) }
 
-    func XCTAssertThrowsTrainingError<T>(_ body: @autoclosure () throws -> T, _ check: (TrainingError) -> Bool,
+    func copyFile(_ source: String, to destination: String) throws {
+        let writer = try FileWriter(path: destination)
+        try writer.write(try bytes(source))
+        try writer.commit()
+    }
+
+    func XCTAssertThrowsTrainingError<T>(_ body: @autoclosure () throws -> T, _ check: (TrainingError) -> Bool, _ message: String = "",
                                       file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertThrowsError(try body(), file: file, line: line) { error in
+        XCTAssertThrowsError(try body(), message, file: file, line: line) { error in
             guard let e = error as? TrainingError, check(e) else { return XCTFail("unexpected error: \(error)", file: file, line: line) }
         }
     }
@@ -110,13 +123,20 @@ extension PretrainRunTests {
         let weightsBefore = try bytes(run + "/checkpoint-00000004/model.safetensors")
 
         let shorter = fixture.config(run: run, steps: 2)
-        XCTAssertThrowsError(try PretrainRun.run(config: shorter)) { error in
+        let sink = CollectingSink()
+        XCTAssertThrowsError(try PretrainRun.run(config: shorter, sink: sink)) { error in
             guard case .runDirectoryInUse(let dir, let entries) = error as? TrainingError else { return XCTFail("\(error)") }
             XCTAssertEqual(dir, run)
             XCTAssertEqual(entries, ["checkpoint-00000002", "checkpoint-00000003", "checkpoint-00000004", "loss_curve.svg", "metrics.jsonl"])
             let message = "\(error)"
             XCTAssertTrue(message.contains("--resume \(run)") && message.contains("--overwrite"), message)
         }
+        XCTAssertEqual(sink.notices, [])
+        var unread = shorter
+        unread.data.shards = fixture.directory + "/no-shards"
+        XCTAssertThrowsTrainingError(try PretrainRun.run(config: unread), {
+            if case .runDirectoryInUse = $0 { return true } else { return false }
+        }, "refused before the shards are read")
         XCTAssertEqual(try bytes(run + "/metrics.jsonl"), metricsBefore)
         XCTAssertEqual(try bytes(run + "/checkpoint-00000004/model.safetensors"), weightsBefore)
 
@@ -193,9 +213,7 @@ extension PretrainRunTests {
         // Named as Hugging Face trainers name their checkpoints: the name does not make it a dapt checkpoint.
         let hf = fixture.directory + "/hf-trainer/checkpoint-500"
         try LlamaModel(directory: checkpoint).save(directory: hf)
-        let copy = try FileWriter(path: hf + "/tokenizer.json")
-        try copy.write(try bytes(checkpoint + "/tokenizer.json"))
-        try copy.commit()
+        try copyFile(checkpoint + "/tokenizer.json", to: hf + "/tokenizer.json")
         unlink(checkpoint + "/manifest.json")
         func isNotAModel(_ path: String) -> (TrainingError) -> Bool {
             { if case .notAModel(let p, let reason) = $0 { return p == path && reason.contains("manifest.json") } else { return false } }
@@ -213,6 +231,12 @@ extension PretrainRunTests {
 
         request.model = hf
         XCTAssertEqual(try PerplexityEvaluation.run(request).modelDirectory, hf)
+        // Without a tokenizer beside the weights the check cannot be made, and the run says so.
+        unlink(hf + "/tokenizer.json")
+        let sink = CollectingSink()
+        _ = try PerplexityEvaluation.run(request, sink: sink)
+        XCTAssertTrue(sink.notices.contains { $0.contains(hf) && $0.contains("cannot be checked") }, "\(sink.notices)")
+        try copyFile(checkpoint + "/tokenizer.json", to: hf + "/tokenizer.json")
         request.model = fixture.directory + "/hf-trainer"
         XCTAssertEqual(try ModelDirectory.resolve(request.model), .huggingFace(hf))
         from.model.from = hf
