@@ -70,4 +70,18 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(InputError(file: "a.jsonl", line: 3, field: "text", reason: "missing").description, "a.jsonl:3: text: missing")
         XCTAssertEqual(InputError(file: "a.jsonl", line: 4, reason: "not JSON").description, "a.jsonl:4: not JSON")
     }
+
+    /// NaN compares false with everything: without an explicit check it passes `<= 0` and `< 0`.
+    func testNonFiniteFloatsAreRejected() {
+        for value in [Double.nan, .infinity, -.infinity] {
+            XCTAssertThrowsError(try Check.positive(value, "x")) { XCTAssertEqual(($0 as? ConfigError)?.reason, "must be a finite number, got \(value)") }
+            XCTAssertThrowsError(try Check.nonNegative(value, "x"))
+            XCTAssertThrowsError(try Check.inRange(value, 0...1, "x"))
+            XCTAssertThrowsError(try Check.finite(value, "x"))
+        }
+        XCTAssertThrowsError(try Check.positive(Float.nan, "x"))
+        XCTAssertNoThrow(try Check.positive(1e-300, "x"))
+        XCTAssertNoThrow(try Check.nonNegative(0.0, "x"))
+        XCTAssertNoThrow(try Check.positive(3, "x"), "integers keep the generic check")
+    }
 }
