@@ -1,5 +1,6 @@
 import DaptCore
 import DaptModel
+import DaptTokenizer
 @testable import DaptTrain
 import Foundation
 import XCTest
@@ -57,7 +58,15 @@ final class InteropTests: XCTestCase {
         var config = TrainerTests.config(run: try temporaryDirectory(self, prefix: "dapt-interop"), steps: 12)
         config.model.from = hf
         config.optimizer.lr = 1e-2
-        let trainer = try Trainer(config: config, model: model, train: TrainerTests.corpus(), heldOut: TrainerTests.corpus(documents: 20))
+        // Held out for real: a seeded split of one corpus, no held-out document among the training ones.
+        let source = TrainerTests.corpus()
+        let split = splitHeldOut(documentCount: source.documentCount, fraction: 0.15, seed: config.data.seed)
+        let train = DocumentSubset(base: source, indices: split.train), heldOut = DocumentSubset(base: source, indices: split.heldOut)
+        XCTAssertGreaterThanOrEqual(heldOut.documentCount, 10)
+        XCTAssertEqual(train.documentCount + heldOut.documentCount, source.documentCount)
+        XCTAssertTrue(Set(split.train).isDisjoint(with: split.heldOut))
+        XCTAssertTrue(try Self.sharedDocuments(train, heldOut).isEmpty, "held-out documents also in training")
+        let trainer = try Trainer(config: config, model: model, train: train, heldOut: heldOut)
         let before = try XCTUnwrap(trainer.evaluate()).loss
         for _ in 0..<12 { try trainer.step() }
         let after = try XCTUnwrap(trainer.evaluate()).loss
@@ -68,6 +77,77 @@ final class InteropTests: XCTestCase {
         XCTAssertEqual(written.entries.map(\.name), original.entries.map(\.name))
         XCTAssertEqual(written.entries.map(\.shape), original.entries.map(\.shape))
         XCTAssertEqual(written.entries.map(\.dtype), original.entries.map(\.dtype))
+    }
+
+    /// Token contents of `source`'s documents.
+    static func contents(_ source: any DocumentSource) throws -> [[Int32]] {
+        try (0..<source.documentCount).map { d in
+            var tokens = [Int32](repeating: 0, count: source.documentLength(d))
+            try tokens.withUnsafeMutableBufferPointer { try source.copyTokens(document: d, range: 0..<$0.count, into: $0.baseAddress!) }
+            return tokens
+        }
+    }
+
+    /// Documents of `heldOut` whose tokens equal a document of `train`.
+    static func sharedDocuments(_ train: any DocumentSource, _ heldOut: any DocumentSource) throws -> [[Int32]] {
+        let trained = Set(try contents(train))
+        return try contents(heldOut).filter { trained.contains($0) }
+    }
+
+    /// The overlap check finds what the held-out set used to be: the first
+    /// training documents again (the same seed).
+    func testOverlapCheckFindsReusedDocuments() throws {
+        XCTAssertEqual(try Self.sharedDocuments(TrainerTests.corpus(), TrainerTests.corpus(documents: 20)).count, 20)
+    }
+
+    /// The figures transformers computes for evaluation sequences
+    /// (scripts/fixtures/eval_ppl_parity.py).
+    struct PackedPerplexity: Decodable {
+        struct Figures: Decodable { var loss: Double; var perplexity: Double; var unmasked_loss: Double }
+        var sequence_length: Int; var batch_size: Int; var documents: [[Int32]]
+        var sequences: Int; var tokens: Int; var left_out_tokens: Int; var pieces_per_sequence: [Int]
+        var models: [String: Figures]
+    }
+
+    func relativeError(_ a: Double, _ b: Double) -> Double { abs(a - b) / abs(b) }
+
+    /// `dapt eval ppl`'s library function on JSONL text and the dapt
+    /// checkpoint, against transformers' mean token loss on the same packed
+    /// sequences (several documents per sequence, positions restarting per
+    /// document, no attention across documents, -100 at document ends).
+    func testEvalPerplexityMatchesTransformersOnPackedDocuments() throws {
+        let f = try JSONDecoder().decode(PackedPerplexity.self, from: Data(contentsOf: URL(fileURLWithPath: fixture("ppl/expected.json"))))
+        let expected = try XCTUnwrap(f.models["dapt"])
+        // The fixture packs several documents into a sequence, and without
+        // document masking its loss differs by far more than the tolerance.
+        XCTAssertGreaterThanOrEqual(f.pieces_per_sequence.max() ?? 0, 3)
+        XCTAssertGreaterThan(relativeError(expected.unmasked_loss, expected.loss), 20 * 1e-4)
+
+        var request = PerplexityRequest(model: try fixture("dapt"), input: try fixture("ppl/eval.jsonl"))
+        request.sequenceLength = f.sequence_length
+        request.batchSize = f.batch_size
+        let report = try PerplexityEvaluation.run(request)
+        XCTAssertLessThan(relativeError(report.loss, expected.loss), 1e-4, "loss \(report.loss) vs transformers \(expected.loss)")
+        XCTAssertLessThan(relativeError(report.perplexity, expected.perplexity), 1e-4, "perplexity \(report.perplexity) vs \(expected.perplexity)")
+        XCTAssertEqual(report.tokens, f.tokens)
+        XCTAssertEqual(report.sequences, f.sequences)
+        XCTAssertEqual(report.documents, f.documents.count)
+        XCTAssertEqual(report.leftOutTokens, f.left_out_tokens)
+
+        // Same documents (dapt's tokenizer and `tokenizers` agree) and the same packing.
+        let documents = try documentsFromJSONL(path: try fixture("ppl/eval.jsonl"), tokenizer: try BPETokenizer.load(path: try fixture("dapt/tokenizer.json")))
+        XCTAssertEqual(try Self.contents(documents), f.documents)
+        let order = try PackedSequenceOrder(source: documents, sequenceLength: f.sequence_length, seed: 0, shuffle: false)
+        let packed = try PackedBatch(order: order, firstSequence: 0, count: f.sequences)
+        let pieces = (0..<f.sequences).map { row in Int(packed.documentIds[(row * f.sequence_length)..<((row + 1) * f.sequence_length)].max()!) + 1 }
+        XCTAssertEqual(pieces, f.pieces_per_sequence)
+
+        // The model transformers made, on the same token ids.
+        let hf = try XCTUnwrap(f.models["hf"])
+        let result = try evaluatePerplexity(model: try LlamaModel(directory: try fixture("hf")), source: InMemoryDocuments(documents: f.documents),
+                                            sequenceLength: f.sequence_length, batchSize: f.batch_size)
+        XCTAssertLessThan(relativeError(result.loss, hf.loss), 1e-4, "transformers model: \(result.loss) vs \(hf.loss)")
+        XCTAssertEqual(result.tokens, f.tokens)
     }
 
     /// The committed checkpoint resumes: state, moments and weights come back.
