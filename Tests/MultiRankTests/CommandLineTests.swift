@@ -27,6 +27,7 @@ final class CommandLineTests: XCTestCase {
             ("clustr: {}\n", "clustr: unknown key"),
             ("cluster:\n  transport: udp\n", "cluster.transport: must be one of tcp, ipc"),
             ("cluster:\n  high_water_mark: many\n", "cluster.high_water_mark"),
+            ("pretrain:\n  precision:\n    mode: fp8\n", "pretrain.precision.mode: must be one of fp32, fp16, bf16, got \"fp8\""),
         ]
         for (i, (yaml, expected)) in cases.enumerated() {
             let file = dir.appendingPathComponent("bad\(i).yaml").path
