@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "DaptCoreTests", dependencies: ["DaptCore", "DaptTestSupport"]),
         .testTarget(name: "DaptClusterTests", dependencies: ["DaptTestSupport", "DaptCluster", "DaptZMQ", "DaptCore"]),
         .testTarget(name: "DaptBLASTests", dependencies: ["DaptTestSupport", "DaptBLAS"]),
-        .testTarget(name: "DaptPrepareTests", dependencies: ["DaptTestSupport", "DaptPrepare", "DaptCore", "DaptCluster"]),
+        .testTarget(name: "DaptPrepareTests", dependencies: ["DaptTestSupport", "DaptPrepare", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptDedupTests", dependencies: ["DaptTestSupport", "DaptDedup", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTestSupport", "DaptTokenizer", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptModelTests", dependencies: ["DaptTestSupport", "DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),

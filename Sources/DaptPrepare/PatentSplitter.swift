@@ -21,21 +21,28 @@ public struct SplitPatent: Equatable, Sendable {
     public var fragments: [PreparedFragment] = []
     public var steps = 0
     public var paragraphs = 0
+    /// True when steps were found and kept (false: the whole description was kept).
+    public var keptSteps = true
 }
 
 /// patent → step → paragraph → fragment for one record.
 public struct PatentSplitter: Sendable {
     public let matcher: MarkerMatcher
+    public let grammar: StepGrammar
     public let counter: any TokenCounter
     public let fragmenter: Fragmenter
     public let keepAll: Bool
+    /// `keep: steps_or_description`: a patent without steps keeps its whole text.
+    public let keepAllWithoutSteps: Bool
     public let stripParagraphNumbers: Bool
 
     public init(config: PrepareConfig, counter: any TokenCounter) throws {
         matcher = try MarkerMatcher(config)
+        grammar = try StepGrammar(config)
         self.counter = counter
         fragmenter = Fragmenter(budgetTokens: config.maxTokens, overlapTokens: config.overlapTokens)
         keepAll = config.keepsWholeDescription
+        keepAllWithoutSteps = config.keepsDescriptionWithoutSteps
         stripParagraphNumbers = config.stripParagraphNumbers
     }
 
@@ -60,10 +67,16 @@ public struct PatentSplitter: Sendable {
             return s < e
         }
         guard hasText else { return .failure(SplitFailure(field: "text", reason: .emptyText)) }
-        let structure = PatentStructure.parse(text, matcher: matcher, keepAll: keepAll, stripParagraphNumbers: stripParagraphNumbers)
-        if !keepAll && structure.stepCount == 0 { return .failure(SplitFailure(field: "text", reason: .noStepMarkers)) }
+        var structure = PatentStructure.parse(text, matcher: matcher, grammar: grammar, lang: record.lang,
+                                              keepAll: keepAll, stripParagraphNumbers: stripParagraphNumbers)
+        if !keepAll && structure.stepCount == 0 {
+            guard keepAllWithoutSteps else { return .failure(SplitFailure(field: "text", reason: .noStepMarkers)) }
+            structure = PatentStructure.parse(text, matcher: matcher, grammar: grammar, lang: record.lang,
+                                              keepAll: true, stripParagraphNumbers: stripParagraphNumbers)
+        }
 
         var result = SplitPatent()
+        result.keptSteps = structure.stepCount > 0
         var lastStep = -1
         var pageIndex = 0
         for paragraph in structure.paragraphs {

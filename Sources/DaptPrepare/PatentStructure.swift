@@ -5,40 +5,36 @@ public struct LineMarks: Equatable, Sendable {
     /// UTF-8 length of a leading paragraph number (`[0023]`) plus the
     /// whitespace after it, or 0.
     public var paragraphNumberLength = 0
-    public var startsStep = false
     public var endsSection = false
 }
 
-/// Recognises paragraph numbers, step markers and section ends at line
-/// starts. One multi-line ICU regular expression runs over a whole patent
-/// (a call per line costs far more than the matching itself).
+/// Recognises paragraph numbers and section ends at line starts (step
+/// markers are `StepGrammar`'s). One multi-line ICU regular expression runs
+/// over a whole patent (a call per line costs far more than the matching).
 public final class MarkerMatcher: @unchecked Sendable {
     // NSRegularExpression is immutable and documented thread-safe.
     private let regex: NSRegularExpression
     private let paraGroup: Int
-    private let stepGroups: (Int, Int)
     private let endGroups: (Int, Int)
 
-    public init(stepMarkers: [String], paragraphNumber: String, sectionEndMarkers: [String]) throws {
+    public init(paragraphNumber: String, sectionEndMarkers: [String]) throws {
         func alternation(_ patterns: [String]) -> String {
             patterns.isEmpty ? "(?!)" : patterns.map { "(?:\($0))" }.joined(separator: "|")
         }
         func groups(_ pattern: String) throws -> Int { try NSRegularExpression(pattern: pattern).numberOfCaptureGroups }
-        let para = paragraphNumber, step = alternation(stepMarkers), end = alternation(sectionEndMarkers)
-        let nP = try groups(para), nS = try groups(step), nE = try groups(end)
-        // (para + spaces)(step | end)?  or  (step) | (end); groups numbered in that order.
+        let para = paragraphNumber, end = alternation(sectionEndMarkers)
+        let nP = try groups(para), nE = try groups(end)
+        // (para + spaces)(end)?  or  (end); groups numbered in that order.
         let space = "[ \\t\u{3000}]"
-        let pattern = "^\(space)*(?:((?:\(para))\(space)*)(?:(\(step))|(\(end)))?|(\(step))|(\(end)))"
+        let pattern = "^\(space)*(?:((?:\(para))\(space)*)(\(end))?|(\(end)))"
         regex = try NSRegularExpression(pattern: pattern, options: .anchorsMatchLines)
         paraGroup = 1
-        let step1 = 2 + nP, end1 = step1 + 1 + nS, step2 = end1 + 1 + nE, end2 = step2 + 1 + nS
-        stepGroups = (step1, step2)
+        let end1 = 2 + nP, end2 = end1 + 1 + nE
         endGroups = (end1, end2)
     }
 
     public convenience init(_ config: PrepareConfig) throws {
-        try self.init(stepMarkers: config.stepMarkers, paragraphNumber: config.paragraphNumber,
-                      sectionEndMarkers: config.sectionEndMarkers)
+        try self.init(paragraphNumber: config.paragraphNumber, sectionEndMarkers: config.sectionEndMarkers)
     }
 
     /// Markers are looked for in the first `headBytes` of each line: ICU
@@ -96,7 +92,6 @@ public final class MarkerMatcher: @unchecked Sendable {
                 var marks = LineMarks()
                 let para = m.range(at: paraGroup)
                 if para.location != NSNotFound { marks.paragraphNumberLength = utf8Offset(para.location + para.length) - start }
-                marks.startsStep = found(m, stepGroups.0) || found(m, stepGroups.1)
                 marks.endsSection = found(m, endGroups.0) || found(m, endGroups.1)
                 result.append((lineStarts[line], marks))
             }
@@ -119,26 +114,33 @@ public struct PatentParagraph: Equatable, Sendable {
     public var offset: Int
 }
 
-/// The structure of one patent: its kept paragraphs in order and how many
-/// step sections were found.
+/// The structure of one patent: its kept paragraphs in order, how many
+/// step sections were found, and where each step starts in the text.
 public struct PatentStructure: Equatable, Sendable {
     public var paragraphs: [PatentParagraph] = []
     public var stepCount = 0
+    public var stepStarts: [Int] = []
 }
 
 extension PatentStructure {
     /// Splits normalised text (`\n` line ends, form feeds already turned into
     /// `\n`) into step sections and paragraphs.
     ///
-    /// A line starting with a step marker opens a new step (numbered 1, 2, …
+    /// Each step start found by `grammar` opens a new step (numbered 1, 2, …
     /// in order; the marker's own number is not used, as markers like `(a)` or
-    /// `S101` repeat across embodiments). A blank line or a paragraph number
-    /// starts a new paragraph; a section-end heading closes the step. With
-    /// `keepAll`, text outside steps is kept as step 0.
-    public static func parse(_ text: [UInt8], matcher: MarkerMatcher, keepAll: Bool, stripParagraphNumbers: Bool) -> PatentStructure {
+    /// `S101` repeat across embodiments), at a line start or inside a
+    /// paragraph (`包括以下步骤：S1、…；S2、…`: the text before S1 stays with
+    /// what came before). A blank line or a paragraph number starts a new
+    /// paragraph; a section-end heading closes the step. With `keepAll`, text
+    /// outside steps is kept as step 0.
+    public static func parse(_ text: [UInt8], matcher: MarkerMatcher, grammar: StepGrammar, lang: String?,
+                             keepAll: Bool, stripParagraphNumbers: Bool) -> PatentStructure {
         var result = PatentStructure()
         let marked = matcher.markedLines(text)
+        let starts = grammar.stepStarts(text, marked: marked, lang: lang)
+        result.stepStarts = starts
         var nextMarked = 0
+        var nextStart = 0
         text.withUnsafeBufferPointer { p in
             var step = 0                 // current step ordinal; 0 = outside any step
             var inStep = false
@@ -159,6 +161,12 @@ extension PatentStructure {
                                                          text: Array(UnsafeBufferPointer(rebasing: p[s..<e])), offset: s))
             }
 
+            func openStep() {
+                step += 1
+                inStep = true
+                result.stepCount = step
+            }
+
             var lineStart = 0
             while lineStart <= p.count {
                 var lineEnd = lineStart
@@ -174,18 +182,27 @@ extension PatentStructure {
                         closeParagraph()
                         if stripParagraphNumbers { contentStart = lineStart + marks.paragraphNumberLength }
                     }
+                    while nextStart < starts.count && starts[nextStart] < lineStart { nextStart += 1 }
                     if marks.endsSection {
                         closeParagraph()
                         inStep = false
                         // The heading itself is structure, not technical text.
                     } else {
-                        if marks.startsStep {
+                        // The first non-space byte after any paragraph number: a marker there starts the line.
+                        let (lineText, _) = TextNormalization.trimmed(p, lineStart + marks.paragraphNumberLength, lineEnd)
+                        var segment = contentStart
+                        while nextStart < starts.count && starts[nextStart] < lineEnd {
+                            let s = starts[nextStart]
+                            nextStart += 1
+                            if s > lineText {
+                                if paraStart < 0 { paraStart = segment }
+                                paraEnd = s
+                                segment = s
+                            }
                             closeParagraph()
-                            step += 1
-                            inStep = true
-                            result.stepCount = step
+                            openStep()
                         }
-                        if paraStart < 0 { paraStart = contentStart }
+                        if paraStart < 0 { paraStart = segment }
                         paraEnd = lineEnd
                     }
                 }

@@ -141,9 +141,7 @@ public struct PrepareRun {
             case .success(let record):
                 switch splitter.split(record) {
                 case .success(let split):
-                    stats.patents += 1
-                    stats.steps += split.steps
-                    stats.paragraphs += split.paragraphs
+                    stats.add(patent: split)
                     let fields = FragmentJSON.PatentFields(record)
                     for fragment in split.fragments {
                         FragmentJSON.append(fragment, of: fields, to: &buffer)

@@ -18,8 +18,19 @@ public struct PrepareStats: Equatable, Sendable {
     /// Fragments by token count: bin i holds [i, i+1) × budget/8 (the last also holds any over budget).
     public var histogram = [Int](repeating: 0, count: PrepareStats.histogramBins)
     public var inputBytes = 0
+    /// Patents kept by their steps, and patents without steps kept whole
+    /// (`keep: description` or `steps_or_description`); they sum to `patents`.
+    public var patentsBySteps = 0
+    public var patentsByDescription = 0
 
     public init() {}
+
+    public mutating func add(patent split: SplitPatent) {
+        patents += 1
+        steps += split.steps
+        paragraphs += split.paragraphs
+        if split.keptSteps { patentsBySteps += 1 } else { patentsByDescription += 1 }
+    }
 
     public mutating func add(reject: PrepareReject) {
         rejects += 1
@@ -37,16 +48,17 @@ public struct PrepareStats: Equatable, Sendable {
     }
 
     public var vector: [Int64] {
-        ([records, blankLines, patents, steps, paragraphs, fragments, characters, tokenThousandths, rejects, inputBytes]
-            + rejectsByReason + histogram).map(Int64.init)
+        ([records, blankLines, patents, steps, paragraphs, fragments, characters, tokenThousandths, rejects, inputBytes,
+          patentsBySteps, patentsByDescription] + rejectsByReason + histogram).map(Int64.init)
     }
 
     public init(vector v: [Int64]) {
         let x = v.map(Int.init)
         (records, blankLines, patents, steps, paragraphs) = (x[0], x[1], x[2], x[3], x[4])
         (fragments, characters, tokenThousandths, rejects, inputBytes) = (x[5], x[6], x[7], x[8], x[9])
-        rejectsByReason = Array(x[10..<(10 + RejectReason.codes.count)])
-        histogram = Array(x[(10 + RejectReason.codes.count)...])
+        (patentsBySteps, patentsByDescription) = (x[10], x[11])
+        rejectsByReason = Array(x[12..<(12 + RejectReason.codes.count)])
+        histogram = Array(x[(12 + RejectReason.codes.count)...])
     }
 
     public var estimatedTokens: Int { (tokenThousandths + 500) / 1000 }

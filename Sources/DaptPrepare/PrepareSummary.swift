@@ -29,7 +29,9 @@ public struct PrepareSummary: Equatable, Sendable {
         var out = "{\n"
         out += "  \"input_files\": \(inputFiles),\n  \"ignored_files\": \(ignoredFiles),\n  \"input_bytes\": \(s.inputBytes),\n"
         out += "  \"records_in\": \(s.records),\n  \"blank_lines\": \(s.blankLines),\n"
-        out += "  \"patents\": \(s.patents),\n  \"steps\": \(s.steps),\n  \"paragraphs\": \(s.paragraphs),\n  \"fragments\": \(s.fragments),\n"
+        out += "  \"patents\": \(s.patents),\n"
+        out += "  \"patents_by_path\": {\"steps\": \(s.patentsBySteps), \"description\": \(s.patentsByDescription), \"rejected_no_steps\": \(s.rejectsByReason[RejectReason.codes.firstIndex(of: "no_step_markers")!])},\n"
+        out += "  \"steps\": \(s.steps),\n  \"paragraphs\": \(s.paragraphs),\n  \"fragments\": \(s.fragments),\n"
         out += "  \"characters\": \(s.characters),\n  \"estimated_tokens\": \(s.estimatedTokens),\n"
         out += "  \"token_counter\": \(JSONWriter.quoted(counter)),\n  \"keep\": \(JSONWriter.quoted(keep)),\n"
         out += "  \"max_tokens\": \(maxTokens),\n  \"overlap_tokens\": \(overlapTokens),\n"
@@ -53,6 +55,8 @@ public struct PrepareSummary: Equatable, Sendable {
         let s = stats
         var out: [String] = []
         out.append("prepare: \(s.records) records from \(inputFiles) files (\(mb(s.inputBytes)) MB) → \(s.patents) patents, \(s.steps) steps, \(s.paragraphs) paragraphs, \(s.fragments) fragments")
+        let noSteps = s.rejectsByReason[RejectReason.codes.firstIndex(of: "no_step_markers")!]
+        out.append("  patents: \(s.patentsBySteps) kept by steps, \(s.patentsByDescription) without steps kept whole, \(noSteps) without steps rejected (keep \(keep))")
         let mean = s.fragments > 0 ? Double(s.tokenThousandths) / 1000 / Double(s.fragments) : 0
         out.append("  text: \(s.characters) characters, \(s.estimatedTokens) tokens (\(counter)), mean \(String(format1: mean)) tokens/fragment; budget \(maxTokens), overlap \(overlapTokens), keep \(keep)")
         out.append("  fragment tokens:")

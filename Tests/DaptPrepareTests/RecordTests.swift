@@ -73,7 +73,7 @@ final class RecordTests: XCTestCase {
         let config = PrepareConfig()
         let splitter = try PatentSplitter(config: config, counter: EstimatedTokenCounter())
         // Decomposed é and a CJK compatibility ideograph (U+F900 → U+8C48).
-        let record = PatentRecord(patent: "CN7", pages: [Array("步骤S1：cafe\u{301} \u{F900}。".utf8)], paged: false)
+        let record = PatentRecord(patent: "CN7", pages: [Array("步骤S1：cafe\u{301} \u{F900}。\n步骤S2：乙。".utf8)], paged: false)
         let split = try splitter.split(record).get()
         let text = String(decoding: split.fragments[0].text, as: UTF8.self)
         XCTAssertEqual(Array(text.unicodeScalars), Array("步骤S1：caf\u{E9} \u{8C48}。".unicodeScalars))

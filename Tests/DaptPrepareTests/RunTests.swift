@@ -47,7 +47,7 @@ final class RunTests: XCTestCase {
         try bytes.write(to: input)
         let texts = dir.appendingPathComponent("texts")
         try FileManager.default.createDirectory(at: texts, withIntermediateDirectories: true)
-        try Data("---\npatent: CN8\n---\n步骤S1：丙。\n".utf8).write(to: texts.appendingPathComponent("a.txt"))
+        try Data("---\npatent: CN8\n---\n步骤S1：丙。\n步骤S2：丁。\n".utf8).write(to: texts.appendingPathComponent("a.txt"))
         try Data("no front matter\n".utf8).write(to: texts.appendingPathComponent("b.md"))
         try Data("ignored".utf8).write(to: texts.appendingPathComponent("c.pdf"))
 
@@ -80,13 +80,13 @@ final class RunTests: XCTestCase {
 
         let fragments = try self.lines(config.output + "/fragments-0000-of-0001.jsonl")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
-        XCTAssertEqual(fragments.map { $0["id"] as! String }, ["CN1-step1-1-1", "CN1-step2-1-1", "CN6-step1-1-1", "CN6-step2-1-1", "CN8-step1-1-1"])
-        XCTAssertEqual(fragments.map { $0["page"] as? Int }, [nil, nil, 1, 2, nil])
+        XCTAssertEqual(fragments.map { $0["id"] as! String }, ["CN1-step1-1-1", "CN1-step2-1-1", "CN6-step1-1-1", "CN6-step2-1-1", "CN8-step1-1-1", "CN8-step2-1-1"])
+        XCTAssertEqual(fragments.map { $0["page"] as? Int }, [nil, nil, 1, 2, nil, nil])
     }
 
     func testStrictStopsAtTheFirstBadRecord() throws {
         let input = dir.appendingPathComponent("in.jsonl")
-        try Data("{\"patent\":\"CN1\",\"text\":\"步骤S1：甲。\"}\n{\"patent\":\"CN2\",\"text\":\"无标记\"}\n{oops\n".utf8).write(to: input)
+        try Data("{\"patent\":\"CN1\",\"text\":\"步骤S1：甲。\\n步骤S2：乙。\"}\n{\"patent\":\"CN2\",\"text\":\"无标记\"}\n{oops\n".utf8).write(to: input)
         var config = PrepareConfig()
         config.inputs = [input.path]
         config.output = dir.appendingPathComponent("out").path

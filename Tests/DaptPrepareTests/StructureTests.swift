@@ -3,8 +3,9 @@ import DaptPrepare
 import XCTest
 
 final class StructureTests: XCTestCase {
-    func parse(_ text: String, keepAll: Bool = false, config: PrepareConfig = PrepareConfig()) throws -> PatentStructure {
-        PatentStructure.parse(Array(text.utf8), matcher: try MarkerMatcher(config), keepAll: keepAll, stripParagraphNumbers: config.stripParagraphNumbers)
+    func parse(_ text: String, keepAll: Bool = false, lang: String? = nil, config: PrepareConfig = PrepareConfig()) throws -> PatentStructure {
+        PatentStructure.parse(Array(text.utf8), matcher: try MarkerMatcher(config), grammar: try StepGrammar(config), lang: lang,
+                              keepAll: keepAll, stripParagraphNumbers: config.stripParagraphNumbers)
     }
 
     func texts(_ s: PatentStructure) -> [String] { s.paragraphs.map { String(decoding: $0.text, as: UTF8.self) } }
@@ -26,11 +27,14 @@ final class StructureTests: XCTestCase {
         S104：保存结果。
         步骤（5）上报。
         """
+        // S101, S102, S104 are one increasing run; 步骤3 (arabic) and 步骤（5）
+        // (bracketed) are lone markers of other families, so they stay
+        // inside the S-step they occur in.
         let s = try parse(text)
-        XCTAssertEqual(s.stepCount, 5)
-        XCTAssertEqual(keys(s), ["1.1", "1.2", "2.1", "2.2", "3.1", "4.1", "5.1"])
+        XCTAssertEqual(s.stepCount, 3)
+        XCTAssertEqual(keys(s), ["1.1", "1.2", "2.1", "2.2", "2.3", "3.1"])
         XCTAssertEqual(texts(s), ["步骤S101：获取图像数据。", "在一些实施例中，还包括预处理，\n预处理包括去噪。",
-                                  "步骤S102：对图像进行分割。", "分割结果用于检测。", "步骤3、输出结果。", "S104：保存结果。", "步骤（5）上报。"])
+                                  "步骤S102：对图像进行分割。", "分割结果用于检测。", "步骤3、输出结果。", "S104：保存结果。\n步骤（5）上报。"])
     }
 
     func testEnglishStepsAndClaimsEndTheSection() throws {
@@ -53,9 +57,10 @@ final class StructureTests: XCTestCase {
 
         1. A method comprising step 1 and step 2.
         """
+        // The (a)/(b) list after Step 2 is Step 2's content, not two more steps.
         let s = try parse(text)
-        XCTAssertEqual(s.stepCount, 4)
-        XCTAssertEqual(keys(s), ["1.1", "2.1", "3.1", "4.1"])
+        XCTAssertEqual(s.stepCount, 2)
+        XCTAssertEqual(keys(s), ["1.1", "2.1", "2.2"])
         XCTAssertEqual(texts(s)[0], "Step 1: receive a signal.\nThe signal is sampled at 10 kHz.")
         XCTAssertFalse(texts(s).joined().contains("A method comprising"), "claims after the heading are not a step")
     }
@@ -63,16 +68,16 @@ final class StructureTests: XCTestCase {
     func testDescriptionModeKeepsTextOutsideStepsAsStepZero() throws {
         var config = PrepareConfig()
         config.keep = "description"
-        let s = try parse("[0001] 背景介绍。\n[0002] 步骤S1：执行。\n权利要求书\n1. 一种方法。", keepAll: true, config: config)
-        XCTAssertEqual(keys(s), ["0.1", "1.1", "0.2"])
-        XCTAssertEqual(texts(s), ["背景介绍。", "步骤S1：执行。", "1. 一种方法。"])
+        let s = try parse("[0001] 背景介绍。\n[0002] 步骤S1：执行。\n[0003] 步骤S2：完成。\n权利要求书\n1. 一种方法。", keepAll: true, config: config)
+        XCTAssertEqual(keys(s), ["0.1", "1.1", "2.1", "0.2"])
+        XCTAssertEqual(texts(s), ["背景介绍。", "步骤S1：执行。", "步骤S2：完成。", "1. 一种方法。"])
     }
 
     func testParagraphNumbersCanBeKept() throws {
         var config = PrepareConfig()
         config.stripParagraphNumbers = false
-        let s = try parse("[0002] 步骤S101：获取。", config: config)
-        XCTAssertEqual(texts(s), ["[0002] 步骤S101：获取。"])
+        let s = try parse("[0002] 步骤S101：获取。\n[0003] 步骤S102：处理。", config: config)
+        XCTAssertEqual(texts(s), ["[0002] 步骤S101：获取。", "[0003] 步骤S102：处理。"])
     }
 
     func testNoStepMarkersMeansNoParagraphsInStepsMode() throws {
@@ -83,7 +88,7 @@ final class StructureTests: XCTestCase {
 
     func testCustomMarkers() throws {
         var config = PrepareConfig()
-        config.stepMarkers = [#"第[一二三四五六七八九十]+步"#]
+        config.stepMarkers = ["zh": ["第{C}步"]]
         let s = try parse("第一步，取料。\n第二步，加工。\n步骤S1：不是标记。", config: config)
         XCTAssertEqual(s.stepCount, 2)
         XCTAssertEqual(texts(s), ["第一步，取料。", "第二步，加工。\n步骤S1：不是标记。"])
@@ -91,10 +96,16 @@ final class StructureTests: XCTestCase {
 
     func testConfigRejectsBadPatterns() {
         var config = PrepareConfig()
-        config.stepMarkers = ["步骤("]
-        XCTAssertThrowsError(try config.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "step_markers[0]") }
-        config.stepMarkers = [".*"]
-        XCTAssertThrowsError(try config.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "step_markers[0]") }
+        config.stepMarkers = ["zh": ["步骤{S}", "步骤("]]
+        XCTAssertThrowsError(try config.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "step_markers.zh[1]") }
+        config.stepMarkers = ["en": ["Step {S|Q}"]]
+        XCTAssertThrowsError(try config.validate()) {
+            XCTAssertEqual(($0 as? ConfigError)?.field, "step_markers.en[0]")
+            XCTAssertTrue("\($0)".contains("\"Q\""), "\($0)")
+        }
+        config = PrepareConfig()
+        config.sectionEndMarkers = [".*"]
+        XCTAssertThrowsError(try config.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "section_end_markers[0]") }
         config = PrepareConfig()
         config.overlapTokens = 256
         XCTAssertThrowsError(try config.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "overlap_tokens") }
