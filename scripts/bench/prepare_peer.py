@@ -2,23 +2,281 @@
 """The split `dapt prepare` does, in plain Python (the benchmark's peer).
 
 Same inputs (JSONL + folders of front-matter .txt/.md), same defaults: NFC,
-step markers at line starts, blank-line / [0023] paragraphs, the token
+step markers by the same grammar (lead word, numbering family, separator;
+increasing runs), blank-line / [0023] paragraphs, the token
 estimate (1.6 per CJK char, 1.3 per Latin word, 1.0 per symbol), 512-token
 fragments with 64-token overlap cut at sentence ends, the same JSONL fields.
 Usage: prepare_peer.py OUT.jsonl INPUT... ; prints records, fragments, seconds.
 """
 import hashlib, json, os, re, sys, time, unicodedata
 
-STEP = [r"步骤\s*[（(]?\s*[Ss]?\d{1,4}[a-z]?\s*[）)]?", r"[Ss]\d{1,4}[a-z]?\s*[:：、.．]",
-        r"[Ss]tep\s+[Ss]?\d{1,4}[a-z]?\b", r"STEP\s+[Ss]?\d{1,4}\b", r"[(（][a-z][)）]"]
 END = [r"权\s*利\s*要\s*求\s*书?\s*$", r"说\s*明\s*书\s*摘\s*要\s*$", r"摘\s*要\s*$", r"附\s*图\s*说\s*明\s*$",
        r"(?i:what\s+is\s+claimed\s+is|we\s+claim|i\s+claim)\s*:?\s*$",
        r"(?i:claims|abstract|abstract of the disclosure|brief description of the drawings)\s*:?\s*$"]
 PARA = r"[\[【]\d{3,5}[\]】]"
 SP = "[ \t\u3000]"
 alt = lambda ps: "|".join("(?:%s)" % p for p in ps)
-MARKS = re.compile(r"^%s*(?:(?P<para>(?:%s)%s*)(?:(?P<s1>%s)|(?P<e1>%s))?|(?P<s2>%s)|(?P<e2>%s))"
-                   % (SP, PARA, SP, alt(STEP), alt(END), alt(STEP), alt(END)), re.M)
+MARKS = re.compile(r"^%s*(?:(?P<para>(?:%s)%s*)(?P<e1>%s)?|(?P<e2>%s))" % (SP, PARA, SP, alt(END), alt(END)), re.M)
+
+# Step markers: the same grammar and defaults as PrepareConfig / StepGrammar.
+STEP_MARKERS = {
+    "zh": ["步骤{S|N|C|(N)}", "第{C|N}步", "在步骤{S|N}中", "{S}", "{(N)|N)}"],
+    "en": ["Step {S|N}", "step {S|N}", "STEP {S|N}", "At step {S|N}", "In step {S|N}", "At block {N}", "In block {N}",
+           "At operation {N}", "In operation {N}", "Block {N}", "Operation {N}", "In a {O} step", "{S}",
+           "{(a)|(i)|(N)|a)|i)|N)}"],
+    "ja": ["ステップ{S|N}", "工程{S|N|(N)}", "{S}", "{(N)|N)}"],
+}
+STEP_SEPARATORS = {
+    "zh": ["：", ":", "、", "，", ",", "．", ".", " "],
+    "en": [":", ",", ".", "-", " "],
+    "ja": ["において", "では", "で、", "にて", "：", ":", "、", "，", " "],
+}
+BOUNDARIES = sorted(["。", "；", ";", "：", ":", "，", ". ", "！", "？", "! ", "? ", "は、", "と、"], key=len, reverse=True)
+BOUNDARY_RE = re.compile("|".join(re.escape(b) for b in BOUNDARIES))
+INTRO = ["步骤", "方法", "工艺", "工序", "流程", "过程", "step", "method", "process", "procedure", "comprising", "comprises",
+         "as follows", "ステップ", "工程", "手順"]
+NON_STEP = {"a", "an", "the", "said", "each", "one", "two", "of", "in", "on", "at", "to", "is", "are", "was", "were", "be",
+            "been", "as", "above", "below", "and", "or", "with", "from", "for", "by", "may", "can", "which", "that", "this",
+            "these", "those", "it", "its", "described", "shown", "illustrated", "includes", "comprises", "has", "have", "will",
+            "further", "then"}
+INTRO_WINDOW = 240  # UTF-8 bytes before a bare run
+COUNT_BY_ONE = {"C", "O", "(N)", "N)", "(a)", "a)", "(i)", "i)"}
+BRACKETED = {"(N)", "N)", "(a)", "a)", "(i)", "i)"}
+DIGITS = {c: i for i, c in enumerate("0123456789")}
+DIGITS.update({c: i for i, c in enumerate("０１２３４５６７８９")})
+CN_DIGITS = dict(zip("一二三四五六七八九零〇", [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0]))
+ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
+ROMAN = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii", "xiii", "xiv", "xv"]
+OPEN, CLOSE = "(（", ")）"
+SPACES = " \t\u3000"
+
+
+def template(t):
+    a, b = t.index("{"), t.index("}")
+    return t[:a], t[a + 1:b].split("|"), t[b + 1:].lstrip(" ")
+
+
+def grammar(templates, seps):
+    return ([template(t) for t in templates], sorted((x for x in seps if x.strip(" ")), key=len, reverse=True), " " in seps)
+
+
+GRAMMARS = {k: grammar(v, STEP_SEPARATORS[k]) for k, v in STEP_MARKERS.items()}
+_all_t, _all_s = [], []
+for k in sorted(STEP_MARKERS):
+    _all_t += [t for t in STEP_MARKERS[k] if t not in _all_t]
+    _all_s += [x for x in STEP_SEPARATORS[k] if x not in _all_s]
+FALLBACK = grammar(_all_t, _all_s)
+
+
+def skip(t, i, end):
+    while i < end and t[i] in SPACES: i += 1
+    return i
+
+
+def is_letter(c): return c.isascii() and c.isalpha()
+
+
+def dotted(t, i, end):
+    levels, digits, j = [], "", i
+    while True:
+        v = n = 0
+        while j < end and t[j] in DIGITS and n < 6:
+            v = v * 10 + DIGITS[t[j]]; n += 1
+            if not levels: digits += str(DIGITS[t[j]])
+            j += 1
+        if n == 0: return None
+        if n == 6 and j < end and t[j] in DIGITS: return None
+        levels.append(v)
+        if j + 1 < end and t[j] in ".-" and t[j + 1] in DIGITS: j += 1
+        else: break
+    if j < end and is_letter(t[j]): return None
+    return levels, digits, j
+
+
+def ident(f, t, i, end):
+    """(family, levels, digits), end — or None."""
+    if f == "S":
+        if i < end and t[i] in "SsＳｓ":
+            r = dotted(t, i + 1, end)
+            return r and ((f, r[0], r[1]), r[2])
+        return None
+    if f == "N":
+        r = dotted(t, i, end)
+        return r and ((f, r[0], ""), r[2])
+    if f == "C":
+        j, tens, units, seen = i, -1, 0, 0
+        while j < end:
+            c = t[j]
+            if c == "十":
+                if tens >= 0: return None
+                tens = units if seen else 1; units = 0
+            elif c in CN_DIGITS: units = CN_DIGITS[c]
+            else: break
+            seen += 1; j += 1
+            if seen > 3: return None
+        v = (tens * 10 if tens >= 0 else 0) + units
+        return ((f, [v], ""), j) if seen and v > 0 else None
+    if f == "O":
+        low = t[i:i + 8].lower()
+        for k, w in enumerate(ORDINALS):
+            if low.startswith(w) and not (i + len(w) < end and is_letter(t[i + len(w)])):
+                return (f, [k + 1], ""), i + len(w)
+        return None
+    if f in ("(N)", "(a)", "(i)"):
+        if i < end and t[i] in OPEN:
+            r = ident(f[1:], t, i + 1, end)
+            return r and ((f, r[0][1], ""), r[1])
+        return None
+    if f == "N)":
+        j, v = i, 0
+        while j < end and t[j] in DIGITS and j - i < 3: v = v * 10 + DIGITS[t[j]]; j += 1
+        return ((f, [v], ""), j + 1) if j > i and j < end and t[j] in CLOSE else None
+    if f == "a)":
+        return ((f, [ord(t[i]) - 96], ""), i + 2) if i + 1 < end and "a" <= t[i] <= "z" and t[i + 1] in CLOSE else None
+    if f == "i)":
+        j = i
+        while j < end and j - i < 5 and t[j] in "ivx": j += 1
+        w = t[i:j]
+        return ((f, [ROMAN.index(w) + 1], ""), j + 1) if j > i and w in ROMAN and j < end and t[j] in CLOSE else None
+
+
+def gerund(t, j, end):
+    k = j
+    while k < end and not is_letter(t[k]) and k - j < 4: k += 1
+    e = k
+    while e < end and is_letter(t[e]): e += 1
+    return e - k > 4 and t[e - 3:e] == "ing"
+
+
+def separated(t, j, end, g, closed):
+    if j >= end: return True
+    for x in g[1]:
+        if t.startswith(x, j): return True
+    k = skip(t, j, end)
+    if k == j: return closed and not (t[j].isascii() and t[j].isalnum())
+    if not (g[2] or closed): return False
+    if k >= end: return True
+    c = t[k]
+    if c in "0123456789(,.": return False
+    if is_letter(c):
+        e = k
+        while e < end and is_letter(t[e]): e += 1
+        return t[k:e].lower() not in NON_STEP
+    return True
+
+
+def match(t, at, end, g):
+    for prefix, fams, suffix in g[0]:
+        if not t.startswith(prefix, at): continue
+        i = at + len(prefix)
+        if prefix: i = skip(t, i, end)
+        found, after = [], i
+        for f in fams:
+            r = ident(f, t, i, end)
+            if not r: continue
+            if not found: after = r[1]; found.append(r[0])
+            elif r[1] == after: found.append(r[0])
+        if not found: continue
+        j = after
+        if suffix:
+            j = skip(t, j, end)
+            if not t.startswith(suffix, j): continue
+            j += len(suffix)
+        if not separated(t, j, end, g, found[0][0] in BRACKETED): continue
+        return (at, found, bool(prefix), gerund(t, j, end))
+    return None
+
+
+def is_sub(a, top):
+    if a[0] != top[0]: return False
+    if len(a[1]) > len(top[1]): return a[1][:len(top[1])] == top[1]
+    return a[0] == "S" and len(a[1]) == 1 and len(top[1]) == 1 and len(a[2]) > len(top[2]) and a[2].startswith(top[2])
+
+
+def follows(a, top):
+    if a[0] != top[0]: return False
+    if a[0] in COUNT_BY_ONE: return len(a[1]) == 1 and a[1][0] == top[1][0] + 1
+    return a[1][0] > top[1][0]
+
+
+def can_start(a): return a[0] not in COUNT_BY_ONE or a[1] == [1]
+
+
+def step_starts(text, marks, lang):
+    key = (lang or "").lower().replace("_", "-").split("-")[0]
+    g = GRAMMARS.get(key, FALLBACK) if lang else FALLBACK
+    hits, ends = [], []
+    pos = 0
+    while pos < len(text):
+        nl = text.find("\n", pos)
+        end = len(text) if nl < 0 else nl
+        plen, _, stop = marks.get(pos, (0, False, False))
+        if stop:
+            ends.append(pos)
+        else:
+            i = skip(text, pos + plen, end)
+            h = i < end and match(text, i, end, g)
+            if h: hits.append(h)
+            for m in BOUNDARY_RE.finditer(text, pos + plen, end):
+                at = skip(text, m.end(), end)
+                for c in ("and", "or", "then"):
+                    if text.startswith(c, at) and at + len(c) < end and text[at + len(c)] in " ,":
+                        at = skip(text, at + len(c) + (text[at + len(c)] == ","), end)
+                        break
+                h = at < end and match(text, at, end, g)
+                if h: hits.append(h)
+        pos = end + 1
+    return resolve(hits, ends, text)
+
+
+def resolve(hits, ends, text):
+    # run: [family, offsets, top, strong, gerund]
+    opened, restart, finished, ne = {}, {}, [], 0
+    for at, cands, lead, ger in hits:
+        if ne < len(ends) and ends[ne] < at:
+            while ne < len(ends) and ends[ne] < at: ne += 1
+            finished += list(opened.values()) + list(restart.values())
+            opened, restart = {}, {}
+        handled = False
+        for c in cands:
+            run = opened.get(c[0])
+            if run:
+                if is_sub(c, run[2]): handled = True; break
+                if follows(c, run[2]):
+                    run[1].append(at); run[2] = c
+                    r = restart.get(c[0])
+                    if r and len(r[1]) == 1: del restart[c[0]]
+                    handled = True; break
+            r = restart.get(c[0])
+            if r and follows(c, r[2]):
+                r[1].append(at); r[2] = c
+                if c[0] in opened: finished.append(opened[c[0]])
+                opened[c[0]] = r
+                del restart[c[0]]
+                handled = True; break
+        if handled: continue
+        c = next((c for c in cands if can_start(c)), None)
+        if c is None: continue
+        run = [c[0], [at], c, lead or c[0] == "S", ger]
+        if c[0] in opened: restart[c[0]] = run
+        else: opened[c[0]] = run
+    finished += list(opened.values()) + list(restart.values())
+    runs = sorted((r for r in finished if len(r[1]) >= 2), key=lambda r: r[1][0])
+    runs = [r for r in runs if r[3] or r[4] or introduced(text, r[1][0])]
+    kept = []
+    for r in runs:
+        first = r[1][0]
+        if not any(first < a[1][-1] or (not r[3] and a[3] and not any(a[1][-1] < e < first for e in ends)) for a in kept):
+            kept.append(r)
+    return sorted(o for r in kept for o in r[1])
+
+
+def introduced(text, at):
+    # The window is INTRO_WINDOW UTF-8 bytes before the run.
+    head = text[max(0, at - INTRO_WINDOW):at].encode("utf-8")[-INTRO_WINDOW:].decode("utf-8", "ignore").lower()
+    return any(w in head for w in INTRO)
+
+
 SPACE = set("\t\n\x0b\x0c\r \xa0\u3000\u2002\u2003\u2009")
 CJK, WORD, SYMBOL = 1600, 1300, 1000
 BUDGET, OVERLAP = 512_000, 64_000
@@ -107,13 +365,13 @@ def trim(text, s, e):
     return s, rstrip(text, s, e)
 
 
-def structure(text):
+def structure(text, lang):
     marks = {}
     for m in MARKS.finditer(text):
         if m.start() == 0 or text[m.start() - 1] == "\n":
-            marks[m.start()] = (m.end("para") - m.start() if m.group("para") is not None else 0,
-                                m.group("s1") is not None or m.group("s2") is not None,
+            marks[m.start()] = (m.end("para") - m.start() if m.group("para") is not None else 0, False,
                                 m.group("e1") is not None or m.group("e2") is not None)
+    starts = step_starts(text, marks, lang)
     paras, counts = [], {}
     state = {"step": 0, "in": False, "start": -1, "end": -1, "steps": 0}
 
@@ -126,7 +384,10 @@ def structure(text):
         counts[st] = counts.get(st, 0) + 1
         paras.append((st, counts[st], s, e))
 
-    pos = 0
+    def open_step():
+        state["step"] += 1; state["in"] = True; state["steps"] = state["step"]
+
+    pos, ns = 0, 0
     while True:
         nl = text.find("\n", pos)
         end = len(text) if nl < 0 else nl
@@ -134,15 +395,23 @@ def structure(text):
         if s == e:
             close()
         else:
-            plen, step, stop = marks.get(pos, (0, False, False))
+            plen, _, stop = marks.get(pos, (0, False, False))
             content = pos
             if plen: close(); content = pos + plen
+            while ns < len(starts) and starts[ns] < pos: ns += 1
             if stop:
                 close(); state["in"] = False
             else:
-                if step:
-                    close(); state["step"] += 1; state["in"] = True; state["steps"] = state["step"]
-                if state["start"] < 0: state["start"] = content
+                line_text = trim(text, pos + plen, end)[0]
+                seg = content
+                while ns < len(starts) and starts[ns] < end:
+                    st = starts[ns]; ns += 1
+                    if st > line_text:
+                        if state["start"] < 0: state["start"] = seg
+                        state["end"] = st
+                        seg = st
+                    close(); open_step()
+                if state["start"] < 0: state["start"] = seg
                 state["end"] = end
         if nl < 0: break
         pos = nl + 1
@@ -164,7 +433,7 @@ def emit(rec, pages, paged, out):
     for t in texts: starts.append(pos); pos += len(t) + 1
     text = "\n".join(texts)
     if not text.strip(): return 0
-    paras, steps = structure(text)
+    paras, steps = structure(text, rec.get("lang"))
     if not steps: return 0
     n = 0
     pid = rec["patent"]
