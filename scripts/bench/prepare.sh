@@ -5,6 +5,8 @@
 # copy suffix so they stay unique). Prints MB/s, ratios, and whether the
 # outputs are byte-identical.
 #   scripts/bench/prepare.sh [MB]      (default 100)
+# BASELINE=/path/to/other/dapt also runs that binary (say, a release build of
+# main) on 1 rank on the same input, to compare two versions in one run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target_mb="${1:-100}"
@@ -62,6 +64,11 @@ grep -E "^prepare:|check:" "$work/log.swift1"
 echo "load before 2 ranks: $(uptime | sed 's/.*load average: //')"
 timed swift2 "${mpi[@]}" -np 2 "$bin" prepare "${inputs[@]}" --output "$work/out2"; swift2=$WALL; cpu2=$CPU
 grep -E "check:" "$work/log.swift2"
+if [ -n "${BASELINE:-}" ]; then
+  echo "load before baseline: $(uptime | sed 's/.*load average: //')"
+  timed base "$BASELINE" prepare "${inputs[@]}" --output "$work/outb"; base=$WALL; cpub=$CPU
+  grep -E "check:" "$work/log.base"
+fi
 echo "load before python: $(uptime | sed 's/.*load average: //')"
 timed python python3 scripts/bench/prepare_peer.py "$work/peer.jsonl" "$work/corpus/patents.jsonl" "$work/corpus/texts"; py=$WALL; cpupy=$CPU
 cat "$work/log.python"
@@ -73,11 +80,17 @@ s1=$(sha1sum < "$work/out1/fragments.jsonl" | cut -c1-40)
 s2=$(sha1sum < "$work/out2/fragments.jsonl" | cut -c1-40)
 sp=$(sha1sum < "$work/peer.jsonl" | cut -c1-40)
 echo "outputs: 1 rank $s1, 2 ranks $s2, python $sp -> $([ "$s1" = "$s2" ] && [ "$s1" = "$sp" ] && echo identical || echo DIFFERENT)"
+if [ -n "${BASELINE:-}" ]; then
+  "$bin" prepare --merge-only "$work/outb/manifest.json" >/dev/null
+  sb=$(sha1sum < "$work/outb/fragments.jsonl" | cut -c1-40)
+  echo "baseline output: $sb -> $([ "$sb" = "$s1" ] && echo identical || echo DIFFERENT)"
+fi
 
 mb=$(echo "$bytes / 1000000" | bc -l)
 row() { printf "%-22s %9.2f %8.1f %9.2f %12.1f %10.1fx %10.1fx\n" "$1" "$2" "$(echo "$mb / $2" | bc -l)" "$3" "$(echo "$mb / $3" | bc -l)" "$(echo "$py / $2" | bc -l)" "$(echo "$cpupy / $3" | bc -l)"; }
 printf "\n%-22s %9s %8s %9s %12s %11s %11s\n" "run" "wall s" "MB/s" "CPU s" "MB/CPU-s" "wall ratio" "CPU ratio"
 row "dapt prepare, 1 rank" "$swift1" "$cpu1"
 row "dapt prepare, 2 ranks" "$swift2" "$cpu2"
+[ -z "${BASELINE:-}" ] || row "baseline dapt, 1 rank" "$base" "$cpub"
 row "python peer (1 proc)" "$py" "$cpupy"
 printf "2 ranks / 1 rank wall speed-up: %.2fx (input %.1f MB; ratios are python / dapt)\n" "$(echo "$swift1 / $swift2" | bc -l)" "$mb"
