@@ -62,25 +62,25 @@ public struct CorpusManifest: Equatable, Sendable {
 
     public var fragments: Int { shards.reduce(0) { $0 + $1.fragments } }
 
-    public func json() -> String {
-        var s = "{\n"
-        s += "  \"format\": \(JSONWriter.quoted(Self.format)),\n"
-        s += "  \"name\": \(JSONWriter.quoted(name)),\n"
-        s += "  \"ranks\": \(ranks),\n"
-        s += "  \"records\": \(records),\n  \"patents\": \(patents),\n  \"fragments\": \(fragments),\n  \"rejects\": \(rejects),\n"
-        s += "  \"shards\": [\n"
-        s += shards.map { sh in
-            "    {\"file\": \(JSONWriter.quoted(sh.file)), \"fragments\": \(sh.fragments), \"patents\": \(sh.patents), \"bytes\": \(sh.bytes), \"sha1\": \(JSONWriter.quoted(sh.sha1))}"
-        }.joined(separator: ",\n")
-        s += "\n  ],\n"
-        s += "  \"rejects_file\": \(JSONWriter.quoted(rejectsFile)),\n  \"rejects_sha1\": \(JSONWriter.quoted(rejectsSHA1)),\n"
-        s += "  \"summary_file\": \(JSONWriter.quoted(summaryFile))"
-        if let m = merged {
-            s += ",\n  \"merged\": {\"file\": \(JSONWriter.quoted(m.file)), \"fragments\": \(m.fragments), \"bytes\": \(m.bytes), \"sha1\": \(JSONWriter.quoted(m.sha1))}"
+    public var jsonValue: JSONValue {
+        func shard(_ sh: Shard) -> JSONValue {
+            .object([("file", .string(sh.file)), ("fragments", .integer(sh.fragments)), ("patents", .integer(sh.patents)),
+                     ("bytes", .integer(sh.bytes)), ("sha1", .string(sh.sha1))])
         }
-        s += "\n}\n"
-        return s
+        var members: [(String, JSONValue)] = [
+            ("format", .string(Self.format)), ("name", .string(name)), ("ranks", .integer(ranks)),
+            ("records", .integer(records)), ("patents", .integer(patents)), ("fragments", .integer(fragments)), ("rejects", .integer(rejects)),
+            ("shards", .array(shards.map(shard))),
+            ("rejects_file", .string(rejectsFile)), ("rejects_sha1", .string(rejectsSHA1)), ("summary_file", .string(summaryFile)),
+        ]
+        if let m = merged {
+            members.append(("merged", .object([("file", .string(m.file)), ("fragments", .integer(m.fragments)),
+                                               ("bytes", .integer(m.bytes)), ("sha1", .string(m.sha1))])))
+        }
+        return .object(members)
     }
+
+    public func json() -> String { jsonValue.text(indent: 2) + "\n" }
 
     public func write(to path: String) throws {
         let writer = try FileWriter(path: path, atomic: true)
@@ -89,30 +89,35 @@ public struct CorpusManifest: Equatable, Sendable {
     }
 
     public static func load(_ path: String) throws -> CorpusManifest {
-        let bytes = try FileSystem.readAll(path)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-            throw CorpusError.manifest(path: path, reason: "not a JSON object")
+        let object: JSONValue
+        do { object = try JSONValue.parse(try FileSystem.readAll(path)) } catch let e as JSONSyntaxError {
+            throw CorpusError.manifest(path: path, reason: e.description)
         }
-        func field<T>(_ o: [String: Any], _ key: String, _ type: T.Type) throws -> T {
-            guard let v = o[key] as? T else { throw CorpusError.manifest(path: path, reason: "field \(key) is missing or not \(T.self)") }
+        guard object.members != nil else { throw CorpusError.manifest(path: path, reason: "not a JSON object") }
+        func int(_ o: JSONValue, _ key: String) throws -> Int {
+            guard let v = o[key]?.int else { throw CorpusError.manifest(path: path, reason: "field \(key) is missing or not an integer") }
             return v
         }
-        guard (object["format"] as? String) == format else {
+        func string(_ o: JSONValue, _ key: String) throws -> String {
+            guard let v = o[key]?.string else { throw CorpusError.manifest(path: path, reason: "field \(key) is missing or not a string") }
+            return v
+        }
+        guard object["format"]?.string == format else {
             throw CorpusError.manifest(path: path, reason: "format is not \(format)")
         }
-        let shardObjects = try field(object, "shards", [[String: Any]].self)
+        guard let shardObjects = object["shards"]?.array else { throw CorpusError.manifest(path: path, reason: "field shards is missing or not an array") }
         let shards = try shardObjects.map { o in
-            Shard(file: try field(o, "file", String.self), fragments: try field(o, "fragments", Int.self),
-                  patents: try field(o, "patents", Int.self), bytes: try field(o, "bytes", Int.self), sha1: try field(o, "sha1", String.self))
+            Shard(file: try string(o, "file"), fragments: try int(o, "fragments"),
+                  patents: try int(o, "patents"), bytes: try int(o, "bytes"), sha1: try string(o, "sha1"))
         }
         var manifest = CorpusManifest(
-            name: try field(object, "name", String.self), ranks: try field(object, "ranks", Int.self), shards: shards,
-            records: try field(object, "records", Int.self), patents: try field(object, "patents", Int.self),
-            rejects: try field(object, "rejects", Int.self), rejectsFile: try field(object, "rejects_file", String.self),
-            rejectsSHA1: try field(object, "rejects_sha1", String.self), summaryFile: try field(object, "summary_file", String.self))
-        if let m = object["merged"] as? [String: Any] {
-            manifest.merged = Merged(file: try field(m, "file", String.self), fragments: try field(m, "fragments", Int.self),
-                                     bytes: try field(m, "bytes", Int.self), sha1: try field(m, "sha1", String.self))
+            name: try string(object, "name"), ranks: try int(object, "ranks"), shards: shards,
+            records: try int(object, "records"), patents: try int(object, "patents"),
+            rejects: try int(object, "rejects"), rejectsFile: try string(object, "rejects_file"),
+            rejectsSHA1: try string(object, "rejects_sha1"), summaryFile: try string(object, "summary_file"))
+        if let m = object["merged"], !m.isNull {
+            manifest.merged = Merged(file: try string(m, "file"), fragments: try int(m, "fragments"),
+                                     bytes: try int(m, "bytes"), sha1: try string(m, "sha1"))
         }
         if manifest.shards.count != manifest.ranks { throw CorpusError.manifest(path: path, reason: "\(manifest.shards.count) shards for \(manifest.ranks) ranks") }
         return manifest

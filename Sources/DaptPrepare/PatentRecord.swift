@@ -121,58 +121,8 @@ public enum PatentReader {
 
     /// A JSONL line → a record, or the reason it is rejected.
     public static func parseJSONLine(_ line: UnsafeBufferPointer<UInt8>, file: String, lineNumber: Int) -> Result<PatentRecord, PrepareReject> {
-        func reject(_ field: String?, _ reason: RejectReason, patent: String? = nil) -> Result<PatentRecord, PrepareReject> {
-            .failure(PrepareReject(file: file, line: lineNumber, field: field, reason: reason, patent: patent, raw: Array(line)))
-        }
-        if let bad = TextNormalization.firstInvalidUTF8(UnsafeRawBufferPointer(line)) { return reject(nil, .invalidUTF8(byte: bad)) }
-        // A byte-order mark (first line of a file saved by some editors) is not JSON.
-        let body = line.starts(with: [0xEF, 0xBB, 0xBF]) ? UnsafeBufferPointer(rebasing: line[3...]) : line
-        let members: [(key: String, value: JSONValue)]
-        do { members = try JSONObjectParser.parseObject(body) } catch let e as JSONSyntaxError {
-            return reject(nil, .malformedJSON(e.description))
-        } catch { return reject(nil, .malformedJSON("\(error)")) }
-        func member(_ key: String) -> JSONValue? { members.first { $0.key == key }?.value }
-
-        guard let patentValue = member("patent"), patentValue != .null else { return reject("patent", .missingField) }
-        guard case .string(let patentBytes) = patentValue else { return reject("patent", .wrongType(expected: "a string", got: patentValue.typeName)) }
-        let patent = String(decoding: patentBytes, as: UTF8.self)
-        if patent.allSatisfy(\.isWhitespace) { return reject("patent", .missingField) }
-
-        var metadata: [String?] = []
-        for field in metadataFields {
-            switch member(field) {
-            case nil, .null?: metadata.append(nil)
-            case .string(let bytes)?: metadata.append(String(decoding: TextNormalization.normalize(bytes), as: UTF8.self))
-            case let other?: return reject(field, .wrongType(expected: "a string", got: other.typeName), patent: patent)
-            }
-        }
-
-        var pages: [[UInt8]]
-        var paged: Bool
-        let text = member("text"), pagesValue = member("pages")
-        switch (text, pagesValue) {
-        case (.some(let t), .some(let p)) where t != .null && p != .null:
-            return reject("text", .malformedJSON("both text and pages given; give one"), patent: patent)
-        case (_, .some(.array(let items))):
-            pages = []
-            for (i, item) in items.enumerated() {
-                guard case .string(let bytes) = item else {
-                    return reject("pages[\(i)]", .wrongType(expected: "a string", got: item.typeName), patent: patent)
-                }
-                pages.append(bytes)
-            }
-            paged = true
-        case (_, .some(let p)) where p != .null:
-            return reject("pages", .wrongType(expected: "an array of strings", got: p.typeName), patent: patent)
-        case (.some(.string(let bytes)), _):
-            (pages, paged) = splitPages(bytes)
-        case (.some(let t), _) where t != .null:
-            return reject("text", .wrongType(expected: "a string", got: t.typeName), patent: patent)
-        default:
-            return reject("text", .missingField, patent: patent)
-        }
-        return .success(PatentRecord(patent: patent, jurisdiction: metadata[0], title: metadata[1], lang: metadata[2],
-                                     pubDate: metadata[3], source: metadata[4], pages: pages, paged: paged))
+        var reader = PatentLineReader()
+        return reader.parse(line, file: file, lineNumber: lineNumber)
     }
 
     /// Text with form feeds → pages.
@@ -309,5 +259,71 @@ extension String {
         var s = Substring(self)
         while let l = s.last, l == " " || l == "\t" || l == "\r" { s.removeLast() }
         return String(s)
+    }
+}
+
+/// Reads patents from JSONL lines, reusing one record scanner.
+public struct PatentLineReader {
+    private static let fields = ["patent", "text", "pages"] + PatentReader.metadataFields
+    private static let (patent, text, pages, firstMetadata) = (0, 1, 2, 3)
+    private var scanner = JSONRecordScanner(fields: fields)
+
+    public init() {}
+
+    /// A JSONL line → a record, or the reason it is rejected. A byte-order
+    /// mark (first line of a file saved by some editors) is skipped.
+    public mutating func parse(_ line: UnsafeBufferPointer<UInt8>, file: String, lineNumber: Int) -> Result<PatentRecord, PrepareReject> {
+        func reject(_ field: String?, _ reason: RejectReason, patent: String? = nil) -> Result<PatentRecord, PrepareReject> {
+            .failure(PrepareReject(file: file, line: lineNumber, field: field, reason: reason, patent: patent, raw: Array(line)))
+        }
+        do {
+            try scanner.scan(line)
+        } catch {
+            if let syntax = error.syntax, syntax.reason == .invalidUTF8 { return reject(error.field, .invalidUTF8(byte: syntax.offset)) }
+            return reject(error.field, .malformedJSON(error.syntax?.description ?? error.reason))
+        }
+        func typeName(_ k: Int) -> String { JSONRecordScanner.typeName(scanner.kind(k)) }
+        func given(_ k: Int) -> Bool { scanner.kind(k) != .absent && scanner.kind(k) != .null }
+
+        guard given(Self.patent) else { return reject("patent", .missingField) }
+        guard let patent = scanner.string(Self.patent) else { return reject("patent", .wrongType(expected: "a string", got: typeName(Self.patent))) }
+        if patent.allSatisfy(\.isWhitespace) { return reject("patent", .missingField) }
+
+        var metadata: [String?] = []
+        for (m, field) in PatentReader.metadataFields.enumerated() {
+            let k = Self.firstMetadata + m
+            if !given(k) { metadata.append(nil); continue }
+            guard let bytes = scanner.bytes(k) else { return reject(field, .wrongType(expected: "a string", got: typeName(k)), patent: patent) }
+            metadata.append(String(decoding: TextNormalization.normalize(Array(bytes)), as: UTF8.self))
+        }
+
+        var pages: [[UInt8]]
+        var paged: Bool
+        if given(Self.text) && given(Self.pages) {
+            return reject("text", .malformedJSON("both text and pages given; give one"), patent: patent)
+        } else if given(Self.pages) {
+            guard scanner.kind(Self.pages) == .array else {
+                return reject("pages", .wrongType(expected: "an array of strings", got: typeName(Self.pages)), patent: patent)
+            }
+            // Rare (most records give `text`): the array is read as a value.
+            let token = scanner.fields[Self.pages].token
+            let items = (try? JSONValue.parse(UnsafeBufferPointer(rebasing: line[token])))?.array ?? []
+            pages = []
+            for (i, item) in items.enumerated() {
+                guard let string = item.string else {
+                    return reject("pages[\(i)]", .wrongType(expected: "a string", got: item.typeName), patent: patent)
+                }
+                pages.append(Array(string.utf8))
+            }
+            paged = true
+        } else if let bytes = scanner.bytes(Self.text) {
+            (pages, paged) = PatentReader.splitPages(Array(bytes))
+        } else if given(Self.text) {
+            return reject("text", .wrongType(expected: "a string", got: typeName(Self.text)), patent: patent)
+        } else {
+            return reject("text", .missingField, patent: patent)
+        }
+        return .success(PatentRecord(patent: patent, jurisdiction: metadata[0], title: metadata[1], lang: metadata[2],
+                                     pubDate: metadata[3], source: metadata[4], pages: pages, paged: paged))
     }
 }

@@ -166,7 +166,7 @@ public enum FragmentJSON {
         out += textKey; JSONWriter.appendString(f.text, to: &out)
         out += fields.metaTail
         out += pageKey
-        if let page = f.page { JSONWriter.appendInt(page, to: &out) } else { out += JSONWriter.nullBytes }
+        if let page = f.page { JSONWriter.appendInt(page, to: &out) } else { out += JSONWriter.null }
         out += hashKey
         var sha = SHA1()
         sha.update(f.text)

@@ -174,6 +174,7 @@ public struct PrepareRun {
             }
         }
 
+        var lineReader = PatentLineReader()
         do {
         for (i, file) in catalog.files.enumerated() {
             switch file.kind {
@@ -197,7 +198,7 @@ public struct PrepareRun {
                             stats.blankLines += 1
                         } else {
                             do {
-                                try handle(PatentReader.parseJSONLine(line, file: file.path, lineNumber: lineNumber))
+                                try handle(lineReader.parse(line, file: file.path, lineNumber: lineNumber))
                             } catch var reject as PrepareReject {
                                 if reject.file.isEmpty { reject.file = file.path; reject.line = lineNumber; reject.raw = Array(line) }
                                 try record(reject)

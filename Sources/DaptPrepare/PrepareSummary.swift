@@ -1,3 +1,5 @@
+import DaptCore
+
 /// The run's figures as `summary.json` and as one screen of text. The JSON
 /// holds no timings, so it is identical for any number of ranks.
 public struct PrepareSummary: Equatable, Sendable {
@@ -24,31 +26,32 @@ public struct PrepareSummary: Equatable, Sendable {
 
     public var balanced: Bool { stats.records == stats.patents + stats.rejects }
 
-    public func json() -> String {
+    public var jsonValue: JSONValue {
         let s = stats
-        var out = "{\n"
-        out += "  \"input_files\": \(inputFiles),\n  \"ignored_files\": \(ignoredFiles),\n  \"input_bytes\": \(s.inputBytes),\n"
-        out += "  \"records_in\": \(s.records),\n  \"blank_lines\": \(s.blankLines),\n"
-        out += "  \"patents\": \(s.patents),\n"
-        out += "  \"patents_by_path\": {\"steps\": \(s.patentsBySteps), \"description\": \(s.patentsByDescription), \"rejected_no_steps\": \(s.rejectsByReason[RejectReason.codes.firstIndex(of: "no_step_markers")!])},\n"
-        out += "  \"steps\": \(s.steps),\n  \"paragraphs\": \(s.paragraphs),\n  \"fragments\": \(s.fragments),\n"
-        out += "  \"characters\": \(s.characters),\n  \"estimated_tokens\": \(s.estimatedTokens),\n"
-        out += "  \"token_counter\": \(JSONWriter.quoted(counter)),\n  \"keep\": \(JSONWriter.quoted(keep)),\n"
-        out += "  \"max_tokens\": \(maxTokens),\n  \"overlap_tokens\": \(overlapTokens),\n"
-        out += "  \"fragment_tokens_histogram\": [\n"
-        out += (0..<PrepareStats.histogramBins).map { i in
+        let histogram: [JSONValue] = (0..<PrepareStats.histogramBins).map { i in
             let (lo, hi) = binRange(i)
-            return "    {\"from\": \(lo), \"to\": \(hi.map(String.init) ?? "null"), \"fragments\": \(s.histogram[i])}"
-        }.joined(separator: ",\n")
-        out += "\n  ],\n"
-        out += "  \"rejects\": \(s.rejects),\n  \"rejects_by_reason\": {"
-        out += RejectReason.codes.enumerated().map { "\(JSONWriter.quoted($0.element)): \(s.rejectsByReason[$0.offset])" }.joined(separator: ", ")
-        out += "},\n"
-        out += "  \"duplicate_patent_ids\": \(duplicatePatentIDs),\n"
-        out += "  \"check\": {\"records_in\": \(s.records), \"patents_out\": \(s.patents), \"rejects\": \(s.rejects), \"balanced\": \(balanced)}\n"
-        out += "}\n"
-        return out
+            return .object([("from", .integer(lo)), ("to", hi.map { .integer($0) } ?? .null), ("fragments", .integer(s.histogram[i]))])
+        }
+        return .object([
+            ("input_files", .integer(inputFiles)), ("ignored_files", .integer(ignoredFiles)), ("input_bytes", .integer(s.inputBytes)),
+            ("records_in", .integer(s.records)), ("blank_lines", .integer(s.blankLines)),
+            ("patents", .integer(s.patents)),
+            ("patents_by_path", .object([("steps", .integer(s.patentsBySteps)), ("description", .integer(s.patentsByDescription)),
+                                         ("rejected_no_steps", .integer(s.rejectsByReason[RejectReason.codes.firstIndex(of: "no_step_markers")!]))])),
+            ("steps", .integer(s.steps)), ("paragraphs", .integer(s.paragraphs)), ("fragments", .integer(s.fragments)),
+            ("characters", .integer(s.characters)), ("estimated_tokens", .integer(s.estimatedTokens)),
+            ("token_counter", .string(counter)), ("keep", .string(keep)),
+            ("max_tokens", .integer(maxTokens)), ("overlap_tokens", .integer(overlapTokens)),
+            ("fragment_tokens_histogram", .array(histogram)),
+            ("rejects", .integer(s.rejects)),
+            ("rejects_by_reason", .object(RejectReason.codes.enumerated().map { ($0.element, .integer(s.rejectsByReason[$0.offset])) })),
+            ("duplicate_patent_ids", .integer(duplicatePatentIDs)),
+            ("check", .object([("records_in", .integer(s.records)), ("patents_out", .integer(s.patents)),
+                               ("rejects", .integer(s.rejects)), ("balanced", .bool(balanced))])),
+        ])
     }
+
+    public func json() -> String { jsonValue.text(indent: 2) + "\n" }
 
     /// One screen of text for the console.
     public func lines() -> [String] {
