@@ -38,8 +38,9 @@ public struct JSONRecordScanner {
     }
 
     /// Scans one record (a line without its newline). A byte-order mark at
-    /// its start is skipped. Throws a problem for the record (syntax, with
-    /// its offset) or for a repeated field.
+    /// its start is skipped. Throws a problem with the syntax error (and its
+    /// offset), naming the field asked for when the error is in its value
+    /// or is its repeat.
     public mutating func scan(_ line: UnsafeBufferPointer<UInt8>) throws(RecordProblem) {
         for k in fields.indices { fields[k].kind = .absent }
         decoded.removeAll(keepingCapacity: true)
@@ -48,11 +49,14 @@ public struct JSONRecordScanner {
         s.skipWhitespace()
         guard s.position < line.count else { throw RecordProblem(JSONSyntaxError(offset: s.position, reason: .empty)) }
         guard line[s.position] == UInt8(ascii: "{") else { throw RecordProblem(JSONSyntaxError(offset: s.position, reason: .notAnObject)) }
+        // The field asked for whose value is being read, to name it in an error.
+        var reading: Int?
         do throws(JSONSyntaxError) {
             try s.forEachMember { (s: inout JSONScanner, rawKey: Range<Int>, escaped: Bool) throws(JSONSyntaxError) in
                 guard let k = wanted(line, rawKey, escaped) else { try s.skipValue(depth: 1); return }
                 let keyOffset = rawKey.lowerBound - 1
                 if fields[k].kind != .absent { throw JSONSyntaxError(offset: keyOffset, reason: .duplicateKey(names[k])) }
+                reading = k
                 let b = try s.next()
                 let start = s.position
                 var kind: Kind
@@ -71,12 +75,13 @@ public struct JSONRecordScanner {
                 }
                 fields[k].kind = kind
                 fields[k].token = start..<s.position
+                reading = nil
             }
             closingBrace = s.position - 1
             try s.expectEnd()
         } catch {
             if case .duplicateKey(let name) = error.reason { throw RecordProblem(error, field: name) }
-            throw RecordProblem(error)
+            throw RecordProblem(error, field: reading.map { names[$0] })
         }
     }
 

@@ -93,37 +93,46 @@ public struct ClusterGraph: Sendable {
 
 /// `report.json`: keys in a fixed order, numbers printed the same on every run.
 enum ReportJSON {
-    static func encode(_ r: DedupReport) -> [UInt8] {
-        func num(_ x: Double) -> String { x.isFinite ? "\(x)" : "null" }
-        var s = "{\n"
-        var fields: [(String, String)] = [
-            ("ranks", "\(r.ranks)"),
-            ("inputs", "[" + r.inputs.map(JSONWriter.quoted).joined(separator: ",") + "]"),
-            ("input_bytes", "\(r.inputBytes)"),
-            ("lines", "\(r.lines)"), ("blank_lines", "\(r.blankLines)"), ("rejected", "\(r.rejected)"),
-            ("records", "\(r.records)"), ("hash_mismatches", "\(r.hashMismatches)"),
-            ("exact_duplicates", "\(r.exactDuplicates)"),
-            ("candidate_pairs", "\(r.candidatePairs)"), ("verified_pairs", "\(r.verifiedPairs)"),
-            ("exact_comparisons", "\(r.exactComparisons)"),
-            ("clusters", "\(r.clusters)"), ("largest_cluster", "\(r.largestCluster)"),
-            ("cluster_sizes", "[" + r.clusterSizes.map { "[\($0[0]),\($0[1])]" }.joined(separator: ",") + "]"),
-            ("records_in_clusters", "\(r.recordsInClusters)"),
-            ("removed", "\(r.removed)"), ("removed_exact", "\(r.removedExact)"), ("removed_near", "\(r.removedNear)"),
-            ("kept", "\(r.kept)"),
+    static func value(_ r: DedupReport) -> JSONValue {
+        func num(_ x: Double) -> JSONValue { x.isFinite ? .float(x) : .null }
+        func int(_ x: Int) -> JSONValue { .integer(x) }
+        let remaining: JSONValue = .object([
+            ("sampled", int(r.remaining.sampled)), ("with_duplicate", int(r.remaining.withDuplicate)), ("rate", num(r.remaining.rate)),
+            ("lower", num(r.remaining.lower)), ("upper", num(r.remaining.upper)), ("confidence", num(r.remaining.confidence)),
+            ("method", .string("wilson")),
+        ])
+        return .object([
+            ("ranks", int(r.ranks)),
+            ("inputs", .array(r.inputs.map { .string($0) })),
+            ("input_bytes", int(r.inputBytes)),
+            ("lines", int(r.lines)), ("blank_lines", int(r.blankLines)), ("rejected", int(r.rejected)),
+            ("records", int(r.records)), ("hash_mismatches", int(r.hashMismatches)),
+            ("exact_duplicates", int(r.exactDuplicates)),
+            ("candidate_pairs", int(r.candidatePairs)), ("verified_pairs", int(r.verifiedPairs)),
+            ("exact_comparisons", int(r.exactComparisons)),
+            ("clusters", int(r.clusters)), ("largest_cluster", int(r.largestCluster)),
+            ("cluster_sizes", .array(r.clusterSizes.map { .array([int($0[0]), int($0[1])]) })),
+            ("records_in_clusters", int(r.recordsInClusters)),
+            ("removed", int(r.removed)), ("removed_exact", int(r.removedExact)), ("removed_near", int(r.removedNear)),
+            ("kept", int(r.kept)),
             ("duplicate_rate_before", num(r.duplicateRateBefore)),
             ("records_with_duplicate_before", num(r.recordsWithDuplicateBefore)),
-            ("remaining_duplicate_rate", "{\"sampled\":\(r.remaining.sampled),\"with_duplicate\":\(r.remaining.withDuplicate),\"rate\":\(num(r.remaining.rate)),\"lower\":\(num(r.remaining.lower)),\"upper\":\(num(r.remaining.upper)),\"confidence\":\(num(r.remaining.confidence)),\"method\":\"wilson\"}"),
-            ("threshold", num(r.threshold)), ("preset", JSONWriter.quoted(r.preset)), ("shingle_size", "\(r.shingleSize)"),
-            ("num_perm", "\(r.numPerm)"), ("bands", "\(r.bands)"), ("rows", "\(r.rows)"),
+            ("remaining_duplicate_rate", remaining),
+            ("threshold", num(r.threshold)), ("preset", .string(r.preset)), ("shingle_size", int(r.shingleSize)),
+            ("num_perm", int(r.numPerm)), ("bands", int(r.bands)), ("rows", int(r.rows)),
             ("candidate_probability_at_threshold", num(r.candidateProbabilityAtThreshold)),
-            ("verify", JSONWriter.quoted(r.verify)),
-            ("first_hash_mismatches", "[" + r.firstHashMismatches.map(JSONWriter.quoted).joined(separator: ",") + "]"),
-        ]
-        fields.append(("seconds", "{" + r.seconds.keys.sorted().map { "\(JSONWriter.quoted($0)):\(num(r.seconds[$0]!))" }.joined(separator: ",") + "}"))
-        fields.append(("total_seconds", num(r.totalSeconds)))
-        fields.append(("peak_resident_bytes_max", "\(r.peakResidentBytesMax)"))
-        s += fields.map { "  \(JSONWriter.quoted($0.0)): \($0.1)" }.joined(separator: ",\n")
-        s += "\n}\n"
-        return Array(s.utf8)
+            ("verify", .string(r.verify)),
+            ("first_hash_mismatches", .array(r.firstHashMismatches.map { .string($0) })),
+            ("seconds", .object(r.seconds.keys.sorted().map { ($0, num(r.seconds[$0]!)) })),
+            ("total_seconds", num(r.totalSeconds)),
+            ("peak_resident_bytes_max", int(r.peakResidentBytesMax)),
+        ])
+    }
+
+    static func encode(_ r: DedupReport) -> [UInt8] {
+        var out: [UInt8] = []
+        value(r).write(to: &out, indent: 2)
+        out.append(0x0A)
+        return out
     }
 }

@@ -38,12 +38,15 @@ extension DedupContext {
         var rejectLines: [UInt8] = []
         for r in scan.rejects {
             let line = lineNumber(r.file, r.fileLine)
-            let error = InputError(file: plan.paths[r.file], line: line, field: r.problem.field, reason: r.problem.reason)
-            var json = "{\"file\":\(JSONWriter.quoted(plan.paths[r.file])),\"line\":\(line),"
-            if let f = r.problem.field { json += "\"field\":\(JSONWriter.quoted(f))," }
-            json += "\"reason\":\(JSONWriter.quoted(r.problem.reason)),\"error\":\(JSONWriter.quoted(error.description)),"
-            json += "\"record\":\(JSONWriter.quoted(String(decoding: r.line, as: UTF8.self)))}\n"
-            rejectLines += Array(json.utf8)
+            let error = r.problem.located(file: plan.paths[r.file], line: line)
+            rejectLines += Array(#"{"file":"#.utf8); JSONWriter.appendString(plan.paths[r.file], to: &rejectLines)
+            rejectLines += Array(#","line":"#.utf8); JSONWriter.appendInt(line, to: &rejectLines)
+            if let f = r.problem.field { rejectLines += Array(#","field":"#.utf8); JSONWriter.appendString(f, to: &rejectLines) }
+            rejectLines += Array(#","reason":"#.utf8); JSONWriter.appendString(r.problem.reason, to: &rejectLines)
+            rejectLines += Array(#","error":"#.utf8); JSONWriter.appendString(error.description, to: &rejectLines)
+            // The record as read (invalid UTF-8 shown as U+FFFD).
+            rejectLines += Array(#","record":"#.utf8); JSONWriter.appendString(String(decoding: r.line, as: UTF8.self), to: &rejectLines)
+            rejectLines += Array("}\n".utf8)
         }
         var mismatchLines: [UInt8] = []
         for m in scan.mismatches {
@@ -73,6 +76,9 @@ extension DedupContext {
             firstProblem = String(decoding: mismatchLines.prefix { $0 != 0x0A }, as: UTF8.self)
         }
         let firstProblems = try comm.gatherV(Array(firstProblem.utf8), root: 0)
+        // And its first reject, for the notice.
+        let firstReject = scan.rejects.first.map { r in r.problem.located(file: plan.paths[r.file], line: lineNumber(r.file, r.fileLine)).description }
+        let firstRejects = try comm.gatherV(Array((firstReject ?? "").utf8), root: 0)
         if rank == 0 {
             let w = try FileWriter(path: "\(outputDirectory)/\(DedupJob.outputNames.rejects)", atomic: true)
             for part in allRejects! { try w.write(part) }
@@ -80,11 +86,9 @@ extension DedupContext {
             let mismatches = allMismatches!.flatMap { $0 }.split(separator: 0x0A).map { String(decoding: $0, as: UTF8.self) }
             totals.firstHashMismatches = Array(mismatches.prefix(20))
             for m in mismatches.prefix(20) { sink.report(.notice(stage: "dedup", message: m)) }
-            let firstReject = allRejects!.first { !$0.isEmpty }.map { part -> String in
-                let line = String(decoding: part.prefix { $0 != 0x0A }, as: UTF8.self)
-                return line.range(of: "\"error\":").map { _ in extractError(line) } ?? line
+            if totals.rejected > 0, let first = firstRejects!.first(where: { !$0.isEmpty }) {
+                sink.report(.notice(stage: "dedup", message: "\(totals.rejected) rejected line(s), first: \(String(decoding: first, as: UTF8.self))"))
             }
-            if totals.rejected > 0 { sink.report(.notice(stage: "dedup", message: "\(totals.rejected) rejected line(s), first: \(firstReject ?? "")")) }
             if config.strict, let first = firstProblems!.first(where: { !$0.isEmpty }) {
                 throw DedupError.strict(String(decoding: first, as: UTF8.self))
             }
@@ -96,18 +100,4 @@ extension DedupContext {
         }
         return LineAccounting(records: records, layout: layout, counts: totals)
     }
-}
-
-/// The "error" field of a reject line, unescaped enough for a message.
-private func extractError(_ jsonLine: String) -> String {
-    guard let r = jsonLine.range(of: "\"error\":\"") else { return jsonLine }
-    var out = ""
-    var escaped = false
-    for ch in jsonLine[r.upperBound...] {
-        if escaped { out.append(ch); escaped = false; continue }
-        if ch == "\\" { escaped = true; continue }
-        if ch == "\"" { break }
-        out.append(ch)
-    }
-    return out
 }

@@ -64,23 +64,27 @@ public struct SafeTensorsFile: Sendable {
             throw SafeTensorsError.badHeader(path: path, reason: "header length \(headerLength) exceeds the file size \(bytes.count)")
         }
         dataStart = 8 + headerLength
-        let json: Any
-        do { json = try JSONSerialization.jsonObject(with: Data(bytes[8..<dataStart])) } catch {
-            throw SafeTensorsError.badHeader(path: path, reason: "header is not JSON: \(error.localizedDescription)")
+        let header: JSONValue
+        let headerEnd = dataStart
+        do { header = try bytes.withUnsafeBufferPointer { b throws(JSONSyntaxError) in try JSONValue.parse(UnsafeBufferPointer(rebasing: b[8..<headerEnd])) } } catch {
+            throw SafeTensorsError.badHeader(path: path, reason: "header is not JSON: \(error)")
         }
-        guard let header = json as? [String: Any] else { throw SafeTensorsError.badHeader(path: path, reason: "header is not a JSON object") }
+        guard let members = header.members else { throw SafeTensorsError.badHeader(path: path, reason: "header is not a JSON object") }
         var entries: [Entry] = []
         var metadata: [String: String] = [:]
         let dataSize = bytes.count - dataStart
-        for (name, value) in header {
+        for (name, value) in members {
             if name == "__metadata__" {
-                for (k, v) in (value as? [String: Any]) ?? [:] { metadata[k] = "\(v)" }
+                for (k, v) in value.members ?? [] { metadata[k] = v.string ?? v.text() }
                 continue
             }
-            guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
-                  let shape = (info["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  let offsets = (info["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  offsets.count == 2 else {
+            func ints(_ v: JSONValue?) -> [Int]? {
+                guard let items = v?.array else { return nil }
+                let values = items.compactMap(\.int)
+                return values.count == items.count ? values : nil
+            }
+            guard let dtype = value["dtype"]?.string, let shape = ints(value["shape"]),
+                  let offsets = ints(value["data_offsets"]), offsets.count == 2 else {
                 throw SafeTensorsError.badHeader(path: path, reason: "\(name): needs dtype, shape and data_offsets")
             }
             guard offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= dataSize else {
@@ -150,19 +154,18 @@ public enum SafeTensors {
     public static func write(path: String, tensors: [Tensor], dtype: SafeTensorsDType = .f32,
                              metadata: [String: String] = ["format": "pt"]) throws {
         precondition(dtype != .f64, "writing F64 is not supported")
-        var header = "{"
+        var members: [(String, JSONValue)] = [("__metadata__", .object(metadata.keys.sorted().map { ($0, .string(metadata[$0]!)) }))]
         var offset = 0
-        let metaItems = metadata.keys.sorted().map { "\(JSONWriter.quoted($0)):\(JSONWriter.quoted(metadata[$0]!))" }
-        header += "\"__metadata__\":{\(metaItems.joined(separator: ","))}"
         var seen = Set<String>()
         for t in tensors {
             precondition(seen.insert(t.name).inserted, "duplicate tensor name \(t.name)")
             precondition(t.shape.reduce(1, *) == t.values.count, "\(t.name): \(t.values.count) values for shape \(t.shape)")
             let size = t.values.count * dtype.byteCount
-            header += ",\(JSONWriter.quoted(t.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + size)]}"
+            members.append((t.name, .object([("dtype", .string(dtype.rawValue)), ("shape", .array(t.shape.map { .integer($0) })),
+                                             ("data_offsets", .array([.integer(offset), .integer(offset + size)]))])))
             offset += size
         }
-        header += "}"
+        var header = JSONValue.object(members).text()
         // Pad with spaces so the data section starts 8-byte aligned.
         while (header.utf8.count % 8) != 0 { header += " " }
         let writer = try FileWriter(path: path, atomic: true)
@@ -245,10 +248,13 @@ extension ParameterBuffer {
         guard FileSystem.exists(indexPath) else {
             throw SafeTensorsError.badHeader(path: directory, reason: "no model.safetensors or model.safetensors.index.json")
         }
-        let json = try JSONSerialization.jsonObject(with: Data(FileSystem.readAll(indexPath)))
-        guard let map = (json as? [String: Any])?["weight_map"] as? [String: String] else {
-            throw SafeTensorsError.badHeader(path: indexPath, reason: "no weight_map object")
+        let index: JSONValue
+        do { index = try JSONValue.parse(FileSystem.readAll(indexPath)) } catch let e as JSONSyntaxError {
+            throw SafeTensorsError.badHeader(path: indexPath, reason: e.description)
         }
-        try loadSafeTensors(paths: Set(map.values).sorted().map { directory + "/" + $0 })
+        guard let map = index["weight_map"]?.members, map.allSatisfy({ $0.1.string != nil }) else {
+            throw SafeTensorsError.badHeader(path: indexPath, reason: "no weight_map object of file names")
+        }
+        try loadSafeTensors(paths: Set(map.compactMap { $0.1.string }).sorted().map { directory + "/" + $0 })
     }
 }

@@ -250,7 +250,7 @@ final class JSONConformanceTests: XCTestCase {
         XCTAssertEqual(problem(#"{"text":"a","text":"b"}"#)?.description, #"text: invalid JSON at byte 13: duplicate key "text""#)
         // Keys not asked for may repeat (they are not compared).
         XCTAssertNil(problem(#"{"x":1,"x":2,"text":"a"}"#))
-        XCTAssertEqual(problem(#"{"text":"a\ud800"}"#)?.description, #"invalid JSON at byte 11: lone surrogate \ud800 (not part of a pair)"#)
+        XCTAssertEqual(problem(#"{"text":"a\ud800"}"#)?.description, #"text: invalid JSON at byte 11: lone surrogate \ud800 (not part of a pair)"#)
         XCTAssertEqual(RecordProblem(field: "text", reason: "missing").located(file: "f.jsonl", line: 3).description, "f.jsonl:3: text: missing")
     }
 

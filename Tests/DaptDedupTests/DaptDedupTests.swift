@@ -235,7 +235,19 @@ final class JSONLineTests: XCTestCase {
         bytes[18] = 0xFF
         var scanner = JSONLineScanner()
         XCTAssertThrowsError(try bytes.withUnsafeBufferPointer { b throws(RecordProblem) in try scanner.scan(b) }) {
-            XCTAssertEqual($0 as? RecordProblem, RecordProblem(field: "text", reason: "invalid UTF-8"))
+            XCTAssertEqual(($0 as? RecordProblem)?.field, "text")
+            XCTAssertEqual(($0 as? RecordProblem)?.syntax, JSONSyntaxError(offset: 18, reason: .invalidUTF8))
         }
+    }
+
+    /// Numbers follow the JSON grammar (a run of digits, signs, dots and
+    /// exponents used to pass), in the id and in fields dedup skips.
+    func testNumbersFollowTheGrammar() {
+        XCTAssertNil(problem(#"{"id":-12.5e+3,"text":"a","n":0}"#))
+        for bad in [#"{"id":1-2,"text":"a"}"#, #"{"id":01,"text":"a"}"#, #"{"id":1.,"text":"a"}"#, #"{"id":"a","text":"b","n":1e+-5}"#,
+                    #"{"id":"a","text":"b","n":+1}"#, #"{"id":"a","text":"b","n":.5}"#, #"{"id":"a","text":"b","n":--1}"#] {
+            XCTAssertNotNil(problem(bad)?.syntax, bad)
+        }
+        XCTAssertEqual(problem(#"{"id":01,"text":"a"}"#)?.field, "id")
     }
 }

@@ -43,6 +43,30 @@ final class DedupJobTests: XCTestCase {
     static let base = "步骤S101：将所述原料加入反应釜中，在温度为八十摄氏度的条件下搅拌两小时，得到均匀的混合物，随后冷却至室温并过滤。"
     static let other = "Step 2: the filtered solid is washed three times with deionised water and dried under vacuum at sixty degrees for twelve hours."
 
+    /// The notice about rejects names the first one exactly as the rejects
+    /// file does (it was read back from the JSON text, which lost escapes).
+    func testRejectNoticeKeepsTheExactError() throws {
+        final class Notices: EventSink, @unchecked Sendable {
+            var messages: [String] = []
+            func report(_ event: StageEvent) { if case .notice(_, let m) = event { messages.append(m) } }
+        }
+        let dir = try temporaryDirectory()
+        let input = "\(dir)/tab\there \"quoted\".jsonl"
+        try ([Self.record("a", Self.base), #"{"id":"b","text":"x\ud800"}"#].joined(separator: "\n") + "\n")
+            .write(toFile: input, atomically: true, encoding: .utf8)
+        let comm = SingleRankCommunicator()
+        let notices = Notices()
+        let job = DedupJob(config: DedupConfig(), inputs: [input], outputDirectory: "\(dir)/out", communicator: comm,
+                           exchange: RecordExchange(transport: SelfOnlyTransport(), communicator: comm), sink: notices)
+        _ = try job.run()
+        let expected = "\(input):2: text: invalid JSON at byte 20: lone surrogate \\ud800 (not part of a pair)"
+        XCTAssertEqual(notices.messages.filter { $0.contains("rejected") }, ["1 rejected line(s), first: \(expected)"])
+        let rejects = try String(contentsOfFile: "\(dir)/out/rejects.jsonl", encoding: .utf8)
+        let object = try JSONSerialization.jsonObject(with: Data(rejects.utf8)) as! [String: Any]
+        XCTAssertEqual(object["error"] as? String, expected)
+        XCTAssertEqual(object["field"] as? String, "text")
+    }
+
     func testCountsRejectsHashesAndOrder() throws {
         let dir = try temporaryDirectory()
         let lines = [

@@ -65,7 +65,7 @@ final class RunTests: XCTestCase {
         let rejects = try self.lines(outcome.rejectsPath).map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         let summary = rejects.map { "\(($0["file"] as! String).split(separator: "/").last!):\($0["line"] as! Int):\($0["field"] as? String ?? "-"):\($0["reason"] as! String)" }
         XCTAssertEqual(summary, ["in.jsonl:2:-:malformed_json", "in.jsonl:3:patent:missing_field", "in.jsonl:4:text:missing_field",
-                                 "in.jsonl:5:text:empty_text", "in.jsonl:6:text:no_step_markers", "in.jsonl:9:-:invalid_utf8",
+                                 "in.jsonl:5:text:empty_text", "in.jsonl:6:text:no_step_markers", "in.jsonl:9:text:invalid_utf8",
                                  "b.md:1:patent:bad_front_matter"])
         // Nothing lost: each rejected line is kept verbatim (base64 when not UTF-8).
         XCTAssertEqual(rejects[0]["record"] as? String, "{not json")
