@@ -5,6 +5,8 @@ public enum StageEvent: Sendable, Equatable {
     case progress(stage: String, done: Int, total: Int?, unit: String)
     /// Something a user should know that is not an error (e.g. a reject).
     case notice(stage: String, message: String)
+    /// The run goes on, but not as asked (e.g. a vocabulary smaller than requested).
+    case warning(stage: String, message: String)
     /// A figure worth a line in the summary.
     case metric(stage: String, name: String, value: Double, unit: String)
 }

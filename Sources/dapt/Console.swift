@@ -44,6 +44,8 @@ final class ConsoleSink: EventSink, @unchecked Sendable {
             Console.note("[\(stage)] \(done)\(of) \(unit) (\(String(format: "%.0f", rate)) \(unit)/s\(eta))")
         case .notice(let stage, let message):
             Console.note("[\(stage)] \(message)")
+        case .warning(let stage, let message):
+            Console.note("[\(stage)] warning: \(message)")
         case .metric(let stage, let name, let value, let unit):
             Console.note("[\(stage)] \(name) = \(value) \(unit)")
         }
