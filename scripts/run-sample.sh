@@ -16,7 +16,7 @@ echo "== 1. prepare: patents → fragments ($np ranks)"
 "${launch[@]}" dapt prepare --config configs/prepare.yaml --output "$out/prepare" --merge
 
 echo "== 2. dedup: exact and MinHash-LSH near duplicates ($np ranks)"
-"${launch[@]}" dapt dedup "$out/prepare/manifest.json" --config configs/dedup.yaml --out "$out/dedup"
+"${launch[@]}" dapt dedup --input "$out/prepare/manifest.json" --config configs/dedup.yaml --output "$out/dedup"
 
 echo "== 3. tokenizer: train a byte-level BPE, encode packed shards ($np ranks)"
 "$dapt" tokenizer train --config configs/tokenizer.yaml --input "$out/dedup/kept.jsonl" --vocab-size 2048 --output "$out/tokenizer.json"
@@ -27,7 +27,7 @@ echo "== 4. pretrain: a tiny Llama on the sample (1 rank)"
 # The sample is small (~5k tokens): hold out a tenth of its documents so the
 # held-out perplexity printed every 50 steps covers a few full sequences.
 OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$(nproc)}" "$dapt" pretrain --config configs/pretrain-tiny.yaml \
-  --shards "$out/tokens" --output "$out/pretrain" --set data.held_out_fraction=0.1
+  --input "$out/tokens" --output "$out/pretrain" --set data.held_out_fraction=0.1
 
 echo "== 5. eval: perplexity of the last checkpoint on the deduplicated corpus (mostly training text)"
 "$dapt" eval ppl --checkpoint "$out/pretrain" --input "$out/dedup/kept.jsonl" --sequence-length 128

@@ -372,6 +372,10 @@ public enum Check {
     public static func inRange<T: Comparable>(_ value: T, _ range: ClosedRange<T>, _ field: String) throws {
         if !range.contains(value) { throw ConfigError(field: field, reason: "must be in \(range.lowerBound)...\(range.upperBound), got \(value)") }
     }
+    /// A path the stage reads must exist before work starts.
+    public static func exists(_ path: String, _ field: String) throws {
+        if !FileSystem.exists(path) { throw ConfigError(field: field, reason: "no such file or directory: \(path)") }
+    }
     public static func oneOf(_ value: String, _ allowed: [String], _ field: String) throws {
         if !allowed.contains(value) { throw ConfigError(field: field, reason: "must be one of \(allowed.joined(separator: ", ")), got \"\(value)\"") }
     }

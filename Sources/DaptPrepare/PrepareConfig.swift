@@ -154,6 +154,7 @@ public struct PrepareConfig: StageConfig, Equatable {
     public func validate() throws {
         if output.isEmpty { throw ConfigError(field: "output", reason: "must not be empty") }
         if name.isEmpty || name.contains("/") { throw ConfigError(field: "name", reason: "must be a non-empty file name without '/', got \"\(name)\"") }
+        try Check.positive(maxTokens, "max_tokens")
         try Check.inRange(maxTokens, 16...1_000_000, "max_tokens")
         try Check.nonNegative(overlapTokens, "overlap_tokens")
         if overlapTokens * 2 >= maxTokens {

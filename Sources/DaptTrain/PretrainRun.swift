@@ -34,7 +34,7 @@ public enum PretrainRun {
             throw TrainingError.conflictingOptions("--resume continues a run and --overwrite removes it: give only one of them")
         }
         guard !config.data.shards.isEmpty else {
-            throw ConfigError(field: "pretrain.data.shards", reason: "no token shard directory given (set it in the config or with --shards)")
+            throw ConfigError(field: "pretrain.data.shards", reason: "no token shard directory given (set it in the config or with --input)")
         }
         if options.resume == nil { try RunDirectory.checkFresh(config.checkpoint.directory, overwrite: options.overwrite) }
         let resumeFrom = try options.resume.map { try ModelDirectory.resolveCheckpoint($0) }

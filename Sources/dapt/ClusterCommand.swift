@@ -19,8 +19,7 @@ struct ClusterCommand: ParsableCommand {
             abstract: "Self-test and measure the cluster (run under mpirun for several ranks).",
             discussion: "Exits non-zero if any check fails.")
 
-        @Option(help: "YAML config; its cluster: section sets the transport.")
-        var config: String?
+        @OptionGroup var options: ConfigOptions
 
         @Option(name: .customLong("exchange-mib"), help: "MiB each rank sends in the exchange self-test.")
         var exchangeMiB: Double = 8
@@ -47,7 +46,7 @@ struct ClusterCommand: ParsableCommand {
         var pidDirectory: String?
 
         func run() throws {
-            let config = try loadConfig(config)
+            let config = try DaptConfig.load(options, section: "cluster")
             try Runtime.run(cluster: config.cluster) { ctx in
                 let report = try runChecks(ctx)
                 if let json {
@@ -58,7 +57,7 @@ struct ClusterCommand: ParsableCommand {
                 let failures = try ctx.communicator.allReduce(Int64(report.failures.count), op: .sum)
                 if failures > 0 {
                     for f in report.failures { Console.error("rank \(ctx.rank): \(f)") }
-                    throw ExitCode(1)
+                    throw ExitCode(ExitStatus.failure)
                 }
                 ctx.say("cluster check: all checks passed")
             }
@@ -150,18 +149,6 @@ struct ClusterCommand: ParsableCommand {
             }
             return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
         }
-    }
-}
-
-func loadConfig(_ path: String?) throws -> DaptConfig {
-    do {
-        return try DaptConfig.load(path)
-    } catch let error as ConfigError {
-        Console.error(error.description)
-        throw ExitCode(2)
-    } catch let error as FileError {
-        Console.error(error.description)
-        throw ExitCode(2)
     }
 }
 

@@ -9,22 +9,16 @@ struct ConfigCommand: ParsableCommand {
     )
 
     struct Validate: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Check a YAML config; name the first bad field.")
+        static let configuration = CommandConfiguration(
+            abstract: "Check a YAML config (--config), with any --set applied; name the first bad field.",
+            discussion: "Here --set keys name their section: --set pretrain.optimizer.lr=1e-3.")
 
-        @Argument(help: "The YAML file.")
-        var file: String
+        @OptionGroup var options: ConfigOptions
 
         func run() throws {
-            do {
-                _ = try DaptConfig.load(file)
-                print("\(file): ok")
-            } catch let error as ConfigError {
-                Console.error(error.description)
-                throw ExitCode(2)
-            } catch let error as FileError {
-                Console.error(error.description)
-                throw ExitCode(2)
-            }
+            guard let file = options.config else { throw ValidationError("--config (the file to check) is required") }
+            _ = try DaptConfig.load(options, section: nil)
+            Console.out("\(file): ok")
         }
     }
 }

@@ -47,11 +47,45 @@ struct DaptConfig: Decodable {
         do { try section.validate() } catch let error as ConfigError { throw error.under(name) }
     }
 
-    /// Loads `path` (or all defaults when nil) and validates it.
-    static func load(_ path: String?) throws -> DaptConfig {
-        guard let path else { return DaptConfig() }
-        let config = try ConfigLoader.load(DaptConfig.self, path: path)
-        do { try config.validate() } catch var error as ConfigError { error.file = path; throw error }
-        return config
+    /// Loads `path` (all defaults when nil) with `overrides` applied under
+    /// `section`, validates it, then runs the stage's own `check` (inputs
+    /// that must exist, say). Errors name the file's line or the option.
+    static func load(_ path: String?, overrides: [ConfigOverride] = [], section: String? = nil,
+                     check: (DaptConfig) throws -> Void = { _ in }) throws -> DaptConfig {
+        try ConfigLoader.load(DaptConfig.self, path: path, overrides: overrides, section: section,
+                              sections: CodingKeys.allCases.map(\.rawValue)) { config in
+            try config.validate()
+            try check(config)
+        }
+    }
+
+    /// One section's YAML read from elsewhere than a config file (a resumed
+    /// run's saved settings), named by `origin` in errors.
+    struct Document {
+        var section: String
+        var yaml: String
+        var origin: String
+    }
+
+    /// The config a command's `--config` and `--set` (then its shortcuts)
+    /// give; without `--config`, `instead` (when given) is the file.
+    static func load(_ options: ConfigOptions, section: String?, shortcuts: Overrides = Overrides(), instead: Document? = nil,
+                     check: (DaptConfig) throws -> Void = { _ in }) throws -> DaptConfig {
+        let overrides = try options.overrides() + shortcuts.list
+        guard options.config == nil, let document = instead else {
+            return try load(options.config, overrides: overrides, section: section, check: check)
+        }
+        let indented = document.yaml.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
+        do {
+            return try ConfigLoader.decode(DaptConfig.self, yaml: "\(document.section):\n\(indented)\n", file: document.origin,
+                                           overrides: overrides, section: section, sections: CodingKeys.allCases.map(\.rawValue)) { config in
+                try config.validate()
+                try check(config)
+            }
+        } catch var error as ConfigError where error.file == document.origin {
+            // Lines of the re-encoded document are no one's to look up.
+            error.line = nil; error.column = nil
+            throw error
+        }
     }
 }

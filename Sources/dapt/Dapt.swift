@@ -1,4 +1,5 @@
 import ArgumentParser
+import DaptCore
 
 @main
 struct Dapt: ParsableCommand {
@@ -22,4 +23,21 @@ struct Dapt: ParsableCommand {
             BenchCommand.self,
         ]
     )
+
+    /// Parses and runs one command, mapping errors to exit statuses
+    /// (`ExitStatus`): usage errors exit 64 as ArgumentParser reports them;
+    /// an error thrown before the command's work starts is a configuration
+    /// error (2); `Runtime` has already printed and mapped errors of the work.
+    static func main() {
+        var command: any ParsableCommand
+        do { command = try parseAsRoot() } catch { exit(withError: error) }
+        do {
+            try command.run()
+        } catch {
+            // ArgumentParser's own errors (help, usage, ExitCode) keep their statuses.
+            if error is ExitCode || exitCode(for: error) != .failure { exit(withError: error) }
+            Console.error("\(error)")
+            exit(withError: ExitCode(ExitStatus.configuration))
+        }
+    }
 }

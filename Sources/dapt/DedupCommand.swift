@@ -11,53 +11,41 @@ struct DedupCommand: ParsableCommand {
         Reads JSONL records with at least `id` and `text` (and `hash`, which is \
         recomputed and checked). Writes kept.jsonl (input order), removed.jsonl \
         (with duplicate_of, similarity, reason), clusters.jsonl, rejects.jsonl \
-        and report.json to --out. Run under `mpirun -np N` to share the work; \
-        the output is the same for any N.
+        and report.json to --output. Each --input is a JSONL file or a `dapt prepare` \
+        manifest.json (for its shards), read in this order as one corpus. Run under \
+        `mpirun -np N` to share the work; the output is the same for any N.
         """)
 
-    @Argument(help: "Input JSONL files (or `dapt prepare` manifest.json files, for their shards), read in this order as one corpus.")
-    var inputs: [String]
+    @OptionGroup var options: StageOptions
 
-    @Option(help: "Output directory.")
-    var out: String
+    @OptionGroup var records: RecordOptions
 
-    @Option(help: "YAML config; its dedup: and cluster: sections apply.")
-    var config: String?
-
-    @Option(help: "Kind of text: patent, web, book or code (sets the threshold).")
+    @Option(help: "Kind of text: patent, web, book or code (sets the threshold; preset).")
     var preset: String?
 
-    @Option(help: "Jaccard threshold (overrides the preset).")
+    @Option(parsing: .unconditional, help: "Jaccard threshold, overriding the preset (threshold).")
     var threshold: Double?
 
-    @Option(help: "Verification of candidate pairs: hybrid, estimated or exact.")
+    @Option(help: "Verification of candidate pairs: hybrid, estimated or exact (verify).")
     var verify: String?
 
-    @Flag(help: "Stop at the first bad record or hash mismatch.")
-    var strict = false
-
     func run() throws {
-        var config = try loadConfig(config)
-        if let preset { config.dedup.preset = preset }
-        if let threshold { config.dedup.threshold = threshold }
-        if let verify { config.dedup.verify = verify }
-        if strict { config.dedup.strict = true }
-        do { try DaptConfig.validate(config.dedup, "dedup") } catch let error as ConfigError {
-            Console.error(error.description)
-            throw ExitCode(2)
-        }
-        let resolved: DedupInputs
-        do { resolved = try DedupInputs.resolve(inputs) } catch {
-            Console.error("\(error)")
-            throw ExitCode(2)
-        }
+        var shortcuts = Overrides()
+        shortcuts.add("preset", preset, "--preset")
+        shortcuts.add("threshold", threshold, "--threshold")
+        shortcuts.add("verify", verify, "--verify")
+        shortcuts.add("strict", records.strict, "--strict")
+        let config = try DaptConfig.load(options.config, section: "dedup", shortcuts: shortcuts)
+        let inputs = try options.input.existing()
+        guard !inputs.isEmpty else { throw ValidationError("at least one --input is required") }
+        guard let output = options.output.output else { throw ValidationError("--output (the output directory) is required") }
+        let resolved = try DedupInputs.resolve(inputs)
         for path in resolved.files where !FileSystem.exists(path) {
-            Console.error("\(path): no such file")
-            throw ExitCode(2)
+            throw ConfigError(field: "", reason: "\(path): no such file or directory (a shard listed in an --input manifest)")
         }
         let dedupConfig = config.dedup
         try Runtime.run(cluster: config.cluster) { ctx in
-            let job = DedupJob(config: dedupConfig, inputs: resolved.files, shards: resolved.shards, outputDirectory: out,
+            let job = DedupJob(config: dedupConfig, inputs: resolved.files, shards: resolved.shards, outputDirectory: output,
                                communicator: ctx.communicator, exchange: try ctx.makeExchange(), sink: ctx.sink)
             let report = try job.run()
             ctx.say(report.summary)

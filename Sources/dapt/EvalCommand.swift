@@ -15,25 +15,24 @@ struct EvalCommand: ParsableCommand {
     struct Perplexity: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "ppl",
-            abstract: "Perplexity of a checkpoint (or Hugging Face model directory) on JSONL text or token shards.",
+            abstract: "Perplexity of a checkpoint (or Hugging Face model directory) on JSONL text or token shards (--input).",
             discussion: "Documents are packed into sequences (document-masked, positions restarting per document); the tail shorter than one sequence is left out and reported.")
 
         @Option(help: "Checkpoint directory (config.json, model.safetensors; tokenizer.json for JSONL input), or a run directory (its newest checkpoint).")
         var checkpoint: String
 
-        @Option(help: "JSONL file (text field) or token shard directory.")
-        var input: String
+        @OptionGroup var input: InputOptions
 
         @Option(help: "tokenizer.json for JSONL input (default: the checkpoint's).")
         var tokenizer: String?
 
-        @Option(name: .customLong("sequence-length"), help: "Tokens per sequence.")
+        @Option(name: .customLong("sequence-length"), parsing: .unconditional, help: "Tokens per sequence.")
         var sequenceLength: Int = 256
 
-        @Option(name: .customLong("batch-size"), help: "Sequences per forward pass.")
+        @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Sequences per forward pass.")
         var batchSize: Int = 4
 
-        @Option(name: .customLong("max-sequences"), help: "Evaluate at most this many sequences (0: all).")
+        @Option(name: .customLong("max-sequences"), parsing: .unconditional, help: "Evaluate at most this many sequences (0: all).")
         var maxSequences: Int = 0
 
         @Flag(name: .customLong("add-bos"), inversion: .prefixedNo, help: "JSONL input: start each document with <|bos|> (as tokenizer encode).")
@@ -42,15 +41,15 @@ struct EvalCommand: ParsableCommand {
         @Flag(name: .customLong("add-eos"), inversion: .prefixedNo, help: "JSONL input: end each document with <|eos|> (as tokenizer encode).")
         var addEos = true
 
-        @Option(help: "YAML config (cluster: section: BLAS threads).")
-        var config: String?
+        @OptionGroup var options: ConfigOptions
 
         func run() throws {
-            guard sequenceLength > 0, batchSize > 0, maxSequences >= 0 else {
-                Console.error("--sequence-length and --batch-size must be > 0, --max-sequences >= 0")
-                throw ExitCode(2)
-            }
-            let daptConfig = try loadConfig(config)
+            try Check.positive(sequenceLength, "--sequence-length \(sequenceLength)")
+            try Check.positive(batchSize, "--batch-size \(batchSize)")
+            try Check.nonNegative(maxSequences, "--max-sequences \(maxSequences)")
+            guard let input = try input.single() else { throw ValidationError("--input (JSONL or a token shard directory) is required") }
+            // Eval has no section of its own: --set keys name theirs (cluster.blas_threads=1).
+            let daptConfig = try DaptConfig.load(options, section: nil)
             try Runtime.run(cluster: daptConfig.cluster) { ctx in
                 var request = PerplexityRequest(model: checkpoint, input: input, tokenizer: tokenizer)
                 request.sequenceLength = sequenceLength

@@ -13,31 +13,24 @@ struct PrepareCommand: ParsableCommand {
         Under `mpirun -np N` each rank writes NAME-RRRR-of-NNNN.jsonl for its share of the input;
         rank 0 writes manifest.json (shards, counts, SHA-1s), rejects.jsonl and summary.json.
         Fragment text is Unicode NFC; `hash` is sha1: + hex SHA-1 of its UTF-8.
+        --input replaces prepare.inputs, --output sets prepare.output (a directory); --set KEY=VALUE sets any key of prepare:.
         """)
 
-    @Option(help: "YAML config; its prepare: section sets inputs, output and splitting.")
-    var config: String?
+    @OptionGroup var options: StageOptions
 
-    @Option(name: .customLong("input"), help: "Input file or folder (repeatable); replaces prepare.inputs.")
-    var inputs: [String] = []
+    @OptionGroup var records: RecordOptions
 
-    @Option(help: "Output directory (prepare.output).")
-    var output: String?
-
-    @Option(name: .customLong("max-tokens"), help: "Token budget per fragment (prepare.max_tokens).")
+    @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Token budget per fragment (max_tokens).")
     var maxTokens: Int?
 
-    @Option(name: .customLong("overlap-tokens"), help: "Tokens shared by neighbouring fragments (prepare.overlap_tokens).")
+    @Option(name: .customLong("overlap-tokens"), parsing: .unconditional, help: "Tokens shared by neighbouring fragments (overlap_tokens).")
     var overlapTokens: Int?
 
-    @Option(help: "steps: only step sections; description: the whole text (prepare.keep).")
+    @Option(help: "steps: only step sections; description: the whole text (keep).")
     var keep: String?
 
     @Option(help: "A Hugging Face tokenizer.json for exact token counts instead of the estimate.")
     var tokenizer: String?
-
-    @Flag(help: "Stop at the first bad record with a non-zero exit.")
-    var strict = false
 
     @Flag(help: "Also write the shards as one file NAME.jsonl in input order.")
     var merge = false
@@ -46,31 +39,27 @@ struct PrepareCommand: ParsableCommand {
     var mergeOnly: String?
 
     func run() throws {
-        var dapt = try loadConfig(config)
         if let mergeOnly {
-            try mergeExisting(mergeOnly)
+            try Runtime.work { try mergeExisting(mergeOnly) }
             return
         }
-        var prepare = dapt.prepare
-        if !inputs.isEmpty { prepare.inputs = inputs }
-        if let output { prepare.output = output }
-        if let maxTokens { prepare.maxTokens = maxTokens }
-        if let overlapTokens { prepare.overlapTokens = overlapTokens }
-        if let keep { prepare.keep = keep }
-        if strict { prepare.strict = true }
-        do { try prepare.validate() } catch let error as ConfigError {
-            Console.error(error.under("prepare").description)
-            throw ExitCode(2)
+        var shortcuts = Overrides()
+        shortcuts.add("inputs", options.inputs, "--input")
+        shortcuts.add("output", options.output.output, "--output")
+        shortcuts.add("max_tokens", maxTokens, "--max-tokens")
+        shortcuts.add("overlap_tokens", overlapTokens, "--overlap-tokens")
+        shortcuts.add("keep", keep, "--keep")
+        shortcuts.add("strict", records.strict, "--strict")
+        let dapt = try DaptConfig.load(options.config, section: "prepare", shortcuts: shortcuts) { config in
+            if config.prepare.inputs.isEmpty {
+                throw ConfigError(field: "prepare.inputs", reason: "no input given (set it in the config or with --input)")
+            }
+            for (i, path) in config.prepare.inputs.enumerated() { try Check.exists(path, "prepare.inputs[\(i)]") }
         }
-        dapt.prepare = prepare
+        let prepare = dapt.prepare
         let counter: any TokenCounter
         if let tokenizer {
-            do {
-                counter = TokenizerTokenCounter(tokenizer: try BPETokenizer.load(path: tokenizer), path: tokenizer)
-            } catch {
-                Console.error("--tokenizer: \(error)")
-                throw ExitCode(2)
-            }
+            counter = TokenizerTokenCounter(tokenizer: try BPETokenizer.load(path: tokenizer), path: tokenizer)
         } else {
             counter = EstimatedTokenCounter(prepare)
         }
@@ -94,17 +83,12 @@ struct PrepareCommand: ParsableCommand {
     }
 
     func mergeExisting(_ manifestPath: String) throws {
-        do {
-            let corpus = try PreparedCorpus(manifestPath: manifestPath)
-            let merged = try corpus.merge()
-            var manifest = corpus.manifest
-            manifest.merged = merged
-            try manifest.write(to: manifestPath)
-            Console.out("merged \(corpus.manifest.shards.count) shards: \(merged.fragments) fragments, \(merged.bytes) bytes → \(corpus.directory)/\(merged.file) (sha1 \(merged.sha1))")
-        } catch {
-            Console.error("\(error)")
-            throw ExitCode(1)
-        }
+        let corpus = try PreparedCorpus(manifestPath: manifestPath)
+        let merged = try corpus.merge()
+        var manifest = corpus.manifest
+        manifest.merged = merged
+        try manifest.write(to: manifestPath)
+        Console.out("merged \(corpus.manifest.shards.count) shards: \(merged.fragments) fragments, \(merged.bytes) bytes → \(corpus.directory)/\(merged.file) (sha1 \(merged.sha1))")
     }
 }
 

@@ -42,6 +42,23 @@ struct ClusterContext {
     func say(_ line: String) { if isRoot { Console.out(line) } }
 }
 
+/// One mapping from errors to exit statuses, the same for every stage:
+/// - 64 usage: the command line does not parse (ArgumentParser's validation errors);
+/// - 2 configuration: a bad config value or option, or a missing or unreadable
+///   input, found before any work starts (anything a command throws before
+///   `Runtime.run` or `Runtime.work`, and a `ConfigError` anywhere);
+/// - 1 failure: the work started and failed.
+enum ExitStatus {
+    static let failure: Int32 = 1
+    static let configuration: Int32 = 2
+    static let usage: Int32 = 64
+
+    /// The status of an error thrown once work has started.
+    static func ofWork(_ error: Error) -> Int32 {
+        error is ConfigError ? configuration : failure
+    }
+}
+
 enum Runtime {
     /// Runs `body` on this rank: under `mpirun` with the MPI world, otherwise
     /// as a single rank. An error on any rank prints with its rank and, under
@@ -53,7 +70,7 @@ enum Runtime {
             communicator = mpi ? try MPIRuntime.start() : SingleRankCommunicator(hostName: ProcessEnvironment.hostName)
         } catch {
             Console.error("\(error)")
-            throw ExitCode(3)
+            throw ExitCode(ExitStatus.failure)
         }
         BLAS.setThreads(blasThreads(config: config, ranksOnHost: ranksOnThisHost(communicator)))
         let sink: any EventSink = communicator.rank == 0 ? ConsoleSink() : SilentSink()
@@ -66,23 +83,27 @@ enum Runtime {
                 try? communicator.barrier()
                 try? MPIRuntime.stop()
             }
-            throw ExitCode(1)
-        } catch let error as ConfigError {
-            // A setting that does not fit the data or model found on disk: a usage error, before any work.
-            let prefix = communicator.size > 1 ? "rank \(communicator.rank): " : ""
-            Console.error(prefix + error.description)
-            if mpi && communicator.size > 1 { MPIRuntime.abort(code: 2) }
-            throw ExitCode(2)
+            throw ExitCode(ExitStatus.failure)
         } catch let exit as ExitCode {
             if mpi && communicator.size > 1 { MPIRuntime.abort(code: exit.rawValue) }
             throw exit
         } catch {
             let prefix = communicator.size > 1 ? "rank \(communicator.rank): " : ""
             Console.error(prefix + "\(error)")
-            if mpi && communicator.size > 1 { MPIRuntime.abort(code: 1) }
-            throw ExitCode(1)
+            let status = ExitStatus.ofWork(error)
+            if mpi && communicator.size > 1 { MPIRuntime.abort(code: status) }
+            throw ExitCode(status)
         }
         if mpi { try MPIRuntime.stop() }
+    }
+
+    /// Runs the work of a command that needs no cluster (one process):
+    /// errors print and exit as `run`'s do.
+    static func work<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let exit as ExitCode { throw exit } catch {
+            Console.error("\(error)")
+            throw ExitCode(ExitStatus.ofWork(error))
+        }
     }
 
     /// OpenBLAS threads: configured, or the host's cores shared by its ranks.

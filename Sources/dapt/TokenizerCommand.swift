@@ -14,14 +14,6 @@ func threadCPUSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
-/// Runs `body`, printing any error as `dapt: error: ...` with exit status 1.
-func reportingErrors<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let exit as ExitCode { throw exit } catch let error as ValidationError { throw error } catch {
-        Console.error("\(error)")
-        throw ExitCode(1)
-    }
-}
-
 struct TokenizerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenizer",
@@ -29,127 +21,80 @@ struct TokenizerCommand: ParsableCommand {
         subcommands: [Train.self, Encode.self, Tokenize.self, Decode.self, Verify.self]
     )
 
-    /// The `tokenizer:` section with command-line overrides applied and validated.
-    struct Settings: ParsableArguments {
-        @Option(help: "YAML config; its tokenizer: section sets the defaults.")
-        var config: String?
-        @Option(name: .customLong("vocab-size"), help: "Vocabulary size, special tokens included.")
-        var vocabSize: Int?
-        @Option(name: .customLong("min-frequency"), help: "Pairs seen fewer times are never merged.")
-        var minFrequency: Int?
-        @Option(name: .customLong("pre-tokenizer"), help: "dapt, gpt4 or gpt2.")
-        var preTokenizer: String?
-        @Option(name: .customLong("text-field"), help: "JSONL field holding the text.")
-        var textField: String?
-        @Option(name: .customLong("shard-lines"), help: "Input lines per shard.")
-        var shardLines: Int?
-        @Flag(name: .customLong("add-bos"), inversion: .prefixedNo, help: "Start each document with <|bos|>.")
-        var addBos: Bool?
-        @Flag(name: .customLong("add-eos"), inversion: .prefixedNo, help: "End each document with <|eos|>.")
-        var addEos: Bool?
-        @Flag(name: .customLong("strict"), inversion: .prefixedNo, help: "Stop at the first bad record (else write it to rejects).")
-        var strict: Bool?
-
-        func load() throws -> (DaptConfig, TokenizerConfig) {
-            let config = try loadConfig(config)
-            var t = config.tokenizer
-            if let vocabSize { t.vocabSize = vocabSize }
-            if let minFrequency { t.minFrequency = minFrequency }
-            if let preTokenizer { t.preTokenizer = preTokenizer }
-            if let textField { t.textField = textField }
-            if let shardLines { t.shardLines = shardLines }
-            if let addBos { t.addBos = addBos }
-            if let addEos { t.addEos = addEos }
-            if let strict { t.strict = strict }
-            do { try t.validate() } catch let error as ConfigError {
-                Console.error(error.under("tokenizer").description)
-                throw ExitCode(2)
-            }
-            return (config, t)
-        }
+    /// The `tokenizer:` section with `--config`, `--set` and the shortcuts applied, validated.
+    static func settings(_ options: ConfigOptions, _ shortcuts: Overrides) throws -> DaptConfig {
+        try DaptConfig.load(options, section: "tokenizer", shortcuts: shortcuts)
     }
 
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Train a byte-level BPE on JSONL text and write tokenizer.json.",
-            discussion: "Under mpirun each rank counts the pre-tokens of every size-th line; rank 0 learns the merges.")
-        @OptionGroup var settings: Settings
-        @Option(name: .customLong("input"), help: "JSONL input (repeatable).")
-        var inputs: [String]
-        @Option(help: "Where to write tokenizer.json.")
-        var output: String
+            abstract: "Train a byte-level BPE on JSONL text and write tokenizer.json (--output).",
+            discussion: """
+            Settings come from the config's tokenizer: section; --set KEY=VALUE sets any of its keys. \
+            Under mpirun each rank counts the pre-tokens of every size-th line; rank 0 learns the merges. \
+            When the corpus has too few repeated pairs to fill --vocab-size, the vocabulary is smaller and the run says so.
+            """)
+        @OptionGroup var options: StageOptions
+        @OptionGroup var records: RecordOptions
+        @Option(name: .customLong("vocab-size"), parsing: .unconditional, help: "Vocabulary size, special tokens included (vocab_size).")
+        var vocabSize: Int?
+        @Option(name: .customLong("min-frequency"), parsing: .unconditional, help: "Pairs seen fewer times are never merged (min_frequency).")
+        var minFrequency: Int?
+        @Option(name: .customLong("pre-tokenizer"), help: "dapt, gpt4 or gpt2 (pre_tokenizer).")
+        var preTokenizer: String?
+        @Option(name: .customLong("text-field"), help: "JSONL field holding the text (text_field).")
+        var textField: String?
 
         func run() throws {
-            let (config, t) = try settings.load()
+            var shortcuts = Overrides()
+            shortcuts.add("vocab_size", vocabSize, "--vocab-size")
+            shortcuts.add("min_frequency", minFrequency, "--min-frequency")
+            shortcuts.add("pre_tokenizer", preTokenizer, "--pre-tokenizer")
+            shortcuts.add("text_field", textField, "--text-field")
+            shortcuts.add("strict", records.strict, "--strict")
+            let config = try TokenizerCommand.settings(options.config, shortcuts)
+            let inputs = try options.input.existing()
+            guard !inputs.isEmpty else { throw ValidationError("at least one --input is required") }
+            guard let output = options.output.output else { throw ValidationError("--output (where to write tokenizer.json) is required") }
             try Runtime.run(cluster: config.cluster) { ctx in
-                let started = monotonicSeconds()
-                var trainer = BPETrainer(vocabSize: t.vocabSize, minFrequency: t.minFrequency,
-                                         specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind, maxWords: t.maxWords)
-                var lineIndex = 0
-                var rejected = 0
-                var text: [UInt8] = []
-                for path in inputs {
-                    try LineReader(path: path).forEachLine { number, line in
-                        defer { lineIndex += 1 }
-                        guard lineIndex % ctx.size == ctx.rank else { return true }
-                        do {
-                            try JSONLText.extract(line, field: t.textField, into: &text)
-                        } catch let bad as RecordProblem {
-                            let problem = InputError(file: path, line: number, field: bad.field, reason: bad.reason)
-                            if t.strict { throw problem }
-                            rejected += 1
-                            Console.note("skipped \(problem)")
-                            return true
-                        }
-                        text.withUnsafeBufferPointer { trainer.add(text: $0) }
-                        return true
-                    }
-                }
-                rejected = Int(try ctx.communicator.allReduce(Int64(rejected), op: .sum))
-                let counted = monotonicSeconds()
-                let texts = try ctx.communicator.allReduce(Int64(trainer.textsSeen), op: .sum)
-                let bytes = try ctx.communicator.allReduce(Int64(trainer.bytesSeen), op: .sum)
-                if ctx.size > 1 {
-                    let parts = try ctx.communicator.gatherV(trainer.serializedCounts(), root: 0)
-                    if let parts {
-                        trainer = BPETrainer(vocabSize: t.vocabSize, minFrequency: t.minFrequency,
-                                             specialTokens: t.specialTokens, preTokenizer: t.preTokenizerKind, maxWords: t.maxWords)
-                        for part in parts { trainer.merge(serializedCounts: part) }
-                    }
-                }
-                if ctx.isRoot {
-                    ctx.say(String(format: "counted %d texts (%.1f MB), %d distinct pre-tokens in %.2f s", texts, Double(bytes) / 1e6,
-                                   trainer.distinctWords, counted - started))
-                    if trainer.prunedWords > 0 {
-                        ctx.say("dropped \(trainer.prunedWords) rare pre-tokens (count <= \(trainer.prunedBelowCount)) to stay within max_words \(t.maxWords)")
-                    }
-                    let tokenizer = try trainer.train { done in ctx.sink.report(.progress(stage: "tokenizer", done: done, total: nil, unit: "merges")) }
-                    try tokenizer.save(path: output)
-                    ctx.say(String(format: "trained %d merges, vocabulary %d, in %.2f s total: %@", tokenizer.merges.count,
-                                   tokenizer.vocabSize, monotonicSeconds() - started, output))
-                    if rejected > 0 { ctx.say("skipped \(rejected) bad records (not strict)") }
-                }
-                try ctx.communicator.barrier()
+                let outcome = try BPETraining.run(config: config.tokenizer, inputs: inputs, output: output,
+                                                  communicator: ctx.communicator, sink: ctx.sink)
+                outcome.summary.forEach(ctx.say)
             }
         }
     }
 
     struct Encode: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Encode JSONL text into token shards with a document index and a manifest.",
+            abstract: "Encode JSONL text into token shards with a document index and a manifest (--output: a directory).",
             discussion: "Under mpirun the shards are divided between ranks; the output is the same for any number of ranks.")
-        @OptionGroup var settings: Settings
+        @OptionGroup var options: StageOptions
+        @OptionGroup var records: RecordOptions
         @Option(help: "tokenizer.json (dapt's or one written by Hugging Face tokenizers).")
         var tokenizer: String
-        @Option(name: .customLong("input"), help: "JSONL input (repeatable).")
-        var inputs: [String]
-        @Option(help: "Output directory.")
-        var output: String
+        @Option(name: .customLong("text-field"), help: "JSONL field holding the text (text_field).")
+        var textField: String?
+        @Option(name: .customLong("shard-lines"), parsing: .unconditional, help: "Input lines per shard (shard_lines).")
+        var shardLines: Int?
+        @Flag(name: .customLong("add-bos"), inversion: .prefixedNo, help: "Start each document with <|bos|> (add_bos).")
+        var addBos: Bool?
+        @Flag(name: .customLong("add-eos"), inversion: .prefixedNo, help: "End each document with <|eos|> (add_eos).")
+        var addEos: Bool?
 
         func run() throws {
-            let (config, t) = try settings.load()
-            let json = try reportingErrors { try FileSystem.readAll(tokenizer) }
-            let bpe = try reportingErrors { try BPETokenizer.load(json: json, path: tokenizer) }
+            var shortcuts = Overrides()
+            shortcuts.add("text_field", textField, "--text-field")
+            shortcuts.add("shard_lines", shardLines, "--shard-lines")
+            shortcuts.add("add_bos", addBos, "--add-bos")
+            shortcuts.add("add_eos", addEos, "--add-eos")
+            shortcuts.add("strict", records.strict, "--strict")
+            let config = try TokenizerCommand.settings(options.config, shortcuts)
+            let t = config.tokenizer
+            let inputs = try options.input.existing()
+            guard !inputs.isEmpty else { throw ValidationError("at least one --input is required") }
+            guard let output = options.output.output else { throw ValidationError("--output (the shard directory) is required") }
+            let json = try FileSystem.readAll(tokenizer)
+            let bpe = try BPETokenizer.load(json: json, path: tokenizer)
             try Runtime.run(cluster: config.cluster) { ctx in
                 let started = monotonicSeconds()
                 let encoder = ShardEncoder(tokenizer: bpe, tokenizerJSON: json, options: .init(t))
@@ -175,19 +120,22 @@ struct TokenizerCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Encode each JSONL record's text on one thread; with --output, write one line of space-separated ids per record.",
             discussion: "Prints the encoding throughput (time spent in the encoder only) for benchmarks.")
+        @OptionGroup var options: StageOptions
         @Option(help: "tokenizer.json.")
         var tokenizer: String
-        @Option(help: "JSONL input.")
-        var input: String
-        @Option(help: "Output text file (omit to only measure).")
-        var output: String?
-        @Option(name: .customLong("text-field"), help: "JSONL field holding the text.")
-        var textField = "text"
+        @Option(name: .customLong("text-field"), help: "JSONL field holding the text (text_field).")
+        var textField: String?
 
-        func run() throws { try reportingErrors { try tokenize() } }
-
-        func tokenize() throws {
+        func run() throws {
+            var shortcuts = Overrides()
+            shortcuts.add("text_field", textField, "--text-field")
+            let config = try TokenizerCommand.settings(options.config, shortcuts)
+            guard let input = try options.input.single() else { throw ValidationError("--input is required") }
             let bpe = try BPETokenizer.load(path: tokenizer)
+            try Runtime.work { try tokenize(bpe, input: input, textField: config.tokenizer.textField, output: options.output.output) }
+        }
+
+        func tokenize(_ bpe: BPETokenizer, input: String, textField: String, output: String?) throws {
             let encoder = TokenEncoder(bpe)
             let writer = try output.map { try FileWriter(path: $0, atomic: true) }
             // Texts are read first so the timing covers encoding only.
@@ -215,49 +163,41 @@ struct TokenizerCommand: ParsableCommand {
 
     struct Decode: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Decode ids (arguments) with a tokenizer, or a document of a shard directory.")
-        @Option(help: "tokenizer.json (not needed with --shards).")
+            abstract: "Decode ids (arguments) with a tokenizer, or a document of a token shard directory (--input).")
+        @OptionGroup var input: InputOptions
+        @Option(help: "tokenizer.json (not needed with --input).")
         var tokenizer: String?
-        @Option(help: "A token shard directory.")
-        var shards: String?
-        @Option(help: "Document index in --shards.")
+        @Option(parsing: .unconditional, help: "Document index in the --input shard directory.")
         var document: Int?
         @Argument(help: "Token ids.")
         var ids: [UInt32] = []
 
         func run() throws {
-            let bytes: [UInt8] = try reportingErrors { try decode() }
-            FileHandle.standardOutput.write(Data(bytes + [0x0A]))
-        }
-
-        func decode() throws -> [UInt8] {
-            let bytes: [UInt8]
-            if let shards {
-                let reader = try TokenShardReader(directory: shards, verify: false)
-                guard let document else { throw ValidationError("--document is required with --shards") }
-                bytes = try reader.tokenizer().decode(try reader.document(document))
-            } else {
-                guard let tokenizer else { throw ValidationError("--tokenizer or --shards is required") }
-                bytes = try BPETokenizer.load(path: tokenizer).decode(ids)
+            let shards = try input.single()
+            if shards != nil && document == nil { throw ValidationError("--document is required with --input") }
+            if shards == nil && tokenizer == nil { throw ValidationError("--tokenizer or --input is required") }
+            let bytes: [UInt8] = try Runtime.work {
+                if let shards, let document {
+                    let reader = try TokenShardReader(directory: shards, verify: false)
+                    return try reader.tokenizer().decode(try reader.document(document))
+                }
+                return try BPETokenizer.load(path: tokenizer!).decode(ids)
             }
-            return bytes
+            FileHandle.standardOutput.write(Data(bytes + [0x0A]))
         }
     }
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Check a token shard directory against its manifest (sizes, checksums, index, token ids).")
-        @Argument(help: "The shard directory.")
-        var directory: String
+            abstract: "Check a token shard directory (--input) against its manifest (sizes, checksums, index, token ids).")
+        @OptionGroup var input: InputOptions
 
         func run() throws {
-            do {
+            guard let directory = try input.single() else { throw ValidationError("--input (the shard directory) is required") }
+            try Runtime.work {
                 let reader = try TokenShardReader(directory: directory, verify: true)
                 _ = try reader.tokenizer()
-                print("\(directory): ok: \(reader.manifest.shards.count) shards, \(reader.documentCount) documents, \(reader.tokenCount) tokens")
-            } catch {
-                Console.error("\(error)")
-                throw ExitCode(1)
+                Console.out("\(directory): ok: \(reader.manifest.shards.count) shards, \(reader.documentCount) documents, \(reader.tokenCount) tokens")
             }
         }
     }

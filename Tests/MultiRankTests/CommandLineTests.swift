@@ -14,7 +14,7 @@ final class CommandLineTests: XCTestCase {
         let files = try FileManager.default.contentsOfDirectory(atPath: configs.path).filter { $0.hasSuffix(".yaml") }.sorted()
         XCTAssertFalse(files.isEmpty)
         for file in files {
-            let r = try DaptProcess.dapt(["config", "validate", configs.appendingPathComponent(file).path])
+            let r = try DaptProcess.dapt(["config", "validate", "--config", configs.appendingPathComponent(file).path])
             XCTAssertEqual(r.status, 0, "\(file): \(r.stderr)")
         }
     }
@@ -22,21 +22,21 @@ final class CommandLineTests: XCTestCase {
     func testBadFieldIsNamedWithFileAndExitCode() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         let cases: [(String, String)] = [
-            ("cluster:\n  batch_bytes: 3\n", "cluster.batch_bytes: must be in"),
-            ("cluster:\n  transprt: tcp\n", "cluster.transprt: unknown key"),
-            ("clustr: {}\n", "clustr: unknown key"),
-            ("cluster:\n  transport: udp\n", "cluster.transport: must be one of tcp, ipc"),
-            ("cluster:\n  high_water_mark: many\n", "cluster.high_water_mark"),
-            ("pretrain:\n  precision:\n    mode: fp8\n", "pretrain.precision.mode: must be one of fp32, fp16, bf16, got \"fp8\""),
+            ("cluster:\n  batch_bytes: 3\n", ":2:3: cluster.batch_bytes: must be in"),
+            ("cluster:\n  transprt: tcp\n", ":2:3: cluster.transprt: unknown key"),
+            ("clustr: {}\n", ":1:1: clustr: unknown key"),
+            ("cluster:\n  transport: udp\n", ":2:3: cluster.transport: must be one of tcp, ipc"),
+            ("cluster:\n  high_water_mark: many\n", ":2:3: cluster.high_water_mark: expected an integer, got \"many\""),
+            ("pretrain:\n  precision:\n    mode: fp8\n", ":3:5: pretrain.precision.mode: must be one of fp32, fp16, bf16, got \"fp8\""),
         ]
         for (i, (yaml, expected)) in cases.enumerated() {
             let file = dir.appendingPathComponent("bad\(i).yaml").path
             try yaml.write(toFile: file, atomically: true, encoding: .utf8)
-            let r = try DaptProcess.dapt(["config", "validate", file])
+            let r = try DaptProcess.dapt(["config", "validate", "--config", file])
             XCTAssertEqual(r.status, 2, yaml)
-            XCTAssertTrue(r.stderr.contains("\(file): \(expected)"), "expected '\(expected)' in: \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("\(file)\(expected)"), "expected '\(expected)' in: \(r.stderr)")
         }
-        let missing = try DaptProcess.dapt(["config", "validate", dir.appendingPathComponent("none.yaml").path])
+        let missing = try DaptProcess.dapt(["config", "validate", "--config", dir.appendingPathComponent("none.yaml").path])
         XCTAssertEqual(missing.status, 2)
         XCTAssertTrue(missing.stderr.contains("none.yaml"), missing.stderr)
     }
@@ -46,5 +46,105 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("rank 0/1 on "), r.stdout)
         XCTAssertTrue(r.stdout.contains("cluster check: all checks passed"), r.stdout)
+    }
+
+    // MARK: one convention for every stage
+
+    /// The stages and which common options each takes.
+    static let stages: [(command: [String], options: [String])] = [
+        (["prepare"], ["--input", "--output", "--config", "--set", "--strict"]),
+        (["dedup"], ["--input", "--output", "--config", "--set", "--strict"]),
+        (["tokenizer", "train"], ["--input", "--output", "--config", "--set", "--strict"]),
+        (["tokenizer", "encode"], ["--input", "--output", "--config", "--set", "--strict"]),
+        (["tokenizer", "tokenize"], ["--input", "--output", "--config", "--set"]),
+        (["tokenizer", "decode"], ["--input"]),
+        (["tokenizer", "verify"], ["--input"]),
+        (["pretrain"], ["--input", "--output", "--config", "--set"]),
+        (["eval", "ppl"], ["--input", "--config", "--set"]),
+        (["cluster", "check"], ["--config", "--set"]),
+        (["config", "validate"], ["--config", "--set"]),
+    ]
+
+    func testEveryStageSpellsTheCommonOptionsAlike() throws {
+        let common = ["--input", "--output", "--config", "--set", "--strict"]
+        var helps: [String: String] = [:]
+        for (command, options) in Self.stages {
+            let r = try DaptProcess.dapt(command + ["--help"])
+            XCTAssertEqual(r.status, 0, "\(command): \(r.stderr)")
+            let listed = Set(r.stdout.split(separator: "\n").compactMap { line -> String? in
+                let words = line.split(separator: " ")
+                return words.first.map { String($0.split(separator: "/").first ?? $0) }.flatMap { $0.hasPrefix("--") ? $0 : nil }
+            })
+            for option in common {
+                XCTAssertEqual(listed.contains(option), options.contains(option), "\(command.joined(separator: " ")) --help and \(option): \(r.stdout)")
+            }
+            helps[command.joined(separator: " ")] = r.stdout
+        }
+        // Each subcommand lists only the options it uses.
+        for training in ["--vocab-size", "--min-frequency", "--pre-tokenizer"] {
+            XCTAssertTrue(helps["tokenizer train"]!.contains(training))
+            XCTAssertFalse(helps["tokenizer encode"]!.contains(training), "tokenizer encode --help lists \(training)")
+        }
+        for encoding in ["--shard-lines", "--add-bos", "--tokenizer"] {
+            XCTAssertTrue(helps["tokenizer encode"]!.contains(encoding))
+            XCTAssertFalse(helps["tokenizer train"]!.contains(encoding), "tokenizer train --help lists \(encoding)")
+        }
+    }
+
+    func testUsageErrorsExit64() throws {
+        for args in [["dedup", "--bogus"], ["prepare", "--max-tokens"], ["pretrain", "--steps", "many"], ["tokenizer", "train", "--output", "/tmp/t.json"]] {
+            let r = try DaptProcess.dapt(args)
+            XCTAssertEqual(r.status, 64, "\(args): \(r.stderr)")
+        }
+    }
+
+    func testConfigurationErrorsExit2NamingWhereTheValueCameFrom() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let corpus = dir.appendingPathComponent("c.jsonl").path
+        try "{\"text\": \"a b c\"}\n".write(toFile: corpus, atomically: true, encoding: .utf8)
+        let config = dir.appendingPathComponent("p.yaml").path
+        try "pretrain:\n  optimizer:\n    lr: fast\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let syntax = dir.appendingPathComponent("s.yaml").path
+        try "pretrain:\n  optimizer: [1, 2\n  data: {}\n".write(toFile: syntax, atomically: true, encoding: .utf8)
+        let cases: [([String], String)] = [
+            (["pretrain", "--config", config, "--input", dir.path], "\(config):3:5: pretrain.optimizer.lr: expected a number, got \"fast\""),
+            (["pretrain", "--input", dir.path, "--set", "optimizer.lr=fast"], "--set optimizer.lr=fast: pretrain.optimizer.lr: expected a number, got \"fast\""),
+            (["pretrain", "--input", dir.path, "--set", "optimizer.learning_rate=1"],
+             "--set optimizer.learning_rate=1: pretrain.optimizer.learning_rate: unknown key (known: beta1, beta2"),
+            (["dedup", "--input", corpus, "--output", dir.path + "/d", "--threshold", "-0.5"], "--threshold -0.5: dedup.threshold: must be in"),
+            (["prepare", "--input", corpus, "--output", dir.path + "/p", "--max-tokens", "-5"], "--max-tokens -5: prepare.max_tokens: must be > 0, got -5"),
+            (["pretrain", "--input", dir.path, "--stop-after", "-1"], "--stop-after -1: must be > 0, got -1"),
+            (["pretrain", "--input", dir.path, "--from", dir.path, "--resume", dir.path], "--from \(dir.path): pretrain.model.from: cannot be used with --resume"),
+            (["tokenizer", "train", "--input", dir.path + "/none.jsonl", "--output", dir.path + "/t.json"], "--input \(dir.path)/none.jsonl: no such file or directory"),
+            (["tokenizer", "encode", "--input", corpus, "--output", dir.path + "/s", "--tokenizer", dir.path + "/none.json"], "\(dir.path)/none.json: open failed"),
+            (["config", "validate", "--config", syntax], "\(syntax):3:7: not valid YAML: "),
+        ]
+        for (args, expected) in cases {
+            let r = try DaptProcess.dapt(args)
+            XCTAssertEqual(r.status, 2, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("dapt: error: " + expected), "\(args): expected '\(expected)' in: \(r.stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.path + "/d"), "no work starts on a bad config")
+    }
+
+    /// A failure once the work has started exits 1, naming the file and line.
+    func testFailureMidRunExits1() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let corpus = dir.appendingPathComponent("c.jsonl").path
+        try "{\"text\": \"a b c\"}\nnot json\n".write(toFile: corpus, atomically: true, encoding: .utf8)
+        let r = try DaptProcess.dapt(["tokenizer", "train", "--input", corpus, "--output", dir.path + "/t.json", "--strict"])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("dapt: error: \(corpus):2: "), r.stderr)
+    }
+
+    func testTokenizerTrainSaysWhenTheCorpusCannotFillTheVocabulary() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let corpus = dir.appendingPathComponent("c.jsonl").path
+        try (0..<50).map { "{\"text\": \"claim \($0) device signal layer method\"}" }.joined(separator: "\n")
+            .write(toFile: corpus, atomically: true, encoding: .utf8)
+        let r = try DaptProcess.dapt(["tokenizer", "train", "--input", corpus, "--output", dir.path + "/t.json", "--vocab-size", "100000"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("is smaller than the 100000 asked (vocab_size)"), r.stdout)
+        XCTAssertTrue(r.stderr.contains("[tokenizer] warning: vocabulary "), r.stderr)
     }
 }

@@ -32,7 +32,7 @@ final class DedupMultiRankTests: XCTestCase {
         var referenceCounts: [String]?
         for np in 1...4 {
             let out = dir.appendingPathComponent("out\(np)").path
-            let args = ["dedup", inputPath, "--out", out, "--config", config]
+            let args = ["dedup", "--input", inputPath, "--output", out, "--config", config]
             let result = np == 1 ? try DaptProcess.dapt(args, timeout: 120) : try DaptProcess.mpirun(np: np, args, timeout: 120)
             XCTAssertEqual(result.status, 0, "np=\(np)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
             XCTAssertTrue(result.stdout.contains("\(np) rank(s)"), result.stdout)
@@ -67,9 +67,9 @@ final class DedupMultiRankTests: XCTestCase {
         let text = "步骤S101：将所述原料加入反应釜中，在温度为八十摄氏度的条件下搅拌两小时，得到均匀的混合物。"
         let input = dir.appendingPathComponent("tiny.jsonl").path
         try ("{\"id\":\"x\",\"text\":\"\(text)\"}\n{\"id\":\"y\",\"text\":\"\(text)！\"}\n").write(toFile: input, atomically: true, encoding: .utf8)
-        let one = try DaptProcess.dapt(["dedup", input, "--out", dir.appendingPathComponent("one").path])
+        let one = try DaptProcess.dapt(["dedup", "--input", input, "--output", dir.appendingPathComponent("one").path])
         XCTAssertEqual(one.status, 0, one.stderr)
-        let four = try DaptProcess.mpirun(np: 4, ["dedup", input, "--out", dir.appendingPathComponent("four").path], timeout: 120)
+        let four = try DaptProcess.mpirun(np: 4, ["dedup", "--input", input, "--output", dir.appendingPathComponent("four").path], timeout: 120)
         XCTAssertEqual(four.status, 0, four.stderr)
         for name in ["kept.jsonl", "removed.jsonl", "clusters.jsonl"] {
             let a = try String(contentsOfFile: dir.appendingPathComponent("one/\(name)").path, encoding: .utf8)
@@ -97,12 +97,12 @@ final class DedupMultiRankTests: XCTestCase {
         let manifest = dir.appendingPathComponent("manifest.json").path
         try CorpusManifest(name: "s", ranks: 2, shards: shards, records: lines.count, patents: 2, rejects: 0,
                            rejectsFile: "rejects.jsonl", rejectsSHA1: SHA1.hex([]), summaryFile: "summary.json").write(to: manifest)
-        let whole = try DaptProcess.mpirun(np: 2, ["dedup", manifest, "--out", dir.appendingPathComponent("ok").path], timeout: 120)
+        let whole = try DaptProcess.mpirun(np: 2, ["dedup", "--input", manifest, "--output", dir.appendingPathComponent("ok").path], timeout: 120)
         XCTAssertEqual(whole.status, 0, whole.stderr)
         try ((lines[71..<152].joined(separator: "\n")) + "\n").write(to: dir.appendingPathComponent("s1.jsonl"), atomically: true, encoding: .utf8)
         for np in [1, 2] {
             let out = dir.appendingPathComponent("out\(np)").path
-            let args = ["dedup", manifest, "--out", out]
+            let args = ["dedup", "--input", manifest, "--output", out]
             let result = np == 1 ? try DaptProcess.dapt(args, timeout: 120) : try DaptProcess.mpirun(np: np, args, timeout: 120)
             XCTAssertNotEqual(result.status, 0, "np=\(np): \(result.stdout)")
             XCTAssertTrue(result.stderr.contains("s1.jsonl: 81 records, manifest says 169"), "np=\(np): \(result.stderr)")
@@ -125,7 +125,7 @@ final class DedupMultiRankTests: XCTestCase {
         let out = dir.appendingPathComponent("out").path
         var rankPids: [Int32] = []
         var killedAt: Date?
-        let result = try DaptProcess.mpirun(np: 4, ["dedup", inputPath, "--out", out], timeout: 120) { mpirun in
+        let result = try DaptProcess.mpirun(np: 4, ["dedup", "--input", inputPath, "--output", out], timeout: 120) { mpirun in
             // The ranks are mpirun's children running dapt; kill rank-process #2 once all four exist.
             let deadline = Date().addingTimeInterval(30)
             while Date() < deadline {

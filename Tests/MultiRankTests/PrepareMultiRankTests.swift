@@ -97,7 +97,8 @@ final class PrepareMultiRankTests: XCTestCase {
     }
 
     func testMissingTokenizerFileFailsClearly() throws {
-        let result = try DaptProcess.dapt(["prepare", "--input", "x.jsonl", "--tokenizer", "no-such-tokenizer.json"])
+        let sample = DaptProcess.repositoryRoot.appendingPathComponent("data/sample/patents.jsonl").path
+        let result = try DaptProcess.dapt(["prepare", "--input", sample, "--tokenizer", "no-such-tokenizer.json"])
         XCTAssertEqual(result.status, 2)
         XCTAssertTrue(result.stderr.contains("no-such-tokenizer.json"), result.stderr)
     }
@@ -138,7 +139,7 @@ final class PrepareMultiRankTests: XCTestCase {
     /// The shipped config is valid and names the bundled sample.
     func testShippedConfigValidates() throws {
         let config = DaptProcess.repositoryRoot.appendingPathComponent("configs/prepare.yaml").path
-        let result = try DaptProcess.dapt(["config", "validate", config])
+        let result = try DaptProcess.dapt(["config", "validate", "--config", config])
         XCTAssertEqual(result.status, 0, result.stderr)
         let text = try String(contentsOfFile: config, encoding: .utf8)
         XCTAssertTrue(text.contains("data/sample/patents.jsonl") && text.contains("out/prepare"))

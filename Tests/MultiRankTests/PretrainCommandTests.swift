@@ -53,11 +53,11 @@ final class PretrainCommandTests: XCTestCase {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (corpus, shards) = try prepare(dir)
         let a = dir.appendingPathComponent("a").path, b = dir.appendingPathComponent("b").path
-        let straight = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", a, "--steps", "6"] + Self.tiny)
+        let straight = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", a, "--steps", "6"] + Self.tiny)
         XCTAssertEqual(straight.status, 0, straight.stderr)
         XCTAssertTrue(straight.stderr.contains("step 6/6  loss"), straight.stderr)
         XCTAssertTrue(straight.stderr.contains("tokens/s") && straight.stderr.contains("ETA") && straight.stderr.contains("grad_norm"))
-        let first = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", b, "--steps", "6", "--stop-after", "3"] + Self.tiny)
+        let first = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", b, "--steps", "6", "--stop-after", "3"] + Self.tiny)
         XCTAssertEqual(first.status, 0, first.stderr)
         XCTAssertFalse(first.stderr.contains("step 4/6"))
         // No config and no settings: the checkpoint's own are used.
@@ -104,9 +104,9 @@ final class PretrainCommandTests: XCTestCase {
         let heldOut = dir.appendingPathComponent("held-out.jsonl").path
         try (Self.documents(seed: 1_234_567, count: 40).joined(separator: "\n") + "\n").write(toFile: heldOut, atomically: true, encoding: .utf8)
         let trained = dir.appendingPathComponent("trained").path, untrained = dir.appendingPathComponent("untrained").path
-        let t = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", trained, "--steps", "20"] + Self.tiny)
+        let t = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", trained, "--steps", "20"] + Self.tiny)
         XCTAssertEqual(t.status, 0, t.stderr)
-        let u = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", untrained, "--steps", "20", "--stop-after", "0"] + Self.tiny)
+        let u = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", untrained, "--steps", "20", "--stop-after", "0"] + Self.tiny)
         XCTAssertEqual(u.status, 0, u.stderr)
         let bound = 60.0
         let pTrained = try perplexity(try DaptProcess.dapt(["eval", "ppl", "--checkpoint", trained, "--input", heldOut, "--sequence-length", "32"]))
@@ -122,14 +122,14 @@ final class PretrainCommandTests: XCTestCase {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try prepare(dir)
         let run = dir.appendingPathComponent("run").path
-        let first = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", run, "--steps", "4", "--set", "checkpoint.every_steps=1"] + Self.tiny)
+        let first = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", run, "--steps", "4", "--set", "checkpoint.every_steps=1"] + Self.tiny)
         XCTAssertEqual(first.status, 0, first.stderr)
         let metricsBefore = try metrics(run)
-        let again = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", run, "--steps", "2"] + Self.tiny)
+        let again = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", run, "--steps", "2"] + Self.tiny)
         XCTAssertNotEqual(again.status, 0)
         XCTAssertTrue(again.stderr.contains("\(run) already holds a run") && again.stderr.contains("--resume") && again.stderr.contains("--overwrite"), again.stderr)
         XCTAssertEqual(try metrics(run), metricsBefore)
-        let replaced = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", run, "--steps", "2", "--overwrite"] + Self.tiny)
+        let replaced = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", run, "--steps", "2", "--overwrite"] + Self.tiny)
         XCTAssertEqual(replaced.status, 0, replaced.stderr)
         XCTAssertEqual(try metrics(run).map(\.step), [0, 1, 2])
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.hasPrefix("checkpoint-") }, ["checkpoint-00000002"])
@@ -140,7 +140,7 @@ final class PretrainCommandTests: XCTestCase {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try prepare(dir)
         let run = dir.appendingPathComponent("run").path
-        let r = try DaptProcess.mpirun(np: 2, ["pretrain", "--shards", shards, "--output", run, "--steps", "2"] + Self.tiny, timeout: 120)
+        let r = try DaptProcess.mpirun(np: 2, ["pretrain", "--input", shards, "--output", run, "--steps", "2"] + Self.tiny, timeout: 120)
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("pretrain runs on one rank") && r.stderr.contains("2 ranks"), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: run), "nothing written")
@@ -152,7 +152,7 @@ final class PretrainCommandTests: XCTestCase {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (corpus, shards) = try prepare(dir)
         let run = dir.appendingPathComponent("run").path
-        let r = try DaptProcess.dapt(["pretrain", "--shards", shards, "--output", run, "--steps", "2"] + Self.tiny)
+        let r = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", run, "--steps", "2"] + Self.tiny)
         XCTAssertEqual(r.status, 0, r.stderr)
         let checkpoint = run + "/checkpoint-00000002"
 
@@ -170,7 +170,7 @@ final class PretrainCommandTests: XCTestCase {
         XCTAssertNotEqual(mismatch.status, 0)
         XCTAssertTrue(mismatch.stderr.contains("tokenizer mismatch") && mismatch.stderr.contains(otherShards) && mismatch.stderr.contains(checkpoint + "/tokenizer.json"), mismatch.stderr)
         XCTAssertEqual(mismatch.stdout, "")
-        let resumeOther = try DaptProcess.dapt(["pretrain", "--resume", run, "--shards", otherShards, "--steps", "4"])
+        let resumeOther = try DaptProcess.dapt(["pretrain", "--resume", run, "--input", otherShards, "--steps", "4"])
         XCTAssertNotEqual(resumeOther.status, 0)
         XCTAssertTrue(resumeOther.stderr.contains("tokenizer mismatch"), resumeOther.stderr)
 
@@ -192,13 +192,13 @@ final class PretrainCommandTests: XCTestCase {
     }
 
     func testBadSettingsNameTheField() throws {
-        let r = try DaptProcess.dapt(["pretrain", "--shards", "/nonexistent", "--set", "optimizer.lr=-1"])
+        let r = try DaptProcess.dapt(["pretrain", "--input", "/nonexistent", "--set", "optimizer.lr=-1"])
         XCTAssertEqual(r.status, 2)
         XCTAssertTrue(r.stderr.contains("pretrain.optimizer.lr: must be > 0"), r.stderr)
-        let nan = try DaptProcess.dapt(["pretrain", "--shards", "/nonexistent", "--set", "optimizer.lr=nan"])
+        let nan = try DaptProcess.dapt(["pretrain", "--input", "/nonexistent", "--set", "optimizer.lr=nan"])
         XCTAssertEqual(nan.status, 2)
         XCTAssertTrue(nan.stderr.contains("pretrain.optimizer.lr: must be a finite number"), nan.stderr)
-        let long = try DaptProcess.dapt(["pretrain", "--shards", "/nonexistent", "--set", "data.sequence_length=4096"])
+        let long = try DaptProcess.dapt(["pretrain", "--input", "/nonexistent", "--set", "data.sequence_length=4096"])
         XCTAssertEqual(long.status, 2)
         XCTAssertTrue(long.stderr.contains("pretrain.data.sequence_length: 4096 exceeds model.max_position_embeddings (2048)"), long.stderr)
         let typo = try DaptProcess.dapt(["pretrain", "--set", "optimizer.learning_rate=1"])
@@ -212,7 +212,7 @@ final class PretrainCommandTests: XCTestCase {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try prepare(dir)
         let run = dir.appendingPathComponent("run").path
-        let args = ["pretrain", "--shards", shards, "--output", run, "--steps", "500", "--set", "checkpoint.every_steps=1", "--set", "checkpoint.keep_last=2"] + Self.tiny
+        let args = ["pretrain", "--input", shards, "--output", run, "--steps", "500", "--set", "checkpoint.every_steps=1", "--set", "checkpoint.keep_last=2"] + Self.tiny
         let killed = try DaptProcess.run(DaptProcess.binary, args, timeout: 120) { process in
             let deadline = Date().addingTimeInterval(100)
             while Date() < deadline {

@@ -64,12 +64,12 @@ final class TokenizerMultiRankTests: XCTestCase {
             XCTAssertEqual(outputs[k].keys.sorted(), outputs[0].keys.sorted())
             for (name, data) in outputs[0] { XCTAssertEqual(outputs[k][name], data, "\(name) differs with \(k + 1) ranks") }
         }
-        let verify = try DaptProcess.dapt(["tokenizer", "verify", dir + "/shards2"])
+        let verify = try DaptProcess.dapt(["tokenizer", "verify", "--input", dir + "/shards2"])
         XCTAssertEqual(verify.status, 0, verify.stderr)
         XCTAssertTrue(verify.stdout.contains("ok: 10 shards, 457 documents"), verify.stdout)
 
         // A document decodes back to its text (plus the end-of-document marker).
-        let decoded = try DaptProcess.dapt(["tokenizer", "decode", "--shards", dir + "/shards3", "--document", "300"])
+        let decoded = try DaptProcess.dapt(["tokenizer", "decode", "--input", dir + "/shards3", "--document", "300"])
         XCTAssertEqual(decoded.status, 0, decoded.stderr)
         let firstOfB = try String(contentsOfFile: b, encoding: .utf8).split(separator: "\n")[0]
         let text = (try JSONSerialization.jsonObject(with: Data(firstOfB.utf8)) as! [String: Any])["text"] as! String

@@ -54,10 +54,10 @@ run_dapt() {
   rm -rf "$out"
   echo "load before $name: $(uptime | sed 's/.*load average/load average/')"
   if [ "$np" = 1 ]; then
-    /usr/bin/time -f "%e %U %S %M" -o "$dir/time-$name" "$dapt" dedup "$corpus" --out "$out" --config "$config" > "$dir/log-$name" 2>&1
+    /usr/bin/time -f "%e %U %S %M" -o "$dir/time-$name" "$dapt" dedup --input "$corpus" --output "$out" --config "$config" > "$dir/log-$name" 2>&1
   else
     /usr/bin/time -f "%e %U %S %M" -o "$dir/time-$name" mpirun -np "$np" --oversubscribe --mca btl self,vader,tcp \
-      "$dapt" dedup "$corpus" --out "$out" --config "$config" > "$dir/log-$name" 2>&1
+      "$dapt" dedup --input "$corpus" --output "$out" --config "$config" > "$dir/log-$name" 2>&1
   fi
   grep -E "^dedup:|removed:|kept:|remaining|counts:|LSH:|candidate pairs" "$dir/log-$name" | sed 's/^/  /'
   python3 -c "import json; r = json.load(open('$out/report.json')); print('  phases (s): ' + ', '.join(f'{k} {v:.2f}' for k, v in r['seconds'].items()))"

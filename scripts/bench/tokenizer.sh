@@ -76,7 +76,7 @@ echo "dapt: mpirun -np $n end to end (start, read JSONL, encode, write shards): 
 hf_mp=$(RAYON_NUM_THREADS=$n python3 scripts/bench/tokenizer_peer.py encode "$work/dapt.json" "$corpus")
 echo "$hf_mp"
 echo "encode $n-way ratio dapt (end to end, JSONL MB) / tokenizers encode_batch (encode only, text MB): $(ratio "$(ratio "$mb" "$mr")" "$(mbps "$hf_mp")")"
-"$dapt" tokenizer verify "$work/shards" | sed 's/^/dapt: /'
+"$dapt" tokenizer verify --input "$work/shards" | sed 's/^/dapt: /'
 
 echo "-- tokens per character (each side's trained tokenizer on the whole corpus)"
 python3 scripts/bench/tokenizer_peer.py ratio "$corpus" "$work/dapt.json" "$work/hf.json"

@@ -32,7 +32,7 @@ echo "config: vocab 4096, hidden 256, 4 layers, 4 heads, intermediate 688, seq 2
 
 for threads in 1 2; do
   run="$tmp/run$threads"
-  OPENBLAS_NUM_THREADS=$threads "$dapt" pretrain --shards "$tmp/tokens" --output "$run" --steps "$steps" \
+  OPENBLAS_NUM_THREADS=$threads "$dapt" pretrain --input "$tmp/tokens" --output "$run" --steps "$steps" \
     "${model[@]}" "${batch[@]}" --set eval.sequences=0 --set log_every_steps=1000 2> "$tmp/dapt$threads.log"
   d=$(python3 -c "
 import json,statistics,sys
@@ -46,7 +46,7 @@ done
 ckpt=$(ls -d "$tmp/run1"/checkpoint-* | tail -1)
 bytes=$(python3 -c "import json,sys; print(sum(f['bytes'] for f in json.load(open(sys.argv[1]))['files']))" "$ckpt/manifest.json")
 save=$(grep -o 'MB in [0-9.]* s' "$tmp/dapt1.log" | tail -1 | awk '{print $3}')
-OPENBLAS_NUM_THREADS=1 "$dapt" pretrain --shards "$tmp/tokens" --output "$tmp/run1" --steps "$steps" --resume "$ckpt" \
+OPENBLAS_NUM_THREADS=1 "$dapt" pretrain --input "$tmp/tokens" --output "$tmp/run1" --steps "$steps" --resume "$ckpt" \
   "${model[@]}" "${batch[@]}" --set eval.sequences=0 2> "$tmp/resume.log"
 load=$(grep -o 'verified in [0-9.]* s' "$tmp/resume.log" | awk '{print $3}')
 read -r raw torchsave torchload <<< "$(python3 scripts/bench/train_peer.py checkpoint "$tmp" "$bytes" "$ckpt")"

@@ -1,0 +1,112 @@
+import DaptCluster
+import DaptCore
+
+/// Byte-level BPE training over ranks: each rank counts the pre-tokens of
+/// every size-th JSONL line, rank 0 merges the counts, learns the merges and
+/// writes tokenizer.json. The result is the same for any number of ranks.
+public enum BPETraining {
+    public struct Outcome: Sendable {
+        /// Records read and their text bytes, over all ranks.
+        public var texts = 0
+        public var bytes = 0
+        /// Bad records skipped (not strict), over all ranks.
+        public var rejected = 0
+        /// Rank 0 only (0 elsewhere): distinct pre-tokens, and those dropped to stay within max_words.
+        public var distinctWords = 0
+        public var prunedWords = 0
+        public var prunedBelowCount: Int64 = 0
+        /// Rank 0 only: the trained vocabulary (special tokens included) and its merges.
+        public var vocabularySize = 0
+        public var merges = 0
+        public var requestedVocabularySize = 0
+        public var minFrequency = 0
+        public var countSeconds = 0.0
+        public var seconds = 0.0
+        public var output = ""
+
+        /// True when the corpus had too few repeated pairs for the vocabulary asked.
+        public var vocabularyShort: Bool { vocabularySize < requestedVocabularySize }
+
+        public var shortfall: String {
+            "vocabulary \(vocabularySize) is smaller than the \(requestedVocabularySize) asked (vocab_size): the corpus has no more pairs seen at least min_frequency (\(minFrequency)) times"
+        }
+
+        /// The lines printed at the end of a run (rank 0).
+        public var summary: [String] {
+            var lines = [String(format: "counted %d texts (%.1f MB), %d distinct pre-tokens in %.2f s", texts, Double(bytes) / 1e6, distinctWords, countSeconds)]
+            if prunedWords > 0 {
+                lines.append("dropped \(prunedWords) rare pre-tokens (count <= \(prunedBelowCount)) to stay within max_words")
+            }
+            lines.append(String(format: "trained %d merges, vocabulary %d, in %.2f s total: %@", merges, vocabularySize, seconds, output))
+            if vocabularyShort { lines.append("warning: " + shortfall) }
+            if rejected > 0 { lines.append("skipped \(rejected) bad records (not strict)") }
+            return lines
+        }
+    }
+
+    /// Trains on `inputs` (JSONL, read in this order as one corpus) and, on
+    /// rank 0, writes the tokenizer to `output`. A bad record ends the run
+    /// when `config.strict`, else it is skipped and reported.
+    public static func run(config: TokenizerConfig, inputs: [String], output: String,
+                           communicator: any Communicator, sink: any EventSink) throws -> Outcome {
+        let started = monotonicSeconds()
+        func makeTrainer() -> BPETrainer {
+            BPETrainer(vocabSize: config.vocabSize, minFrequency: config.minFrequency,
+                       specialTokens: config.specialTokens, preTokenizer: config.preTokenizerKind, maxWords: config.maxWords)
+        }
+        var trainer = makeTrainer()
+        var lineIndex = 0
+        var rejects: [String] = []
+        var rejected = 0
+        var text: [UInt8] = []
+        for path in inputs {
+            try LineReader(path: path).forEachLine { number, line in
+                defer { lineIndex += 1 }
+                guard lineIndex % communicator.size == communicator.rank else { return true }
+                do {
+                    try JSONLText.extract(line, field: config.textField, into: &text)
+                } catch let bad as RecordProblem {
+                    let problem = InputError(file: path, line: number, field: bad.field, reason: bad.reason)
+                    if config.strict { throw problem }
+                    rejected += 1
+                    if rejects.count < 10 { rejects.append("skipped \(problem)") }
+                    return true
+                }
+                text.withUnsafeBufferPointer { trainer.add(text: $0) }
+                return true
+            }
+        }
+        // Rank 0 reports the first rejects of every rank.
+        if let all = try communicator.gather(rejects.joined(separator: "\n"), root: 0) {
+            for message in all.flatMap({ $0.split(separator: "\n") }) {
+                sink.report(.notice(stage: "tokenizer", message: String(message)))
+            }
+        }
+        var outcome = Outcome()
+        outcome.rejected = Int(try communicator.allReduce(Int64(rejected), op: .sum))
+        outcome.texts = Int(try communicator.allReduce(Int64(trainer.textsSeen), op: .sum))
+        outcome.bytes = Int(try communicator.allReduce(Int64(trainer.bytesSeen), op: .sum))
+        outcome.requestedVocabularySize = config.vocabSize
+        outcome.minFrequency = config.minFrequency
+        outcome.output = output
+        if communicator.size > 1, let parts = try communicator.gatherV(trainer.serializedCounts(), root: 0) {
+            trainer = makeTrainer()
+            for part in parts { trainer.merge(serializedCounts: part) }
+        }
+        outcome.countSeconds = monotonicSeconds() - started
+        if communicator.rank == 0 {
+            outcome.distinctWords = trainer.distinctWords
+            outcome.prunedWords = trainer.prunedWords
+            outcome.prunedBelowCount = trainer.prunedBelowCount
+            let tokenizer = try trainer.train { done in sink.report(.progress(stage: "tokenizer", done: done, total: nil, unit: "merges")) }
+            try tokenizer.save(path: output)
+            outcome.vocabularySize = tokenizer.vocabSize
+            outcome.merges = tokenizer.merges.count
+            if outcome.vocabularyShort { sink.report(.warning(stage: "tokenizer", message: outcome.shortfall)) }
+        }
+        // No rank returns before the tokenizer is written.
+        try communicator.barrier()
+        outcome.seconds = monotonicSeconds() - started
+        return outcome
+    }
+}
