@@ -29,7 +29,7 @@ final class LossScalerTests: XCTestCase {
         XCTAssertEqual(try ConfigLoader.decode(PretrainConfig.self, yaml: "precision: {}\n").precision.mode, .fp32)
         XCTAssertThrowsError(try ConfigLoader.decode(PretrainConfig.self, yaml: "precision:\n  mode: fp8\n", file: "run.yaml")) { error in
             XCTAssertEqual(error as? ConfigError,
-                           ConfigError(file: "run.yaml", field: "precision.mode", reason: "must be one of fp32, fp16, bf16, got \"fp8\""))
+                           ConfigError(file: "run.yaml", line: 2, column: 3, field: "precision.mode", reason: "must be one of fp32, fp16, bf16, got \"fp8\""))
         }
     }
 }
