@@ -42,6 +42,9 @@ struct PretrainCommand: ParsableCommand {
         if let stopAfter, stopAfter < 0 {
             throw ConfigError(source: "--stop-after \(stopAfter)", field: "", reason: "must be >= 0, got \(stopAfter)")
         }
+        if let from, resume != nil {
+            throw ConfigError(source: "--from \(from)", field: "", reason: "cannot be used with --resume: --resume continues a run from its checkpoint (which names the model it started from), --from starts a new run from a model")
+        }
         if let resume, !FileSystem.exists(resume) {
             throw ConfigError(source: "--resume \(resume)", field: "", reason: "no such file or directory")
         }
@@ -57,18 +60,14 @@ struct PretrainCommand: ParsableCommand {
             let settings = try PretrainRun.savedConfig(checkpoint: resume)
             saved = DaptConfig.Document(section: "pretrain", yaml: try YAMLEncoder().encode(settings), origin: "--resume \(resume)")
         }
-        let resume = self.resume
         let daptConfig = try DaptConfig.load(options.config, section: "pretrain", shortcuts: shortcuts, instead: saved) { config in
             let pretrain = config.pretrain
             if pretrain.data.shards.isEmpty {
                 throw ConfigError(field: "pretrain.data.shards", reason: "no token shard directory given (set it in the config or with --input)")
             }
             try Check.exists(pretrain.data.shards, "pretrain.data.shards")
-            if resume != nil, pretrain.model.from != nil {
-                throw ConfigError(field: "pretrain.model.from", reason: "cannot be used with --resume: --resume continues a run from its checkpoint, model.from (--from) starts a new one from a model")
-            }
         }
-        let stopAfter = self.stopAfter, overwrite = self.overwrite
+        let resume = self.resume, stopAfter = self.stopAfter, overwrite = self.overwrite
         try Runtime.run(cluster: daptConfig.cluster) { ctx in
             let options = PretrainOptions(resume: resume, stopAfter: stopAfter, overwrite: overwrite, ranks: ctx.size)
             try PretrainRun.run(config: daptConfig.pretrain, options: options, sink: ctx.sink)
