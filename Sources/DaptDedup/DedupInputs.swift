@@ -4,7 +4,8 @@ import DaptCore
 /// `dapt prepare` manifest and stands for its shards, in the manifest's
 /// order (shard files are relative to the manifest's directory); each shard
 /// is checked against the manifest (records, bytes, SHA-1) before the run,
-/// as `prepare --merge-only` checks them. Any other path is a JSONL file.
+/// as `prepare --merge-only` checks them; the manifest's folder must have
+/// been published complete. Any other path is a JSONL file.
 public struct DedupInputs: Sendable, Equatable {
     public static let manifestFormat = CorpusManifest.format
 
@@ -22,6 +23,7 @@ public struct DedupInputs: Sendable, Equatable {
         for path in paths {
             guard path.hasSuffix(".json") else { inputs.files.append(path); continue }
             let corpus = try PreparedCorpus(manifestPath: path)
+            try OutputPublisher.requireComplete(corpus.directory)
             inputs.files += corpus.shardPaths
             inputs.shards += corpus.shards
         }

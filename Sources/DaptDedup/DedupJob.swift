@@ -49,7 +49,7 @@ public final class DedupJob {
         self.inputs = inputs
         self.shards = shards
         self.outputDirectory = outputDirectory
-        context = DedupContext(config: config, inputs: inputs, outputDirectory: outputDirectory,
+        context = DedupContext(config: config, inputs: inputs, writeDirectory: OutputPublisher(directory: outputDirectory).staging,
                                communicator: communicator, exchange: exchange, sink: sink)
     }
 
@@ -73,9 +73,10 @@ public final class DedupJob {
             return r
         }
         report.noteSettings(config)
-        if comm.rank == 0 { try FileSystem.makeDirectories(outputDirectory) }
-        try comm.barrier()
         try timed("check") { try context.checkShards(shards) }
+        // Everything is written into the staging folder and published as a unit at the end.
+        let publisher = OutputPublisher(directory: outputDirectory)
+        try publisher.begin(comm)
         let plan = try InputPlan(paths: inputs)
 
         let scanned = try timed("scan") { try context.scan(plan) }
@@ -101,11 +102,11 @@ public final class DedupJob {
         report.totalSeconds = try comm.allReduce(monotonicSeconds() - started, op: .max)
         report.peakResidentBytesMax = Int(try comm.allReduce(Int64(peakResidentBytes()), op: .max))
         if comm.rank == 0 {
-            let encoder = ReportJSON.encode(report)
-            let w = try FileWriter(path: "\(outputDirectory)/\(Self.outputNames.report)", atomic: true)
-            try w.write(encoder)
+            let w = try FileWriter(path: publisher.path(Self.outputNames.report))
+            try w.write(ReportJSON.encode(report))
             try w.commit()
         }
+        try publisher.finish(stage: "dedup", comm)
         return report
     }
 }
@@ -114,7 +115,8 @@ public final class DedupJob {
 /// config, the rank's place in the job and the line re-reader.
 struct DedupContext {
     let config: DedupConfig
-    let outputDirectory: String
+    /// Where the outputs are written: the staging folder, published when the run ends.
+    let writeDirectory: String
     let comm: any Communicator
     let exchange: RecordExchange
     let sink: any EventSink
@@ -128,10 +130,10 @@ struct DedupContext {
     /// Re-reads lines for exact comparisons: each input opened once, reads in offset order.
     let fetcher: LineFetcher
 
-    init(config: DedupConfig, inputs: [String], outputDirectory: String,
+    init(config: DedupConfig, inputs: [String], writeDirectory: String,
          communicator: any Communicator, exchange: RecordExchange, sink: any EventSink) {
         self.config = config
-        self.outputDirectory = outputDirectory
+        self.writeDirectory = writeDirectory
         comm = communicator
         self.exchange = exchange
         self.sink = sink

@@ -80,7 +80,7 @@ extension DedupContext {
         let firstReject = scan.rejects.first.map { r in r.problem.located(file: plan.paths[r.file], line: lineNumber(r.file, r.fileLine)).description }
         let firstRejects = try comm.gatherV(Array((firstReject ?? "").utf8), root: 0)
         if rank == 0 {
-            let w = try FileWriter(path: "\(outputDirectory)/\(DedupJob.outputNames.rejects)", atomic: true)
+            let w = try FileWriter(path: "\(writeDirectory)/\(DedupJob.outputNames.rejects)")
             for part in allRejects! { try w.write(part) }
             try w.commit()
             let mismatches = allMismatches!.flatMap { $0 }.split(separator: 0x0A).map { String(decoding: $0, as: UTF8.self) }

@@ -15,7 +15,8 @@ extension DedupContext {
     }
 
     /// Every rank writes its kept and removed records into its region of the
-    /// shared output files, in input order; rank 0 writes the clusters (and pairs).
+    /// shared output files, in input order; rank 0 writes the clusters (and
+    /// pairs). All of them go to the staging folder, published as a unit.
     func writeOutputs(_ plan: InputPlan, _ records: LocalRecords, _ removals: Removals, _ graph: ClusterGraph,
                       expected: (records: Int, kept: Int, removed: Int)) throws {
         // Sizes of this rank's regions, then everyone's offsets.
@@ -34,15 +35,14 @@ extension DedupContext {
         }
         let keptOffset = totals.prefix(rank).reduce(0) { $0 + Int($1[0]) }
         let removedOffset = totals.prefix(rank).reduce(0) { $0 + Int($1[1]) }
-        let keptPath = "\(outputDirectory)/\(DedupJob.outputNames.kept)", removedPath = "\(outputDirectory)/\(DedupJob.outputNames.removed)"
-        let keptTemp = keptPath + ".partial", removedTemp = removedPath + ".partial"
+        let keptPath = "\(writeDirectory)/\(DedupJob.outputNames.kept)", removedPath = "\(writeDirectory)/\(DedupJob.outputNames.removed)"
         if rank == 0 {
-            try createSized(keptTemp, size: totals.reduce(0) { $0 + Int($1[0]) })
-            try createSized(removedTemp, size: totals.reduce(0) { $0 + Int($1[1]) })
+            try createSized(keptPath, size: totals.reduce(0) { $0 + Int($1[0]) })
+            try createSized(removedPath, size: totals.reduce(0) { $0 + Int($1[1]) })
         }
         try comm.barrier()
-        let kept = try RegionWriter(path: keptTemp, offset: keptOffset, length: keptBytes)
-        let removed = try RegionWriter(path: removedTemp, offset: removedOffset, length: removedBytes)
+        let kept = try RegionWriter(path: keptPath, offset: keptOffset, length: keptBytes)
+        let removed = try RegionWriter(path: removedPath, offset: removedOffset, length: removedBytes)
         var next = 0  // records are in line order, so one sequential re-read serves them all
         for piece in plan.pieces(rank: rank, size: size) {
             try forEachLine(path: plan.paths[piece.file], start: piece.start, end: piece.end) { lineOffset, line in
@@ -72,12 +72,7 @@ extension DedupContext {
             info.put(records.idLength[i]); info.append(contentsOf: records.id(i))
         }
         let gathered = try comm.gatherV(info, root: 0)
-        try comm.barrier()
-        if rank == 0 {
-            try renameFile(keptTemp, keptPath)
-            try renameFile(removedTemp, removedPath)
-            try writeClusters(graph, gathered!.flatMap { $0 })
-        }
+        if rank == 0 { try writeClusters(graph, gathered!.flatMap { $0 }) }
     }
 
     func writeClusters(_ graph: ClusterGraph, _ info: [UInt8]) throws {
@@ -92,7 +87,7 @@ extension DedupContext {
                 members[g] = (Array(c.take(n)), sim, identical)
             }
         }
-        let w = try FileWriter(path: "\(outputDirectory)/\(DedupJob.outputNames.clusters)", atomic: true)
+        let w = try FileWriter(path: "\(writeDirectory)/\(DedupJob.outputNames.clusters)")
         for (k, component) in graph.components.enumerated() {
             let rep = members[component.representative]!
             var line = "{\"cluster\":\(k),\"representative\":\(String(decoding: rep.id, as: UTF8.self)),\"size\":\(component.members.count),\"members\":["
@@ -106,7 +101,7 @@ extension DedupContext {
         }
         try w.commit()
         if config.writePairs {
-            let pw = try FileWriter(path: "\(outputDirectory)/\(DedupJob.outputNames.pairs)", atomic: true)
+            let pw = try FileWriter(path: "\(writeDirectory)/\(DedupJob.outputNames.pairs)")
             for p in graph.pairs {
                 try pw.write("{\"a\":\(String(decoding: members[p.a]!.id, as: UTF8.self)),\"b\":\(String(decoding: members[p.b]!.id, as: UTF8.self)),\"similarity\":\(Self.formatSimilarity(Double(p.similarity))),\"kind\":\"\(p.exact ? "exact" : "near")\"}\n")
             }

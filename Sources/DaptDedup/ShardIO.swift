@@ -181,10 +181,6 @@ func createSized(_ path: String, size: Int) throws {
     if ftruncate(fd, off_t(size)) != 0 { throw FileError(path: path, operation: "ftruncate", errno: errno) }
 }
 
-func renameFile(_ from: String, _ to: String) throws {
-    if rename(from, to) != 0 { throw FileError(path: to, operation: "rename", errno: errno) }
-}
-
 // Little-endian packing of exchange entries.
 extension Array where Element == UInt8 {
     @inline(__always) mutating func put<I: FixedWidthInteger>(_ v: I) {

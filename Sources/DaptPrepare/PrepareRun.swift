@@ -77,16 +77,13 @@ public struct PrepareRun {
         let fingerprints = try communicator.allGather(fingerprint)
         if let bad = fingerprints.firstIndex(where: { $0 != fingerprints[0] }) { throw PrepareError.inputsDiffer(rank: bad) }
 
+        // Everything is written into a staging folder and published as a
+        // unit, so outputs of an earlier run (perhaps with another rank
+        // count) never mix with these.
         let out = config.output
-        if rank == 0 {
-            // Outputs of an earlier run (perhaps with another rank count) would
-            // read as part of this corpus: remove them first.
-            try FileSystem.makeDirectories(out)
-            for file in try FileSystem.list(out) where Self.isShard(file, name: config.name) || file == "manifest.json" || file == config.name + ".jsonl" {
-                FileSystem.remove(out + "/" + file)
-            }
-        }
-        try communicator.barrier()
+        let publisher = OutputPublisher(directory: out)
+        try publisher.begin(communicator)
+        let staging = publisher.staging
 
         let range = catalog.byteRange(rank: rank, size: size)
         let splitter = try PatentSplitter(config: config, counter: counter)
@@ -110,8 +107,8 @@ public struct PrepareRun {
         let firstLine = (0..<catalog.files.count).map { f in 1 + (0..<rank).reduce(0) { $0 + Int(allNewlines[$1][f]) } }
 
         // Pass 2: split and write.
-        let shardPath = out + "/" + Self.shardName(config.name, rank: rank, size: size)
-        let writer = try FileWriter(path: shardPath, atomic: true, bufferSize: 4 << 20)
+        let shardPath = staging + "/" + Self.shardName(config.name, rank: rank, size: size)
+        let writer = try FileWriter(path: shardPath, bufferSize: 4 << 20)
         var shardSHA = SHA1()
         var stats = PrepareStats()
         var rejectBytes: [UInt8] = []
@@ -259,40 +256,42 @@ public struct PrepareRun {
         var outcome = PrepareOutcome(stats: totals, summary: PrepareSummary(stats: totals, config: config, counter: counter.name, inputFiles: catalog.files.count, ignoredFiles: catalog.ignored.count, duplicatePatentIDs: 0),
                                      manifestPath: manifestPath, rejectsPath: rejectsPath, summaryPath: summaryPath,
                                      mergedPath: nil, firstRejects: [], duplicatePatentIDs: 0)
-        guard rank == 0, let shardFacts, let digests, let allRejects, let allHashes, let rejectMessages else { return outcome }
+        if rank == 0, let shardFacts, let digests, let allRejects, let allHashes, let rejectMessages {
+            if totals.records != totals.patents + totals.rejects {
+                throw PrepareError.countMismatch(recordsIn: totals.records, patents: totals.patents, rejects: totals.rejects)
+            }
+            let hashes = allHashes.flatMap { $0 }.sorted()
+            var duplicates = 0
+            if hashes.count > 1 { for k in 1..<hashes.count where hashes[k] == hashes[k - 1] { duplicates += 1 } }
+            outcome.duplicatePatentIDs = duplicates
+            outcome.summary.duplicatePatentIDs = duplicates
+            outcome.firstRejects = Array(rejectMessages.flatMap { bytes -> [String] in
+                bytes.isEmpty ? [] : String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
+            }.prefix(20))
 
-        if totals.records != totals.patents + totals.rejects {
-            throw PrepareError.countMismatch(recordsIn: totals.records, patents: totals.patents, rejects: totals.rejects)
+            let rejectsAll = allRejects.flatMap { $0 }
+            let rejectsWriter = try FileWriter(path: publisher.path("rejects.jsonl"))
+            try rejectsWriter.write(rejectsAll)
+            try rejectsWriter.commit()
+            let summaryWriter = try FileWriter(path: publisher.path("summary.json"))
+            try summaryWriter.write(outcome.summary.json())
+            try summaryWriter.commit()
+
+            var manifest = CorpusManifest(name: config.name, ranks: size, shards: (0..<size).map { r in
+                CorpusManifest.Shard(file: Self.shardName(config.name, rank: r, size: size), fragments: Int(shardFacts[r][0]),
+                                     patents: Int(shardFacts[r][1]), bytes: Int(shardFacts[r][2]), sha1: Hex.encode(digests[r]))
+            }, records: totals.records, patents: totals.patents, rejects: totals.rejects,
+               rejectsFile: "rejects.jsonl", rejectsSHA1: SHA1.hex(rejectsAll), summaryFile: "summary.json")
+            let stagedManifest = publisher.path("manifest.json")
+            try manifest.write(to: stagedManifest)
+            if merge {
+                let merged = try PreparedCorpus(manifestPath: stagedManifest).merge()
+                manifest.merged = merged
+                try manifest.write(to: stagedManifest)
+                outcome.mergedPath = out + "/" + merged.file
+            }
         }
-        let hashes = allHashes.flatMap { $0 }.sorted()
-        var duplicates = 0
-        if hashes.count > 1 { for k in 1..<hashes.count where hashes[k] == hashes[k - 1] { duplicates += 1 } }
-        outcome.duplicatePatentIDs = duplicates
-        outcome.summary.duplicatePatentIDs = duplicates
-        outcome.firstRejects = Array(rejectMessages.flatMap { bytes -> [String] in
-            bytes.isEmpty ? [] : String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
-        }.prefix(20))
-
-        let rejectsAll = allRejects.flatMap { $0 }
-        let rejectsWriter = try FileWriter(path: rejectsPath, atomic: true)
-        try rejectsWriter.write(rejectsAll)
-        try rejectsWriter.commit()
-        let summaryWriter = try FileWriter(path: summaryPath, atomic: true)
-        try summaryWriter.write(outcome.summary.json())
-        try summaryWriter.commit()
-
-        var manifest = CorpusManifest(name: config.name, ranks: size, shards: (0..<size).map { r in
-            CorpusManifest.Shard(file: Self.shardName(config.name, rank: r, size: size), fragments: Int(shardFacts[r][0]),
-                                 patents: Int(shardFacts[r][1]), bytes: Int(shardFacts[r][2]), sha1: Hex.encode(digests[r]))
-        }, records: totals.records, patents: totals.patents, rejects: totals.rejects,
-           rejectsFile: "rejects.jsonl", rejectsSHA1: SHA1.hex(rejectsAll), summaryFile: "summary.json")
-        try manifest.write(to: manifestPath)
-        if merge {
-            let merged = try PreparedCorpus(manifestPath: manifestPath).merge()
-            manifest.merged = merged
-            try manifest.write(to: manifestPath)
-            outcome.mergedPath = out + "/" + merged.file
-        }
+        try publisher.finish(stage: "prepare", communicator)
         return outcome
     }
 

@@ -35,10 +35,14 @@ public struct ShardEncoder {
         return "shard-" + String(repeating: "0", count: max(0, 5 - s.count)) + s
     }
 
-    /// Encodes `inputs` into `output` (created if needed); every rank calls
-    /// this. Returns the manifest (on every rank).
+    /// Encodes `inputs` into `output`; every rank calls this. Everything is
+    /// written into a staging folder and published as a unit (see
+    /// `OutputPublisher`), so no shard of an earlier run survives beside
+    /// these. Returns the manifest (on every rank).
     public func run(inputs: [String], output: String, communicator: any Communicator, sink: any EventSink) throws -> TokenManifest {
-        try FileSystem.makeDirectories(output)
+        let publisher = OutputPublisher(directory: output)
+        try publisher.begin(communicator)
+        let staging = publisher.staging
         let tokenBytes = tokenizer.vocabSize <= 1 << 16 ? 2 : 4
         let encoder = TokenEncoder(tokenizer, cacheEntries: options.cacheEntries)
         let bos = try options.addBos ? requireId(SpecialTokens.bos) : nil
@@ -62,7 +66,7 @@ public struct ShardEncoder {
                 guard k % size == rank else { return true }
                 if current?.index != k {
                     if let done = try current?.finish() { written.append(done); sink.report(.progress(stage: "tokenizer", done: written.count, total: nil, unit: "shards")) }
-                    current = try ShardBuilder(directory: output, index: k, firstLine: globalLine - 1, tokenBytes: tokenBytes)
+                    current = try ShardBuilder(directory: staging, index: k, firstLine: globalLine - 1, tokenBytes: tokenBytes)
                 }
                 let shard = current!
                 shard.lines += 1
@@ -111,14 +115,14 @@ public struct ShardEncoder {
             guard manifest.documents + manifest.rejected == manifest.lines else {
                 throw TokenShardError.invalidManifest(field: "documents", reason: "\(manifest.documents) documents + \(manifest.rejected) rejected != \(manifest.lines) lines read")
             }
-            let tok = try FileWriter(path: output + "/tokenizer.json", atomic: true)
+            let tok = try FileWriter(path: publisher.path("tokenizer.json"))
             try tok.write(tokenizerJSON)
             try tok.commit()
-            let writer = try FileWriter(path: output + "/manifest.json", atomic: true)
+            let writer = try FileWriter(path: publisher.path("manifest.json"))
             try writer.write(manifest.json.text(indent: 2) + "\n")
             try writer.commit()
         }
-        try communicator.barrier()
+        try publisher.finish(stage: "tokenizer encode", communicator)
         // Other ranks read the manifest rank 0 wrote, so every rank returns the same one.
         if rank != 0 { manifest = try TokenShardReader(directory: output, verify: false).manifest }
         return manifest

@@ -251,6 +251,8 @@ public final class TokenShardReader: @unchecked Sendable {
     /// token id are checked too (reads all the data once).
     public init(directory: String, verify: Bool = true) throws {
         self.directory = directory
+        // Only a folder `tokenizer encode` published complete is read.
+        try OutputPublisher.requireComplete(directory)
         let manifestPath = directory + "/manifest.json"
         let bytes = try FileSystem.readAll(manifestPath)
         let json: JSONValue

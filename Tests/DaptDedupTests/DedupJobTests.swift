@@ -148,6 +148,24 @@ final class DedupJobTests: XCTestCase {
         XCTAssertEqual(try DedupInputs.expand(["x.jsonl"]), ["x.jsonl"])
     }
 
+    /// A second run into the same folder replaces the first run's outputs as
+    /// a whole: without write_pairs, no pairs.jsonl of the first run remains.
+    func testSecondRunLeavesNoFileOfTheFirst() throws {
+        let dir = try temporaryDirectory()
+        let fixture = try XCTUnwrap(Bundle.module.path(forResource: "labelled", ofType: "jsonl", inDirectory: "Fixtures"))
+        var config = DedupConfig()
+        config.writePairs = true
+        let first = try run([fixture], config, out: "\(dir)/out")
+        XCTAssertFalse(first.pairs.isEmpty)
+        config.writePairs = false
+        config.threshold = 0.95
+        let second = try run([fixture], config, out: "\(dir)/out")
+        XCTAssertNotEqual(second.kept, first.kept)
+        XCTAssertEqual(try FileSystem.list("\(dir)/out"), [OutputPublisher.marker, "clusters.jsonl", "kept.jsonl", "rejects.jsonl",
+                                                           "removed.jsonl", "report.json"])
+        XCTAssertEqual(try FileSystem.list(dir), ["out"], "no staging folder left")
+    }
+
     /// A prepare manifest for JSONL files in `directory`, with their true counts and checksums.
     static func writeManifest(shards: [String], in directory: String) throws {
         let entries = try shards.map { file -> CorpusManifest.Shard in
@@ -158,6 +176,7 @@ final class DedupJobTests: XCTestCase {
         try CorpusManifest(name: "x", ranks: shards.count, shards: entries, records: records, patents: shards.count, rejects: 0,
                            rejectsFile: "rejects.jsonl", rejectsSHA1: SHA1.hex([]), summaryFile: "summary.json")
             .write(to: "\(directory)/manifest.json")
+        FileManager.default.createFile(atPath: "\(directory)/\(OutputPublisher.marker)", contents: Data())
     }
 
     /// A shard cut short after prepare wrote its manifest fails the run,

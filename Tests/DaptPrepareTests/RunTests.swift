@@ -25,6 +25,24 @@ final class RunTests: XCTestCase {
         try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
     }
 
+    /// A second run into the same folder under another name replaces the
+    /// whole folder: no shard, manifest or merged file of the first remains.
+    func testSecondRunLeavesNoFileOfTheFirst() throws {
+        let input = dir.appendingPathComponent("in.jsonl")
+        try writeLines([#"{"patent":"CN1","text":"步骤S101：获取数据。\n步骤S102：处理数据。"}"#], to: input.path)
+        var config = PrepareConfig()
+        config.inputs = [input.path]
+        config.output = dir.appendingPathComponent("out").path
+        config.name = "first"
+        _ = try run(config, merge: true)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: config.output + "/first.jsonl"))
+        config.name = "second"
+        _ = try run(config)
+        XCTAssertEqual(try FileSystem.list(config.output),
+                       [OutputPublisher.marker, "manifest.json", "rejects.jsonl", "second-0000-of-0001.jsonl", "summary.json"])
+        XCTAssertEqual(try FileSystem.list(dir.path).filter { $0.hasPrefix(".") }, [], "no staging folder left")
+    }
+
     /// Every kind of bad record goes to rejects.jsonl with FILE:LINE, field
     /// and reason, the run goes on, and records in = patents + rejects.
     func testRejectsAreWrittenAndCounted() throws {

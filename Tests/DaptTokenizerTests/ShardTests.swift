@@ -17,6 +17,24 @@ final class ShardTests: XCTestCase {
         return (out, tok, [input])
     }
 
+    /// Encoding fewer lines into the same folder leaves none of the earlier
+    /// run's extra shards; a folder without the completion marker is not read.
+    func testSecondRunLeavesNoShardOfTheFirst() throws {
+        var options = ShardEncoder.Options()
+        options.shardLines = 10
+        let texts = Array(try Fixtures.texts("parity/lines.jsonl").prefix(35))
+        let (out, tok, inputs) = try makeShards(texts, options: options)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/shard-00003.tokens"))
+        try writeLines(jsonl(Array(texts.prefix(12))), to: inputs[0])
+        let encoder = ShardEncoder(tokenizer: tok, tokenizerJSON: Array(tok.jsonText().utf8), options: options)
+        _ = try encoder.run(inputs: inputs, output: out, communicator: SingleRankCommunicator(), sink: SilentSink())
+        XCTAssertEqual(try FileSystem.list(out), [OutputPublisher.marker, "manifest.json", "shard-00000.index", "shard-00000.tokens",
+                                                  "shard-00001.index", "shard-00001.tokens", "tokenizer.json"])
+        XCTAssertEqual(try TokenShardReader(directory: out).documentCount, 12)
+        FileSystem.remove(out + "/" + OutputPublisher.marker)
+        XCTAssertThrowsError(try TokenShardReader(directory: out)) { XCTAssertEqual($0 as? PublishError, .incomplete(out)) }
+    }
+
     func testDocumentsReadBackWithBoundaries() throws {
         let texts = Array(try Fixtures.texts("parity/lines.jsonl").prefix(250)) + ["", "<|user|>hi<|end|>"]
         var options = ShardEncoder.Options()

@@ -97,6 +97,7 @@ final class DedupMultiRankTests: XCTestCase {
         let manifest = dir.appendingPathComponent("manifest.json").path
         try CorpusManifest(name: "s", ranks: 2, shards: shards, records: lines.count, patents: 2, rejects: 0,
                            rejectsFile: "rejects.jsonl", rejectsSHA1: SHA1.hex([]), summaryFile: "summary.json").write(to: manifest)
+        FileManager.default.createFile(atPath: dir.appendingPathComponent(OutputPublisher.marker).path, contents: Data())
         let whole = try DaptProcess.mpirun(np: 2, ["dedup", "--input", manifest, "--output", dir.appendingPathComponent("ok").path], timeout: 120)
         XCTAssertEqual(whole.status, 0, whole.stderr)
         try ((lines[71..<152].joined(separator: "\n")) + "\n").write(to: dir.appendingPathComponent("s1.jsonl"), atomically: true, encoding: .utf8)
@@ -111,7 +112,8 @@ final class DedupMultiRankTests: XCTestCase {
     }
 
     /// A rank killed with SIGKILL while the job runs makes mpirun exit
-    /// non-zero promptly, leaving no rank behind and no final kept file.
+    /// non-zero promptly, leaving no rank behind, and the output folder as
+    /// the earlier complete run left it: not one file of the killed run.
     func testKilledRankFailsTheJob() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         // A corpus big enough to keep four ranks busy for a few seconds.
@@ -123,6 +125,20 @@ final class DedupMultiRankTests: XCTestCase {
         let inputPath = dir.appendingPathComponent("big.jsonl").path
         try big.write(toFile: inputPath, atomically: true, encoding: .utf8)
         let out = dir.appendingPathComponent("out").path
+        // The earlier run has a reject, so every one of its files differs from the killed run's.
+        let small = dir.appendingPathComponent("small.jsonl").path
+        try (base.prefix(50).joined(separator: "\n") + "\n{\"id\":\"broken\"\n").write(toFile: small, atomically: true, encoding: .utf8)
+        let earlier = try DaptProcess.dapt(["dedup", "--input", small, "--output", out], timeout: 120)
+        XCTAssertEqual(earlier.status, 0, earlier.stderr)
+        func snapshot() throws -> [String: Data] {
+            var files: [String: Data] = [:]
+            for name in try FileManager.default.contentsOfDirectory(atPath: out) {
+                files[name] = try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(name)"))
+            }
+            return files
+        }
+        let before = try snapshot()
+        XCTAssertNotNil(before[".dapt-complete"])
         var rankPids: [Int32] = []
         var killedAt: Date?
         let result = try DaptProcess.mpirun(np: 4, ["dedup", "--input", inputPath, "--output", out], timeout: 120) { mpirun in
@@ -134,7 +150,15 @@ final class DedupMultiRankTests: XCTestCase {
                 Thread.sleep(forTimeInterval: 0.02)
             }
             guard rankPids.count == 4 else { return }
-            Thread.sleep(forTimeInterval: 0.5)
+            // Kill once the job has written its first output (the rejects, early on),
+            // wherever it writes them: a kill before any write would prove nothing.
+            let oldRejects = before["rejects.jsonl"]
+            let staged = dir.appendingPathComponent(".out.staging/rejects.jsonl").path
+            while Date() < deadline {
+                let current = try? Data(contentsOf: URL(fileURLWithPath: "\(out)/rejects.jsonl"))
+                if FileManager.default.fileExists(atPath: staged) || current != oldRejects { break }
+                Thread.sleep(forTimeInterval: 0.01)
+            }
             kill(rankPids[1], SIGKILL)
             killedAt = Date()
         }
@@ -142,7 +166,7 @@ final class DedupMultiRankTests: XCTestCase {
         XCTAssertFalse(result.timedOut, "mpirun hung after a rank was killed")
         XCTAssertNotEqual(result.status, 0, "the job must fail: \(result.stdout)")
         if let killedAt { XCTAssertLessThan(Date().timeIntervalSince(killedAt), 15, "job took too long to end") }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(out)/kept.jsonl"), "a failed job must not leave a final kept file")
+        XCTAssertEqual(try snapshot(), before, "a failed job must leave the earlier output as it was")
         Thread.sleep(forTimeInterval: 0.5)
         for pid in rankPids { XCTAssertFalse(DaptProcess.isAlive(pid), "rank process \(pid) left behind") }
     }
