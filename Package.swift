@@ -34,13 +34,14 @@ let package = Package(
         .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
         .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS"], swiftSettings: optimised),
         .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
+        .target(name: "DaptFilter", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
 
         // The command line: one subcommand per file, parsing and calling the libraries.
         .executableTarget(name: "dapt", dependencies: [
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             "DaptCore", "DaptCluster", "DaptMPI", "DaptZMQ", "DaptBLAS",
-            "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain",
+            "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain", "DaptFilter",
         ]),
 
         // Helpers shared by the test targets (temporary directories, fixture files).
@@ -53,6 +54,7 @@ let package = Package(
         .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTestSupport", "DaptTokenizer", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptModelTests", dependencies: ["DaptTestSupport", "DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptTrainTests", dependencies: ["DaptTestSupport", "DaptTrain", "DaptModel", "DaptTokenizer", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptFilterTests", dependencies: ["DaptTestSupport", "DaptFilter", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         // Starts real `mpirun` processes on the built `dapt` binary.
         .testTarget(name: "MultiRankTests", dependencies: ["DaptTestSupport", "DaptCore"]),
     ]

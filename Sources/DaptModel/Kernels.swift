@@ -237,15 +237,17 @@ public let ignoreIndex: Int32 = -100
 /// `targets` (`ignoreIndex` skipped). Returns the summed loss (Double) and
 /// the number of counted rows. When `gradientScale` is given, `logits` is
 /// overwritten with gradientScale · (softmax − onehot) (zero for ignored rows).
+/// `rowLoss`, when given, receives each row's loss (0 for ignored rows).
 @discardableResult
 public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, rows: Int, vocab: Int,
-                         gradientScale: Float?) -> (sum: Double, count: Int) {
+                         gradientScale: Float?, rowLoss: UnsafeMutablePointer<Float>? = nil) -> (sum: Double, count: Int) {
     var total = 0.0
     var counted = 0
     for r in 0..<rows {
         let row = logits + r * vocab
         let t = Int(targets[r])
         if t == Int(ignoreIndex) {
+            rowLoss?[r] = 0
             if gradientScale != nil { row.update(repeating: 0, count: vocab) }
             continue
         }
@@ -273,7 +275,9 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
             i += 1
         }
         let logSum = Foundation.log(sum)
-        total += Double(logSum + m - target)
+        let loss = logSum + m - target
+        rowLoss?[r] = loss
+        total += Double(loss)
         counted += 1
         if let scale = gradientScale {
             let k = scale / sum

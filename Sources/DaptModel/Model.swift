@@ -233,6 +233,25 @@ public final class LlamaModel: @unchecked Sendable {
         return headForward()
     }
 
+    /// Forward only: each position's loss (negative log-likelihood of its
+    /// target; 0 where the target is `ignoreIndex`), [batch·seqLen]. Scoring
+    /// needs the losses per document, not only their sum.
+    public func tokenLosses(_ batch: TokenBatch) throws -> [Float] {
+        try prepare(batch)
+        embedForward()
+        forwardLayers(0..<config.numHiddenLayers)
+        headLogits()
+        let a = acts!
+        var losses = [Float](repeating: 0, count: a.n)
+        losses.withUnsafeMutableBufferPointer { out in
+            batch.targets.withUnsafeBufferPointer {
+                _ = crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: a.n, vocab: config.vocabSize,
+                                 gradientScale: nil, rowLoss: out.baseAddress!)
+            }
+        }
+        return losses
+    }
+
     /// Forward only: logits [batch·seqLen, vocab].
     public func logits(_ batch: TokenBatch) throws -> [Float] {
         try prepare(batch)

@@ -4,6 +4,7 @@ import DaptPrepare
 import DaptTokenizer
 import DaptDedup
 import DaptTrain
+import DaptFilter
 
 /// One YAML file can hold every stage's section; each has defaults, so a
 /// file names only what it changes. Unknown sections are an error.
@@ -11,6 +12,7 @@ struct DaptConfig: Decodable {
     var cluster = ClusterConfig()
     var prepare = PrepareConfig()
     var dedup = DedupConfig()
+    var filter = FilterConfig()
     var tokenizer = TokenizerConfig()
     var pretrain = PretrainConfig()
 
@@ -18,6 +20,7 @@ struct DaptConfig: Decodable {
         case cluster
         case prepare
         case dedup
+        case filter
         case tokenizer
         case pretrain
     }
@@ -31,6 +34,7 @@ struct DaptConfig: Decodable {
         prepare = try c.value(.prepare, default: PrepareConfig())
         tokenizer = try c.value(.tokenizer, default: TokenizerConfig())
         dedup = try c.value(.dedup, default: DedupConfig())
+        filter = try c.value(.filter, default: FilterConfig())
         pretrain = try c.value(.pretrain, default: PretrainConfig())
     }
 
@@ -40,6 +44,7 @@ struct DaptConfig: Decodable {
         try Self.validate(prepare, "prepare")
         try Self.validate(tokenizer, "tokenizer")
         try Self.validate(dedup, "dedup")
+        try Self.validate(filter, "filter")
         try Self.validate(pretrain, "pretrain")
     }
 

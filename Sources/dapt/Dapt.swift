@@ -18,6 +18,7 @@ struct Dapt: ParsableCommand {
             PrepareCommand.self,
             TokenizerCommand.self,
             DedupCommand.self,
+            FilterCommand.self,
             PretrainCommand.self,
             EvalCommand.self,
             BenchCommand.self,
