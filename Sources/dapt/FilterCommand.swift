@@ -11,55 +11,43 @@ struct FilterCommand: ParsableCommand {
         token → perplexity), groups records into length buckets by token count (and by `lang`), \
         and removes those above the high cut (noise) and below the low cut (boilerplate) of \
         their group. Writes kept.jsonl (input lines byte for byte, input order), removed.jsonl \
-        (with ppl, bucket, reason), rejects.jsonl, report.json and, with --scores, scores.jsonl. \
-        Run under `mpirun -np N` to share the scoring; the output is the same for any N.
+        (with ppl, bucket, reason), rejects.jsonl, report.json and, with --scores, scores.jsonl \
+        to --output. Each --input is a JSONL file, read in this order as one corpus. Run under \
+        `mpirun -np N` to share the scoring; the output is the same for any N.
         """)
 
-    @Option(name: .customLong("input"), help: "Input JSONL file (repeatable), read in this order as one corpus.")
-    var inputs: [String] = []
+    @OptionGroup var options: StageOptions
 
-    @Option(help: "Output directory.")
-    var output: String
+    @OptionGroup var records: RecordOptions
 
-    @Option(help: "Reference model: a dapt checkpoint, run directory or Hugging Face Llama directory with tokenizer.json.")
+    @Option(help: ArgumentHelp("Reference model: a dapt checkpoint, run directory or Hugging Face Llama directory, with its tokenizer.json.", valueName: "dir"))
     var model: String
 
-    @Option(help: "YAML config; its filter: and cluster: sections apply.")
-    var config: String?
-
-    @Option(name: .customLong("high-quantile"), help: "Remove records above this quantile of their bucket's perplexity (filter.high_quantile).")
+    @Option(name: .customLong("high-quantile"), parsing: .unconditional, help: "Remove records above this quantile of their group's perplexity (high_quantile).")
     var highQuantile: Double?
 
-    @Option(name: .customLong("low-quantile"), help: "Remove records below this quantile (filter.low_quantile).")
+    @Option(name: .customLong("low-quantile"), parsing: .unconditional, help: "Remove records below this quantile (low_quantile).")
     var lowQuantile: Double?
 
-    @Option(help: "Tokens per scored sequence (filter.window).")
+    @Option(help: "Tokens per scored sequence (window).")
     var window: Int?
 
-    @Flag(help: "Also write scores.jsonl (filter.write_scores).")
+    @Flag(name: .customLong("scores"), help: "Also write scores.jsonl (write_scores).")
     var scores = false
 
-    @Flag(help: "Stop at the first bad record.")
-    var strict = false
-
     func run() throws {
-        var config = try loadConfig(config)
-        if let highQuantile { config.filter.cut.highQuantile = highQuantile }
-        if let lowQuantile { config.filter.cut.lowQuantile = lowQuantile }
-        if let window { config.filter.window = window }
-        if scores { config.filter.writeScores = true }
-        if strict { config.filter.strict = true }
-        do { try DaptConfig.validate(config.filter, "filter") } catch let error as ConfigError {
-            Console.error(error.description)
-            throw ExitCode(2)
-        }
-        guard !inputs.isEmpty else {
-            Console.error("--input: give at least one JSONL file")
-            throw ExitCode(64)
-        }
-        for path in inputs where !FileSystem.exists(path) {
-            Console.error("\(path): no such file")
-            throw ExitCode(2)
+        var shortcuts = Overrides()
+        shortcuts.add("high_quantile", highQuantile, "--high-quantile")
+        shortcuts.add("low_quantile", lowQuantile, "--low-quantile")
+        shortcuts.add("window", window, "--window")
+        if scores { shortcuts.add("write_scores", true, "--scores") }
+        shortcuts.add("strict", records.strict, "--strict")
+        let config = try DaptConfig.load(options.config, section: "filter", shortcuts: shortcuts)
+        let inputs = try options.input.existing()
+        guard !inputs.isEmpty else { throw ValidationError("at least one --input is required") }
+        guard let output = options.output.output else { throw ValidationError("--output (the output directory) is required") }
+        guard FileSystem.isDirectory(model) else {
+            throw ConfigError(source: "--model \(model)", field: "", reason: FileSystem.exists(model) ? "not a directory" : "no such directory")
         }
         let request = FilterRequest(inputs: inputs, output: output, model: model, config: config.filter)
         try Runtime.run(cluster: config.cluster) { ctx in

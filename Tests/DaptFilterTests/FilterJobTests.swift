@@ -94,7 +94,7 @@ final class FilterJobTests: XCTestCase {
         XCTAssertEqual(summary.kept + summary.removedHigh + summary.removedLow + summary.rejected, 25)
         let rejects = try lines(out + "/rejects.jsonl").map { try JSONValue.parse($0) }
         XCTAssertEqual(rejects.map { Int($0["line"]!.double!) }, [6, 8, 10, 12, 14])
-        XCTAssertEqual(rejects.map { $0["field"]?.string }, [nil, "text", "text", "lang", "text"])
+        XCTAssertEqual(rejects.map { $0["field"]?.string }, ["text", "text", "text", "lang", "text"])  // the first: a value missing after "text"
         XCTAssertEqual(rejects[1]["reason"]?.string, "expected a string, got number")
         XCTAssertEqual(rejects[2]["reason"]?.string, "missing")
         XCTAssertTrue(rejects[1]["error"]!.string!.hasSuffix("in.jsonl:8: text: expected a string, got number"))

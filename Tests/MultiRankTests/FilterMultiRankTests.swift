@@ -57,4 +57,22 @@ final class FilterMultiRankTests: XCTestCase {
         XCTAssertEqual((report["groups"] as! [[String: Any]]).map { $0["lang"] as! String }.filter { $0 == "de" }.isEmpty, false)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted(), ["filter.yaml", "in.jsonl", "out1", "out2", "out3"])
     }
+
+    /// Usage and configuration errors stop the command before any work, with status 2.
+    func testBadModelOrSettingIsAConfigurationError() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let input = dir.appendingPathComponent("in.jsonl").path
+        try "{\"text\":\"the claim\"}\n".write(toFile: input, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("out").path
+        var result = try DaptProcess.dapt(["filter", "--input", input, "--output", out, "--model", dir.appendingPathComponent("none").path])
+        XCTAssertEqual(result.status, 2, result.stderr)
+        XCTAssertTrue(result.stderr.contains("--model"), result.stderr)
+        result = try DaptProcess.dapt(["filter", "--input", input, "--output", out, "--model", Self.model, "--set", "high_quantile=2"])
+        XCTAssertEqual(result.status, 2, result.stderr)
+        XCTAssertTrue(result.stderr.contains("filter.high_quantile"), result.stderr)
+        result = try DaptProcess.dapt(["filter", "--input", input, "--output", out, "--model", Self.model, "--window", "4096"])
+        XCTAssertEqual(result.status, 2, result.stderr)
+        XCTAssertTrue(result.stderr.contains("filter.window: 4096 exceeds the positions"), result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
 }
