@@ -10,12 +10,18 @@ public struct LineMarks: Equatable, Sendable {
 
 /// Recognises paragraph numbers and section ends at line starts (step
 /// markers are `StepGrammar`'s). One multi-line ICU regular expression runs
-/// over a whole patent (a call per line costs far more than the matching).
+/// over the heads of a whole patent's lines (a call per line costs far more
+/// than the matching). With the default paragraph number, numbers are read
+/// by bytes and ICU sees only the lines that can hold a section-end heading.
 public final class MarkerMatcher: @unchecked Sendable {
     // NSRegularExpression is immutable and documented thread-safe.
     private let regex: NSRegularExpression
     private let paraGroup: Int
     private let endGroups: (Int, Int)
+    /// The paragraph number is the default `[0023]` / `【0023】` form, read by `bytesParagraphNumber`.
+    private let paragraphNumberByBytes: Bool
+    /// Every section-end pattern ends in `$`, so a line longer than a head cannot match one.
+    private let headingsOnly: Bool
 
     public init(paragraphNumber: String, sectionEndMarkers: [String]) throws {
         func alternation(_ patterns: [String]) -> String {
@@ -24,13 +30,22 @@ public final class MarkerMatcher: @unchecked Sendable {
         func groups(_ pattern: String) throws -> Int { try NSRegularExpression(pattern: pattern).numberOfCaptureGroups }
         let para = paragraphNumber, end = alternation(sectionEndMarkers)
         let nP = try groups(para), nE = try groups(end)
-        // (para + spaces)(end)?  or  (end); groups numbered in that order.
         let space = "[ \\t\u{3000}]"
-        let pattern = "^\(space)*(?:((?:\(para))\(space)*)(\(end))?|(\(end)))"
-        regex = try NSRegularExpression(pattern: pattern, options: .anchorsMatchLines)
-        paraGroup = 1
-        let end1 = 2 + nP, end2 = end1 + 1 + nE
-        endGroups = (end1, end2)
+        paragraphNumberByBytes = paragraphNumber == PrepareConfig.defaultParagraphNumber
+        headingsOnly = sectionEndMarkers.allSatisfy { $0.hasSuffix("$") && !$0.hasSuffix("\\$") }
+        if paragraphNumberByBytes {
+            // Heads start after any paragraph number: (end).
+            regex = try NSRegularExpression(pattern: "^\(space)*(\(end))", options: .anchorsMatchLines)
+            paraGroup = 0
+            endGroups = (1, 1)
+        } else {
+            // (para + spaces)(end)?  or  (end); groups numbered in that order.
+            let pattern = "^\(space)*(?:((?:\(para))\(space)*)(\(end))?|(\(end)))"
+            regex = try NSRegularExpression(pattern: pattern, options: .anchorsMatchLines)
+            paraGroup = 1
+            let end1 = 2 + nP, end2 = end1 + 1 + nE
+            endGroups = (end1, end2)
+        }
     }
 
     public convenience init(_ config: PrepareConfig) throws {
@@ -43,60 +58,82 @@ public final class MarkerMatcher: @unchecked Sendable {
     /// matches a line longer than this.
     public static let headBytes = 64
 
+    /// The default paragraph number (`[\[【]\d{3,5}[\]】]`, digits ASCII or
+    /// full-width) with the spaces around it: its length at `start`, or 0.
+    static func bytesParagraphNumber(_ p: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> Int {
+        var i = StepGrammar.skipSpaces(p, start, end)
+        if i < end && p[i] == UInt8(ascii: "[") { i += 1 } else if StepGrammar.hasPrefix(p, i, end, 0xE3, 0x80, 0x90) { i += 3 } else { return 0 }
+        var digits = 0
+        while let (_, len) = StepGrammar.digit(p, i, end) { i += len; digits += 1 }
+        guard digits >= 3 && digits <= 5 else { return 0 }
+        if i < end && p[i] == UInt8(ascii: "]") { i += 1 } else if StepGrammar.hasPrefix(p, i, end, 0xE3, 0x80, 0x91) { i += 3 } else { return 0 }
+        return StepGrammar.skipSpaces(p, i, end) - start
+    }
+
     /// The marks of every marked line of `text` (valid UTF-8, `\n` line
     /// ends), keyed by the line's start offset, in order.
     public func markedLines(_ text: [UInt8]) -> [(offset: Int, marks: LineMarks)] {
-        // Line heads joined by "\n", and where each head's line starts.
+        // Lines with a paragraph number read by bytes or a head for ICU, in order;
+        // heads joined by "\n", and which entry each head belongs to.
+        var entries: [(offset: Int, marks: LineMarks)] = []
         var heads: [UInt8] = []
         heads.reserveCapacity(min(text.count, 4096))
-        var lineStarts: [Int] = []
+        var headEntries: [Int] = []
         text.withUnsafeBufferPointer { p in
             var start = 0
             while start <= p.count {
                 var end = start
                 while end < p.count && p[end] != 0x0A { end += 1 }
                 if end > start {
-                    lineStarts.append(start)
-                    var cut = min(end, start + Self.headBytes)
-                    while cut < end && p[cut] & 0xC0 == 0x80 { cut -= 1 }
-                    heads.append(contentsOf: UnsafeBufferPointer(rebasing: p[start..<cut]))
-                    if cut < end { heads += [0xEF, 0xBF, 0xBF] }
-                    heads.append(0x0A)
+                    let paraLength = paragraphNumberByBytes ? Self.bytesParagraphNumber(p, start, end) : 0
+                    let headStart = start + paraLength
+                    let needsHead = !paragraphNumberByBytes || !headingsOnly || end - headStart <= Self.headBytes
+                    if paraLength > 0 || needsHead {
+                        entries.append((start, LineMarks(paragraphNumberLength: paraLength, endsSection: false)))
+                    }
+                    if needsHead && headStart < end {
+                        headEntries.append(entries.count - 1)
+                        var cut = min(end, headStart + Self.headBytes)
+                        while cut < end && p[cut] & 0xC0 == 0x80 { cut -= 1 }
+                        heads.append(contentsOf: UnsafeBufferPointer(rebasing: p[headStart..<cut]))
+                        if cut < end { heads += [0xEF, 0xBF, 0xBF] }
+                        heads.append(0x0A)
+                    }
                 }
                 start = end + 1
             }
         }
-        guard !heads.isEmpty else { return [] }
-        let string = String(decoding: heads, as: UTF8.self)
-        let matches = regex.matches(in: string, options: [], range: NSRange(location: 0, length: string.utf16.count))
-        guard !matches.isEmpty else { return [] }
-        var result: [(offset: Int, marks: LineMarks)] = []
-        heads.withUnsafeBufferPointer { p in
-            // Walks UTF-16 positions forward, tracking the UTF-8 offset and line.
-            var at8 = 0, at16 = 0, line = 0, lineHead = 0
-            func utf8Offset(_ target16: Int) -> Int {
-                while at16 < target16 && at8 < p.count {
-                    let b = p[at8]
-                    let len = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4
-                    if b == 0x0A { line += 1; lineHead = at8 + 1 }
-                    at8 += len
-                    at16 += len == 4 ? 2 : 1
+        if !heads.isEmpty {
+            let string = String(decoding: heads, as: UTF8.self)
+            let matches = regex.matches(in: string, options: [], range: NSRange(location: 0, length: string.utf16.count))
+            heads.withUnsafeBufferPointer { p in
+                // Walks UTF-16 positions forward, tracking the UTF-8 offset and line.
+                var at8 = 0, at16 = 0, line = 0, lineHead = 0
+                func utf8Offset(_ target16: Int) -> Int {
+                    while at16 < target16 && at8 < p.count {
+                        let b = p[at8]
+                        let len = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4
+                        if b == 0x0A { line += 1; lineHead = at8 + 1 }
+                        at8 += len
+                        at16 += len == 4 ? 2 : 1
+                    }
+                    return at8
                 }
-                return at8
-            }
-            func found(_ m: NSTextCheckingResult, _ g: Int) -> Bool { m.range(at: g).location != NSNotFound }
-            for m in matches {
-                let start = utf8Offset(m.range.location)
-                // ICU also starts lines after U+2028 and friends; only `\n` counts here.
-                guard start == lineHead, line < lineStarts.count else { continue }
-                var marks = LineMarks()
-                let para = m.range(at: paraGroup)
-                if para.location != NSNotFound { marks.paragraphNumberLength = utf8Offset(para.location + para.length) - start }
-                marks.endsSection = found(m, endGroups.0) || found(m, endGroups.1)
-                result.append((lineStarts[line], marks))
+                func found(_ m: NSTextCheckingResult, _ g: Int) -> Bool { m.range(at: g).location != NSNotFound }
+                for m in matches {
+                    let start = utf8Offset(m.range.location)
+                    // ICU also starts lines after U+2028 and friends; only `\n` counts here.
+                    guard start == lineHead, line < headEntries.count else { continue }
+                    let k = headEntries[line]
+                    if paraGroup > 0 {
+                        let para = m.range(at: paraGroup)
+                        if para.location != NSNotFound { entries[k].marks.paragraphNumberLength = utf8Offset(para.location + para.length) - start }
+                    }
+                    entries[k].marks.endsSection = found(m, endGroups.0) || found(m, endGroups.1)
+                }
             }
         }
-        return result
+        return entries.filter { $0.marks.paragraphNumberLength > 0 || $0.marks.endsSection }
     }
 
     /// Marks of the single line `line` (for tests and tools).

@@ -39,7 +39,7 @@ public struct PrepareConfig: StageConfig, Equatable {
     /// list of parts rather than a step (`step 2 of the method`, `(a) a housing`).
     public var nonStepWords: [String] = PrepareConfig.defaultNonStepWords
     /// Paragraph numbers such as `[0023]` or `【0023】`, matched at line start.
-    public var paragraphNumber: String = #"[\[【]\d{3,5}[\]】]"#
+    public var paragraphNumber: String = PrepareConfig.defaultParagraphNumber
     /// Remove the paragraph number from the text.
     public var stripParagraphNumbers: Bool = true
     /// Lines (headings) that end a step section, e.g. the claims.
@@ -81,6 +81,8 @@ public struct PrepareConfig: StageConfig, Equatable {
         "these", "those", "it", "its", "described", "shown", "illustrated", "includes", "comprises", "has", "have", "will",
         "further", "then",
     ]
+
+    public static let defaultParagraphNumber = #"[\[【]\d{3,5}[\]】]"#
 
     public static let defaultSectionEndMarkers: [String] = [
         #"权\s*利\s*要\s*求\s*书?\s*$"#,

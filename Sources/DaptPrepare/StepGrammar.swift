@@ -79,8 +79,12 @@ public final class StepGrammar: Sendable {
         var separators: [[UInt8]]
         /// A space separates when the next word is not a non-step word.
         var spaceSeparates: Bool
-        /// Bytes a marker can start with.
-        var firstBytes: [Bool]
+        /// Byte pairs a marker can start with (first byte × 256 + second byte).
+        var firstPairs: [Bool]
+
+        func mayStart(_ p: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int) -> Bool {
+            firstPairs[Int(p[i]) << 8 | (i + 1 < end ? Int(p[i + 1]) : 0)]
+        }
     }
 
     let languages: [String: Language]
@@ -99,15 +103,18 @@ public final class StepGrammar: Sendable {
                 introWords: [String], nonStepWords: [String]) throws {
         func language(_ key: String, _ templates: [String], _ seps: [String]) throws -> Language {
             let parsed = try templates.enumerated().map { try Self.template($0.element, field: "step_markers.\(key)[\($0.offset)]") }
-            var first = [Bool](repeating: false, count: 256)
+            var first = [Bool](repeating: false, count: 1 << 16)
+            func allow(_ b: UInt8, then second: UInt8?) {
+                for c in 0..<256 where second == nil || UInt8(c) == second { first[Int(b) << 8 | c] = true }
+            }
             for t in parsed {
-                if let b = t.prefix.first { first[Int(b)] = true } else {
-                    for f in t.families { for b in Self.firstBytes(of: f) { first[Int(b)] = true } }
+                if let b = t.prefix.first { allow(b, then: t.prefix.count > 1 ? t.prefix[1] : nil) } else {
+                    for f in t.families { for b in Self.firstBytes(of: f) { allow(b, then: nil) } }
                 }
             }
             let nonSpace = seps.filter { !$0.allSatisfy { $0 == " " } }.map { Array($0.utf8) }
             return Language(templates: parsed, separators: nonSpace.sorted { $0.count > $1.count },
-                            spaceSeparates: seps.contains { !$0.isEmpty && $0.allSatisfy { $0 == " " } }, firstBytes: first)
+                            spaceSeparates: seps.contains { !$0.isEmpty && $0.allSatisfy { $0 == " " } }, firstPairs: first)
         }
         var langs: [String: Language] = [:]
         var allTemplates: [String] = [], allSeparators: [String] = []
@@ -168,7 +175,9 @@ public final class StepGrammar: Sendable {
     }
 
     func language(_ lang: String?) -> Language {
-        guard var key = lang?.lowercased() else { return fallback }
+        guard let lang else { return fallback }
+        if let exact = languages[lang] { return exact }
+        var key = lang.lowercased()
         if let dash = key.firstIndex(where: { $0 == "-" || $0 == "_" }) { key = String(key[..<dash]) }
         return languages[key] ?? fallback
     }
@@ -202,7 +211,7 @@ public final class StepGrammar: Sendable {
     /// Markers at the line's start and after each boundary inside it.
     private func scanLine(_ p: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ g: Language, _ hits: inout [StepMarkerHit]) {
         var i = Self.skipSpaces(p, start, end)
-        if i < end, g.firstBytes[Int(p[i])], let hit = match(p, i, end, g) { hits.append(hit) }
+        if i < end, g.mayStart(p, i, end), let hit = match(p, i, end, g) { hits.append(hit) }
         while i < end {
             guard boundaryFirst[Int(p[i])] else { i += 1; continue }
             var matched = 0
@@ -216,7 +225,7 @@ public final class StepGrammar: Sendable {
                     break
                 }
             }
-            if at < end, g.firstBytes[Int(p[at])], let hit = match(p, at, end, g) { hits.append(hit) }
+            if at < end, g.mayStart(p, at, end), let hit = match(p, at, end, g) { hits.append(hit) }
         }
     }
 
@@ -278,7 +287,7 @@ public final class StepGrammar: Sendable {
         case .sNumber:
             var j = i
             if j < end && (p[j] == UInt8(ascii: "S") || p[j] == UInt8(ascii: "s")) { j += 1 }
-            else if hasPrefix(p, j, end, [0xEF, 0xBC, 0xB3]) || hasPrefix(p, j, end, [0xEF, 0xBD, 0x93]) { j += 3 }   // Ｓ ｓ
+            else if hasPrefix(p, j, end, 0xEF, 0xBC, 0xB3) || hasPrefix(p, j, end, 0xEF, 0xBD, 0x93) { j += 3 }   // Ｓ ｓ
             else { return nil }
             guard let (levels, digits, next) = dottedNumber(p, j, end) else { return nil }
             return (StepIdentifier(family: .sNumber, levels: levels, digits: digits), next)
@@ -378,13 +387,13 @@ public final class StepGrammar: Sendable {
 
     static func openBracket(_ p: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int) -> Int? {
         if i < end && p[i] == UInt8(ascii: "(") { return i + 1 }
-        if hasPrefix(p, i, end, [0xEF, 0xBC, 0x88]) { return i + 3 }   // （
+        if hasPrefix(p, i, end, 0xEF, 0xBC, 0x88) { return i + 3 }   // （
         return nil
     }
 
     static func closeBracket(_ p: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int) -> Int? {
         if i < end && p[i] == UInt8(ascii: ")") { return i + 1 }
-        if hasPrefix(p, i, end, [0xEF, 0xBC, 0x89]) { return i + 3 }   // ）
+        if hasPrefix(p, i, end, 0xEF, 0xBC, 0x89) { return i + 3 }   // ）
         return nil
     }
 
@@ -401,6 +410,7 @@ public final class StepGrammar: Sendable {
     /// Keeps the markers that form increasing runs of one family, drops
     /// sub-steps and runs nested inside another run's steps.
     static func resolve(_ hits: [StepMarkerHit], sectionEnds: [Int], text: [UInt8], introWords: [[UInt8]]) -> [Int] {
+        guard hits.count >= 2 else { return [] }
         // Per family: the run being extended, and a restart that is not yet
         // a run (a second embodiment's S1, or a stray reference to S101).
         var open: [StepFamily: Run] = [:]
@@ -490,6 +500,10 @@ public final class StepGrammar: Sendable {
         return true
     }
 
+    static func hasPrefix(_ p: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ b0: UInt8, _ b1: UInt8, _ b2: UInt8) -> Bool {
+        i + 3 <= end && p[i] == b0 && p[i + 1] == b1 && p[i + 2] == b2
+    }
+
     /// `s` is lower-case; ASCII letters in the text match either case.
     static func hasPrefixIgnoringCase(_ p: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ s: [UInt8]) -> Bool {
         guard i + s.count <= end else { return false }
@@ -505,7 +519,7 @@ public final class StepGrammar: Sendable {
     static func skipSpaces(_ p: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int) -> Int {
         var j = i
         while j < end {
-            if p[j] == 0x20 || p[j] == 0x09 { j += 1 } else if hasPrefix(p, j, end, [0xE3, 0x80, 0x80]) { j += 3 } else { break }
+            if p[j] == 0x20 || p[j] == 0x09 { j += 1 } else if hasPrefix(p, j, end, 0xE3, 0x80, 0x80) { j += 3 } else { break }
         }
         return j
     }

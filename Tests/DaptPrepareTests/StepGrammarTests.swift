@@ -134,6 +134,34 @@ final class StepGrammarTests: XCTestCase {
         XCTAssertThrowsError(try bad.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "keep") }
     }
 
+    /// The default paragraph number is read by bytes and ICU sees only the
+    /// lines that can be headings; the marks equal those of the same pattern
+    /// run through ICU on every line.
+    func testParagraphNumbersByBytesMatchTheRegex() throws {
+        let long = String(repeating: "长", count: 30)
+        let text = """
+          [0001] 技术领域
+        【0002】　本发明涉及一种方法。
+        [１２３] 全角数字。
+        [123456] 六位数字不是段落号。
+        [12] 两位也不是。
+        [0003]权利要求书
+        [0004] \(long)
+        权利要求书
+        \(long)权利要求书
+        What is claimed is:
+        [0005]
+        """
+        var config = PrepareConfig()
+        let fast = try MarkerMatcher(config).markedLines(Array(text.utf8))
+        config.paragraphNumber = "(?:" + PrepareConfig.defaultParagraphNumber + ")"
+        let regex = try MarkerMatcher(config).markedLines(Array(text.utf8))
+        XCTAssertEqual(fast.map(\.offset), regex.map(\.offset))
+        XCTAssertEqual(fast.map(\.marks), regex.map(\.marks))
+        XCTAssertEqual(fast.map(\.marks.paragraphNumberLength).filter { $0 > 0 }.count, 6)
+        XCTAssertEqual(fast.filter(\.marks.endsSection).count, 3)
+    }
+
     /// `keep: steps_or_description` keeps a device patent's whole text and
     /// counts which path each patent took.
     func testStepsOrDescriptionKeepsDevicePatents() throws {
