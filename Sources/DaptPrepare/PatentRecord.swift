@@ -57,7 +57,7 @@ public enum RejectReason: Equatable, Sendable, CustomStringConvertible {
         case .wrongType(let expected, let got): return "expected \(expected), got \(got)"
         case .emptyText: return "patent has no text"
         case .badFrontMatter(let m): return "bad front matter: \(m)"
-        case .noStepMarkers: return "no step markers found (keep: steps needs lines like 步骤S101 or Step 1)"
+        case .noStepMarkers: return "no steps found (keep: steps needs a numbered run such as 步骤S101, 步骤S102 or Step 1, Step 2; keep: steps_or_description keeps such a patent whole)"
         case .noFragments: return "no text left to split"
         }
     }

@@ -110,7 +110,7 @@ final class RunTests: XCTestCase {
         config.output = dir.appendingPathComponent("out").path
         config.strict = true
         XCTAssertThrowsError(try run(config)) { error in
-            XCTAssertEqual("\(error)", "\(input.path):2: text: no step markers found (keep: steps needs lines like 步骤S101 or Step 1) (--strict)")
+            XCTAssertEqual("\(error)", "\(input.path):2: text: no steps found (keep: steps needs a numbered run such as 步骤S101, 步骤S102 or Step 1, Step 2; keep: steps_or_description keeps such a patent whole) (--strict)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: config.output + "/manifest.json"))
     }
