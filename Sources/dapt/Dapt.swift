@@ -37,7 +37,8 @@ struct Dapt: ParsableCommand {
         } catch {
             // ArgumentParser's own errors (help, usage, ExitCode) keep their statuses.
             if error is ExitCode || exitCode(for: error) != .failure { exit(withError: error) }
-            Console.error("\(error)")
+            // Under mpirun every rank finds the same error before work starts: rank 0 says it.
+            if (ProcessEnvironment.value("OMPI_COMM_WORLD_RANK") ?? "0") == "0" { Console.error("\(error)") }
             exit(withError: ExitCode(ExitStatus.configuration))
         }
     }

@@ -26,7 +26,7 @@ struct PrepareCommand: ParsableCommand {
     @Option(name: .customLong("overlap-tokens"), parsing: .unconditional, help: "Tokens shared by neighbouring fragments (overlap_tokens).")
     var overlapTokens: Int?
 
-    @Option(help: "steps: only step sections; description: the whole text (keep).")
+    @Option(help: "steps, description or steps_or_description (keep; see configs/prepare.yaml).")
     var keep: String?
 
     @Option(help: "A Hugging Face tokenizer.json for exact token counts instead of the estimate.")

@@ -127,6 +127,16 @@ final class CommandLineTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.path + "/d"), "no work starts on a bad config")
     }
 
+    /// Under mpirun every rank finds a configuration error before work
+    /// starts: the job exits 2 and the error is printed once.
+    func testConfigurationErrorUnderMPIRunIsPrintedOnce() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let missing = dir.appendingPathComponent("none.jsonl").path
+        let r = try DaptProcess.mpirun(np: 2, ["dedup", "--input", missing, "--output", dir.path + "/out"], timeout: 60)
+        XCTAssertEqual(r.status, 2, r.stderr)
+        XCTAssertEqual(r.stderr.components(separatedBy: "dapt: error: --input \(missing): no such file or directory").count, 2, r.stderr)
+    }
+
     /// A failure once the work has started exits 1, naming the file and line.
     func testFailureMidRunExits1() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
