@@ -54,6 +54,7 @@ final class CommandLineTests: XCTestCase {
     static let stages: [(command: [String], options: [String])] = [
         (["prepare"], ["--input", "--output", "--config", "--set", "--strict"]),
         (["dedup"], ["--input", "--output", "--config", "--set", "--strict"]),
+        (["filter"], ["--input", "--output", "--config", "--set", "--strict"]),
         (["tokenizer", "train"], ["--input", "--output", "--config", "--set", "--strict"]),
         (["tokenizer", "encode"], ["--input", "--output", "--config", "--set", "--strict"]),
         (["tokenizer", "tokenize"], ["--input", "--output", "--config", "--set"]),
