@@ -30,7 +30,8 @@ public struct PrepareConfig: StageConfig, Equatable {
     /// forms ((1), a)) and markers with a tail (第一步) need no separator.
     public var stepSeparators: [String: [String]] = PrepareConfig.defaultStepSeparators
     /// Besides a line start, a marker may follow one of these (and spaces,
-    /// and `and`/`or`/`then`): sentence and clause ends inside a paragraph.
+    /// and a connector such as `and` or `Next,`): sentence and clause ends
+    /// inside a paragraph.
     public var stepBoundaries: [String] = PrepareConfig.defaultStepBoundaries
     /// A run of bare bracketed markers ((1), (a), i)) counts as steps only
     /// when one of these words occurs shortly before it (ASCII case ignored).
@@ -56,7 +57,8 @@ public struct PrepareConfig: StageConfig, Equatable {
     public static let defaultStepMarkers: [String: [String]] = [
         "zh": ["步骤{S|N|C|(N)}", "第{C|N}步", "在步骤{S|N}中", "{S}", "{(N)|N)}"],
         "en": ["Step {S|N}", "step {S|N}", "STEP {S|N}", "At step {S|N}", "In step {S|N}", "At block {N}", "In block {N}",
-               "At operation {N}", "In operation {N}", "Block {N}", "Operation {N}", "In a {O} step", "{S}",
+               "At operation {N}", "In operation {N}", "Block {N}", "Operation {N}", "In a {O} step",
+               "at step {S|N}", "in step {S|N}", "at block {N}", "at operation {N}", "{S}",
                "{(a)|(i)|(N)|a)|i)|N)}"],
         "ja": ["ステップ{S|N}", "工程{S|N|(N)}", "{S}", "{(N)|N)}"],
     ]

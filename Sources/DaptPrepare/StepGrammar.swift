@@ -95,6 +95,9 @@ public final class StepGrammar: Sendable {
     let connectors: [[UInt8]]
     let introWords: [[UInt8]]
     let nonStepWords: Set<[UInt8]>
+    /// Words that may stand between a boundary and a marker (`; and (c)`,
+    /// `. Next, at step 306`), ASCII case ignored.
+    static let connectorWords = ["and", "or", "then", "next", "finally", "subsequently", "thereafter"]
     /// How far before a run of bare markers ((1), (a), i)) an introducing
     /// word (步骤, method, comprising) must occur.
     static let introWindow = 240
@@ -130,7 +133,7 @@ public final class StepGrammar: Sendable {
         var first = [Bool](repeating: false, count: 256)
         for b in self.boundaries { first[Int(b[0])] = true }
         boundaryFirst = first
-        connectors = ["and", "or", "then"].map { Array($0.utf8) }
+        connectors = Self.connectorWords.map { Array($0.utf8) }
         self.introWords = introWords.map { Self.lowercased(Array($0.utf8)) }
         self.nonStepWords = Set(nonStepWords.map { Self.lowercased(Array($0.utf8)) })
     }
@@ -219,8 +222,9 @@ public final class StepGrammar: Sendable {
             guard matched > 0 else { i += 1; continue }
             i += matched
             var at = Self.skipSpaces(p, i, end)
-            if at < end {
-                for c in connectors where Self.hasPrefix(p, at, end, c) && at + c.count < end && (p[at + c.count] == 0x20 || p[at + c.count] == 0x2C) {
+            // Up to two connectors (`; and subsequently, in step S3`).
+            for _ in 0..<2 where at < end && Self.isASCIILetter(p[at]) {
+                for c in connectors where Self.hasPrefixIgnoringCase(p, at, end, c) && at + c.count < end && (p[at + c.count] == 0x20 || p[at + c.count] == 0x2C) {
                     at = Self.skipSpaces(p, at + c.count + (p[at + c.count] == 0x2C ? 1 : 0), end)
                     break
                 }

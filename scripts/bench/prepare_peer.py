@@ -22,7 +22,8 @@ MARKS = re.compile(r"^%s*(?:(?P<para>(?:%s)%s*)(?P<e1>%s)?|(?P<e2>%s))" % (SP, P
 STEP_MARKERS = {
     "zh": ["步骤{S|N|C|(N)}", "第{C|N}步", "在步骤{S|N}中", "{S}", "{(N)|N)}"],
     "en": ["Step {S|N}", "step {S|N}", "STEP {S|N}", "At step {S|N}", "In step {S|N}", "At block {N}", "In block {N}",
-           "At operation {N}", "In operation {N}", "Block {N}", "Operation {N}", "In a {O} step", "{S}",
+           "At operation {N}", "In operation {N}", "Block {N}", "Operation {N}", "In a {O} step",
+           "at step {S|N}", "in step {S|N}", "at block {N}", "at operation {N}", "{S}",
            "{(a)|(i)|(N)|a)|i)|N)}"],
     "ja": ["ステップ{S|N}", "工程{S|N|(N)}", "{S}", "{(N)|N)}"],
 }
@@ -39,6 +40,7 @@ NON_STEP = {"a", "an", "the", "said", "each", "one", "two", "of", "in", "on", "a
             "been", "as", "above", "below", "and", "or", "with", "from", "for", "by", "may", "can", "which", "that", "this",
             "these", "those", "it", "its", "described", "shown", "illustrated", "includes", "comprises", "has", "have", "will",
             "further", "then"}
+CONNECTORS = ("and", "or", "then", "next", "finally", "subsequently", "thereafter")
 INTRO_WINDOW = 240  # UTF-8 bytes before a bare run
 COUNT_BY_ONE = {"C", "O", "(N)", "N)", "(a)", "a)", "(i)", "i)"}
 BRACKETED = {"(N)", "N)", "(a)", "a)", "(i)", "i)"}
@@ -219,10 +221,11 @@ def step_starts(text, marks, lang):
             if h: hits.append(h)
             for m in BOUNDARY_RE.finditer(text, pos + plen, end):
                 at = skip(text, m.end(), end)
-                for c in ("and", "or", "then"):
-                    if text.startswith(c, at) and at + len(c) < end and text[at + len(c)] in " ,":
-                        at = skip(text, at + len(c) + (text[at + len(c)] == ","), end)
-                        break
+                for _ in range(2):  # up to two connectors
+                    for c in CONNECTORS:
+                        if text[at:at + len(c)].lower() == c and at + len(c) < end and text[at + len(c)] in " ,":
+                            at = skip(text, at + len(c) + (text[at + len(c)] == ","), end)
+                            break
                 h = at < end and match(text, at, end, g)
                 if h: hits.append(h)
         pos = end + 1
