@@ -15,4 +15,12 @@ public struct InputError: Error, CustomStringConvertible, Equatable, Sendable {
         if let field { return "\(file):\(line): \(field): \(reason)" }
         return "\(file):\(line): \(reason)"
     }
+
+    /// One line of a stage's rejects file (without its newline): `file`,
+    /// `line`, `field` (null for the record as a whole), `reason` and
+    /// `error` (the `FILE:LINE: field: reason` text).
+    public var rejectJSON: String {
+        JSONValue.object([("file", .string(file)), ("line", .integer(line)), ("field", field.map { .string($0) } ?? .null),
+                          ("reason", .string(reason)), ("error", .string(description))]).text()
+    }
 }

@@ -23,4 +23,10 @@ public struct RecordProblem: Error, Equatable, Sendable, CustomStringConvertible
     public func located(file: String, line: Int) -> InputError {
         InputError(file: file, line: line, field: field, reason: reason)
     }
+
+    /// The bad-input policy's blank line (empty, or spaces and tabs only):
+    /// every stage skips and counts it; it is neither a record nor a reject.
+    public static func isBlank(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
+        line.allSatisfy { $0 == 0x20 || $0 == 0x09 }
+    }
 }

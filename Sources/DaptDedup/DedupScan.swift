@@ -45,7 +45,7 @@ extension DedupContext {
                 result.linesPerFile[piece.file] += 1
                 let ordinal = result.lines
                 result.lines += 1
-                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { result.blankLines += 1; return }
+                if RecordProblem.isBlank(line) { result.blankLines += 1; return }
                 let record: ScannedRecord
                 do throws(RecordProblem) {
                     record = try scanner.scan(line)

@@ -33,7 +33,10 @@ public struct JSONLineScanner {
         switch scanner.kind(Self.text) {
         case .absent: throw RecordProblem(field: "text", reason: "missing")
         case .null: throw RecordProblem(field: "text", reason: "is null")
-        case .string: text = scanner.string(Self.text)!
+        case .string:
+            text = scanner.string(Self.text)!
+            // As prepare: a record without text is unusable, not a record to keep.
+            if text.unicodeScalars.allSatisfy(\.properties.isWhitespace) { throw RecordProblem(field: "text", reason: "empty") }
         default: throw RecordProblem(field: "text", reason: "must be a string")
         }
         let hash: String?

@@ -57,7 +57,9 @@ public struct ShardEncoder {
         var ids: [UInt32] = []
         var text: [UInt8] = []
         var reader = JSONLText(field: options.textField)
-        for path in inputs {
+        // Under strict, this rank's first problem and its line position in the input.
+        var strictProblem: (position: Int, error: InputError)?
+        reading: for path in inputs {
             var linesInFile = 0
             try LineReader(path: path).forEachLine { number, line in
                 linesInFile = number
@@ -74,7 +76,7 @@ public struct ShardEncoder {
                     try reader.extract(line, into: &text)
                 } catch let bad as RecordProblem {
                     let problem = bad.located(file: path, line: number)
-                    if options.strict { throw problem }
+                    if options.strict { strictProblem = (globalLine - 1, problem); return false }
                     try shard.reject(problem)
                     return true
                 }
@@ -87,8 +89,11 @@ public struct ShardEncoder {
                 try shard.append(ids)
                 return true
             }
+            if strictProblem != nil { break reading }
             inputLines.append((path, linesInFile))
         }
+        // Every rank stops with the first problem in input order, whichever rank met it.
+        if options.strict { try FirstBadRecord.agree(strictProblem, communicator) }
         // A rank whose last shard was cut short by the end of input finishes it here.
         if let done = try current?.finish() { written.append(done) }
 
@@ -166,9 +171,7 @@ final class ShardBuilder {
     func reject(_ problem: InputError) throws {
         if rejects == nil { rejects = try FileWriter(path: directory + "/" + ShardEncoder.shardName(index) + ".rejects.jsonl", atomic: true) }
         rejected += 1
-        let record: JSONValue = .object([("file", .string(problem.file)), ("line", .integer(problem.line)),
-                                         ("field", problem.field.map { .string($0) } ?? .null), ("reason", .string(problem.reason))])
-        try rejects!.write(record.text() + "\n")
+        try rejects!.write(problem.rejectJSON + "\n")
     }
 
     func finish() throws -> ShardInfo {

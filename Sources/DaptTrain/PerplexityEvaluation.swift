@@ -35,6 +35,8 @@ public struct PerplexityReport: Equatable, Sendable {
     public var documents: Int
     /// Tokens of the tail shorter than one sequence, left out.
     public var leftOutTokens: Int
+    /// JSONL input: blank lines skipped (lines = documents + blank lines).
+    public var blankLines = 0
 }
 
 public enum PerplexityEvaluation {
@@ -48,6 +50,7 @@ public enum PerplexityEvaluation {
             throw ConfigError(field: "--sequence-length", reason: "\(request.sequenceLength) exceeds the positions of \(directory.path) (\(modelConfig.positionLimit))")
         }
         let source: any DocumentSource
+        var blankLines = 0
         if FileSystem.isDirectory(request.input) {
             let shards = try ShardDocuments(directory: request.input)
             if let tokenizer = directory.tokenizerPath { try shards.requireTokenizer(tokenizer) }
@@ -69,13 +72,16 @@ public enum PerplexityEvaluation {
                     throw TrainingError.tokenizerMismatch(expectedPath: directory.path, expectedChecksum: expected, foundPath: tokenizerPath, foundChecksum: found)
                 }
             }
-            source = try documentsFromJSONL(path: request.input, tokenizer: try BPETokenizer.load(path: tokenizerPath),
-                                            addBos: request.addBos, addEos: request.addEos)
+            let read = try documentsAndCountsFromJSONL(path: request.input, tokenizer: try BPETokenizer.load(path: tokenizerPath),
+                                                       addBos: request.addBos, addEos: request.addEos)
+            source = read.documents
+            blankLines = read.counts.blank
         }
         let model = try directory.loadModel()
         let result = try evaluatePerplexity(model: model, source: source, sequenceLength: request.sequenceLength,
                                             batchSize: request.batchSize, maxSequences: request.maxSequences)
         return PerplexityReport(modelDirectory: directory.path, loss: result.loss, perplexity: result.perplexity, tokens: result.tokens,
-                                sequences: result.sequences, documents: source.documentCount, leftOutTokens: result.leftOutTokens)
+                                sequences: result.sequences, documents: source.documentCount, leftOutTokens: result.leftOutTokens,
+                                blankLines: blankLines)
     }
 }

@@ -39,8 +39,15 @@ public final class ShardDocuments: DocumentSource, @unchecked Sendable {
 
 /// Tokenises a JSONL file's `text` field, one document per line, with
 /// `<|bos|>`/`<|eos|>` as `dapt tokenizer encode` adds them (defaults: eos
-/// only). A line without text is an error naming the file and line.
+/// only). Blank lines are skipped; a line without text is an error naming
+/// the file and line.
 public func documentsFromJSONL(path: String, tokenizer: BPETokenizer, addBos: Bool = false, addEos: Bool = true) throws -> InMemoryDocuments {
+    try documentsAndCountsFromJSONL(path: path, tokenizer: tokenizer, addBos: addBos, addEos: addEos).documents
+}
+
+/// `documentsFromJSONL` with the lines read and the blank lines skipped.
+public func documentsAndCountsFromJSONL(path: String, tokenizer: BPETokenizer, addBos: Bool = false,
+                                        addEos: Bool = true) throws -> (documents: InMemoryDocuments, counts: JSONLText.Counts) {
     let encoder = TokenEncoder(tokenizer)
     func special(_ name: String) throws -> UInt32 {
         guard let id = tokenizer.id(of: name) else { throw TrainingError.invalidInput(path: path, reason: "the tokenizer has no \(name) token") }
@@ -51,7 +58,7 @@ public func documentsFromJSONL(path: String, tokenizer: BPETokenizer, addBos: Bo
     var tokens: [Int32] = []
     var starts = [0]
     var ids: [UInt32] = []
-    try JSONLText.forEachText(path: path, reject: { throw $0 }) { _, text in
+    let counts = try JSONLText.forEachText(path: path, reject: { throw $0 }) { _, text in
         ids.removeAll(keepingCapacity: true)
         if let bos { ids.append(bos) }
         encoder.encode(bytes: text, into: &ids)
@@ -59,5 +66,5 @@ public func documentsFromJSONL(path: String, tokenizer: BPETokenizer, addBos: Bo
         tokens.append(contentsOf: ids.map { Int32(bitPattern: $0) })
         starts.append(tokens.count)
     }
-    return InMemoryDocuments(tokens: tokens, starts: starts)
+    return (InMemoryDocuments(tokens: tokens, starts: starts), counts)
 }

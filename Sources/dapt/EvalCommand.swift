@@ -58,8 +58,8 @@ struct EvalCommand: ParsableCommand {
                 request.addBos = addBos
                 request.addEos = addEos
                 let result = try PerplexityEvaluation.run(request, sink: ctx.sink)
-                ctx.say(String(format: "perplexity %.4f  loss %.6f  tokens %d  sequences %d  (documents %d, %d tail tokens not evaluated)",
-                               result.perplexity, result.loss, result.tokens, result.sequences, result.documents, result.leftOutTokens))
+                ctx.say(String(format: "perplexity %.4f  loss %.6f  tokens %d  sequences %d  (documents %d, %d blank lines skipped, %d tail tokens not evaluated)",
+                               result.perplexity, result.loss, result.tokens, result.sequences, result.documents, result.blankLines, result.leftOutTokens))
             }
         }
     }

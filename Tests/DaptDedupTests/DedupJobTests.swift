@@ -67,6 +67,22 @@ final class DedupJobTests: XCTestCase {
         XCTAssertEqual(object["field"] as? String, "text")
     }
 
+    /// A record whose text is empty (or only white space) is a reject, as in
+    /// prepare, not a record to keep; counts still reconcile.
+    func testEmptyTextIsRejected() throws {
+        let dir = try temporaryDirectory()
+        let input = "\(dir)/in.jsonl"
+        try writeLines([Self.record("a", Self.base), "{\"id\":\"e\",\"text\":\"\"}", "{\"id\":\"w\",\"text\":\" \\n \"}", "",
+                        Self.record("b", Self.other)], to: input)
+        let o = try run([input], DedupConfig(), out: "\(dir)/out")
+        XCTAssertEqual(o.report.records, 2)
+        XCTAssertEqual(o.report.rejected, 2)
+        XCTAssertEqual(o.report.blankLines, 1)
+        XCTAssertEqual(o.report.lines, o.report.records + o.report.rejected + o.report.blankLines)
+        XCTAssertEqual(o.rejects.map { $0["error"] as! String }, ["\(input):2: text: empty", "\(input):3: text: empty"])
+        XCTAssertEqual(o.kept.count, 2)
+    }
+
     func testCountsRejectsHashesAndOrder() throws {
         let dir = try temporaryDirectory()
         let lines = [

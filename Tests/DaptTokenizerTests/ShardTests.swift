@@ -35,6 +35,24 @@ final class ShardTests: XCTestCase {
         XCTAssertThrowsError(try TokenShardReader(directory: out)) { XCTAssertEqual($0 as? PublishError, .incomplete(out)) }
     }
 
+    /// Invalid UTF-8 in a text is a reject with its place, not bytes encoded as they are.
+    func testInvalidUTF8IsRejectedNotEncoded() throws {
+        var options = ShardEncoder.Options()
+        options.strict = false
+        let (out, _, inputs) = try makeShards(["a claim"], options: options)
+        var bytes = Array("{\"text\": \"ok\"}\n{\"text\": \"bad ".utf8) + [0xFF, 0xFE] + Array("\"}\n".utf8)
+        try Data(bytes).write(to: URL(fileURLWithPath: inputs[0]))
+        let tok = try trainedOnFixtures()
+        let manifest = try ShardEncoder(tokenizer: tok, tokenizerJSON: Array(tok.jsonText().utf8), options: options)
+            .run(inputs: inputs, output: out, communicator: SingleRankCommunicator(), sink: SilentSink())
+        XCTAssertEqual(manifest.documents, 1)
+        XCTAssertEqual(manifest.rejected, 1)
+        let rejects = try String(contentsOfFile: out + "/shard-00000.rejects.jsonl", encoding: .utf8)
+        XCTAssertTrue(rejects.contains("\"error\":\"\(inputs[0]):2: text: invalid JSON at byte"), rejects)
+        XCTAssertTrue(rejects.contains("invalid UTF-8"), rejects)
+        bytes = []
+    }
+
     func testDocumentsReadBackWithBoundaries() throws {
         let texts = Array(try Fixtures.texts("parity/lines.jsonl").prefix(250)) + ["", "<|user|>hi<|end|>"]
         var options = ShardEncoder.Options()
@@ -138,10 +156,8 @@ final class ShardTests: XCTestCase {
 
     func testStrictModeNamesFileAndLine() throws {
         XCTAssertThrowsError(try makeShards(["a", "b"], extraLines: [#"{"id": "x"}"#])) { error in
-            guard let e = error as? InputError else { return XCTFail("\(error)") }
-            XCTAssertEqual(e.line, 3)
-            XCTAssertEqual(e.field, "text")
-            XCTAssertTrue(e.description.hasSuffix("in.jsonl:3: text: missing"), e.description)
+            guard let e = error as? FirstBadRecord else { return XCTFail("\(error)") }
+            XCTAssertTrue(e.message.hasSuffix("in.jsonl:3: text: missing"), e.message)
         }
     }
 

@@ -39,7 +39,7 @@ final class TrainingTests: XCTestCase {
                                           communicator: SingleRankCommunicator(), sink: sink)
         XCTAssertEqual(outcome.texts, 60)
         XCTAssertEqual(outcome.rejected, 1)
-        XCTAssertEqual(sink.notices.filter { $0.hasPrefix("skipped \(input):2: ") }.count, 1, "\(sink.notices)")
+        XCTAssertEqual(sink.notices.filter { $0.hasPrefix("rejected \(input):2: ") }.count, 1, "\(sink.notices)")
         let saved = try BPETokenizer.load(path: dir + "/tokenizer.json")
         XCTAssertEqual(saved.vocabSize, outcome.vocabularySize)
 
@@ -52,9 +52,46 @@ final class TrainingTests: XCTestCase {
         config.strict = true
         XCTAssertThrowsError(try BPETraining.run(config: config, inputs: [input], output: dir + "/strict.json",
                                                  communicator: SingleRankCommunicator(), sink: SilentSink())) { error in
-            XCTAssertEqual((error as? InputError)?.line, 2, "\(error)")
+            XCTAssertEqual((error as? FirstBadRecord)?.message, "\(input):2: text: missing", "\(error)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/strict.json"))
+    }
+
+    /// The bad-input policy: blank lines are skipped and counted (not fatal,
+    /// not rejects); with strict off every bad record goes to the rejects
+    /// file as FILE:LINE: field: reason; with strict on the first bad record
+    /// in input order ends the run, a blank line before it does not.
+    func testBlankLinesAreSkippedAndRejectsAreWritten() throws {
+        let dir = try temporaryDirectory(self)
+        let input = try corpus(dir, bad: true)
+        var lines = try String(contentsOfFile: input, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        lines.insert("", at: 0)
+        lines.insert("  \t", at: 5)
+        lines.insert("{\"text\": \"ok\", \"text\": \"twice\"}", at: 7)
+        try lines.joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        var config = TokenizerConfig()
+        config.vocabSize = 300
+        config.strict = false
+        let outcome = try BPETraining.run(config: config, inputs: [input], output: dir + "/tokenizer.json",
+                                          communicator: SingleRankCommunicator(), sink: SilentSink())
+        XCTAssertEqual(outcome.texts, 60)
+        XCTAssertEqual(outcome.blankLines, 2)
+        XCTAssertEqual(outcome.rejected, 2)
+        XCTAssertEqual(outcome.lines, outcome.texts + outcome.blankLines + outcome.rejected)
+        XCTAssertTrue(outcome.summary.contains { $0.hasPrefix("lines: 64 = 60 texts + 2 rejected + 2 blank: ok") }, "\(outcome.summary)")
+        XCTAssertEqual(outcome.rejectsFile, dir + "/tokenizer.rejects.jsonl")
+        let rejects = try String(contentsOfFile: dir + "/tokenizer.rejects.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(rejects.count, 2)
+        let first = try JSONSerialization.jsonObject(with: Data(rejects[0].utf8)) as! [String: Any]
+        XCTAssertEqual(first["line"] as? Int, 3)
+        XCTAssertEqual(first["error"] as? String, "\(input):3: text: missing")
+        XCTAssertTrue(rejects[1].contains("\(input):8: text: "), String(rejects[1]))
+
+        config.strict = true
+        XCTAssertThrowsError(try BPETraining.run(config: config, inputs: [input], output: dir + "/strict.json",
+                                                 communicator: SingleRankCommunicator(), sink: SilentSink())) { error in
+            XCTAssertEqual("\(error)", "\(input):3: text: missing (--strict)")
+        }
     }
 
     /// A corpus too small for the vocabulary asked: a smaller vocabulary,

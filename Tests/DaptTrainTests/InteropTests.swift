@@ -151,6 +151,24 @@ final class InteropTests: XCTestCase {
     }
 
     /// The committed checkpoint resumes: state, moments and weights come back.
+    /// eval ppl's JSONL input: blank lines are skipped and counted, as in
+    /// every stage, and the documents are those of the same file without them.
+    func testBlankLinesInEvalInputAreSkippedAndCounted() throws {
+        let dir = try temporaryDirectory(self)
+        let tokenizer = try BPETokenizer.load(path: try fixture("dapt/tokenizer.json"))
+        try writeLines(["{\"text\": \"a claim\"}", "{\"text\": \"a device\"}"], to: dir + "/plain.jsonl")
+        try writeLines(["", "{\"text\": \"a claim\"}", "  ", "{\"text\": \"a device\"}"], to: dir + "/blank.jsonl")
+        let plain = try documentsFromJSONL(path: dir + "/plain.jsonl", tokenizer: tokenizer)
+        let read = try documentsAndCountsFromJSONL(path: dir + "/blank.jsonl", tokenizer: tokenizer)
+        XCTAssertEqual(read.counts, JSONLText.Counts(lines: 4, blank: 2, rejected: 0))
+        XCTAssertEqual(read.documents.documentCount, 2)
+        XCTAssertEqual(try Self.contents(read.documents), try Self.contents(plain))
+        try writeLines(["{\"text\": \"a claim\"}", "{\"txt\": 1}"], to: dir + "/bad.jsonl")
+        XCTAssertThrowsError(try documentsFromJSONL(path: dir + "/bad.jsonl", tokenizer: tokenizer)) {
+            XCTAssertEqual("\($0)", "\(dir)/bad.jsonl:2: text: missing")
+        }
+    }
+
     func testCommittedCheckpointResumes() throws {
         let dir = try fixture("dapt")
         let model = try LlamaModel(directory: try fixture("hf"))

@@ -40,14 +40,16 @@ final class TokenizerMultiRankTests: XCTestCase {
         try writeCorpus(b, records: 157)
 
         var tokenizers: [Data] = []
-        for np in [1, 2] {
+        for np in [1, 2, 3] {
             let out = dir + "/tok\(np).json"
             let r = try DaptProcess.mpirun(np: np, ["tokenizer", "train", "--input", a, "--input", b, "--output", out, "--vocab-size", "600"], timeout: 120)
             XCTAssertEqual(r.status, 0, r.stderr)
             XCTAssertTrue(r.stdout.contains("counted 457 texts"), r.stdout)
+            // The ranks formed one job of np (not np separate one-rank runs).
+            XCTAssertTrue(r.stdout.contains(" on \(np) rank(s)"), r.stdout)
             tokenizers.append(try Data(contentsOf: URL(fileURLWithPath: out)))
         }
-        XCTAssertEqual(tokenizers[0], tokenizers[1], "tokenizer.json differs between 1 and 2 ranks")
+        for k in 1..<tokenizers.count { XCTAssertEqual(tokenizers[k], tokenizers[0], "tokenizer.json differs between 1 and \(k + 1) ranks") }
 
         var outputs: [[String: Data]] = []
         for np in [1, 2, 3] {
@@ -56,6 +58,7 @@ final class TokenizerMultiRankTests: XCTestCase {
                                                     "--output", out, "--shard-lines", "50"], timeout: 120)
             XCTAssertEqual(r.status, 0, r.stderr)
             XCTAssertTrue(r.stdout.contains("encoded 457 lines: 457 documents, 0 rejected"), r.stdout)
+            XCTAssertTrue(r.stdout.contains("over \(np) ranks)"), r.stdout)
             XCTAssertTrue(r.stdout.contains("tokens/Han character"), r.stdout)
             outputs.append(try files(out))
         }
@@ -74,6 +77,30 @@ final class TokenizerMultiRankTests: XCTestCase {
         let firstOfB = try String(contentsOfFile: b, encoding: .utf8).split(separator: "\n")[0]
         let text = (try JSONSerialization.jsonObject(with: Data(firstOfB.utf8)) as! [String: Any])["text"] as! String
         XCTAssertEqual(decoded.stdout, text + "<|eos|>\n")
+    }
+
+    /// --strict under mpirun stops train and encode at the first bad record in
+    /// input order, whichever rank reads it (lines go to ranks 2, 1 and 0 here).
+    func testStrictStopsAtTheFirstBadRecordInInputOrder() throws {
+        let dir = try DaptProcess.temporaryDirectory(self).path
+        let a = dir + "/a.jsonl"
+        try writeCorpus(a, records: 60)
+        var lines = try String(contentsOfFile: a, encoding: .utf8).split(separator: "\n").map(String.init)
+        for k in [5, 7, 9] { lines[k] = "{\"id\": \"broken\(k)\", \"text\": \(k)}" }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: a, atomically: true, encoding: .utf8)
+        let train = try DaptProcess.mpirun(np: 3, ["tokenizer", "train", "--input", a, "--output", dir + "/t.json", "--vocab-size", "400", "--strict"], timeout: 120)
+        XCTAssertNotEqual(train.status, 0)
+        XCTAssertTrue(train.stderr.contains("a.jsonl:6: text: must be a string, not number (--strict)"), train.stderr)
+        XCTAssertFalse(train.stderr.contains("a.jsonl:8:") || train.stderr.contains("a.jsonl:10:"), train.stderr)
+        let ok = try DaptProcess.dapt(["tokenizer", "train", "--input", a, "--output", dir + "/t.json", "--vocab-size", "400", "--no-strict"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        XCTAssertTrue(ok.stdout.contains("lines: 60 = 57 texts + 3 rejected + 0 blank: ok"), ok.stdout)
+        // Encode: one line per shard, so shards 5, 7 and 9 go to ranks 2, 1 and 0.
+        let encode = try DaptProcess.mpirun(np: 3, ["tokenizer", "encode", "--tokenizer", dir + "/t.json", "--input", a, "--output", dir + "/s",
+                                                    "--shard-lines", "1", "--strict"], timeout: 120)
+        XCTAssertNotEqual(encode.status, 0)
+        XCTAssertTrue(encode.stderr.contains("a.jsonl:6: text: must be a string, not number (--strict)"), encode.stderr)
+        XCTAssertFalse(encode.stderr.contains("a.jsonl:8:") || encode.stderr.contains("a.jsonl:10:"), encode.stderr)
     }
 
     /// A bad record under mpirun stops the job with its file and line.
