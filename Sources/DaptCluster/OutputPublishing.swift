@@ -4,6 +4,8 @@ import DaptCore
 public struct SharedError: CollectiveError, Equatable {
     public var message: String
     public var description: String { message }
+
+    public init(message: String) { self.message = message }
 }
 
 extension OutputPublisher {

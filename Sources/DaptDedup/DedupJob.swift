@@ -165,7 +165,8 @@ struct DedupContext {
             guard let tab = p.firstIndex(of: "\t"), let k = Int(p[..<tab]) else { return nil }
             return (k, String(p[p.index(after: tab)...]))
         }.min { $0.0 < $1.0 }
-        if let first { throw DedupError.inputCheck(first.1) }
+        // Every rank has the same error: the command line prints it once (rank 0).
+        if let first { throw SharedError(message: DedupError.inputCheck(first.1).description) }
     }
 }
 

@@ -77,6 +77,7 @@ final class ClusterCheckTests: XCTestCase {
         let result = try DaptProcess.mpirun(np: 3, ["cluster", "check", "--config", config.path, "--exchange-mib", "2",
                                                     "--allreduce-mib", "1", "--gemm", "64", "--json", json], timeout: 120)
         XCTAssertEqual(result.status, 0, result.stderr)
+        for r in 0..<3 { XCTAssertTrue(result.stdout.contains("rank \(r)/3 on "), result.stdout) }
         let reports = try (0..<3).map { r in
             try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(json).rank\(r)")))
         }
