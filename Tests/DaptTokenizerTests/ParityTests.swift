@@ -39,7 +39,18 @@ final class ParityTests: XCTestCase {
     func testSplitPatternFromTokenizers() throws { try checkParity("hf-split-dapt") }
 
     /// A tokenizer.json written by dapt, loaded and run by tokenizers: same ids.
-    func testDaptFileRunByTokenizers() throws { try checkParity("dapt-trained") }
+    /// The file is dapt's own (its vocabulary is not hf-split-dapt's), so this
+    /// checks what tokenizers makes of dapt's file, not hf-split-dapt again.
+    func testDaptFileRunByTokenizers() throws {
+        try checkParity("dapt-trained")
+        let ours = try BPETokenizer.load(path: Fixtures.directory.appendingPathComponent("parity/dapt-trained/tokenizer.json").path)
+        let hf = try BPETokenizer.load(path: Fixtures.directory.appendingPathComponent("parity/hf-split-dapt/tokenizer.json").path)
+        XCTAssertNotEqual(ours.vocabSize, hf.vocabSize)
+        XCTAssertNotEqual(try Fixtures.expectedIds("parity/dapt-trained/expected.txt"), try Fixtures.expectedIds("parity/hf-split-dapt/expected.txt"))
+        // Written by dapt: dapt's file spells back the same JSON.
+        let text = try String(contentsOf: Fixtures.directory.appendingPathComponent("parity/dapt-trained/tokenizer.json"), encoding: .utf8)
+        XCTAssertEqual(ours.jsonText(), text)
+    }
 
     /// Trained on the same lines with the same settings, dapt learns exactly
     /// the vocabulary and merges of `tokenizers`' BpeTrainer.
