@@ -133,6 +133,10 @@ public final class FilterJob {
             bos = Int32(id)
         }
 
+        // A folder that cannot be replaced is refused before any work.
+        let publisher = OutputPublisher(directory: request.output)
+        try publisher.begin(comm)
+
         // Read and tokenise every record (every rank, same result).
         var summary = FilterSummary()
         summary.ranks = comm.size
@@ -202,9 +206,9 @@ public final class FilterJob {
 
         if comm.rank == 0 {
             let report = Self.report(scored, decisions, summary: summary, window: window, model: directory.path)
-            try writeOutputs(records: records, scored: scored, decisions: decisions, rejects: rejects, report: report, summary: summary)
+            try writeOutputs(publisher, records: records, scored: scored, decisions: decisions, rejects: rejects, report: report, summary: summary)
         }
-        try comm.barrier()
+        try publisher.finish(stage: "filter", comm)
         summary.seconds = monotonicSeconds() - started
         return summary
     }
@@ -264,11 +268,9 @@ public final class FilterJob {
         ])
     }
 
-    /// Writes every output into a fresh folder beside the output and puts it
-    /// in place at the end, so the output is never a mix of two runs.
-    func writeOutputs(records: [FilterRecord], scored: [ScoredRecord], decisions: FilterDecisions,
+    /// Writes every output into the publisher's staging folder (rank 0).
+    func writeOutputs(_ staging: OutputPublisher, records: [FilterRecord], scored: [ScoredRecord], decisions: FilterDecisions,
                       rejects: [FilterReject], report: JSONValue, summary: FilterSummary) throws {
-        let staging = try OutputStaging(output: request.output)
         let names = Self.outputNames
         let kept = try FileWriter(path: staging.path(names.kept))
         let removed = try FileWriter(path: staging.path(names.removed))
@@ -322,6 +324,5 @@ public final class FilterJob {
         let reportFile = try FileWriter(path: staging.path(names.report))
         try reportFile.write(report.text(indent: 2) + "\n")
         try reportFile.commit()
-        try staging.publish()
     }
 }

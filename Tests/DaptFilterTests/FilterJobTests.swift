@@ -122,5 +122,14 @@ final class FilterJobTests: XCTestCase {
                           communicator: SingleRankCommunicator()).run()
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out/scores.jsonl"), "no file of the first run is left")
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["in.jsonl", "out"])
+        XCTAssertTrue(OutputPublisher.isComplete(dir + "/out"))
+        // A folder of other files is not replaced, and nothing is scored into it.
+        try FileManager.default.createDirectory(atPath: dir + "/mine", withIntermediateDirectories: true)
+        try writeLines(["keep me"], to: dir + "/mine/notes.txt")
+        XCTAssertThrowsError(try FilterJob(request: FilterRequest(inputs: [dir + "/in.jsonl"], output: dir + "/mine", model: referenceModel),
+                                           communicator: SingleRankCommunicator()).run()) {
+            XCTAssertEqual($0 as? PublishError, .foreignFolder(dir + "/mine"))
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/mine"), ["notes.txt"])
     }
 }
