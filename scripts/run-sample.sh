@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample, end to end, on local ranks:
-#   prepare → dedup → tokenizer train/encode → pretrain (tiny model) → eval ppl
+#   prepare → dedup → filter (perplexity, under a reference model trained on a
+#   held-out slice) → tokenizer train/encode → pretrain (tiny model) → eval ppl
 # Outputs go to out/sample/. Run scripts/setup.sh first (or use the README's one-liner).
 # NP=4 scripts/run-sample.sh runs the distributed stages on 4 ranks (default 2).
 set -euo pipefail
@@ -18,17 +19,34 @@ echo "== 1. prepare: patents → fragments ($np ranks)"
 echo "== 2. dedup: exact and MinHash-LSH near duplicates ($np ranks)"
 "${launch[@]}" dapt dedup --input "$out/prepare/manifest.json" --config configs/dedup.yaml --output "$out/dedup"
 
-echo "== 3. tokenizer: train a byte-level BPE, encode packed shards ($np ranks)"
-"$dapt" tokenizer train --config configs/tokenizer.yaml --input "$out/dedup/kept.jsonl" --vocab-size 2048 --output "$out/tokenizer.json"
-"${launch[@]}" dapt tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/tokenizer.json" \
-  --input "$out/dedup/kept.jsonl" --output "$out/tokens"
+echo "== 3. filter: perplexity per length bucket under a reference model ($np ranks)"
+# The reference must not have seen the text it judges: every fourth record is
+# held out to train a small reference model (its own tokenizer, 100
+# steps) and is not used further; the other records are filtered. A real run
+# uses an existing model instead (--model: a Hugging Face Llama directory).
+mkdir -p "$out/reference"
+awk 'NR % 4 == 0' "$out/dedup/kept.jsonl" > "$out/reference/slice.jsonl"
+awk 'NR % 4 != 0' "$out/dedup/kept.jsonl" > "$out/reference/corpus.jsonl"
+"$dapt" tokenizer train --config configs/tokenizer.yaml --input "$out/reference/slice.jsonl" --vocab-size 1024 \
+  --output "$out/reference/tokenizer.json"
+"$dapt" tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/reference/tokenizer.json" \
+  --input "$out/reference/slice.jsonl" --output "$out/reference/tokens"
+OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$(nproc)}" "$dapt" pretrain --config configs/pretrain-tiny.yaml \
+  --input "$out/reference/tokens" --output "$out/reference/model" --steps 100 --set eval.sequences=0 > "$out/reference/pretrain.log"
+"${launch[@]}" dapt filter --config configs/filter.yaml --input "$out/reference/corpus.jsonl" \
+  --model "$out/reference/model" --output "$out/filter"
 
-echo "== 4. pretrain: a tiny Llama on the sample (1 rank)"
+echo "== 4. tokenizer: train a byte-level BPE, encode packed shards ($np ranks)"
+"$dapt" tokenizer train --config configs/tokenizer.yaml --input "$out/filter/kept.jsonl" --vocab-size 2048 --output "$out/tokenizer.json"
+"${launch[@]}" dapt tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/tokenizer.json" \
+  --input "$out/filter/kept.jsonl" --output "$out/tokens"
+
+echo "== 5. pretrain: a tiny Llama on the sample (1 rank)"
 # The sample is small (~5k tokens): hold out a tenth of its documents so the
 # held-out perplexity printed every 50 steps covers a few full sequences.
 OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$(nproc)}" "$dapt" pretrain --config configs/pretrain-tiny.yaml \
   --input "$out/tokens" --output "$out/pretrain" --set data.held_out_fraction=0.1
 
-echo "== 5. eval: perplexity of the last checkpoint on the deduplicated corpus (mostly training text)"
-"$dapt" eval ppl --checkpoint "$out/pretrain" --input "$out/dedup/kept.jsonl" --sequence-length 128
+echo "== 6. eval: perplexity of the last checkpoint on the filtered corpus (mostly training text)"
+"$dapt" eval ppl --checkpoint "$out/pretrain" --input "$out/filter/kept.jsonl" --sequence-length 128
 echo "run-sample: done; outputs in $out/"
