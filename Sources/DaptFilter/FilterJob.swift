@@ -11,8 +11,6 @@ public enum FilterError: Error, CustomStringConvertible, Equatable {
     case tokenizerVocabulary(model: String, tokenizerSize: Int, modelSize: Int)
     case noTokenizer(model: String)
     case missingSpecialToken(tokenizer: String, token: String)
-    /// A bad record under `strict`.
-    case strict(InputError)
     case countMismatch(lines: Int, blank: Int, kept: Int, removed: Int, rejected: Int)
 
     public var description: String {
@@ -23,7 +21,6 @@ public enum FilterError: Error, CustomStringConvertible, Equatable {
             return "\(model): no \(Trainer.tokenizerFile) beside the model: the reference model needs its own tokenizer"
         case let .missingSpecialToken(tokenizer, token):
             return "\(tokenizer): no \(token) token (filter.add_bos needs it)"
-        case let .strict(error): return "\(error) (stopped by --strict)"
         case let .countMismatch(lines, blank, kept, removed, rejected):
             return "internal error: \(lines) lines − \(blank) blank ≠ \(kept) kept + \(removed) removed + \(rejected) rejected"
         }
@@ -85,7 +82,6 @@ struct FilterReject {
     var file: Int
     var line: Int
     var problem: RecordProblem
-    var record: [UInt8]
 }
 
 /// Scores every record with the reference model and cuts each length
@@ -118,6 +114,17 @@ public final class FilterJob {
     }
 
     public func run() throws -> FilterSummary {
+        let publisher = OutputPublisher(directory: request.output)
+        do {
+            return try run(publisher)
+        } catch {
+            // The earlier output stays as it was; no half-written staging folder is left.
+            if comm.rank == 0 { publisher.discard() }
+            throw error
+        }
+    }
+
+    func run(_ publisher: OutputPublisher) throws -> FilterSummary {
         let started = monotonicSeconds()
         let (model, tokenizer, directory) = try Self.loadReference(request.model)
         let (window, overlap) = config.scoringWindow(positions: model.config.positionLimit)
@@ -134,7 +141,6 @@ public final class FilterJob {
         }
 
         // A folder that cannot be replaced is refused before any work.
-        let publisher = OutputPublisher(directory: request.output)
         try publisher.begin(comm)
 
         // Read and tokenise every record (every rank, same result).
@@ -150,7 +156,7 @@ public final class FilterJob {
         for (f, path) in request.inputs.enumerated() {
             try LineReader(path: path).forEachLine { number, line in
                 summary.lines += 1
-                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { summary.blankLines += 1; return true }
+                if RecordProblem.isBlank(line) { summary.blankLines += 1; return true }
                 do throws(RecordProblem) {
                     try scanner.scan(line)
                     guard let text = scanner.fields[0].kind == .string ? scanner.fields[0].decodedRange : nil else {
@@ -174,8 +180,9 @@ public final class FilterJob {
                     records.append(FilterRecord(file: f, line: number, lang: lang))
                     sequences.append(ids.map { Int32(bitPattern: $0) })
                 } catch {
-                    if config.strict { throw FilterError.strict(error.located(file: path, line: number)) }
-                    rejects.append(FilterReject(file: f, line: number, problem: error, record: Array(line)))
+                    // Every rank reads the whole input, so all stop at the same first bad record.
+                    if config.strict { throw FirstBadRecord(message: error.located(file: path, line: number).description) }
+                    rejects.append(FilterReject(file: f, line: number, problem: error))
                 }
                 return true
             }
@@ -309,12 +316,7 @@ public final class FilterJob {
         }
         let rejectsFile = try FileWriter(path: staging.path(names.rejects))
         for r in rejects {
-            let file = request.inputs[r.file]
-            var json = "{\"file\":\(JSONWriter.quoted(file)),\"line\":\(r.line),"
-            if let field = r.problem.field { json += "\"field\":\(JSONWriter.quoted(field)),"}
-            json += "\"reason\":\(JSONWriter.quoted(r.problem.reason)),\"error\":\(JSONWriter.quoted(r.problem.located(file: file, line: r.line).description)),"
-            json += "\"record\":\(JSONWriter.quoted(String(decoding: r.record, as: UTF8.self)))}\n"
-            try rejectsFile.write(json)
+            try rejectsFile.write(r.problem.located(file: request.inputs[r.file], line: r.line).rejectJSON + "\n")
         }
         guard next == records.count, keptCount + removedCount + rejects.count == summary.lines - summary.blankLines,
               keptCount == summary.kept, removedCount == summary.removedHigh + summary.removedLow else {

@@ -98,15 +98,19 @@ final class FilterJobTests: XCTestCase {
         XCTAssertEqual(rejects[1]["reason"]?.string, "expected a string, got number")
         XCTAssertEqual(rejects[2]["reason"]?.string, "missing")
         XCTAssertTrue(rejects[1]["error"]!.string!.hasSuffix("in.jsonl:8: text: expected a string, got number"))
-        XCTAssertEqual(rejects[3]["record"]?.string, input[11])
+        XCTAssertEqual(rejects[3]["reason"]?.string, "expected a string, got number")
         XCTAssertEqual(summary.firstReject.map { $0.contains("in.jsonl:6: ") }, true)
 
         var strict = FilterConfig()
         strict.strict = true
-        XCTAssertThrowsError(try run(input, config: strict)) { error in
-            guard case .strict(let e) = error as? FilterError else { return XCTFail("\(error)") }
-            XCTAssertEqual(e.line, 6)
+        let dir = try temporaryDirectory(self)
+        try writeLines(input, to: dir + "/in.jsonl")
+        let request = FilterRequest(inputs: [dir + "/in.jsonl"], output: dir + "/out", model: referenceModel, config: strict)
+        XCTAssertThrowsError(try FilterJob(request: request, communicator: SingleRankCommunicator()).run()) { error in
+            XCTAssertTrue((error as? FirstBadRecord)?.message.hasSuffix("in.jsonl:6: text: " + rejects[0]["reason"]!.string!) == true, "\(error)")
         }
+        // Nothing is published and no staging folder is left behind.
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["in.jsonl"])
     }
 
     /// A second run replaces the first run's outputs as a whole.
