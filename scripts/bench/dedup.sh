@@ -6,6 +6,8 @@
 #
 #   scripts/bench/dedup.sh            # 100k records in $DEDUP_BENCH_DIR (default /tmp/dapt-dedup-bench)
 #   RECORDS=20000 scripts/bench/dedup.sh
+#   BASELINE=/path/to/other/dapt scripts/bench/dedup.sh   # also runs that binary (say, a release build of main)
+#                                          # on 1 rank on the same corpus, to compare two versions in one run
 #   REUSE_PEERS=1 scripts/bench/dedup.sh   # reuse the peers' timings and pairs from an earlier run in the same
 #                                          # directory (said so in the output, with the time they were taken)
 set -euo pipefail
@@ -67,6 +69,12 @@ run_dapt() {
   echo -e "$name\t$wall\t$(python3 -c "print($user + $sys)")\t$rss" >> "$results"
 }
 run_dapt dapt-1rank 1
+if [ -n "${BASELINE:-}" ]; then
+  built=$dapt; dapt=$BASELINE
+  run_dapt baseline-1rank 1
+  dapt=$built
+  cmp -s "$dir/out-dapt-1rank/kept.jsonl" "$dir/out-baseline-1rank/kept.jsonl" && echo "baseline: kept.jsonl byte-identical" || echo "baseline: kept.jsonl DIFFERS"
+fi
 run_dapt dapt-2ranks 2
 run_dapt dapt-estim 1 "$estimated_config"
 run_dapt dapt-exact 1 "$exact_config"
@@ -110,10 +118,12 @@ cpu = {r[0]: float(r[2]) for r in rows}
 print(f"{'tool':<12} {'wall s':>8} {'cpu s':>8} {'records/s':>10} {'MB/s':>7} {'peak RSS MB':>11} {'precision':>9} {'recall':>7} {'speed vs datasketch (wall, cpu)':>32} {'vs rensa (wall, cpu)':>21}")
 for name, wall, c, rss in rows:
     wall, c, rss = float(wall), float(c), int(rss)
-    a = acc.get(name if name in acc else ("dapt" if name.startswith("dapt") else name), {})
+    a = acc.get(name if name in acc else ("dapt" if name.startswith("dapt") else name), {}) if not name.startswith("baseline") else {}
     vs = lambda p: f"{base[p] / wall:.1f}x, {cpu[p] / c:.1f}x" if p in base else "-"
     print(f"{name:<12} {wall:>8.2f} {c:>8.2f} {records / wall:>10.0f} {size / wall / 1e6:>7.2f} {rss / 1e6:>11.0f} "
           f"{a.get('precision', float('nan')):>9.4f} {a.get('recall', float('nan')):>7.4f} {vs('datasketch'):>32} {vs('rensa'):>21}")
+if "baseline-1rank" in base:
+    print(f"dapt 1 rank vs baseline 1 rank (wall, cpu): {base['baseline-1rank'] / base['dapt-1rank']:.2f}x, {cpu['baseline-1rank'] / cpu['dapt-1rank']:.2f}x")
 if "dapt-1rank" in base and "dapt-2ranks" in base:
     print(f"dapt speed-up 1 -> 2 ranks (wall): {base['dapt-1rank'] / base['dapt-2ranks']:.2f}x")
 for p in ("datasketch", "rensa"):

@@ -8,6 +8,8 @@
 #   - tokens per character by language for both trained tokenizers.
 # CPU-time figures are given beside wall time because the 2 cores are shared.
 # usage: scripts/bench/tokenizer.sh [CORPUS.jsonl]   (env: VOCAB=16000 RECORDS=20000)
+# BASELINE=/path/to/other/dapt also times that binary (say, a release build of
+# main) on the same training and one-thread encode, to compare two versions.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VOCAB="${VOCAB:-16000}"
@@ -42,6 +44,12 @@ read -r dr du ds < "$work/t-dapt"; read -r hr hu hs < "$work/t-hf"
 dc=$(python3 -c "print($du + $ds)"); hc=$(python3 -c "print($hu + $hs)")
 echo "train: dapt ${dr} s wall, ${dc} s CPU; tokenizers ${hr} s wall, ${hc} s CPU"
 echo "train time ratio dapt/tokenizers: wall $(ratio "$dr" "$hr"), CPU $(ratio "$dc" "$hc")"
+if [ -n "${BASELINE:-}" ]; then
+  { time "$BASELINE" tokenizer train --input "$corpus" --output "$work/base.json" --vocab-size "$VOCAB" >/dev/null 2>&1 ; } 2> "$work/t-base"
+  read -r br bu bs < "$work/t-base"; bc=$(python3 -c "print($bu + $bs)")
+  echo "train: baseline ${br} s wall, ${bc} s CPU; dapt/baseline time: wall $(ratio "$dr" "$br"), CPU $(ratio "$dc" "$bc")"
+  cmp -s "$work/dapt.json" "$work/base.json" && echo "baseline: tokenizer.json byte-identical" || echo "baseline: tokenizer.json DIFFERS"
+fi
 python3 - "$work/dapt.json" "$work/hf.json" <<'PY'
 import json, sys
 d, h = (json.load(open(p))["model"] for p in sys.argv[1:3])
@@ -56,6 +64,12 @@ hf_out=$(RAYON_NUM_THREADS=1 python3 scripts/bench/tokenizer_peer.py encode "$wo
 echo "$hf_out"
 hf_line=$(echo "$hf_out" | head -1)
 echo "encode speed ratio dapt/tokenizers, one thread: wall $(ratio "$(mbps "$dapt_line")" "$(mbps "$hf_line")"), CPU $(ratio "$(cpumbps "$dapt_line")" "$(cpumbps "$hf_line")")"
+if [ -n "${BASELINE:-}" ]; then
+  base_line=$("$BASELINE" tokenizer tokenize --tokenizer "$work/dapt.json" --input "$corpus" --output "$work/base-ids.txt")
+  echo "baseline: $base_line"
+  echo "encode speed ratio dapt/baseline, one thread: wall $(ratio "$(mbps "$dapt_line")" "$(mbps "$base_line")"), CPU $(ratio "$(cpumbps "$dapt_line")" "$(cpumbps "$base_line")")"
+  cmp -s "$work/dapt-ids.txt" "$work/base-ids.txt" && echo "baseline: ids identical" || echo "baseline: ids DIFFER"
+fi
 
 echo "-- encode, one thread, GPT-2 ByteLevel form (tokenizers' built-in regex; dapt-trained with --pre-tokenizer gpt2)"
 "$dapt" tokenizer train --input "$corpus" --output "$work/dapt-gpt2.json" --vocab-size "$VOCAB" --pre-tokenizer gpt2 >/dev/null 2>&1
