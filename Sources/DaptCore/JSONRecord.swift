@@ -10,6 +10,19 @@
 public struct JSONRecordScanner {
     public enum Kind: Equatable, Sendable {
         case absent, null, bool, number, string, array, object
+
+        /// `string`, `number`, ... for messages about a value of the wrong type.
+        public var name: String {
+            switch self {
+            case .absent: return "nothing"
+            case .null: return "null"
+            case .bool: return "boolean"
+            case .number: return "number"
+            case .string: return "string"
+            case .array: return "array"
+            case .object: return "object"
+            }
+        }
     }
 
     /// Where one field asked for is.
@@ -117,16 +130,6 @@ public struct JSONRecordScanner {
         bytes(field).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    /// `string`, `number`, ... for messages about a field of the wrong type.
-    public static func typeName(_ kind: Kind) -> String {
-        switch kind {
-        case .absent: return "nothing"
-        case .null: return "null"
-        case .bool: return "boolean"
-        case .number: return "number"
-        case .string: return "string"
-        case .array: return "array"
-        case .object: return "object"
-        }
-    }
+    public static func typeName(_ kind: Kind) -> String { kind.name }
+
 }

@@ -61,17 +61,19 @@ public indirect enum JSONValue: Equatable, Sendable {
         return nil
     }
 
-    /// `string`, `number`, `boolean`, `null`, `array` or `object`.
-    public var typeName: String {
+    public var kind: JSONRecordScanner.Kind {
         switch self {
-        case .null: return "null"
-        case .bool: return "boolean"
-        case .number: return "number"
-        case .string: return "string"
-        case .array: return "array"
-        case .object: return "object"
+        case .null: return .null
+        case .bool: return .bool
+        case .number: return .number
+        case .string: return .string
+        case .array: return .array
+        case .object: return .object
         }
     }
+
+    /// `string`, `number`, `boolean`, `null`, `array` or `object`.
+    public var typeName: String { kind.name }
 
     // MARK: reading
 

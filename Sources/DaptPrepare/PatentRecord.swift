@@ -282,7 +282,7 @@ public struct PatentLineReader {
             if let syntax = error.syntax, syntax.reason == .invalidUTF8 { return reject(error.field, .invalidUTF8(byte: syntax.offset)) }
             return reject(error.field, .malformedJSON(error.syntax?.description ?? error.reason))
         }
-        func typeName(_ k: Int) -> String { JSONRecordScanner.typeName(scanner.kind(k)) }
+        func typeName(_ k: Int) -> String { scanner.kind(k).name }
         func given(_ k: Int) -> Bool { scanner.kind(k) != .absent && scanner.kind(k) != .null }
 
         guard given(Self.patent) else { return reject("patent", .missingField) }

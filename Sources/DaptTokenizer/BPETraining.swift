@@ -79,6 +79,7 @@ public enum BPETraining {
         // Under strict, this rank's first problem and its line position in the corpus.
         var strictProblem: (position: Int, error: InputError)?
         var text: [UInt8] = []
+        var reader = JSONLText(field: config.textField)
         reading: for path in inputs {
             try LineReader(path: path).forEachLine { number, line in
                 defer { lineIndex += 1 }
@@ -86,7 +87,7 @@ public enum BPETraining {
                 lines += 1
                 if RecordProblem.isBlank(line) { blank += 1; return true }
                 do {
-                    try JSONLText.extract(line, field: config.textField, into: &text)
+                    try reader.extract(line, into: &text)
                 } catch let bad as RecordProblem {
                     let problem = bad.located(file: path, line: number)
                     if config.strict { strictProblem = (lineIndex, problem); return false }

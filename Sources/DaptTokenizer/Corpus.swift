@@ -18,7 +18,7 @@ public struct JSONLText {
         switch scanner.kind(0) {
         case .string: out.append(contentsOf: scanner.bytes(0)!)
         case .absent: throw RecordProblem(field: field, reason: "missing")
-        case let other: throw RecordProblem(field: field, reason: "must be a string, not \(JSONRecordScanner.typeName(other))")
+        case let other: throw RecordProblem(field: field, reason: "must be a string, not \(other.name)")
         }
     }
 
