@@ -15,6 +15,7 @@ struct DaptConfig: Decodable {
     var filter = FilterConfig()
     var tokenizer = TokenizerConfig()
     var pretrain = PretrainConfig()
+    var eval = EvalConfig()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster
@@ -23,6 +24,7 @@ struct DaptConfig: Decodable {
         case filter
         case tokenizer
         case pretrain
+        case eval
     }
 
     init() {}
@@ -36,7 +38,13 @@ struct DaptConfig: Decodable {
         dedup = try c.value(.dedup, default: DedupConfig())
         filter = try c.value(.filter, default: FilterConfig())
         pretrain = try c.value(.pretrain, default: PretrainConfig())
+        eval = try c.value(.eval, default: EvalConfig())
     }
+
+    /// Sections a stage's `--set` may name besides its own (`cluster.blas_threads=1`);
+    /// any other key is the stage's own, so `pretrain --set eval.sequences=4` stays
+    /// under pretrain: even though eval: is also a section.
+    static let sharedSections = [CodingKeys.cluster.rawValue]
 
     /// Validates every section, naming the bad field with its section.
     func validate() throws {
@@ -46,6 +54,7 @@ struct DaptConfig: Decodable {
         try Self.validate(dedup, "dedup")
         try Self.validate(filter, "filter")
         try Self.validate(pretrain, "pretrain")
+        try Self.validate(eval, "eval")
     }
 
     static func validate(_ section: some StageConfig, _ name: String) throws {
@@ -58,7 +67,7 @@ struct DaptConfig: Decodable {
     static func load(_ path: String?, overrides: [ConfigOverride] = [], section: String? = nil,
                      check: (DaptConfig) throws -> Void = { _ in }) throws -> DaptConfig {
         try ConfigLoader.load(DaptConfig.self, path: path, overrides: overrides, section: section,
-                              sections: CodingKeys.allCases.map(\.rawValue)) { config in
+                              sections: Self.sharedSections) { config in
             try config.validate()
             try check(config)
         }
@@ -83,7 +92,7 @@ struct DaptConfig: Decodable {
         let indented = document.yaml.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
         do {
             return try ConfigLoader.decode(DaptConfig.self, yaml: "\(document.section):\n\(indented)\n", file: document.origin,
-                                           overrides: overrides, section: section, sections: CodingKeys.allCases.map(\.rawValue)) { config in
+                                           overrides: overrides, section: section, sections: Self.sharedSections) { config in
                 try config.validate()
                 try check(config)
             }

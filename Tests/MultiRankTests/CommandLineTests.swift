@@ -118,6 +118,9 @@ final class CommandLineTests: XCTestCase {
             (["pretrain", "--input", dir.path, "--from", dir.path, "--resume", dir.path], "--from \(dir.path): cannot be used with --resume"),
             (["tokenizer", "train", "--input", dir.path + "/none.jsonl", "--output", dir.path + "/t.json"], "--input \(dir.path)/none.jsonl: no such file or directory"),
             (["tokenizer", "encode", "--input", corpus, "--output", dir.path + "/s", "--tokenizer", dir.path + "/none.json"], "\(dir.path)/none.json: open failed"),
+            (["eval", "ppl", "--checkpoint", dir.path, "--input", corpus, "--sequence-length", "-1"],
+             "--sequence-length -1: eval.sequence_length: must be > 0, got -1"),
+            (["eval", "ppl", "--checkpoint", dir.path, "--input", corpus, "--set", "batch_size=0"], "--set batch_size=0: eval.batch_size: must be > 0, got 0"),
             (["config", "validate", "--config", syntax], "\(syntax):3:7: not valid YAML: "),
         ]
         for (args, expected) in cases {
