@@ -72,6 +72,7 @@ public struct ShardEncoder {
                 }
                 let shard = current!
                 shard.lines += 1
+                if RecordProblem.isBlank(line) { shard.blankLines += 1; return true }
                 do {
                     try reader.extract(line, into: &text)
                 } catch let bad as RecordProblem {
@@ -117,8 +118,8 @@ public struct ShardEncoder {
             guard manifest.shards.map(\.index) == Array(0..<expectedShards) else {
                 throw TokenShardError.invalidManifest(field: "shards", reason: "ranks wrote shards \(manifest.shards.map(\.index)), expected 0..<\(expectedShards)")
             }
-            guard manifest.documents + manifest.rejected == manifest.lines else {
-                throw TokenShardError.invalidManifest(field: "documents", reason: "\(manifest.documents) documents + \(manifest.rejected) rejected != \(manifest.lines) lines read")
+            guard manifest.documents + manifest.rejected + manifest.blankLines == manifest.lines else {
+                throw TokenShardError.invalidManifest(field: "documents", reason: "\(manifest.documents) documents + \(manifest.rejected) rejected + \(manifest.blankLines) blank != \(manifest.lines) lines read")
             }
             let tok = try FileWriter(path: publisher.path("tokenizer.json"))
             try tok.write(tokenizerJSON)
@@ -146,6 +147,7 @@ final class ShardBuilder {
     let firstLine: Int
     let tokenBytes: Int
     var lines = 0
+    var blankLines = 0
     private var offsets: [UInt64] = [0]
     private var rejected = 0
     private let tokens: FileWriter
@@ -184,9 +186,11 @@ final class ShardBuilder {
         let indexWriter = try FileWriter(path: directory + "/" + name + ".index", atomic: true)
         try indexWriter.write(indexBytes)
         try indexWriter.commit()
-        return ShardInfo(index: index, name: name, firstLine: firstLine, lines: lines, documents: offsets.count - 1,
-                         rejected: rejected, tokens: Int(offsets.last!),
-                         tokensChecksum: try fileChecksum(directory + "/" + name + ".tokens"),
-                         indexChecksum: indexBytes.withUnsafeBytes { hex64(StableHash.xxh64($0)) })
+        var info = ShardInfo(index: index, name: name, firstLine: firstLine, lines: lines, documents: offsets.count - 1,
+                             rejected: rejected, tokens: Int(offsets.last!),
+                             tokensChecksum: try fileChecksum(directory + "/" + name + ".tokens"),
+                             indexChecksum: indexBytes.withUnsafeBytes { hex64(StableHash.xxh64($0)) })
+        info.blankLines = blankLines
+        return info
     }
 }

@@ -95,6 +95,8 @@ public struct ShardInfo: Equatable, Sendable {
     public var lines: Int
     public var documents: Int
     public var rejected: Int
+    /// Blank lines skipped: lines = documents + rejected + blank lines.
+    public var blankLines = 0
     public var tokens: Int
     public var tokensChecksum: String
     public var indexChecksum: String
@@ -106,7 +108,7 @@ public struct ShardInfo: Equatable, Sendable {
     var json: JSONValue {
         .object([("index", .integer(index)), ("name", .string(name)), ("first_line", .integer(firstLine)),
                  ("lines", .integer(lines)), ("documents", .integer(documents)), ("rejected", .integer(rejected)),
-                 ("tokens", .integer(tokens)), ("tokens_xxh64", .string(tokensChecksum)), ("index_xxh64", .string(indexChecksum))])
+                 ("blank_lines", .integer(blankLines)), ("tokens", .integer(tokens)), ("tokens_xxh64", .string(tokensChecksum)), ("index_xxh64", .string(indexChecksum))])
     }
 
     init(index: Int, name: String, firstLine: Int, lines: Int, documents: Int, rejected: Int, tokens: Int, tokensChecksum: String, indexChecksum: String) {
@@ -126,6 +128,7 @@ public struct ShardInfo: Equatable, Sendable {
         self.init(index: try int("index"), name: try str("name"), firstLine: try int("first_line"), lines: try int("lines"),
                   documents: try int("documents"), rejected: try int("rejected"), tokens: try int("tokens"),
                   tokensChecksum: try str("tokens_xxh64"), indexChecksum: try str("index_xxh64"))
+        if v["blank_lines"] != nil { blankLines = try int("blank_lines") }  // absent in manifests written before blank lines were counted
         if name.contains("/") { throw TokenShardError.invalidManifest(field: "\(field).name", reason: "must be a plain file name") }
     }
 }
@@ -147,6 +150,7 @@ public struct TokenManifest: Equatable, Sendable {
     public var documents: Int { shards.reduce(0) { $0 + $1.documents } }
     public var tokens: Int { shards.reduce(0) { $0 + $1.tokens } }
     public var rejected: Int { shards.reduce(0) { $0 + $1.rejected } }
+    public var blankLines: Int { shards.reduce(0) { $0 + $1.blankLines } }
     public var lines: Int { inputs.reduce(0) { $0 + $1.lines } }
 
     public static func == (a: TokenManifest, b: TokenManifest) -> Bool { a.json == b.json }
@@ -158,7 +162,7 @@ public struct TokenManifest: Equatable, Sendable {
             ("tokenizer", .string("tokenizer.json")), ("tokenizer_xxh64", .string(tokenizerChecksum)),
             ("add_bos", .bool(addBos)), ("add_eos", .bool(addEos)),
             ("lines", .integer(lines)), ("documents", .integer(documents)),
-            ("rejected", .integer(rejected)), ("tokens", .integer(tokens)),
+            ("rejected", .integer(rejected)), ("blank_lines", .integer(blankLines)), ("tokens", .integer(tokens)),
             ("inputs", .array(inputs.map { .object([("path", .string($0.path)), ("lines", .integer($0.lines))]) })),
             ("languages", languages.json),
             ("shards", .array(shards.map(\.json))),

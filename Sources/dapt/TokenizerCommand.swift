@@ -102,8 +102,8 @@ struct TokenizerCommand: ParsableCommand {
                 let seconds = monotonicSeconds() - started
                 var inputBytes = 0
                 for path in inputs { inputBytes += try FileSystem.size(path) }
-                ctx.say(String(format: "encoded %d lines: %d documents, %d rejected, %d tokens in %d shards (uint%d) in %.2f s (%.1f MB/s of JSONL over %d ranks)",
-                               manifest.lines, manifest.documents, manifest.rejected, manifest.tokens, manifest.shards.count,
+                ctx.say(String(format: "encoded %d lines: %d documents, %d rejected, %d blank, %d tokens in %d shards (uint%d) in %.2f s (%.1f MB/s of JSONL over %d ranks)",
+                               manifest.lines, manifest.documents, manifest.rejected, manifest.blankLines, manifest.tokens, manifest.shards.count,
                                manifest.tokenBytes * 8, seconds, Double(inputBytes) / 1e6 / seconds, ctx.size))
                 let s = manifest.languages
                 for (l, name) in LanguageStats.languages.enumerated() where s.documents[l] > 0 {

@@ -178,6 +178,21 @@ final class ShardTests: XCTestCase {
         XCTAssertTrue(rejects.contains(#""line":4"#) && rejects.contains("invalid JSON"), rejects)
     }
 
+    /// Blank lines are skipped and counted, not rejected (and not fatal under
+    /// strict, the default); the manifest's counts reconcile.
+    func testBlankLinesAreSkippedAndCounted() throws {
+        var options = ShardEncoder.Options()
+        options.shardLines = 2
+        let (out, tok, _) = try makeShards(["a", "b"], extraLines: ["", "  \t", #"{"text": "c"}"#], options: options)
+        let reader = try TokenShardReader(directory: out)
+        XCTAssertEqual(reader.manifest.lines, 5)
+        XCTAssertEqual(reader.manifest.blankLines, 2)
+        XCTAssertEqual(reader.manifest.rejected, 0)
+        XCTAssertEqual(reader.documentCount, 3)
+        XCTAssertEqual(try tok.decodeText(reader.document(2).dropLast()), "c")
+        XCTAssertEqual(reader.manifest.shards.map(\.blankLines), [0, 2, 0])
+    }
+
     func testWideVocabularyUsesUInt32() throws {
         var vocab = (0..<256).map { (bytes: [UInt8($0)], id: UInt32($0)) }
         vocab.append((Array("ab".utf8), 70_000))
