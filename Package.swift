@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "DaptDedup", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised + [.unsafeFlags(["-Xcc", "-mavx2"], .when(platforms: [.linux]))]),
         .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
         .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS"], swiftSettings: optimised),
-        .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
+        .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
         .target(name: "DaptFilter", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
 
         // The command line: one subcommand per file, parsing and calling the libraries.
@@ -56,6 +56,6 @@ let package = Package(
         .testTarget(name: "DaptTrainTests", dependencies: ["DaptTestSupport", "DaptTrain", "DaptModel", "DaptTokenizer", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptFilterTests", dependencies: ["DaptTestSupport", "DaptFilter", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         // Starts real `mpirun` processes on the built `dapt` binary.
-        .testTarget(name: "MultiRankTests", dependencies: ["DaptTestSupport", "DaptCore"]),
+        .testTarget(name: "MultiRankTests", dependencies: ["DaptTestSupport", "DaptCore", "DaptModel"]),
     ]
 )

@@ -109,4 +109,11 @@ extension Communicator {
 /// collective (e.g. the first bad record in input order under `--strict`).
 /// The command line prints it once, on rank 0, and ends every rank cleanly
 /// instead of aborting the job from whichever rank got there first.
-public protocol CollectiveError: Error, CustomStringConvertible {}
+public protocol CollectiveError: Error, CustomStringConvertible {
+    /// The process exit status (1 unless the error says otherwise, e.g. 2 for a bad setting).
+    var exitCode: Int32 { get }
+}
+
+extension CollectiveError {
+    public var exitCode: Int32 { 1 }
+}

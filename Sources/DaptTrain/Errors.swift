@@ -16,8 +16,6 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     case runDirectoryHoldsOtherFiles(directory: String, entries: [String])
     /// Two sources of token ids disagree on the tokenizer.
     case tokenizerMismatch(expectedPath: String, expectedChecksum: String, foundPath: String, foundChecksum: String)
-    /// Pretraining runs on one rank until parallel training exists.
-    case multipleRanks(Int)
     case conflictingOptions(String)
 
     public var description: String {
@@ -41,8 +39,6 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
             return "\(dir) holds files that are not part of a run (\(Self.listing(entries))); --overwrite removes only a run directory: choose another --output"
         case let .tokenizerMismatch(expectedPath, expected, foundPath, found):
             return "tokenizer mismatch: \(expectedPath) uses tokenizer xxh64 \(expected), but \(foundPath) has xxh64 \(found); the ids of one tokenizer mean nothing to a model of another"
-        case let .multipleRanks(n):
-            return "pretrain runs on one rank (parallel training is not implemented yet), but this job has \(n) ranks: run it without mpirun or with -np 1"
         case let .conflictingOptions(reason): return reason
         }
     }

@@ -178,6 +178,20 @@ public struct PretrainConfig: StageConfig, Equatable {
         }
     }
 
+    /// How the ranks divide the run: tensor T, pipeline P; the data-parallel degree is world ÷ (T·P).
+    public struct Parallel: Codable, Equatable, Sendable {
+        public var tensor = 1
+        public var pipeline = 1
+        enum CodingKeys: String, CodingKey, CaseIterable { case tensor, pipeline }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self), d = Parallel()
+            tensor = try c.value(.tensor, default: d.tensor)
+            pipeline = try c.value(.pipeline, default: d.pipeline)
+        }
+    }
+
     public var model = Model()
     public var data = Data()
     public var optimizer = Optimizer()
@@ -185,11 +199,12 @@ public struct PretrainConfig: StageConfig, Equatable {
     public var precision = PrecisionSection()
     public var checkpoint = Checkpoint()
     public var eval = Eval()
+    public var parallel = Parallel()
     /// Progress line every N steps.
     public var logEverySteps = 1
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, data, optimizer, schedule, precision, checkpoint, eval, logEverySteps = "log_every_steps"
+        case model, data, optimizer, schedule, precision, checkpoint, eval, parallel, logEverySteps = "log_every_steps"
     }
 
     public init() {}
@@ -204,6 +219,7 @@ public struct PretrainConfig: StageConfig, Equatable {
         precision = try c.value(.precision, default: PrecisionSection())
         checkpoint = try c.value(.checkpoint, default: Checkpoint())
         eval = try c.value(.eval, default: Eval())
+        parallel = try c.value(.parallel, default: Parallel())
         logEverySteps = try c.value(.logEverySteps, default: 1)
     }
 
@@ -253,6 +269,8 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.nonNegative(checkpoint.keepLast, "checkpoint.keep_last")
         try Check.nonNegative(eval.everySteps, "eval.every_steps")
         try Check.nonNegative(eval.sequences, "eval.sequences")
+        try Check.positive(parallel.tensor, "parallel.tensor")
+        try Check.positive(parallel.pipeline, "parallel.pipeline")
         try Check.positive(logEverySteps, "log_every_steps")
     }
 

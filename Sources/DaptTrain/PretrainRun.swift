@@ -1,3 +1,4 @@
+import DaptCluster
 import DaptCore
 import DaptModel
 import DaptTokenizer
@@ -11,46 +12,46 @@ public struct PretrainOptions: Sendable {
     public var stopAfter: Int?
     /// Replace a run already in the run directory (removed as a unit first).
     public var overwrite = false
-    /// Ranks in the job (the communicator's size).
-    public var ranks = 1
 
-    public init(resume: String? = nil, stopAfter: Int? = nil, overwrite: Bool = false, ranks: Int = 1) {
-        self.resume = resume; self.stopAfter = stopAfter; self.overwrite = overwrite; self.ranks = ranks
+    public init(resume: String? = nil, stopAfter: Int? = nil, overwrite: Bool = false) {
+        self.resume = resume; self.stopAfter = stopAfter; self.overwrite = overwrite
     }
 }
 
 /// One `dapt pretrain` invocation: opens the shards, builds or loads the
 /// model, restores a checkpoint when resuming, and runs the training loop
-/// with its metrics log. Every check (ranks, tokenizers, positions, the run
-/// directory) comes before anything is written. The command line only
-/// parses and calls this.
+/// with its metrics log, on every rank of `world` (see `ParallelLayout`).
+/// Every check (layout, tokenizers, positions, the run directory) comes
+/// before anything is written; the file checks run on rank 0 and every rank
+/// fails with their error. The command line only parses and calls this.
 public enum PretrainRun {
     public static let stage = "pretrain"
 
-    public static func run(config: PretrainConfig, options: PretrainOptions = .init(), sink: any EventSink = SilentSink()) throws {
-        // Every rank would run the whole job into one directory.
-        guard options.ranks == 1 else { throw TrainingError.multipleRanks(options.ranks) }
-        if options.resume != nil && options.overwrite {
-            throw TrainingError.conflictingOptions("--resume continues a run and --overwrite removes it: give only one of them")
+    public static func run(config: PretrainConfig, options: PretrainOptions = .init(), world: any Communicator = SingleRankCommunicator(),
+                           sink: any EventSink = SilentSink()) throws {
+        // Every rank reaches the same verdict here from the same settings.
+        let layout = try world.agreed { () throws -> ParallelLayout in
+            let layout = try ParallelLayout(world: world.size, parallel: config.parallel)
+            try layout.requireBuilt()
+            if config.data.globalBatchSize < layout.data {
+                throw ConfigError(field: "pretrain.data.global_batch_size",
+                                  reason: "\(config.data.globalBatchSize) sequences cannot be shared by \(layout.data) data-parallel ranks: every rank needs at least one")
+            }
+            if options.resume != nil && options.overwrite {
+                throw TrainingError.conflictingOptions("--resume continues a run and --overwrite removes it: give only one of them")
+            }
+            guard !config.data.shards.isEmpty else {
+                throw ConfigError(field: "pretrain.data.shards", reason: "no token shard directory given (set it in the config or with --input)")
+            }
+            return layout
         }
-        guard !config.data.shards.isEmpty else {
-            throw ConfigError(field: "pretrain.data.shards", reason: "no token shard directory given (set it in the config or with --input)")
-        }
-        if options.resume == nil { try RunDirectory.checkFresh(config.checkpoint.directory, overwrite: options.overwrite) }
+        // Checks of the files every rank shares: rank 0 reads, every rank learns the outcome.
+        try world.checkOnRoot { try check(config: config, options: options, sink: sink) }
+        let groups = try ParallelGroups(world: world, layout: layout)
         let resumeFrom = try options.resume.map { try ModelDirectory.resolveCheckpoint($0) }
         let shards = try ShardDocuments(directory: config.data.shards)
-        // The tokenizer copied into checkpoints must be the one the ids come from.
         let tokenizerPath = config.data.tokenizer ?? shards.tokenizerPath
-        try shards.requireTokenizer(tokenizerPath)
         let start: ModelDirectory? = try config.model.from.map { try ModelDirectory.resolve($0) }
-        for directory in [start, resumeFrom.map { ModelDirectory.checkpoint($0) }].compactMap({ $0 }) {
-            if let tokenizer = directory.tokenizerPath {
-                try shards.requireTokenizer(tokenizer)
-            } else {
-                sink.report(.notice(stage: stage, message: "\(directory.path) has no \(Trainer.tokenizerFile): that its ids are the shards' cannot be checked"))
-            }
-            try config.validate(against: LlamaConfig.load(path: directory.path + "/" + Trainer.configFile), from: directory.path)
-        }
 
         let split = splitHeldOut(documentCount: shards.documentCount, fraction: config.data.heldOutFraction, seed: config.data.seed)
         let model: LlamaModel
@@ -66,24 +67,49 @@ public enum PretrainRun {
         }
         let trainer = try Trainer(config: config, model: model,
                                   train: DocumentSubset(base: shards, indices: split.train),
-                                  heldOut: DocumentSubset(base: shards, indices: split.heldOut), sink: sink)
+                                  heldOut: DocumentSubset(base: shards, indices: split.heldOut), groups: groups, sink: sink)
         trainer.tokenizerPath = tokenizerPath
         if let resumeFrom {
             let started = monotonicSeconds()
             try trainer.restore(checkpoint: resumeFrom)
             sink.report(.notice(stage: stage, message: String(format: "resumed from %@ at step %d (loaded and verified in %.3f s)",
                                                               resumeFrom, trainer.state.step, monotonicSeconds() - started)))
-            try FileSystem.makeDirectories(config.checkpoint.directory)
-        } else {
+            if groups.writes { try FileSystem.makeDirectories(config.checkpoint.directory) }
+        } else if groups.writes {
             try RunDirectory.prepareFresh(config.checkpoint.directory, overwrite: options.overwrite)
         }
         sink.report(.notice(stage: stage, message: "\(model.layout.totalCount) parameters, \(split.train.count) training / \(split.heldOut.count) held-out documents, \(trainer.trainOrder.sequencesPerEpoch) sequences of \(config.data.sequenceLength) per epoch, \(config.precision.mode.rawValue)"))
-        let metrics = try MetricsLog(path: config.checkpoint.directory + "/" + RunDirectory.metricsFile,
-                                     truncateAfterStep: resumeFrom != nil ? trainer.state.step : nil)
+        if world.size > 1 {
+            let grid = layout.grid(layers: model.config.numHiddenLayers, heads: model.config.numAttentionHeads, globalBatch: config.data.globalBatchSize)
+            sink.report(.notice(stage: stage, message: "\(world.size) ranks: tensor \(layout.tensor) × pipeline \(layout.pipeline) × data \(layout.data)\n" + grid.joined(separator: "\n")))
+        }
+        let metrics = groups.writes ? try MetricsLog(path: config.checkpoint.directory + "/" + RunDirectory.metricsFile,
+                                                     truncateAfterStep: resumeFrom != nil ? trainer.state.step : nil) : nil
+        // Nothing is trained before rank 0 has made the run directory ready.
+        try world.barrier()
         if let stopAfter = options.stopAfter {
             try trainer.run(metrics: metrics, until: min(config.schedule.totalSteps, trainer.state.step + stopAfter))
         } else {
             try trainer.run(metrics: metrics)
+        }
+    }
+
+    /// The checks that read the run directory, shards, tokenizers and
+    /// starting models, before anything is written.
+    static func check(config: PretrainConfig, options: PretrainOptions, sink: any EventSink) throws {
+        if options.resume == nil { try RunDirectory.checkFresh(config.checkpoint.directory, overwrite: options.overwrite) }
+        let resumeFrom = try options.resume.map { try ModelDirectory.resolveCheckpoint($0) }
+        let shards = try ShardDocuments(directory: config.data.shards)
+        // The tokenizer copied into checkpoints must be the one the ids come from.
+        try shards.requireTokenizer(config.data.tokenizer ?? shards.tokenizerPath)
+        let start: ModelDirectory? = try config.model.from.map { try ModelDirectory.resolve($0) }
+        for directory in [start, resumeFrom.map { ModelDirectory.checkpoint($0) }].compactMap({ $0 }) {
+            if let tokenizer = directory.tokenizerPath {
+                try shards.requireTokenizer(tokenizer)
+            } else {
+                sink.report(.notice(stage: stage, message: "\(directory.path) has no \(Trainer.tokenizerFile): that its ids are the shards' cannot be checked"))
+            }
+            try config.validate(against: LlamaConfig.load(path: directory.path + "/" + Trainer.configFile), from: directory.path)
         }
     }
 

@@ -1,3 +1,4 @@
+import DaptCluster
 import DaptCore
 import DaptModel
 import Foundation
@@ -86,9 +87,12 @@ public struct Evaluation: Equatable, Sendable {
     public var perplexity: Double { Foundation.exp(loss) }
 }
 
-/// The single-process training loop: data order, precision, accumulation,
-/// clipping, AdamW, evaluation and checkpoints. All state that decides
-/// what happens next is in `state`, the weights, and the optimizer moments.
+/// The training loop: data order, precision, accumulation, clipping, AdamW,
+/// evaluation and checkpoints. All state that decides what happens next is
+/// in `state`, the weights, and the optimizer moments. Under data
+/// parallelism every rank holds the whole model and trains on its share of
+/// each global batch; gradients, losses and token counts are summed over
+/// the data group, so every rank takes the same step. Rank 0 alone writes.
 public final class Trainer {
     public let config: PretrainConfig
     public let model: LlamaModel
@@ -101,6 +105,8 @@ public final class Trainer {
     public let heldOutOrder: PackedSequenceOrder?
     public var state = TrainingState()
     public let sink: any EventSink
+    /// This rank's communicators; the data group sums gradients and losses.
+    public let groups: ParallelGroups
     /// Copied into every checkpoint when set.
     public var tokenizerPath: String?
     /// Called after the gradients of a step are complete, before the
@@ -111,8 +117,9 @@ public final class Trainer {
     public var precision: Precision { config.precision.mode }
 
     public init(config: PretrainConfig, model: LlamaModel, train: any DocumentSource, heldOut: (any DocumentSource)?,
-                sink: any EventSink = SilentSink()) throws {
+                groups: ParallelGroups = .single(), sink: any EventSink = SilentSink()) throws {
         self.config = config
+        self.groups = groups
         self.model = model
         self.sink = sink
         // Activations and their gradients are rounded inside every layer by the model.
@@ -138,16 +145,32 @@ public final class Trainer {
                                       growthInterval: config.precision.growthInterval)
     }
 
-    var accumulationSteps: Int { config.data.globalBatchSize / config.data.microBatchSize }
-
-    /// The micro-batches of optimizer step `step`, rebuilt from the data position alone.
+    /// This rank's micro-batches of the global batch starting at
+    /// `firstSequence`: its data share cut into micro_batch_size pieces (the
+    /// last may be smaller), rebuilt from the data position alone.
     public func batches(startingAt firstSequence: Int) throws -> [TokenBatch] {
+        try batches(startingAt: firstSequence, dataRank: groups.data.rank, of: groups.data.size)
+    }
+
+    /// Data rank `rank`'s micro-batches (of `ranks`) of the global batch starting at `firstSequence`.
+    func batches(startingAt firstSequence: Int, dataRank rank: Int, of ranks: Int) throws -> [TokenBatch] {
+        let share = dataShare(globalBatch: config.data.globalBatchSize, rank: rank, of: ranks)
+        return try microBatches(order: trainOrder, sequences: share.lowerBound + firstSequence..<share.upperBound + firstSequence)
+    }
+
+    func microBatches(order: PackedSequenceOrder, sequences: Range<Int>) throws -> [TokenBatch] {
         let micro = config.data.microBatchSize
-        return try (0..<accumulationSteps).map { k in
-            let p = try PackedBatch(order: trainOrder, firstSequence: firstSequence + k * micro, count: micro)
-            return try TokenBatch(batchSize: micro, seqLen: p.sequenceLength, tokens: p.tokens, targets: p.targets,
+        return try stride(from: sequences.lowerBound, to: sequences.upperBound, by: micro).map { first in
+            let n = min(micro, sequences.upperBound - first)
+            let p = try PackedBatch(order: order, firstSequence: first, count: n)
+            return try TokenBatch(batchSize: n, seqLen: p.sequenceLength, tokens: p.tokens, targets: p.targets,
                                   positions: p.positions, documentIds: p.documentIds)
         }
+    }
+
+    /// `value` summed over the data group.
+    func sumOverData<T: CollectiveElement & AdditiveArithmetic>(_ value: T) throws -> T {
+        groups.data.size > 1 ? try groups.data.allReduce(value, op: .sum) : value
     }
 
     /// Skips `steps` optimizer steps' worth of data without training on it.
@@ -168,7 +191,8 @@ public final class Trainer {
         let started = monotonicSeconds()
         let stepIndex = state.step
         let batches = try batches(startingAt: state.nextSequence)
-        let counted = batches.reduce(0) { $0 + $1.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) } }
+        // Every rank scales by the global token count, so the summed gradients are the mean over the global batch.
+        let counted = Int(try sumOverData(Int64(batches.reduce(0) { $0 + $1.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) } })))
         let normalizer = Double(max(counted, 1))
         let lossScale: Float = precision == .fp16 ? state.lossScaler.scale : 1
         if precision != .fp32 {
@@ -179,14 +203,17 @@ public final class Trainer {
         for batch in batches {
             lossSum += try forwardBackward(batch, lossScale: lossScale, normalizer: normalizer).sum
         }
+        lossSum = try sumOverData(lossSum)
         _ = state.rng.next()
         let lr = schedule.rate(at: stepIndex)
         var gradientNorm: Float = .nan
         var applied = false
         try model.gradients.withBuffer { g in
+            if groups.data.size > 1 { try groups.data.allReduce(g, op: .sum) }
             if precision != .fp32 { roundInPlace(g, to: precision) }
             gradientHook?(g)
-            let finite = allFinite(UnsafeBufferPointer(g))
+            // An overflow on any rank skips the step on every rank.
+            let finite = try sumOverData(Int32(allFinite(UnsafeBufferPointer(g)) ? 0 : 1)) == 0
             let apply = precision == .fp16 ? state.lossScaler.update(gradientsFinite: finite) : finite
             guard apply else {
                 sink.report(.notice(stage: Self.stage, message: "step \(stepIndex + 1): gradients overflowed at loss scale \(lossScale); step skipped, scale now \(state.lossScaler.scale)"))
@@ -204,7 +231,7 @@ public final class Trainer {
         if applied { state.appliedSteps += 1 }
         state.step += 1
         state.nextSequence += config.data.globalBatchSize
-        let tokens = batches.count * config.data.microBatchSize * config.data.sequenceLength
+        let tokens = config.data.globalBatchSize * config.data.sequenceLength
         state.tokensSeen += tokens
         let seconds = max(monotonicSeconds() - started, 1e-9)
         return StepMetrics(step: state.step, loss: lossSum / normalizer, learningRate: lr,
@@ -220,16 +247,13 @@ public final class Trainer {
             master.withBuffer { m in model.parameters.withBuffer { roundedCopy(UnsafeBufferPointer(m), into: $0, precision: precision) } }
         }
         let total = min(config.eval.sequences, order.sequencesPerEpoch)
-        var sum = 0.0, count = 0, first = 0
-        while first < total {
-            let n = min(config.data.microBatchSize, total - first)
-            let p = try PackedBatch(order: order, firstSequence: first, count: n)
-            let batch = try TokenBatch(batchSize: n, seqLen: p.sequenceLength, tokens: p.tokens, targets: p.targets,
-                                       positions: p.positions, documentIds: p.documentIds)
+        var sum = 0.0, count = 0
+        for batch in try microBatches(order: order, sequences: dataShare(globalBatch: total, rank: groups.data.rank, of: groups.data.size)) {
             let r = try model.loss(batch)
             sum += r.sum; count += r.count
-            first += n
         }
+        sum = try sumOverData(sum)
+        count = Int(try sumOverData(Int64(count)))
         return Evaluation(loss: count > 0 ? sum / Double(count) : .nan, tokens: count, sequences: total)
     }
 
@@ -269,14 +293,16 @@ public final class Trainer {
         }
     }
 
-    /// Saves a checkpoint and reports its size and time.
+    /// Saves a checkpoint on rank 0 and reports its size and time; the other ranks wait for it.
     func saveAndReport() throws {
+        guard groups.writes else { return try groups.world.barrier() }
         let started = monotonicSeconds()
         let path = try saveCheckpoint()
         let seconds = monotonicSeconds() - started
         let bytes = try CheckpointStore.verify(directory: path).files.reduce(0) { $0 + $1.bytes }
         sink.report(.notice(stage: Self.stage, message: String(format: "saved %@ (%.1f MB in %.3f s, %.0f MB/s)",
                                                                path, Double(bytes) / 1e6, seconds, Double(bytes) / 1e6 / max(seconds, 1e-9))))
+        try groups.world.barrier()
     }
 
     static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws {

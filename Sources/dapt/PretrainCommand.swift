@@ -9,7 +9,7 @@ import Yams
 struct PretrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pretrain",
-        abstract: "Train a decoder-only LM on token shards (one rank): AdamW, warmup + cosine, fp32/fp16/bf16, checkpoints.",
+        abstract: "Train a decoder-only LM on token shards (data parallel under mpirun): AdamW, warmup + cosine, fp32/fp16/bf16, checkpoints.",
         discussion: """
         Settings come from the config's pretrain: section (model, data, optimizer, schedule, precision,
         checkpoint, eval); any of them can be set on the command line with --set, e.g.
@@ -69,8 +69,8 @@ struct PretrainCommand: ParsableCommand {
         }
         let resume = self.resume, stopAfter = self.stopAfter, overwrite = self.overwrite
         try Runtime.run(cluster: daptConfig.cluster) { ctx in
-            let options = PretrainOptions(resume: resume, stopAfter: stopAfter, overwrite: overwrite, ranks: ctx.size)
-            try PretrainRun.run(config: daptConfig.pretrain, options: options, sink: ctx.sink)
+            let options = PretrainOptions(resume: resume, stopAfter: stopAfter, overwrite: overwrite)
+            try PretrainRun.run(config: daptConfig.pretrain, options: options, world: ctx.communicator, sink: ctx.sink)
         }
     }
 }

@@ -83,7 +83,7 @@ enum Runtime {
                 try? communicator.barrier()
                 try? MPIRuntime.stop()
             }
-            throw ExitCode(ExitStatus.failure)
+            throw ExitCode(error.exitCode)
         } catch let exit as ExitCode {
             if mpi && communicator.size > 1 { MPIRuntime.abort(code: exit.rawValue) }
             throw exit

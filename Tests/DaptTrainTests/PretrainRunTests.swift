@@ -156,16 +156,6 @@ extension PretrainRunTests {
         }
     }
 
-    /// Until parallel training exists, a job of several ranks is refused before anything is written.
-    func testMoreThanOneRankIsRefused() throws {
-        let fixture = try ShardFixture(self)
-        let run = fixture.directory + "/run"
-        XCTAssertThrowsTrainingError(try PretrainRun.run(config: fixture.config(run: run, steps: 2), options: .init(ranks: 2))) {
-            $0 == .multipleRanks(2) && "\($0)".contains("2 ranks")
-        }
-        XCTAssertFalse(FileSystem.exists(run))
-    }
-
     /// Shards, checkpoints and evaluation must use one tokenizer: a second
     /// tokenizer of the same vocabulary size is refused everywhere, naming both.
     func testTokenizerMismatchIsRefused() throws {

@@ -1,0 +1,88 @@
+import DaptCluster
+import DaptCore
+import DaptModel
+@testable import DaptTrain
+import XCTest
+
+final class ParallelLayoutTests: XCTestCase {
+    /// Every global batch size and degree: shares are contiguous, disjoint,
+    /// in rank order cover the whole batch, and differ in size by at most one.
+    func testDataSharesCoverTheBatchDisjointly() {
+        for batch in 1...13 {
+            for ranks in 1...batch {
+                let shares = (0..<ranks).map { dataShare(globalBatch: batch, rank: $0, of: ranks) }
+                XCTAssertEqual(shares.flatMap { Array($0) }, Array(0..<batch), "batch \(batch), \(ranks) ranks")
+                let sizes = shares.map(\.count)
+                XCTAssertLessThanOrEqual(sizes.max()! - sizes.min()!, 1, "batch \(batch), \(ranks) ranks: \(sizes)")
+                XCTAssertGreaterThan(sizes.min()!, 0)
+            }
+        }
+    }
+
+    /// The trainer's micro-batches on each data rank, put together in rank
+    /// order, are the single-rank global batch token for token, for any D.
+    func testEveryDegreeTrainsOnTheSameGlobalBatch() throws {
+        var config = TrainerTests.config(run: "/nonexistent", steps: 4)
+        config.data.globalBatchSize = 6
+        config.data.microBatchSize = 2
+        let trainer = try TrainerTests.makeTrainer(config)
+        XCTAssertEqual(trainer.groups.data.size, 1)
+        for first in [0, 6, 30] {
+            let single = try trainer.batches(startingAt: first)
+            XCTAssertEqual(single.map(\.batchSize), [2, 2, 2])
+            for ranks in 1...6 {
+                let parts = try (0..<ranks).flatMap { try trainer.batches(startingAt: first, dataRank: $0, of: ranks) }
+                XCTAssertEqual(parts.reduce(0) { $0 + $1.batchSize }, 6, "\(ranks) ranks")
+                XCTAssertLessThanOrEqual(parts.map(\.batchSize).max()!, config.data.microBatchSize)
+                XCTAssertEqual(parts.flatMap(\.tokens), single.flatMap(\.tokens), "\(ranks) ranks from sequence \(first)")
+                XCTAssertEqual(parts.flatMap(\.targets), single.flatMap(\.targets), "\(ranks) ranks from sequence \(first)")
+            }
+        }
+    }
+
+    /// Megatron-LM order: tensor fastest, then pipeline, then data.
+    func testRankOrderIsTensorThenPipelineThenData() throws {
+        var parallel = PretrainConfig.Parallel()
+        parallel.tensor = 2
+        parallel.pipeline = 2
+        let layout = try ParallelLayout(world: 8, parallel: parallel)
+        XCTAssertEqual(layout.data, 2)
+        let c = (0..<8).map { layout.coordinates(rank: $0) }
+        XCTAssertEqual(c.map(\.tensor), [0, 1, 0, 1, 0, 1, 0, 1])
+        XCTAssertEqual(c.map(\.pipeline), [0, 0, 1, 1, 0, 0, 1, 1])
+        XCTAssertEqual(c.map(\.data), [0, 0, 0, 0, 1, 1, 1, 1])
+        XCTAssertThrowsError(try layout.requireBuilt()) {
+            XCTAssertEqual("\($0)", "pretrain.parallel.tensor: 2: tensor parallelism is not built yet (only 1 is accepted; data parallelism uses every rank)")
+        }
+        let dataOnly = try ParallelLayout(world: 3, parallel: .init())
+        XCTAssertEqual(dataOnly.data, 3)
+        XCTAssertNoThrow(try dataOnly.requireBuilt())
+        XCTAssertEqual(dataOnly.grid(layers: 2, heads: 4, globalBatch: 4)[2],
+                       "rank 2: tensor 0/1 pipeline 0/1 data 2/3  layers 0–1, heads 0–3 (all: replicated)  sequences 2–3 of every global batch of 4")
+    }
+
+    func testWorldNotDivisibleByTensorTimesPipelineNamesTheNumbers() {
+        var parallel = PretrainConfig.Parallel()
+        parallel.tensor = 2
+        XCTAssertThrowsError(try ParallelLayout(world: 3, parallel: parallel)) {
+            XCTAssertTrue("\($0)".contains("world size 3 is not divisible by parallel.tensor (2) × parallel.pipeline (1)"), "\($0)")
+        }
+    }
+
+    /// One process: the groups are single ranks and the layout is 1×1×1.
+    func testSingleProcessGroups() throws {
+        let groups = try ParallelGroups(world: SingleRankCommunicator(), layout: ParallelLayout(world: 1, parallel: .init()))
+        XCTAssertEqual([groups.tensor.size, groups.pipeline.size, groups.data.size], [1, 1, 1])
+        XCTAssertTrue(groups.writes)
+        XCTAssertEqual(groups.coordinates, .init(tensor: 0, pipeline: 0, data: 0))
+    }
+
+    /// A check on rank 0 alone: with one rank, the error is the original one.
+    func testCheckOnRootKeepsTheErrorOnOneRank() {
+        XCTAssertThrowsError(try SingleRankCommunicator().checkOnRoot { throw ConfigError(field: "x", reason: "y") }) {
+            XCTAssertEqual($0 as? ConfigError, ConfigError(field: "x", reason: "y"))
+        }
+        XCTAssertEqual(SharedFailure(ConfigError(field: "x", reason: "y")), SharedFailure(message: "x: y", exitCode: 2))
+        XCTAssertEqual(SharedFailure(TrainingError.conflictingOptions("z")).exitCode, 1)
+    }
+}
