@@ -86,3 +86,61 @@ final class ParallelLayoutTests: XCTestCase {
         XCTAssertEqual(SharedFailure(TrainingError.conflictingOptions("z")).exitCode, 1)
     }
 }
+
+/// Rank 0 of a two-rank data group whose peer sends the same gradients,
+/// losses and counts as this rank, and reports an overflow when told to.
+/// Stands in for the second process in one-process tests of the reductions.
+final class MirroredPeerCommunicator: Communicator {
+    var peerOverflows = false
+    var rank: Int { 0 }
+    var size: Int { 2 }
+    var hostName: String { "localhost" }
+    func barrier() throws {}
+    func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {}
+    func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
+        precondition(op == .sum)
+        let raw = UnsafeMutableRawBufferPointer(buffer)
+        switch T.kind {
+        case .float: for i in raw.bindMemory(to: Float.self).indices { raw.bindMemory(to: Float.self)[i] *= 2 }
+        case .double: for i in raw.bindMemory(to: Double.self).indices { raw.bindMemory(to: Double.self)[i] *= 2 }
+        case .int64: for i in raw.bindMemory(to: Int64.self).indices { raw.bindMemory(to: Int64.self)[i] *= 2 }
+        case .int32: for i in raw.bindMemory(to: Int32.self).indices { raw.bindMemory(to: Int32.self)[i] += peerOverflows ? 1 : 0 }
+        default: fatalError("not used by the trainer")
+        }
+    }
+    func allGatherV<T: CollectiveElement>(_ values: [T]) throws -> [[T]] { [values, values] }
+    func gatherV<T: CollectiveElement>(_ values: [T], root: Int) throws -> [[T]]? { [values, values] }
+    func send<T: CollectiveElement>(_ values: [T], to peer: Int, tag: Int) throws {}
+    func receive<T: CollectiveElement>(_ type: T.Type, from peer: Int, tag: Int) throws -> [T] { [] }
+    func split(color: Int, key: Int) throws -> any Communicator { self }
+}
+
+final class DataParallelStepTests: XCTestCase {
+    /// fp16 with a peer whose gradients overflow: this rank's are finite,
+    /// yet the step is skipped and the scale halved here too; with the peer
+    /// clean, the step is applied.
+    func testAnOverflowOnAnyRankSkipsTheStepOnEveryRank() throws {
+        var config = TrainerTests.config(run: "/nonexistent", steps: 4, precision: .fp16)
+        config.precision.initialLossScale = 1024
+        let model = try LlamaModel(config: config.model.llamaConfig(vocabulary: 64))
+        model.initializeRandom(seed: 1)
+        let peer = MirroredPeerCommunicator()
+        let groups = try ParallelGroups(world: peer, layout: ParallelLayout(world: 2, parallel: .init()))
+        XCTAssertEqual(groups.data.size, 2)
+        let trainer = try Trainer(config: config, model: model, train: TrainerTests.corpus(), heldOut: nil, groups: groups)
+        XCTAssertEqual(try trainer.batches(startingAt: 0).map(\.batchSize), [2], "rank 0 of 2 takes half of the global batch of 4")
+        XCTAssertNil(try trainer.step().skipped)
+        let weights = trainer.master.withBuffer { $0.map(\.bitPattern) }
+        var finiteHere = false
+        trainer.gradientHook = { finiteHere = allFinite(UnsafeBufferPointer($0)) }
+        peer.peerOverflows = true
+        let skipped = try trainer.step()
+        XCTAssertTrue(finiteHere, "this rank's gradients are finite")
+        XCTAssertEqual(skipped.skipped, true)
+        XCTAssertEqual(trainer.state.lossScaler.scale, 512)
+        XCTAssertTrue(trainer.master.withBuffer { $0.map(\.bitPattern) } == weights, "the step is skipped here too")
+        peer.peerOverflows = false
+        XCTAssertNil(try trainer.step().skipped)
+        XCTAssertEqual(trainer.state.appliedSteps, 2)
+    }
+}

@@ -41,7 +41,8 @@ final class DataParallelPretrainTests: XCTestCase {
 
     /// 20 fp32 steps on 1, 2 and 4 data-parallel ranks: the same losses and
     /// weights; the same layout twice: identical bytes; 10 steps on 2 ranks
-    /// resumed on one rank to 20: the single-rank run.
+    /// resumed on one rank to 20: the single-rank run; resumed on 2 ranks:
+    /// the uninterrupted 2-rank run, byte for byte.
     func testDataParallelRunsMatchOneRank() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try PretrainCommandTests.prepare(dir)
@@ -80,6 +81,16 @@ final class DataParallelPretrainTests: XCTestCase {
         XCTAssertTrue(rest.stderr.contains("at step 10"), rest.stderr)
         assertClose(try PretrainCommandTests.metrics(run("resumed")), reference, "2 ranks to step 10, then one rank")
         assertClose(try weights(run("resumed")), referenceWeights, "2 ranks to step 10, then one rank")
+
+        // Resumed under the same degree: the uninterrupted run, byte for byte.
+        let firstHalf = try pretrain(np: 2, ["--input", shards, "--output", run("resumed-d2"), "--stop-after", "10"] + Self.fp32)
+        XCTAssertEqual(firstHalf.status, 0, firstHalf.stderr)
+        let secondHalf = try pretrain(np: 2, ["--resume", run("resumed-d2")])
+        XCTAssertEqual(secondHalf.status, 0, secondHalf.stderr)
+        XCTAssertTrue(secondHalf.stderr.contains("at step 10") && secondHalf.stderr.contains("2 ranks: tensor 1 × pipeline 1 × data 2"), secondHalf.stderr)
+        XCTAssertEqual(try PretrainCommandTests.metrics(run("resumed-d2")), try PretrainCommandTests.metrics(run("d2")))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("resumed-d2") + model)),
+                       try Data(contentsOf: URL(fileURLWithPath: run("d2") + model)), "resumed under the same degree, same bytes")
 
         // A fresh run into a directory that holds one: every rank stops, one message.
         let taken = try pretrain(np: 2, ["--input", shards, "--output", run("d2")] + Self.fp32)
