@@ -65,7 +65,7 @@ public struct FilterSummary: Equatable, Sendable {
         if seconds > 0 { s += " (\(Int(Double(scoredTokens) / seconds)) tokens/s)" }
         s += "\n  corpus perplexity \(FilterJob.decimal(perplexityBefore)) before, \(FilterJob.decimal(perplexityAfter)) after\n"
         if let firstReject { s += "  first reject: \(firstReject)\n" }
-        s += "  outputs in \(output): kept.jsonl, removed.jsonl, rejects.jsonl, report.json"
+        s += "  outputs in \(output): kept.jsonl, removed.jsonl, rejects.jsonl, report.json, report.html"
         return s
     }
 }
@@ -90,7 +90,7 @@ struct FilterReject {
 /// share of the batches; the sums meet in one all-reduce; rank 0 writes.
 public final class FilterJob {
     public static let outputNames = (kept: "kept.jsonl", removed: "removed.jsonl", scores: "scores.jsonl",
-                                     rejects: "rejects.jsonl", report: "report.json")
+                                     rejects: "rejects.jsonl", report: "report.json", page: "report.html")
 
     let request: FilterRequest
     let comm: any Communicator
@@ -282,7 +282,9 @@ public final class FilterJob {
         let kept = try FileWriter(path: staging.path(names.kept))
         let removed = try FileWriter(path: staging.path(names.removed))
         let scores = config.writeScores ? try FileWriter(path: staging.path(names.scores)) : nil
-        var scanner = JSONRecordScanner(fields: [])
+        var scanner = JSONRecordScanner(fields: [config.textField])
+        let sampled = FilterReportPage.samples(scored, decisions)
+        var texts: [Int: String] = [:], places: [Int: String] = [:]
         var next = 0, keptCount = 0, removedCount = 0
         var out: [UInt8] = []
         for (f, path) in request.inputs.enumerated() {
@@ -291,6 +293,11 @@ public final class FilterJob {
                 let i = next
                 next += 1
                 let ppl = Self.decimal(scored[i].perplexity)
+                if sampled.contains(i) {
+                    try? scanner.scan(line)
+                    texts[i] = String((scanner.string(0) ?? "").prefix(400))
+                    places[i] = "\(path):\(number)"
+                }
                 if let reason = decisions.reasons[i] {
                     try? scanner.scan(line)
                     out.removeAll(keepingCapacity: true)
@@ -323,6 +330,9 @@ public final class FilterJob {
             throw FilterError.countMismatch(lines: summary.lines, blank: summary.blankLines, kept: keptCount, removed: removedCount, rejected: rejects.count)
         }
         for w in [kept, removed, rejectsFile] + (scores.map { [$0] } ?? []) { try w.commit() }
+        let page = try FileWriter(path: staging.path(names.page))
+        try page.write(FilterReportPage.html(scored, decisions, texts: texts, places: places, summary: summary))
+        try page.commit()
         let reportFile = try FileWriter(path: staging.path(names.report))
         try reportFile.write(report.text(indent: 2) + "\n")
         try reportFile.commit()

@@ -11,7 +11,8 @@ struct FilterCommand: ParsableCommand {
         token → perplexity), groups records into length buckets by token count (and by `lang`), \
         and removes those above the high cut (noise) and below the low cut (boilerplate) of \
         their group. Writes kept.jsonl (input lines byte for byte, input order), removed.jsonl \
-        (with ppl, bucket, reason), rejects.jsonl, report.json and, with --scores, scores.jsonl \
+        (with ppl, bucket, reason), rejects.jsonl, report.json, report.html (histograms with \
+        the cuts, records either side of each cut) and, with --scores, scores.jsonl \
         to --output. Each --input is a JSONL file, read in this order as one corpus. Run under \
         `mpirun -np N` to share the scoring; the output is the same for any N.
         """)

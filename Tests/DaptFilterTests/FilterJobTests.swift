@@ -76,6 +76,13 @@ final class FilterJobTests: XCTestCase {
         XCTAssertEqual(groups.count, summary.buckets)
         XCTAssertEqual(groups.reduce(0) { $0 + Int($1["count"]!.double!) }, 120)
         XCTAssertEqual(groups.reduce(0) { $0 + Int($1["removed_high"]!.double!) }, summary.removedHigh)
+        // report.html: a histogram per group with its cut lines, and the records either side of each cut.
+        let page = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
+        XCTAssertEqual(page.components(separatedBy: "<svg").count - 1, groups.count)
+        XCTAssertEqual(page.components(separatedBy: "<title>high cut: ppl").count - 1, groups.count)
+        let shownRemoved = page.components(separatedBy: "<td>removed (high)</td>").count - 1
+        XCTAssertEqual(shownRemoved, groups.reduce(0) { $0 + min(3, Int($1["removed_high"]!.double!)) })
+        XCTAssertGreaterThanOrEqual(page.components(separatedBy: "<td>kept</td>").count - 1, 3 * groups.count)
         XCTAssertTrue(summary.text.contains("120 records in (0 blank line(s) skipped) = \(summary.kept) kept + \(summary.removedHigh + summary.removedLow) removed"))
     }
 

@@ -7,7 +7,7 @@ final class FilterMultiRankTests: XCTestCase {
         DaptProcess.repositoryRoot.appendingPathComponent("Tests/DaptTrainTests/Fixtures/interop/dapt").path
     }
 
-    static let outputs = ["kept.jsonl", "removed.jsonl", "scores.jsonl", "rejects.jsonl", "report.json"]
+    static let outputs = ["kept.jsonl", "removed.jsonl", "scores.jsonl", "rejects.jsonl", "report.json", "report.html"]
 
     func testSameOutputForOneToThreeRanks() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
