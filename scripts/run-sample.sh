@@ -41,10 +41,10 @@ echo "== 4. tokenizer: train a byte-level BPE, encode packed shards ($np ranks)"
 "${launch[@]}" dapt tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/tokenizer.json" \
   --input "$out/filter/kept.jsonl" --output "$out/tokens"
 
-echo "== 5. pretrain: a tiny Llama on the sample (1 rank)"
+echo "== 5. pretrain: a tiny Llama on the sample (data parallel, $np ranks)"
 # The sample is small (~5k tokens): hold out a tenth of its documents so the
 # held-out perplexity printed every 50 steps covers a few full sequences.
-OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$(nproc)}" "$dapt" pretrain --config configs/pretrain-tiny.yaml \
+"${launch[@]}" dapt pretrain --config configs/pretrain-tiny.yaml \
   --input "$out/tokens" --output "$out/pretrain" --set data.held_out_fraction=0.1
 
 echo "== 6. eval: perplexity of the last checkpoint on the filtered corpus (mostly training text)"

@@ -12,7 +12,7 @@ struct PretrainCommand: ParsableCommand {
         abstract: "Train a decoder-only LM on token shards (data parallel under mpirun): AdamW, warmup + cosine, fp32/fp16/bf16, checkpoints.",
         discussion: """
         Settings come from the config's pretrain: section (model, data, optimizer, schedule, precision,
-        checkpoint, eval); any of them can be set on the command line with --set, e.g.
+        checkpoint, eval, parallel); any of them can be set on the command line with --set, e.g.
         --set optimizer.lr=3e-4 --set data.sequence_length=512. --input is the token shard directory
         (data.shards), --output the run directory (checkpoint.directory). Prints one progress line per step,
         writes metrics.jsonl, checkpoints and loss_curve.svg into checkpoint.directory.
