@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Helpers of scripts/bench/filter.sh.
+
+  filter_noise.py make CORPUS.jsonl REF.jsonl EVAL.jsonl [--reference N] [--clean N] [--per-kind N]
+      Splits a clean corpus into a slice that trains the reference model and
+      an evaluation corpus of other clean records plus injected noise of
+      known kinds, each record labelled with `kind`.
+  filter_noise.py quality OUT_DIR
+      Precision and recall of removal per kind, and of clean text kept,
+      from a `dapt filter` output folder (kept.jsonl and removed.jsonl keep `kind`).
+  filter_noise.py peer MODEL_DIR EVAL.jsonl THREADS BATCH WINDOW
+      transformers (PyTorch CPU) scoring of the same records with the same
+      tokenizer: batches of BATCH records sorted by length, padded, at most
+      WINDOW tokens each; prints scored tokens/s.
+"""
+import json, os, random, sys, time
+
+KINDS = ["random_bytes", "shuffled", "mojibake", "digits", "boilerplate"]
+BOILERPLATE = ("All rights reserved. This document and the information contained herein is provided on an "
+               "\"AS IS\" basis. Copyright the applicant. ")
+
+def noise(kind, text, rng):
+    if kind == "random_bytes":
+        return bytes(rng.randrange(256) for _ in range(len(text.encode()))).decode("utf-8", errors="replace")
+    if kind == "shuffled":
+        chars = list(text); rng.shuffle(chars); return "".join(chars)
+    if kind == "mojibake":
+        raw = text.encode("utf-8")
+        return raw.decode("gbk", errors="replace") if rng.random() < 0.5 else raw.decode("latin-1")
+    if kind == "digits":
+        rows = []
+        while sum(len(r) for r in rows) < len(text):
+            if rng.random() < 0.5:
+                rows.append("".join(rng.choice("0123456789") for _ in range(rng.randrange(20, 80))))
+            else:
+                rows.append("| " + " | ".join(f"{rng.uniform(0, 1000):.{rng.randrange(0, 4)}f}" for _ in range(rng.randrange(3, 8))) + " |")
+        return "\n".join(rows)
+    if kind == "boilerplate":
+        return BOILERPLATE * max(2, len(text) // len(BOILERPLATE))
+    raise ValueError(kind)
+
+def make(corpus, ref_path, eval_path, reference=1500, clean=600, per_kind=30):
+    rng = random.Random(7)
+    texts = [json.loads(l)["text"] for l in open(corpus, encoding="utf-8") if l.strip()]
+    texts = [t for t in texts if len(t) >= 40]
+    assert len(texts) >= reference + clean + per_kind * len(KINDS), len(texts)
+    with open(ref_path, "w", encoding="utf-8") as f:
+        for t in texts[:reference]:
+            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    rest = texts[reference:]
+    records = [{"text": t, "kind": "clean"} for t in rest[:clean]]
+    sources = rest[clean:]
+    for k, kind in enumerate(KINDS):
+        for i in range(per_kind):
+            records.append({"text": noise(kind, sources[k * per_kind + i], rng), "kind": kind})
+    rng.shuffle(records)
+    with open(eval_path, "w", encoding="utf-8") as f:
+        for i, r in enumerate(records):
+            f.write(json.dumps({"id": i, **r}, ensure_ascii=False) + "\n")
+
+def quality(out):
+    def kinds(name):
+        return [json.loads(l)["kind"] for l in open(os.path.join(out, name), encoding="utf-8") if l.strip()]
+    kept, removed = kinds("kept.jsonl"), kinds("removed.jsonl")
+    noisy_removed = sum(k != "clean" for k in removed)
+    print(f"removed {len(removed)} of {len(kept) + len(removed)}: precision of removal (noise among removed) "
+          f"{noisy_removed / max(len(removed), 1):.3f}")
+    for kind in KINDS:
+        n = kept.count(kind) + removed.count(kind)
+        r = removed.count(kind)
+        print(f"  {kind:13s} recall {r / max(n, 1):.3f} ({r}/{n} removed)")
+    n_clean = kept.count("clean") + removed.count("clean")
+    clean_kept = kept.count("clean")
+    print(f"  clean         kept {clean_kept / max(n_clean, 1):.3f} ({clean_kept}/{n_clean}); "
+          f"precision of keeping (clean among kept) {clean_kept / max(len(kept), 1):.3f}")
+
+def peer(model_dir, eval_path, threads, batch, window):
+    import torch
+    import torch.nn.functional as F
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM
+    torch.set_num_threads(int(threads))
+    batch, window = int(batch), int(window)
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    model = LlamaForCausalLM.from_pretrained(model_dir).eval()
+    texts = [json.loads(l)["text"] for l in open(eval_path, encoding="utf-8") if l.strip()]
+    started = time.perf_counter()
+    ids = [tok.encode(t, add_special_tokens=False).ids[:window] for t in texts]
+    ids = sorted((i for i in ids if len(i) >= 2), key=len, reverse=True)
+    scored = 0
+    with torch.no_grad():
+        for b in range(0, len(ids), batch):
+            group = ids[b:b + batch]
+            n = max(len(g) for g in group)
+            x = torch.zeros(len(group), n, dtype=torch.long)
+            mask = torch.zeros(len(group), n, dtype=torch.long)
+            for r, g in enumerate(group):
+                x[r, :len(g)] = torch.tensor(g); mask[r, :len(g)] = 1
+            logits = model(input_ids=x, attention_mask=mask).logits
+            targets = x[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+            F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none")
+            scored += int(mask[:, 1:].sum())
+    seconds = time.perf_counter() - started
+    print(f"{scored / seconds:.0f} {scored} {seconds:.2f}")
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "make":
+        make(*args[:3])
+    elif cmd == "quality":
+        quality(*args)
+    elif cmd == "peer":
+        peer(*args)
+    else:
+        sys.exit(__doc__)
