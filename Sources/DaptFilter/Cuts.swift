@@ -126,7 +126,7 @@ public struct FilterDecisions: Sendable {
         var groups: [Group] = []
         for (bucket, lang) in keys {
             let m = members["\(bucket)\u{0}\(lang)"]!
-            // A rule for a language applies to that language's records even when cuts are not per language.
+            // Without by_lang every group has the language "", so only rules without `lang` apply.
             let cut = config.cut(bucket: bucket, lang: lang)
             let thresholds = GroupThresholds(perplexities: m.map { records[$0].perplexity }, cut: cut)
             for i in m { reasons[i] = thresholds.decide(records[i].perplexity) }

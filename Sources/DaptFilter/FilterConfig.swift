@@ -112,7 +112,7 @@ public struct FilterConfig: StageConfig, Equatable {
     public var buckets = 4
     /// Token-count edges between buckets, increasing: [64, 256] makes buckets <64, 64..<256, >=256.
     public var bucketEdges: [Int] = []
-    /// Whether quantile cuts are taken per `lang` within each bucket.
+    /// Whether quantile cuts are taken per `lang` within each bucket (rules naming a `lang` need it).
     public var byLang = true
     /// The cut of every bucket, unless a rule says otherwise.
     public var cut = FilterCut(highQuantile: 0.95, lowQuantile: 0.02)
@@ -195,6 +195,9 @@ public struct FilterConfig: StageConfig, Equatable {
             if let b = rule.bucket {
                 let count = bucketEdges.isEmpty ? buckets : bucketEdges.count + 1
                 try Check.inRange(b, 0...(count - 1), "rules[\(i)].bucket")
+            }
+            if rule.lang != nil && !byLang {
+                throw ConfigError(field: "rules[\(i)].lang", reason: "a rule for a language applies only with by_lang: true (without it the groups have no language)")
             }
             try rule.cut.validate("rules[\(i)].")
         }

@@ -107,6 +107,10 @@ final class CutTests: XCTestCase {
         c.rules = [FilterRule(bucket: 9, cut: FilterCut())]
         XCTAssertThrowsError(try c.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "rules[0].bucket") }
         c = FilterConfig()
+        c.byLang = false
+        c.rules = [FilterRule(lang: "en", cut: FilterCut(maxPerplexity: 9))]
+        XCTAssertThrowsError(try c.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "rules[0].lang") }
+        c = FilterConfig()
         c.window = 64; c.overlap = 64
         XCTAssertThrowsError(try c.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "overlap") }
         let yaml = "window: 64\noverlap: 8\nhigh_quantile: 0.9\nrules:\n  - lang: en\n    max_perplexity: 50\n"
