@@ -55,6 +55,9 @@ public struct FilterSummary: Equatable, Sendable {
     public var perplexityBefore = 0.0
     public var perplexityAfter = 0.0
     public var seconds = 0.0
+    /// Of `seconds`, the time spent scoring (this rank's batches and the
+    /// all-reduce of the sums; reading, tokenising and writing excluded).
+    public var scoringSeconds = 0.0
     public var firstReject: String?
     public var output = ""
 
@@ -63,6 +66,9 @@ public struct FilterSummary: Equatable, Sendable {
         var s = "filter: \(lines - blankLines) records in (\(blankLines) blank line(s) skipped) = \(kept) kept + \(removedHigh + removedLow) removed (\(removedHigh) high, \(removedLow) low) + \(rejected) rejected\n"
         s += "  \(buckets) length bucket(s), \(scoredTokens) tokens scored on \(ranks) rank(s) in \(String(format: "%.1f", seconds)) s"
         if seconds > 0 { s += " (\(Int(Double(scoredTokens) / seconds)) tokens/s)" }
+        if scoringSeconds > 0 {
+            s += "\n  scoring alone \(String(format: "%.1f", scoringSeconds)) s (\(Int(Double(scoredTokens) / scoringSeconds)) scoring tokens/s)"
+        }
         s += "\n  corpus perplexity \(FilterJob.decimal(perplexityBefore)) before, \(FilterJob.decimal(perplexityAfter)) after\n"
         if let firstReject { s += "  first reject: \(firstReject)\n" }
         s += "  outputs in \(output): kept.jsonl, removed.jsonl, rejects.jsonl, report.json, report.html"
@@ -196,10 +202,12 @@ public final class FilterJob {
         let plan = ScoringPlan(lengths: sequences.map(\.count), window: window, overlap: overlap, batchSize: config.batchSize)
         let scorer = SequenceScorer(model: model, window: window, overlap: overlap, batchSize: config.batchSize)
         let total = plan.batchCount
+        let scoringStarted = monotonicSeconds()
         var sums = try scorer.pieceSums(plan, sequences: sequences, take: { $0 % self.comm.size == self.comm.rank }) { b in
             if b % 16 == 0 { self.sink.report(.progress(stage: "filter", done: b + 1, total: total, unit: "batches")) }
         }
         try comm.allReduce(&sums, op: .sum)
+        summary.scoringSeconds = monotonicSeconds() - scoringStarted
         let recordSums = SequenceScorer.recordSums(plan, pieceSums: sums)
         let scored = zip(records, recordSums).map { ScoredRecord(tokens: $1.count, nll: $1.nll, lang: $0.lang) }
         let decisions = FilterDecisions(records: scored, config: config)

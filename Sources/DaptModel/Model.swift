@@ -240,15 +240,37 @@ public final class LlamaModel: @unchecked Sendable {
         try prepare(batch)
         embedForward()
         forwardLayers(0..<config.numHiddenLayers)
-        headLogits()
-        let a = acts!
+        let a = acts!, c = config, H = c.hiddenSize, V = c.vocabSize
+        let w = parameters.storage.baseAddress!
+        rmsNormForward(x: a.residual + c.numHiddenLayers * a.n * H, weight: w + layout.finalNorm.offset, rows: a.n, dim: H,
+                       eps: Float(c.rmsNormEps), out: a.finalOut, rstd: a.finalRstd)
+        lowPrecision(a.finalOut, a.n * H)
+        // Only positions with a target need the LM head: gather their rows
+        // (padding and window overlaps have none), so the head's matrix
+        // product and the softmax cover just the predicted tokens.
+        var rows: [Int] = []
+        rows.reserveCapacity(a.n)
+        var targets: [Int32] = []
+        targets.reserveCapacity(a.n)
+        for (r, t) in batch.targets.enumerated() where t != ignoreIndex { rows.append(r); targets.append(t) }
         var losses = [Float](repeating: 0, count: a.n)
-        losses.withUnsafeMutableBufferPointer { out in
-            batch.targets.withUnsafeBufferPointer {
-                _ = crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: a.n, vocab: config.vocabSize,
+        let m = rows.count
+        guard m > 0 else { return losses }
+        // finalOut is not read again in a forward-only pass: compact it in
+        // place (row i moves to slot k ≤ i, earlier slots already consumed).
+        for (k, r) in rows.enumerated() where k != r {
+            (a.finalOut + k * H).update(from: a.finalOut + r * H, count: H)
+        }
+        BLAS.sgemm(.none, .transpose, m: m, n: V, k: H, a: a.finalOut, lda: H, b: w + layout.lmHead.offset, ldb: H, c: a.logits, ldc: V)
+        lowPrecision(a.logits, m * V)
+        var compact = [Float](repeating: 0, count: m)
+        compact.withUnsafeMutableBufferPointer { out in
+            targets.withUnsafeBufferPointer {
+                _ = crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: m, vocab: V,
                                  gradientScale: nil, rowLoss: out.baseAddress!)
             }
         }
+        for (k, r) in rows.enumerated() { losses[r] = compact[k] }
         return losses
     }
 

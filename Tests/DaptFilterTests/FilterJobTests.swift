@@ -84,6 +84,10 @@ final class FilterJobTests: XCTestCase {
         XCTAssertEqual(shownRemoved, groups.reduce(0) { $0 + min(3, Int($1["removed_high"]!.double!)) })
         XCTAssertGreaterThanOrEqual(page.components(separatedBy: "<td>kept</td>").count - 1, 3 * groups.count)
         XCTAssertTrue(summary.text.contains("120 records in (0 blank line(s) skipped) = \(summary.kept) kept + \(summary.removedHigh + summary.removedLow) removed"))
+        // The scoring time is part of the whole run's and reported on its own.
+        XCTAssertGreaterThan(summary.scoringSeconds, 0)
+        XCTAssertLessThan(summary.scoringSeconds, summary.seconds)
+        XCTAssertTrue(summary.text.contains("scoring alone"))
     }
 
     func testBadRecordsGoToRejectsWithTheirPlace() throws {

@@ -101,6 +101,32 @@ final class ModelGradientTests: XCTestCase {
         }
     }
 
+    /// Scoring runs the LM head only on positions with a target: each
+    /// position's loss equals log-softmax over the full logits, and positions
+    /// without a target (first, middle, last) score 0, in fp32 and bf16.
+    func testTokenLossesMatchFullLogitsWhereTargetsAreSparse() throws {
+        let model = try LlamaModel(config: Self.tinyConfig(nil))
+        model.initializeRandom(seed: 8, std: 0.4)
+        let base = try Self.tinyBatch()
+        var targets = base.targets
+        for i in [0, 5, 6, 12] { targets[i] = ignoreIndex }
+        let batch = try TokenBatch(batchSize: 2, seqLen: 10, tokens: base.tokens, targets: targets, documentIds: base.documentIds)
+        for precision in [Precision.fp32, .bf16] {
+            model.activationPrecision = precision
+            let logits = try model.logits(batch)
+            let losses = try model.tokenLosses(batch)
+            XCTAssertEqual(losses.count, targets.count)
+            for (r, t) in targets.enumerated() {
+                guard t != ignoreIndex else { XCTAssertEqual(losses[r], 0, "position \(r)"); continue }
+                let row = logits[(r * 16)..<((r + 1) * 16)].map(Double.init)
+                let m = row.max()!
+                let expected = log(row.reduce(0) { $0 + exp($1 - m) }) + m - row[Int(t)]
+                XCTAssertEqual(Double(losses[r]), expected, accuracy: 1e-5, "\(precision) position \(r)")
+                XCTAssertGreaterThan(losses[r], 0)
+            }
+        }
+    }
+
     func testLayoutIsContiguousWithHuggingFaceNames() throws {
         let c = Self.tinyConfig(nil)
         let layout = ParameterLayout(config: c)

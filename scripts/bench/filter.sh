@@ -5,10 +5,14 @@
 # debris, repeated boilerplate); precision and recall of removal per kind and
 # of clean text kept, under a small reference model pretrained here on a
 # separate slice of the clean text.
-# Speed: scoring tokens/s of dapt filter (whole run: read, tokenise, score,
-# write) against transformers (PyTorch CPU: tokenise and score only) on the
-# same model, records, batch size and threads; and dapt on 1 and 2 ranks.
-# Usage: scripts/bench/filter.sh
+# Speed: scored tokens/s of dapt filter against transformers (PyTorch CPU) on
+# the same model, token windows (window 256, overlap 64), batch size and
+# threads, two ways: dapt's whole run (read, tokenise, score, write) against
+# the peer's tokenising and scoring, and scoring alone on both sides (dapt's
+# summary line "scoring alone"); and dapt on 1 and 2 ranks. Both sides score
+# the same tokens (checked); dapt packs several short windows into each of
+# its BATCH rows, the peer pads BATCH windows.
+# Usage: scripts/bench/filter.sh   (STEPS=300: the reference model's training steps)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 echo "torch==2.13.0" > /tmp/dapt-bench-constraints.txt
@@ -24,27 +28,41 @@ python3 scripts/bench/filter_noise.py make "$tmp/corpus.jsonl" "$tmp/ref.jsonl" 
 "$dapt" tokenizer train --input "$tmp/ref.jsonl" --vocab-size 2048 --output "$tmp/tokenizer.json" >/dev/null 2>&1
 "$dapt" tokenizer encode --tokenizer "$tmp/tokenizer.json" --input "$tmp/ref.jsonl" --output "$tmp/tokens" >/dev/null 2>&1
 OPENBLAS_NUM_THREADS=$(nproc) "$dapt" pretrain --config configs/pretrain-tiny.yaml --input "$tmp/tokens" --output "$tmp/ref" \
-  --steps 300 --set eval.sequences=0 --set log_every_steps=1000 >/dev/null 2>&1
+  --steps "${STEPS:-300}" --set eval.sequences=0 --set log_every_steps=1000 >/dev/null 2>&1
 ref="$(ls -d "$tmp/ref"/checkpoint-* | tail -1)"  # transformers loads a checkpoint folder, not a run folder
-echo "reference: configs/pretrain-tiny.yaml (1.3M parameters), 300 steps on $(wc -l < "$tmp/ref.jsonl") clean records; scored: $(wc -l < "$tmp/eval.jsonl") other records"
+echo "reference: configs/pretrain-tiny.yaml (1.3M parameters), ${STEPS:-300} steps on $(wc -l < "$tmp/ref.jsonl") clean records; scored: $(wc -l < "$tmp/eval.jsonl") other records"
 
 window=256; batch=8
 cuts=(--set high_quantile=0.8 --set low_quantile=0.04 --set window=$window --set batch_size=$batch --set buckets=3)
+# OpenBLAS 0.3.21 runs its AVX2 (Haswell) kernels on AMD CPUs with AVX-512;
+# PyTorch picks AVX-512 kernels itself. Unless OPENBLAS_CORETYPE is set, dapt
+# runs once with OpenBLAS's own choice, then with its AVX-512 kernels.
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo; then
+  OPENBLAS_NUM_THREADS=1 "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out1d" "${cuts[@]}" 2>/dev/null > "$tmp/dapt1d.txt"
+  echo "1 thread, OpenBLAS's own kernel choice ($(OPENBLAS_VERBOSE=2 "$dapt" --help 2>&1 | grep -o 'Core: .*' || echo unknown)): dapt scoring alone $(grep -o '([0-9]* scoring tokens/s)' "$tmp/dapt1d.txt" | tr -d '(')"
+  export OPENBLAS_CORETYPE=SKYLAKEX
+fi
+echo "OpenBLAS core: ${OPENBLAS_CORETYPE:-its own choice}"
 OPENBLAS_NUM_THREADS=1 "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out1" "${cuts[@]}" 2>/dev/null | tee "$tmp/dapt1.txt"
 python3 scripts/bench/filter_noise.py quality "$tmp/out1"
 
 peer() { python3 scripts/bench/filter_noise.py peer "$ref" "$tmp/eval.jsonl" "$1" $batch $window 2> "$tmp/peer.err" || { cat "$tmp/peer.err" >&2; exit 1; }; }
-rate() { grep -o '([0-9]* tokens/s)' "$1" | tr -d '(' | awk '{print $1}'; }
-d1=$(rate "$tmp/dapt1.txt")
-read -r p1 _ _ <<< "$(peer 1)"
-printf "scoring, 1 thread: dapt %s tokens/s, transformers %s tokens/s, ratio %.2f\n" "$d1" "$p1" "$(python3 -c "print($d1/$p1)")"
+whole() { grep -o '([0-9]* tokens/s)' "$1" | tr -d '(' | awk '{print $1}'; }
+alone() { grep -o '([0-9]* scoring tokens/s)' "$1" | tr -d '(' | awk '{print $1}'; }
+tokens() { grep -o '[0-9]* tokens scored' "$1" | awk '{print $1}'; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+compare() {  # threads, dapt's output
+  read -r pt pw ps <<< "$(peer "$1")"
+  [ "$pt" = "$(tokens "$2")" ] || { echo "token counts differ: dapt $(tokens "$2"), transformers $pt" >&2; exit 1; }
+  echo "$1 thread(s), $pt tokens scored by both:"
+  echo "  whole run:     dapt $(whole "$2") tokens/s, transformers $pw tokens/s (tokenise + score), ratio $(ratio "$(whole "$2")" "$pw")"
+  echo "  scoring alone: dapt $(alone "$2") tokens/s, transformers $ps tokens/s, ratio $(ratio "$(alone "$2")" "$ps")"
+}
+compare 1 "$tmp/dapt1.txt"
 OPENBLAS_NUM_THREADS=2 "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out2t" "${cuts[@]}" 2>/dev/null > "$tmp/dapt2t.txt"
-read -r p2 _ _ <<< "$(peer 2)"
-d2t=$(rate "$tmp/dapt2t.txt")
-printf "scoring, 2 threads: dapt %s tokens/s, transformers %s tokens/s, ratio %.2f\n" "$d2t" "$p2" "$(python3 -c "print($d2t/$p2)")"
+compare 2 "$tmp/dapt2t.txt"
 mpi=(-np 2 --oversubscribe -x OPENBLAS_NUM_THREADS=1); [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
 mpirun "${mpi[@]}" "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out2r" "${cuts[@]}" 2>/dev/null > "$tmp/dapt2r.txt"
-d2r=$(rate "$tmp/dapt2r.txt")
 cmp -s "$tmp/out1/kept.jsonl" "$tmp/out2r/kept.jsonl" && same=identical || same=DIFFERENT
-printf "dapt 2 ranks x 1 thread: %s tokens/s, speed-up %.2f over 1 rank; kept.jsonl %s to 1 rank's\n" "$d2r" "$(python3 -c "print($d2r/$d1)")" "$same"
+echo "dapt 2 ranks x 1 thread: whole run $(whole "$tmp/dapt2r.txt") tokens/s (speed-up $(ratio "$(whole "$tmp/dapt2r.txt")" "$(whole "$tmp/dapt1.txt")") over 1 rank), scoring alone $(alone "$tmp/dapt2r.txt") tokens/s (speed-up $(ratio "$(alone "$tmp/dapt2r.txt")" "$(alone "$tmp/dapt1.txt")")); kept.jsonl $same to 1 rank's"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

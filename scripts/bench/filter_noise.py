@@ -9,9 +9,12 @@
       Precision and recall of removal per kind, and of clean text kept,
       from a `dapt filter` output folder (kept.jsonl and removed.jsonl keep `kind`).
   filter_noise.py peer MODEL_DIR EVAL.jsonl THREADS BATCH WINDOW
-      transformers (PyTorch CPU) scoring of the same records with the same
-      tokenizer: batches of BATCH records sorted by length, padded, at most
-      WINDOW tokens each; prints scored tokens/s.
+      transformers (PyTorch CPU) scoring of the same token windows as dapt
+      filter (no BOS; records cut into WINDOW-token windows overlapping by a
+      quarter, each window after the first scoring only its tokens past the
+      overlap, so every token after a record's first is scored once), BATCH
+      windows per forward, longest first, padded. Prints: scored tokens,
+      tokens/s of tokenising and scoring, tokens/s of scoring alone.
 """
 import json, os, random, sys, time
 
@@ -74,6 +77,16 @@ def quality(out):
     print(f"  clean         kept {clean_kept / max(n_clean, 1):.3f} ({clean_kept}/{n_clean}); "
           f"precision of keeping (clean among kept) {clean_kept / max(len(kept), 1):.3f}")
 
+def windows(ids, window, overlap):
+    """The pieces of dapt's ScoringPlan: (tokens, first scored position)."""
+    pieces, start = [], 0
+    while True:
+        length = min(window, len(ids) - start)
+        pieces.append((ids[start:start + length], 1 if start == 0 else overlap))
+        if start + length >= len(ids):
+            return pieces
+        start += window - overlap
+
 def peer(model_dir, eval_path, threads, batch, window):
     import torch
     import torch.nn.functional as F
@@ -81,27 +94,32 @@ def peer(model_dir, eval_path, threads, batch, window):
     from transformers import LlamaForCausalLM
     torch.set_num_threads(int(threads))
     batch, window = int(batch), int(window)
+    overlap = window // 4
     tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
     texts = [json.loads(l)["text"] for l in open(eval_path, encoding="utf-8") if l.strip()]
     started = time.perf_counter()
-    ids = [tok.encode(t, add_special_tokens=False).ids[:window] for t in texts]
-    ids = sorted((i for i in ids if len(i) >= 2), key=len, reverse=True)
-    scored = 0
+    ids = [tok.encode(t, add_special_tokens=False).ids for t in texts]
+    pieces = [p for i in ids if len(i) >= 2 for p in windows(i, window, overlap)]
+    pieces.sort(key=lambda p: len(p[0]), reverse=True)
+    scoring_started = time.perf_counter()
+    scored, total = 0, 0.0
     with torch.no_grad():
-        for b in range(0, len(ids), batch):
-            group = ids[b:b + batch]
-            n = max(len(g) for g in group)
+        for b in range(0, len(pieces), batch):
+            group = pieces[b:b + batch]
+            n = max(len(g) for g, _ in group)
             x = torch.zeros(len(group), n, dtype=torch.long)
             mask = torch.zeros(len(group), n, dtype=torch.long)
-            for r, g in enumerate(group):
+            targets = torch.full((len(group), n - 1), -100, dtype=torch.long)
+            for r, (g, first) in enumerate(group):
                 x[r, :len(g)] = torch.tensor(g); mask[r, :len(g)] = 1
+                targets[r, first - 1:len(g) - 1] = x[r, first:len(g)]
             logits = model(input_ids=x, attention_mask=mask).logits
-            targets = x[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-            F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none")
-            scored += int(mask[:, 1:].sum())
-    seconds = time.perf_counter() - started
-    print(f"{scored / seconds:.0f} {scored} {seconds:.2f}")
+            losses = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none")
+            total += float(losses.sum())
+            scored += int((targets != -100).sum())
+    ended = time.perf_counter()
+    print(f"{scored} {scored / (ended - started):.0f} {scored / (ended - scoring_started):.0f}")
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
