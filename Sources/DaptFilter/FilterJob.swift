@@ -1,3 +1,4 @@
+import DaptBLAS
 import DaptCluster
 import DaptCore
 import DaptModel
@@ -133,6 +134,9 @@ public final class FilterJob {
     func run(_ publisher: OutputPublisher) throws -> FilterSummary {
         let started = monotonicSeconds()
         let (model, tokenizer, directory) = try Self.loadReference(request.model)
+        // Attention and the other kernels outside BLAS use as many threads
+        // as BLAS does (the results do not depend on it).
+        model.threads = BLAS.threads
         let (window, overlap) = config.scoringWindow(positions: model.config.positionLimit)
         if window > model.config.positionLimit {
             throw ConfigError(field: "filter.window", reason: "\(window) exceeds the positions of \(directory.path) (\(model.config.positionLimit))")

@@ -34,15 +34,16 @@ echo "reference: configs/pretrain-tiny.yaml (1.3M parameters), ${STEPS:-300} ste
 
 window=256; batch=8
 cuts=(--set high_quantile=0.8 --set low_quantile=0.04 --set window=$window --set batch_size=$batch --set buckets=3)
-# OpenBLAS 0.3.21 runs its AVX2 (Haswell) kernels on AMD CPUs with AVX-512;
-# PyTorch picks AVX-512 kernels itself. Unless OPENBLAS_CORETYPE is set, dapt
-# runs once with OpenBLAS's own choice, then with its AVX-512 kernels.
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo; then
-  OPENBLAS_NUM_THREADS=1 "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out1d" "${cuts[@]}" 2>/dev/null > "$tmp/dapt1d.txt"
-  echo "1 thread, OpenBLAS's own kernel choice ($(OPENBLAS_VERBOSE=2 "$dapt" --help 2>&1 | grep -o 'Core: .*' || echo unknown)): dapt scoring alone $(grep -o '([0-9]* scoring tokens/s)' "$tmp/dapt1d.txt" | tr -d '(')"
-  export OPENBLAS_CORETYPE=SKYLAKEX
+# An inherited OPENBLAS_CORETYPE pins OpenBLAS's kernels (Haswell: AVX2 on a
+# CPU with AVX-512, while PyTorch picks its kernels itself): dapt runs once
+# under the pin, for the record, and then under OpenBLAS's own choice.
+core() { OPENBLAS_VERBOSE=2 "$dapt" --help 2>&1 | grep -o 'Core: .*' | cut -c7- || echo unknown; }
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+  OPENBLAS_NUM_THREADS=1 "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out1p" "${cuts[@]}" 2>/dev/null > "$tmp/dapt1p.txt"
+  echo "1 thread, OpenBLAS pinned to $(core) by OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE: dapt scoring alone $(grep -o '([0-9]* scoring tokens/s)' "$tmp/dapt1p.txt" | tr -d '()')"
+  unset OPENBLAS_CORETYPE
 fi
-echo "OpenBLAS core: ${OPENBLAS_CORETYPE:-its own choice}"
+echo "OpenBLAS core (its own choice): $(core)"
 OPENBLAS_NUM_THREADS=1 "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out1" "${cuts[@]}" 2>/dev/null | tee "$tmp/dapt1.txt"
 python3 scripts/bench/filter_noise.py quality "$tmp/out1"
 
