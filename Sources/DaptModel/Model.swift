@@ -265,9 +265,13 @@ public final class LlamaModel: @unchecked Sendable {
         lowPrecision(a.logits, m * V)
         var compact = [Float](repeating: 0, count: m)
         compact.withUnsafeMutableBufferPointer { out in
-            targets.withUnsafeBufferPointer {
-                _ = crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: m, vocab: V,
-                                 gradientScale: nil, rowLoss: out.baseAddress!)
+            targets.withUnsafeBufferPointer { t in
+                let ptrs = Unchecked((a.logits, t.baseAddress!, out.baseAddress!))
+                forEachRowChunk(m) { rows in
+                    let (logits, t, out) = ptrs.value
+                    _ = crossEntropy(logits: logits + rows.lowerBound * V, targets: t + rows.lowerBound, rows: rows.count, vocab: V,
+                                     gradientScale: nil, rowLoss: out + rows.lowerBound)
+                }
             }
         }
         for (k, r) in rows.enumerated() { losses[r] = compact[k] }
@@ -362,6 +366,19 @@ public final class LlamaModel: @unchecked Sendable {
         BLAS.setThreads(blasThreads)
     }
 
+    /// Runs `body` on row ranges covering 0..<rows, on `threads` threads
+    /// when > 1 (rows are independent; BLAS is idle meanwhile).
+    private func forEachRowChunk(_ rows: Int, _ body: @escaping @Sendable (Range<Int>) -> Void) {
+        let workers = min(threads, rows / 64)
+        if workers <= 1 {
+            body(0..<rows)
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            body((rows * w / workers)..<(rows * (w + 1) / workers))
+        }
+    }
+
     @inline(__always) private func lowPrecision(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
         if activationPrecision != .fp32 { roundInPlace(UnsafeMutableBufferPointer(start: p, count: count), to: activationPrecision) }
     }
@@ -425,7 +442,11 @@ public final class LlamaModel: @unchecked Sendable {
         lowPrecision(a.normOut, n * H)
         BLAS.sgemm(.none, .transpose, m: n, n: 2 * I, k: H, a: a.normOut, lda: H, b: w + s.gate.offset, ldb: H, c: gateUp, ldc: 2 * I)
         lowPrecision(gateUp, n * 2 * I)
-        for r in 0..<n { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: a.hAct + r * I) }
+        let swiglu = Unchecked((gateUp, a.hAct))
+        forEachRowChunk(n) { rows in
+            let (gateUp, hAct) = swiglu.value
+            for r in rows { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: hAct + r * I) }
+        }
         lowPrecision(a.hAct, n * I)
         next.update(from: mid, count: n * H)
         BLAS.sgemm(.none, .transpose, m: n, n: H, k: I, a: a.hAct, lda: I, b: w + s.down.offset, ldb: I, beta: 1, c: next, ldc: H)

@@ -127,6 +127,27 @@ final class ModelGradientTests: XCTestCase {
         }
     }
 
+    /// With threads, the row loops (SwiGLU, the scoring softmax) run in row
+    /// chunks: a batch large enough to be split gives the same losses, bit
+    /// for bit, as one thread.
+    func testRowChunksOnThreadsMatchOneThread() throws {
+        let model = try LlamaModel(config: Self.tinyConfig(nil))
+        model.initializeRandom(seed: 9, std: 0.4)
+        let rows = 40, seqLen = 6
+        let count = rows * seqLen
+        let tokens: [Int32] = (0..<count).map { (i: Int) -> Int32 in Int32((i * 7 + i / 5) % 16) }
+        var targets: [Int32] = (0..<count).map { (i: Int) -> Int32 in Int32((i * 5 + 3) % 16) }
+        for i in stride(from: 0, to: targets.count, by: 11) { targets[i] = ignoreIndex }
+        let batch = try TokenBatch(batchSize: rows, seqLen: seqLen, tokens: tokens, targets: targets)
+        model.threads = 1
+        let one = try model.tokenLosses(batch)
+        let logitsOne = try model.logits(batch)
+        model.threads = 2
+        XCTAssertEqual(try model.tokenLosses(batch), one)
+        XCTAssertEqual(try model.logits(batch), logitsOne)
+        XCTAssertEqual(one.filter { $0 > 0 }.count, targets.filter { $0 != ignoreIndex }.count)
+    }
+
     func testLayoutIsContiguousWithHuggingFaceNames() throws {
         let c = Self.tinyConfig(nil)
         let layout = ParameterLayout(config: c)
