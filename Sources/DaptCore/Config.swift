@@ -66,10 +66,16 @@ extension Decoder {
     /// Throws for keys that `Keys` does not list: a typo in a config must not
     /// silently fall back to a default.
     public func rejectUnknownKeys<Keys: CodingKey & CaseIterable>(_ keys: Keys.Type) throws {
-        let known = Set(Keys.allCases.map(\.stringValue))
+        try rejectUnknownKeys(known: Keys.allCases.map(\.stringValue))
+    }
+
+    /// The same for a section whose keys come from several types (a section
+    /// that inlines another's fields).
+    public func rejectUnknownKeys(known names: [String]) throws {
+        let known = Set(names)
         let container = try container(keyedBy: AnyCodingKey.self)
         for key in container.allKeys where !known.contains(key.stringValue) {
-            let path = (codingPath + [key]).map(\.stringValue).joined(separator: ".")
+            let path = FieldPath(codingPath + [key]).text
             throw ConfigError(field: path, reason: "unknown key (known: \(known.sorted().joined(separator: ", ")))")
         }
     }

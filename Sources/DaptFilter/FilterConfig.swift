@@ -24,12 +24,21 @@ public struct FilterCut: Codable, Equatable, Sendable {
 
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        highQuantile = try c.decodeIfPresent(Double.self, forKey: .highQuantile)
-        lowQuantile = try c.decodeIfPresent(Double.self, forKey: .lowQuantile)
-        maxPerplexity = try c.decodeIfPresent(Double.self, forKey: .maxPerplexity)
-        minPerplexity = try c.decodeIfPresent(Double.self, forKey: .minPerplexity)
+        try self.init(fieldsOf: decoder, defaults: FilterCut())
     }
+
+    /// The cut's keys where they stand among a section's other keys (a rule, the
+    /// `filter:` section itself); absent ones keep `defaults`. The caller checks
+    /// for unknown keys, knowing its own.
+    init(fieldsOf decoder: Decoder, defaults: FilterCut) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        highQuantile = try c.decodeIfPresent(Double.self, forKey: .highQuantile) ?? defaults.highQuantile
+        lowQuantile = try c.decodeIfPresent(Double.self, forKey: .lowQuantile) ?? defaults.lowQuantile
+        maxPerplexity = try c.decodeIfPresent(Double.self, forKey: .maxPerplexity) ?? defaults.maxPerplexity
+        minPerplexity = try c.decodeIfPresent(Double.self, forKey: .minPerplexity) ?? defaults.minPerplexity
+    }
+
+    static let keyNames = CodingKeys.allCases.map(\.stringValue)
 
     /// `other`'s settings where it has them, ours elsewhere.
     func overridden(by other: FilterCut) -> FilterCut {
@@ -65,29 +74,21 @@ public struct FilterRule: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case bucket, lang
-        case highQuantile = "high_quantile", lowQuantile = "low_quantile"
-        case maxPerplexity = "max_perplexity", minPerplexity = "min_perplexity"
     }
 
     public init(from decoder: Decoder) throws {
-        try decoder.rejectUnknownKeys(CodingKeys.self)
+        try decoder.rejectUnknownKeys(known: CodingKeys.allCases.map(\.stringValue) + FilterCut.keyNames)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         bucket = try c.decodeIfPresent(Int.self, forKey: .bucket)
         lang = try c.decodeIfPresent(String.self, forKey: .lang)
-        cut = FilterCut(highQuantile: try c.decodeIfPresent(Double.self, forKey: .highQuantile),
-                        lowQuantile: try c.decodeIfPresent(Double.self, forKey: .lowQuantile),
-                        maxPerplexity: try c.decodeIfPresent(Double.self, forKey: .maxPerplexity),
-                        minPerplexity: try c.decodeIfPresent(Double.self, forKey: .minPerplexity))
+        cut = try FilterCut(fieldsOf: decoder, defaults: FilterCut())
     }
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encodeIfPresent(bucket, forKey: .bucket)
         try c.encodeIfPresent(lang, forKey: .lang)
-        try c.encodeIfPresent(cut.highQuantile, forKey: .highQuantile)
-        try c.encodeIfPresent(cut.lowQuantile, forKey: .lowQuantile)
-        try c.encodeIfPresent(cut.maxPerplexity, forKey: .maxPerplexity)
-        try c.encodeIfPresent(cut.minPerplexity, forKey: .minPerplexity)
+        try cut.encode(to: encoder)
     }
 }
 
@@ -129,13 +130,11 @@ public struct FilterConfig: StageConfig, Equatable {
         case window, overlap, buckets, rules, strict
         case textField = "text_field", langField = "lang_field", batchSize = "batch_size", addBos = "add_bos"
         case bucketEdges = "bucket_edges", byLang = "by_lang"
-        case highQuantile = "high_quantile", lowQuantile = "low_quantile"
-        case maxPerplexity = "max_perplexity", minPerplexity = "min_perplexity"
         case writeScores = "write_scores"
     }
 
     public init(from decoder: Decoder) throws {
-        try decoder.rejectUnknownKeys(CodingKeys.self)
+        try decoder.rejectUnknownKeys(known: CodingKeys.allCases.map(\.stringValue) + FilterCut.keyNames)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = FilterConfig()
         textField = try c.value(.textField, default: d.textField)
@@ -147,10 +146,7 @@ public struct FilterConfig: StageConfig, Equatable {
         buckets = try c.value(.buckets, default: d.buckets)
         bucketEdges = try c.value(.bucketEdges, default: d.bucketEdges)
         byLang = try c.value(.byLang, default: d.byLang)
-        cut = FilterCut(highQuantile: try c.value(.highQuantile, default: d.cut.highQuantile),
-                        lowQuantile: try c.value(.lowQuantile, default: d.cut.lowQuantile),
-                        maxPerplexity: try c.decodeIfPresent(Double.self, forKey: .maxPerplexity),
-                        minPerplexity: try c.decodeIfPresent(Double.self, forKey: .minPerplexity))
+        cut = try FilterCut(fieldsOf: decoder, defaults: d.cut)
         rules = try c.value(.rules, default: d.rules)
         writeScores = try c.value(.writeScores, default: d.writeScores)
         strict = try c.value(.strict, default: d.strict)
@@ -167,13 +163,10 @@ public struct FilterConfig: StageConfig, Equatable {
         try c.encode(buckets, forKey: .buckets)
         try c.encode(bucketEdges, forKey: .bucketEdges)
         try c.encode(byLang, forKey: .byLang)
-        try c.encodeIfPresent(cut.highQuantile, forKey: .highQuantile)
-        try c.encodeIfPresent(cut.lowQuantile, forKey: .lowQuantile)
-        try c.encodeIfPresent(cut.maxPerplexity, forKey: .maxPerplexity)
-        try c.encodeIfPresent(cut.minPerplexity, forKey: .minPerplexity)
         try c.encode(rules, forKey: .rules)
         try c.encode(writeScores, forKey: .writeScores)
         try c.encode(strict, forKey: .strict)
+        try cut.encode(to: encoder)
     }
 
     public func validate() throws {

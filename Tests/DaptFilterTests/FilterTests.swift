@@ -123,6 +123,15 @@ final class CutTests: XCTestCase {
         XCTAssertThrowsError(try ConfigLoader.decode(FilterConfig.self, yaml: "high_quantil: 0.9\n")) {
             XCTAssertEqual(($0 as? ConfigError)?.field, "high_quantil")
         }
+        XCTAssertThrowsError(try ConfigLoader.decode(FilterConfig.self, yaml: "rules:\n  - lang: en\n    max_perplexit: 5\n")) {
+            XCTAssertEqual(($0 as? ConfigError)?.field, "rules[0].max_perplexit")
+        }
+        // The cut's keys sit inline in the section and in each rule, both ways.
+        var config = decoded
+        config.cut.minPerplexity = 2
+        config.rules.append(FilterRule(bucket: 1, cut: FilterCut(lowQuantile: 0.1)))
+        let json = try JSONEncoder().encode(config)
+        XCTAssertEqual(try JSONDecoder().decode(FilterConfig.self, from: json), config)
     }
 }
 
