@@ -11,10 +11,18 @@ public struct FirstBadRecord: CollectiveError, Equatable {
     /// whole input, and the error), if any, after stopping at it; every rank
     /// then throws the one first in input order, or returns if there is none.
     public static func agree(_ local: (position: Int, error: InputError)?, _ comm: any Communicator) throws {
-        let positions = try comm.allGatherV([Int64(local?.position ?? -1)]).map { $0[0] }
-        let messages = try comm.allGatherV(Array((local?.error.description ?? "").utf8))
-        if let first = positions.indices.filter({ positions[$0] >= 0 }).min(by: { positions[$0] < positions[$1] }) {
-            throw FirstBadRecord(message: String(decoding: messages[first], as: UTF8.self))
+        if let first = try firstInInputOrder(local.map { ($0.position, $0.error.description) }, comm) {
+            throw FirstBadRecord(message: first)
         }
     }
+}
+
+/// Every rank offers its first problem, if any, with its position in input
+/// order; every rank gets back the message of the earliest one (nil: none).
+/// Positions and messages travel as values, never as text to parse back.
+public func firstInInputOrder(_ local: (position: Int, message: String)?, _ comm: any Communicator) throws -> String? {
+    let positions = try comm.allGatherV([Int64(local?.position ?? -1)]).map { $0[0] }
+    let messages = try comm.allGatherV(Array((local?.message ?? "").utf8))
+    guard let first = positions.indices.filter({ positions[$0] >= 0 }).min(by: { positions[$0] < positions[$1] }) else { return nil }
+    return String(decoding: messages[first], as: UTF8.self)
 }

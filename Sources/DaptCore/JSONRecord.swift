@@ -129,7 +129,4 @@ public struct JSONRecordScanner {
     public func string(_ field: Int) -> String? {
         bytes(field).map { String(decoding: $0, as: UTF8.self) }
     }
-
-    public static func typeName(_ kind: Kind) -> String { kind.name }
-
 }

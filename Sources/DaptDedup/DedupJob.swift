@@ -153,20 +153,16 @@ struct DedupContext {
     /// every rank fails with the first mismatch in input order.
     func checkShards(_ shards: [PreparedShard]) throws {
         guard !shards.isEmpty else { return }
-        var problem = ""
+        var problem: (position: Int, message: String)?
         for k in stride(from: rank, to: shards.count, by: size) {
             do { try shards[k].verify() } catch {
-                problem = "\(k)\t\(error)"
+                problem = (k, "\(error)")
                 break
             }
         }
-        let problems = try comm.allGatherV(Array(problem.utf8)).filter { !$0.isEmpty }.map { String(decoding: $0, as: UTF8.self) }
-        let first = problems.compactMap { p -> (Int, String)? in
-            guard let tab = p.firstIndex(of: "\t"), let k = Int(p[..<tab]) else { return nil }
-            return (k, String(p[p.index(after: tab)...]))
-        }.min { $0.0 < $1.0 }
+        let first = try firstInInputOrder(problem, comm)
         // Every rank has the same error: the command line prints it once (rank 0).
-        if let first { throw SharedError(message: DedupError.inputCheck(first.1).description) }
+        if let first { throw SharedError(message: DedupError.inputCheck(first).description) }
     }
 }
 

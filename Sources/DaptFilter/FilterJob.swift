@@ -171,13 +171,13 @@ public final class FilterJob {
                     try scanner.scan(line)
                     guard let text = scanner.fields[0].kind == .string ? scanner.fields[0].decodedRange : nil else {
                         let kind = scanner.kind(0)
-                        throw RecordProblem(field: config.textField, reason: kind == .absent ? "missing" : "expected a string, got \(JSONRecordScanner.typeName(kind))")
+                        throw RecordProblem(field: config.textField, reason: kind == .absent ? "missing" : "expected a string, got \(kind.name)")
                     }
                     var lang = ""
                     switch scanner.kind(1) {
                     case .string: lang = scanner.string(1)!
                     case .absent, .null: break
-                    default: throw RecordProblem(field: config.langField, reason: "expected a string, got \(JSONRecordScanner.typeName(scanner.kind(1)))")
+                    default: throw RecordProblem(field: config.langField, reason: "expected a string, got \(scanner.kind(1).name)")
                     }
                     ids.removeAll(keepingCapacity: true)
                     if let bos { ids.append(UInt32(bos)) }

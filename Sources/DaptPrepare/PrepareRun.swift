@@ -4,12 +4,6 @@ import Glibc
 import DaptCluster
 import DaptCore
 
-/// `--strict`: the first bad record in input order, agreed on by every rank.
-public struct StrictRejectError: CollectiveError, Equatable {
-    public var message: String
-    public var description: String { "\(message) (--strict)" }
-}
-
 /// Unwinds one rank's scan at its first reject under `--strict`.
 private struct StopScanning: Error {}
 
@@ -228,9 +222,8 @@ public struct PrepareRun {
         if config.strict {
             // Ranks own increasing ranges of the input, so the lowest rank
             // with a reject holds the first one in input order.
-            let messages = try communicator.allGatherV(Array((strictReject?.description ?? "").utf8))
-            if let first = messages.first(where: { !$0.isEmpty }) {
-                throw StrictRejectError(message: String(decoding: first, as: UTF8.self))
+            if let first = try firstInInputOrder(strictReject.map { (communicator.rank, $0.description) }, communicator) {
+                throw FirstBadRecord(message: first)
             }
         }
         try flush()
