@@ -127,6 +127,7 @@ final class InteropTests: XCTestCase {
         request.sequenceLength = f.sequence_length
         request.batchSize = f.batch_size
         let report = try PerplexityEvaluation.run(request)
+        print("eval ppl parity, packed documents: loss \(report.loss) vs transformers \(expected.loss), relative error \(relativeError(report.loss, expected.loss))")
         XCTAssertLessThan(relativeError(report.loss, expected.loss), 1e-4, "loss \(report.loss) vs transformers \(expected.loss)")
         XCTAssertLessThan(relativeError(report.perplexity, expected.perplexity), 1e-4, "perplexity \(report.perplexity) vs \(expected.perplexity)")
         XCTAssertEqual(report.tokens, f.tokens)
