@@ -37,6 +37,9 @@ public struct PerplexityReport: Equatable, Sendable {
     public var leftOutTokens: Int
     /// JSONL input: blank lines skipped (lines = documents + blank lines).
     public var blankLines = 0
+    /// The tokenizer.json the input was tokenised with, or that token shards
+    /// were checked against (nil: none could be).
+    public var tokenizerPath: String? = nil
 }
 
 public enum PerplexityEvaluation {
@@ -51,6 +54,7 @@ public enum PerplexityEvaluation {
         }
         let source: any DocumentSource
         var blankLines = 0
+        let usedTokenizer = request.tokenizer ?? directory.tokenizerPath
         if FileSystem.isDirectory(request.input) {
             let shards = try ShardDocuments(directory: request.input)
             if let tokenizer = directory.tokenizerPath { try shards.requireTokenizer(tokenizer) }
@@ -82,6 +86,27 @@ public enum PerplexityEvaluation {
                                             batchSize: request.batchSize, maxSequences: request.maxSequences)
         return PerplexityReport(modelDirectory: directory.path, loss: result.loss, perplexity: result.perplexity, tokens: result.tokens,
                                 sequences: result.sequences, documents: source.documentCount, leftOutTokens: result.leftOutTokens,
-                                blankLines: blankLines)
+                                blankLines: blankLines, tokenizerPath: usedTokenizer)
+    }
+
+    /// The `ppl` section of the eval report for `report`, a run of `request`.
+    public static func section(_ request: PerplexityRequest, _ report: PerplexityReport) -> EvalSection {
+        let config = JSONValue.object([
+            ("sequence_length", .integer(request.sequenceLength)), ("batch_size", .integer(request.batchSize)),
+            ("max_sequences", .integer(request.maxSequences)), ("add_bos", .bool(request.addBos)), ("add_eos", .bool(request.addEos)),
+        ])
+        let counts = [("documents", report.documents), ("blank_lines", report.blankLines), ("sequences", report.sequences),
+                      ("tokens", report.tokens), ("left_out_tokens", report.leftOutTokens)]
+        let results = JSONValue.object([("loss", .float(report.loss)), ("perplexity", .float(report.perplexity))])
+        return EvalSection(kind: .ppl, inputs: [request.input], config: config, counts: counts, results: results)
+    }
+
+    /// Runs `request` and writes its section into the eval report in `output`.
+    @discardableResult
+    public static func run(_ request: PerplexityRequest, output: String, sink: any EventSink = SilentSink()) throws -> PerplexityReport {
+        let report = try run(request, sink: sink)
+        let model = try EvalModelInfo(modelDirectory: report.modelDirectory, tokenizer: report.tokenizerPath)
+        try EvalReport.write(section(request, report), model: model, to: output)
+        return report
     }
 }

@@ -18,8 +18,12 @@ struct EvalCommand: ParsableCommand {
             abstract: "Perplexity of a checkpoint (or Hugging Face model directory) on JSONL text or token shards (--input).",
             discussion: "Documents are packed into sequences (document-masked, positions restarting per document); the tail shorter than one sequence is left out and reported. Settings come from the config's eval: section; --set KEY=VALUE sets any of its keys.")
 
-        @Option(help: "Checkpoint directory (config.json, model.safetensors; tokenizer.json for JSONL input), or a run directory (its newest checkpoint).")
+        @Option(name: [.customLong("checkpoint"), .customLong("model")],
+                help: "Checkpoint directory (config.json, model.safetensors; tokenizer.json for JSONL input), a run directory (its newest checkpoint) or a Hugging Face model directory.")
         var checkpoint: String
+
+        @Option(help: ArgumentHelp("Eval report folder: writes the ppl section of its report.json (other sections are kept).", valueName: "dir"))
+        var output: String?
 
         @OptionGroup var input: InputOptions
 
@@ -54,9 +58,12 @@ struct EvalCommand: ParsableCommand {
             guard let input = try input.single() else { throw ValidationError("--input (JSONL or a token shard directory) is required") }
             let request = daptConfig.eval.request(model: checkpoint, input: input, tokenizer: tokenizer)
             try Runtime.run(cluster: daptConfig.cluster) { ctx in
-                let result = try PerplexityEvaluation.run(request, sink: ctx.sink)
+                guard ctx.isRoot || output == nil else { return }
+                let result = try output.map { try PerplexityEvaluation.run(request, output: $0, sink: ctx.sink) }
+                    ?? PerplexityEvaluation.run(request, sink: ctx.sink)
                 ctx.say(String(format: "perplexity %.4f  loss %.6f  tokens %d  sequences %d  (documents %d, %d blank lines skipped, %d tail tokens not evaluated)",
                                result.perplexity, result.loss, result.tokens, result.sequences, result.documents, result.blankLines, result.leftOutTokens))
+                if let output { ctx.say("report: \(output)/\(EvalReport.fileName)") }
             }
         }
     }
