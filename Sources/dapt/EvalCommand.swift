@@ -16,14 +16,14 @@ struct EvalCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "ppl",
             abstract: "Perplexity of a checkpoint (or Hugging Face model directory) on JSONL text or token shards (--input).",
-            discussion: "Documents are packed into sequences (document-masked, positions restarting per document); the tail shorter than one sequence is left out and reported. Settings come from the config's eval: section; --set KEY=VALUE sets any of its keys.")
+            discussion: "Documents are packed into sequences (document-masked, positions restarting per document); the tail shorter than one sequence is left out and reported. Settings come from the config's eval: section; --set KEY=VALUE sets any of its keys. --output DIR: the eval report folder; the ppl section of its report.json is written (its other sections, e.g. mc, are kept).")
 
         @Option(name: [.customLong("checkpoint"), .customLong("model")],
                 help: "Checkpoint directory (config.json, model.safetensors; tokenizer.json for JSONL input), a run directory (its newest checkpoint) or a Hugging Face model directory.")
         var checkpoint: String
 
-        @Option(help: ArgumentHelp("Eval report folder: writes the ppl section of its report.json (other sections are kept).", valueName: "dir"))
-        var output: String?
+        @OptionGroup var outputOptions: OutputOptions
+        var output: String? { outputOptions.output }
 
         @OptionGroup var input: InputOptions
 

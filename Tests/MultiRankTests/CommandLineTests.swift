@@ -61,7 +61,7 @@ final class CommandLineTests: XCTestCase {
         (["tokenizer", "decode"], ["--input"]),
         (["tokenizer", "verify"], ["--input"]),
         (["pretrain"], ["--input", "--output", "--config", "--set"]),
-        (["eval", "ppl"], ["--input", "--config", "--set"]),
+        (["eval", "ppl"], ["--input", "--output", "--config", "--set"]),
         (["cluster", "check"], ["--config", "--set"]),
         (["config", "validate"], ["--config", "--set"]),
     ]
