@@ -17,6 +17,8 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     /// Two sources of token ids disagree on the tokenizer.
     case tokenizerMismatch(expectedPath: String, expectedChecksum: String, foundPath: String, foundChecksum: String)
     case conflictingOptions(String)
+    /// The loss spiked and no rollback is left or possible.
+    case unrecoverableSpike(String)
 
     public var description: String {
         switch self {
@@ -40,6 +42,7 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
         case let .tokenizerMismatch(expectedPath, expected, foundPath, found):
             return "tokenizer mismatch: \(expectedPath) uses tokenizer xxh64 \(expected), but \(foundPath) has xxh64 \(found); the ids of one tokenizer mean nothing to a model of another"
         case let .conflictingOptions(reason): return reason
+        case let .unrecoverableSpike(message): return message
         }
     }
 

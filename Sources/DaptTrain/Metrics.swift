@@ -14,6 +14,7 @@ public struct StepMetrics: Codable, Equatable, Sendable {
     public var skipped: Bool?
     public var evalLoss: Double?
     public var evalPerplexity: Double?
+    public var sequenceLength: Int?
 
     public init(step: Int, loss: Double? = nil, learningRate: Double? = nil, gradientNorm: Double? = nil, tokens: Int? = nil,
                 tokensPerSecond: Double? = nil, lossScale: Double? = nil, skipped: Bool? = nil,
@@ -26,13 +27,15 @@ public struct StepMetrics: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case step, loss, tokens, skipped
         case learningRate = "lr", gradientNorm = "grad_norm", tokensPerSecond = "tokens_per_second"
-        case lossScale = "loss_scale", evalLoss = "eval_loss", evalPerplexity = "eval_ppl"
+        case lossScale = "loss_scale", evalLoss = "eval_loss", evalPerplexity = "eval_ppl", sequenceLength = "sequence_length"
     }
 }
 
 /// Appends metrics as JSON lines, flushed each line so a crash loses nothing
-/// already reported. On resume, lines for steps after the resumed step are
-/// dropped first so the file stays one line per step.
+/// already reported: step lines and event lines (`RunEvent`, with an
+/// `event` key). On resume, lines for steps after the resumed step are
+/// dropped first so the file stays one line per step; rollback events stay,
+/// since the resumed state carries what they did.
 public final class MetricsLog {
     public let path: String
     private let handle: FileHandle
@@ -43,8 +46,8 @@ public final class MetricsLog {
         if let keep = truncateAfterStep, FileSystem.exists(path) {
             let lines = try FileSystem.readText(path).split(separator: "\n")
             let kept = lines.filter { line in
-                guard let m = try? JSONDecoder().decode(StepMetrics.self, from: Data(line.utf8)) else { return false }
-                return m.step <= keep
+                guard let m = try? JSONDecoder().decode(LineKind.self, from: Data(line.utf8)) else { return false }
+                return m.step <= keep || m.event == "rollback"
             }
             try Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8).write(to: URL(fileURLWithPath: path))
         } else if truncateAfterStep == nil || !FileSystem.exists(path) {
@@ -56,15 +59,28 @@ public final class MetricsLog {
         encoder.outputFormatting = [.sortedKeys]
     }
 
-    public func append(_ metrics: StepMetrics) throws {
-        var data = try encoder.encode(metrics)
+    public func append(_ line: some Encodable) throws {
+        var data = try encoder.encode(line)
         data.append(0x0A)
         handle.write(data)
     }
 
+    /// What tells a step line from an event line.
+    struct LineKind: Decodable { var step: Int; var event: String? }
+
+    /// The step lines.
     public static func read(path: String) throws -> [StepMetrics] {
-        try FileSystem.readText(path).split(separator: "\n").map {
-            try JSONDecoder().decode(StepMetrics.self, from: Data($0.utf8))
+        try FileSystem.readText(path).split(separator: "\n").compactMap {
+            let data = Data($0.utf8)
+            return try JSONDecoder().decode(LineKind.self, from: data).event == nil ? try JSONDecoder().decode(StepMetrics.self, from: data) : nil
+        }
+    }
+
+    /// The event lines (decisions other than continue).
+    public static func readEvents(path: String) throws -> [RunEvent] {
+        try FileSystem.readText(path).split(separator: "\n").compactMap {
+            let data = Data($0.utf8)
+            return try JSONDecoder().decode(LineKind.self, from: data).event == nil ? nil : try JSONDecoder().decode(RunEvent.self, from: data)
         }
     }
 

@@ -200,11 +200,12 @@ public struct PretrainConfig: StageConfig, Equatable {
     public var checkpoint = Checkpoint()
     public var eval = Eval()
     public var parallel = Parallel()
+    public var spikes = Spikes()
     /// Progress line every N steps.
     public var logEverySteps = 1
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, data, optimizer, schedule, precision, checkpoint, eval, parallel, logEverySteps = "log_every_steps"
+        case model, data, optimizer, schedule, precision, checkpoint, eval, parallel, spikes, logEverySteps = "log_every_steps"
     }
 
     public init() {}
@@ -220,6 +221,7 @@ public struct PretrainConfig: StageConfig, Equatable {
         checkpoint = try c.value(.checkpoint, default: Checkpoint())
         eval = try c.value(.eval, default: Eval())
         parallel = try c.value(.parallel, default: Parallel())
+        spikes = try c.value(.spikes, default: Spikes())
         logEverySteps = try c.value(.logEverySteps, default: 1)
     }
 
@@ -272,6 +274,7 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.positive(parallel.tensor, "parallel.tensor")
         try Check.positive(parallel.pipeline, "parallel.pipeline")
         try Check.positive(logEverySteps, "log_every_steps")
+        try spikes.validate(checkpointEvery: checkpoint.everySteps)
     }
 
     /// Checks the settings that depend on a model loaded from disk (`--from`

@@ -27,8 +27,9 @@ public struct PretrainOptions: Sendable {
 public enum PretrainRun {
     public static let stage = "pretrain"
 
+    @discardableResult
     public static func run(config: PretrainConfig, options: PretrainOptions = .init(), world: any Communicator = SingleRankCommunicator(),
-                           sink: any EventSink = SilentSink()) throws {
+                           sink: any EventSink = SilentSink()) throws -> RunOutcome {
         // Every rank reaches the same verdict here from the same settings.
         let layout = try world.agreed { () throws -> ParallelLayout in
             let layout = try ParallelLayout(world: world.size, parallel: config.parallel)
@@ -87,11 +88,11 @@ public enum PretrainRun {
                                                      truncateAfterStep: resumeFrom != nil ? trainer.state.step : nil) : nil
         // Nothing is trained before rank 0 has made the run directory ready.
         try world.barrier()
-        if let stopAfter = options.stopAfter {
-            try trainer.run(metrics: metrics, until: min(config.schedule.totalSteps, trainer.state.step + stopAfter))
-        } else {
-            try trainer.run(metrics: metrics)
-        }
+        // From here a SIGTERM or SIGINT ends the run at a step boundary with a checkpoint.
+        let signals = try Preemption.install()
+        defer { try? signals.restore() }
+        let stopStep = options.stopAfter.map { min(config.schedule.totalSteps, trainer.state.step + $0) }
+        return try trainer.run(metrics: metrics, until: stopStep)
     }
 
     /// The checks that read the run directory, shards, tokenizers and

@@ -6,11 +6,12 @@ import Foundation
 public enum RunDirectory {
     public static let metricsFile = "metrics.jsonl"
     public static let lossCurveFile = "loss_curve.svg"
+    public static let rollbacksFile = "rollbacks.jsonl"
 
     /// True for the names a run writes (leftovers of interrupted saves included).
     static func isRunEntry(_ name: String) -> Bool {
         name.hasPrefix(CheckpointStore.prefix) || name.hasPrefix(".tmp-" + CheckpointStore.prefix)
-            || name.hasPrefix(".old-" + CheckpointStore.prefix) || name == metricsFile || name == lossCurveFile
+            || name.hasPrefix(".old-" + CheckpointStore.prefix) || name == metricsFile || name == lossCurveFile || name == rollbacksFile
     }
 
     /// Throws unless a fresh run may start in `directory`: it holds no run,

@@ -19,13 +19,26 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var rng = SplitMix64(seed: 0)
     public var dataSeed: UInt64 = 0
     public var lossScaler = LossScaler()
+    /// The spike detector's memory (see `SpikeDetector`).
+    public var spikeHistory = SpikeHistory()
+    /// Rollbacks so far, and the global sequence ranges they skipped (never trained on).
+    public var rollbacks = 0
+    public var skippedSequences: [SkippedSequences] = []
+    /// The learning rate is multiplied by `lrFactor` before step `lrFactorUntilStep` (after a rollback).
+    public var lrFactor = 1.0
+    public var lrFactorUntilStep = 0
 
     public init() {}
+
+    /// The learning-rate multiplier for step `step` (0-based).
+    public func learningRateFactor(at step: Int) -> Double { step < lrFactorUntilStep ? lrFactor : 1 }
 
     enum CodingKeys: String, CodingKey {
         case step, appliedSteps = "applied_steps", nextSequence = "next_sequence", tokensSeen = "tokens_seen"
         case rngState = "rng_state", dataSeed = "data_seed", lossScale = "loss_scale"
         case growthInterval = "loss_scale_growth_interval", cleanSteps = "loss_scale_clean_steps", skippedSteps = "skipped_steps"
+        case spikeHistory = "spike_history", rollbacks, skippedSequences = "skipped_sequences"
+        case lrFactor = "lr_factor", lrFactorUntilStep = "lr_factor_until_step"
     }
 
     public init(from decoder: Decoder) throws {
@@ -47,6 +60,12 @@ public struct TrainingState: Codable, Equatable, Sendable {
                                 growthInterval: try c.decode(Int.self, forKey: .growthInterval))
         lossScaler.cleanSteps = try c.decode(Int.self, forKey: .cleanSteps)
         lossScaler.skippedSteps = try c.decode(Int.self, forKey: .skippedSteps)
+        // Absent in checkpoints written before spike detection: a run without rollbacks.
+        spikeHistory = try c.decodeIfPresent(SpikeHistory.self, forKey: .spikeHistory) ?? SpikeHistory()
+        rollbacks = try c.decodeIfPresent(Int.self, forKey: .rollbacks) ?? 0
+        skippedSequences = try c.decodeIfPresent([SkippedSequences].self, forKey: .skippedSequences) ?? []
+        lrFactor = try c.decodeIfPresent(Double.self, forKey: .lrFactor) ?? 1
+        lrFactorUntilStep = try c.decodeIfPresent(Int.self, forKey: .lrFactorUntilStep) ?? 0
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -61,6 +80,11 @@ public struct TrainingState: Codable, Equatable, Sendable {
         try c.encode(lossScaler.growthInterval, forKey: .growthInterval)
         try c.encode(lossScaler.cleanSteps, forKey: .cleanSteps)
         try c.encode(lossScaler.skippedSteps, forKey: .skippedSteps)
+        try c.encode(spikeHistory, forKey: .spikeHistory)
+        try c.encode(rollbacks, forKey: .rollbacks)
+        try c.encode(skippedSequences, forKey: .skippedSequences)
+        try c.encode(lrFactor, forKey: .lrFactor)
+        try c.encode(lrFactorUntilStep, forKey: .lrFactorUntilStep)
     }
 }
 
@@ -112,6 +136,9 @@ public final class Trainer {
     /// Called after the gradients of a step are complete, before the
     /// overflow check (tests inject overflows here).
     public var gradientHook: ((UnsafeMutableBufferPointer<Float>) -> Void)?
+    /// Replaces the loss the coordinator sees for the step whose batch starts
+    /// at the given global sequence (tests inject loss spikes here).
+    public var lossHook: ((_ firstSequence: Int, _ loss: Double) -> Double)?
     static let stage = "pretrain"
 
     public var precision: Precision { config.precision.mode }
@@ -205,7 +232,7 @@ public final class Trainer {
         }
         lossSum = try sumOverData(lossSum)
         _ = state.rng.next()
-        let lr = schedule.rate(at: stepIndex)
+        let lr = schedule.rate(at: stepIndex) * state.learningRateFactor(at: stepIndex)
         var gradientNorm: Float = .nan
         var applied = false
         try model.gradients.withBuffer { g in
@@ -294,8 +321,10 @@ public final class Trainer {
     }
 
     /// Saves a checkpoint on rank 0 and reports its size and time; the other ranks wait for it.
-    func saveAndReport() throws {
-        guard groups.writes else { return try groups.world.barrier() }
+    /// Returns the checkpoint's path on rank 0.
+    @discardableResult
+    func saveAndReport() throws -> String? {
+        guard groups.writes else { try groups.world.barrier(); return nil }
         let started = monotonicSeconds()
         let path = try saveCheckpoint()
         let seconds = monotonicSeconds() - started
@@ -303,6 +332,7 @@ public final class Trainer {
         sink.report(.notice(stage: Self.stage, message: String(format: "saved %@ (%.1f MB in %.3f s, %.0f MB/s)",
                                                                path, Double(bytes) / 1e6, seconds, Double(bytes) / 1e6 / max(seconds, 1e-9))))
         try groups.world.barrier()
+        return path
     }
 
     static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws {
@@ -348,48 +378,18 @@ public final class Trainer {
 
     // MARK: The loop
 
-    /// Trains until `schedule.total_steps`, logging, evaluating and
-    /// checkpointing as configured; writes `loss_curve.svg` at the end.
-    public func run(metrics: MetricsLog?, until stopStep: Int? = nil) throws {
-        let total = min(stopStep ?? config.schedule.totalSteps, config.schedule.totalSteps)
-        let evalEvery = config.eval.everySteps
-        if state.step == 0, let e = try evaluate() {
-            sink.report(.notice(stage: Self.stage, message: String(format: "step 0: held-out loss %.4f, perplexity %.2f (%d tokens)", e.loss, e.perplexity, e.tokens)))
-            try metrics?.append(StepMetrics(step: 0, evalLoss: e.loss, evalPerplexity: e.perplexity))
-        }
-        let firstStep = state.step
-        let started = monotonicSeconds()
-        var lastSaved = -1
-        while state.step < total {
-            var m = try step()
-            if (evalEvery > 0 && state.step % evalEvery == 0) || state.step == config.schedule.totalSteps, let e = try evaluate() {
-                m.evalLoss = e.loss
-                m.evalPerplexity = e.perplexity
-            }
-            try metrics?.append(m)
-            if state.step % config.logEverySteps == 0 || state.step == total || m.evalLoss != nil {
-                let elapsed = monotonicSeconds() - started
-                let done = state.step - firstStep
-                let eta = elapsed / Double(done) * Double(config.schedule.totalSteps - state.step)
-                var line = String(format: "step %d/%d  loss %.4f  lr %.3e  grad_norm %@  tokens/s %.0f  ETA %@",
-                                  state.step, config.schedule.totalSteps, m.loss ?? .nan, m.learningRate ?? 0,
-                                  m.gradientNorm.map { String(format: "%.3f", $0) } ?? "skipped",
-                                  m.tokensPerSecond ?? 0, formatDuration(eta))
-                if let l = m.evalLoss, let p = m.evalPerplexity { line += String(format: "  held-out loss %.4f ppl %.2f", l, p) }
-                if let s = m.lossScale { line += String(format: "  loss_scale %.0f", s) }
-                sink.report(.notice(stage: Self.stage, message: line))
-            }
-            if config.checkpoint.everySteps > 0, state.step % config.checkpoint.everySteps == 0 {
-                try saveAndReport()
-                lastSaved = state.step
-            }
-        }
-        if lastSaved != state.step { try saveAndReport() }
+    /// Trains until `schedule.total_steps` (or `stopStep`), logging,
+    /// evaluating, checkpointing and rolling back as rank 0 decides after
+    /// every step (see `RunCoordinator`); writes `loss_curve.svg` at the end.
+    @discardableResult
+    public func run(metrics: MetricsLog?, until stopStep: Int? = nil) throws -> RunOutcome {
+        let outcome = try RunCoordinator(trainer: self).run(metrics: metrics, until: stopStep)
         if let metrics {
-            let svgPath = config.checkpoint.directory + "/loss_curve.svg"
+            let svgPath = config.checkpoint.directory + "/" + RunDirectory.lossCurveFile
             try Self.writeAtomically(svgPath, Array(lossCurveSVG(try MetricsLog.read(path: metrics.path)).utf8))
             sink.report(.notice(stage: Self.stage, message: "wrote \(svgPath)"))
         }
+        return outcome
     }
 }
 

@@ -1,0 +1,146 @@
+import DaptCore
+import Foundation
+
+extension PretrainConfig {
+    /// `pretrain.spikes`: loss-spike detection, rollback and skip.
+    public struct Spikes: Codable, Equatable, Sendable {
+        public var enabled = true
+        /// Accepted losses the median and MAD are taken over.
+        public var window = 50
+        /// Steps of history needed before a loss can count as a spike.
+        public var warmup = 20
+        /// A loss above median + k · 1.4826 · MAD is suspicious.
+        public var k = 6.0
+        /// Suspicious losses in a row that make a spike (a non-finite loss or gradient is one at once).
+        public var consecutive = 2
+        /// Floor of the deviation scale, so a flat loss curve does not make every wobble a spike.
+        public var minDeviation = 0.01
+        /// Steps whose end states are rollback points; 0: checkpoint.every_steps, or 10 when checkpoints are
+        /// written only at the end (rounded up to a multiple of at least `consecutive`).
+        public var snapshotEverySteps = 0
+        /// Steps' worth of batches skipped beyond the spike.
+        public var marginSteps = 10
+        /// Learning rate factor for `lr_steps` steps after a rollback (1: unchanged).
+        public var lrFactor = 1.0
+        public var lrSteps = 0
+        /// A spike after this many rollbacks stops the run.
+        public var maxRollbacks = 3
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case enabled, window, warmup, k, consecutive, minDeviation = "min_deviation"
+            case snapshotEverySteps = "snapshot_every_steps", marginSteps = "margin_steps"
+            case lrFactor = "lr_factor", lrSteps = "lr_steps", maxRollbacks = "max_rollbacks"
+        }
+        public init() {}
+        public init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self), d = Spikes()
+            enabled = try c.value(.enabled, default: d.enabled)
+            window = try c.value(.window, default: d.window)
+            warmup = try c.value(.warmup, default: d.warmup)
+            k = try c.value(.k, default: d.k)
+            consecutive = try c.value(.consecutive, default: d.consecutive)
+            minDeviation = try c.value(.minDeviation, default: d.minDeviation)
+            snapshotEverySteps = try c.value(.snapshotEverySteps, default: d.snapshotEverySteps)
+            marginSteps = try c.value(.marginSteps, default: d.marginSteps)
+            lrFactor = try c.value(.lrFactor, default: d.lrFactor)
+            lrSteps = try c.value(.lrSteps, default: d.lrSteps)
+            maxRollbacks = try c.value(.maxRollbacks, default: d.maxRollbacks)
+        }
+
+        public func validate(checkpointEvery: Int) throws {
+            try Check.positive(window, "spikes.window")
+            try Check.inRange(warmup, 1...window, "spikes.warmup")
+            try Check.positive(k, "spikes.k")
+            try Check.positive(consecutive, "spikes.consecutive")
+            try Check.nonNegative(minDeviation, "spikes.min_deviation")
+            try Check.nonNegative(snapshotEverySteps, "spikes.snapshot_every_steps")
+            try Check.nonNegative(marginSteps, "spikes.margin_steps")
+            try Check.inRange(lrFactor, Double.leastNonzeroMagnitude...1, "spikes.lr_factor")
+            try Check.nonNegative(lrSteps, "spikes.lr_steps")
+            try Check.nonNegative(maxRollbacks, "spikes.max_rollbacks")
+        }
+
+        /// Steps between rollback points: a multiple of the checkpoint cadence (so a resumed run finds the
+        /// same points on disk) and at least `consecutive` (so the newest two always include one before
+        /// any spike window).
+        public func rollbackEvery(checkpointEvery: Int) -> Int {
+            let base = snapshotEverySteps > 0 ? snapshotEverySteps : (checkpointEvery > 0 ? checkpointEvery : 10)
+            return (consecutive + base - 1) / base * base
+        }
+    }
+}
+
+/// What the detector keeps between steps. Part of the training state so a
+/// resumed run judges the next loss exactly as the uninterrupted one would.
+public struct SpikeHistory: Codable, Equatable, Sendable {
+    /// Accepted losses, oldest first, at most `window`.
+    public var losses: [Double] = []
+    /// Suspicious steps in a row so far, and the first of them (1-based step number).
+    public var suspicious = 0
+    public var firstSuspiciousStep = 0
+    public init() {}
+    enum CodingKeys: String, CodingKey { case losses, suspicious, firstSuspiciousStep = "first_suspicious_step" }
+}
+
+/// The robust figures a loss was judged against.
+public struct SpikeStatistics: Equatable, Sendable {
+    public var median: Double
+    public var mad: Double
+    public var threshold: Double
+}
+
+/// Why a step is a spike.
+public struct Spike: Equatable, Sendable {
+    /// First step (1-based) of the spike window.
+    public var firstStep: Int
+    public var step: Int
+    public var loss: Double?
+    public var statistics: SpikeStatistics?
+    public var reason: String
+}
+
+/// Median/MAD loss-spike detection. Pure: the verdict depends on the history
+/// and the step's figures alone.
+public struct SpikeDetector: Sendable {
+    public let config: PretrainConfig.Spikes
+    public init(config: PretrainConfig.Spikes) { self.config = config }
+
+    public static func median(_ values: [Double]) -> Double {
+        let s = values.sorted()
+        guard !s.isEmpty else { return .nan }
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    public func statistics(_ history: SpikeHistory) -> SpikeStatistics? {
+        guard history.losses.count >= config.warmup else { return nil }
+        let median = Self.median(history.losses)
+        let mad = Self.median(history.losses.map { abs($0 - median) })
+        // 1.4826 · MAD estimates the standard deviation of normal data.
+        let scale = max(1.4826 * mad, config.minDeviation)
+        return SpikeStatistics(median: median, mad: mad, threshold: median + config.k * scale)
+    }
+
+    /// Judges step `step`'s loss (nil or non-finite gradients: `gradientsFinite` false) and updates `history`.
+    public func observe(step: Int, loss: Double?, gradientsFinite: Bool, history: inout SpikeHistory) -> Spike? {
+        guard let loss, loss.isFinite, gradientsFinite else {
+            let reason = loss.map { $0.isFinite ? "gradients are not finite" : "loss is \($0)" } ?? "gradients are not finite"
+            history.suspicious = 0
+            return Spike(firstStep: step, step: step, loss: loss, statistics: statistics(history), reason: reason)
+        }
+        if let stats = statistics(history), loss > stats.threshold {
+            if history.suspicious == 0 { history.firstSuspiciousStep = step }
+            history.suspicious += 1
+            guard history.suspicious >= config.consecutive else { return nil }
+            let first = history.firstSuspiciousStep
+            history.suspicious = 0
+            return Spike(firstStep: first, step: step, loss: loss, statistics: stats,
+                         reason: String(format: "loss above median %.4f + %g × deviation (threshold %.4f) for %d steps",
+                                        stats.median, config.k, stats.threshold, config.consecutive))
+        }
+        // A lone outlier shorter than `consecutive` is dropped, not learned from.
+        history.suspicious = 0
+        history.losses.append(loss)
+        if history.losses.count > config.window { history.losses.removeFirst(history.losses.count - config.window) }
+        return nil
+    }
+}
