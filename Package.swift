@@ -34,6 +34,7 @@ let package = Package(
         .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
         .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS"], swiftSettings: optimised),
         .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
+        .target(name: "DaptGenerate", dependencies: ["DaptCore", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
         .target(name: "DaptFilter", dependencies: ["DaptBLAS", "DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
 
         // The command line: one subcommand per file, parsing and calling the libraries.
@@ -41,7 +42,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             "DaptCore", "DaptCluster", "DaptMPI", "DaptZMQ", "DaptBLAS",
-            "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain", "DaptFilter",
+            "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain", "DaptFilter", "DaptGenerate",
         ]),
 
         // Helpers shared by the test targets (temporary directories, fixture files).
@@ -55,6 +56,7 @@ let package = Package(
         .testTarget(name: "DaptModelTests", dependencies: ["DaptTestSupport", "DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptTrainTests", dependencies: ["DaptTestSupport", "DaptTrain", "DaptModel", "DaptTokenizer", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptFilterTests", dependencies: ["DaptTestSupport", "DaptFilter", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptGenerateTests", dependencies: ["DaptTestSupport", "DaptGenerate", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCore"], resources: [.copy("Fixtures")]),
         // Starts real `mpirun` processes on the built `dapt` binary.
         .testTarget(name: "MultiRankTests", dependencies: ["DaptTestSupport", "DaptCore", "DaptModel"]),
     ]

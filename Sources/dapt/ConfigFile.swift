@@ -5,6 +5,7 @@ import DaptTokenizer
 import DaptDedup
 import DaptTrain
 import DaptFilter
+import DaptGenerate
 
 /// One YAML file can hold every stage's section; each has defaults, so a
 /// file names only what it changes. Unknown sections are an error.
@@ -16,6 +17,7 @@ struct DaptConfig: Decodable {
     var tokenizer = TokenizerConfig()
     var pretrain = PretrainConfig()
     var eval = EvalConfig()
+    var generate = GenerationConfig()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster
@@ -25,6 +27,7 @@ struct DaptConfig: Decodable {
         case tokenizer
         case pretrain
         case eval
+        case generate
     }
 
     init() {}
@@ -39,6 +42,7 @@ struct DaptConfig: Decodable {
         filter = try c.value(.filter, default: FilterConfig())
         pretrain = try c.value(.pretrain, default: PretrainConfig())
         eval = try c.value(.eval, default: EvalConfig())
+        generate = try c.value(.generate, default: GenerationConfig())
     }
 
     /// Sections a stage's `--set` may name besides its own (`cluster.blas_threads=1`);
@@ -55,6 +59,7 @@ struct DaptConfig: Decodable {
         try Self.validate(filter, "filter")
         try Self.validate(pretrain, "pretrain")
         try Self.validate(eval, "eval")
+        try Self.validate(generate, "generate")
     }
 
     static func validate(_ section: some StageConfig, _ name: String) throws {

@@ -21,6 +21,7 @@ struct Dapt: ParsableCommand {
             FilterCommand.self,
             PretrainCommand.self,
             EvalCommand.self,
+            GenerateCommand.self,
             BenchCommand.self,
         ]
     )
