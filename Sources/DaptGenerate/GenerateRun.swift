@@ -67,14 +67,25 @@ public enum GenerateRun {
     /// Encodes the records' prompts and generates their continuations, in order.
     public static func generate(_ records: [PromptRecord], model: LlamaModel, tokenizer: BPETokenizer,
                                 request: GenerateRequest, sink: any EventSink = SilentSink()) throws -> [Generation] {
-        let generator = try Generator(model: model, tokenizer: tokenizer, config: request.generation)
+        var generator = try Generator(model: model, tokenizer: tokenizer, config: request.generation)
         let bos = tokenizer.id(of: SpecialTokens.bos).map { Int32($0) }
+        var chat: ChatTemplate?
         let prompts = try records.map { record -> GenerationPrompt in
-            guard let text = record.prompt else {
-                throw InputError(file: request.input, line: record.line, field: "messages", reason: "chat prompts are not supported yet: give \"prompt\" text")
+            var tokens: [Int32]
+            if let messages = record.messages {
+                // The chat template starts with <|bos|> and ends with the assistant's marker;
+                // the reply ends at the turn's <|end|>.
+                if chat == nil {
+                    do { chat = try ChatTemplate(tokenizer: tokenizer) } catch {
+                        throw InputError(file: request.input, line: record.line, field: "messages", reason: "\(error)")
+                    }
+                    generator.stopTokens.insert(Int32(chat!.endId))
+                }
+                tokens = chat!.encode(messages, addGenerationPrompt: true).ids.map { Int32($0) }
+            } else {
+                tokens = tokenizer.encode(record.prompt ?? "").map { Int32($0) }
+                if request.generation.addBos, let bos { tokens.insert(bos, at: 0) }
             }
-            var tokens = tokenizer.encode(text).map { Int32($0) }
-            if request.generation.addBos, let bos { tokens.insert(bos, at: 0) }
             let constraint: (any TokenConstraint)?
             do { constraint = try request.constraint?(record) } catch let error as RecordProblem {
                 throw error.located(file: request.input, line: record.line)

@@ -1,12 +1,6 @@
 import DaptCore
+import DaptTokenizer
 import Foundation
-
-/// One chat message of a `messages` prompt.
-public struct PromptMessage: Equatable, Sendable {
-    public var role: String
-    public var content: String
-    public init(role: String, content: String) { self.role = role; self.content = content }
-}
 
 /// One line of a prompts file: `{"id": ..., "prompt": "text"}` or
 /// `{"id": ..., "messages": [{"role": ..., "content": ...}, ...]}`, with an
@@ -17,7 +11,7 @@ public struct PromptRecord: Equatable, Sendable {
     /// A string or an integer, written back unchanged.
     public var id: JSONValue
     public var prompt: String?
-    public var messages: [PromptMessage]?
+    public var messages: [ChatMessage]?
     public var reference: JSONValue?
 
     /// The id as it appears in JSON: names the record and seeds its sampler.
@@ -62,13 +56,9 @@ public enum PromptFile {
             if text.isEmpty { throw RecordProblem(field: "prompt", reason: "empty") }
             record.prompt = text
         case (nil, .some(let messages)):
-            guard let list = messages.array else { throw RecordProblem(field: "messages", reason: "expected an array, found \(messages.typeName)") }
-            if list.isEmpty { throw RecordProblem(field: "messages", reason: "empty") }
-            record.messages = try list.enumerated().map { i, m in
-                guard m.members != nil else { throw RecordProblem(field: "messages[\(i)]", reason: "expected an object, found \(m.typeName)") }
-                guard let role = m["role"]?.string else { throw RecordProblem(field: "messages[\(i)].role", reason: "expected a string") }
-                guard let content = m["content"]?.string else { throw RecordProblem(field: "messages[\(i)].content", reason: "expected a string") }
-                return PromptMessage(role: role, content: content)
+            do { record.messages = try ChatMessage.parse(messages) } catch {
+                if case .badMessage(let field, let reason) = error { throw RecordProblem(field: field, reason: reason) }
+                throw RecordProblem(field: "messages", reason: error.description)
             }
         }
         return record

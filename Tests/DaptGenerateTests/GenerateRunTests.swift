@@ -120,7 +120,7 @@ final class GenerateRunTests: XCTestCase {
             ("{\"id\": \"b\", \"prompt\": \"\"}", "prompts.jsonl:2: prompt: empty"),
             ("{\"id\": \"b\"}", "prompts.jsonl:2: prompt: missing"),
             ("{\"id\": \"a\", \"prompt\": \"y\"}", "prompts.jsonl:2: id: \"a\" repeats the id of line 1"),
-            ("{\"id\": \"b\", \"messages\": [{\"role\": \"user\"}]}", "prompts.jsonl:2: messages[0].content: expected a string"),
+            ("{\"id\": \"b\", \"messages\": [{\"role\": \"user\"}]}", "prompts.jsonl:2: messages[0].content: missing or not a string"),
             ("{\"id\": \"b\", \"prompt\": \"x\", \"messages\": []}", "prompts.jsonl:2: messages: give either"),
             ("[1, 2]", "prompts.jsonl:2: expected a JSON object, found array"),
             ("{\"id\": \"b\", \"prompt\": ", "prompts.jsonl:2:"),
@@ -131,6 +131,20 @@ final class GenerateRunTests: XCTestCase {
             XCTAssertThrowsError(try GenerateRun.run(request), line) { XCTAssertTrue("\($0)".contains(message), "\($0) should contain \(message)") }
             XCTAssertFalse(FileSystem.exists(directory + "/out.jsonl"), "no output after a bad record")
         }
+    }
+
+    /// A chat prompt is rendered with the chat template and generation
+    /// prompt, and the reply stops at the turn's end marker.
+    func testChatPromptsUseTheChatTemplate() throws {
+        let tokenizer = try BPETokenizer.load(path: modelDirectory + "/tokenizer.json")
+        let template = try ChatTemplate(tokenizer: tokenizer)
+        let messages = [ChatMessage(role: .system, content: "patents"), ChatMessage(role: .user, content: "the device comprising")]
+        let rendered = template.encode(messages, addGenerationPrompt: true).ids.count
+        let chatLine = "{\"id\": \"chat\", \"messages\": " + ChatMessage.json(messages).text() + "}"
+        let out = try run([chatLine, prompts(1)[0]])
+        XCTAssertEqual(out[0]["prompt_tokens"]?.int, rendered)
+        XCTAssertEqual(out[1]["prompt_tokens"]?.int, tokenizer.encode("the device comprising").count)
+        XCTAssertFalse(out[0]["text"]!.string!.contains(ChatTemplate.endToken))
     }
 
     func constrainedGeneration(maxNewTokens: Int, minDigits: Int, maxDigits: Int, closable: Bool = true) throws -> Generation {
