@@ -10,7 +10,8 @@ struct GenerateCommand: ParsableCommand {
         Each --input line is {"id": ..., "prompt": "text"}. Writes one line per prompt, in input \
         order, to --output: {"id", "text", "prompt_tokens", "completion_tokens", "finish_reason"} \
         with finish_reason stop (a stop string), length (max new tokens) or eos. Sampling is \
-        seeded per record (seed and id), so the output does not depend on batching. Settings come \
+        seeded per record (seed and id), so the output does not depend on batching. Run under \
+        `mpirun -np N` to share the batches; the output is the same for any N. Settings come \
         from the config's generate: section; --set KEY=VALUE sets any of its keys.
         """)
 
@@ -66,7 +67,7 @@ struct GenerateCommand: ParsableCommand {
         var request = GenerateRequest(model: model, input: input, output: output, tokenizer: tokenizer)
         request.generation = config.generate
         try Runtime.run(cluster: config.cluster) { ctx in
-            let summary = try GenerateRun.run(request, sink: ctx.sink)
+            let summary = try GenerateRun.run(request, communicator: ctx.communicator, sink: ctx.sink)
             let reasons = FinishReason.allCases.compactMap { r in summary.finishReasons[r].map { "\(r.rawValue) \($0)" } }
             ctx.say("generated \(summary.records) records: \(summary.promptTokens) prompt tokens, \(summary.completionTokens) new tokens (\(reasons.joined(separator: ", ")))")
         }
