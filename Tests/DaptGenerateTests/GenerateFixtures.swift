@@ -1,4 +1,5 @@
 import DaptModel
+import DaptTestSupport
 import DaptTokenizer
 import Foundation
 
@@ -31,14 +32,5 @@ enum GenerateFixtures {
         try SafeTensorsFile(path: directory + "/\(variant)/expected.safetensors").floats("logits.\(prompt)")
     }
 
-    /// max |a − b| / max |b|.
-    static func relativeError(_ a: [Float], _ b: [Float]) -> Double {
-        precondition(a.count == b.count, "sizes \(a.count) vs \(b.count)")
-        var diff = 0.0, scale = 0.0
-        for i in 0..<a.count {
-            diff = max(diff, abs(Double(a[i]) - Double(b[i])))
-            scale = max(scale, abs(Double(b[i])))
-        }
-        return scale == 0 ? diff : diff / scale
-    }
+    static func relativeError(_ a: [Float], _ b: [Float]) -> Double { DaptTestSupport.relativeError(a, b) }
 }

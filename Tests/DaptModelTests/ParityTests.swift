@@ -1,4 +1,5 @@
 import DaptModel
+import DaptTestSupport
 import Foundation
 import XCTest
 
@@ -22,15 +23,7 @@ enum ModelFixtures {
     }
 
     /// max |a − b| / max |b|: the error relative to the tensor's scale.
-    static func relativeError(_ a: [Float], _ b: [Float]) -> Double {
-        precondition(a.count == b.count, "sizes \(a.count) vs \(b.count)")
-        var diff = 0.0, scale = 0.0
-        for i in 0..<a.count {
-            diff = max(diff, abs(Double(a[i]) - Double(b[i])))
-            scale = max(scale, abs(Double(b[i])))
-        }
-        return scale == 0 ? diff : diff / scale
-    }
+    static func relativeError(_ a: [Float], _ b: [Float]) -> Double { DaptTestSupport.relativeError(a, b) }
 }
 
 final class ParityTests: XCTestCase {
