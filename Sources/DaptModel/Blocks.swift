@@ -1,0 +1,276 @@
+import DaptBLAS
+import Foundation
+
+/// The sizes one rank's layers compute with. Unsplit, the config's; with
+/// the heads, intermediate size and vocabulary divided among tensor ranks,
+/// this rank's share.
+public struct LayerDimensions: Equatable, Sendable {
+    public var hidden: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var intermediate: Int
+    public var vocab: Int
+    public var qDim: Int { heads * headDim }
+    public var kvDim: Int { kvHeads * headDim }
+
+    public init(config c: LlamaConfig, tensorParallel t: Int = 1) {
+        hidden = c.hiddenSize; heads = c.numAttentionHeads / t; kvHeads = c.numKeyValueHeads / t
+        headDim = c.headDimension; intermediate = c.intermediateSize / t; vocab = c.vocabSize / t
+    }
+}
+
+/// The saved activations of one micro-batch (so a pipeline stage can hold
+/// several at once), with the scratch its layers reuse. Sized for one batch
+/// shape; `LlamaModel.prepare(_:in:)` sets the batch.
+public final class Activations {
+    public let dims: LayerDimensions
+    public let layers: Int
+    public let batchSize: Int, seqLen: Int
+    /// Rows (tokens) of the micro-batch.
+    public let n: Int
+    public internal(set) var batch: TokenBatch?
+    let residual, mid, q, k, v, attnOut, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
+    let finalOut, finalRstd, logits: UnsafeMutablePointer<Float>
+    // Scratch reused by every layer.
+    let normOut, hAct, dResidual, dNorm, dAttnOut, dq, dk, dv, dHAct, dGateUp: UnsafeMutablePointer<Float>
+    var ropeCos: [Float] = [], ropeSin: [Float] = [], ropePositions: [Int32] = []
+    var starts: [Int32] = []
+    private var owned: [UnsafeMutablePointer<Float>] = []
+
+    public init(dims d: LayerDimensions, layers L: Int, batchSize: Int, seqLen: Int) {
+        self.dims = d; self.layers = L
+        self.batchSize = batchSize; self.seqLen = seqLen
+        let n = batchSize * seqLen, H = d.hidden, I = d.intermediate
+        self.n = n
+        var all: [UnsafeMutablePointer<Float>] = []
+        func make(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            p.initialize(repeating: 0, count: max(count, 1))
+            all.append(p)
+            return p
+        }
+        residual = make((L + 1) * n * H); mid = make(L * n * H)
+        q = make(L * n * d.qDim); k = make(L * n * d.kvDim); v = make(L * n * d.kvDim)
+        attnOut = make(L * n * d.qDim); lse = make(L * n * d.heads)
+        rstd1 = make(L * n); rstd2 = make(L * n)
+        // Rows of [gate | up]: one product with the adjacent gate_proj and up_proj weights.
+        gateUp = make(L * n * 2 * I)
+        finalOut = make(n * H); finalRstd = make(n); logits = make(n * d.vocab)
+        normOut = make(n * H); hAct = make(n * I); dResidual = make(n * H); dNorm = make(n * H)
+        dAttnOut = make(n * d.qDim); dq = make(n * d.qDim)
+        dk = make(n * d.kvDim); dv = make(n * d.kvDim); dHAct = make(n * I)
+        dGateUp = make(n * 2 * I)
+        owned = all
+    }
+
+    deinit { owned.forEach { $0.deallocate() } }
+
+    var attentionShape: AttentionShape {
+        AttentionShape(batch: batchSize, seqLen: seqLen, heads: dims.heads, kvHeads: dims.kvHeads, headDim: dims.headDim)
+    }
+
+    /// Layer `l`'s saved tensors: its input `x`, `mid` (after attention), its output, and the rest.
+    func layer(_ l: Int) -> LayerActivations {
+        let d = dims
+        return LayerActivations(x: residual + l * n * d.hidden, mid: mid + l * n * d.hidden, out: residual + (l + 1) * n * d.hidden,
+                                q: q + l * n * d.qDim, k: k + l * n * d.kvDim, v: v + l * n * d.kvDim,
+                                attention: attnOut + l * n * d.qDim, lse: lse + l * n * d.heads,
+                                rstd1: rstd1 + l * n, rstd2: rstd2 + l * n, gateUp: gateUp + l * n * 2 * d.intermediate)
+    }
+}
+
+/// Pointers to one layer's saved activations inside an `Activations`.
+struct LayerActivations {
+    let x, mid, out, q, k, v, attention, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
+}
+
+/// Grouped-query self-attention: q/k/v projections, RoPE, the tiled
+/// (document-masked, causal) attention kernel and the output projection.
+public struct Attention {
+    public var q, k, v, o: Linear
+    public let heads: Int, kvHeads: Int, headDim: Int
+
+    /// out += attention(input)·Woᵀ for input [n, hidden] (the normed residual).
+    func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
+                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) {
+        let n = a.n, qD = q.outFeatures, kvD = k.outFeatures
+        q.forward(x: input, rows: n, weights: w, y: s.q)
+        k.forward(x: input, rows: n, weights: w, y: s.k)
+        v.forward(x: input, rows: n, weights: w, y: s.v)
+        a.ropeCos.withUnsafeBufferPointer { cosT in
+            a.ropeSin.withUnsafeBufferPointer { sinT in
+                ropeForward(x: s.q, rows: n, heads: heads, headDim: headDim, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+                ropeForward(x: s.k, rows: n, heads: kvHeads, headDim: headDim, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+            }
+        }
+        settings.round(s.q, n * qD); settings.round(s.k, n * kvD); settings.round(s.v, n * kvD)
+        let shape = a.attentionShape
+        a.starts.withUnsafeBufferPointer { st in
+            switch settings.kernel {
+            case .tiled(let tiles):
+                let ptrs = Unchecked((s.q, s.k, s.v, st.baseAddress!, s.attention, s.lse))
+                settings.forEachKVHeadGroup(heads: heads, kvHeads: kvHeads) { heads in
+                    let (q, k, v, st, att, lse) = ptrs.value
+                    attentionForward(q: q, k: k, v: v, shape: shape, documentStarts: st, headRange: heads, tiles: tiles, out: att, lse: lse)
+                }
+            case .reference:
+                attentionReferenceForward(q: s.q, k: s.k, v: s.v, shape: shape, documentStarts: st.baseAddress!, out: s.attention, lse: s.lse)
+            }
+        }
+        settings.round(s.attention, n * qD)
+        o.forward(x: s.attention, rows: n, weights: w, y: out, accumulate: true)
+    }
+
+    /// Given dOut [n, hidden] and the recomputed `input`, accumulates the
+    /// weight gradients and writes ∂/∂input to `dInput`.
+    func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
+                  dInput: UnsafeMutablePointer<Float>, _ a: Activations,
+                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, settings: PassSettings) {
+        let n = a.n, qD = q.outFeatures, kvD = k.outFeatures
+        o.backward(x: s.attention, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dAttnOut)
+        settings.round(a.dAttnOut, n * qD)
+        a.dq.update(repeating: 0, count: n * qD)
+        a.dk.update(repeating: 0, count: n * kvD)
+        a.dv.update(repeating: 0, count: n * kvD)
+        let shape = a.attentionShape
+        a.starts.withUnsafeBufferPointer { st in
+            switch settings.kernel {
+            case .tiled(let tiles):
+                let ptrs = Unchecked((s.q, s.k, s.v, s.attention, s.lse, a.dAttnOut, st.baseAddress!, a.dq, a.dk, a.dv))
+                settings.forEachKVHeadGroup(heads: heads, kvHeads: kvHeads) { heads in
+                    let (q, k, v, att, lse, dOut, st, dq, dk, dv) = ptrs.value
+                    attentionBackward(q: q, k: k, v: v, out: att, lse: lse, dOut: dOut, shape: shape,
+                                      documentStarts: st, headRange: heads, tiles: tiles, dq: dq, dk: dk, dv: dv)
+                }
+            case .reference:
+                attentionReferenceBackward(q: s.q, k: s.k, v: s.v, dOut: a.dAttnOut, shape: shape, documentStarts: st.baseAddress!,
+                                           dq: a.dq, dk: a.dk, dv: a.dv)
+            }
+        }
+        a.ropeCos.withUnsafeBufferPointer { cosT in
+            a.ropeSin.withUnsafeBufferPointer { sinT in
+                ropeBackward(dX: a.dq, rows: n, heads: heads, headDim: headDim, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+                ropeBackward(dX: a.dk, rows: n, heads: kvHeads, headDim: headDim, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+            }
+        }
+        settings.round(a.dq, n * qD); settings.round(a.dk, n * kvD); settings.round(a.dv, n * kvD)
+        q.backward(x: input, dy: a.dq, rows: n, weights: w, gradients: g, dx: dInput)
+        k.backward(x: input, dy: a.dk, rows: n, weights: w, gradients: g, dx: dInput, accumulate: true)
+        v.backward(x: input, dy: a.dv, rows: n, weights: w, gradients: g, dx: dInput, accumulate: true)
+    }
+}
+
+/// The SwiGLU feed-forward: down(silu(gate(x)) ⊙ up(x)). Gate and up are one
+/// product (`gateUp`, out = 2·intermediate) over their adjacent weights.
+public struct MLP {
+    public var gateUp: Linear
+    public var down: Linear
+    public var intermediate: Int { down.inFeatures }
+
+    /// out += mlp(input), keeping the [gate | up] rows in `saved.gateUp`.
+    func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
+                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) {
+        let n = a.n, I = intermediate
+        gateUp.forward(x: input, rows: n, weights: w, y: s.gateUp)
+        settings.round(s.gateUp, n * 2 * I)
+        activate(s.gateUp, a, settings: settings)
+        down.forward(x: a.hAct, rows: n, weights: w, y: out, accumulate: true)
+    }
+
+    /// hAct = silu(gate) ⊙ up, rounded.
+    private func activate(_ gateUp: UnsafeMutablePointer<Float>, _ a: Activations, settings: PassSettings) {
+        let I = intermediate
+        let swiglu = Unchecked((gateUp, a.hAct))
+        settings.forEachRowChunk(a.n) { rows in
+            let (gateUp, hAct) = swiglu.value
+            for r in rows { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: hAct + r * I) }
+        }
+        settings.round(a.hAct, a.n * I)
+    }
+
+    /// Given dOut and the recomputed `input`, accumulates the weight
+    /// gradients and writes ∂/∂input to `dInput`.
+    func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
+                  dInput: UnsafeMutablePointer<Float>, _ a: Activations,
+                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, settings: PassSettings) {
+        let n = a.n, I = intermediate
+        activate(s.gateUp, a, settings: settings)
+        down.backward(x: a.hAct, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dHAct)
+        settings.round(a.dHAct, n * I)
+        // Rows of [dGate | dUp], then one product each for the weight and input gradients.
+        let ptrs = Unchecked((s.gateUp, a.dHAct, a.dGateUp))
+        settings.forEachRowChunk(n) { rows in
+            let (gateUp, dHAct, dGateUp) = ptrs.value
+            for r in rows {
+                let gu = gateUp + r * 2 * I, d = dGateUp + r * 2 * I
+                swigluBackward(gate: gu, up: gu + I, dOut: dHAct + r * I, count: I, dGate: d, dUp: d + I)
+            }
+        }
+        settings.round(a.dGateUp, n * 2 * I)
+        gateUp.backward(x: input, dy: a.dGateUp, rows: n, weights: w, gradients: g, dx: dInput)
+    }
+}
+
+/// One pre-norm decoder layer: x + attention(norm(x)), then + mlp(norm(·)).
+public struct DecoderBlock {
+    public var inputNorm: RMSNorm
+    public var attention: Attention
+    public var postAttentionNorm: RMSNorm
+    public var mlp: MLP
+
+    init(_ s: ParameterLayout.LayerSlices, dims d: LayerDimensions, eps: Float) {
+        inputNorm = RMSNorm(s.inputNorm, eps: eps)
+        postAttentionNorm = RMSNorm(s.postAttentionNorm, eps: eps)
+        attention = Attention(q: Linear(s.q), k: Linear(s.k), v: Linear(s.v), o: Linear(s.o),
+                              heads: d.heads, kvHeads: d.kvHeads, headDim: d.headDim)
+        // The fused gate/up product relies on the two weights being adjacent.
+        precondition(s.up.offset == s.gate.offset + s.gate.count, "gate_proj and up_proj must be adjacent")
+        mlp = MLP(gateUp: Linear(inFeatures: d.hidden, outFeatures: 2 * s.gate.shape[0], offset: s.gate.offset), down: Linear(s.down))
+    }
+
+    /// Layer `l` of `a`: hidden[l] → hidden[l + 1].
+    func forward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) {
+        let s = a.layer(l), n = a.n, H = a.dims.hidden
+        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1)
+        settings.round(a.normOut, n * H)
+        // mid = x + attention(norm(x))
+        s.mid.update(from: s.x, count: n * H)
+        attention.forward(input: a.normOut, saved: s, out: s.mid, a, weights: w, settings: settings)
+        settings.round(s.mid, n * H)
+        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2)
+        settings.round(a.normOut, n * H)
+        // out = mid + mlp(norm(mid))
+        s.out.update(from: s.mid, count: n * H)
+        mlp.forward(input: a.normOut, saved: s, out: s.out, a, weights: w, settings: settings)
+        settings.round(s.out, n * H)
+    }
+
+    /// Layer `l` backward: takes ∂/∂hidden[l + 1] in `a.dResidual`, leaves ∂/∂hidden[l] there.
+    func backward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>,
+                  settings: PassSettings) {
+        let s = a.layer(l), n = a.n, H = a.dims.hidden, dy = a.dResidual
+        // The norms' outputs are recomputed rather than saved.
+        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2)
+        settings.round(a.normOut, n * H)
+        mlp.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
+        settings.round(a.dNorm, n * H)
+        postAttentionNorm.backward(dOut: a.dNorm, x: s.mid, rstd: s.rstd2, rows: n, weights: w, gradients: g, dx: dy)
+        settings.round(dy, n * H)
+
+        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1)
+        settings.round(a.normOut, n * H)
+        attention.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
+        settings.round(a.dNorm, n * H)
+        inputNorm.backward(dOut: a.dNorm, x: s.x, rstd: s.rstd1, rows: n, weights: w, gradients: g, dx: dy)
+        settings.round(dy, n * H)
+    }
+}
+
+/// The final norm and the LM head projection onto (this rank's share of) the vocabulary.
+public struct LanguageModelHead {
+    public var norm: RMSNorm
+    public var projection: Linear
+    /// The first token id of this rank's vocabulary rows.
+    public let firstToken: Int
+}
