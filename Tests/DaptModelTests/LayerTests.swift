@@ -1,0 +1,114 @@
+import DaptBLAS
+import DaptCore
+import DaptModel
+import XCTest
+
+/// The layer types under `LlamaModel`: a frozen `Linear`, an adapter on a
+/// `Linear`, and several micro-batch contexts held at once.
+final class LayerTests: XCTestCase {
+    func model(seed: UInt64 = 5) throws -> LlamaModel {
+        let model = try LlamaModel(config: ModelGradientTests.tinyConfig(nil))
+        model.attentionKernel = .tiled(AttentionTiles(query: 3, key: 4))
+        model.initializeRandom(seed: seed, std: 0.4)
+        return model
+    }
+
+    /// A frozen q projection gets no weight gradient; every other gradient
+    /// is the trainable model's, bit for bit (its input gradient still flows).
+    func testFrozenLinearComputesOnlyTheInputGradient() throws {
+        let batch = try ModelGradientTests.tinyBatch()
+        let reference = try model()
+        try reference.forwardBackward(batch)
+        let frozen = try model()
+        frozen.blocks[1].attention.q.trainable = false
+        frozen.gradients.update(repeating: 7, in: frozen.layout.layers[1].q)
+        try frozen.forwardBackward(batch)
+        let q = frozen.layout.layers[1].q
+        XCTAssertEqual(frozen.gradients.values(q), [Float](repeating: 7, count: q.count), "untouched")
+        for s in frozen.layout.slices where s != q {
+            XCTAssertEqual(frozen.gradients.values(s), reference.gradients.values(s), s.name)
+        }
+        XCTAssertNotEqual(reference.gradients.values(q), [Float](repeating: 0, count: q.count))
+    }
+
+    /// y += x·Aᵀ for a fixed matrix A; its own gradient accumulates dyᵀ·x.
+    final class MatrixAdapter: LinearAdapter {
+        let a: [Float], inFeatures: Int, outFeatures: Int
+        var gradient: [Float]
+        init(_ a: [Float], inFeatures: Int, outFeatures: Int) {
+            self.a = a; self.inFeatures = inFeatures; self.outFeatures = outFeatures
+            gradient = [Float](repeating: 0, count: a.count)
+        }
+        func forward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, rows: Int) {
+            a.withUnsafeBufferPointer {
+                BLAS.sgemm(.none, .transpose, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: $0.baseAddress!,
+                           ldb: inFeatures, beta: 1, c: y, ldc: outFeatures)
+            }
+        }
+        func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int) {
+            gradient.withUnsafeMutableBufferPointer {
+                BLAS.sgemm(.transpose, .none, m: outFeatures, n: inFeatures, k: rows, a: dy, lda: outFeatures, b: x, ldb: inFeatures,
+                           beta: 1, c: $0.baseAddress!, ldc: inFeatures)
+            }
+            a.withUnsafeBufferPointer {
+                BLAS.sgemm(.none, .none, m: rows, n: inFeatures, k: outFeatures, a: dy, lda: outFeatures, b: $0.baseAddress!,
+                           ldb: inFeatures, beta: 1, c: dx, ldc: inFeatures)
+            }
+        }
+    }
+
+    /// An adapter adding x·Aᵀ to o_proj trains like o_proj's weight W + A:
+    /// the same loss and gradients, and the adapter's gradient is the merged
+    /// weight's.
+    func testAdapterMatchesTheMergedWeight() throws {
+        let batch = try ModelGradientTests.tinyBatch()
+        let o = try model().layout.layers[0].o
+        let delta = (0..<o.count).map { Float(($0 * 37) % 11 - 5) * 0.01 }
+        let adapted = try model()
+        let adapter = MatrixAdapter(delta, inFeatures: o.shape[1], outFeatures: o.shape[0])
+        adapted.blocks[0].attention.o.adapter = adapter
+        adapted.blocks[0].attention.o.trainable = false
+        let lossAdapted = try adapted.forwardBackward(batch)
+        let merged = try model()
+        merged.parameters.set(o, zip(merged.parameters.values(o), delta).map { $0 + $1 })
+        let lossMerged = try merged.forwardBackward(batch)
+        XCTAssertEqual(lossAdapted.sum, lossMerged.sum, accuracy: 1e-4 * abs(lossMerged.sum))
+        XCTAssertLessThanOrEqual(ModelFixtures.relativeError(adapter.gradient, merged.gradients.values(o)), 1e-4)
+        XCTAssertEqual(adapted.gradients.values(o), [Float](repeating: 0, count: o.count), "frozen base weight")
+        for s in merged.layout.slices where s != o {
+            XCTAssertLessThanOrEqual(ModelFixtures.relativeError(adapted.gradients.values(s), merged.gradients.values(s)), 1e-4, s.name)
+        }
+    }
+
+    /// Two micro-batches held at once (both forward, then both backward, as
+    /// a pipeline stage does) give the gradients of two sequential passes,
+    /// bit for bit.
+    func testContextsPerMicroBatchMatchSequentialPasses() throws {
+        let first = try ModelGradientTests.tinyBatch()
+        var second = first
+        second.tokens = first.tokens.map { ($0 + 3) % 16 }
+        let sequential = try model()
+        let l1 = try sequential.forwardBackward(first, normalizer: 30)
+        let l2 = try sequential.forwardBackward(second, normalizer: 30)
+        let held = try model()
+        let a1 = try held.makeActivations(first), a2 = try held.makeActivations(second)
+        for a in [a1, a2] {
+            try held.embedForward(a)
+            try held.forwardLayers(0..<2, a)
+        }
+        var losses: [LossResult] = []
+        for a in [a1, a2] {
+            losses.append(try held.headForwardBackward(a, normalizer: 30))
+            try held.backwardLayers(0..<2, a)
+            try held.embedBackward(a)
+        }
+        XCTAssertEqual(losses, [l1, l2])
+        XCTAssertEqual(held.gradients.withBuffer { Array($0) }, sequential.gradients.withBuffer { Array($0) })
+    }
+}
+
+extension ParameterBuffer {
+    func update(repeating value: Float, in slice: ParameterSlice) {
+        set(slice, [Float](repeating: value, count: slice.count))
+    }
+}
