@@ -9,7 +9,7 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Evaluate a checkpoint.",
-        subcommands: [Perplexity.self]
+        subcommands: [Perplexity.self, JSONAnswers.self]
     )
 
     struct Perplexity: ParsableCommand {

@@ -7,6 +7,10 @@ import Foundation
 enum GenerateFixtures {
     static var directory: String { Bundle.module.path(forResource: "Fixtures", ofType: nil)! + "/generate" }
     static let variants = ["gqa", "yarn", "dynamic"]
+    /// The repository (for the bundled data/ files).
+    static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
 
     struct Expected: Decodable {
         struct Prompt: Decodable {
