@@ -42,21 +42,27 @@ public enum CheckpointStore {
         let finalPath = root + "/" + directoryName(step: step)
         let temporary = root + "/.tmp-" + directoryName(step: step) + "-\(getpid())"
         removeTree(temporary)
-        try FileSystem.makeDirectories(temporary)
-        let names = try writeFiles(temporary)
-        var records: [CheckpointFileRecord] = []
-        for name in names.sorted() {
-            let path = temporary + "/" + name
-            let (size, hash) = try checksum(path: path, sync: true)
-            records.append(CheckpointFileRecord(name: name, bytes: size, xxh64: hex64(hash)))
+        do {
+            try FileSystem.makeDirectories(temporary)
+            let names = try writeFiles(temporary)
+            var records: [CheckpointFileRecord] = []
+            for name in names.sorted() {
+                let path = temporary + "/" + name
+                let (size, hash) = try checksum(path: path, sync: true)
+                records.append(CheckpointFileRecord(name: name, bytes: size, xxh64: hex64(hash)))
+            }
+            let manifest = CheckpointManifest(step: step, files: records)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let writer = try FileWriter(path: temporary + "/" + manifestName, atomic: true)
+            try writer.write(Array(encoder.encode(manifest)))
+            try writer.commit()
+            try syncDirectory(temporary)
+        } catch {
+            // A full disk: the partial copy goes (it holds the space), the earlier checkpoints were never touched.
+            removeTree(temporary)
+            throw TrainingError.checkpointWriteFailed(path: finalPath, reason: "\(error)", previous: try? latest(root: root))
         }
-        let manifest = CheckpointManifest(step: step, files: records)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let writer = try FileWriter(path: temporary + "/" + manifestName, atomic: true)
-        try writer.write(Array(encoder.encode(manifest)))
-        try writer.commit()
-        try syncDirectory(temporary)
         // Re-saving a step: move the old one aside first (rename cannot replace a non-empty directory).
         if FileSystem.exists(finalPath) { try retire(root: root, finalPath) }
         guard rename(temporary, finalPath) == 0 else { throw FileError(path: finalPath, operation: "rename", errno: errno) }
@@ -90,6 +96,22 @@ public enum CheckpointStore {
 
     /// The newest checkpoint under `root`.
     public static func latest(root: String) throws -> String? { try list(root: root).last?.path }
+
+    /// The newest checkpoint under `root` that passes `check` (by default:
+    /// verifies); each newer one that does not is passed to `skipped` with
+    /// its error (naming the file).
+    public static func newestIntact(root: String, check: (String) throws -> Void = { _ = try verify(directory: $0) },
+                                    skipped: (String, Error) -> Void) throws -> String? {
+        for candidate in try list(root: root).reversed() {
+            do {
+                try check(candidate.path)
+                return candidate.path
+            } catch {
+                skipped(candidate.path, error)
+            }
+        }
+        return nil
+    }
 
     /// Reads the manifest and checks every listed file's size and checksum.
     public static func verify(directory: String) throws -> CheckpointManifest {

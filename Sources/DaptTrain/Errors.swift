@@ -17,6 +17,8 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     /// Two sources of token ids disagree on the tokenizer.
     case tokenizerMismatch(expectedPath: String, expectedChecksum: String, foundPath: String, foundChecksum: String)
     case conflictingOptions(String)
+    /// Writing a checkpoint failed (e.g. the disk is full); `previous` is the newest intact one.
+    case checkpointWriteFailed(path: String, reason: String, previous: String?)
     /// The loss spiked and no rollback is left or possible.
     case unrecoverableSpike(String)
 
@@ -43,6 +45,9 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
             return "tokenizer mismatch: \(expectedPath) uses tokenizer xxh64 \(expected), but \(foundPath) has xxh64 \(found); the ids of one tokenizer mean nothing to a model of another"
         case let .conflictingOptions(reason): return reason
         case let .unrecoverableSpike(message): return message
+        case let .checkpointWriteFailed(path, reason, previous):
+            return "could not write checkpoint \(path): \(reason); the run stops here. "
+                + (previous.map { "The previous checkpoint \($0) is intact: free space and continue with --resume." } ?? "There is no earlier checkpoint.")
         }
     }
 

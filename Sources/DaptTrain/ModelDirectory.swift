@@ -43,6 +43,25 @@ public enum ModelDirectory: Equatable, Sendable {
         return dir
     }
 
+    /// A checkpoint to resume from: `path` itself when it is one; for a run
+    /// directory its newest checkpoint that verifies, each newer damaged
+    /// one (truncated, corrupted, manifest lost) reported through `skipped`;
+    /// when none verifies, the newest one's error.
+    public static func resolveResumable(_ path: String, skipped: (String, Error) -> Void) throws -> String {
+        if FileSystem.isDirectory(path), !FileSystem.exists(path + "/" + CheckpointStore.manifestName),
+           !FileSystem.exists(path + "/" + Trainer.configFile), !(try CheckpointStore.list(root: path)).isEmpty {
+            var damaged: [(String, Error)] = []
+            if let intact = try CheckpointStore.newestIntact(root: path, check: { _ = try CheckpointStore.verify(directory: resolveCheckpoint($0)) },
+                                                              skipped: { damaged.append(($0, $1)) }) {
+                for (checkpoint, error) in damaged { skipped(checkpoint, error) }
+                return intact
+            }
+            // None is intact: the newest one's problem is the error.
+            if let newest = damaged.first { throw newest.1 }
+        }
+        return try resolveCheckpoint(path)
+    }
+
     /// The model, after verifying a checkpoint's files against its manifest.
     public func loadModel() throws -> LlamaModel {
         if case .checkpoint(let dir) = self { _ = try CheckpointStore.verify(directory: dir) }

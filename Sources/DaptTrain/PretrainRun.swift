@@ -49,7 +49,7 @@ public enum PretrainRun {
         // Checks of the files every rank shares: rank 0 reads, every rank learns the outcome.
         try world.checkOnRoot { try check(config: config, options: options, sink: sink) }
         let groups = try ParallelGroups(world: world, layout: layout)
-        let resumeFrom = try options.resume.map { try ModelDirectory.resolveCheckpoint($0) }
+        let resumeFrom = try options.resume.map { try resumable($0, sink: sink) }
         let shards = try ShardDocuments(directory: config.data.shards)
         let tokenizerPath = config.data.tokenizer ?? shards.tokenizerPath
         let start: ModelDirectory? = try config.model.from.map { try ModelDirectory.resolve($0) }
@@ -99,7 +99,7 @@ public enum PretrainRun {
     /// starting models, before anything is written.
     static func check(config: PretrainConfig, options: PretrainOptions, sink: any EventSink) throws {
         if options.resume == nil { try RunDirectory.checkFresh(config.checkpoint.directory, overwrite: options.overwrite) }
-        let resumeFrom = try options.resume.map { try ModelDirectory.resolveCheckpoint($0) }
+        let resumeFrom = try options.resume.map { try resumable($0, sink: SilentSink()) }
         let shards = try ShardDocuments(directory: config.data.shards)
         // The tokenizer copied into checkpoints must be the one the ids come from.
         try shards.requireTokenizer(config.data.tokenizer ?? shards.tokenizerPath)
@@ -114,10 +114,18 @@ public enum PretrainRun {
         }
     }
 
-    /// The settings a checkpoint (or a run directory's newest) was trained
-    /// with, for resuming without a config.
+    /// The checkpoint `--resume path` continues: for a run directory its
+    /// newest intact checkpoint, with a warning naming each damaged newer one.
+    static func resumable(_ path: String, sink: any EventSink) throws -> String {
+        try ModelDirectory.resolveResumable(path) { damaged, error in
+            sink.report(.warning(stage: stage, message: "\(damaged) is damaged (\(error)); resuming from an earlier checkpoint"))
+        }
+    }
+
+    /// The settings a checkpoint (or a run directory's newest intact one) was
+    /// trained with, for resuming without a config.
     public static func savedConfig(checkpoint path: String) throws -> PretrainConfig {
-        let file = try ModelDirectory.resolveCheckpoint(path) + "/" + Trainer.trainConfigFile
+        let file = try resumable(path, sink: SilentSink()) + "/" + Trainer.trainConfigFile
         do {
             return try JSONDecoder().decode(PretrainConfig.self, from: Data(FileSystem.readAll(file)))
         } catch var error as ConfigError {

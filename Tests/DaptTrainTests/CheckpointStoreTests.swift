@@ -59,11 +59,42 @@ final class CheckpointStoreTests: XCTestCase {
         })
         let names = try FileSystem.list(root)
         XCTAssertEqual(names.filter { $0.hasPrefix("checkpoint-") }, ["checkpoint-00000001"])
-        XCTAssertEqual(names.filter { $0.hasPrefix(".tmp-") }.count, 1, "the half-written directory stays hidden")
+        XCTAssertEqual(names.filter { $0.hasPrefix(".tmp-") }.count, 0, "a failed save removes its partial copy")
         let latest = try XCTUnwrap(CheckpointStore.latest(root: root))
         XCTAssertEqual(try CheckpointStore.verify(directory: latest).step, 1)
         XCTAssertEqual(try FileSystem.readText(latest + "/model.bin"), "one")
+        // A process killed mid-save leaves its hidden copy; the next save clears it.
+        try FileSystem.makeDirectories(root + "/.tmp-checkpoint-00000002-999")
+        _ = try writeFile(root + "/.tmp-checkpoint-00000002-999", "model.bin", "two, half")
         try CheckpointStore.save(root: root, step: 2, keepLast: 3) { [try writeFile($0, "model.bin", "two")] }
         XCTAssertEqual(try FileSystem.list(root), ["checkpoint-00000001", "checkpoint-00000002"])
+    }
+
+    /// A disk that fills during a save: the error names the checkpoint, the
+    /// cause and the intact previous checkpoint; nothing of the partial copy stays.
+    func testDiskFullDuringSaveKeepsThePreviousAndSaysSo() throws {
+        let root = try temporaryRoot()
+        try CheckpointStore.save(root: root, step: 1, keepLast: 3) { [try writeFile($0, "model.bin", "one")] }
+        XCTAssertThrowsError(try CheckpointStore.save(root: root, step: 2, keepLast: 3) { dir in
+            _ = try writeFile(dir, "model.bin", "two")
+            throw FileError(path: dir + "/optimizer.bin", operation: "write", errno: ENOSPC)
+        }) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("could not write checkpoint \(root)/checkpoint-00000002"), text)
+            XCTAssertTrue(text.contains("No space left on device"), text)
+            XCTAssertTrue(text.contains("previous checkpoint \(root)/checkpoint-00000001 is intact"), text)
+        }
+        XCTAssertEqual(try FileSystem.list(root), ["checkpoint-00000001"])
+        XCTAssertEqual(try CheckpointStore.verify(directory: root + "/checkpoint-00000001").step, 1)
+    }
+
+    /// The newest checkpoint that verifies, with each damaged newer one reported.
+    func testNewestIntactSkipsDamagedCheckpoints() throws {
+        let root = try temporaryRoot()
+        for step in [1, 2, 3] { try CheckpointStore.save(root: root, step: step, keepLast: 0) { [try writeFile($0, "model.bin", "step \(step)")] } }
+        _ = try writeFile(root + "/checkpoint-00000003", "model.bin", "st")
+        var skipped: [String] = []
+        XCTAssertEqual(try CheckpointStore.newestIntact(root: root) { path, error in skipped.append("\(error)") }, root + "/checkpoint-00000002")
+        XCTAssertEqual(skipped, ["\(root)/checkpoint-00000003/model.bin: 2 bytes, the manifest says 6 (file truncated or corrupted)"])
     }
 }

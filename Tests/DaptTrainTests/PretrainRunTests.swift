@@ -310,4 +310,29 @@ extension PretrainRunTests {
         try PretrainRun.run(config: try PretrainRun.savedConfig(checkpoint: run), options: .init(resume: run))
         XCTAssertEqual(try metricsSteps(run), [0, 1, 2, 3, 4])
     }
+
+    /// Resuming a run whose newest checkpoint was truncated: a warning names
+    /// the file, the run continues from the one before and ends where an
+    /// uninterrupted run does.
+    func testResumeFallsBackFromADamagedNewestCheckpoint() throws {
+        let fixture = try ShardFixture(self)
+        let straight = fixture.directory + "/straight", run = fixture.directory + "/run"
+        var config = fixture.config(run: straight, steps: 6)
+        config.checkpoint.everySteps = 2
+        try PretrainRun.run(config: config)
+        config.checkpoint.directory = run
+        try PretrainRun.run(config: config, options: .init(stopAfter: 4))
+        let damaged = run + "/checkpoint-00000004/" + Trainer.modelFile
+        let original = try bytes(damaged)
+        let writer = try FileWriter(path: damaged)
+        try writer.write(Array(original.prefix(original.count / 2)))
+        try writer.commit()
+        let sink = CollectingSink()
+        try PretrainRun.run(config: config, options: .init(resume: run), sink: sink)
+        let warnings = sink.events.compactMap { if case .warning(_, let m) = $0 { return m } else { return nil } }
+        XCTAssertEqual(warnings.count, 1)
+        XCTAssertTrue(warnings.first?.contains(damaged) == true && warnings.first?.contains("truncated") == true, "\(warnings)")
+        XCTAssertTrue(sink.notices.contains { $0.contains("resumed from \(run)/checkpoint-00000002 at step 2") }, "\(sink.notices)")
+        XCTAssertEqual(try bytes(run + "/checkpoint-00000006/" + Trainer.modelFile), try bytes(straight + "/checkpoint-00000006/" + Trainer.modelFile))
+    }
 }
