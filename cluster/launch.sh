@@ -2,24 +2,34 @@
 # Runs dapt under Open MPI.
 #   cluster/launch.sh -np 4 dapt cluster check           # local ranks on this host
 #   cluster/launch.sh --hostfile cluster/hostfile -np 8 dapt dedup ...
+#   cluster/launch.sh --restarts 3 -np 4 dapt pretrain --output runs/p ...
 # `dapt` is resolved to the release build. Local runs oversubscribe (more
 # ranks than cores is fine for testing) and share memory; each rank gets
 # OPENBLAS_NUM_THREADS (default: cores / local ranks, at least 1).
+# --restarts N relaunches a failed job up to N times (as torchrun's
+# --max-restarts); a pretrain job continues from the newest intact checkpoint
+# of its --output directory. A SIGTERM or SIGINT to this script is passed to
+# the ranks, which stop at a step boundary with a checkpoint; it is not
+# restarted, and exits 0 when the run says it stopped resumably.
+# Set DAPT_BIN to run another dapt binary.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-np=""; hostfile=""; args=()
+np=""; hostfile=""; restarts=0; args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -np|-n) np="$2"; shift 2 ;;
     --hostfile|-hostfile) hostfile="$2"; shift 2 ;;
+    --restarts) restarts="$2"; shift 2 ;;
     --) shift; break ;;
     *) break ;;
   esac
 done
-[ -n "$np" ] || { echo "usage: $0 -np N [--hostfile FILE] dapt <stage> [options]" >&2; exit 2; }
-[ $# -gt 0 ] || { echo "usage: $0 -np N [--hostfile FILE] dapt <stage> [options]" >&2; exit 2; }
+usage="usage: $0 -np N [--hostfile FILE] [--restarts N] dapt <stage> [options]"
+[ -n "$np" ] || { echo "$usage" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "$usage" >&2; exit 2; }
+[[ "$restarts" =~ ^[0-9]+$ ]] || { echo "launch: --restarts must be a whole number, got '$restarts'" >&2; exit 2; }
 if [ "$1" = "dapt" ]; then
-  bin="$(cd "$root" && swift build -c release --show-bin-path)/dapt"
+  bin="${DAPT_BIN:-$(cd "$root" && swift build -c release --show-bin-path)/dapt}"
   [ -x "$bin" ] || { echo "launch: $bin not built; run scripts/setup.sh" >&2; exit 2; }
   shift; set -- "$bin" "$@"
 fi
@@ -33,4 +43,64 @@ else
   mpi+=(--oversubscribe)
 fi
 [ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
-exec "${mpi[@]}" -x OPENBLAS_NUM_THREADS="$threads" "$@"
+[ "$restarts" -gt 0 ] || exec "${mpi[@]}" -x OPENBLAS_NUM_THREADS="$threads" "$@"
+
+# With restarts: a pretrain job must name its run directory.
+command=("$@"); run=""; is_pretrain=0
+for ((i = 1; i < ${#command[@]}; i++)); do
+  [ "${command[i]}" = "pretrain" ] && is_pretrain=1
+  case "${command[i]}" in
+    --output|-o) run="${command[i+1]:-}" ;;
+    --output=*) run="${command[i]#--output=}" ;;
+  esac
+done
+if [ "$is_pretrain" -eq 1 ] && [ -z "$run" ]; then
+  echo "launch: --restarts needs the pretrain job's --output (the run directory a restart continues)" >&2; exit 2
+fi
+
+# The command for a relaunch: --resume the run directory (its newest intact
+# checkpoint), or, with no checkpoint yet, start over in it (--overwrite).
+relaunch() {
+  local out=() skip=0 a
+  for a in "${command[@]}"; do
+    if [ "$skip" -eq 1 ]; then skip=0; continue; fi
+    case "$a" in
+      --resume) skip=1 ;;
+      --resume=*|--overwrite) ;;
+      *) out+=("$a") ;;
+    esac
+  done
+  if compgen -G "$run/checkpoint-*" > /dev/null; then out+=(--resume "$run"); else out+=(--overwrite); fi
+  command=("${out[@]}")
+}
+
+signalled=""; child=""
+forward() { signalled="$1"; [ -z "$child" ] || kill -s "$1" "$child" 2>/dev/null || true; }
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+attempt=0
+while :; do
+  "${mpi[@]}" -x OPENBLAS_NUM_THREADS="$threads" "${command[@]}" &
+  child=$!
+  status=0
+  # wait returns early when a trapped signal arrives: wait again for the job itself.
+  while :; do
+    wait "$child" && status=0 || status=$?
+    kill -0 "$child" 2>/dev/null || break
+  done
+  child=""
+  if [ -n "$signalled" ]; then
+    # mpirun reports a forwarded signal as a failure; the run's own record says whether it stopped cleanly.
+    if [ -n "$run" ] && tail -n 3 "$run/metrics.jsonl" 2>/dev/null | grep -q '"event":"stop"'; then
+      echo "launch: stopped by SIG$signalled; resumable from $run" >&2; exit 0
+    fi
+    exit "$status"
+  fi
+  [ "$status" -ne 0 ] || exit 0
+  attempt=$((attempt + 1))
+  if [ "$attempt" -gt "$restarts" ]; then
+    echo "launch: the job failed (status $status) and all $restarts restarts are used" >&2; exit "$status"
+  fi
+  [ "$is_pretrain" -eq 0 ] || relaunch
+  echo "launch: the job failed (status $status); restart $attempt of $restarts: ${command[*]}" >&2
+done
