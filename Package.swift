@@ -36,13 +36,15 @@ let package = Package(
         .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
         .target(name: "DaptGenerate", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
         .target(name: "DaptFilter", dependencies: ["DaptBLAS", "DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
+        // The run report: every stage's outputs on one page and one screen.
+        .target(name: "DaptReport", dependencies: ["DaptCore", "DaptTrain", "DaptFilter"]),
 
         // The command line: one subcommand per file, parsing and calling the libraries.
         .executableTarget(name: "dapt", dependencies: [
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             "DaptCore", "DaptCluster", "DaptMPI", "DaptZMQ", "DaptBLAS",
-            "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain", "DaptFilter", "DaptGenerate",
+            "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain", "DaptFilter", "DaptGenerate", "DaptReport",
         ]),
 
         // Helpers shared by the test targets (temporary directories, fixture files).
@@ -57,6 +59,7 @@ let package = Package(
         .testTarget(name: "DaptTrainTests", dependencies: ["DaptTestSupport", "DaptTrain", "DaptModel", "DaptTokenizer", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptFilterTests", dependencies: ["DaptTestSupport", "DaptFilter", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptGenerateTests", dependencies: ["DaptTestSupport", "DaptGenerate", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptReportTests", dependencies: ["DaptTestSupport", "DaptReport", "DaptTrain", "DaptCore"]),
         // Starts real `mpirun` processes on the built `dapt` binary.
         .testTarget(name: "MultiRankTests", dependencies: ["DaptTestSupport", "DaptCore", "DaptModel"]),
     ]

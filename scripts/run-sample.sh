@@ -2,7 +2,8 @@
 # The main job on the bundled sample, end to end, on local ranks:
 #   prepare → dedup → filter (perplexity, under a reference model trained on a
 #   held-out slice) → tokenizer train/encode → pretrain (tiny model) → eval ppl
-# Outputs go to out/sample/. Run scripts/setup.sh first (or use the README's one-liner).
+# Outputs go to out/sample/; out/sample/report.html shows them all on one page
+# and the run ends with a one-screen summary of the same figures. Run scripts/setup.sh first (or use the README's one-liner).
 # NP=4 scripts/run-sample.sh runs the distributed stages on 4 ranks (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,4 +50,5 @@ echo "== 5. pretrain: a tiny Llama on the sample (data parallel, $np ranks)"
 
 echo "== 6. eval: perplexity of the last checkpoint on the filtered corpus (mostly training text)"
 "$dapt" eval ppl --checkpoint "$out/pretrain" --input "$out/filter/kept.jsonl" --sequence-length 128
-echo "run-sample: done; outputs in $out/"
+echo "== summary: each stage's counts and key figures, read back from its outputs"
+"$dapt" report --run "$out" --output "$out/report.html"

@@ -273,6 +273,11 @@ public final class FilterJob {
             fields.append(("removed_low", .integer(low)))
             fields.append(("perplexity_before", number(corpusPerplexity(members, where: { _ in true }))))
             fields.append(("perplexity_after", number(corpusPerplexity(members, where: { keptFlags[$0] }))))
+            let histogram = FilterReportPage.logPerplexityHistogram(ppl, high: g.thresholds.high, low: g.thresholds.low)
+            fields.append(("log_perplexity_histogram", .object([
+                ("from", number(histogram.lower)), ("to", number(histogram.upper)),
+                ("counts", .array(histogram.counts.map { .integer($0) })),
+            ])))
             groups.append(.object(fields))
         }
         return .object([

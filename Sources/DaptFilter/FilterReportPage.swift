@@ -1,9 +1,10 @@
+import DaptCore
 import Foundation
 
 /// report.html: per group a histogram of log-perplexity with the cut lines
 /// (inline SVG), and the records nearest each cut on both sides, to check
 /// by hand that the cut falls between noise and text.
-enum FilterReportPage {
+public enum FilterReportPage {
     static let perSide = 3
     static let bins = 30
 
@@ -25,43 +26,23 @@ enum FilterReportPage {
         return chosen
     }
 
-    static func escape(_ s: String) -> String {
-        var out = ""
-        for c in s {
-            switch c {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            default: out.append(c)
-            }
+    /// A group's log-perplexity histogram, spanning its cuts too: drawn in
+    /// report.html and written to report.json for other pages to draw.
+    static func logPerplexityHistogram(_ ppl: [Double], high: Double?, low: Double?) -> SVGPlot.Histogram {
+        SVGPlot.Histogram(values: ppl.map { Foundation.log($0) }, bins: bins,
+                          including: [high, low].compactMap { $0 }.filter { $0 > 0 }.map { Foundation.log($0) })
+    }
+
+    /// The cut lines on a log-perplexity axis.
+    public static func cutMarkers(high: Double?, low: Double?) -> [SVGPlot.Marker] {
+        [(high, "#c0392b", "high"), (low, "#d68910", "low")].compactMap { t, colour, name in
+            guard let t, t > 0 else { return nil }
+            return SVGPlot.Marker(x: Foundation.log(t), label: "\(name) cut: ppl \(FilterJob.decimal(t))", colour: colour)
         }
-        return out
     }
 
     static func histogram(_ ppl: [Double], high: Double?, low: Double?) -> String {
-        let logs = ppl.map { Foundation.log($0) }
-        var lo = logs.min() ?? 0, hi = logs.max() ?? 1
-        for t in [high, low].compactMap({ $0 }) where t > 0 { lo = min(lo, Foundation.log(t)); hi = max(hi, Foundation.log(t)) }
-        if hi - lo < 1e-9 { hi = lo + 1 }
-        var counts = [Int](repeating: 0, count: bins)
-        for x in logs { counts[min(bins - 1, Int((x - lo) / (hi - lo) * Double(bins)))] += 1 }
-        let width = 480.0, height = 120.0, top = max(counts.max() ?? 1, 1)
-        func x(_ v: Double) -> Double { 20 + (v - lo) / (hi - lo) * width }
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"520\" height=\"150\">"
-        for (b, c) in counts.enumerated() where c > 0 {
-            let h = Double(c) / Double(top) * height
-            svg += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#6a8caf\"><title>%d</title></rect>",
-                          20 + Double(b) * width / Double(bins), 10 + height - h, width / Double(bins) - 1, h, c)
-        }
-        svg += String(format: "<line x1=\"20\" y1=\"130\" x2=\"500\" y2=\"130\" stroke=\"#333\"/>")
-        svg += String(format: "<text x=\"20\" y=\"145\" font-size=\"10\">ln ppl %.2f</text><text x=\"440\" y=\"145\" font-size=\"10\">%.2f</text>", lo, hi)
-        for (t, colour, name) in [(high, "#c0392b", "high"), (low, "#d68910", "low")] {
-            guard let t, t > 0 else { continue }
-            svg += String(format: "<line x1=\"%.1f\" y1=\"5\" x2=\"%.1f\" y2=\"130\" stroke=\"%@\" stroke-width=\"2\"><title>%@ cut: ppl %.4f</title></line>",
-                          x(Foundation.log(t)), x(Foundation.log(t)), colour, name, t)
-        }
-        return svg + "</svg>"
+        SVGPlot.histogram(logPerplexityHistogram(ppl, high: high, low: low), markers: cutMarkers(high: high, low: low), axis: "ln ppl")
     }
 
     static func html(_ scored: [ScoredRecord], _ d: FilterDecisions, texts: [Int: String], places: [Int: String], summary: FilterSummary) -> String {
@@ -75,7 +56,7 @@ enum FilterReportPage {
             let range = d.buckets.range(of: g.bucket)
             let ppl = g.members.map { scored[$0].perplexity }
             s += "<h2>bucket \(g.bucket): \(range.lower)" + (range.upper.map { "–\($0 - 1)" } ?? "+") + " tokens"
-            s += g.lang.isEmpty ? "" : ", lang \(escape(g.lang))"
+            s += g.lang.isEmpty ? "" : ", lang \(SVGPlot.escape(g.lang))"
             s += " (\(g.members.count) records)</h2>"
             s += "<p>cuts: high " + (g.thresholds.high.map(FilterJob.decimal) ?? "none") + ", low " + (g.thresholds.low.map(FilterJob.decimal) ?? "none") + "</p>"
             s += histogram(ppl, high: g.thresholds.high, low: g.thresholds.low)
@@ -85,8 +66,8 @@ enum FilterReportPage {
             for i in shown {
                 let reason = d.reasons[i]
                 s += "<tr class=\"\(reason == nil ? "kept" : "removed")\"><td>\(FilterJob.decimal(scored[i].perplexity))</td>"
-                s += "<td>\(reason.map { "removed (\($0.rawValue))" } ?? "kept")</td><td>\(escape(places[i] ?? ""))</td>"
-                s += "<td class=\"text\">\(escape(texts[i]!))</td></tr>"
+                s += "<td>\(reason.map { "removed (\($0.rawValue))" } ?? "kept")</td><td>\(SVGPlot.escape(places[i] ?? ""))</td>"
+                s += "<td class=\"text\">\(SVGPlot.escape(texts[i]!))</td></tr>"
             }
             s += "</table>"
         }

@@ -88,47 +88,15 @@ public final class MetricsLog {
 }
 
 /// A loss-curve plot as a standalone SVG: training loss per step and, when
-/// present, held-out loss as points.
-public func lossCurveSVG(_ metrics: [StepMetrics], title: String = "dapt pretrain") -> String {
-    let width = 720.0, height = 420.0, left = 64.0, right = 20.0, top = 36.0, bottom = 48.0
-    let train = metrics.compactMap { m -> (Double, Double)? in
-        guard m.skipped != true, let loss = m.loss, loss.isFinite else { return nil }
+/// present, held-out loss as points; `events` (rollbacks, curriculum
+/// changes) as vertical lines at their steps.
+public func lossCurveSVG(_ metrics: [StepMetrics], events: [SVGPlot.Marker] = [], title: String = "dapt pretrain") -> String {
+    let train = metrics.compactMap { m -> (x: Double, y: Double)? in
+        guard m.skipped != true, let loss = m.loss else { return nil }
         return (Double(m.step), loss)
     }
-    let eval = metrics.compactMap { m in m.evalLoss.map { (Double(m.step), $0) } }
-    let all = train + eval
-    guard !all.isEmpty else {
-        return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\"><text x=\"20\" y=\"40\">no data</text></svg>\n"
-    }
-    let xMin = all.map(\.0).min()!, xMax = max(all.map(\.0).max()!, xMin + 1)
-    var yMin = all.map(\.1).min()!, yMax = all.map(\.1).max()!
-    if yMax - yMin < 1e-6 { yMin -= 0.5; yMax += 0.5 }
-    func px(_ x: Double) -> Double { left + (x - xMin) / (xMax - xMin) * (width - left - right) }
-    func py(_ y: Double) -> Double { top + (yMax - y) / (yMax - yMin) * (height - top - bottom) }
-    func f(_ v: Double) -> String { String(format: "%.2f", v) }
-    var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
-    svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    svg += "<text x=\"\(f(width / 2))\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">\(title)</text>\n"
-    svg += "<line x1=\"\(f(left))\" y1=\"\(f(height - bottom))\" x2=\"\(f(width - right))\" y2=\"\(f(height - bottom))\" stroke=\"black\"/>\n"
-    svg += "<line x1=\"\(f(left))\" y1=\"\(f(top))\" x2=\"\(f(left))\" y2=\"\(f(height - bottom))\" stroke=\"black\"/>\n"
-    for k in 0...4 {
-        let y = yMin + (yMax - yMin) * Double(k) / 4
-        svg += "<text x=\"\(f(left - 6))\" y=\"\(f(py(y) + 4))\" text-anchor=\"end\">\(String(format: "%.3g", y))</text>\n"
-        let x = xMin + (xMax - xMin) * Double(k) / 4
-        svg += "<text x=\"\(f(px(x)))\" y=\"\(f(height - bottom + 16))\" text-anchor=\"middle\">\(Int(x.rounded()))</text>\n"
-    }
-    svg += "<text x=\"\(f(width / 2))\" y=\"\(f(height - 10))\" text-anchor=\"middle\">step</text>\n"
-    svg += "<text x=\"14\" y=\"\(f(height / 2))\" transform=\"rotate(-90 14 \(f(height / 2)))\" text-anchor=\"middle\">loss</text>\n"
-    if !train.isEmpty {
-        svg += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\""
-        svg += train.map { "\(f(px($0.0))),\(f(py($0.1)))" }.joined(separator: " ")
-        svg += "\"/>\n"
-    }
-    for (x, y) in eval {
-        svg += "<circle cx=\"\(f(px(x)))\" cy=\"\(f(py(y)))\" r=\"3.5\" fill=\"#d62728\"/>\n"
-    }
-    svg += "<text x=\"\(f(width - right - 150))\" y=\"\(f(top + 4))\" fill=\"#1f77b4\">— train loss</text>\n"
-    if !eval.isEmpty { svg += "<text x=\"\(f(width - right - 150))\" y=\"\(f(top + 20))\" fill=\"#d62728\">● held-out loss</text>\n" }
-    svg += "</svg>\n"
-    return svg
+    let eval = metrics.compactMap { m in m.evalLoss.map { (x: Double(m.step), y: $0) } }
+    return SVGPlot.lineChart([SVGPlot.Series(name: "train loss", colour: "#1f77b4", style: .line, points: train),
+                              SVGPlot.Series(name: "held-out loss", colour: "#d62728", style: .dots, points: eval)],
+                             markers: events, title: title, xAxis: "step", yAxis: "loss")
 }

@@ -22,6 +22,7 @@ struct Dapt: ParsableCommand {
             PretrainCommand.self,
             EvalCommand.self,
             GenerateCommand.self,
+            ReportCommand.self,
             BenchCommand.self,
         ]
     )

@@ -76,6 +76,14 @@ final class FilterJobTests: XCTestCase {
         XCTAssertEqual(groups.count, summary.buckets)
         XCTAssertEqual(groups.reduce(0) { $0 + Int($1["count"]!.double!) }, 120)
         XCTAssertEqual(groups.reduce(0) { $0 + Int($1["removed_high"]!.double!) }, summary.removedHigh)
+        // Each group's log-perplexity histogram (for other pages to draw) counts its records and spans its cuts.
+        for g in groups {
+            let h = g["log_perplexity_histogram"]!
+            XCTAssertEqual(h["counts"]!.array!.reduce(0) { $0 + $1.int! }, g["count"]!.int!)
+            XCTAssertEqual(h["counts"]!.array!.count, 30)
+            if let high = g["threshold_high"]?.double { XCTAssertLessThanOrEqual(log(high), h["to"]!.double! + 1e-4) }
+            if let low = g["threshold_low"]?.double { XCTAssertGreaterThanOrEqual(log(low), h["from"]!.double! - 1e-4) }
+        }
         // report.html: a histogram per group with its cut lines, and the records either side of each cut.
         let page = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
         XCTAssertEqual(page.components(separatedBy: "<svg").count - 1, groups.count)
