@@ -66,12 +66,16 @@ public func splitHeldOut(documentCount: Int, fraction: Double, seed: UInt64) -> 
 /// therefore a pure function of (seed, g), so any step's batch is rebuilt
 /// from its sequence index alone. Within a sequence each document piece gets
 /// its own document id and positions restarting at 0; a token's target is
-/// the next token of the same document (-100 at a document's end).
+/// the next token of the same document (-100 at a document's end). Without
+/// `documentMasks` every token of a sequence has document id 0 and the
+/// positions run on through it (plain causal attention over the packed
+/// documents), with the same tokens and targets.
 public final class PackedSequenceOrder: @unchecked Sendable {
     public let source: any DocumentSource
     public let sequenceLength: Int
     public let seed: UInt64
     public let shuffle: Bool
+    public let documentMasks: Bool
     public let tokensPerEpoch: Int
     public let sequencesPerEpoch: Int
     public static let ignoreIndex: Int32 = -100
@@ -81,8 +85,9 @@ public final class PackedSequenceOrder: @unchecked Sendable {
     /// Stream offset where each document of `order` starts (+ the end).
     private var streamStarts: [Int] = []
 
-    public init(source: any DocumentSource, sequenceLength: Int, seed: UInt64, shuffle: Bool = true) throws {
+    public init(source: any DocumentSource, sequenceLength: Int, seed: UInt64, shuffle: Bool = true, documentMasks: Bool = true) throws {
         self.source = source
+        self.documentMasks = documentMasks
         self.sequenceLength = sequenceLength
         self.seed = seed
         self.shuffle = shuffle
@@ -151,8 +156,8 @@ public final class PackedSequenceOrder: @unchecked Sendable {
             for k in 0..<take {
                 tokens[base + filled + k] = buffer[k]
                 targets[base + filled + k] = (k + 1 < take || extra == 1) ? buffer[k + 1] : Self.ignoreIndex
-                positions[base + filled + k] = Int32(k)
-                documentIds[base + filled + k] = pieceId
+                positions[base + filled + k] = Int32(documentMasks ? k : filled + k)
+                documentIds[base + filled + k] = documentMasks ? pieceId : 0
             }
             pieceId += 1
             filled += take

@@ -68,9 +68,14 @@ public struct PretrainConfig: StageConfig, Equatable {
         public var seed: UInt64 = 42
         /// Documents held out for perplexity (by a seeded hash of the document index).
         public var heldOutFraction = 0.01
+        /// Block-diagonal attention per packed document, positions restarting
+        /// at each; false: plain causal attention across the documents of a
+        /// sequence, positions running on (held-out evaluation stays masked).
+        public var documentMasks = true
         enum CodingKeys: String, CodingKey, CaseIterable {
             case shards, tokenizer, sequenceLength = "sequence_length", microBatchSize = "micro_batch_size"
             case globalBatchSize = "global_batch_size", seed, heldOutFraction = "held_out_fraction"
+            case documentMasks = "document_masks"
         }
         public init() {}
         public init(from decoder: Decoder) throws {
@@ -83,6 +88,7 @@ public struct PretrainConfig: StageConfig, Equatable {
             globalBatchSize = try c.value(.globalBatchSize, default: d.globalBatchSize)
             seed = try c.value(.seed, default: d.seed)
             heldOutFraction = try c.value(.heldOutFraction, default: d.heldOutFraction)
+            documentMasks = try c.value(.documentMasks, default: d.documentMasks)
         }
     }
 

@@ -155,7 +155,10 @@ public final class Trainer {
         if config.precision.mode != .fp32 { master.copy(from: model.parameters) }
         optimizer = AdamW(count: model.layout.totalCount, segments: decaySegments(model.layout), hyper: config.optimizer.hyper)
         schedule = config.schedulePlan
-        trainOrder = try PackedSequenceOrder(source: train, sequenceLength: config.data.sequenceLength, seed: config.data.seed)
+        trainOrder = try PackedSequenceOrder(source: train, sequenceLength: config.data.sequenceLength, seed: config.data.seed,
+                                             documentMasks: config.data.documentMasks)
+        // Held-out sequences are always document-masked: a per-document
+        // measure, the same whether training masked or not.
         if let heldOut, heldOut.documentCount > 0, config.eval.sequences > 0 {
             do {
                 heldOutOrder = try PackedSequenceOrder(source: heldOut, sequenceLength: config.data.sequenceLength, seed: config.data.seed, shuffle: false)

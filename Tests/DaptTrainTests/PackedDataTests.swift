@@ -38,6 +38,21 @@ final class PackedDataTests: XCTestCase {
         XCTAssertGreaterThan(seen.count, order.tokensPerEpoch - 16)
     }
 
+    /// data.document_masks: false packs the same tokens and targets, but as
+    /// one attention block with positions running through the sequence.
+    func testWithoutDocumentMasksOneBlockWithRunningPositions() throws {
+        let masked = try PackedSequenceOrder(source: corpus(), sequenceLength: 16, seed: 3)
+        let plain = try PackedSequenceOrder(source: corpus(), sequenceLength: 16, seed: 3, documentMasks: false)
+        let a = try PackedBatch(order: masked, firstSequence: 0, count: masked.sequencesPerEpoch)
+        let b = try PackedBatch(order: plain, firstSequence: 0, count: plain.sequencesPerEpoch)
+        XCTAssertEqual(a.tokens, b.tokens)
+        XCTAssertEqual(a.targets, b.targets)
+        XCTAssertGreaterThan(Set(a.documentIds).count, 1)
+        XCTAssertEqual(Set(b.documentIds), [0])
+        XCTAssertEqual(b.positions, (0..<plain.sequencesPerEpoch).flatMap { _ in (0..<16).map { Int32($0) } })
+        XCTAssertNotEqual(a.positions, b.positions)
+    }
+
     func testOrderIsAFunctionOfSeedAndIndex() throws {
         let a = try PackedSequenceOrder(source: corpus(), sequenceLength: 8, seed: 11)
         let b = try PackedSequenceOrder(source: corpus(), sequenceLength: 8, seed: 11)

@@ -67,6 +67,22 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(trainer.state.tokensSeen, 30 * 4 * 32)
     }
 
+    /// data.document_masks reaches the model: the same run without masks
+    /// trains on the same targets but to other losses; held-out evaluation
+    /// is masked either way (the same before any step).
+    func testDocumentMasksSwitchChangesTrainingNotHeldOutProtocol() throws {
+        var config = Self.config(run: try temporaryRoot(), steps: 4)
+        XCTAssertTrue(config.data.documentMasks)
+        let masked = try Self.makeTrainer(config)
+        config.data.documentMasks = false
+        config.checkpoint.directory = try temporaryRoot()
+        let plain = try Self.makeTrainer(config)
+        XCTAssertEqual(try XCTUnwrap(masked.evaluate()).loss, try XCTUnwrap(plain.evaluate()).loss)
+        let a = try XCTUnwrap(masked.step().loss), b = try XCTUnwrap(plain.step().loss)
+        XCTAssertNotEqual(a, b)
+        XCTAssertFalse(try ConfigLoader.decode(PretrainConfig.self, yaml: "data:\n  document_masks: false\n").data.documentMasks)
+    }
+
     /// 2N steps in one go vs N, checkpoint, a fresh process-like trainer
     /// restored from it, N more: identical losses and weights, bit for bit.
     func testResumeIsBitIdentical() throws {
