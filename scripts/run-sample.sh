@@ -49,6 +49,6 @@ echo "== 5. pretrain: a tiny Llama on the sample (data parallel, $np ranks)"
   --input "$out/tokens" --output "$out/pretrain" --set data.held_out_fraction=0.1
 
 echo "== 6. eval: perplexity of the last checkpoint on the filtered corpus (mostly training text)"
-"$dapt" eval ppl --checkpoint "$out/pretrain" --input "$out/filter/kept.jsonl" --sequence-length 128
+"$dapt" eval ppl --checkpoint "$out/pretrain" --input "$out/filter/kept.jsonl" --sequence-length 128 --output "$out/eval"
 echo "== summary: each stage's counts and key figures, read back from its outputs"
 "$dapt" report --run "$out" --output "$out/report.html"

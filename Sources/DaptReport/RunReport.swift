@@ -234,9 +234,10 @@ public struct RunReport: Sendable {
         }
 
         // eval: report.json (sections ppl, mc, json; whichever exist)
-        let evalReport = path(layout.eval) + "/report.json"
+        let evalReport = path(layout.eval) + "/" + EvalReport.fileName
         if FileSystem.exists(evalReport) {
-            let doc = try JSONDocument(file: evalReport)
+            // EvalReport checks the format, version and completion marker.
+            let doc = JSONDocument(file: evalReport, root: try EvalReport.load(directory: path(layout.eval)))
             var s = StageSummary(name: "eval", output: path(layout.eval))
             report.evalModel = try? doc.string("model.path")
             guard let sections = try doc.value("sections").members else {

@@ -131,6 +131,7 @@ final class RunReportTests: XCTestCase {
                "ppl": {"counts": {"documents": 5, "items": 5, "rejected": 0}, "results": {"perplexity": 7.6992136, "tokens": 900}},
                "mc": {"counts": {"items": 20, "rejected": 1}, "results": {"accuracy": 0.35, "by_subject": {"law": {"accuracy": 0.5}}}}}}
             """, run + "/eval/report.json")
+        try write("", run + "/eval/" + OutputPublisher.marker)
         let report = try RunReport.load(directory: run)
         XCTAssertEqual(report.evalSections.map(\.kind), ["ppl", "mc"])
         XCTAssertEqual(report.evalSections[1].results.map(\.name), ["accuracy", "by_subject.law.accuracy"])
