@@ -35,6 +35,7 @@ let package = Package(
         .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS"], swiftSettings: optimised),
         .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
         .target(name: "DaptGenerate", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
+        .target(name: "DaptGrammar", dependencies: ["DaptCore", "DaptTokenizer"], swiftSettings: optimised),
         .target(name: "DaptFilter", dependencies: ["DaptBLAS", "DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
         // The run report: every stage's outputs on one page and one screen.
         .target(name: "DaptReport", dependencies: ["DaptCore", "DaptTrain", "DaptFilter"]),
@@ -44,7 +45,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             "DaptCore", "DaptCluster", "DaptMPI", "DaptZMQ", "DaptBLAS",
-            "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain", "DaptFilter", "DaptGenerate", "DaptReport",
+            "DaptPrepare", "DaptDedup", "DaptTokenizer", "DaptModel", "DaptTrain", "DaptFilter", "DaptGenerate", "DaptReport", "DaptGrammar",
         ]),
 
         // Helpers shared by the test targets (temporary directories, fixture files).
@@ -60,6 +61,7 @@ let package = Package(
         .testTarget(name: "DaptFilterTests", dependencies: ["DaptTestSupport", "DaptFilter", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptGenerateTests", dependencies: ["DaptTestSupport", "DaptGenerate", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptReportTests", dependencies: ["DaptTestSupport", "DaptReport", "DaptTrain", "DaptCore"]),
+        .testTarget(name: "DaptGrammarTests", dependencies: ["DaptTestSupport", "DaptGrammar", "DaptTokenizer", "DaptCore"], resources: [.copy("Fixtures")]),
         // Starts real `mpirun` processes on the built `dapt` binary.
         .testTarget(name: "MultiRankTests", dependencies: ["DaptTestSupport", "DaptCore", "DaptModel"]),
     ]

@@ -1,0 +1,614 @@
+import DaptCore
+
+/// Keys of a free object (decoded, in order), or the raw bytes of the key
+/// being read: immutable, so frames copy by reference.
+final class FreeKeys: Sendable {
+    let keys: [[UInt8]]
+    let raw: [UInt8]
+    init(keys: [[UInt8]] = [], raw: [UInt8] = []) { self.keys = keys; self.raw = raw }
+}
+
+/// One level of the automaton's stack: where the text is inside one value
+/// (or the document, for the bottom frame).
+struct Frame: Sendable {
+    /// The grammar node, or `Frame.document` / `Frame.key` (a free object's key).
+    var node: Int32
+    var phase: UInt8 = 0
+    /// Whitespace bytes read since the phase began.
+    var ws: UInt8 = 0
+    /// string: characters (saturating); array: items (saturating); object:
+    /// the next property index; literal: the trie node.
+    var a: Int32 = 0
+    /// string: the \u value read so far or a UTF-8 sequence's expectations;
+    /// object: the key trie node.
+    var b: Int32 = 0
+    /// freeObject: its keys; key frame: the raw key bytes.
+    var extra: FreeKeys? = nil
+
+    static let document: Int32 = -1
+    static let key: Int32 = -2
+}
+
+/// Bytes fed to a stack, and every change made, so a walk over the
+/// vocabulary trie can undo a byte instead of copying the stack.
+struct Run {
+    var stack: [Frame]
+    private(set) var log: [(index: Int32, frame: Frame)] = []
+    let logging: Bool
+
+    init(stack: [Frame], logging: Bool) { self.stack = stack; self.logging = logging }
+
+    @inline(__always) mutating func set(_ i: Int, _ f: Frame) {
+        if logging { log.append((Int32(i), stack[i])) }
+        stack[i] = f
+    }
+
+    @inline(__always) mutating func push(_ f: Frame) {
+        if logging { log.append((-1, f)) }
+        stack.append(f)
+    }
+
+    @inline(__always) mutating func pop() {
+        let f = stack.removeLast()
+        if logging { log.append((-2, f)) }
+    }
+
+    /// Undoes every change after `mark` (a `log.count`).
+    mutating func undo(to mark: Int) {
+        while log.count > mark {
+            let (i, f) = log.removeLast()
+            switch i {
+            case -1: stack.removeLast()
+            case -2: stack.append(f)
+            default: stack[Int(i)] = f
+            }
+        }
+    }
+}
+
+@inline(__always) func isWhitespace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }
+
+@inline(__always) func hexValue(_ b: UInt8) -> Int32? {
+    switch b {
+    case 0x30...0x39: return Int32(b - 0x30)
+    case 0x41...0x46: return Int32(b - 0x41 + 10)
+    case 0x61...0x66: return Int32(b - 0x61 + 10)
+    default: return nil
+    }
+}
+
+private let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\"), comma = UInt8(ascii: ","), colon = UInt8(ascii: ":")
+private let openBrace = UInt8(ascii: "{"), closeBrace = UInt8(ascii: "}"), openBracket = UInt8(ascii: "["), closeBracket = UInt8(ascii: "]")
+
+/// The pushdown automaton of a `JSONGrammar`. A state is a stack of frames;
+/// `feed` advances one stack by one byte. Where an `anyOf` has several
+/// alternatives starting with the same byte the automaton forks: the extra
+/// stacks go to `forks` and the state becomes a set of stacks.
+extension JSONGrammar {
+    /// The stack before any byte.
+    var initialStack: [Frame] { [Frame(node: Frame.document)] }
+
+    /// Advances `run` by byte `b`; false if `b` cannot come next (the run is
+    /// then left partly changed: undo it or drop it).
+    func feed(_ b: UInt8, _ run: inout Run, _ forks: inout [[Frame]]) -> Bool {
+        while true {
+            let top = run.stack.count - 1
+            var f = run.stack[top]
+            let kind: Kind? = f.node >= 0 ? nodes[Int(f.node)].kind : nil
+            if f.node == Frame.document {
+                if isWhitespace(b) {
+                    guard Int(f.ws) < maxWhitespace else { return false }
+                    f.ws += 1
+                    run.set(top, f)
+                    return true
+                }
+                guard f.phase == 0 else { return false }
+                f.phase = 1; f.ws = 0
+                run.set(top, f)
+                switch start(root, b, &run, &forks) {
+                case .consumed: return true
+                case .refeed: continue
+                case .rejected: return false
+                }
+            }
+            switch kind {
+            case nil, .string?:
+                return stringByte(b, f, top, &run)
+            case .number?, .integer?:
+                switch numberByte(b, f, integer: kind == .integer) {
+                case .next(let phase): f.phase = phase; run.set(top, f); return true
+                case .end: run.pop(); continue
+                case .rejected: return false
+                }
+            case .literal?:
+                let trie = tries[Int(nodes[Int(f.node)].trie)]
+                if let child = trie.child(f.a, b) {
+                    if trie.payload[Int(child)] >= 0 && !trie.hasChildren(child) { run.pop(); return true }
+                    f.a = child
+                    run.set(top, f)
+                    return true
+                }
+                guard trie.payload[Int(f.a)] >= 0 else { return false }
+                run.pop()
+                continue
+            case .object?, .freeObject?, .array?:
+                // (Inside a declared key, phase 2 of an object, whitespace is part of the key.)
+                if isWhitespace(b) && !(kind == .object && f.phase == 2) {
+                    guard Int(f.ws) < maxWhitespace else { return false }
+                    f.ws += 1
+                    run.set(top, f)
+                    return true
+                }
+                let result = kind == .array ? arrayByte(b, f, top, &run, &forks) : kind == .object ? objectByte(b, f, top, &run, &forks) : freeObjectByte(b, f, top, &run, &forks)
+                switch result {
+                case .consumed: return true
+                case .refeed: continue
+                case .rejected: return false
+                }
+            case .anyOf?:
+                preconditionFailure("anyOf frames are never pushed")
+            }
+        }
+    }
+
+    enum StepResult { case consumed, refeed, rejected }
+
+    /// Starts a value of `node` whose first byte is `b` (not consumed when
+    /// the new frame reads it itself: `.refeed`).
+    func start(_ node: Int32, _ b: UInt8, _ run: inout Run, _ forks: inout [[Frame]]) -> StepResult {
+        let n = nodes[Int(node)]
+        guard n.firstBytes.contains(b) else { return .rejected }
+        switch n.kind {
+        case .anyOf:
+            let matching = n.alternatives.filter { nodes[Int($0)].firstBytes.contains(b) }
+            // Extra alternatives go to copies, each fed `b` to its end.
+            for alt in matching.dropFirst() {
+                var copy = Run(stack: run.stack, logging: false)
+                var ok: Bool
+                switch start(alt, b, &copy, &forks) {
+                case .consumed: ok = true
+                case .refeed: ok = feed(b, &copy, &forks)
+                case .rejected: ok = false
+                }
+                if ok { forks.append(copy.stack) }
+            }
+            return start(matching[0], b, &run, &forks)
+        case .object, .freeObject, .array:
+            guard run.stack.count - 1 < JSON.maxDepth else { return .rejected }
+            run.push(Frame(node: node))
+            return .consumed
+        case .string:
+            run.push(Frame(node: node))
+            return .consumed
+        case .number, .integer:
+            run.push(Frame(node: node))
+            return .refeed
+        case .literal:
+            run.push(Frame(node: node))
+            return .refeed
+        }
+    }
+
+    enum NumberStep { case next(UInt8), end, rejected }
+
+    /// Number phases: 0 start, 1 after '-', 2 after a leading 0, 3 integer
+    /// digits, 4 after '.', 5 fraction digits, 6 after 'e', 7 after the
+    /// exponent's sign, 8 exponent digits. 2, 3, 5 and 8 may end the number.
+    @inline(__always) func numberByte(_ b: UInt8, _ f: Frame, integer: Bool) -> NumberStep {
+        let digit = b >= 0x30 && b <= 0x39
+        switch f.phase {
+        case 0:
+            if b == UInt8(ascii: "-") { return .next(1) }
+            fallthrough
+        case 1:
+            if b == 0x30 { return .next(2) }
+            return digit ? .next(3) : .rejected
+        case 2, 3:
+            if digit && f.phase == 3 { return .next(3) }
+            if !integer && b == UInt8(ascii: ".") { return .next(4) }
+            if !integer && (b == UInt8(ascii: "e") || b == UInt8(ascii: "E")) { return .next(6) }
+            return digit ? .rejected : .end
+        case 4:
+            return digit ? .next(5) : .rejected
+        case 5:
+            if digit { return .next(5) }
+            if b == UInt8(ascii: "e") || b == UInt8(ascii: "E") { return .next(6) }
+            return .end
+        case 6:
+            if b == UInt8(ascii: "+") || b == UInt8(ascii: "-") { return .next(7) }
+            return digit ? .next(8) : .rejected
+        case 7:
+            return digit ? .next(8) : .rejected
+        default:
+            return digit ? .next(8) : .end
+        }
+    }
+
+    /// String phases: 0 content, 1 after '\', 2-5 \u with 0-3 hex digits
+    /// (b: the value so far), 6-7 expecting the '\' and 'u' of a low
+    /// surrogate, 8-11 its hex digits, 12 inside a UTF-8 sequence (b: bytes
+    /// left | lowest next byte << 8 | highest << 16). `a` counts characters
+    /// (code points) up to the node's cap.
+    func stringByte(_ b: UInt8, _ frame: Frame, _ top: Int, _ run: inout Run) -> Bool {
+        var f = frame
+        let isKey = f.node == Frame.key
+        let node = isKey ? Node(kind: .string) : nodes[Int(f.node)]
+        @inline(__always) func startCharacter(_ f: inout Frame) -> Bool {
+            let cap = node.countCap
+            if node.maxCount >= 0 && f.a >= node.maxCount { return false }
+            if f.a < cap { f.a += 1 }
+            return true
+        }
+        switch f.phase {
+        case 0:
+            if b == quote {
+                guard f.a >= node.minCount else { return false }
+                if isKey {
+                    var text: [UInt8] = [quote]
+                    text += f.extra?.raw ?? []
+                    text.append(quote)
+                    guard let key = (try? JSONValue.parse(text))?.string.map({ Array($0.utf8) }) else { return false }
+                    var parent = run.stack[top - 1]
+                    let keys = parent.extra?.keys ?? []
+                    guard !keys.contains(key) else { return false }
+                    run.pop()
+                    parent.extra = FreeKeys(keys: keys + [key])
+                    run.set(top - 1, parent)
+                    return true
+                }
+                run.pop()
+                return true
+            }
+            if b == backslash {
+                guard startCharacter(&f) else { return false }
+                f.phase = 1
+            } else if b < 0x20 {
+                return false
+            } else if b < 0x80 {
+                guard startCharacter(&f) else { return false }
+            } else {
+                let expect: Int32
+                switch b {
+                case 0xC2...0xDF: expect = 1 | 0x80 << 8 | 0xBF << 16
+                case 0xE0: expect = 2 | 0xA0 << 8 | 0xBF << 16
+                case 0xE1...0xEC, 0xEE...0xEF: expect = 2 | 0x80 << 8 | 0xBF << 16
+                case 0xED: expect = 2 | 0x80 << 8 | 0x9F << 16
+                case 0xF0: expect = 3 | 0x90 << 8 | 0xBF << 16
+                case 0xF1...0xF3: expect = 3 | 0x80 << 8 | 0xBF << 16
+                case 0xF4: expect = 3 | 0x80 << 8 | 0x8F << 16
+                default: return false
+                }
+                guard startCharacter(&f) else { return false }
+                f.phase = 12
+                f.b = expect
+            }
+        case 1:
+            switch b {
+            case quote, backslash, UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                f.phase = 0
+            case UInt8(ascii: "u"):
+                f.phase = 2
+                f.b = 0
+            default:
+                return false
+            }
+        case 2...5:
+            guard let d = hexValue(b) else { return false }
+            // \uDC.. to \uDF.. would be a lone low surrogate: refused at its second digit.
+            if f.phase == 3 && f.b == 0xD && d >= 0xC { return false }
+            f.b = f.b << 4 | d
+            if f.phase == 5 {
+                f.phase = f.b >= 0xD800 && f.b < 0xDC00 ? 6 : 0
+                f.b = 0
+            } else {
+                f.phase += 1
+            }
+        case 6:
+            guard b == backslash else { return false }
+            f.phase = 7
+        case 7:
+            guard b == UInt8(ascii: "u") else { return false }
+            f.phase = 8
+        case 8:
+            guard hexValue(b) == 0xD else { return false }
+            f.phase = 9
+        case 9:
+            guard let d = hexValue(b), d >= 0xC else { return false }
+            f.phase = 10
+        case 10, 11:
+            guard hexValue(b) != nil else { return false }
+            f.phase = f.phase == 11 ? 0 : 11
+        default:
+            let left = f.b & 0xFF, low = UInt8((f.b >> 8) & 0xFF), high = UInt8((f.b >> 16) & 0xFF)
+            guard b >= low && b <= high else { return false }
+            if left == 1 {
+                f.phase = 0
+                f.b = 0
+            } else {
+                f.b = (left - 1) | 0x80 << 8 | 0xBF << 16
+            }
+        }
+        if isKey { f.extra = FreeKeys(raw: (f.extra?.raw ?? []) + [b]) }
+        run.set(top, f)
+        return true
+    }
+
+    /// Object phases: 0 after '{', 1 after ',', 2 inside a key (b: the key
+    /// trie node), 3 after a key (a: its property), 4 after ':', 5 after a
+    /// value (a: the next property to consider).
+    func objectByte(_ b: UInt8, _ frame: Frame, _ top: Int, _ run: inout Run, _ forks: inout [[Frame]]) -> StepResult {
+        var f = frame
+        let node = nodes[Int(f.node)]
+        switch f.phase {
+        case 0, 1, 5:
+            if b == closeBrace && f.phase != 1 {
+                guard !node.requiredFrom[Int(f.a)] else { return .rejected }
+                run.pop()
+                return .consumed
+            }
+            if b == comma && f.phase == 5 {
+                guard !tries[Int(node.keyTries[Int(f.a)])].isEmpty else { return .rejected }
+                f.phase = 1; f.ws = 0
+                run.set(top, f)
+                return .consumed
+            }
+            guard b == quote, f.phase != 5 else { return .rejected }
+            let trie = tries[Int(node.keyTries[Int(f.a)])]
+            guard let child = trie.child(0, b) else { return .rejected }
+            f.phase = 2; f.ws = 0; f.b = child
+        case 2:
+            let trie = tries[Int(node.keyTries[Int(f.a)])]
+            guard let child = trie.child(f.b, b) else { return .rejected }
+            if trie.payload[Int(child)] >= 0 {
+                f.a = trie.payload[Int(child)]
+                f.phase = 3; f.b = 0
+            } else {
+                f.b = child
+            }
+        case 3:
+            guard b == colon else { return .rejected }
+            f.phase = 4; f.ws = 0
+        default:
+            let property = node.properties[Int(f.a)]
+            f.phase = 5; f.ws = 0; f.a += 1
+            run.set(top, f)
+            return start(property.node, b, &run, &forks)
+        }
+        run.set(top, f)
+        return .consumed
+    }
+
+    /// Free object phases: 0 after '{', 1 after ',', 3 after a key, 4 after
+    /// ':', 5 after a value; keys are read by a key frame pushed on '"'.
+    func freeObjectByte(_ b: UInt8, _ frame: Frame, _ top: Int, _ run: inout Run, _ forks: inout [[Frame]]) -> StepResult {
+        var f = frame
+        let node = nodes[Int(f.node)]
+        switch f.phase {
+        case 0, 1, 5:
+            if b == closeBrace && f.phase != 1 { run.pop(); return .consumed }
+            if b == comma && f.phase == 5 { f.phase = 1; f.ws = 0; run.set(top, f); return .consumed }
+            guard b == quote, f.phase != 5 else { return .rejected }
+            f.phase = 3; f.ws = 0
+            run.set(top, f)
+            run.push(Frame(node: Frame.key))
+            return .consumed
+        case 3:
+            guard b == colon else { return .rejected }
+            f.phase = 4; f.ws = 0
+            run.set(top, f)
+            return .consumed
+        default:
+            f.phase = 5; f.ws = 0
+            run.set(top, f)
+            return start(node.items, b, &run, &forks)
+        }
+    }
+
+    /// Array phases: 0 after '[', 1 after ',', 2 after an item; `a` counts items.
+    func arrayByte(_ b: UInt8, _ frame: Frame, _ top: Int, _ run: inout Run, _ forks: inout [[Frame]]) -> StepResult {
+        var f = frame
+        let node = nodes[Int(f.node)]
+        if f.phase == 2 {
+            if b == comma {
+                guard node.maxCount < 0 || f.a < node.maxCount else { return .rejected }
+                f.phase = 1; f.ws = 0
+                run.set(top, f)
+                return .consumed
+            }
+            guard b == closeBracket, f.a >= node.minCount else { return .rejected }
+            run.pop()
+            return .consumed
+        }
+        if b == closeBracket && f.phase == 0 {
+            guard node.minCount == 0 else { return .rejected }
+            run.pop()
+            return .consumed
+        }
+        if node.maxCount == 0 { return .rejected }
+        if f.a < node.countCap { f.a += 1 }
+        f.phase = 2; f.ws = 0
+        run.set(top, f)
+        return start(node.items, b, &run, &forks)
+    }
+
+    // MARK: end of text
+
+    /// The text so far is a complete value (only trailing whitespace may follow).
+    func isComplete(_ stack: [Frame]) -> Bool {
+        var k = stack.count - 1
+        while k >= 0 {
+            let f = stack[k]
+            if f.node == Frame.document { return f.phase == 1 }
+            if f.node < 0 { return false }
+            let n = nodes[Int(f.node)]
+            switch n.kind {
+            case .number, .integer:
+                guard [2, 3, 5, 8].contains(f.phase) else { return false }
+            case .literal:
+                guard tries[Int(n.trie)].payload[Int(f.a)] >= 0 else { return false }
+            default:
+                return false
+            }
+            k -= 1
+        }
+        return false
+    }
+
+    /// Feeds `bytes` to every stack in `stacks`; the stacks still alive
+    /// (duplicates removed), empty if the bytes cannot come next.
+    func advance(_ stacks: [[Frame]], by bytes: some Sequence<UInt8>) -> [[Frame]] {
+        var current = stacks
+        for b in bytes {
+            var next: [[Frame]] = []
+            for stack in current {
+                var run = Run(stack: stack, logging: false)
+                var forks: [[Frame]] = []
+                if feed(b, &run, &forks) { next.append(run.stack) }
+                next += forks
+            }
+            current = Self.unique(next)
+            if current.isEmpty { return [] }
+        }
+        return current
+    }
+
+    static func unique(_ stacks: [[Frame]]) -> [[Frame]] {
+        if stacks.count < 2 { return stacks }
+        var seen = Set<[UInt32]>()
+        return stacks.filter { seen.insert(stateKey($0)).inserted }
+    }
+
+    /// A stable encoding of a stack: equal encodings, equal futures.
+    static func stateKey(_ stack: [Frame]) -> [UInt32] {
+        var key: [UInt32] = []
+        key.reserveCapacity(stack.count * 4)
+        for f in stack {
+            key.append(UInt32(bitPattern: f.node))
+            key.append(UInt32(f.phase) | UInt32(f.ws) << 8)
+            key.append(UInt32(bitPattern: f.a))
+            key.append(UInt32(bitPattern: f.b))
+            if let extra = f.extra {
+                key.append(0xFFFF_FFFF)
+                key.append(UInt32(extra.keys.count))
+                for k in extra.keys { key.append(UInt32(k.count)); key += k.map { UInt32($0) } }
+                key.append(UInt32(extra.raw.count))
+                key += extra.raw.map { UInt32($0) }
+            }
+        }
+        return key
+    }
+
+    /// Whether `bytes` is a complete value of the grammar.
+    public func accepts(_ bytes: some Sequence<UInt8>) -> Bool {
+        advance([initialStack], by: bytes).contains { isComplete($0) }
+    }
+
+    /// Whether `bytes` can be continued into a value of the grammar.
+    public func acceptsPrefix(_ bytes: some Sequence<UInt8>) -> Bool {
+        !advance([initialStack], by: bytes).isEmpty
+    }
+
+    // MARK: closing
+
+    /// A short text that completes `stack`: at each step the choice that
+    /// ends soonest (required properties and minimum counts only, the
+    /// shortest alternative, '0' for digits); nil if it does not end.
+    func closingBytes(_ stack: [Frame]) -> [UInt8]? {
+        var current = stack
+        var out: [UInt8] = []
+        var steps = 0
+        while !isComplete(current) {
+            steps += 1
+            guard steps < 100_000, let next = nextClosingBytes(current, current.count - 1) else { return nil }
+            for b in next {
+                var run = Run(stack: current, logging: false)
+                var forks: [[Frame]] = []
+                if feed(b, &run, &forks) { current = run.stack } else if let fork = forks.first { current = fork } else { return nil }
+                out.append(b)
+            }
+        }
+        return out
+    }
+
+    /// The next bytes toward closing, decided by frame `k` (the top, or a
+    /// frame below a number or literal that may end).
+    func nextClosingBytes(_ stack: [Frame], _ k: Int) -> [UInt8]? {
+        let f = stack[k]
+        if f.node == Frame.document { return f.phase == 0 ? shortest[Int(root)] : nil }
+        if f.node == Frame.key {
+            if f.phase == 0 {
+                let keys = stack[k - 1].extra?.keys ?? []
+                var text: [UInt8] = [quote] + (f.extra?.raw ?? []) + [quote]
+                if let key = (try? JSONValue.parse(text))?.string.map({ Array($0.utf8) }), !keys.contains(key) { return [quote] }
+                text = [UInt8(ascii: "a")]
+                return text
+            }
+            return stringClosing(f, Node(kind: .string))
+        }
+        let n = nodes[Int(f.node)]
+        switch n.kind {
+        case .string: return stringClosing(f, n)
+        case .number, .integer:
+            return [2, 3, 5, 8].contains(f.phase) ? nextClosingBytes(stack, k - 1) : [UInt8(ascii: "0")]
+        case .literal:
+            let trie = tries[Int(n.trie)]
+            if trie.payload[Int(f.a)] >= 0 { return nextClosingBytes(stack, k - 1) }
+            return trie.towardTerminal[Int(f.a)].map { [$0] }
+        case .array:
+            switch f.phase {
+            case 0: return n.minCount == 0 ? [closeBracket] : shortest[Int(n.items)]
+            case 1: return shortest[Int(n.items)]
+            default: return f.a < n.minCount ? [comma] : [closeBracket]
+            }
+        case .freeObject:
+            switch f.phase {
+            case 0, 5: return [closeBrace]
+            case 1:
+                let keys = f.extra?.keys ?? []
+                var name: [UInt8] = []
+                while keys.contains(name) { name.append(UInt8(ascii: "a")) }
+                return [quote] + name + [quote]
+            case 3: return [colon]
+            default: return shortest[Int(n.items)]
+            }
+        case .object:
+            switch f.phase {
+            case 0, 1:
+                if f.phase == 0 && !n.requiredFrom[Int(f.a)] { return [closeBrace] }
+                // The first required property, or the candidate with the shortest member.
+                var pick = -1
+                var j = Int(f.a)
+                while j < n.properties.count {
+                    let p = n.properties[j]
+                    if p.required { pick = j; break }
+                    if pick < 0 || memberLength(n.properties[pick]) > memberLength(p) { pick = j }
+                    j += 1
+                }
+                guard pick >= 0 else { return nil }
+                return Array(JSONWriter.quoted(n.properties[pick].name).utf8)
+            case 2:
+                return tries[Int(n.keyTries[Int(f.a)])].towardTerminal[Int(f.b)].map { [$0] }
+            case 3: return [colon]
+            case 4: return shortest[Int(n.properties[Int(f.a)].node)]
+            default: return n.requiredFrom[Int(f.a)] ? [comma] : [closeBrace]
+            }
+        case .anyOf:
+            return nil
+        }
+    }
+
+    func memberLength(_ p: Property) -> Int { JSONWriter.quoted(p.name).utf8.count + shortest[Int(p.node)].count }
+
+    func stringClosing(_ f: Frame, _ n: Node) -> [UInt8]? {
+        switch f.phase {
+        case 0: return f.a < n.minCount ? [UInt8(ascii: "a")] : [quote]
+        case 1: return [UInt8(ascii: "n")]
+        case 2...5, 10, 11: return [UInt8(ascii: "0")]
+        case 6: return [backslash]
+        case 7: return [UInt8(ascii: "u")]
+        case 8: return [UInt8(ascii: "D")]
+        case 9: return [UInt8(ascii: "C")]
+        default: return [UInt8((f.b >> 8) & 0xFF)]
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import DaptTokenizer
+
+/// A decoder's vocabulary as byte strings, arranged as a trie so the tokens
+/// a grammar state allows are found in one walk (shared prefixes are fed to
+/// the automaton once). Immutable; share one value between sequences.
+public final class TokenVocabulary: Sendable {
+    /// The bytes of every token id (empty for ids never generated).
+    public let tokens: [[UInt8]]
+    /// End-of-sequence ids: allowed exactly when the output is complete.
+    public let endTokens: Set<Int>
+    /// Ids never allowed inside the output (special tokens other than the end ones).
+    public let excludedTokens: Set<Int>
+
+    // The trie, flattened: node i's children are childByte/childNode[childStart[i]..<childStart[i+1]]
+    // (sorted by byte); the tokens spelled exactly by node i are tokenIds[tokenStart[i]..<tokenStart[i+1]].
+    let childStart: [Int32]
+    let childByte: [UInt8]
+    let childNode: [Int32]
+    let tokenStart: [Int32]
+    let tokenIds: [Int32]
+
+    /// `tokens[id]` is the byte string of token `id`; `endTokens` are the
+    /// end-of-sequence ids; `excludedTokens` (e.g. other special tokens) are
+    /// never allowed. Empty byte strings are never allowed either.
+    public init(tokens: [[UInt8]], endTokens: Set<Int>, excludedTokens: Set<Int> = []) {
+        self.tokens = tokens
+        self.endTokens = endTokens
+        self.excludedTokens = excludedTokens
+        // Build with per-node child lists, then number nodes breadth-first.
+        var children: [[(UInt8, Int32)]] = [[]]
+        var ending: [[Int32]] = [[]]
+        for (id, bytes) in tokens.enumerated() where !bytes.isEmpty && !endTokens.contains(id) && !excludedTokens.contains(id) {
+            var node = 0
+            for b in bytes {
+                if let next = children[node].first(where: { $0.0 == b })?.1 {
+                    node = Int(next)
+                } else {
+                    children.append([]); ending.append([])
+                    children[node].append((b, Int32(children.count - 1)))
+                    node = children.count - 1
+                }
+            }
+            ending[node].append(Int32(id))
+        }
+        var order: [Int32] = [0]
+        var number = [Int32](repeating: 0, count: children.count)
+        var k = 0
+        while k < order.count {
+            let node = Int(order[k])
+            children[node].sort { $0.0 < $1.0 }
+            for (_, c) in children[node] { number[Int(c)] = Int32(order.count); order.append(c) }
+            k += 1
+        }
+        var childStart: [Int32] = [0], childByte: [UInt8] = [], childNode: [Int32] = []
+        var tokenStart: [Int32] = [0], tokenIds: [Int32] = []
+        for old in order {
+            for (b, c) in children[Int(old)] { childByte.append(b); childNode.append(number[Int(c)]) }
+            childStart.append(Int32(childByte.count))
+            tokenIds += ending[Int(old)]
+            tokenStart.append(Int32(tokenIds.count))
+        }
+        self.childStart = childStart
+        self.childByte = childByte
+        self.childNode = childNode
+        self.tokenStart = tokenStart
+        self.tokenIds = tokenIds
+    }
+
+    public var count: Int { tokens.count }
+
+    /// Trie nodes (for figures).
+    public var nodeCount: Int { childStart.count - 1 }
+
+    /// The fewest allowed tokens spelling exactly `bytes`, or nil if none do.
+    public func tokenize(_ bytes: [UInt8]) -> [Int]? {
+        let n = bytes.count
+        var best = [Int](repeating: Int.max, count: n + 1)
+        var back = [(from: Int, token: Int)](repeating: (0, 0), count: n + 1)
+        best[0] = 0
+        for i in 0..<n where best[i] != Int.max {
+            var node: Int32 = 0
+            var j = i
+            while j < n, let next = child(node, bytes[j]) {
+                node = next
+                j += 1
+                if tokenStart[Int(node)] < tokenStart[Int(node) + 1], best[i] + 1 < best[j] {
+                    best[j] = best[i] + 1
+                    back[j] = (i, Int(tokenIds[Int(tokenStart[Int(node)])]))
+                }
+            }
+        }
+        guard best[n] != Int.max else { return nil }
+        var out: [Int] = []
+        var j = n
+        while j > 0 { out.append(back[j].token); j = back[j].from }
+        return out.reversed()
+    }
+
+    @inline(__always) func child(_ node: Int32, _ b: UInt8) -> Int32? {
+        var lo = Int(childStart[Int(node)]), hi = Int(childStart[Int(node) + 1])
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if childByte[mid] < b { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < Int(childStart[Int(node) + 1]) && childByte[lo] == b ? childNode[lo] : nil
+    }
+}
+
+extension TokenVocabulary {
+    /// The vocabulary of a byte-level BPE tokenizer: `<|eos|>` (and
+    /// `endTokens` when given) end the output; the other special added tokens
+    /// are never generated inside it.
+    public convenience init(tokenizer: BPETokenizer, endTokens: Set<Int>? = nil) {
+        var tokens: [[UInt8]] = []
+        tokens.reserveCapacity(tokenizer.vocabSize)
+        for id in 0..<tokenizer.vocabSize { tokens.append(Array((try? tokenizer.bytes(of: UInt32(id))) ?? [])) }
+        let ends = endTokens ?? Set(tokenizer.id(of: SpecialTokens.eos).map { [Int($0)] } ?? [])
+        let special = Set(tokenizer.addedTokens.filter(\.special).map { Int($0.id) }).subtracting(ends)
+        self.init(tokens: tokens, endTokens: ends, excludedTokens: special)
+    }
+}

@@ -1,0 +1,157 @@
+import DaptCore
+import DaptGrammar
+import XCTest
+
+/// Token masks over vocabularies, constrained generation with random
+/// choices, and closing when the budget runs out.
+final class JSONConstraintTests: XCTestCase {
+    static let schemas: [String] = [
+        JSONGrammarTests.intentSchema,
+        #"{"type":"array","items":{"anyOf":[{"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"string","maxLength":3}},"required":["a"]},{"type":"object","properties":{"a":{"type":"number"},"c":{"type":"boolean"}},"required":["a","c"]}]},"maxItems":4}"#,
+        #"{"type":"object","properties":{"name":{"type":"string","minLength":3},"kind":{"const":{"x":[1,2]}},"any":{}},"required":["name","kind","any"]}"#,
+        #"{"type":"object"}"#,
+    ]
+
+    func grammars() throws -> [(JSONGrammar, JSONValue?)] {
+        var out: [(JSONGrammar, JSONValue?)] = [(JSONGrammar.anyValue(), nil), (JSONGrammar.anyObject(), .object([("type", .string("object"))]))]
+        for s in Self.schemas { out.append((try JSONGrammar.schema(JSONValue.parse(s)), try JSONValue.parse(s))) }
+        return out
+    }
+
+    /// A random vocabulary over the bytes JSON needs (and some it refuses):
+    /// every single byte of the alphabet, then random strings of 2-5 bytes.
+    func randomVocabulary(_ rng: inout SplitMix64, size: Int) -> TokenVocabulary {
+        let alphabet: [UInt8] = Array(#"{}[],:"\ u0aDdcC1-.eE+tfnrulsbqy"#.utf8) + [0x0A, 0x09, 0x00, 0x1F, 0xC3, 0xA9, 0xE4, 0xB8, 0xAD, 0xED, 0xA0, 0xF0, 0x9F, 0x98, 0x80, 0xFF]
+        var tokens: [[UInt8]] = alphabet.map { [$0] }
+        var seen = Set(tokens)
+        while tokens.count < size {
+            let t = (0..<Int.random(in: 2...5, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            if seen.insert(t).inserted { tokens.append(t) }
+        }
+        tokens.append(Array("<eos>".utf8))
+        tokens.append(Array("<pad>".utf8))
+        return TokenVocabulary(tokens: tokens, endTokens: [tokens.count - 2], excludedTokens: [tokens.count - 1])
+    }
+
+    /// Along random constrained walks, the mask equals trying every token
+    /// one by one (the end token exactly when complete; the excluded never).
+    func testMasksEqualBruteForce() throws {
+        var rng = SplitMix64(seed: 11)
+        let vocabularies = [randomVocabulary(&rng, size: 300), randomVocabulary(&rng, size: 120), try Fixtures.tokenizerVocabulary()]
+        var checked = 0
+        for vocabulary in vocabularies {
+            for (grammar, _) in try grammars() {
+                let masks = GrammarMasks(grammar: grammar, vocabulary: vocabulary)
+                for _ in 0..<4 {
+                    var c = masks.constraint()
+                    for _ in 0..<20 {
+                        var mask = TokenMask(count: vocabulary.count)
+                        c.fillMask(&mask)
+                        var brute = TokenMask(count: vocabulary.count)
+                        for t in 0..<vocabulary.count {
+                            var copy = c
+                            brute[t] = (try? copy.accept(t)) != nil
+                        }
+                        XCTAssertEqual(mask, brute, "after \(String(decoding: c.output, as: UTF8.self).debugDescription)")
+                        checked += 1
+                        let allowed = mask.allowedTokens.filter { !vocabulary.endTokens.contains($0) }
+                        guard let t = allowed.randomElement(using: &rng) else { break }
+                        try c.accept(t)
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(checked, 300)
+    }
+
+    /// 1,000 generations choosing among allowed tokens at random, cut at a
+    /// random budget and closed with `closingTokens`: every output parses
+    /// (DaptCore's scanner) and satisfies its schema (the test's validator).
+    func testRandomGenerationsAreValid() throws {
+        var rng = SplitMix64(seed: 3)
+        let vocabulary = try Fixtures.tokenizerVocabulary()
+        let eos = vocabulary.endTokens.first!
+        let grammars = try grammars()
+        // One mask cache per grammar, shared by its runs as a batch would share it.
+        let shared = grammars.map { GrammarMasks(grammar: $0.0, vocabulary: vocabulary) }
+        var closed = 0, ended = 0, usedSchemas = Set<Int>()
+        for run in 0..<1000 {
+            let which = run % grammars.count
+            let schema = grammars[which].1
+            var c = shared[which].constraint()
+            let budget = Int.random(in: 1...48, using: &rng)
+            var mask = TokenMask(count: vocabulary.count)
+            var stopped = false
+            for _ in 0..<budget {
+                c.fillMask(&mask)
+                XCTAssertGreaterThan(mask.allowedCount, 0)
+                if mask[eos] && Int.random(in: 0..<4, using: &rng) == 0 { try c.accept(eos); stopped = true; break }
+                // Random logits: the best allowed token under i.i.d. random scores is a uniform pick among them.
+                let allowed = mask.allowedTokens.filter { $0 != eos }
+                guard let pick = allowed.randomElement(using: &rng) else { try c.accept(eos); stopped = true; break }
+                try c.accept(pick)
+            }
+            if stopped { ended += 1 } else {
+                let closing = try XCTUnwrap(c.closingTokens(), String(decoding: c.output, as: UTF8.self))
+                if !closing.isEmpty { closed += 1 }
+                for t in closing { try c.accept(t) }
+                XCTAssertTrue(c.isComplete, String(decoding: c.output, as: UTF8.self))
+            }
+            let text = String(decoding: c.output, as: UTF8.self)
+            let value: JSONValue
+            do { value = try JSONValue.parse(c.output) } catch { XCTFail("\(error): \(text.debugDescription)"); continue }
+            if let schema { XCTAssertNil(schemaViolation(value, schema), text); usedSchemas.insert(which) }
+        }
+        XCTAssertGreaterThan(closed, 300, "most runs are cut and closed")
+        XCTAssertGreaterThan(ended, 50, "some end by themselves")
+        XCTAssertEqual(usedSchemas.count, grammars.count - 1)
+    }
+
+    func testClosingAfterEveryPrefixOfAValidText() throws {
+        let vocabulary = try Fixtures.tokenizerVocabulary()
+        let schema = try JSONValue.parse(JSONGrammarTests.intentSchema)
+        let masks = GrammarMasks(grammar: try JSONGrammar.schema(schema), vocabulary: vocabulary)
+        let text = Array(#"{"intent": "compare", "query": "a\u00e9\ud83d\ude00", "tags": ["x", "yz"], "filter": {"field": "claims", "value": "v"}, "note": 12}"#.utf8)
+        // Byte tokens: the vocabulary has every byte, so any cut point is reachable.
+        let byteToken = Dictionary(uniqueKeysWithValues: (0..<vocabulary.count).compactMap { t in vocabulary.tokens[t].count == 1 ? (vocabulary.tokens[t][0], t) : nil })
+        var c = masks.constraint()
+        for (k, b) in text.enumerated() {
+            let closing = try XCTUnwrap(c.closingTokens(), "cut at \(k)")
+            var closed = c
+            for t in closing { try closed.accept(t) }
+            XCTAssertTrue(closed.isComplete)
+            let value = try JSONValue.parse(closed.output)
+            XCTAssertNil(schemaViolation(value, schema), String(decoding: closed.output, as: UTF8.self))
+            try c.accept(byteToken[b]!)
+        }
+        XCTAssertTrue(c.isComplete)
+        XCTAssertEqual(c.closingTokens(), [])
+    }
+
+    func testRefusedTokensThrowAndLeaveTheStateAlone() throws {
+        let vocabulary = TokenVocabulary(tokens: [Array("{".utf8), Array("}".utf8), Array("\"a\"".utf8), Array(":1".utf8), [], Array("<s>".utf8)],
+                                         endTokens: [4], excludedTokens: [5])
+        let masks = GrammarMasks(grammar: JSONGrammar.anyObject(), vocabulary: vocabulary)
+        var c = masks.constraint()
+        XCTAssertThrowsError(try c.accept(1)) { XCTAssertEqual($0 as? GrammarError, .tokenNotAllowed(1)) }
+        XCTAssertThrowsError(try c.accept(4)) { XCTAssertEqual($0 as? GrammarError, .tokenNotAllowed(4)) }
+        XCTAssertThrowsError(try c.accept(9)) { XCTAssertEqual($0 as? GrammarError, .unknownToken(9)) }
+        try c.accept(0)
+        try c.accept(2)
+        try c.accept(3)
+        var mask = TokenMask(count: 6)
+        c.fillMask(&mask)
+        XCTAssertEqual(mask.allowedTokens, [1])
+        try c.accept(1)
+        c.fillMask(&mask)
+        XCTAssertEqual(mask.allowedTokens, [4])
+        try c.accept(4)
+        XCTAssertThrowsError(try c.accept(1)) { XCTAssertEqual($0 as? GrammarError, .afterEnd(1)) }
+        XCTAssertEqual(String(decoding: c.output, as: UTF8.self), #"{"a":1}"#)
+        // A vocabulary that cannot spell a closing text gives nil (the caller marks the record truncated).
+        var open = GrammarMasks(grammar: JSONGrammar.anyValue(), vocabulary: vocabulary).constraint()
+        try open.accept(0)
+        try open.accept(2)
+        XCTAssertNil(open.closingTokens())
+    }
+}
