@@ -62,6 +62,7 @@ final class CommandLineTests: XCTestCase {
         (["tokenizer", "verify"], ["--input"]),
         (["pretrain"], ["--input", "--output", "--config", "--set"]),
         (["eval", "ppl"], ["--input", "--output", "--config", "--set"]),
+        (["eval", "mc"], ["--input", "--output", "--config", "--set", "--strict"]),
         (["cluster", "check"], ["--config", "--set"]),
         (["config", "validate"], ["--config", "--set"]),
     ]

@@ -1,0 +1,257 @@
+import DaptCore
+import DaptModel
+import DaptTokenizer
+import Foundation
+
+/// What `dapt eval mc` evaluates.
+public struct MultipleChoiceRequest: Sendable {
+    /// A checkpoint, a run directory (its newest checkpoint) or a Hugging Face model directory.
+    public var model: String
+    /// A CSV file or a directory of `<subject>_test.csv` / `<subject>_val.csv` files.
+    public var input: String
+    /// tokenizer.json; default: the model directory's.
+    public var tokenizer: String?
+    /// nil: detected from the files.
+    public var format: MultipleChoiceFormat?
+    /// Examples from the dev split before each question (its first `shots` items).
+    public var shots = 0
+    /// Where the `<subject>_dev.csv` files are; default: beside the input, or `../dev`.
+    public var devDirectory: String?
+    /// Tokens the model may see; nil: its position limit.
+    public var maxLength: Int?
+    /// A bad row is an error instead of a reject.
+    public var strict = false
+
+    public init(model: String, input: String, tokenizer: String? = nil) {
+        self.model = model; self.input = input; self.tokenizer = tokenizer
+    }
+}
+
+/// A scored item.
+public struct MultipleChoiceResult: Equatable, Sendable {
+    public var subject: String
+    public var item: MultipleChoiceItem
+    /// Examples that fit before it (fewer than asked when the prompt was too long).
+    public var shots: Int
+    /// Tokens of the prompt (without the answer).
+    public var promptTokens: Int
+    /// Log-likelihood of " A" ... " D" after the prompt.
+    public var logLikelihoods: [Double]
+    /// The choice of highest log-likelihood (the first of equals).
+    public var pick: Int { MultipleChoiceScoring.pick(logLikelihoods) }
+    public var correct: Bool { pick == item.answer }
+
+    public init(subject: String, item: MultipleChoiceItem, shots: Int, promptTokens: Int, logLikelihoods: [Double]) {
+        self.subject = subject; self.item = item; self.shots = shots; self.promptTokens = promptTokens; self.logLikelihoods = logLikelihoods
+    }
+}
+
+/// Accuracy of one subject.
+public struct SubjectAccuracy: Equatable, Sendable {
+    public var subject: String
+    public var items: Int
+    public var correct: Int
+    public var rejected: Int
+    public var accuracy: Double { items > 0 ? Double(correct) / Double(items) : 0 }
+}
+
+public struct MultipleChoiceReport: Sendable {
+    public var modelDirectory: String
+    public var tokenizerPath: String
+    public var format: MultipleChoiceFormat
+    public var subjects: [SubjectAccuracy]
+    public var results: [MultipleChoiceResult]
+    public var rejects: [InputError]
+    /// Items read (scored + rejected).
+    public var read: Int
+    /// The longest token sequence the model was given.
+    public var maxLength: Int
+    /// Items whose prompt lost examples to fit the model's context.
+    public var truncatedShots: Int
+    /// Correct / scored over every subject.
+    public var microAccuracy: Double
+    /// The mean of the accuracies of the subjects with a scored item.
+    public var macroAccuracy: Double
+}
+
+/// Scores choices by the log-likelihood the model gives each continuation
+/// after the context, as lm-evaluation-harness does: the context and
+/// context + continuation are encoded separately and the continuation's
+/// tokens are those of the whole past the context's; the model sees
+/// (context + continuation) without its last token, and the continuation's
+/// log-likelihood is the sum of its tokens' log-probabilities.
+public struct MultipleChoiceScoring {
+    public let model: LlamaModel
+    public let encoder: TokenEncoder
+    /// The longest token sequence the model may see.
+    public let maxLength: Int
+
+    public init(model: LlamaModel, tokenizer: BPETokenizer, maxLength: Int) {
+        self.model = model; self.encoder = TokenEncoder(tokenizer); self.maxLength = maxLength
+    }
+
+    /// The context's tokens and each continuation's.
+    public func encode(context: String, continuations: [String]) -> (context: [UInt32], continuations: [[UInt32]]) {
+        let contextTokens = encoder.encode(context)
+        return (contextTokens, continuations.map { Array(encoder.encode(context + $0).dropFirst(contextTokens.count)) })
+    }
+
+    /// Tokens the model sees for the longest choice (context + continuation, less its last token).
+    public func length(context: [UInt32], continuations: [[UInt32]]) -> Int {
+        context.count + (continuations.map(\.count).max() ?? 0) - 1
+    }
+
+    /// Log-likelihood of each continuation after the context: one forward
+    /// pass over a batch of one row per continuation.
+    public func logLikelihoods(context: [UInt32], continuations: [[UInt32]]) throws -> [Double] {
+        let rows = continuations.map { context + $0 }
+        let seqLen = rows.map { $0.count - 1 }.max() ?? 0
+        precondition(seqLen <= maxLength && seqLen > 0 && continuations.allSatisfy { !$0.isEmpty })
+        var tokens = [Int32](repeating: 0, count: rows.count * seqLen)
+        var targets = [Int32](repeating: ignoreIndex, count: rows.count * seqLen)
+        for (r, row) in rows.enumerated() {
+            for t in 0..<(row.count - 1) {
+                tokens[r * seqLen + t] = Int32(row[t])
+                if t + 1 >= context.count { targets[r * seqLen + t] = Int32(row[t + 1]) }
+            }
+        }
+        let losses = try model.tokenLosses(try TokenBatch(batchSize: rows.count, seqLen: seqLen, tokens: tokens, targets: targets))
+        return (0..<rows.count).map { r in
+            -(0..<seqLen).reduce(0.0) { $0 + (targets[r * seqLen + $1] == ignoreIndex ? 0 : Double(losses[r * seqLen + $1])) }
+        }
+    }
+
+    /// The index of the highest value, the first of equals.
+    public static func pick(_ values: [Double]) -> Int {
+        var best = 0
+        for (i, v) in values.enumerated() where v > values[best] { best = i }
+        return best
+    }
+}
+
+public enum MultipleChoiceEvaluation {
+    /// Per-subject and overall accuracy of `results` (subjects in the order given).
+    public static func accuracy(subjects: [String], results: [MultipleChoiceResult], rejected: [String: Int] = [:])
+        -> (subjects: [SubjectAccuracy], micro: Double, macro: Double) {
+        var table = subjects.map { SubjectAccuracy(subject: $0, items: 0, correct: 0, rejected: rejected[$0] ?? 0) }
+        let index = Dictionary(uniqueKeysWithValues: subjects.enumerated().map { ($1, $0) })
+        for r in results {
+            guard let k = index[r.subject] else { continue }
+            table[k].items += 1
+            if r.correct { table[k].correct += 1 }
+        }
+        let scored = table.reduce(0) { $0 + $1.items }, correct = table.reduce(0) { $0 + $1.correct }
+        let withItems = table.filter { $0.items > 0 }
+        let macro = withItems.isEmpty ? 0 : withItems.reduce(0.0) { $0 + $1.accuracy } / Double(withItems.count)
+        return (table, scored > 0 ? Double(correct) / Double(scored) : 0, macro)
+    }
+
+    /// Loads the items, scores every one that fits the model (dropping
+    /// examples from the end until it does; a question too long even alone
+    /// is a reject), and checks that items read = scored + rejected.
+    public static func run(_ request: MultipleChoiceRequest, sink: any EventSink = SilentSink()) throws -> MultipleChoiceReport {
+        if request.shots < 0 { throw ConfigError(field: "--shots", reason: "must be >= 0, got \(request.shots)") }
+        let directory = try ModelDirectory.resolve(request.model)
+        guard let tokenizerPath = request.tokenizer ?? directory.tokenizerPath else {
+            throw TrainingError.invalidInput(path: directory.path, reason: "no \(Trainer.tokenizerFile) beside the model: give one with --tokenizer")
+        }
+        if let own = directory.tokenizerPath, own != tokenizerPath {
+            let (expected, found) = (try fileChecksum(own), try fileChecksum(tokenizerPath))
+            if expected != found {
+                throw TrainingError.tokenizerMismatch(expectedPath: directory.path, expectedChecksum: expected, foundPath: tokenizerPath, foundChecksum: found)
+            }
+        }
+        let modelConfig = try LlamaConfig.load(path: directory.path + "/" + Trainer.configFile)
+        let limit = request.maxLength ?? modelConfig.positionLimit
+        if limit < 1 || limit > modelConfig.positionLimit {
+            throw ConfigError(field: "--max-length", reason: "\(limit) is outside 1...\(modelConfig.positionLimit) (the positions of \(directory.path))")
+        }
+        let data = try MultipleChoiceData.load(input: request.input, format: request.format, devDirectory: request.devDirectory, strict: request.strict)
+        for subject in data.subjects where subject.dev.count < request.shots {
+            throw TrainingError.invalidInput(path: subject.devFile ?? subject.file,
+                                             reason: subject.devFile == nil ? "--shots \(request.shots) needs \(subject.name)_dev.csv (give its folder with --dev)"
+                                                 : "\(subject.dev.count) dev items, fewer than --shots \(request.shots)")
+        }
+        let tokenizer = try BPETokenizer.load(path: tokenizerPath)
+        let scoring = MultipleChoiceScoring(model: try directory.loadModel(), tokenizer: tokenizer, maxLength: limit)
+
+        var results: [MultipleChoiceResult] = [], rejects: [InputError] = [], rejectedBySubject: [String: Int] = [:]
+        var truncated = 0, done = 0
+        let total = data.subjects.reduce(0) { $0 + $1.items.count }
+        for subject in data.subjects {
+            rejects += subject.rejects
+            rejectedBySubject[subject.name, default: 0] += subject.rejects.count
+            for item in subject.items {
+                done += 1
+                if done % 10 == 0 || done == total { sink.report(.progress(stage: "eval", done: done, total: total, unit: "items")) }
+                var shots = request.shots
+                var encoded = encode(item, shots: shots, subject: subject, format: data.format, scoring: scoring)
+                while scoring.length(context: encoded.context, continuations: encoded.continuations) > limit && shots > 0 {
+                    shots -= 1
+                    encoded = encode(item, shots: shots, subject: subject, format: data.format, scoring: scoring)
+                }
+                let length = scoring.length(context: encoded.context, continuations: encoded.continuations)
+                if length > limit {
+                    rejects.append(InputError(file: item.file, line: item.line, field: "question",
+                                              reason: "the prompt is \(length) tokens without examples, more than the model's \(limit)"))
+                    rejectedBySubject[subject.name, default: 0] += 1
+                    continue
+                }
+                if shots < request.shots { truncated += 1 }
+                let ll = try scoring.logLikelihoods(context: encoded.context, continuations: encoded.continuations)
+                results.append(MultipleChoiceResult(subject: subject.name, item: item, shots: shots, promptTokens: encoded.context.count, logLikelihoods: ll))
+            }
+        }
+        let read = data.subjects.reduce(0) { $0 + $1.items.count + $1.rejects.count }
+        guard read == results.count + rejects.count else {
+            throw TrainingError.invalidInput(path: request.input, reason: "internal count mismatch: \(read) items read, \(results.count) scored + \(rejects.count) rejected")
+        }
+        let accuracy = accuracy(subjects: data.subjects.map(\.name), results: results, rejected: rejectedBySubject)
+        return MultipleChoiceReport(modelDirectory: directory.path, tokenizerPath: tokenizerPath, format: data.format, subjects: accuracy.subjects,
+                                    results: results, rejects: rejects, read: read, maxLength: limit, truncatedShots: truncated,
+                                    microAccuracy: accuracy.micro, macroAccuracy: accuracy.macro)
+    }
+
+    static func encode(_ item: MultipleChoiceItem, shots: Int, subject: MultipleChoiceSubject, format: MultipleChoiceFormat,
+                       scoring: MultipleChoiceScoring) -> (context: [UInt32], continuations: [[UInt32]]) {
+        let context = MultipleChoicePrompt.prompt(item, shots: subject.dev.prefix(shots), format: format, subject: subject.displayName)
+        return scoring.encode(context: context, continuations: MultipleChoicePrompt.continuations)
+    }
+
+    /// The `mc` section of the eval report.
+    public static func section(_ request: MultipleChoiceRequest, _ report: MultipleChoiceReport) -> EvalSection {
+        let config = JSONValue.object([
+            ("format", .string(report.format.rawValue)), ("shots", .integer(request.shots)),
+            ("dev", request.devDirectory.map { .string($0) } ?? .null), ("max_length", .integer(report.maxLength)),
+            ("continuations", .array(MultipleChoicePrompt.continuations.map { .string($0) })),
+            ("scoring", .string("log-likelihood of each continuation after the prompt; pick = highest")),
+        ])
+        let subjects = JSONValue.object(report.subjects.map { s in
+            (s.subject, .object([("items", .integer(s.items)), ("correct", .integer(s.correct)), ("rejected", .integer(s.rejected)),
+                                 ("accuracy", .float(s.accuracy))]))
+        })
+        let correct = report.results.filter(\.correct).count
+        let results = JSONValue.object([("accuracy_micro", .float(report.microAccuracy)), ("accuracy_macro", .float(report.macroAccuracy)),
+                                        ("correct", .integer(correct)), ("subjects", subjects)])
+        let items = report.results.map { r -> JSONValue in
+            var members: [(String, JSONValue)] = [("subject", .string(r.subject)), ("file", .string(r.item.file)), ("line", .integer(r.item.line))]
+            if let id = r.item.id { members.append(("id", .string(id))) }
+            members += [("answer", .string(MultipleChoiceData.letters[r.item.answer])), ("pick", .string(MultipleChoiceData.letters[r.pick])),
+                        ("correct", .bool(r.correct)), ("shots", .integer(r.shots)), ("prompt_tokens", .integer(r.promptTokens)),
+                        ("loglikelihoods", .array(r.logLikelihoods.map { .float($0) }))]
+            return .object(members)
+        }
+        return EvalSection(kind: .mc, inputs: [request.input], config: config,
+                           counts: [("read", report.read), ("scored", report.results.count), ("shots_truncated", report.truncatedShots)],
+                           results: results, items: items, rejects: report.rejects)
+    }
+
+    /// Runs `request` and writes its section into the eval report in `output`.
+    @discardableResult
+    public static func run(_ request: MultipleChoiceRequest, output: String, sink: any EventSink = SilentSink()) throws -> MultipleChoiceReport {
+        let report = try run(request, sink: sink)
+        try EvalReport.write(section(request, report),
+                             model: try EvalModelInfo(modelDirectory: report.modelDirectory, tokenizer: report.tokenizerPath), to: output)
+        return report
+    }
+}
