@@ -1,5 +1,6 @@
 import DaptCore
 import DaptModel
+import DaptTokenizer
 import Foundation
 
 /// A directory dapt loads a model from. A dapt checkpoint is verified
@@ -66,6 +67,19 @@ public enum ModelDirectory: Equatable, Sendable {
     public func loadModel() throws -> LlamaModel {
         if case .checkpoint(let dir) = self { _ = try CheckpointStore.verify(directory: dir) }
         return try LlamaModel(directory: path)
+    }
+
+    /// The tokenizer to read text with: `requested`, which must then be
+    /// the same file as the one beside the weights (by checksum), or that one.
+    public func tokenizer(requested: String?) throws -> String? {
+        guard let requested else { return tokenizerPath }
+        if let own = tokenizerPath, own != requested {
+            let (expected, found) = (try fileChecksum(own), try fileChecksum(requested))
+            if expected != found {
+                throw TrainingError.tokenizerMismatch(expectedPath: path, expectedChecksum: expected, foundPath: requested, foundChecksum: found)
+            }
+        }
+        return requested
     }
 
     /// The tokenizer.json beside the weights, when there is one.

@@ -152,14 +152,8 @@ public enum MultipleChoiceEvaluation {
     public static func run(_ request: MultipleChoiceRequest, sink: any EventSink = SilentSink()) throws -> MultipleChoiceReport {
         if request.shots < 0 { throw ConfigError(field: "--shots", reason: "must be >= 0, got \(request.shots)") }
         let directory = try ModelDirectory.resolve(request.model)
-        guard let tokenizerPath = request.tokenizer ?? directory.tokenizerPath else {
+        guard let tokenizerPath = try directory.tokenizer(requested: request.tokenizer) else {
             throw TrainingError.invalidInput(path: directory.path, reason: "no \(Trainer.tokenizerFile) beside the model: give one with --tokenizer")
-        }
-        if let own = directory.tokenizerPath, own != tokenizerPath {
-            let (expected, found) = (try fileChecksum(own), try fileChecksum(tokenizerPath))
-            if expected != found {
-                throw TrainingError.tokenizerMismatch(expectedPath: directory.path, expectedChecksum: expected, foundPath: tokenizerPath, foundChecksum: found)
-            }
         }
         let modelConfig = try LlamaConfig.load(path: directory.path + "/" + Trainer.configFile)
         let limit = request.maxLength ?? modelConfig.positionLimit

@@ -67,14 +67,8 @@ public enum PerplexityEvaluation {
             }
             source = shards
         } else {
-            guard let tokenizerPath = request.tokenizer ?? directory.tokenizerPath else {
+            guard let tokenizerPath = try directory.tokenizer(requested: request.tokenizer) else {
                 throw TrainingError.invalidInput(path: directory.path, reason: "no \(Trainer.tokenizerFile) beside the model to tokenise \(request.input): give one with --tokenizer")
-            }
-            if let own = directory.tokenizerPath, own != tokenizerPath {
-                let (expected, found) = (try fileChecksum(own), try fileChecksum(tokenizerPath))
-                if expected != found {
-                    throw TrainingError.tokenizerMismatch(expectedPath: directory.path, expectedChecksum: expected, foundPath: tokenizerPath, foundChecksum: found)
-                }
             }
             let read = try documentsAndCountsFromJSONL(path: request.input, tokenizer: try BPETokenizer.load(path: tokenizerPath),
                                                        addBos: request.addBos, addEos: request.addEos)
