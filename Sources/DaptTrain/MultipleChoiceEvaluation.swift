@@ -101,9 +101,23 @@ public struct MultipleChoiceScoring {
         context.count + (continuations.map(\.count).max() ?? 0) - 1
     }
 
-    /// Log-likelihood of each continuation after the context: one forward
-    /// pass over a batch of one row per continuation.
-    public func logLikelihoods(context: [UInt32], continuations: [[UInt32]]) throws -> [Double] {
+    /// Log-likelihood of each continuation after the context. One-token
+    /// continuations (the usual " A" ... " D") share one forward pass over
+    /// the context, read at its last position, as lm-evaluation-harness
+    /// does for requests with one context; otherwise (or with
+    /// `sharedContext` false) one pass over a batch of a row per continuation.
+    public func logLikelihoods(context: [UInt32], continuations: [[UInt32]], sharedContext: Bool = true) throws -> [Double] {
+        if sharedContext && !context.isEmpty && continuations.allSatisfy({ $0.count == 1 }) {
+            precondition(context.count <= maxLength)
+            let n = context.count
+            let batch = try TokenBatch(batchSize: 1, seqLen: n, tokens: context.map { Int32($0) }, targets: [Int32](repeating: ignoreIndex, count: n))
+            let logits = try model.logits(batch)
+            let V = model.config.vocabSize
+            let last = logits[((n - 1) * V)..<(n * V)]
+            let top = Double(last.max() ?? 0)
+            let logSum = top + log(last.reduce(0.0) { $0 + exp(Double($1) - top) })
+            return continuations.map { Double(last[(n - 1) * V + Int($0[0])]) - logSum }
+        }
         let rows = continuations.map { context + $0 }
         let seqLen = rows.map { $0.count - 1 }.max() ?? 0
         precondition(seqLen <= maxLength && seqLen > 0 && continuations.allSatisfy { !$0.isEmpty })

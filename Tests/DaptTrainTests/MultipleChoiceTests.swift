@@ -115,6 +115,22 @@ final class MultipleChoiceTests: XCTestCase {
         print("eval mc parity: largest log-likelihood difference to transformers \(worst)")
     }
 
+    /// One-token continuations share one pass over the context: the same
+    /// log-likelihoods as a row per continuation (which the transformers
+    /// fixture checks, its continuations being two tokens).
+    func testSharedContextPassEqualsOneRowPerContinuation() throws {
+        let directory = try ModelDirectory.resolve(try fixture("model"))
+        let scoring = MultipleChoiceScoring(model: try directory.loadModel(), tokenizer: try BPETokenizer.load(path: try fixture("model/tokenizer.json")),
+                                            maxLength: 768)
+        let item = try XCTUnwrap(try expected().cases.first?.items.first)
+        let continuations: [[UInt32]] = [[72], [73], [74], [75], [39]]
+        let shared = try scoring.logLikelihoods(context: item.context_ids, continuations: continuations)
+        let rows = try scoring.logLikelihoods(context: item.context_ids, continuations: continuations, sharedContext: false)
+        XCTAssertEqual(shared.count, 5)
+        for (a, b) in zip(shared, rows) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        XCTAssertGreaterThan(Set(shared.map { ($0 * 1000).rounded() }).count, 1, "the choices differ")
+    }
+
     func testLongPromptsDropExamplesThenGoToRejects() throws {
         let cases = try expected().cases
         let zero = try XCTUnwrap(cases.first { $0.format == "mmlu" && $0.shots == 0 })

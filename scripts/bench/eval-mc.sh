@@ -18,10 +18,14 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 venv="${MC_VENV:-/tmp/dapt-bench-lmeval}"
 [ -x "$venv/bin/python" ] || python3 -m venv --system-site-packages "$venv"
 "$venv/bin/python" -c "import lm_eval" 2>/dev/null || "$venv/bin/pip" install -q lm-eval
-swift build -c release --product dapt >/dev/null
-dapt="$(swift build -c release --show-bin-path)/dapt"
+# DAPT_BIN: a dapt binary to use instead of building the release one.
+if [ -n "${DAPT_BIN:-}" ]; then dapt="$DAPT_BIN"; else
+  swift build -c release --product dapt >/dev/null
+  dapt="$(swift build -c release --show-bin-path)/dapt"
+fi
 echo "machine: $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "dapt: $dapt"
 echo "model: $model; items: $input; shots: $shots; lm-eval $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("lm_eval"))'), 1 thread each"
 
 start=$(date +%s.%N)
