@@ -109,7 +109,8 @@ struct Unchecked<T>: @unchecked Sendable {
 /// can run only its layers and hold several micro-batches; the methods
 /// without a context use one the model keeps.
 public final class LlamaModel: @unchecked Sendable {
-    public let config: LlamaConfig
+    /// Fixed but for the RoPE settings (`setRope`).
+    public private(set) var config: LlamaConfig
     public let layout: ParameterLayout
     public let parameters: ParameterBuffer
     public let gradients: ParameterBuffer
@@ -278,6 +279,17 @@ public final class LlamaModel: @unchecked Sendable {
         let a = Activations(dims: dimensions, layers: config.numHiddenLayers, batchSize: batch.batchSize, seqLen: batch.seqLen)
         try prepare(batch, in: a)
         return a
+    }
+
+    /// Changes the RoPE settings (a context-length curriculum stage): the
+    /// weights do not depend on them; cached RoPE tables are dropped.
+    public func setRope(theta: Double, scaling: RopeScaling?) throws {
+        var changed = config
+        changed.ropeTheta = theta
+        changed.ropeScaling = scaling
+        try changed.validate()
+        config = changed
+        current = nil
     }
 
     /// Sets `batch` in `a` (whose shape it must have): RoPE tables and

@@ -12,6 +12,8 @@ public enum StepDecision: Equatable, Sendable {
     case checkpoint
     /// Restore the state after step `toStep`, then skip the data up to global sequence `skipUntil`.
     case rollback(toStep: Int, spikeFirstStep: Int, skipUntil: Int)
+    /// Enter the curriculum stage of the next step (sequences of `sequenceLength`), then checkpoint if `checkpoint`.
+    case changeSequenceLength(sequenceLength: Int, checkpoint: Bool)
     case stop(StopReason)
 
     public enum StopReason: Equatable, Sendable {
@@ -34,6 +36,7 @@ public enum StepDecision: Equatable, Sendable {
         case let .stop(.preempted(signal)): return [3, Int64(signal), 0, 0]
         case let .stop(.tooManyRollbacks(first)): return [4, Int64(first), 0, 0]
         case let .stop(.noRollbackPoint(first)): return [5, Int64(first), 0, 0]
+        case let .changeSequenceLength(length, checkpoint): return [6, Int64(length), checkpoint ? 1 : 0, 0]
         }
     }
 
@@ -45,6 +48,7 @@ public enum StepDecision: Equatable, Sendable {
         case 3: self = .stop(.preempted(signal: Int32(m[1])))
         case 4: self = .stop(.tooManyRollbacks(spikeFirstStep: Int(m[1])))
         case 5: self = .stop(.noRollbackPoint(spikeFirstStep: Int(m[1])))
+        case 6: self = .changeSequenceLength(sequenceLength: Int(m[1]), checkpoint: m[2] != 0)
         default: throw TrainingError.invalidInput(path: "step decision", reason: "unknown decision code \(m[0])")
         }
     }
@@ -73,8 +77,11 @@ public struct RunEvent: Codable, Equatable, Sendable {
     public var rollbackTo: Int?
     public var skippedSequences: SkippedSequences?
     public var signal: String?
+    public var sequenceLength: Int?
+    public var evalLoss: Double?
     enum CodingKeys: String, CodingKey {
         case event, step, message, path, signal, rollbackTo = "rollback_to", skippedSequences = "skipped_sequences"
+        case sequenceLength = "sequence_length", evalLoss = "eval_loss"
     }
 }
 
@@ -173,6 +180,8 @@ public final class RunCoordinator {
                 decision = try rollbackDecision(for: spike)
             } else if signal != 0 {
                 decision = .stop(.preempted(signal: signal))
+            } else if trainer.stageChangeDue, let next = config.curriculumStageIndex(at: trainer.state.step) {
+                decision = .changeSequenceLength(sequenceLength: config.curriculum[next].sequenceLength, checkpoint: checkpointDue)
             } else if checkpointDue {
                 decision = .checkpoint
             }
@@ -187,7 +196,7 @@ public final class RunCoordinator {
     func rollbackDecision(for spike: Spike) throws -> StepDecision {
         guard trainer.state.rollbacks < config.spikes.maxRollbacks else { return .stop(.tooManyRollbacks(spikeFirstStep: spike.firstStep)) }
         guard let target = try rollbackTarget(before: spike.firstStep) else { return .stop(.noRollbackPoint(spikeFirstStep: spike.firstStep)) }
-        let skipUntil = trainer.state.nextSequence + config.spikes.marginSteps * config.data.globalBatchSize
+        let skipUntil = trainer.state.nextSequence + config.spikes.marginSteps * trainer.shape.globalBatch
         return .rollback(toStep: target, spikeFirstStep: spike.firstStep, skipUntil: skipUntil)
     }
 
@@ -201,13 +210,16 @@ public final class RunCoordinator {
 
     /// Carries out a rollback on this rank; returns the skipped range.
     func rollBack(toStep target: Int, skipUntil: Int) throws -> SkippedSequences {
-        let carried = trainer.state
+        let carried = trainer.state, before = trainer.shape
         if let s = snapshots.last(where: { $0.state.step == target }) {
             trainer.restore(s)
+            try trainer.adoptStateShape()
         } else {
             try trainer.restore(checkpoint: config.checkpoint.directory + "/" + CheckpointStore.directoryName(step: target))
         }
         snapshots.removeAll { $0.state.step > target }
+        // The skip end in sequences of the restored stage's length.
+        let skipUntil = convertSequenceIndex(skipUntil, from: before.train, to: trainer.shape.train)
         let skipped = SkippedSequences(from: trainer.state.nextSequence, until: skipUntil)
         // What happened since survives the restore: the count, the skipped data, the lowered rate.
         trainer.state.rollbacks = carried.rollbacks + 1
@@ -273,6 +285,8 @@ public final class RunCoordinator {
             sink.report(.notice(stage: stage, message: String(format: "step 0: held-out loss %.4f, perplexity %.2f (%d tokens)", e.loss, e.perplexity, e.tokens)))
             try metrics?.append(StepMetrics(step: 0, evalLoss: e.loss, evalPerplexity: e.perplexity))
         }
+        // A run stopped at a stage boundary before switching: every rank switches alike.
+        if trainer.stageChangeDue { try trainer.enterStage() }
         keepRollbackPoint()
         var firstStep = trainer.state.step
         var started = monotonicSeconds()
@@ -281,7 +295,7 @@ public final class RunCoordinator {
             let firstSequence = trainer.state.nextSequence
             var m = try trainer.step()
             if let hook = trainer.lossHook, let loss = m.loss { m.loss = hook(firstSequence, loss) }
-            m.sequenceLength = config.data.sequenceLength
+            m.sequenceLength = trainer.shape.sequenceLength
             let step = trainer.state.step
             if (evalEvery > 0 && step % evalEvery == 0) || step == config.schedule.totalSteps, let e = try trainer.evaluate() {
                 m.evalLoss = e.loss
@@ -296,7 +310,7 @@ public final class RunCoordinator {
                 var line = String(format: "step %d/%d  loss %.4f  lr %.3e  grad_norm %@  seq %d  tokens/s %.0f  ETA %@",
                                   step, config.schedule.totalSteps, m.loss ?? .nan, m.learningRate ?? 0,
                                   m.gradientNorm.map { String(format: "%.3f", $0) } ?? "skipped",
-                                  config.data.sequenceLength, m.tokensPerSecond ?? 0, formatDuration(eta))
+                                  m.sequenceLength ?? 0, m.tokensPerSecond ?? 0, formatDuration(eta))
                 if let l = m.evalLoss, let p = m.evalPerplexity { line += String(format: "  held-out loss %.4f ppl %.2f", l, p) }
                 if let s = m.lossScale { line += String(format: "  loss_scale %.0f", s) }
                 if decision != .proceed, decision != .checkpoint { line += "  [\(Self.label(decision))]" }
@@ -305,6 +319,20 @@ public final class RunCoordinator {
             switch decision {
             case .proceed:
                 break
+            case let .changeSequenceLength(length, checkpoint):
+                try trainer.enterStage()
+                let evaluation = try trainer.evaluate()
+                let c = trainer.model.config
+                var message = "curriculum stage \(trainer.state.curriculumStage + 1) of \(config.curriculum.count) from step \(step + 1): sequences of \(length) tokens, \(trainer.shape.globalBatch) per step in micro-batches of \(trainer.shape.microBatch), rope_theta \(c.ropeTheta), rope_scaling "
+                    + (c.ropeScaling.map { "\($0.type.rawValue) × \($0.factor)" } ?? "none")
+                if let e = evaluation { message += String(format: "; held-out loss at %d: %.4f, perplexity %.2f", length, e.loss, e.perplexity) }
+                sink.report(.notice(stage: stage, message: message))
+                try record(RunEvent(event: "sequence_length", step: step, message: message, sequenceLength: length, evalLoss: evaluation?.loss), metrics: metrics)
+                if checkpoint {
+                    let path = try trainer.saveAndReport()
+                    lastSaved = step
+                    try record(RunEvent(event: "checkpoint", step: step, message: "saved \(path ?? "")", path: path), metrics: metrics)
+                }
             case .checkpoint:
                 let path = try trainer.saveAndReport()
                 lastSaved = step
@@ -312,7 +340,7 @@ public final class RunCoordinator {
             case let .rollback(target, first, skipUntil):
                 let rolledBackFrom = step
                 let skipped = try rollBack(toStep: target, skipUntil: skipUntil)
-                let skippedSteps = (skipped.until - skipped.from) / config.data.globalBatchSize
+                let skippedSteps = (skipped.until - skipped.from) / trainer.shape.globalBatch
                 let message = "\(describe(lastSpike)): rolled back to step \(target), skipping sequences \(skipped.from)..<\(skipped.until) (\(skippedSteps) steps' data)"
                     + (trainer.state.lrFactorUntilStep > target ? String(format: ", lr × %g until step %d", trainer.state.lrFactor, trainer.state.lrFactorUntilStep) : "")
                     + " (rollback \(trainer.state.rollbacks) of at most \(config.spikes.maxRollbacks))"
@@ -353,6 +381,7 @@ public final class RunCoordinator {
         case .proceed: return "continue"
         case .checkpoint: return "checkpoint"
         case let .rollback(to, _, _): return "rollback to step \(to)"
+        case let .changeSequenceLength(length, _): return "sequence length \(length)"
         case .stop: return "stop"
         }
     }

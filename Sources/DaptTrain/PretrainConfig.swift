@@ -207,11 +207,13 @@ public struct PretrainConfig: StageConfig, Equatable {
     public var eval = Eval()
     public var parallel = Parallel()
     public var spikes = Spikes()
+    /// Context-length stages; empty: data.sequence_length throughout.
+    public var curriculum: [CurriculumStage] = []
     /// Progress line every N steps.
     public var logEverySteps = 1
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, data, optimizer, schedule, precision, checkpoint, eval, parallel, spikes, logEverySteps = "log_every_steps"
+        case model, data, optimizer, schedule, precision, checkpoint, eval, parallel, spikes, curriculum, logEverySteps = "log_every_steps"
     }
 
     public init() {}
@@ -228,6 +230,7 @@ public struct PretrainConfig: StageConfig, Equatable {
         eval = try c.value(.eval, default: Eval())
         parallel = try c.value(.parallel, default: Parallel())
         spikes = try c.value(.spikes, default: Spikes())
+        curriculum = try c.value(.curriculum, default: [])
         logEverySteps = try c.value(.logEverySteps, default: 1)
     }
 
@@ -281,6 +284,7 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.positive(parallel.pipeline, "parallel.pipeline")
         try Check.positive(logEverySteps, "log_every_steps")
         try spikes.validate(checkpointEvery: checkpoint.everySteps)
+        try validateCurriculum()
     }
 
     /// Checks the settings that depend on a model loaded from disk (`--from`

@@ -38,6 +38,10 @@ public enum PretrainRun {
                 throw ConfigError(field: "pretrain.data.global_batch_size",
                                   reason: "\(config.data.globalBatchSize) sequences cannot be shared by \(layout.data) data-parallel ranks: every rank needs at least one")
             }
+            for (i, stage) in config.curriculum.enumerated() where config.tokensPerStep / stage.sequenceLength < layout.data {
+                throw ConfigError(field: "pretrain.curriculum[\(i)].sequence_length",
+                                  reason: "\(stage.sequenceLength) leaves \(config.tokensPerStep / stage.sequenceLength) sequences per step, fewer than the \(layout.data) data-parallel ranks")
+            }
             if options.resume != nil && options.overwrite {
                 throw TrainingError.conflictingOptions("--resume continues a run and --overwrite removes it: give only one of them")
             }

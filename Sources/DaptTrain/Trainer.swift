@@ -27,6 +27,8 @@ public struct TrainingState: Codable, Equatable, Sendable {
     /// The learning rate is multiplied by `lrFactor` before step `lrFactorUntilStep` (after a rollback).
     public var lrFactor = 1.0
     public var lrFactorUntilStep = 0
+    /// The `pretrain.curriculum` stage the state is in (`nextSequence` counts sequences of its length).
+    public var curriculumStage = 0
 
     public init() {}
 
@@ -38,7 +40,7 @@ public struct TrainingState: Codable, Equatable, Sendable {
         case rngState = "rng_state", dataSeed = "data_seed", lossScale = "loss_scale"
         case growthInterval = "loss_scale_growth_interval", cleanSteps = "loss_scale_clean_steps", skippedSteps = "skipped_steps"
         case spikeHistory = "spike_history", rollbacks, skippedSequences = "skipped_sequences"
-        case lrFactor = "lr_factor", lrFactorUntilStep = "lr_factor_until_step"
+        case lrFactor = "lr_factor", lrFactorUntilStep = "lr_factor_until_step", curriculumStage = "curriculum_stage"
     }
 
     public init(from decoder: Decoder) throws {
@@ -66,6 +68,7 @@ public struct TrainingState: Codable, Equatable, Sendable {
         skippedSequences = try c.decodeIfPresent([SkippedSequences].self, forKey: .skippedSequences) ?? []
         lrFactor = try c.decodeIfPresent(Double.self, forKey: .lrFactor) ?? 1
         lrFactorUntilStep = try c.decodeIfPresent(Int.self, forKey: .lrFactorUntilStep) ?? 0
+        curriculumStage = try c.decodeIfPresent(Int.self, forKey: .curriculumStage) ?? 0
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -85,6 +88,7 @@ public struct TrainingState: Codable, Equatable, Sendable {
         try c.encode(skippedSequences, forKey: .skippedSequences)
         try c.encode(lrFactor, forKey: .lrFactor)
         try c.encode(lrFactorUntilStep, forKey: .lrFactorUntilStep)
+        try c.encode(curriculumStage, forKey: .curriculumStage)
     }
 }
 
@@ -125,8 +129,14 @@ public final class Trainer {
     public let master: ParameterBuffer
     public let optimizer: AdamW
     public let schedule: LearningRateSchedule
+    /// The packed orders at data.sequence_length.
     public let trainOrder: PackedSequenceOrder
     public let heldOutOrder: PackedSequenceOrder?
+    /// The current curriculum stage's sequence length, batch shape and orders.
+    public internal(set) var shape: TrainingShape
+    let orders: PackedOrders
+    /// The starting model's RoPE settings (a curriculum stage without its own keeps them).
+    let baseRope: (theta: Double, scaling: RopeScaling?)
     public var state = TrainingState()
     public let sink: any EventSink
     /// This rank's communicators; the data group sums gradients and losses.
@@ -169,10 +179,15 @@ public final class Trainer {
         } else {
             heldOutOrder = nil
         }
+        orders = PackedOrders(train: train, heldOut: heldOut, seed: config.data.seed)
+        shape = TrainingShape(sequenceLength: config.data.sequenceLength, globalBatch: config.data.globalBatchSize,
+                              microBatch: config.data.microBatchSize, train: trainOrder, heldOut: heldOutOrder, evalSequences: config.eval.sequences)
+        baseRope = (model.config.ropeTheta, model.config.ropeScaling)
         state.dataSeed = config.data.seed
         state.rng = SplitMix64(seed: StableHash.mix64(config.data.seed ^ 0x7472_6169_6E))
         state.lossScaler = LossScaler(initialScale: config.precision.mode == .fp16 ? config.precision.initialLossScale : 1,
                                       growthInterval: config.precision.growthInterval)
+        try adoptStateShape()
     }
 
     /// This rank's micro-batches of the global batch starting at
@@ -184,12 +199,12 @@ public final class Trainer {
 
     /// Data rank `rank`'s micro-batches (of `ranks`) of the global batch starting at `firstSequence`.
     func batches(startingAt firstSequence: Int, dataRank rank: Int, of ranks: Int) throws -> [TokenBatch] {
-        let share = dataShare(globalBatch: config.data.globalBatchSize, rank: rank, of: ranks)
-        return try microBatches(order: trainOrder, sequences: share.lowerBound + firstSequence..<share.upperBound + firstSequence)
+        let share = dataShare(globalBatch: shape.globalBatch, rank: rank, of: ranks)
+        return try microBatches(order: shape.train, sequences: share.lowerBound + firstSequence..<share.upperBound + firstSequence)
     }
 
     func microBatches(order: PackedSequenceOrder, sequences: Range<Int>) throws -> [TokenBatch] {
-        let micro = config.data.microBatchSize
+        let micro = shape.microBatch
         return try stride(from: sequences.lowerBound, to: sequences.upperBound, by: micro).map { first in
             let n = min(micro, sequences.upperBound - first)
             let p = try PackedBatch(order: order, firstSequence: first, count: n)
@@ -205,7 +220,7 @@ public final class Trainer {
 
     /// Skips `steps` optimizer steps' worth of data without training on it.
     public func skipData(steps: Int) {
-        state.nextSequence += steps * config.data.globalBatchSize
+        state.nextSequence += steps * shape.globalBatch
     }
 
     /// Forward and backward of one micro-batch. In mixed precision the model
@@ -260,8 +275,8 @@ public final class Trainer {
         }
         if applied { state.appliedSteps += 1 }
         state.step += 1
-        state.nextSequence += config.data.globalBatchSize
-        let tokens = config.data.globalBatchSize * config.data.sequenceLength
+        state.nextSequence += shape.globalBatch
+        let tokens = shape.globalBatch * shape.sequenceLength
         state.tokensSeen += tokens
         let seconds = max(monotonicSeconds() - started, 1e-9)
         return StepMetrics(step: state.step, loss: lossSum / normalizer, learningRate: lr,
@@ -272,11 +287,11 @@ public final class Trainer {
 
     /// Mean loss over the first `eval.sequences` held-out sequences (in order).
     public func evaluate() throws -> Evaluation? {
-        guard let order = heldOutOrder else { return nil }
+        guard let order = shape.heldOut else { return nil }
         if precision != .fp32 {
             master.withBuffer { m in model.parameters.withBuffer { roundedCopy(UnsafeBufferPointer(m), into: $0, precision: precision) } }
         }
-        let total = min(config.eval.sequences, order.sequencesPerEpoch)
+        let total = min(shape.evalSequences, order.sequencesPerEpoch)
         var sum = 0.0, count = 0
         for batch in try microBatches(order: order, sequences: dataShare(globalBatch: total, rank: groups.data.rank, of: groups.data.size)) {
             let r = try model.loss(batch)
@@ -350,7 +365,12 @@ public final class Trainer {
     public func restore(checkpoint path: String) throws {
         let dir = try ModelDirectory.resolveCheckpoint(path)
         _ = try CheckpointStore.verify(directory: dir)
-        let saved = try LlamaConfig.load(path: dir + "/" + Self.configFile)
+        var saved = try LlamaConfig.load(path: dir + "/" + Self.configFile)
+        if !config.curriculum.isEmpty {
+            // The stage's RoPE settings are in config.json; the state says which stage.
+            saved.ropeTheta = model.config.ropeTheta
+            saved.ropeScaling = model.config.ropeScaling
+        }
         let differences = saved.architectureDifferences(from: model.config)
         guard differences.isEmpty else {
             throw TrainingError.checkpointIncompatible(path: dir + "/" + Self.configFile,
@@ -377,6 +397,7 @@ public final class Trainer {
         }
         state = restored
         optimizer.stepCount = restored.appliedSteps
+        try adoptStateShape()
     }
 
     // MARK: The loop
