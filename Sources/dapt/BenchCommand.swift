@@ -10,7 +10,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Micro-benchmarks used by scripts/bench.",
         shouldDisplay: false,
-        subcommands: [TrainStep.self, Grammar.self]
+        subcommands: [TrainStep.self, Grammar.self, Generate.self]
     )
 
     struct TrainStep: ParsableCommand {
