@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
         .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS"], swiftSettings: optimised),
         .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
-        .target(name: "DaptGenerate", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
+        .target(name: "DaptGenerate", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptGrammar"], swiftSettings: optimised),
         .target(name: "DaptGrammar", dependencies: ["DaptCore", "DaptTokenizer"], swiftSettings: optimised),
         .target(name: "DaptFilter", dependencies: ["DaptBLAS", "DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),
         // The run report: every stage's outputs on one page and one screen.
@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "DaptModelTests", dependencies: ["DaptTestSupport", "DaptModel", "DaptCore", "DaptBLAS"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptTrainTests", dependencies: ["DaptTestSupport", "DaptTrain", "DaptModel", "DaptTokenizer", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptFilterTests", dependencies: ["DaptTestSupport", "DaptFilter", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DaptGenerateTests", dependencies: ["DaptTestSupport", "DaptGenerate", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptGenerateTests", dependencies: ["DaptTestSupport", "DaptGenerate", "DaptGrammar", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptReportTests", dependencies: ["DaptTestSupport", "DaptReport", "DaptTrain", "DaptCore"]),
         .testTarget(name: "DaptGrammarTests", dependencies: ["DaptTestSupport", "DaptGrammar", "DaptTokenizer", "DaptCore"], resources: [.copy("Fixtures")]),
         // Starts real `mpirun` processes on the built `dapt` binary.

@@ -18,6 +18,9 @@ public struct GenerateRequest {
     /// tokenizer.json; default: the model directory's.
     public var tokenizer: String?
     public var generation = GenerationConfig()
+    /// Constrained JSON output (a grammar per record), or nil.
+    public var json: JSONOutput?
+    /// Any other constraint per record (used when `json` is nil).
     public var constraint: ConstraintFactory?
 
     public init(model: String, input: String, output: String, tokenizer: String? = nil) {
@@ -94,7 +97,7 @@ public enum GenerateRun {
     /// tokenizer: `tokenizer`, or the one beside the weights.
     public static func loadModel(_ path: String, tokenizer: String?) throws -> (LlamaModel, BPETokenizer) {
         let directory = try ModelDirectory.resolve(path)
-        guard let tokenizerPath = tokenizer ?? directory.tokenizerPath else {
+        guard let tokenizerPath = try directory.tokenizer(requested: tokenizer) else {
             throw TrainingError.invalidInput(path: directory.path, reason: "no \(Trainer.tokenizerFile) beside the model: give one with --tokenizer")
         }
         return (try directory.loadModel(), try BPETokenizer.load(path: tokenizerPath))
@@ -105,26 +108,32 @@ public enum GenerateRun {
     public static func prepare(_ records: [PromptRecord], model: LlamaModel, tokenizer: BPETokenizer,
                                request: GenerateRequest) throws -> (Generator, [GenerationPrompt]) {
         var generator = try Generator(model: model, tokenizer: tokenizer, config: request.generation)
-        let bos = tokenizer.id(of: SpecialTokens.bos).map { Int32($0) }
+        // The chat template starts with <|bos|> and ends with the assistant's
+        // marker; a reply ends at the turn's <|end|> (a stop token).
         var chat: ChatTemplate?
+        if let first = records.first(where: { $0.messages != nil }) {
+            do { chat = try ChatTemplate(tokenizer: tokenizer) } catch {
+                throw InputError(file: request.input, line: first.line, field: "messages", reason: "\(error)")
+            }
+            generator.stopTokens.insert(Int32(chat!.endId))
+        }
+        var makeConstraint = request.constraint
+        if let json = request.json {
+            let masks = try json.masks(tokenizer: tokenizer, vocabSize: model.config.vocabSize,
+                                       endTokens: generator.endTokens.union(generator.stopTokens))
+            makeConstraint = { _ in masks.constraint() }
+        }
+        let bos = tokenizer.id(of: SpecialTokens.bos).map { Int32($0) }
         let prompts = try records.map { record -> GenerationPrompt in
             var tokens: [Int32]
-            if let messages = record.messages {
-                // The chat template starts with <|bos|> and ends with the assistant's marker;
-                // the reply ends at the turn's <|end|>.
-                if chat == nil {
-                    do { chat = try ChatTemplate(tokenizer: tokenizer) } catch {
-                        throw InputError(file: request.input, line: record.line, field: "messages", reason: "\(error)")
-                    }
-                    generator.stopTokens.insert(Int32(chat!.endId))
-                }
-                tokens = chat!.encode(messages, addGenerationPrompt: true).ids.map { Int32($0) }
+            if let messages = record.messages, let chat {
+                tokens = chat.encode(messages, addGenerationPrompt: true).ids.map { Int32($0) }
             } else {
                 tokens = tokenizer.encode(record.prompt ?? "").map { Int32($0) }
                 if request.generation.addBos, let bos { tokens.insert(bos, at: 0) }
             }
             let constraint: (any TokenConstraint)?
-            do { constraint = try request.constraint?(record) } catch let error as RecordProblem {
+            do { constraint = try makeConstraint?(record) } catch let error as RecordProblem {
                 throw error.located(file: request.input, line: record.line)
             }
             return GenerationPrompt(key: record.key, tokens: tokens, constraint: constraint)

@@ -23,9 +23,9 @@ public struct JSONEvalRequest {
     }
 }
 
-/// Makes the constraint of constrained answers for a tokenizer and a model
-/// vocabulary size, given the schema (nil: any JSON object).
-public typealias JSONConstraintMaker = (_ tokenizer: BPETokenizer, _ vocabSize: Int, _ schema: JSONValue?) throws -> (any TokenConstraint)
+/// Makes the constraint of constrained answers for a tokenizer, a model
+/// vocabulary size and its end tokens, given the schema (nil: any JSON object).
+public typealias JSONConstraintMaker = (_ tokenizer: BPETokenizer, _ vocabSize: Int, _ endTokens: Set<Int32>, _ schema: JSONValue?) throws -> (any TokenConstraint)
 
 /// The figures of one way of generating the answers.
 public struct JSONAnswerFigures: Equatable, Sendable {
@@ -93,7 +93,7 @@ public struct JSONAnswerScore: Equatable, Sendable {
 public enum JSONEvaluation {
     /// Generates every answer unconstrained, then (with `constraint`)
     /// constrained, and scores both. The section's items hold every answer.
-    public static func run(_ request: JSONEvalRequest, constraint: JSONConstraintMaker?,
+    public static func run(_ request: JSONEvalRequest, constraint: JSONConstraintMaker? = JSONOutput.evaluationConstraint,
                            sink: any EventSink = SilentSink()) throws -> (section: EvalSection, model: EvalModelInfo) {
         try request.generation.validate()
         let validator = try request.schema.map { try JSONSchemaValidator(file: $0) }
@@ -113,13 +113,15 @@ public enum JSONEvaluation {
         }
         let directory = try ModelDirectory.resolve(request.model)
         let (model, tokenizer) = try GenerateRun.loadModel(request.model, tokenizer: request.tokenizer)
-        let tokenizerPath = request.tokenizer ?? directory.tokenizerPath
+        let tokenizerPath = try directory.tokenizer(requested: request.tokenizer)
         var generate = GenerateRequest(model: request.model, input: request.input, output: "")
         generate.generation = request.generation
 
         var modes: [(String, ConstraintFactory?)] = [("unconstrained", nil)]
         if let constraint {
-            let made = try constraint(tokenizer, model.config.vocabSize, validator?.schema)
+            let (generator, _) = try GenerateRun.prepare(records, model: model, tokenizer: tokenizer, request: generate)
+            let ends = generator.endTokens.union(generator.stopTokens)
+            let made = try constraint(tokenizer, model.config.vocabSize, ends, validator?.schema)
             modes.append(("constrained", { _ in made }))
         }
         var items: [JSONValue] = []

@@ -52,7 +52,7 @@ extension EvalCommand {
             let output = outputOptions.output
             try Runtime.run(cluster: config.cluster) { ctx in
                 guard ctx.isRoot else { return }
-                let (section, modelInfo) = try JSONEvaluation.run(request, constraint: nil, sink: ctx.sink)
+                let (section, modelInfo) = try JSONEvaluation.run(request, sink: ctx.sink)
                 for (mode, figures) in section.results.members ?? [] {
                     var line = String(format: "%@: JSON valid %.3f", mode, figures["json_valid_rate"]?.double ?? 0)
                     if let rate = figures["schema_valid_rate"]?.double { line += String(format: "  schema valid %.3f", rate) }

@@ -9,7 +9,9 @@ struct GenerateCommand: ParsableCommand {
         discussion: """
         Each --input line is {"id": ..., "prompt": "text"}. Writes one line per prompt, in input \
         order, to --output: {"id", "text", "prompt_tokens", "completion_tokens", "finish_reason"} \
-        with finish_reason stop (a stop string), length (max new tokens) or eos. Sampling is \
+        with finish_reason stop (a stop string), length (max new tokens) or eos. With --json or \
+        --json-schema the output follows a grammar token by token; when the budget runs out it \
+        is closed (closed) where the grammar allows, else marked truncated. Sampling is \
         seeded per record (seed and id), so the output does not depend on batching. Run under \
         `mpirun -np N` to share the batches; the output is the same for any N. Settings come \
         from the config's generate: section; --set KEY=VALUE sets any of its keys.
@@ -49,6 +51,12 @@ struct GenerateCommand: ParsableCommand {
     @Flag(name: .customLong("add-bos"), inversion: .prefixedNo, help: "Start each prompt with <|bos|> (add_bos).")
     var addBos: Bool?
 
+    @Flag(help: "Constrained decoding: every output is one JSON object.")
+    var json = false
+
+    @Option(name: .customLong("json-schema"), help: ArgumentHelp("Constrained decoding: every output is a value this JSON Schema allows.", valueName: "file"))
+    var jsonSchema: String?
+
     @OptionGroup var options: ConfigOptions
 
     func run() throws {
@@ -66,6 +74,13 @@ struct GenerateCommand: ParsableCommand {
         guard let output = output.output else { throw ValidationError("--output (the JSONL file to write) is required") }
         var request = GenerateRequest(model: model, input: input, output: output, tokenizer: tokenizer)
         request.generation = config.generate
+        if json && jsonSchema != nil { throw ValidationError("--json and --json-schema: give one (the schema already makes the output JSON)") }
+        if let jsonSchema {
+            if !FileSystem.exists(jsonSchema) { throw ConfigError(source: "--json-schema \(jsonSchema)", field: "", reason: "no such file") }
+            request.json = .schema(jsonSchema)
+        } else if json {
+            request.json = .object
+        }
         try Runtime.run(cluster: config.cluster) { ctx in
             let summary = try GenerateRun.run(request, communicator: ctx.communicator, sink: ctx.sink)
             let reasons = FinishReason.allCases.compactMap { r in summary.finishReasons[r].map { "\(r.rawValue) \($0)" } }

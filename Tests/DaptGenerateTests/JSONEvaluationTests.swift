@@ -105,7 +105,7 @@ final class JSONEvaluationTests: XCTestCase {
         ], to: input)
         var request = JSONEvalRequest(model: model, input: input, schema: GenerateFixtures.repositoryRoot + "/data/eval/json/schema.json")
         request.generation.maxNewTokens = 40
-        let (section, info) = try JSONEvaluation.run(request) { tokenizer, vocab, schema in
+        let (section, info) = try JSONEvaluation.run(request) { tokenizer, vocab, _, schema in
             XCTAssertNotNil(schema)
             return LiteralConstraint(text: answer, tokenizer: tokenizer, vocabSize: vocab)
         }
@@ -124,5 +124,45 @@ final class JSONEvaluationTests: XCTestCase {
         let report = try EvalReport.load(directory: dir + "/eval")
         XCTAssertEqual(report["sections"]?["json"]?["results"]?["constrained"]?["json_valid_rate"]?.double, 1)
         XCTAssertEqual(report["sections"]?["json"]?["counts"]?["rejected"]?.int, 1)
+    }
+}
+
+/// Constrained generation with the grammar engine on a random model: every
+/// output is valid JSON that the bundled schema allows (checked by the
+/// independent validator), or closed validly / marked truncated when the budget runs out.
+final class ConstrainedGenerationTests: XCTestCase {
+    func testSampledOutputsFollowTheSchema() throws {
+        let dir = try temporaryDirectory(self)
+        let model = dir + "/model"
+        try FileSystem.makeDirectories(model)
+        for (from, name) in [("gqa/config.json", "config.json"), ("gqa/model.safetensors", "model.safetensors"), ("tokenizer.json", "tokenizer.json")] {
+            try FileManager.default.copyItem(atPath: GenerateFixtures.directory + "/" + from, toPath: model + "/" + name)
+        }
+        let schemaFile = GenerateFixtures.repositoryRoot + "/data/eval/json/schema.json"
+        let validator = try JSONSchemaValidator(file: schemaFile)
+        let input = dir + "/prompts.jsonl"
+        try writeLines((0..<16).map { #"{"id": \#($0), "prompt": "claim \#($0)"}"# } + [#"{"id": "chat", "messages": [{"role": "user", "content": "the device"}]}"#], to: input)
+        for (json, maxNew) in [(JSONOutput.schema(schemaFile), 120), (.object, 60), (.schema(schemaFile), 12)] {
+            var request = GenerateRequest(model: model, input: input, output: dir + "/out.jsonl")
+            request.json = json
+            request.generation.temperature = 1
+            request.generation.seed = 9
+            request.generation.maxNewTokens = maxNew
+            let summary = try GenerateRun.run(request)
+            XCTAssertEqual(summary.records, 17)
+            var valid = 0
+            for line in try FileSystem.readText(dir + "/out.jsonl").split(separator: "\n") {
+                let record = try JSONValue.parse(String(line))
+                let text = record["text"]!.string!, reason = record["finish_reason"]!.string!
+                if reason == "truncated" { continue }
+                XCTAssertTrue(["eos", "stop", "closed", "length"].contains(reason), reason)
+                let value = try XCTUnwrap(try? JSONValue.parse(text.trimmingCharacters(in: .whitespacesAndNewlines)), "\(reason): \(text)")
+                XCTAssertNotNil(value.members, text)
+                if case .schema = json { XCTAssertTrue(validator.accepts(value), text) }
+                valid += 1
+            }
+            if maxNew >= 60 { XCTAssertGreaterThan(valid, 12, "\(json) \(maxNew)") }
+            if maxNew == 12 { XCTAssertGreaterThan(summary.finishReasons[.closed] ?? 0, 0, "a short budget closes outputs") }
+        }
     }
 }
