@@ -34,6 +34,8 @@ public final class Activations {
     let finalOut, finalRstd, logits: UnsafeMutablePointer<Float>
     // Scratch reused by every layer.
     let normOut, hAct, dResidual, dNorm, dAttnOut, dq, dk, dv, dHAct, dGateUp: UnsafeMutablePointer<Float>
+    /// A row-parallel product's part, before it is summed over the tensor group.
+    let partial: UnsafeMutablePointer<Float>
     var ropeCos: [Float] = [], ropeSin: [Float] = [], ropePositions: [Int32] = []
     var starts: [Int32] = []
     private var owned: [UnsafeMutablePointer<Float>] = []
@@ -61,6 +63,7 @@ public final class Activations {
         dAttnOut = make(n * d.qDim); dq = make(n * d.qDim)
         dk = make(n * d.kvDim); dv = make(n * d.kvDim); dHAct = make(n * I)
         dGateUp = make(n * 2 * I)
+        partial = make(n * H)
         owned = all
     }
 
@@ -93,7 +96,7 @@ public struct Attention {
 
     /// out += attention(input)·Woᵀ for input [n, hidden] (the normed residual).
     func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
-                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) {
+                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
         let n = a.n, qD = q.outFeatures, kvD = k.outFeatures
         q.forward(x: input, rows: n, weights: w, y: s.q)
         k.forward(x: input, rows: n, weights: w, y: s.k)
@@ -119,14 +122,14 @@ public struct Attention {
             }
         }
         settings.round(s.attention, n * qD)
-        o.forward(x: s.attention, rows: n, weights: w, y: out, accumulate: true)
+        try o.addRowParallel(x: s.attention, rows: n, weights: w, out: out, scratch: a.partial, settings: settings)
     }
 
     /// Given dOut [n, hidden] and the recomputed `input`, accumulates the
     /// weight gradients and writes ∂/∂input to `dInput`.
     func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
                   dInput: UnsafeMutablePointer<Float>, _ a: Activations,
-                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, settings: PassSettings) {
+                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, settings: PassSettings) throws {
         let n = a.n, qD = q.outFeatures, kvD = k.outFeatures
         o.backward(x: s.attention, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dAttnOut)
         settings.round(a.dAttnOut, n * qD)
@@ -158,6 +161,7 @@ public struct Attention {
         q.backward(x: input, dy: a.dq, rows: n, weights: w, gradients: g, dx: dInput)
         k.backward(x: input, dy: a.dk, rows: n, weights: w, gradients: g, dx: dInput, accumulate: true)
         v.backward(x: input, dy: a.dv, rows: n, weights: w, gradients: g, dx: dInput, accumulate: true)
+        try settings.sumOverTensorGroup(dInput, n * q.inFeatures)
     }
 }
 
@@ -170,12 +174,12 @@ public struct MLP {
 
     /// out += mlp(input), keeping the [gate | up] rows in `saved.gateUp`.
     func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
-                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) {
+                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
         let n = a.n, I = intermediate
         gateUp.forward(x: input, rows: n, weights: w, y: s.gateUp)
         settings.round(s.gateUp, n * 2 * I)
         activate(s.gateUp, a, settings: settings)
-        down.forward(x: a.hAct, rows: n, weights: w, y: out, accumulate: true)
+        try down.addRowParallel(x: a.hAct, rows: n, weights: w, out: out, scratch: a.partial, settings: settings)
     }
 
     /// hAct = silu(gate) ⊙ up, rounded.
@@ -193,7 +197,7 @@ public struct MLP {
     /// gradients and writes ∂/∂input to `dInput`.
     func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
                   dInput: UnsafeMutablePointer<Float>, _ a: Activations,
-                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, settings: PassSettings) {
+                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, settings: PassSettings) throws {
         let n = a.n, I = intermediate
         activate(s.gateUp, a, settings: settings)
         down.backward(x: a.hAct, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dHAct)
@@ -209,6 +213,7 @@ public struct MLP {
         }
         settings.round(a.dGateUp, n * 2 * I)
         gateUp.backward(x: input, dy: a.dGateUp, rows: n, weights: w, gradients: g, dx: dInput)
+        try settings.sumOverTensorGroup(dInput, n * gateUp.inFeatures)
     }
 }
 
@@ -230,37 +235,37 @@ public struct DecoderBlock {
     }
 
     /// Layer `l` of `a`: hidden[l] → hidden[l + 1].
-    func forward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) {
+    func forward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
         let s = a.layer(l), n = a.n, H = a.dims.hidden
         inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1)
         settings.round(a.normOut, n * H)
         // mid = x + attention(norm(x))
         s.mid.update(from: s.x, count: n * H)
-        attention.forward(input: a.normOut, saved: s, out: s.mid, a, weights: w, settings: settings)
+        try attention.forward(input: a.normOut, saved: s, out: s.mid, a, weights: w, settings: settings)
         settings.round(s.mid, n * H)
         postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2)
         settings.round(a.normOut, n * H)
         // out = mid + mlp(norm(mid))
         s.out.update(from: s.mid, count: n * H)
-        mlp.forward(input: a.normOut, saved: s, out: s.out, a, weights: w, settings: settings)
+        try mlp.forward(input: a.normOut, saved: s, out: s.out, a, weights: w, settings: settings)
         settings.round(s.out, n * H)
     }
 
     /// Layer `l` backward: takes ∂/∂hidden[l + 1] in `a.dResidual`, leaves ∂/∂hidden[l] there.
     func backward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>,
-                  settings: PassSettings) {
+                  settings: PassSettings) throws {
         let s = a.layer(l), n = a.n, H = a.dims.hidden, dy = a.dResidual
         // The norms' outputs are recomputed rather than saved.
         postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2)
         settings.round(a.normOut, n * H)
-        mlp.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
+        try mlp.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
         settings.round(a.dNorm, n * H)
         postAttentionNorm.backward(dOut: a.dNorm, x: s.mid, rstd: s.rstd2, rows: n, weights: w, gradients: g, dx: dy)
         settings.round(dy, n * H)
 
         inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1)
         settings.round(a.normOut, n * H)
-        attention.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
+        try attention.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
         settings.round(a.dNorm, n * H)
         inputNorm.backward(dOut: a.dNorm, x: s.x, rstd: s.rstd1, rows: n, weights: w, gradients: g, dx: dy)
         settings.round(dy, n * H)

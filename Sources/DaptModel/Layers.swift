@@ -1,4 +1,5 @@
 import DaptBLAS
+import DaptCluster
 import Foundation
 
 /// An additive branch on a `Linear` (LoRA, for one): its forward adds to the
@@ -21,9 +22,12 @@ public struct PassSettings {
     /// Activations and their gradients are rounded to this after every
     /// product or element-wise kernel; norm statistics, softmax and loss stay fp32.
     public var precision: Precision
+    /// The ranks that split each layer (nil: the layers are whole).
+    public var tensorGroup: (any Communicator)?
 
-    public init(kernel: AttentionKernel = .tiled(AttentionTiles()), threads: Int = 1, precision: Precision = .fp32) {
-        self.kernel = kernel; self.threads = threads; self.precision = precision
+    public init(kernel: AttentionKernel = .tiled(AttentionTiles()), threads: Int = 1, precision: Precision = .fp32,
+                tensorGroup: (any Communicator)? = nil) {
+        self.kernel = kernel; self.threads = threads; self.precision = precision; self.tensorGroup = tensorGroup
     }
 
     @inline(__always) func round(_ p: UnsafeMutablePointer<Float>, _ count: Int) {

@@ -1,4 +1,5 @@
 import DaptBLAS
+import DaptCluster
 import DaptCore
 import Foundation
 
@@ -128,31 +129,41 @@ public final class LlamaModel: @unchecked Sendable {
     /// precision (weights are rounded by the caller, who keeps fp32 master
     /// weights). Norm statistics, softmax and loss stay in fp32.
     public var activationPrecision: Precision = .fp32
+    /// The ranks that split every layer with this one (tensor parallelism);
+    /// nil when this model is whole.
+    public let tensorGroup: (any Communicator)?
     /// The context of the methods that take none.
     private var current: Activations?
 
-    public init(config: LlamaConfig) throws {
+    /// A model, whole or — given a tensor group of T > 1 ranks — this rank's
+    /// part of it: 1/T of the attention heads, kv heads, intermediate size
+    /// and vocabulary (which T must divide; see `tensorParallelProblems`).
+    public init(config: LlamaConfig, tensorGroup: (any Communicator)? = nil) throws {
         try config.validate()
+        let group = tensorGroup.flatMap { $0.size > 1 ? $0 : nil }
+        let t = group?.size ?? 1, rank = group?.rank ?? 0
+        if let problem = config.tensorParallelProblems(t).first { throw ConfigError(field: "pretrain.parallel.tensor", reason: problem) }
         self.config = config
-        layout = ParameterLayout(config: config)
+        self.tensorGroup = group
+        layout = ParameterLayout(config: config, tensorRank: rank, tensorParallel: t)
         parameters = ParameterBuffer(layout: layout)
         gradients = ParameterBuffer(layout: layout)
-        let d = LayerDimensions(config: config)
+        let d = LayerDimensions(config: config, tensorParallel: t)
         dimensions = d
         let eps = Float(config.rmsNormEps)
-        embedding = Embedding(layout.embedding)
+        embedding = Embedding(layout.embedding, firstToken: rank * d.vocab, vocab: config.vocabSize)
         blocks = layout.layers.map { DecoderBlock($0, dims: d, eps: eps) }
-        head = LanguageModelHead(norm: RMSNorm(layout.finalNorm, eps: eps), projection: Linear(layout.lmHead), firstToken: 0)
+        head = LanguageModelHead(norm: RMSNorm(layout.finalNorm, eps: eps), projection: Linear(layout.lmHead), firstToken: rank * d.vocab)
     }
 
     /// Loads `config.json` and the safetensors weights from a Hugging Face
-    /// model directory.
-    public convenience init(directory: String) throws {
-        try self.init(config: LlamaConfig.load(path: directory + "/config.json"))
+    /// model directory (this rank's part of them, given a tensor group).
+    public convenience init(directory: String, tensorGroup: (any Communicator)? = nil) throws {
+        try self.init(config: LlamaConfig.load(path: directory + "/config.json"), tensorGroup: tensorGroup)
         try parameters.loadSafeTensors(directory: directory)
     }
 
-    /// Writes `config.json` and `model.safetensors` (F32 unless `dtype`).
+    /// Writes `config.json` and `model.safetensors` (F32 unless `dtype`) of a whole model.
     public func save(directory: String, dtype: SafeTensorsDType = .f32) throws {
         try FileSystem.makeDirectories(directory)
         try config.save(path: directory + "/config.json")
@@ -160,8 +171,17 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// Normal(0, std) matrices and unit norm gains (transformers' init),
-    /// from a seeded generator: the same seed gives the same weights.
+    /// from a seeded generator: the same seed gives the same weights, split
+    /// or not (a part is cut from the whole model's values).
     public func initializeRandom(seed: UInt64, std: Float = 0.02) {
+        guard layout.isSplit else { return Self.initializeRandom(parameters, seed: seed, std: std) }
+        let whole = ParameterBuffer(layout: ParameterLayout(config: config))
+        Self.initializeRandom(whole, seed: seed, std: std)
+        parameters.copyParts(of: whole)
+    }
+
+    private static func initializeRandom(_ parameters: ParameterBuffer, seed: UInt64, std: Float) {
+        let layout = parameters.layout
         var rng = SplitMix64(seed: seed)
         parameters.withBuffer { buf in
             for s in layout.slices {
@@ -183,13 +203,16 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    /// The stage methods without a context run the model's own context;
-    /// nothing in an unsplit model's passes can fail.
+    /// The stage methods without a context run the model's own context.
+    /// Only the collectives of a split model can fail, and a failed
+    /// collective leaves the tensor group unusable: it stops the process.
     private func unsplit<R>(_ body: () throws -> R) -> R {
-        do { return try body() } catch { preconditionFailure("a pass of an unsplit model failed: \(error)") }
+        do { return try body() } catch { preconditionFailure("a pass failed: \(error)") }
     }
 
-    var settings: PassSettings { PassSettings(kernel: attentionKernel, threads: threads, precision: activationPrecision) }
+    var settings: PassSettings {
+        PassSettings(kernel: attentionKernel, threads: threads, precision: activationPrecision, tensorGroup: tensorGroup)
+    }
 
     // MARK: Whole passes
 
@@ -222,6 +245,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// target; 0 where the target is `ignoreIndex`), [batch·seqLen]. Scoring
     /// needs the losses per document, not only their sum.
     public func tokenLosses(_ batch: TokenBatch) throws -> [Float] {
+        precondition(!layout.isSplit, "per-token losses are computed by a whole model")
         try prepare(batch)
         let a = current!, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
         try embedForward(a)
@@ -262,7 +286,7 @@ public final class LlamaModel: @unchecked Sendable {
         return losses
     }
 
-    /// Forward only: logits [batch·seqLen, vocab].
+    /// Forward only: logits [batch·seqLen, vocab] (of this rank's vocabulary when split).
     public func logits(_ batch: TokenBatch) throws -> [Float] {
         try prepare(batch)
         let a = current!
@@ -350,6 +374,8 @@ public final class LlamaModel: @unchecked Sendable {
                 embedding.forward(tokens: t.baseAddress!, count: a.n, weights: p.baseAddress!, out: a.residual)
             }
         }
+        // Each rank looked up the tokens of its vocabulary rows, zeros for the rest.
+        try settings.sumOverTensorGroup(a.residual, a.n * dimensions.hidden)
         settings.round(a.residual, a.n * dimensions.hidden)
     }
 
@@ -369,7 +395,7 @@ public final class LlamaModel: @unchecked Sendable {
 
     public func forwardLayers(_ range: Range<Int>, _ a: Activations) throws {
         let w = UnsafePointer(parameters.storage.baseAddress!), settings = self.settings
-        for l in range { blocks[l].forward(layer: l, a, weights: w, settings: settings) }
+        for l in range { try blocks[l].forward(layer: l, a, weights: w, settings: settings) }
     }
 
     /// Runs layers `range` backward (in reverse), taking ∂/∂hidden[upper]
@@ -378,7 +404,7 @@ public final class LlamaModel: @unchecked Sendable {
 
     public func backwardLayers(_ range: Range<Int>, _ a: Activations) throws {
         let w = UnsafePointer(parameters.storage.baseAddress!), g = gradients.storage.baseAddress!, settings = self.settings
-        for l in range.reversed() { blocks[l].backward(layer: l, a, weights: w, gradients: g, settings: settings) }
+        for l in range.reversed() { try blocks[l].backward(layer: l, a, weights: w, gradients: g, settings: settings) }
     }
 
     private func headLogits(_ a: Activations) {
@@ -396,12 +422,21 @@ public final class LlamaModel: @unchecked Sendable {
 
     @discardableResult
     public func headForward(_ a: Activations) throws -> LossResult {
-        let n = a.n, V = dimensions.vocab
         headLogits(a)
-        let r = a.batch!.targets.withUnsafeBufferPointer {
-            crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: n, vocab: V, gradientScale: nil)
-        }
+        let r = try headLoss(a, gradientScale: nil)
         return LossResult(sum: r.sum, count: r.count)
+    }
+
+    /// The loss of `a`'s logits, reduced over the tensor group when the vocabulary is split.
+    private func headLoss(_ a: Activations, gradientScale: Float?) throws -> (sum: Double, count: Int) {
+        let n = a.n, V = dimensions.vocab, first = head.firstToken
+        return try a.batch!.targets.withUnsafeBufferPointer { t in
+            guard let group = tensorGroup else {
+                return DaptModel.crossEntropy(logits: a.logits, targets: t.baseAddress!, rows: n, vocab: V, gradientScale: gradientScale)
+            }
+            return try vocabParallelCrossEntropy(logits: a.logits, targets: t.baseAddress!, rows: n, vocab: V, firstToken: first,
+                                                 gradientScale: gradientScale, group: group)
+        }
     }
 
     /// Head forward, loss, and head backward: leaves ∂/∂hidden[layers] in
@@ -418,12 +453,10 @@ public final class LlamaModel: @unchecked Sendable {
         headLogits(a)
         let counted = batch.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
         let denominator = normalizer ?? Double(max(counted, 1))
-        let r = batch.targets.withUnsafeBufferPointer {
-            crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: n, vocab: V,
-                         gradientScale: Float(Double(lossScale) / denominator))
-        }
+        let r = try headLoss(a, gradientScale: Float(Double(lossScale) / denominator))
         settings.round(a.logits, n * V)
         head.projection.backward(x: a.finalOut, dy: a.logits, rows: n, weights: w, gradients: g, dx: a.dNorm)
+        try settings.sumOverTensorGroup(a.dNorm, n * H)
         settings.round(a.dNorm, n * H)
         a.dResidual.update(repeating: 0, count: n * H)
         head.norm.backward(dOut: a.dNorm, x: a.residual + config.numHiddenLayers * n * H, rstd: a.finalRstd, rows: n,

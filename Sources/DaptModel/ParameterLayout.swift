@@ -8,15 +8,72 @@ public struct ParameterSlice: Equatable, Sendable {
     public var offset: Int
     public var count: Int { shape.reduce(1, *) }
     public var range: Range<Int> { offset..<(offset + count) }
+    /// How the tensor is divided among tensor-parallel ranks (nil: whole, on every rank).
+    public var split: TensorSplit?
     /// Weight decay applies to matrices, not to norm gains.
     public var isNormWeight: Bool { shape.count == 1 }
+    /// The whole tensor's shape (the saved one).
+    public var fullShape: [Int] { split?.fullShape ?? shape }
+
+    public init(name: String, shape: [Int], offset: Int, split: TensorSplit? = nil) {
+        self.name = name; self.shape = shape; self.offset = offset; self.split = split
+    }
+}
+
+/// One rank's part of a tensor split among `parts` tensor-parallel ranks:
+/// a block of rows (axis 0: output features, vocabulary entries) or of
+/// columns (axis 1: input features) of the `[out, in]` matrix.
+public struct TensorSplit: Equatable, Sendable {
+    public var axis: Int
+    public var part: Int
+    public var parts: Int
+    public var fullShape: [Int]
+
+    /// The shape of one part.
+    public var shape: [Int] {
+        var s = fullShape
+        s[axis] /= parts
+        return s
+    }
+
+    /// Copies this part out of the whole tensor.
+    public func extract(from whole: UnsafeBufferPointer<Float>, into part: UnsafeMutableBufferPointer<Float>) {
+        forEachRun { wholeStart, partStart, count in
+            _ = UnsafeMutableBufferPointer(rebasing: part[partStart..<(partStart + count)])
+                .update(fromContentsOf: whole[wholeStart..<(wholeStart + count)])
+        }
+    }
+
+    /// Copies this part into its place in the whole tensor.
+    public func insert(_ part: UnsafeBufferPointer<Float>, into whole: UnsafeMutableBufferPointer<Float>) {
+        forEachRun { wholeStart, partStart, count in
+            _ = UnsafeMutableBufferPointer(rebasing: whole[wholeStart..<(wholeStart + count)])
+                .update(fromContentsOf: part[partStart..<(partStart + count)])
+        }
+    }
+
+    /// The contiguous runs of the part inside the whole: one block of rows,
+    /// or a piece of every row.
+    private func forEachRun(_ body: (_ wholeStart: Int, _ partStart: Int, _ count: Int) -> Void) {
+        let rows = fullShape[0], columns = fullShape.count > 1 ? fullShape[1] : 1
+        if axis == 0 {
+            let count = rows / parts * columns
+            body(part * count, 0, count)
+        } else {
+            let width = columns / parts
+            for r in 0..<rows { body(r * columns + part * width, r * width, width) }
+        }
+    }
 }
 
 /// Where every parameter lives in the one contiguous buffer that holds all
 /// parameters (and, with the same offsets, gradients and optimizer moments).
 /// Order: embedding; per layer q,k,v,o, gate,up,down, the two norms; final
 /// norm; `lm_head` unless tied. A layer's tensors are contiguous, so a
-/// pipeline stage owns one range of the buffer.
+/// pipeline stage owns one range of the buffer. Split among T tensor ranks,
+/// a rank holds its part of each matrix (Megatron-LM's split: q/k/v and
+/// gate/up by output rows — attention heads —, o_proj and down_proj by input
+/// columns, the embedding and LM head by vocabulary rows) and every norm gain.
 public struct ParameterLayout: Equatable, Sendable {
     public struct LayerSlices: Equatable, Sendable {
         public var q, k, v, o, gate, up, down, inputNorm, postAttentionNorm: ParameterSlice
@@ -32,40 +89,52 @@ public struct ParameterLayout: Equatable, Sendable {
     /// The LM head's weight: `lm_head.weight`, or the embedding when tied.
     public let lmHead: ParameterSlice
     public let totalCount: Int
+    /// This layout's tensor rank and the tensor degree (0 and 1 unsplit).
+    public let tensorRank: Int, tensorParallel: Int
 
-    public init(config c: LlamaConfig) {
+    /// The layout of tensor rank `tensorRank` of `tensorParallel` (the
+    /// config's sizes must divide; see `LlamaConfig.tensorParallelProblems`).
+    public init(config c: LlamaConfig, tensorRank: Int = 0, tensorParallel: Int = 1) {
+        precondition((0..<tensorParallel).contains(tensorRank))
+        self.tensorRank = tensorRank
+        self.tensorParallel = tensorParallel
         var offset = 0
         var all: [ParameterSlice] = []
-        func add(_ name: String, _ shape: [Int]) -> ParameterSlice {
-            let s = ParameterSlice(name: name, shape: shape, offset: offset)
+        /// `axis`: the dimension split among tensor ranks (nil: replicated).
+        func add(_ name: String, _ shape: [Int], split axis: Int? = nil) -> ParameterSlice {
+            let split = axis.flatMap { tensorParallel > 1 ? TensorSplit(axis: $0, part: tensorRank, parts: tensorParallel, fullShape: shape) : nil }
+            let s = ParameterSlice(name: name, shape: split?.shape ?? shape, offset: offset, split: split)
             offset += s.count
             all.append(s)
             return s
         }
         let h = c.hiddenSize
-        embedding = add("model.embed_tokens.weight", [c.vocabSize, h])
+        embedding = add("model.embed_tokens.weight", [c.vocabSize, h], split: 0)
         var layers: [LayerSlices] = []
         for i in 0..<c.numHiddenLayers {
             let p = "model.layers.\(i)."
-            let q = add(p + "self_attn.q_proj.weight", [c.qDimension, h])
-            let k = add(p + "self_attn.k_proj.weight", [c.kvDimension, h])
-            let v = add(p + "self_attn.v_proj.weight", [c.kvDimension, h])
-            let o = add(p + "self_attn.o_proj.weight", [h, c.qDimension])
-            let g = add(p + "mlp.gate_proj.weight", [c.intermediateSize, h])
-            let u = add(p + "mlp.up_proj.weight", [c.intermediateSize, h])
-            let d = add(p + "mlp.down_proj.weight", [h, c.intermediateSize])
+            let q = add(p + "self_attn.q_proj.weight", [c.qDimension, h], split: 0)
+            let k = add(p + "self_attn.k_proj.weight", [c.kvDimension, h], split: 0)
+            let v = add(p + "self_attn.v_proj.weight", [c.kvDimension, h], split: 0)
+            let o = add(p + "self_attn.o_proj.weight", [h, c.qDimension], split: 1)
+            let g = add(p + "mlp.gate_proj.weight", [c.intermediateSize, h], split: 0)
+            let u = add(p + "mlp.up_proj.weight", [c.intermediateSize, h], split: 0)
+            let d = add(p + "mlp.down_proj.weight", [h, c.intermediateSize], split: 1)
             let n1 = add(p + "input_layernorm.weight", [h])
             let n2 = add(p + "post_attention_layernorm.weight", [h])
             layers.append(LayerSlices(q: q, k: k, v: v, o: o, gate: g, up: u, down: d, inputNorm: n1, postAttentionNorm: n2))
         }
         self.layers = layers
         finalNorm = add("model.norm.weight", [h])
-        lmHead = c.tieWordEmbeddings ? embedding : add("lm_head.weight", [c.vocabSize, h])
+        lmHead = c.tieWordEmbeddings ? embedding : add("lm_head.weight", [c.vocabSize, h], split: 0)
         slices = all
         totalCount = offset
     }
 
     public func slice(named name: String) -> ParameterSlice? { slices.first { $0.name == name } }
+
+    /// True when the tensors are parts of a model split among tensor ranks.
+    public var isSplit: Bool { tensorParallel > 1 }
 }
 
 /// A contiguous Float buffer with a layout: parameters, gradients or

@@ -130,6 +130,15 @@ public struct SafeTensorsFile: Sendable {
         }
     }
 
+    /// Reads the tensor named like `slice` into its buffer: the whole
+    /// tensor, or the slice's part of it when split among tensor ranks.
+    public func read(part slice: ParameterSlice, name: String? = nil, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        let name = name ?? slice.name
+        guard let split = slice.split else { return try read(name, expectedShape: slice.shape, into: destination) }
+        let whole = try floats(name, expectedShape: split.fullShape)
+        whole.withUnsafeBufferPointer { split.extract(from: $0, into: destination) }
+    }
+
     public func floats(_ name: String, expectedShape: [Int]? = nil) throws -> [Float] {
         guard let e = entry(name) else { throw SafeTensorsError.missingTensor(path: path, name: name) }
         var out = [Float](repeating: 0, count: e.count)
@@ -206,6 +215,7 @@ extension ParameterBuffer {
     /// Writes every tensor of the layout under its Hugging Face name (a tied
     /// LM head is not written, as transformers does).
     public func saveSafeTensors(path: String, dtype: SafeTensorsDType = .f32) throws {
+        precondition(!layout.isSplit, "a tensor-parallel part is saved through gatherWhole, as whole tensors")
         try withBuffer { buffer in
             let tensors = layout.slices.map {
                 SafeTensors.Tensor(name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(rebasing: buffer[$0.range]))
@@ -235,7 +245,7 @@ extension ParameterBuffer {
             guard let i = owner[s.name] else {
                 throw SafeTensorsError.missingTensor(path: paths.joined(separator: ", "), name: s.name)
             }
-            try withSlice(s) { try files[i].read(s.name, expectedShape: s.shape, into: $0) }
+            try withSlice(s) { try files[i].read(part: s, into: $0) }
         }
     }
 

@@ -1,0 +1,138 @@
+import DaptCluster
+import Foundation
+
+// Tensor parallelism (Megatron-LM): the ranks of a tensor group each hold a
+// part of every matrix. Column-parallel products (q/k/v, gate/up, the LM
+// head) need their input gradient summed over the group; row-parallel ones
+// (o_proj, down_proj) their output. The embedding and the cross-entropy are
+// split by vocabulary: full logits are never gathered.
+
+extension PassSettings {
+    /// x summed over the tensor group (unsplit: unchanged).
+    func sumOverTensorGroup(_ x: UnsafeMutablePointer<Float>, _ count: Int) throws {
+        guard let group = tensorGroup else { return }
+        try group.allReduce(UnsafeMutableBufferPointer(start: x, count: count), op: .sum)
+    }
+}
+
+extension Linear {
+    /// out += x·Wᵀ summed over the tensor group: a row-parallel product, each
+    /// rank holding some input columns. Unsplit, one product onto `out`.
+    func addRowParallel(x: UnsafePointer<Float>, rows: Int, weights: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                        scratch: UnsafeMutablePointer<Float>, settings: PassSettings) throws {
+        guard settings.tensorGroup != nil else { return forward(x: x, rows: rows, weights: weights, y: out, accumulate: true) }
+        forward(x: x, rows: rows, weights: weights, y: scratch)
+        try settings.sumOverTensorGroup(scratch, rows * outFeatures)
+        addInPlace(out, scratch, count: rows * outFeatures)
+    }
+}
+
+/// Softmax cross-entropy over a vocabulary split among the tensor group:
+/// each rank holds the logits of tokens `firstToken ..< firstToken + vocab`.
+/// The row maxima, the sums of exponentials and the target logits are
+/// reduced over the group; each rank's gradient (when `gradientScale` is
+/// given, written over its logits as in `crossEntropy`) covers its columns.
+/// Returns the summed loss and counted rows, the same on every rank.
+public func vocabParallelCrossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, rows: Int, vocab: Int,
+                               firstToken: Int, gradientScale: Float?, group: any Communicator) throws -> (sum: Double, count: Int) {
+    func local(_ r: Int) -> Int? {
+        let t = Int(targets[r]) - firstToken
+        return t >= 0 && t < vocab ? t : nil
+    }
+    var maxima = [Float](repeating: 0, count: rows)
+    for r in 0..<rows where targets[r] != ignoreIndex {
+        let row = logits + r * vocab
+        var m = -Float.infinity
+        for i in 0..<vocab { m = max(m, row[i]) }
+        maxima[r] = m
+    }
+    try group.allReduce(&maxima, op: .max)
+    // [Σ e^(x−m) | target logit] per row, summed over the group together.
+    var sums = [Float](repeating: 0, count: 2 * rows)
+    for r in 0..<rows where targets[r] != ignoreIndex {
+        let row = logits + r * vocab, m = maxima[r]
+        if let t = local(r) { sums[rows + r] = row[t] }
+        var sum: Float = 0
+        for i in 0..<vocab {
+            // With a gradient, keep e^(x−m) in the row so each logit takes one exp.
+            let e = scalarExp(row[i] - m)
+            if gradientScale != nil { row[i] = e }
+            sum += e
+        }
+        sums[r] = sum
+    }
+    try group.allReduce(&sums, op: .sum)
+    var total = 0.0, counted = 0
+    for r in 0..<rows {
+        let row = logits + r * vocab
+        guard targets[r] != ignoreIndex else {
+            if gradientScale != nil { row.update(repeating: 0, count: vocab) }
+            continue
+        }
+        let loss = Foundation.log(sums[r]) + maxima[r] - sums[rows + r]
+        total += Double(loss)
+        counted += 1
+        if let scale = gradientScale {
+            let k = scale / sums[r]
+            for i in 0..<vocab { row[i] *= k }
+            if let t = local(r) { row[t] -= scale }
+        }
+    }
+    return (total, counted)
+}
+
+extension LlamaConfig {
+    /// Why the model cannot be split among `t` tensor ranks (empty when it can):
+    /// heads, kv heads, intermediate size and vocabulary must each divide by `t`.
+    public func tensorParallelProblems(_ t: Int) -> [String] {
+        guard t > 1 else { return [] }
+        return [("num_attention_heads", numAttentionHeads), ("num_key_value_heads", numKeyValueHeads),
+                ("intermediate_size", intermediateSize), ("vocab_size", vocabSize)]
+            .filter { $0.1 % t != 0 }
+            .map { "\(t) tensor ranks do not divide model.\($0.0) (\($0.1)): each rank must hold an equal part" }
+    }
+}
+
+extension ParameterBuffer {
+    /// Fills a part from the whole model's buffer (the same names in the same order).
+    public func copyParts(of whole: ParameterBuffer) {
+        precondition(whole.layout.slices.map(\.name) == layout.slices.map(\.name), "parts of another model")
+        whole.withBuffer { w in
+            for (s, ws) in zip(layout.slices, whole.layout.slices) {
+                let source = UnsafeBufferPointer(rebasing: w[ws.range])
+                withSlice(s) { part in
+                    if let split = s.split { split.extract(from: source, into: part) } else { _ = part.update(fromContentsOf: source) }
+                }
+            }
+        }
+    }
+}
+
+extension ParameterLayout {
+    /// The whole tensors of `values` (laid out by this part's layout, a part
+    /// on every rank of `group`) in the layout of the whole model `whole`,
+    /// on rank 0 of `group`; nil on the other ranks. Tensor by tensor, so
+    /// no rank sends more than one tensor at a time.
+    public func gatherWhole(_ values: UnsafeBufferPointer<Float>, into whole: ParameterLayout, group: any Communicator) throws -> [Float]? {
+        precondition(whole.slices.map(\.name) == slices.map(\.name), "parts of another model")
+        var out = group.rank == 0 ? [Float](repeating: 0, count: whole.totalCount) : nil
+        for (s, ws) in zip(slices, whole.slices) {
+            let mine = UnsafeBufferPointer(rebasing: values[s.range])
+            guard let split = s.split else {
+                out?.withUnsafeMutableBufferPointer { _ = UnsafeMutableBufferPointer(rebasing: $0[ws.range]).update(fromContentsOf: mine) }
+                continue
+            }
+            let parts = try group.gatherV(Array(mine), root: 0)
+            guard let parts else { continue }
+            out!.withUnsafeMutableBufferPointer { o in
+                let target = UnsafeMutableBufferPointer(rebasing: o[ws.range])
+                for (r, p) in parts.enumerated() {
+                    var rankSplit = split
+                    rankSplit.part = r
+                    p.withUnsafeBufferPointer { rankSplit.insert($0, into: target) }
+                }
+            }
+        }
+        return out
+    }
+}
