@@ -1,3 +1,4 @@
+import DaptCluster
 import DaptCore
 import DaptModel
 import DaptTokenizer
@@ -64,9 +65,10 @@ public enum ModelDirectory: Equatable, Sendable {
     }
 
     /// The model, after verifying a checkpoint's files against its manifest.
-    public func loadModel() throws -> LlamaModel {
+    /// The model (this rank's part of it, given a tensor group).
+    public func loadModel(tensorGroup: (any Communicator)? = nil) throws -> LlamaModel {
         if case .checkpoint(let dir) = self { _ = try CheckpointStore.verify(directory: dir) }
-        return try LlamaModel(directory: path)
+        return try LlamaModel(directory: path, tensorGroup: tensorGroup)
     }
 
     /// The tokenizer to read text with: `requested`, which must then be

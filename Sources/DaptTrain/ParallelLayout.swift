@@ -23,13 +23,10 @@ public struct ParallelLayout: Equatable, Sendable {
         }
     }
 
-    /// Throws for T or P above 1: the trainer runs data parallelism only.
+    /// Throws for P above 1: the trainer runs tensor and data parallelism.
     public func requireBuilt() throws {
-        if tensor > 1 {
-            throw ConfigError(field: "pretrain.parallel.tensor", reason: "\(tensor): tensor parallelism is not built yet (only 1 is accepted; data parallelism uses every rank)")
-        }
         if pipeline > 1 {
-            throw ConfigError(field: "pretrain.parallel.pipeline", reason: "\(pipeline): pipeline parallelism is not built yet (only 1 is accepted; data parallelism uses every rank)")
+            throw ConfigError(field: "pretrain.parallel.pipeline", reason: "\(pipeline): pipeline parallelism is not built yet (only 1 is accepted; tensor and data parallelism use every rank)")
         }
     }
 
@@ -50,8 +47,10 @@ public struct ParallelLayout: Equatable, Sendable {
             let c = coordinates(rank: rank)
             let share = dataShare(globalBatch: globalBatch, rank: c.data, of: data)
             let shareText = share.isEmpty ? "none" : "\(share.lowerBound)–\(share.upperBound - 1)"
+            let part = tensor == 1 ? "heads 0–\(heads - 1) (all: replicated)"
+                : "heads \(c.tensor * heads / tensor)–\((c.tensor + 1) * heads / tensor - 1) of \(heads), 1/\(tensor) of the MLP and vocabulary"
             return "rank \(rank): tensor \(c.tensor)/\(tensor) pipeline \(c.pipeline)/\(pipeline) data \(c.data)/\(data)"
-                + "  layers 0–\(layers - 1), heads 0–\(heads - 1) (all: replicated)"
+                + "  layers 0–\(layers - 1), \(part)"
                 + "  sequences \(shareText) of every global batch of \(globalBatch)"
         }
     }

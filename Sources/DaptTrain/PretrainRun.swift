@@ -59,12 +59,14 @@ public enum PretrainRun {
         let start: ModelDirectory? = try config.model.from.map { try ModelDirectory.resolve($0) }
 
         let split = splitHeldOut(documentCount: shards.documentCount, fraction: config.data.heldOutFraction, seed: config.data.seed)
-        let model: LlamaModel
+        // Split among the tensor group when T > 1 (sizes T does not divide: one configuration error on every rank).
+        let model: LlamaModel = try world.agreed {
+            if let start { return try start.loadModel(tensorGroup: groups.tensor) }
+            return try LlamaModel(config: config.model.llamaConfig(vocabulary: shards.vocabSize), tensorGroup: groups.tensor)
+        }
         if let start {
-            model = try start.loadModel()
             sink.report(.notice(stage: stage, message: "loaded \(start.path) (\(model.layout.totalCount) parameters)"))
         } else {
-            model = try LlamaModel(config: config.model.llamaConfig(vocabulary: shards.vocabSize))
             model.initializeRandom(seed: config.model.initSeed, std: config.model.initStd)
         }
         if model.config.vocabSize < shards.vocabSize {

@@ -258,7 +258,7 @@ public final class Trainer {
             if precision != .fp32 { roundInPlace(g, to: precision) }
             gradientHook?(g)
             // An overflow on any rank skips the step on every rank.
-            let finite = try sumOverData(Int32(allFinite(UnsafeBufferPointer(g)) ? 0 : 1)) == 0
+            let finite = try sumOverWorld(Int32(allFinite(UnsafeBufferPointer(g)) ? 0 : 1)) == 0
             let apply = precision == .fp16 ? state.lossScaler.update(gradientsFinite: finite) : finite
             guard apply else {
                 sink.report(.notice(stage: Self.stage, message: "step \(stepIndex + 1): gradients overflowed at loss scale \(lossScale); step skipped, scale now \(state.lossScaler.scale)"))
@@ -266,9 +266,7 @@ public final class Trainer {
                 return
             }
             if lossScale != 1 { scaleInPlace(g, by: 1 / lossScale) }
-            gradientNorm = config.optimizer.maxGradNorm > 0
-                ? clipGlobalNorm(g, maxNorm: config.optimizer.maxGradNorm)
-                : Float(sumOfSquares(UnsafeBufferPointer(g)).squareRoot())
+            gradientNorm = try globalGradientNorm(clipping: g)
             guard gradientNorm.isFinite else { throw TrainingError.invalidInput(path: "step \(stepIndex + 1)", reason: "gradient norm is not finite") }
             master.withBuffer { m in optimizer.step(parameters: m, gradients: UnsafeBufferPointer(g), learningRate: Float(lr)) }
             applied = true
@@ -312,19 +310,28 @@ public final class Trainer {
     public static let trainConfigFile = "pretrain_config.json"
 
     /// Writes `checkpoint-<step>` under the run directory; returns its path.
+    /// A split model's tensors are written whole, as `whole` (gathered by `gatherWholeTensors`).
     @discardableResult
-    public func saveCheckpoint() throws -> String {
-        let layout = model.layout
+    public func saveCheckpoint() throws -> String { try saveCheckpoint(whole: nil) }
+
+    func saveCheckpoint(whole: WholeTrainingTensors?) throws -> String {
+        let layout = whole?.weights.layout ?? model.layout
         return try CheckpointStore.save(root: config.checkpoint.directory, step: state.step, keepLast: config.checkpoint.keepLast) { dir in
             try model.config.save(path: dir + "/" + Self.configFile)
-            try master.saveSafeTensors(path: dir + "/" + Self.modelFile)
-            let m = UnsafeBufferPointer(optimizer.firstMoment), v = UnsafeBufferPointer(optimizer.secondMoment)
-            var tensors: [SafeTensors.Tensor] = []
-            for s in layout.slices {
-                tensors.append(.init(name: "exp_avg." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: m[s.range])))
-                tensors.append(.init(name: "exp_avg_sq." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: v[s.range])))
+            try (whole?.weights ?? master).saveSafeTensors(path: dir + "/" + Self.modelFile)
+            func writeMoments(_ m: UnsafeBufferPointer<Float>, _ v: UnsafeBufferPointer<Float>) throws {
+                var tensors: [SafeTensors.Tensor] = []
+                for s in layout.slices {
+                    tensors.append(.init(name: "exp_avg." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: m[s.range])))
+                    tensors.append(.init(name: "exp_avg_sq." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: v[s.range])))
+                }
+                try SafeTensors.write(path: dir + "/" + Self.optimizerFile, tensors: tensors)
             }
-            try SafeTensors.write(path: dir + "/" + Self.optimizerFile, tensors: tensors)
+            if let whole {
+                try whole.firstMoment.withBuffer { m in try whole.secondMoment.withBuffer { try writeMoments(UnsafeBufferPointer(m), UnsafeBufferPointer($0)) } }
+            } else {
+                try writeMoments(UnsafeBufferPointer(optimizer.firstMoment), UnsafeBufferPointer(optimizer.secondMoment))
+            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try Self.writeAtomically(dir + "/" + Self.stateFile, Array(encoder.encode(state)))
@@ -342,9 +349,10 @@ public final class Trainer {
     /// Returns the checkpoint's path on rank 0.
     @discardableResult
     func saveAndReport() throws -> String? {
-        guard groups.writes else { try groups.world.barrier(); return nil }
         let started = monotonicSeconds()
-        let path = try saveCheckpoint()
+        let whole = try gatherWholeTensors()
+        guard groups.writes else { try groups.world.barrier(); return nil }
+        let path = try saveCheckpoint(whole: whole)
         let seconds = monotonicSeconds() - started
         let bytes = try CheckpointStore.verify(directory: path).files.reduce(0) { $0 + $1.bytes }
         sink.report(.notice(stage: Self.stage, message: String(format: "saved %@ (%.1f MB in %.3f s, %.0f MB/s)",
@@ -380,10 +388,9 @@ public final class Trainer {
         if precision == .fp32 { /* master is the model's buffer */ } else { model.parameters.copy(from: master) }
         let moments = try SafeTensorsFile(path: dir + "/" + Self.optimizerFile)
         for s in model.layout.slices {
-            try moments.read("exp_avg." + s.name, expectedShape: s.shape,
-                             into: UnsafeMutableBufferPointer(rebasing: optimizer.firstMoment[s.range]))
-            try moments.read("exp_avg_sq." + s.name, expectedShape: s.shape,
-                             into: UnsafeMutableBufferPointer(rebasing: optimizer.secondMoment[s.range]))
+            // This rank's part of each tensor when the model is split.
+            try moments.read(part: s, name: "exp_avg." + s.name, into: UnsafeMutableBufferPointer(rebasing: optimizer.firstMoment[s.range]))
+            try moments.read(part: s, name: "exp_avg_sq." + s.name, into: UnsafeMutableBufferPointer(rebasing: optimizer.secondMoment[s.range]))
         }
         let restored: TrainingState
         do {

@@ -52,8 +52,13 @@ final class ParallelLayoutTests: XCTestCase {
         XCTAssertEqual(c.map(\.pipeline), [0, 0, 1, 1, 0, 0, 1, 1])
         XCTAssertEqual(c.map(\.data), [0, 0, 0, 0, 1, 1, 1, 1])
         XCTAssertThrowsError(try layout.requireBuilt()) {
-            XCTAssertEqual("\($0)", "pretrain.parallel.tensor: 2: tensor parallelism is not built yet (only 1 is accepted; data parallelism uses every rank)")
+            XCTAssertEqual("\($0)", "pretrain.parallel.pipeline: 2: pipeline parallelism is not built yet (only 1 is accepted; tensor and data parallelism use every rank)")
         }
+        parallel.pipeline = 1
+        let tensorAndData = try ParallelLayout(world: 4, parallel: parallel)
+        XCTAssertNoThrow(try tensorAndData.requireBuilt())
+        XCTAssertEqual(tensorAndData.grid(layers: 2, heads: 4, globalBatch: 4)[3],
+                       "rank 3: tensor 1/2 pipeline 0/1 data 1/2  layers 0–1, heads 2–3 of 4, 1/2 of the MLP and vocabulary  sequences 2–3 of every global batch of 4")
         let dataOnly = try ParallelLayout(world: 3, parallel: .init())
         XCTAssertEqual(dataOnly.data, 3)
         XCTAssertNoThrow(try dataOnly.requireBuilt())

@@ -99,7 +99,8 @@ final class DataParallelPretrainTests: XCTestCase {
         XCTAssertEqual(try PretrainCommandTests.metrics(run("d2")), try PretrainCommandTests.metrics(run("d2-again")), "left as it was")
     }
 
-    func testBFloat16OnTwoRanksCompletes() throws {
+    /// bf16 on 2 data ranks and fp16 on 2 tensor ranks complete with finite losses.
+    func testHalfPrecisionOnTwoRanksCompletes() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try PretrainCommandTests.prepare(dir)
         let run = dir.appendingPathComponent("bf16").path
@@ -109,23 +110,81 @@ final class DataParallelPretrainTests: XCTestCase {
         let lines = try PretrainCommandTests.metrics(run)
         XCTAssertEqual(lines.map(\.step), Array(0...6))
         XCTAssertTrue(lines.dropFirst().allSatisfy { ($0.loss ?? .nan).isFinite }, "\(lines)")
+
+        // fp16 split among 2 tensor ranks: every rank scales, checks and skips alike.
+        let fp16 = dir.appendingPathComponent("fp16-t2").path
+        let t = try pretrain(np: 2, ["--input", shards, "--output", fp16, "--steps", "6", "--precision", "fp16", "--set", "parallel.tensor=2"] + PretrainCommandTests.tiny)
+        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertTrue(t.stderr.contains("2 ranks: tensor 2 × pipeline 1 × data 1") && t.stderr.contains("step 6/6  loss"), t.stderr)
+        let fp16Lines = try PretrainCommandTests.metrics(fp16)
+        XCTAssertEqual(fp16Lines.map(\.step), Array(0...6))
+        XCTAssertTrue(fp16Lines.dropFirst().allSatisfy { ($0.loss ?? .nan).isFinite }, "\(fp16Lines)")
     }
 
-    /// Tensor parallelism is not built, and T·P must divide the world:
-    /// exit 2, one message naming the field and numbers, nothing written.
+    /// 20 fp32 steps split among 2 tensor ranks, and 2 tensor × 2 data
+    /// ranks: the single-rank losses and weights within 1e-5, the checkpoint
+    /// one Hugging Face file of whole tensors; a run of 2 tensor ranks to step
+    /// 10 resumes on one rank, and one rank's resumes on 2 tensor ranks, each
+    /// ending at the single-rank run.
+    func testTensorParallelRunsMatchOneRank() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let tensor2 = ["--set", "parallel.tensor=2"]
+
+        let single = try pretrain(np: 1, ["--input", shards, "--output", run("t1")] + Self.fp32)
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let reference = try PretrainCommandTests.metrics(run("t1"))
+        let referenceWeights = try weights(run("t1"))
+
+        for (np, data) in [(2, 1), (4, 2)] {
+            let name = "t2d\(data)"
+            let r = try pretrain(np: np, ["--input", shards, "--output", run(name)] + Self.fp32 + tensor2)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor 2 × pipeline 1 × data \(data)"), r.stderr)
+            XCTAssertTrue(r.stderr.contains("rank 1: tensor 1/2 pipeline 0/1 data 0/\(data)  layers 0–1, heads 2–3 of 4"), r.stderr)
+            assertClose(try PretrainCommandTests.metrics(run(name)), reference, "tensor 2 × data \(data)")
+            assertClose(try weights(run(name)), referenceWeights, "tensor 2 × data \(data)")
+            let file = try SafeTensorsFile(path: run(name) + "/checkpoint-00000020/model.safetensors")
+            XCTAssertEqual(file.entry("model.embed_tokens.weight")?.shape, try SafeTensorsFile(path: run("t1") + "/checkpoint-00000020/model.safetensors").entry("model.embed_tokens.weight")?.shape)
+        }
+
+        let half = try pretrain(np: 2, ["--input", shards, "--output", run("t2-then-1"), "--stop-after", "10"] + Self.fp32 + tensor2)
+        XCTAssertEqual(half.status, 0, half.stderr)
+        let rest = try pretrain(np: 1, ["--resume", run("t2-then-1"), "--set", "parallel.tensor=1"])
+        XCTAssertEqual(rest.status, 0, rest.stderr)
+        XCTAssertTrue(rest.stderr.contains("at step 10"), rest.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("t2-then-1")), reference, "2 tensor ranks to step 10, then one rank")
+        assertClose(try weights(run("t2-then-1")), referenceWeights, "2 tensor ranks to step 10, then one rank")
+
+        let first = try pretrain(np: 1, ["--input", shards, "--output", run("t1-then-2"), "--stop-after", "10"] + Self.fp32)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let second = try pretrain(np: 2, ["--resume", run("t1-then-2")] + tensor2)
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertTrue(second.stderr.contains("at step 10") && second.stderr.contains("2 ranks: tensor 2 × pipeline 1 × data 1"), second.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("t1-then-2")), reference, "one rank to step 10, then 2 tensor ranks")
+        assertClose(try weights(run("t1-then-2")), referenceWeights, "one rank to step 10, then 2 tensor ranks")
+    }
+
+    /// Pipeline parallelism is not built, T·P must divide the world, and T
+    /// the kv heads: exit 2, one message naming the field and numbers,
+    /// nothing written.
     func testUnbuiltAndIndivisibleLayoutsAreRefused() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try PretrainCommandTests.prepare(dir)
         let run = dir.appendingPathComponent("run").path
-        let tensor = try pretrain(np: 2, ["--input", shards, "--output", run, "--set", "parallel.tensor=2"] + Self.fp32)
-        XCTAssertEqual(tensor.status, 2, tensor.stderr)
-        XCTAssertEqual(tensor.stderr.components(separatedBy: "pretrain.parallel.tensor: 2: tensor parallelism is not built yet").count, 2, tensor.stderr)
+        let pipeline = try pretrain(np: 2, ["--input", shards, "--output", run, "--set", "parallel.pipeline=2"] + Self.fp32)
+        XCTAssertEqual(pipeline.status, 2, pipeline.stderr)
+        XCTAssertEqual(pipeline.stderr.components(separatedBy: "pretrain.parallel.pipeline: 2: pipeline parallelism is not built yet").count, 2, pipeline.stderr)
+        let heads = try pretrain(np: 2, ["--input", shards, "--output", run, "--set", "parallel.tensor=2", "--set", "model.num_key_value_heads=1"] + Self.fp32)
+        XCTAssertEqual(heads.status, 2, heads.stderr)
+        XCTAssertEqual(heads.stderr.components(separatedBy: "pretrain.parallel.tensor: 2 tensor ranks do not divide model.num_key_value_heads (1)").count, 2, heads.stderr)
         let indivisible = try pretrain(np: 3, ["--input", shards, "--output", run, "--set", "parallel.tensor=2"] + Self.fp32)
         XCTAssertEqual(indivisible.status, 2, indivisible.stderr)
         XCTAssertEqual(indivisible.stderr.components(separatedBy: "world size 3 is not divisible by parallel.tensor (2) × parallel.pipeline (1)").count, 2, indivisible.stderr)
-        let pipeline = try pretrain(np: 1, ["--input", shards, "--output", run, "--set", "parallel.pipeline=3"] + Self.fp32)
-        XCTAssertEqual(pipeline.status, 2, pipeline.stderr)
-        XCTAssertTrue(pipeline.stderr.contains("world size 1 is not divisible by parallel.tensor (1) × parallel.pipeline (3)"), pipeline.stderr)
+        let oneRankPipeline = try pretrain(np: 1, ["--input", shards, "--output", run, "--set", "parallel.pipeline=3"] + Self.fp32)
+        XCTAssertEqual(oneRankPipeline.status, 2, oneRankPipeline.stderr)
+        XCTAssertTrue(oneRankPipeline.stderr.contains("world size 1 is not divisible by parallel.tensor (1) × parallel.pipeline (3)"), oneRankPipeline.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: run), "nothing written")
     }
 }
