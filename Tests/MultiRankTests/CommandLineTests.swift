@@ -63,6 +63,8 @@ final class CommandLineTests: XCTestCase {
         (["pretrain"], ["--input", "--output", "--config", "--set"]),
         (["eval", "ppl"], ["--input", "--output", "--config", "--set"]),
         (["eval", "mc"], ["--input", "--output", "--config", "--set", "--strict"]),
+        (["eval", "json"], ["--input", "--output", "--config", "--set"]),
+        (["generate"], ["--input", "--output", "--config", "--set"]),
         (["cluster", "check"], ["--config", "--set"]),
         (["config", "validate"], ["--config", "--set"]),
     ]
@@ -123,6 +125,10 @@ final class CommandLineTests: XCTestCase {
              "--sequence-length -1: eval.sequence_length: must be > 0, got -1"),
             (["eval", "ppl", "--checkpoint", dir.path, "--input", corpus, "--set", "batch_size=0"], "--set batch_size=0: eval.batch_size: must be > 0, got 0"),
             (["config", "validate", "--config", syntax], "\(syntax):3:7: not valid YAML: "),
+            (["generate", "--model", dir.path, "--input", corpus, "--output", dir.path + "/g.jsonl", "--top-p", "2"],
+             "--top-p 2.0: generate.top_p: must be in (0, 1], got 2.0"),
+            (["eval", "json", "--model", dir.path, "--input", corpus, "--set", "max_new_tokens=0"],
+             "--set max_new_tokens=0: generate.max_new_tokens: must be > 0, got 0"),
         ]
         for (args, expected) in cases {
             let r = try DaptProcess.dapt(args)
