@@ -72,6 +72,8 @@ public struct MultipleChoiceReport: Sendable {
     public var microAccuracy: Double
     /// The mean of the accuracies of the subjects with a scored item.
     public var macroAccuracy: Double
+    /// Wall time of encoding and scoring the items (model and files loaded), for speed figures only.
+    public var scoringSeconds: Double = 0
 }
 
 /// Scores choices by the log-likelihood the model gives each continuation
@@ -184,7 +186,8 @@ public enum MultipleChoiceEvaluation {
         let scoring = MultipleChoiceScoring(model: try directory.loadModel(), tokenizer: tokenizer, maxLength: limit)
 
         var results: [MultipleChoiceResult] = [], rejects: [InputError] = [], rejectedBySubject: [String: Int] = [:]
-        var truncated = 0, done = 0
+        var truncated = 0, done = 0, forwardSeconds = 0.0
+        let started = monotonicSeconds()
         let total = data.subjects.reduce(0) { $0 + $1.items.count }
         for subject in data.subjects {
             rejects += subject.rejects
@@ -206,7 +209,9 @@ public enum MultipleChoiceEvaluation {
                     continue
                 }
                 if shots < request.shots { truncated += 1 }
+                let t0 = monotonicSeconds()
                 let ll = try scoring.logLikelihoods(context: encoded.context, continuations: encoded.continuations)
+                forwardSeconds += monotonicSeconds() - t0
                 results.append(MultipleChoiceResult(subject: subject.name, item: item, shots: shots, promptTokens: encoded.context.count, logLikelihoods: ll))
             }
         }
@@ -214,10 +219,13 @@ public enum MultipleChoiceEvaluation {
         guard read == results.count + rejects.count else {
             throw TrainingError.invalidInput(path: request.input, reason: "internal count mismatch: \(read) items read, \(results.count) scored + \(rejects.count) rejected")
         }
+        let scoringSeconds = monotonicSeconds() - started
+        sink.report(.metric(stage: "eval", name: "scoring", value: scoringSeconds, unit: "s"))
+        sink.report(.metric(stage: "eval", name: "forward passes", value: forwardSeconds, unit: "s"))
         let accuracy = accuracy(subjects: data.subjects.map(\.name), results: results, rejected: rejectedBySubject)
         return MultipleChoiceReport(modelDirectory: directory.path, tokenizerPath: tokenizerPath, format: data.format, subjects: accuracy.subjects,
                                     results: results, rejects: rejects, read: read, maxLength: limit, truncatedShots: truncated,
-                                    microAccuracy: accuracy.micro, macroAccuracy: accuracy.macro)
+                                    microAccuracy: accuracy.micro, macroAccuracy: accuracy.macro, scoringSeconds: scoringSeconds)
     }
 
     static func encode(_ item: MultipleChoiceItem, shots: Int, subject: MultipleChoiceSubject, format: MultipleChoiceFormat,

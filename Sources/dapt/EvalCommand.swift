@@ -119,6 +119,7 @@ struct EvalCommand: ParsableCommand {
                 guard ctx.isRoot else { return }
                 let report = try MultipleChoiceEvaluation.run(request, output: output, sink: ctx.sink)
                 ctx.say(Self.table(report))
+                ctx.say(String(format: "scored %d items in %.3f s (encoding and forward passes, after loading)", report.results.count, report.scoringSeconds))
                 ctx.say("report: \(output)/\(EvalReport.fileName)")
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import DaptTestSupport
 import XCTest
 
 /// The `dapt` binary's own behaviour: version, config validation, errors.
@@ -92,6 +93,39 @@ final class CommandLineTests: XCTestCase {
         for encoding in ["--shard-lines", "--add-bos", "--tokenizer"] {
             XCTAssertTrue(helps["tokenizer encode"]!.contains(encoding))
             XCTAssertFalse(helps["tokenizer train"]!.contains(encoding), "tokenizer train --help lists \(encoding)")
+        }
+    }
+
+    /// `dapt eval mc` as a user runs it: the table, the report folder
+    /// (kept by a later `eval ppl` into it), option errors.
+    func testEvalMultipleChoiceWritesTableAndReport() throws {
+        let fixtures = DaptProcess.repositoryRoot.appendingPathComponent("Tests/DaptTrainTests/Fixtures")
+        let model = fixtures.appendingPathComponent("mc/model").path
+        let dir = try temporaryDirectoryURL(self)
+        let out = dir.appendingPathComponent("eval").path
+        let r = try DaptProcess.dapt(["eval", "mc", "--model", model, "--input", fixtures.appendingPathComponent("mc/mmlu").path,
+                                      "--shots", "2", "--output", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        XCTAssertEqual(lines.first, ["subject", "items", "correct", "rejected", "accuracy"])
+        let physics = try XCTUnwrap(lines.first { $0.first == "toy_physics" })
+        XCTAssertEqual(Array(physics.prefix(2)), ["toy_physics", "6"])
+        XCTAssertNotNil(lines.first { $0.first == "micro" })
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/report.json"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/mc.items.jsonl"))
+
+        let text = dir.appendingPathComponent("text.jsonl").path
+        try writeLines([#"{"text": "the device of the first claim"}"#, #"{"text": "a method comprising a layer"}"#], to: text)
+        let ppl = try DaptProcess.dapt(["eval", "ppl", "--model", model, "--input", text, "--sequence-length", "8", "--output", out])
+        XCTAssertEqual(ppl.status, 0, ppl.stderr)
+        let report = try String(contentsOfFile: out + "/report.json", encoding: .utf8)
+        XCTAssertTrue(report.contains("\"ppl\": {") && report.contains("\"mc\": {"), report)
+
+        for (args, message) in [(["--format", "csv"], "--format: csv is not mmlu or ceval"), (["--shots", "-1"], "--shots: must be >= 0, got -1")] {
+            let bad = try DaptProcess.dapt(["eval", "mc", "--model", model, "--input", fixtures.appendingPathComponent("mc/mmlu").path,
+                                            "--output", out] + args)
+            XCTAssertEqual(bad.status, 64, bad.stderr)
+            XCTAssertTrue(bad.stderr.contains(message), bad.stderr)
         }
     }
 
