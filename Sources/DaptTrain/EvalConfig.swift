@@ -1,4 +1,5 @@
 import DaptCore
+import DaptModel
 
 /// The `eval:` section: how `dapt eval ppl` packs its input into sequences.
 public struct EvalConfig: StageConfig, Equatable {
@@ -11,12 +12,21 @@ public struct EvalConfig: StageConfig, Equatable {
     /// JSONL input: start / end each document with <|bos|> / <|eos|> (as `tokenizer encode`).
     public var addBos = false
     public var addEos = true
+    /// Evaluate under this RoPE scaling instead of the model's own (context
+    /// extension without training; as Hugging Face's `rope_scaling`).
+    public var ropeScaling: RopeScaling? = nil
+    /// Evaluate with this RoPE base instead of the model's own.
+    public var ropeTheta: Double? = nil
+    /// Evaluate with this position limit instead of the model's own (plain
+    /// RoPE past the trained context, for comparison with scaling).
+    public var maxPositionEmbeddings: Int? = nil
 
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case sequenceLength = "sequence_length", batchSize = "batch_size", maxSequences = "max_sequences"
-        case addBos = "add_bos", addEos = "add_eos"
+        case addBos = "add_bos", addEos = "add_eos", ropeScaling = "rope_scaling", ropeTheta = "rope_theta"
+        case maxPositionEmbeddings = "max_position_embeddings"
     }
 
     public init(from decoder: Decoder) throws {
@@ -27,12 +37,17 @@ public struct EvalConfig: StageConfig, Equatable {
         maxSequences = try c.value(.maxSequences, default: d.maxSequences)
         addBos = try c.value(.addBos, default: d.addBos)
         addEos = try c.value(.addEos, default: d.addEos)
+        ropeScaling = try c.decodeIfPresent(RopeScaling.self, forKey: .ropeScaling)
+        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
+        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings)
     }
 
     public func validate() throws {
         try Check.positive(sequenceLength, "sequence_length")
         try Check.positive(batchSize, "batch_size")
         try Check.nonNegative(maxSequences, "max_sequences")
+        if let ropeTheta { try Check.positive(ropeTheta, "rope_theta") }
+        if let maxPositionEmbeddings { try Check.positive(maxPositionEmbeddings, "max_position_embeddings") }
     }
 
     /// The evaluation of `model` on `input` with these settings.
@@ -43,6 +58,9 @@ public struct EvalConfig: StageConfig, Equatable {
         request.maxSequences = maxSequences
         request.addBos = addBos
         request.addEos = addEos
+        request.ropeScaling = ropeScaling
+        request.ropeTheta = ropeTheta
+        request.maxPositionEmbeddings = maxPositionEmbeddings
         return request
     }
 }

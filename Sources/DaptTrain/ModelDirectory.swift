@@ -71,6 +71,15 @@ public enum ModelDirectory: Equatable, Sendable {
         return try LlamaModel(directory: path, tensorGroup: tensorGroup)
     }
 
+    /// The weights under `config` (the directory's own with, say, another
+    /// RoPE scaling), after the same verification.
+    public func loadModel(config: LlamaConfig) throws -> LlamaModel {
+        if case .checkpoint(let dir) = self { _ = try CheckpointStore.verify(directory: dir) }
+        let model = try LlamaModel(config: config)
+        try model.parameters.loadSafeTensors(directory: path)
+        return model
+    }
+
     /// The tokenizer to read text with: `requested`, which must then be
     /// the same file as the one beside the weights (by checksum), or that one.
     public func tokenizer(requested: String?) throws -> String? {

@@ -18,6 +18,10 @@ public struct PerplexityRequest: Sendable {
     public var maxSequences = 0
     public var addBos = false
     public var addEos = true
+    /// RoPE scaling and base replacing the model's own (nil: the model's).
+    public var ropeScaling: RopeScaling? = nil
+    public var ropeTheta: Double? = nil
+    public var maxPositionEmbeddings: Int? = nil
 
     public init(model: String, input: String, tokenizer: String? = nil) {
         self.model = model; self.input = input; self.tokenizer = tokenizer
@@ -48,7 +52,14 @@ public enum PerplexityEvaluation {
     /// document-masked packed sequences in document order.
     public static func run(_ request: PerplexityRequest, sink: any EventSink = SilentSink()) throws -> PerplexityReport {
         let directory = try ModelDirectory.resolve(request.model)
-        let modelConfig = try LlamaConfig.load(path: directory.path + "/" + Trainer.configFile)
+        var modelConfig = try LlamaConfig.load(path: directory.path + "/" + Trainer.configFile)
+        if let scaling = request.ropeScaling { modelConfig.ropeScaling = scaling }
+        if let theta = request.ropeTheta { modelConfig.ropeTheta = theta }
+        if let positions = request.maxPositionEmbeddings { modelConfig.maxPositionEmbeddings = positions }
+        do { try modelConfig.validate() } catch var error as ConfigError {
+            error.field = "eval." + error.field
+            throw error
+        }
         if request.sequenceLength > modelConfig.positionLimit {
             throw ConfigError(field: "--sequence-length", reason: "\(request.sequenceLength) exceeds the positions of \(directory.path) (\(modelConfig.positionLimit))")
         }
@@ -75,7 +86,7 @@ public enum PerplexityEvaluation {
             source = read.documents
             blankLines = read.counts.blank
         }
-        let model = try directory.loadModel()
+        let model = try directory.loadModel(config: modelConfig)
         let result = try evaluatePerplexity(model: model, source: source, sequenceLength: request.sequenceLength,
                                             batchSize: request.batchSize, maxSequences: request.maxSequences)
         return PerplexityReport(modelDirectory: directory.path, loss: result.loss, perplexity: result.perplexity, tokens: result.tokens,
@@ -88,7 +99,9 @@ public enum PerplexityEvaluation {
         let config = JSONValue.object([
             ("sequence_length", .integer(request.sequenceLength)), ("batch_size", .integer(request.batchSize)),
             ("max_sequences", .integer(request.maxSequences)), ("add_bos", .bool(request.addBos)), ("add_eos", .bool(request.addEos)),
-        ])
+        ] + (request.ropeScaling.map { s in [("rope_scaling", JSONValue.string("\(s.type.rawValue) × \(s.factor)"))] } ?? [])
+          + (request.ropeTheta.map { [("rope_theta", JSONValue.float($0))] } ?? [])
+          + (request.maxPositionEmbeddings.map { [("max_position_embeddings", JSONValue.integer($0))] } ?? []))
         let counts = [("documents", report.documents), ("blank_lines", report.blankLines), ("sequences", report.sequences),
                       ("tokens", report.tokens), ("left_out_tokens", report.leftOutTokens)]
         let results = JSONValue.object([("loss", .float(report.loss)), ("perplexity", .float(report.perplexity))])

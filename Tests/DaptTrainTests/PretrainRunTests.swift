@@ -93,6 +93,37 @@ final class PretrainRunTests: XCTestCase {
         let onText = try PerplexityEvaluation.run(request)
         XCTAssertEqual(onText.loss, onShards.loss, "JSONL through the checkpoint's tokenizer gives the shards' ids")
     }
+
+    /// eval's rope_scaling, rope_theta and max_position_embeddings evaluate
+    /// the weights under other positions than they were trained with.
+    func testPerplexityUnderAnotherRopeScaling() throws {
+        let fixture = try ShardFixture(self)
+        let run = fixture.directory + "/run"
+        try PretrainRun.run(config: fixture.config(run: run, steps: 2))   // trained at 32 of 64 positions
+        var request = PerplexityRequest(model: run, input: fixture.shards)
+        request.sequenceLength = 128
+        XCTAssertThrowsError(try PerplexityEvaluation.run(request)) { XCTAssertTrue("\($0)".contains("exceeds the positions"), "\($0)") }
+        request.maxPositionEmbeddings = 128
+        let plain = try PerplexityEvaluation.run(request)
+        request.maxPositionEmbeddings = nil
+        request.ropeScaling = RopeScaling(type: .yarn, factor: 2)                 // 2 × 64 positions
+        let yarn = try PerplexityEvaluation.run(request)
+        XCTAssertEqual(yarn.tokens, plain.tokens)
+        XCTAssertNotEqual(yarn.loss, plain.loss)
+        XCTAssertEqual(PerplexityEvaluation.section(request, yarn).config["rope_scaling"]?.string, "yarn × 2.0")
+        request.ropeScaling = RopeScaling(type: .linear, factor: 0.5)
+        XCTAssertThrowsError(try PerplexityEvaluation.run(request)) { XCTAssertEqual(($0 as? ConfigError)?.field, "eval.rope_scaling.factor") }
+
+        request.ropeScaling = nil
+        request.sequenceLength = 32
+        let own = try PerplexityEvaluation.run(request)
+        request.ropeTheta = 1e6
+        XCTAssertNotEqual(try PerplexityEvaluation.run(request).loss, own.loss)
+        let config = try ConfigLoader.decode(EvalConfig.self, yaml: "rope_scaling: {rope_type: dynamic, factor: 4}\nrope_theta: 40000\nmax_position_embeddings: 256\n")
+        XCTAssertEqual(config.ropeScaling, RopeScaling(type: .dynamic, factor: 4))
+        XCTAssertEqual(config.request(model: run, input: "x", tokenizer: nil).ropeTheta, 40000)
+        XCTAssertEqual(config.request(model: run, input: "x", tokenizer: nil).maxPositionEmbeddings, 256)
+    }
 }
 
 extension PretrainRunTests {
