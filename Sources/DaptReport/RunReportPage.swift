@@ -42,7 +42,7 @@ extension RunReport {
             s += "<p>No duplicate clusters.</p>"
         } else {
             s += "<p>Duplicate clusters by size (records in the cluster); one record of each is kept.</p>"
-            s += SVGPlot.categories(clusterSizes.map { (String($0.size), $0.clusters) }, axis: "cluster size")
+            s += duplicatePlot()
         }
 
         s += "<h2 id=\"filter\">Perplexity filter</h2>"
@@ -55,7 +55,7 @@ extension RunReport {
             s += "<p>cuts: high " + (g.thresholdHigh.map(FilterJob.decimal) ?? "none") + " (\(g.removedHigh) removed), low "
             s += (g.thresholdLow.map(FilterJob.decimal) ?? "none") + " (\(g.removedLow) removed); perplexity "
             s += "\(FilterJob.decimal(g.perplexityBefore)) before, \(FilterJob.decimal(g.perplexityAfter)) after</p>"
-            s += SVGPlot.histogram(g.histogram, markers: FilterReportPage.cutMarkers(high: g.thresholdHigh, low: g.thresholdLow), axis: "ln ppl")
+            s += filterPlot(g)
         }
 
         for (name, curve) in [("pretrain", pretrain), ("finetune", finetune)] {
@@ -64,7 +64,7 @@ extension RunReport {
                 s += "<p class=\"missing\">\(name) did not run: no loss curve.</p>"
                 continue
             }
-            s += lossCurveSVG(curve.steps, events: curve.markers, title: "dapt \(name)")
+            s += lossPlot(name, curve)
             if curve.events.isEmpty {
                 s += "<p>No events (rollbacks, curriculum changes) in <code>\(e(curve.file))</code>.</p>"
             } else {
@@ -87,6 +87,29 @@ extension RunReport {
             }
         }
         return s + "</body></html>\n"
+    }
+
+    func duplicatePlot() -> String {
+        SVGPlot.categories(clusterSizes.map { (String($0.size), $0.clusters) }, axis: "cluster size")
+    }
+
+    func filterPlot(_ g: FilterGroupSummary) -> String {
+        SVGPlot.histogram(g.histogram, markers: FilterReportPage.cutMarkers(high: g.thresholdHigh, low: g.thresholdLow), axis: "ln ppl")
+    }
+
+    func lossPlot(_ name: String, _ curve: TrainingCurve) -> String {
+        lossCurveSVG(curve.steps, events: curve.markers, title: "dapt \(name)")
+    }
+
+    /// The page's plots as standalone SVG files, by file name:
+    /// `duplicates.svg`, `filter-bucket<B>[-<lang>].svg`, `<stage>-loss.svg`.
+    public func plots() -> [(file: String, svg: String)] {
+        var out: [(String, String)] = []
+        if !clusterSizes.isEmpty { out.append(("duplicates.svg", duplicatePlot())) }
+        for g in filterGroups { out.append(("filter-bucket\(g.bucket)" + (g.lang.isEmpty ? "" : "-\(g.lang)") + ".svg", filterPlot(g))) }
+        if let pretrain { out.append(("pretrain-loss.svg", lossPlot("pretrain", pretrain))) }
+        if let finetune { out.append(("finetune-loss.svg", lossPlot("finetune", finetune))) }
+        return out
     }
 
     /// Writes the page to `path` (replaced as a whole: written beside it, then renamed).

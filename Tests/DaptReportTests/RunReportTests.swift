@@ -1,6 +1,7 @@
 import DaptCore
 import DaptReport
 import DaptTestSupport
+import DaptTrain
 import Foundation
 import XCTest
 
@@ -177,5 +178,34 @@ final class RunReportTests: XCTestCase {
         XCTAssertThrowsError(try RunReport.load(directory: empty + "/absent")) { error in
             XCTAssertEqual("\(error)", "\(empty)/absent: not a directory")
         }
+    }
+}
+
+final class RunComparisonTests: XCTestCase {
+    /// 40 steps near 2.0 with one two-step jump to 6 at steps 31–32: pretrain's
+    /// detector finds one spike starting at 31; a lone outlier is no spike.
+    func testSpikesAreFoundByPretrainsDetector() throws {
+        var lines: [String] = [#"{"eval_loss":3.0,"eval_ppl":20.09,"step":0}"#]
+        for step in 1...40 {
+            let loss = step == 31 || step == 32 ? 6.0 : (step == 12 ? 5.0 : 2.0 + 0.01 * Double(step % 5))
+            lines.append("{\"loss\":\(loss),\"step\":\(step)}")
+        }
+        lines[40] = #"{"eval_loss":2.1,"eval_ppl":8.17,"loss":2.0,"step":40}"#
+        let root = try temporaryDirectory(self)
+        try FileManager.default.createDirectory(atPath: root + "/spiky", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/calm", withIntermediateDirectories: true)
+        try writeLines(lines, to: root + "/spiky/metrics.jsonl")
+        try writeLines(lines.map { $0.replacingOccurrences(of: "\"loss\":6.0", with: "\"loss\":2.0") }, to: root + "/calm/metrics.jsonl")
+        var detector = PretrainConfig.Spikes()
+        detector.warmup = 5
+        let comparison = try RunComparison.load([("spiky", root + "/spiky"), ("calm", root + "/calm")], detector: detector)
+        XCTAssertEqual(comparison.runs[0].spikes.map(\.firstStep), [31])
+        XCTAssertEqual(comparison.runs[1].spikes.count, 0)
+        let table = comparison.table()
+        XCTAssertEqual(table[2], "| spiky | 40 | 1 (31) | 2.0000 | 2.1000 | 8.17 |")
+        XCTAssertEqual(table[3], "| calm | 40 | 0 | 2.0000 | 2.1000 | 8.17 |")
+        let plot = comparison.plot(title: "masks")
+        XCTAssertEqual(plot.components(separatedBy: "<polyline").count - 1, 2)
+        XCTAssertTrue(plot.contains("<title>spiky: spike at step 31</title>"))
     }
 }
