@@ -124,7 +124,12 @@ def peer(model_dir, eval_path, threads, batch, window):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "make":
-        make(*args[:3])
+        opts = dict(zip(args[3::2], args[4::2]))
+        unknown = set(opts) - {"--reference", "--clean", "--per-kind"}
+        if unknown or len(args[3:]) % 2:
+            sys.exit(f"make: unknown or incomplete options {args[3:]}\n{__doc__}")
+        make(*args[:3], reference=int(opts.get("--reference", 1500)), clean=int(opts.get("--clean", 600)),
+             per_kind=int(opts.get("--per-kind", 30)))
     elif cmd == "quality":
         quality(*args)
     elif cmd == "peer":
