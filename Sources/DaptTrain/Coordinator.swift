@@ -98,8 +98,10 @@ public struct RollbackRecord: Codable, Equatable, Sendable {
     public var reason: String
     public var lrFactor: Double
     public var lrFactorUntilStep: Int
+    /// From the spike's detection to training again: restore, skip, checkpoint rewrite.
+    public var seconds: Double
     enum CodingKeys: String, CodingKey {
-        case step, loss, median, threshold, reason
+        case step, loss, median, threshold, reason, seconds
         case spikeFirstStep = "spike_first_step", rolledBackTo = "rolled_back_to", skippedSequences = "skipped_sequences"
         case skippedSteps = "skipped_steps", lrFactor = "lr_factor", lrFactorUntilStep = "lr_factor_until_step"
     }
@@ -291,9 +293,18 @@ public final class RunCoordinator {
         var firstStep = trainer.state.step
         var started = monotonicSeconds()
         var lastSaved = -1
+        var decideSeconds = 0.0, stepSeconds = 0.0, decisions = 0
+        defer {
+            if decisions > 0 {
+                sink.report(.notice(stage: stage, message: String(format: "coordinator: %d decisions, %.1f µs per step (decision and broadcast), %.3f%% of the step time",
+                                                                  decisions, decideSeconds / Double(decisions) * 1e6, decideSeconds / max(stepSeconds, 1e-9) * 100)))
+            }
+        }
         while trainer.state.step < total {
             let firstSequence = trainer.state.nextSequence
+            let stepping = monotonicSeconds()
             var m = try trainer.step()
+            stepSeconds += monotonicSeconds() - stepping
             if let hook = trainer.lossHook, let loss = m.loss { m.loss = hook(firstSequence, loss) }
             m.sequenceLength = trainer.shape.sequenceLength
             let step = trainer.state.step
@@ -303,7 +314,10 @@ public final class RunCoordinator {
             }
             try metrics?.append(m)
             let checkpointDue = config.checkpoint.everySteps > 0 && step % config.checkpoint.everySteps == 0
+            let deciding = monotonicSeconds()
             let decision = try decide(after: m, checkpointDue: checkpointDue)
+            decideSeconds += monotonicSeconds() - deciding
+            decisions += 1
             if step % config.logEverySteps == 0 || step == total || m.evalLoss != nil || decision != .proceed {
                 let elapsed = monotonicSeconds() - started
                 let eta = elapsed / Double(max(step - firstStep, 1)) * Double(config.schedule.totalSteps - step)
@@ -338,19 +352,21 @@ public final class RunCoordinator {
                 lastSaved = step
                 try record(RunEvent(event: "checkpoint", step: step, message: "saved \(path ?? "")", path: path), metrics: metrics)
             case let .rollback(target, first, skipUntil):
-                let rolledBackFrom = step
+                let rolledBackFrom = step, recovering = monotonicSeconds()
                 let skipped = try rollBack(toStep: target, skipUntil: skipUntil)
+                try rewriteCheckpoints(after: target)
+                let seconds = monotonicSeconds() - recovering
                 let skippedSteps = (skipped.until - skipped.from) / trainer.shape.globalBatch
                 let message = "\(describe(lastSpike)): rolled back to step \(target), skipping sequences \(skipped.from)..<\(skipped.until) (\(skippedSteps) steps' data)"
                     + (trainer.state.lrFactorUntilStep > target ? String(format: ", lr × %g until step %d", trainer.state.lrFactor, trainer.state.lrFactorUntilStep) : "")
-                    + " (rollback \(trainer.state.rollbacks) of at most \(config.spikes.maxRollbacks))"
+                    + " (rollback \(trainer.state.rollbacks) of at most \(config.spikes.maxRollbacks); training again after \(String(format: "%.3f", seconds)) s)"
                 sink.report(.warning(stage: stage, message: message))
                 try record(RunEvent(event: "rollback", step: rolledBackFrom, message: message, rollbackTo: target, skippedSequences: skipped), metrics: metrics)
                 try appendRollback(RollbackRecord(step: rolledBackFrom, spikeFirstStep: first, rolledBackTo: target, skippedSequences: skipped,
                                                   skippedSteps: skippedSteps, loss: lastSpike?.loss, median: lastSpike?.statistics?.median,
                                                   threshold: lastSpike?.statistics?.threshold, reason: lastSpike?.reason ?? "loss spike",
-                                                  lrFactor: trainer.state.lrFactor, lrFactorUntilStep: trainer.state.lrFactorUntilStep))
-                try rewriteCheckpoints(after: target)
+                                                  lrFactor: trainer.state.lrFactor, lrFactorUntilStep: trainer.state.lrFactorUntilStep,
+                                                  seconds: seconds))
                 if config.checkpoint.everySteps > 0 { lastSaved = target }
                 firstStep = trainer.state.step
                 started = monotonicSeconds()

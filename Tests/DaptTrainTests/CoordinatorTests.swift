@@ -117,6 +117,7 @@ final class CoordinatorTests: XCTestCase {
         XCTAssertEqual(records.first?.spikeFirstStep, 11)
         XCTAssertEqual(records.first?.rolledBackTo, 8)
         XCTAssertEqual(records.first?.skippedSteps, 6)
+        XCTAssertGreaterThan(records.first?.seconds ?? 0, 0, "the time to training again is recorded")
         let events = try MetricsLog.readEvents(path: log.path)
         XCTAssertEqual(events.filter { $0.event == "rollback" }.map(\.step), [12])
         XCTAssertEqual(events.first { $0.event == "rollback" }?.rollbackTo, 8)
