@@ -47,7 +47,7 @@ public final class GrammarMasks: @unchecked Sendable {
 
     /// The tokens (end tokens aside) whose bytes keep `stack` alive.
     func mask(for stack: [Frame]) -> TokenMask {
-        let key = JSONGrammar.stateKey(stack)
+        let key = grammar.cacheKey(stack, horizon: vocabulary.maxTokenLength + 1)
         lock.lock()
         if let m = cache[key] { hits += 1; lock.unlock(); return m }
         misses += 1

@@ -121,14 +121,14 @@ extension JSONGrammar {
                 case .rejected: return false
                 }
             case .literal?:
-                let trie = tries[Int(nodes[Int(f.node)].trie)]
-                if let child = trie.child(f.a, b) {
-                    if trie.payload[Int(child)] >= 0 && !trie.hasChildren(child) { run.pop(); return true }
+                let t = Int(nodes[Int(f.node)].trie)
+                if let child = tries[t].child(f.a, b) {
+                    if tries[t].payload[Int(child)] >= 0 && !tries[t].hasChildren(child) { run.pop(); return true }
                     f.a = child
                     run.set(top, f)
                     return true
                 }
-                guard trie.payload[Int(f.a)] >= 0 else { return false }
+                guard tries[t].payload[Int(f.a)] >= 0 else { return false }
                 run.pop()
                 continue
             case .object?, .freeObject?, .array?:
@@ -156,11 +156,10 @@ extension JSONGrammar {
     /// Starts a value of `node` whose first byte is `b` (not consumed when
     /// the new frame reads it itself: `.refeed`).
     func start(_ node: Int32, _ b: UInt8, _ run: inout Run, _ forks: inout [[Frame]]) -> StepResult {
-        let n = nodes[Int(node)]
-        guard n.firstBytes.contains(b) else { return .rejected }
-        switch n.kind {
+        guard nodes[Int(node)].firstBytes.contains(b) else { return .rejected }
+        switch nodes[Int(node)].kind {
         case .anyOf:
-            let matching = n.alternatives.filter { nodes[Int($0)].firstBytes.contains(b) }
+            let matching = nodes[Int(node)].alternatives.filter { nodes[Int($0)].firstBytes.contains(b) }
             // Extra alternatives go to copies, each fed `b` to its end.
             for alt in matching.dropFirst() {
                 var copy = Run(stack: run.stack, logging: false)
@@ -232,17 +231,17 @@ extension JSONGrammar {
     func stringByte(_ b: UInt8, _ frame: Frame, _ top: Int, _ run: inout Run) -> Bool {
         var f = frame
         let isKey = f.node == Frame.key
-        let node = isKey ? Node(kind: .string) : nodes[Int(f.node)]
+        let minCount = isKey ? 0 : nodes[Int(f.node)].minCount, maxCount = isKey ? -1 : nodes[Int(f.node)].maxCount
+        let cap = maxCount >= 0 ? maxCount : minCount
         @inline(__always) func startCharacter(_ f: inout Frame) -> Bool {
-            let cap = node.countCap
-            if node.maxCount >= 0 && f.a >= node.maxCount { return false }
+            if maxCount >= 0 && f.a >= maxCount { return false }
             if f.a < cap { f.a += 1 }
             return true
         }
         switch f.phase {
         case 0:
             if b == quote {
-                guard f.a >= node.minCount else { return false }
+                guard f.a >= minCount else { return false }
                 if isKey {
                     var text: [UInt8] = [quote]
                     text += f.extra?.raw ?? []
@@ -338,29 +337,28 @@ extension JSONGrammar {
     /// value (a: the next property to consider).
     func objectByte(_ b: UInt8, _ frame: Frame, _ top: Int, _ run: inout Run, _ forks: inout [[Frame]]) -> StepResult {
         var f = frame
-        let node = nodes[Int(f.node)]
+        let n = Int(f.node)
         switch f.phase {
         case 0, 1, 5:
             if b == closeBrace && f.phase != 1 {
-                guard !node.requiredFrom[Int(f.a)] else { return .rejected }
+                guard !nodes[n].requiredFrom[Int(f.a)] else { return .rejected }
                 run.pop()
                 return .consumed
             }
             if b == comma && f.phase == 5 {
-                guard !tries[Int(node.keyTries[Int(f.a)])].isEmpty else { return .rejected }
+                guard !tries[Int(nodes[n].keyTries[Int(f.a)])].isEmpty else { return .rejected }
                 f.phase = 1; f.ws = 0
                 run.set(top, f)
                 return .consumed
             }
             guard b == quote, f.phase != 5 else { return .rejected }
-            let trie = tries[Int(node.keyTries[Int(f.a)])]
-            guard let child = trie.child(0, b) else { return .rejected }
+            guard let child = tries[Int(nodes[n].keyTries[Int(f.a)])].child(0, b) else { return .rejected }
             f.phase = 2; f.ws = 0; f.b = child
         case 2:
-            let trie = tries[Int(node.keyTries[Int(f.a)])]
-            guard let child = trie.child(f.b, b) else { return .rejected }
-            if trie.payload[Int(child)] >= 0 {
-                f.a = trie.payload[Int(child)]
+            let t = Int(nodes[n].keyTries[Int(f.a)])
+            guard let child = tries[t].child(f.b, b) else { return .rejected }
+            if tries[t].payload[Int(child)] >= 0 {
+                f.a = tries[t].payload[Int(child)]
                 f.phase = 3; f.b = 0
             } else {
                 f.b = child
@@ -369,10 +367,10 @@ extension JSONGrammar {
             guard b == colon else { return .rejected }
             f.phase = 4; f.ws = 0
         default:
-            let property = node.properties[Int(f.a)]
+            let value = nodes[n].properties[Int(f.a)].node
             f.phase = 5; f.ws = 0; f.a += 1
             run.set(top, f)
-            return start(property.node, b, &run, &forks)
+            return start(value, b, &run, &forks)
         }
         run.set(top, f)
         return .consumed
@@ -382,7 +380,6 @@ extension JSONGrammar {
     /// ':', 5 after a value; keys are read by a key frame pushed on '"'.
     func freeObjectByte(_ b: UInt8, _ frame: Frame, _ top: Int, _ run: inout Run, _ forks: inout [[Frame]]) -> StepResult {
         var f = frame
-        let node = nodes[Int(f.node)]
         switch f.phase {
         case 0, 1, 5:
             if b == closeBrace && f.phase != 1 { run.pop(); return .consumed }
@@ -400,35 +397,35 @@ extension JSONGrammar {
         default:
             f.phase = 5; f.ws = 0
             run.set(top, f)
-            return start(node.items, b, &run, &forks)
+            return start(nodes[Int(f.node)].items, b, &run, &forks)
         }
     }
 
     /// Array phases: 0 after '[', 1 after ',', 2 after an item; `a` counts items.
     func arrayByte(_ b: UInt8, _ frame: Frame, _ top: Int, _ run: inout Run, _ forks: inout [[Frame]]) -> StepResult {
         var f = frame
-        let node = nodes[Int(f.node)]
+        let minCount = nodes[Int(f.node)].minCount, maxCount = nodes[Int(f.node)].maxCount
         if f.phase == 2 {
             if b == comma {
-                guard node.maxCount < 0 || f.a < node.maxCount else { return .rejected }
+                guard maxCount < 0 || f.a < maxCount else { return .rejected }
                 f.phase = 1; f.ws = 0
                 run.set(top, f)
                 return .consumed
             }
-            guard b == closeBracket, f.a >= node.minCount else { return .rejected }
+            guard b == closeBracket, f.a >= minCount else { return .rejected }
             run.pop()
             return .consumed
         }
         if b == closeBracket && f.phase == 0 {
-            guard node.minCount == 0 else { return .rejected }
+            guard minCount == 0 else { return .rejected }
             run.pop()
             return .consumed
         }
-        if node.maxCount == 0 { return .rejected }
-        if f.a < node.countCap { f.a += 1 }
+        if maxCount == 0 { return .rejected }
+        if f.a < (maxCount >= 0 ? maxCount : minCount) { f.a += 1 }
         f.phase = 2; f.ws = 0
         run.set(top, f)
-        return start(node.items, b, &run, &forks)
+        return start(nodes[Int(f.node)].items, b, &run, &forks)
     }
 
     // MARK: end of text
@@ -475,17 +472,33 @@ extension JSONGrammar {
     static func unique(_ stacks: [[Frame]]) -> [[Frame]] {
         if stacks.count < 2 { return stacks }
         var seen = Set<[UInt32]>()
-        return stacks.filter { seen.insert(stateKey($0)).inserted }
+        return stacks.filter { seen.insert(exactKey($0)).inserted }
     }
 
+    static func exactKey(_ stack: [Frame]) -> [UInt32] { stateKey(stack, nodes: nil, horizon: 0) }
+
+    /// A stable encoding of a stack for the mask cache: stacks with equal
+    /// keys allow the same tokens of at most `horizon - 1` bytes. A string's
+    /// characters and an array's items are kept only as their distance to the
+    /// bounds, capped at `horizon` (a token adds at most one character or
+    /// item per byte), so a long string meets a handful of keys, not one per length.
+    func cacheKey(_ stack: [Frame], horizon: Int32) -> [UInt32] { Self.stateKey(stack, nodes: nodes, horizon: horizon) }
+
     /// A stable encoding of a stack: equal encodings, equal futures.
-    static func stateKey(_ stack: [Frame]) -> [UInt32] {
+    static func stateKey(_ stack: [Frame], nodes: [Node]?, horizon: Int32) -> [UInt32] {
         var key: [UInt32] = []
         key.reserveCapacity(stack.count * 4)
         for f in stack {
             key.append(UInt32(bitPattern: f.node))
             key.append(UInt32(f.phase) | UInt32(f.ws) << 8)
-            key.append(UInt32(bitPattern: f.a))
+            if let nodes, f.node >= 0, nodes[Int(f.node)].kind == .string || nodes[Int(f.node)].kind == .array {
+                let minCount = nodes[Int(f.node)].minCount, maxCount = nodes[Int(f.node)].maxCount
+                let toMax = maxCount >= 0 ? min(maxCount - f.a, horizon) : -1
+                let toMin = min(max(minCount - f.a, 0), horizon)
+                key.append(UInt32(bitPattern: toMax) ^ UInt32(bitPattern: toMin) << 16)
+            } else {
+                key.append(UInt32(bitPattern: f.a))
+            }
             key.append(UInt32(bitPattern: f.b))
             if let extra = f.extra {
                 key.append(0xFFFF_FFFF)

@@ -18,6 +18,8 @@ public final class TokenVocabulary: Sendable {
     let childNode: [Int32]
     let tokenStart: [Int32]
     let tokenIds: [Int32]
+    /// The longest allowed token, in bytes.
+    let maxTokenLength: Int32
 
     /// `tokens[id]` is the byte string of token `id`; `endTokens` are the
     /// end-of-sequence ids; `excludedTokens` (e.g. other special tokens) are
@@ -26,6 +28,7 @@ public final class TokenVocabulary: Sendable {
         self.tokens = tokens
         self.endTokens = endTokens
         self.excludedTokens = excludedTokens
+        var longest = 0
         // Build with per-node child lists, then number nodes breadth-first.
         var children: [[(UInt8, Int32)]] = [[]]
         var ending: [[Int32]] = [[]]
@@ -41,6 +44,7 @@ public final class TokenVocabulary: Sendable {
                 }
             }
             ending[node].append(Int32(id))
+            longest = max(longest, bytes.count)
         }
         var order: [Int32] = [0]
         var number = [Int32](repeating: 0, count: children.count)
@@ -64,6 +68,7 @@ public final class TokenVocabulary: Sendable {
         self.childNode = childNode
         self.tokenStart = tokenStart
         self.tokenIds = tokenIds
+        maxTokenLength = Int32(longest)
     }
 
     public var count: Int { tokens.count }

@@ -10,6 +10,7 @@ final class JSONConstraintTests: XCTestCase {
         #"{"type":"array","items":{"anyOf":[{"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"string","maxLength":3}},"required":["a"]},{"type":"object","properties":{"a":{"type":"number"},"c":{"type":"boolean"}},"required":["a","c"]}]},"maxItems":4}"#,
         #"{"type":"object","properties":{"name":{"type":"string","minLength":3},"kind":{"const":{"x":[1,2]}},"any":{}},"required":["name","kind","any"]}"#,
         #"{"type":"object"}"#,
+        #"{"type":"array","items":{"type":"string","minLength":2,"maxLength":6},"minItems":1,"maxItems":3}"#,
     ]
 
     func grammars() throws -> [(JSONGrammar, JSONValue?)] {
