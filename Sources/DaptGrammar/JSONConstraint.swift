@@ -54,7 +54,14 @@ public final class GrammarMasks: @unchecked Sendable {
         lock.unlock()
         var mask = TokenMask(count: vocabulary.count)
         var run = Run(stack: stack, logging: true)
-        walk(0, &run, &mask)
+        if grammar.isInsideUnboundedString(stack) {
+            // Plain text leaves the state as it is: all of it is allowed, and
+            // the walk skips the subtrees that hold nothing else.
+            mask = vocabulary.plainText
+            walk(0, &run, &mask, skipPlain: true)
+        } else {
+            walk(0, &run, &mask, skipPlain: false)
+        }
         lock.lock()
         if cache.count >= cacheLimit { cache.removeAll(keepingCapacity: true) }
         cache[key] = mask
@@ -64,21 +71,22 @@ public final class GrammarMasks: @unchecked Sendable {
 
     /// Feeds each child byte of trie node `node` to `run`, marks the tokens
     /// ending at the children it accepts, and descends; then undoes the byte.
-    private func walk(_ node: Int32, _ run: inout Run, _ mask: inout TokenMask) {
+    private func walk(_ node: Int32, _ run: inout Run, _ mask: inout TokenMask, skipPlain: Bool) {
         let v = vocabulary
         for e in Int(v.childStart[Int(node)])..<Int(v.childStart[Int(node) + 1]) {
             let child = v.childNode[e]
+            if skipPlain && v.onlyPlainBelow[Int(child)] { continue }
             let undoMark = run.log.count
             var forks: [[Frame]] = []
             if grammar.feed(v.childByte[e], &run, &forks) {
                 mark(tokensOf: child, &mask)
-                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walk(child, &run, &mask) }
+                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walk(child, &run, &mask, skipPlain: skipPlain) }
             }
             run.undo(to: undoMark)
             for fork in forks {
                 var forked = Run(stack: fork, logging: true)
                 mark(tokensOf: child, &mask)
-                walk(child, &forked, &mask)
+                walk(child, &forked, &mask, skipPlain: false)
             }
         }
     }

@@ -428,6 +428,12 @@ extension JSONGrammar {
         return start(nodes[Int(f.node)].items, b, &run, &forks)
     }
 
+    /// The top frame is a value string without length bounds, between characters.
+    func isInsideUnboundedString(_ stack: [Frame]) -> Bool {
+        guard let f = stack.last, f.node >= 0, f.phase == 0 else { return false }
+        return nodes[Int(f.node)].kind == .string && nodes[Int(f.node)].countCap == 0 && nodes[Int(f.node)].maxCount < 0
+    }
+
     // MARK: end of text
 
     /// The text so far is a complete value (only trailing whitespace may follow).

@@ -1,3 +1,4 @@
+import DaptCore
 import DaptTokenizer
 
 /// A decoder's vocabulary as byte strings, arranged as a trie so the tokens
@@ -20,6 +21,12 @@ public final class TokenVocabulary: Sendable {
     let tokenIds: [Int32]
     /// The longest allowed token, in bytes.
     let maxTokenLength: Int32
+    /// Tokens that are plain string text: whole UTF-8 characters, none a
+    /// quote, backslash or control character. Inside a string without length
+    /// bounds each is allowed and leaves the state as it was.
+    let plainText: TokenMask
+    /// Trie node i's subtree (i included) spells plain-text tokens only.
+    let onlyPlainBelow: [Bool]
 
     /// `tokens[id]` is the byte string of token `id`; `endTokens` are the
     /// end-of-sequence ids; `excludedTokens` (e.g. other special tokens) are
@@ -69,9 +76,25 @@ public final class TokenVocabulary: Sendable {
         self.tokenStart = tokenStart
         self.tokenIds = tokenIds
         maxTokenLength = Int32(longest)
+        var plain = TokenMask(count: tokens.count)
+        for id in tokenIds where Self.isPlainText(tokens[Int(id)]) { plain[Int(id)] = true }
+        plainText = plain
+        // Children are numbered after their parents: one reverse pass.
+        let nodes = childStart.count - 1
+        var only = [Bool](repeating: true, count: nodes)
+        for node in stride(from: nodes - 1, through: 0, by: -1) {
+            for k in Int(tokenStart[node])..<Int(tokenStart[node + 1]) where !plain[Int(tokenIds[k])] { only[node] = false }
+            for e in Int(childStart[node])..<Int(childStart[node + 1]) where !only[Int(childNode[e])] { only[node] = false }
+        }
+        onlyPlainBelow = only
     }
 
     public var count: Int { tokens.count }
+
+    static func isPlainText(_ bytes: [UInt8]) -> Bool {
+        guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) else { return false }
+        return String(validating: bytes, as: UTF8.self) != nil
+    }
 
     /// Trie nodes (for figures).
     public var nodeCount: Int { childStart.count - 1 }

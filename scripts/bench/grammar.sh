@@ -7,9 +7,9 @@
 #     reusing the compiled grammar / mask cache),
 #   - dapt's mask time against one token through the tiny model (its
 #     forward at sequence length 1, one thread: a lower bound of a decoding step).
-# Two vocabularies: the sample tokenizer (out/sample/tokenizer/tokenizer.json
-# from scripts/run-sample.sh if present, else one trained by `dapt tokenizer
-# train` on data/sample, vocab 2048) and a larger byte-level BPE trained with
+# Two vocabularies: the sample tokenizer (out/sample/tokenizer.json from
+# scripts/run-sample.sh if present, else one trained by `dapt tokenizer train`
+# on data/corpus, vocab 2048, as the tiny model's) and a larger byte-level BPE trained with
 # `tokenizers` on data/corpus + data/sample (VOCAB, default 32000; fewer if the
 # text runs out of merges — the figure printed is the real size).
 # usage: scripts/bench/grammar.sh   (env: VOCAB=32000 DAPT=path/to/dapt to skip the release build)
@@ -32,10 +32,10 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "load: $(uptime | sed 's/.*load average/load average/')"
 echo "schema: $schema; output: $text ($(wc -c < "$text") bytes); dapt: $DAPT"
 
-small=out/sample/tokenizer/tokenizer.json
+small=out/sample/tokenizer.json
 if [ ! -f "$small" ]; then
   small="$work/sample.json"
-  "$DAPT" tokenizer train --input data/sample/patents.jsonl --vocab-size 2048 --output "$small" >/dev/null
+  "$DAPT" tokenizer train --input data/corpus/patents.jsonl --vocab-size 2048 --output "$small" >/dev/null
 fi
 python3 scripts/bench/grammar_peer.py train data/corpus/patents.jsonl data/sample/patents.jsonl --vocab-size "$VOCAB" --output "$work/large.json"
 
