@@ -34,6 +34,18 @@ public protocol Communicator: AnyObject {
     func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws
     /// Reduces `buffer` element-wise across ranks, in place, on every rank.
     func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws
+    /// Sums (by `op`) `source` element-wise across ranks and leaves block
+    /// `rank` of the result in `destination`: the blocks are consecutive in
+    /// rank order, block r holding `counts[r]` elements (`source.count` is
+    /// their total, `destination.count` this rank's).
+    func reduceScatter<T: CollectiveElement>(_ source: UnsafeBufferPointer<T>, into destination: UnsafeMutableBufferPointer<T>,
+                                             counts: [Int], op: ReduceOp) throws
+    /// Fills `buffer` on every rank with every rank's block, in place: block
+    /// r (consecutive in rank order, `counts[r]` elements) comes from rank r.
+    func allGatherInPlace<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, counts: [Int]) throws
+    /// Every rank's `block` (`counts[r]` elements from rank r) into `whole`
+    /// on `root`, consecutive in rank order; `whole` is nil elsewhere.
+    func gather<T: CollectiveElement>(_ block: UnsafeBufferPointer<T>, into whole: UnsafeMutableBufferPointer<T>?, counts: [Int], root: Int) throws
     /// Every rank's `values` (any count per rank), indexed by rank, on every rank.
     func allGatherV<T: CollectiveElement>(_ values: [T]) throws -> [[T]]
     /// Every rank's `values`, indexed by rank, on `root`; nil elsewhere.
@@ -62,6 +74,47 @@ public enum CommunicatorError: Error, CustomStringConvertible, Equatable {
 
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
+
+    /// Through `allReduce`, for groups without a native reduce-scatter.
+    public func reduceScatter<T: CollectiveElement>(_ source: UnsafeBufferPointer<T>, into destination: UnsafeMutableBufferPointer<T>,
+                                                    counts: [Int], op: ReduceOp) throws {
+        try checkBlocks(counts, total: source.count, mine: destination.count)
+        var all = Array(source)
+        try allReduce(&all, op: op)
+        let first = counts[..<rank].reduce(0, +)
+        _ = destination.update(fromContentsOf: all[first..<(first + counts[rank])])
+    }
+
+    /// Through `allGatherV`, for groups without a native in-place all-gather.
+    public func allGatherInPlace<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, counts: [Int]) throws {
+        try checkBlocks(counts, total: buffer.count, mine: nil)
+        let first = counts[..<rank].reduce(0, +)
+        let blocks = try allGatherV(Array(buffer[first..<(first + counts[rank])]))
+        var offset = 0
+        for block in blocks {
+            _ = UnsafeMutableBufferPointer(rebasing: buffer[offset..<(offset + block.count)]).update(fromContentsOf: block)
+            offset += block.count
+        }
+    }
+
+    /// Through `gatherV`, for groups without a native gather into a buffer.
+    public func gather<T: CollectiveElement>(_ block: UnsafeBufferPointer<T>, into whole: UnsafeMutableBufferPointer<T>?, counts: [Int], root: Int) throws {
+        try checkBlocks(counts, total: whole?.count ?? counts.reduce(0, +), mine: block.count)
+        guard let blocks = try gatherV(Array(block), root: root), let whole else { return }
+        var offset = 0
+        for b in blocks {
+            _ = UnsafeMutableBufferPointer(rebasing: whole[offset..<(offset + b.count)]).update(fromContentsOf: b)
+            offset += b.count
+        }
+    }
+
+    /// Block counts of a reduce-scatter or all-gather: one per rank, summing to `total`.
+    public func checkBlocks(_ counts: [Int], total: Int, mine: Int?) throws {
+        guard counts.count == size else { throw CommunicatorError.sizeMismatch(expected: size, got: counts.count) }
+        let sum = counts.reduce(0, +)
+        guard sum == total else { throw CommunicatorError.sizeMismatch(expected: sum, got: total) }
+        if let mine, mine != counts[rank] { throw CommunicatorError.sizeMismatch(expected: counts[rank], got: mine) }
+    }
 
     public func allReduce<T: CollectiveElement>(_ values: inout [T], op: ReduceOp) throws {
         try values.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }

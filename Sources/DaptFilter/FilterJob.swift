@@ -59,6 +59,9 @@ public struct FilterSummary: Equatable, Sendable {
     /// Of `seconds`, the time spent scoring (this rank's batches and the
     /// all-reduce of the sums; reading, tokenising and writing excluded).
     public var scoringSeconds = 0.0
+    /// Records that passed the JSON checks, and how many of them this rank tokenised (its share).
+    public var tokenizableRecords = 0
+    public var tokenizedHere = 0
     public var firstReject: String?
     public var output = ""
 
@@ -70,6 +73,7 @@ public struct FilterSummary: Equatable, Sendable {
         if scoringSeconds > 0 {
             s += "\n  scoring alone \(String(format: "%.1f", scoringSeconds)) s (\(Int(Double(scoredTokens) / scoringSeconds)) scoring tokens/s)"
         }
+        s += "\n  rank 0 tokenised \(tokenizedHere) of \(tokenizableRecords) records"
         s += "\n  corpus perplexity \(FilterJob.decimal(perplexityBefore)) before, \(FilterJob.decimal(perplexityAfter)) after\n"
         if let firstReject { s += "  first reject: \(firstReject)\n" }
         s += "  outputs in \(output): kept.jsonl, removed.jsonl, rejects.jsonl, report.json, report.html"
@@ -92,9 +96,11 @@ struct FilterReject {
 }
 
 /// Scores every record with the reference model and cuts each length
-/// bucket's tails. Every rank reads and tokenises the whole input (cheap
-/// next to the model) so all derive the same scoring plan; each scores its
-/// share of the batches; the sums meet in one all-reduce; rank 0 writes.
+/// bucket's tails. Every rank reads the whole input (the JSON checks are
+/// cheap) but tokenises only its share of the records (record k on rank
+/// k mod size); the token ids meet in one all-gather, so all derive the
+/// same scoring plan; each scores its share of the batches; the sums meet
+/// in one all-reduce; rank 0 writes.
 public final class FilterJob {
     public static let outputNames = (kept: "kept.jsonl", removed: "removed.jsonl", scores: "scores.jsonl",
                                      rejects: "rejects.jsonl", report: "report.json", page: "report.html")
@@ -153,17 +159,19 @@ public final class FilterJob {
         // A folder that cannot be replaced is refused before any work.
         try publisher.begin(comm)
 
-        // Read and tokenise every record (every rank, same result).
+        // Read every record (every rank, same result) and tokenise this rank's share.
         var summary = FilterSummary()
         summary.ranks = comm.size
         summary.output = request.output
         var records: [FilterRecord] = []
-        var sequences: [[Int32]] = []
         var rejects: [FilterReject] = []
         let encoder = TokenEncoder(tokenizer)
         var scanner = JSONRecordScanner(fields: [config.textField, config.langField])
         var ids: [UInt32] = []
-        for (f, path) in request.inputs.enumerated() {
+        // This rank's records' ids, one after another, and their counts.
+        var ownIds: [Int32] = [], ownCounts: [Int32] = []
+        reading: for (f, path) in request.inputs.enumerated() {
+            var stop = false
             try LineReader(path: path).forEachLine { number, line in
                 summary.lines += 1
                 if RecordProblem.isBlank(line) { summary.blankLines += 1; return true }
@@ -179,35 +187,55 @@ public final class FilterJob {
                     case .absent, .null: break
                     default: throw RecordProblem(field: config.langField, reason: "expected a string, got \(scanner.kind(1).name)")
                     }
-                    ids.removeAll(keepingCapacity: true)
-                    if let bos { ids.append(UInt32(bos)) }
-                    scanner.decoded.withUnsafeBufferPointer { d in
-                        encoder.encode(bytes: UnsafeBufferPointer(rebasing: d[text]), into: &ids)
-                    }
-                    if ids.count < 2 {
-                        throw RecordProblem(field: config.textField, reason: "\(ids.count) token(s): too short to score (a record needs two tokens, or one with add_bos)")
+                    if records.count % comm.size == comm.rank {
+                        ids.removeAll(keepingCapacity: true)
+                        if let bos { ids.append(UInt32(bos)) }
+                        scanner.decoded.withUnsafeBufferPointer { d in
+                            encoder.encode(bytes: UnsafeBufferPointer(rebasing: d[text]), into: &ids)
+                        }
+                        ownIds.append(contentsOf: ids.lazy.map { Int32(bitPattern: $0) })
+                        ownCounts.append(Int32(ids.count))
                     }
                     records.append(FilterRecord(file: f, line: number, lang: lang))
-                    sequences.append(ids.map { Int32(bitPattern: $0) })
                 } catch {
-                    // Every rank reads the whole input, so all stop at the same first bad record.
-                    if config.strict { throw FirstBadRecord(message: error.located(file: path, line: number).description) }
                     rejects.append(FilterReject(file: f, line: number, problem: error))
+                    // Every rank reads the whole input, so all stop at the same first bad line; a
+                    // record too short to score may still come before it (found after the gather).
+                    if config.strict { stop = true; return false }
                 }
                 return true
             }
+            if stop { break reading }
         }
+        summary.tokenizableRecords = records.count
+        summary.tokenizedHere = ownCounts.count
+        let sequences = try gatherSequences(recordCount: records.count, ownIds: ownIds, ownCounts: ownCounts)
+        // Records too short to score are rejects, in input order among the others.
+        var scorable: [Int] = []
+        for (i, sequence) in sequences.enumerated() {
+            if sequence.count >= 2 { scorable.append(i); continue }
+            rejects.append(FilterReject(file: records[i].file, line: records[i].line, problem: RecordProblem(field: config.textField,
+                reason: "\(sequence.count) token(s): too short to score (a record needs two tokens, or one with add_bos)")))
+        }
+        rejects.sort { ($0.file, $0.line) < ($1.file, $1.line) }
+        if config.strict, let first = rejects.first {
+            throw FirstBadRecord(message: first.problem.located(file: request.inputs[first.file], line: first.line).description)
+        }
+        if scorable.count < records.count {
+            records = scorable.map { records[$0] }
+        }
+        let scoredSequences = scorable.count < sequences.count ? scorable.map { sequences[$0] } : sequences
         summary.records = records.count
         summary.rejected = rejects.count
         if let r = rejects.first { summary.firstReject = r.problem.located(file: request.inputs[r.file], line: r.line).description }
 
         // Score this rank's batches; the sums meet in one all-reduce (each
         // piece is scored by one rank, so the sum is exact).
-        let plan = ScoringPlan(lengths: sequences.map(\.count), window: window, overlap: overlap, batchSize: config.batchSize)
+        let plan = ScoringPlan(lengths: scoredSequences.map(\.count), window: window, overlap: overlap, batchSize: config.batchSize)
         let scorer = SequenceScorer(model: model, window: window, overlap: overlap, batchSize: config.batchSize)
         let total = plan.batchCount
         let scoringStarted = monotonicSeconds()
-        var sums = try scorer.pieceSums(plan, sequences: sequences, take: { $0 % self.comm.size == self.comm.rank }) { b in
+        var sums = try scorer.pieceSums(plan, sequences: scoredSequences, take: { $0 % self.comm.size == self.comm.rank }) { b in
             if b % 16 == 0 { self.sink.report(.progress(stage: "filter", done: b + 1, total: total, unit: "batches")) }
         }
         try comm.allReduce(&sums, op: .sum)
@@ -230,6 +258,18 @@ public final class FilterJob {
         try publisher.finish(stage: "filter", comm)
         summary.seconds = monotonicSeconds() - started
         return summary
+    }
+
+    /// Every record's token ids on every rank, in input order: record k was
+    /// tokenised by rank k mod size, which sends its ids in one all-gather.
+    func gatherSequences(recordCount: Int, ownIds: [Int32], ownCounts: [Int32]) throws -> [[Int32]] {
+        let ids = try comm.allGatherV(ownIds), counts = try comm.allGatherV(ownCounts)
+        var offsets = [Int](repeating: 0, count: comm.size)
+        return (0..<recordCount).map { k in
+            let r = k % comm.size, n = Int(counts[r][k / comm.size])
+            defer { offsets[r] += n }
+            return Array(ids[r][offsets[r]..<(offsets[r] + n)])
+        }
     }
 
     static func corpusPerplexity(_ scored: [ScoredRecord], where keep: (Int) -> Bool) -> Double {

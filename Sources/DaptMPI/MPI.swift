@@ -139,6 +139,48 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    public func reduceScatter<T: CollectiveElement>(_ source: UnsafeBufferPointer<T>, into destination: UnsafeMutableBufferPointer<T>,
+                                                    counts: [Int], op: ReduceOp) throws {
+        try checkBlocks(counts, total: source.count, mine: destination.count)
+        let counts32 = try Self.int32Counts(counts)
+        try checked("MPI_Reduce_scatter") {
+            MPI_Reduce_scatter(source.baseAddress, destination.baseAddress, counts32, Self.datatype(T.kind), Self.op(op), handle)
+        }
+    }
+
+    public func allGatherInPlace<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, counts: [Int]) throws {
+        try checkBlocks(counts, total: buffer.count, mine: nil)
+        let counts32 = try Self.int32Counts(counts)
+        // In place: each rank's block is read from its own place in `buffer`.
+        try checked("MPI_Allgatherv") {
+            MPI_Allgatherv(dapt_mpi_in_place(), 0, Self.datatype(T.kind), buffer.baseAddress, counts32,
+                           Self.displacements(counts32), Self.datatype(T.kind), handle)
+        }
+    }
+
+    public func gather<T: CollectiveElement>(_ block: UnsafeBufferPointer<T>, into whole: UnsafeMutableBufferPointer<T>?,
+                                             counts: [Int], root: Int) throws {
+        try checkPeer(root)
+        try checkBlocks(counts, total: whole?.count ?? counts.reduce(0, +), mine: block.count)
+        let counts32 = try Self.int32Counts(counts)
+        let displacements = Self.displacements(counts32)
+        if rank == root {
+            guard let whole else { throw CommunicatorError.sizeMismatch(expected: counts.reduce(0, +), got: 0) }
+            // In place at the root: its own block is copied where it belongs first.
+            let mine = Int(displacements[rank])..<(Int(displacements[rank]) + block.count)
+            _ = UnsafeMutableBufferPointer(rebasing: whole[mine]).update(fromContentsOf: block)
+            try checked("MPI_Gatherv") {
+                MPI_Gatherv(dapt_mpi_in_place(), 0, Self.datatype(T.kind), whole.baseAddress, counts32, displacements,
+                            Self.datatype(T.kind), Int32(root), handle)
+            }
+        } else {
+            try checked("MPI_Gatherv") {
+                MPI_Gatherv(block.baseAddress, Int32(block.count), Self.datatype(T.kind), nil, nil, nil,
+                            Self.datatype(T.kind), Int32(root), handle)
+            }
+        }
+    }
+
     public func allGatherV<T: CollectiveElement>(_ values: [T]) throws -> [[T]] {
         let counts = try countsOfAll(values.count)
         let displacements = Self.displacements(counts)
@@ -225,6 +267,13 @@ public final class MPICommunicator: Communicator {
         let total = counts.reduce(0) { $0 + Int($1) }
         guard total <= Int(Int32.max) else { throw CommunicatorError.sizeMismatch(expected: Int(Int32.max), got: total) }
         return counts
+    }
+
+    /// MPI counts and displacements are Int32: the whole must fit.
+    private static func int32Counts(_ counts: [Int]) throws -> [Int32] {
+        let total = counts.reduce(0, +)
+        guard total <= Int(Int32.max) else { throw CommunicatorError.sizeMismatch(expected: Int(Int32.max), got: total) }
+        return counts.map { Int32($0) }
     }
 
     private static func displacements(_ counts: [Int32]) -> [Int32] {

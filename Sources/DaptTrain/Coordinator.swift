@@ -114,6 +114,8 @@ public struct TrainerSnapshot {
     var master: [Float]
     var firstMoment: [Float]
     var secondMoment: [Float]
+    /// Under ZeRO-1 in mixed precision: this rank's slice of the fp32 master weights.
+    var masterSlice: [Float]?
     var optimizerSteps: Int
 }
 
@@ -121,12 +123,13 @@ extension Trainer {
     public func snapshot() -> TrainerSnapshot {
         TrainerSnapshot(state: state, master: master.withBuffer { Array($0) },
                         firstMoment: Array(optimizer.firstMoment), secondMoment: Array(optimizer.secondMoment),
-                        optimizerSteps: optimizer.stepCount)
+                        masterSlice: zero?.master.map { Array($0) }, optimizerSteps: optimizer.stepCount)
     }
 
     public func restore(_ s: TrainerSnapshot) {
         master.withBuffer { m in s.master.withUnsafeBufferPointer { _ = m.update(fromContentsOf: $0) } }
-        if precision != .fp32 { model.parameters.copy(from: master) }
+        if precision != .fp32 && zero == nil { model.parameters.copy(from: master) }
+        if let slice = zero?.master, let saved = s.masterSlice { saved.withUnsafeBufferPointer { _ = slice.update(fromContentsOf: $0) } }
         s.firstMoment.withUnsafeBufferPointer { _ = optimizer.firstMoment.update(fromContentsOf: $0) }
         s.secondMoment.withUnsafeBufferPointer { _ = optimizer.secondMoment.update(fromContentsOf: $0) }
         optimizer.stepCount = s.optimizerSteps

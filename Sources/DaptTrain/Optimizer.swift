@@ -152,9 +152,18 @@ public func scaleInPlace(_ x: UnsafeMutableBufferPointer<Float>, by factor: Floa
 /// Clips by global L2 norm as `torch.nn.utils.clip_grad_norm_`: scales by
 /// max/(norm+1e-6) when that is below 1. Returns the norm before clipping
 /// (non-finite when the gradients overflowed; nothing is scaled then).
+/// When `gradients` is one shard of the whole (ZeRO-1), `total` sums the
+/// shards' sums of squares over the group, so the norm is the global one.
+/// `maxNorm` 0 only measures.
 @discardableResult
 public func clipGlobalNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
-    let norm = Float(sumOfSquares(UnsafeBufferPointer(gradients)).squareRoot())
+    clipGlobalNorm(gradients, maxNorm: maxNorm, total: { $0 })
+}
+
+@discardableResult
+public func clipGlobalNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float,
+                           total: (Double) throws -> Double) rethrows -> Float {
+    let norm = Float(try total(sumOfSquares(UnsafeBufferPointer(gradients))).squareRoot())
     guard norm.isFinite, maxNorm > 0 else { return norm }
     let coefficient = maxNorm / (norm + 1e-6)
     if coefficient < 1 { scaleInPlace(gradients, by: coefficient) }

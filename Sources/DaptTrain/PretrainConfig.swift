@@ -188,13 +188,18 @@ public struct PretrainConfig: StageConfig, Equatable {
     public struct Parallel: Codable, Equatable, Sendable {
         public var tensor = 1
         public var pipeline = 1
-        enum CodingKeys: String, CodingKey, CaseIterable { case tensor, pipeline }
+        /// ZeRO stage: 0 every data rank holds the whole optimizer state; 1
+        /// the AdamW moments (and mixed precision's fp32 master weights) are
+        /// sharded over the data group (`ZeroSharding`).
+        public var zero = 0
+        enum CodingKeys: String, CodingKey, CaseIterable { case tensor, pipeline, zero }
         public init() {}
         public init(from decoder: Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self), d = Parallel()
             tensor = try c.value(.tensor, default: d.tensor)
             pipeline = try c.value(.pipeline, default: d.pipeline)
+            zero = try c.value(.zero, default: d.zero)
         }
     }
 
@@ -282,6 +287,10 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.nonNegative(eval.sequences, "eval.sequences")
         try Check.positive(parallel.tensor, "parallel.tensor")
         try Check.positive(parallel.pipeline, "parallel.pipeline")
+        try Check.inRange(parallel.zero, 0...1, "parallel.zero")
+        if parallel.zero == 1 && (parallel.tensor > 1 || parallel.pipeline > 1) {
+            throw ConfigError(field: "parallel.zero", reason: "1 with parallel.tensor \(parallel.tensor) × parallel.pipeline \(parallel.pipeline): ZeRO-1 shards whole (unsplit) models over the data ranks; with tensor or pipeline parallelism it is not built yet")
+        }
         try Check.positive(logEverySteps, "log_every_steps")
         try spikes.validate(checkpointEvery: checkpoint.everySteps)
         try validateCurriculum()

@@ -126,8 +126,13 @@ public final class Trainer {
     public let model: LlamaModel
     /// fp32 master weights: the model's own buffer in fp32, a separate copy
     /// in mixed precision (the model then holds the rounded working copy).
+    /// Under ZeRO-1 in mixed precision the master weights live in `zero`
+    /// (this rank's slice) and this is the model's working copy.
     public let master: ParameterBuffer
+    /// AdamW over the whole buffer, or under ZeRO-1 over `zero.owned`.
     public let optimizer: AdamW
+    /// The optimizer state's sharding over the data group (`parallel.zero: 1`); nil when every rank holds all of it.
+    public let zero: ZeroSharding?
     public let schedule: LearningRateSchedule
     /// The packed orders at data.sequence_length.
     public let trainOrder: PackedSequenceOrder
@@ -144,7 +149,8 @@ public final class Trainer {
     /// Copied into every checkpoint when set.
     public var tokenizerPath: String?
     /// Called after the gradients of a step are complete, before the
-    /// overflow check (tests inject overflows here).
+    /// overflow check (tests inject overflows here); under ZeRO-1 only
+    /// the owned slice holds the reduced sum.
     public var gradientHook: ((UnsafeMutableBufferPointer<Float>) -> Void)?
     /// Replaces the loss the coordinator sees for the step whose batch starts
     /// at the given global sequence (tests inject loss spikes here).
@@ -161,9 +167,14 @@ public final class Trainer {
         self.sink = sink
         // Activations and their gradients are rounded inside every layer by the model.
         model.activationPrecision = config.precision.mode
-        master = config.precision.mode == .fp32 ? model.parameters : ParameterBuffer(layout: model.layout)
-        if config.precision.mode != .fp32 { master.copy(from: model.parameters) }
-        optimizer = AdamW(count: model.layout.totalCount, segments: decaySegments(model.layout), hyper: config.optimizer.hyper)
+        let mixed = config.precision.mode != .fp32
+        zero = config.parallel.zero == 1
+            ? model.parameters.withBuffer { ZeroSharding(group: groups.data, parameters: UnsafeBufferPointer($0), mixedPrecision: mixed) } : nil
+        master = !mixed || zero != nil ? model.parameters : ParameterBuffer(layout: model.layout)
+        if mixed && zero == nil { master.copy(from: model.parameters) }
+        // Under ZeRO-1 the working copy is rounded once here (its master slice is kept), then by every step.
+        if mixed && zero != nil { model.parameters.withBuffer { roundInPlace($0, to: config.precision.mode) } }
+        optimizer = AdamW(range: zero?.owned ?? 0..<model.layout.totalCount, segments: decaySegments(model.layout), hyper: config.optimizer.hyper)
         schedule = config.schedulePlan
         trainOrder = try PackedSequenceOrder(source: train, sequenceLength: config.data.sequenceLength, seed: config.data.seed,
                                              documentMasks: config.data.documentMasks)
@@ -218,6 +229,18 @@ public final class Trainer {
         groups.data.size > 1 ? try groups.data.allReduce(value, op: .sum) : value
     }
 
+    /// Mixed precision: the model's working copy is the master weights
+    /// rounded. Under ZeRO-1 the step itself publishes the rounded weights.
+    func refreshWorkingCopy() {
+        guard precision != .fp32, zero == nil else { return }
+        master.withBuffer { m in model.parameters.withBuffer { roundedCopy(UnsafeBufferPointer(m), into: $0, precision: precision) } }
+    }
+
+    /// Bytes of optimizer state on this rank: the AdamW moments and, in mixed precision, the fp32 master weights.
+    public var optimizerStateBytes: Int {
+        zero?.stateBytes ?? (optimizer.count * 2 + (precision == .fp32 ? 0 : master.count)) * MemoryLayout<Float>.stride
+    }
+
     /// Skips `steps` optimizer steps' worth of data without training on it.
     public func skipData(steps: Int) {
         state.nextSequence += steps * shape.globalBatch
@@ -240,9 +263,7 @@ public final class Trainer {
         let counted = Int(try sumOverData(Int64(batches.reduce(0) { $0 + $1.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) } })))
         let normalizer = Double(max(counted, 1))
         let lossScale: Float = precision == .fp16 ? state.lossScaler.scale : 1
-        if precision != .fp32 {
-            master.withBuffer { m in model.parameters.withBuffer { roundedCopy(UnsafeBufferPointer(m), into: $0, precision: precision) } }
-        }
+        refreshWorkingCopy()
         model.gradients.zero()
         var lossSum = 0.0
         for batch in batches {
@@ -253,10 +274,12 @@ public final class Trainer {
         let lr = schedule.rate(at: stepIndex) * state.learningRateFactor(at: stepIndex)
         var gradientNorm: Float = .nan
         var applied = false
-        try model.gradients.withBuffer { g in
-            if groups.data.size > 1 { try groups.data.allReduce(g, op: .sum) }
+        try model.gradients.withBuffer { all in
+            // Under ZeRO-1 this rank reduces and updates its slice only.
+            let g = zero.map { UnsafeMutableBufferPointer(rebasing: all[$0.owned]) } ?? all
+            if let zero { try zero.reduceGradients(all) } else if groups.data.size > 1 { try groups.data.allReduce(all, op: .sum) }
             if precision != .fp32 { roundInPlace(g, to: precision) }
-            gradientHook?(g)
+            gradientHook?(all)
             // An overflow on any rank skips the step on every rank.
             let finite = try sumOverWorld(Int32(allFinite(UnsafeBufferPointer(g)) ? 0 : 1)) == 0
             let apply = precision == .fp16 ? state.lossScaler.update(gradientsFinite: finite) : finite
@@ -266,9 +289,18 @@ public final class Trainer {
                 return
             }
             if lossScale != 1 { scaleInPlace(g, by: 1 / lossScale) }
-            gradientNorm = try globalGradientNorm(clipping: g)
+            // Under ZeRO-1 each rank holds one slice of the (whole, unsplit) gradients: their squares are summed over the data group.
+            gradientNorm = try zero != nil ? clipGlobalNorm(g, maxNorm: config.optimizer.maxGradNorm) { try sumOverData($0) } : globalGradientNorm(clipping: g)
             guard gradientNorm.isFinite else { throw TrainingError.invalidInput(path: "step \(stepIndex + 1)", reason: "gradient norm is not finite") }
-            master.withBuffer { m in optimizer.step(parameters: m, gradients: UnsafeBufferPointer(g), learningRate: Float(lr)) }
+            if let zero {
+                try model.parameters.withBuffer { p in
+                    optimizer.step(parameters: zero.master ?? UnsafeMutableBufferPointer(rebasing: p[zero.owned]),
+                                   gradients: UnsafeBufferPointer(g), learningRate: Float(lr))
+                    try zero.publish(into: p, precision: precision)
+                }
+            } else {
+                master.withBuffer { m in optimizer.step(parameters: m, gradients: UnsafeBufferPointer(g), learningRate: Float(lr)) }
+            }
             applied = true
         }
         if applied { state.appliedSteps += 1 }
@@ -286,9 +318,7 @@ public final class Trainer {
     /// Mean loss over the first `eval.sequences` held-out sequences (in order).
     public func evaluate() throws -> Evaluation? {
         guard let order = shape.heldOut else { return nil }
-        if precision != .fp32 {
-            master.withBuffer { m in model.parameters.withBuffer { roundedCopy(UnsafeBufferPointer(m), into: $0, precision: precision) } }
-        }
+        refreshWorkingCopy()
         let total = min(shape.evalSequences, order.sequencesPerEpoch)
         var sum = 0.0, count = 0
         for batch in try microBatches(order: order, sequences: dataShare(globalBatch: total, rank: groups.data.rank, of: groups.data.size)) {
@@ -312,7 +342,12 @@ public final class Trainer {
     /// Writes `checkpoint-<step>` under the run directory; returns its path.
     /// A split model's tensors are written whole, as `whole` (gathered by `gatherWholeTensors`).
     @discardableResult
-    public func saveCheckpoint() throws -> String { try saveCheckpoint(whole: nil) }
+    /// Under ZeRO-1 on more than one data rank every rank of the data group
+    /// must take part (`saveAndReport`), since the state is gathered.
+    public func saveCheckpoint() throws -> String {
+        precondition(zero == nil || groups.data.size == 1, "saveCheckpoint alone under ZeRO-1 on \(groups.data.size) data ranks")
+        return try saveCheckpoint(whole: gatherShardedState())
+    }
 
     func saveCheckpoint(whole: WholeTrainingTensors?) throws -> String {
         let layout = whole?.weights.layout ?? model.layout
@@ -350,7 +385,8 @@ public final class Trainer {
     @discardableResult
     func saveAndReport() throws -> String? {
         let started = monotonicSeconds()
-        let whole = try gatherWholeTensors()
+        // Under ZeRO-1 every data rank takes part in gathering the state.
+        let whole = try zero != nil ? gatherShardedState() : gatherWholeTensors()
         guard groups.writes else { try groups.world.barrier(); return nil }
         let path = try saveCheckpoint(whole: whole)
         let seconds = monotonicSeconds() - started
@@ -385,12 +421,38 @@ public final class Trainer {
                 reason: "the checkpoint's architecture differs from this run's model (checkpoint vs run: \(differences.joined(separator: ", ")))")
         }
         try master.loadSafeTensors(paths: [dir + "/" + Self.modelFile])
-        if precision == .fp32 { /* master is the model's buffer */ } else { model.parameters.copy(from: master) }
+        if let zero {
+            // The checkpoint holds whole tensors, whatever wrote it: take this rank's slice.
+            model.parameters.withBuffer { p in
+                if let slice = zero.master { _ = slice.update(fromContentsOf: p[zero.owned]) }
+                roundInPlace(p, to: precision)
+            }
+        } else if precision != .fp32 {
+            model.parameters.copy(from: master)
+        }
         let moments = try SafeTensorsFile(path: dir + "/" + Self.optimizerFile)
-        for s in model.layout.slices {
-            // This rank's part of each tensor when the model is split.
-            try moments.read(part: s, name: "exp_avg." + s.name, into: UnsafeMutableBufferPointer(rebasing: optimizer.firstMoment[s.range]))
-            try moments.read(part: s, name: "exp_avg_sq." + s.name, into: UnsafeMutableBufferPointer(rebasing: optimizer.secondMoment[s.range]))
+        if let zero {
+            // Whole tensors, whatever wrote them: this rank's slice of each.
+            let owned = zero.owned
+            for s in model.layout.slices where s.range.overlaps(owned) {
+                for (prefix, moment) in [("exp_avg.", optimizer.firstMoment), ("exp_avg_sq.", optimizer.secondMoment)] {
+                    if owned.lowerBound <= s.range.lowerBound && s.range.upperBound <= owned.upperBound {
+                        try moments.read(prefix + s.name, expectedShape: s.shape,
+                                         into: UnsafeMutableBufferPointer(rebasing: moment[(s.range.lowerBound - owned.lowerBound)..<(s.range.upperBound - owned.lowerBound)]))
+                    } else {
+                        let whole = try moments.floats(prefix + s.name, expectedShape: s.shape)
+                        let part = s.range.clamped(to: owned)
+                        _ = UnsafeMutableBufferPointer(rebasing: moment[(part.lowerBound - owned.lowerBound)..<(part.upperBound - owned.lowerBound)])
+                            .update(fromContentsOf: whole[(part.lowerBound - s.range.lowerBound)..<(part.upperBound - s.range.lowerBound)])
+                    }
+                }
+            }
+        } else {
+            for s in model.layout.slices {
+                // This rank's part of each tensor when the model is split.
+                try moments.read(part: s, name: "exp_avg." + s.name, into: UnsafeMutableBufferPointer(rebasing: optimizer.firstMoment[s.range]))
+                try moments.read(part: s, name: "exp_avg_sq." + s.name, into: UnsafeMutableBufferPointer(rebasing: optimizer.secondMoment[s.range]))
+            }
         }
         let restored: TrainingState
         do {

@@ -52,4 +52,25 @@ final class SingleRankCommunicatorTests: XCTestCase {
         XCTAssertEqual(results.allReduceSumInt64, 1)
         XCTAssertEqual(results.splitSize, 1)
     }
+
+    /// The reduce-scatter, in-place all-gather and gather into a buffer every group has (through
+    /// all-reduce and all-gather) on a group of one: the whole buffer is
+    /// this rank's block; block counts that do not fit are an error.
+    func testReduceScatterAndAllGatherOnOneRank() throws {
+        let comm = SingleRankCommunicator()
+        let source: [Float] = [1, 2, 3]
+        var destination = [Float](repeating: 0, count: 3)
+        try source.withUnsafeBufferPointer { s in
+            try destination.withUnsafeMutableBufferPointer { try comm.reduceScatter(s, into: $0, counts: [3], op: .sum) }
+        }
+        XCTAssertEqual(destination, source)
+        try destination.withUnsafeMutableBufferPointer { try comm.allGatherInPlace($0, counts: [3]) }
+        XCTAssertEqual(destination, source)
+        XCTAssertThrowsError(try destination.withUnsafeMutableBufferPointer { try comm.allGatherInPlace($0, counts: [2]) })
+        XCTAssertThrowsError(try destination.withUnsafeMutableBufferPointer { try comm.allGatherInPlace($0, counts: [1, 2]) })
+        var whole = [Float](repeating: 0, count: 3)
+        try source.withUnsafeBufferPointer { s in try whole.withUnsafeMutableBufferPointer { try comm.gather(s, into: $0, counts: [3], root: 0) } }
+        XCTAssertEqual(whole, source)
+        XCTAssertThrowsError(try source.withUnsafeBufferPointer { s in try whole.withUnsafeMutableBufferPointer { try comm.gather(s, into: $0, counts: [2], root: 0) } })
+    }
 }

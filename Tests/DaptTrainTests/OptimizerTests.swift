@@ -1,3 +1,4 @@
+import DaptCore
 import DaptTrain
 import Foundation
 import XCTest
@@ -108,5 +109,37 @@ final class OptimizerTests: XCTestCase {
         var bad: [Float] = [1, .infinity, 2]
         let badNorm = bad.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: 1) }
         XCTAssertFalse(badNorm.isFinite)
+    }
+
+    /// ZeRO-1's slices: AdamW over each data rank's slice (decay segments
+    /// cut at the slice edges) steps every element exactly as AdamW over the
+    /// whole buffer, for slice edges inside and between segments.
+    func testAdamWOverSlicesEqualsTheWhole() {
+        let segments = [DecaySegment(range: 0..<37, decay: true), DecaySegment(range: 37..<41, decay: false), DecaySegment(range: 41..<100, decay: true)]
+        let hyper = AdamWHyperparameters(beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weightDecay: 0.1)
+        var rng = SplitMix64(seed: 3)
+        func values(_ n: Int) -> [Float] { (0..<n).map { _ in Float(Double(rng.next() % 2001) / 1000 - 1) } }
+        let start = values(100)
+        let gradients = (0..<3).map { _ in values(100) }
+        var whole = start
+        let reference = AdamW(count: 100, segments: segments, hyper: hyper)
+        for g in gradients {
+            whole.withUnsafeMutableBufferPointer { p in g.withUnsafeBufferPointer { reference.step(parameters: p, gradients: $0, learningRate: 0.01) } }
+        }
+        for ranks in [2, 3, 4, 7] {
+            var sharded = start
+            for rank in 0..<ranks {
+                let owned = dataShare(globalBatch: 100, rank: rank, of: ranks)
+                let optimizer = AdamW(range: owned, segments: segments, hyper: hyper)
+                XCTAssertEqual(optimizer.count, owned.count)
+                for g in gradients {
+                    sharded[owned].withUnsafeMutableBufferPointer { p in
+                        g[owned].withUnsafeBufferPointer { optimizer.step(parameters: p, gradients: $0, learningRate: 0.01) }
+                    }
+                }
+            }
+            XCTAssertEqual(sharded.map(\.bitPattern), whole.map(\.bitPattern), "\(ranks) slices")
+        }
+        XCTAssertEqual(ZeroSharding.counts(total: 10, ranks: 4), [2, 3, 2, 3])
     }
 }

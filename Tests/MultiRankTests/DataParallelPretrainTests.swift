@@ -2,11 +2,11 @@ import DaptModel
 import Foundation
 import XCTest
 
-/// `dapt pretrain` under a real `mpirun`: data parallelism gives the
-/// single-rank run, layouts that are not built are refused.
-final class DataParallelPretrainTests: XCTestCase {
+/// Runs `dapt pretrain` alone or under mpirun and compares runs.
+protocol PretrainRunChecks {}
+
+extension PretrainRunChecks where Self: XCTestCase {
     typealias Line = PretrainCommandTests.Line
-    static let fp32 = PretrainCommandTests.tiny + ["--steps", "20"]
 
     func pretrain(np: Int, _ arguments: [String]) throws -> DaptProcess.Result {
         np == 1 ? try DaptProcess.dapt(["pretrain"] + arguments) : try DaptProcess.mpirun(np: np, ["pretrain"] + arguments, timeout: 300)
@@ -38,6 +38,12 @@ final class DataParallelPretrainTests: XCTestCase {
         }
         XCTAssertLessThanOrEqual(largest, 1e-5, "\(label): largest weight difference", file: file, line: line)
     }
+}
+
+/// `dapt pretrain` under a real `mpirun`: data parallelism gives the
+/// single-rank run, layouts that are not built are refused.
+final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
+    static let fp32 = PretrainCommandTests.tiny + ["--steps", "20"]
 
     /// 20 fp32 steps on 1, 2 and 4 data-parallel ranks: the same losses and
     /// weights; the same layout twice: identical bytes; 10 steps on 2 ranks

@@ -26,6 +26,8 @@ final class FilterMultiRankTests: XCTestCase {
             lines.append("{\"id\":\"r\(i)\",\"lang\":\"\(lang)\",\"text\":\"\(escaped)\"}")
         }
         lines.insert("{\"id\":\"broken\",\"text\":", at: 40)
+        // Too short to score: rejected by the rank that tokenises it.
+        lines.insert("{\"id\":\"empty\",\"text\":\"\"}", at: 20)
         lines.insert("", at: 90)
         let input = dir.appendingPathComponent("in.jsonl").path
         try (lines.joined(separator: "\n") + "\n").write(toFile: input, atomically: true, encoding: .utf8)
@@ -39,8 +41,10 @@ final class FilterMultiRankTests: XCTestCase {
             let result = try DaptProcess.mpirun(np: np, ["filter", "--input", input, "--output", out, "--model", Self.model, "--config", config], timeout: 120)
             XCTAssertEqual(result.status, 0, "np=\(np)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
             XCTAssertTrue(result.stdout.contains("scored on \(np) rank(s)"), result.stdout)
-            XCTAssertTrue(result.stdout.contains("161 records in (1 blank line(s) skipped) = "), result.stdout)
-            XCTAssertTrue(result.stdout.contains(" + 1 rejected"), result.stdout)
+            XCTAssertTrue(result.stdout.contains("162 records in (1 blank line(s) skipped) = "), result.stdout)
+            XCTAssertTrue(result.stdout.contains(" + 2 rejected"), result.stdout)
+            // Each rank tokenises its share only: record k on rank k mod np.
+            XCTAssertTrue(result.stdout.contains("rank 0 tokenised \((161 + np - 1) / np) of 161 records"), result.stdout)
             for name in Self.outputs {
                 let data = try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(name)"))
                 XCTAssertFalse(data.isEmpty, "\(name) is empty for np=\(np)")
@@ -55,7 +59,20 @@ final class FilterMultiRankTests: XCTestCase {
         XCTAssertEqual(report["records"] as? Int, 160)
         XCTAssertGreaterThan(report["removed_high"] as! Int, 0)
         XCTAssertEqual((report["groups"] as! [[String: Any]]).map { $0["lang"] as! String }.filter { $0 == "de" }.isEmpty, false)
+        let rejects = String(decoding: reference["rejects.jsonl"]!, as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(rejects.count, 2)
+        XCTAssertTrue(rejects[0].contains("in.jsonl:21") && rejects[0].contains("too short to score"), "\(rejects)")
+        XCTAssertTrue(rejects[1].contains("in.jsonl:42"), "\(rejects)")
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted(), ["filter.yaml", "in.jsonl", "out1", "out2", "out3"])
+
+        // --strict: the first bad record in input order, though another rank found it (record 20 is rank 2's of 3).
+        for np in [1, 3] {
+            let out = dir.appendingPathComponent("strict\(np)").path
+            let result = try DaptProcess.mpirun(np: np, ["filter", "--input", input, "--output", out, "--model", Self.model, "--config", config, "--strict"], timeout: 120)
+            XCTAssertNotEqual(result.status, 0)
+            XCTAssertEqual(result.stderr.components(separatedBy: "in.jsonl:21: text: 0 token(s): too short to score").count, 2, "np=\(np) status \(result.status): \(result.stderr)\nstdout: \(result.stdout)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        }
     }
 
     /// Usage and configuration errors stop the command before any work, with status 2.

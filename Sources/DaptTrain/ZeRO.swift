@@ -1,0 +1,112 @@
+import DaptCluster
+import DaptCore
+import DaptModel
+
+/// ZeRO stage 1 over the data-parallel group: each data rank owns one
+/// contiguous slice of the flat parameter buffer (`dataShare` of its
+/// length, so the slices are disjoint, in rank order and fixed by the
+/// parameter count and D alone) and keeps the AdamW moments — and, in mixed
+/// precision, the fp32 master weights — of that slice only. A step
+/// reduce-scatters the gradients (each rank receives the sum of its slice),
+/// updates its slice, and all-gathers the parameters; the optimizer state
+/// per rank falls by D while the arithmetic per element is the unsharded
+/// one. Checkpoints gather the slices to data rank 0 and hold the same
+/// files as an unsharded run; loading takes each rank's slice of them.
+public final class ZeroSharding {
+    public let group: any Communicator
+    /// Elements owned by each data rank, in rank order.
+    public let counts: [Int]
+    /// This rank's slice of the flat buffer.
+    public let owned: Range<Int>
+    /// fp32 master weights of `owned` in mixed precision (the model then
+    /// holds the rounded working copy of every weight); nil in fp32, where
+    /// the model's buffer is the master.
+    public let master: UnsafeMutableBufferPointer<Float>?
+    /// Where the reduce-scatter puts this rank's summed gradients (MPI does
+    /// not let a reduction's input and output overlap).
+    private let reduced: UnsafeMutableBufferPointer<Float>
+
+    /// The slices of a buffer of `total` elements over `ranks` data ranks.
+    public static func counts(total: Int, ranks: Int) -> [Int] {
+        (0..<ranks).map { dataShare(globalBatch: total, rank: $0, of: ranks).count }
+    }
+
+    /// `parameters`: the model's starting weights (full; the master slice is copied from them).
+    public init(group: any Communicator, parameters: UnsafeBufferPointer<Float>, mixedPrecision: Bool) {
+        self.group = group
+        counts = Self.counts(total: parameters.count, ranks: group.size)
+        owned = dataShare(globalBatch: parameters.count, rank: group.rank, of: group.size)
+        reduced = .allocate(capacity: max(owned.count, 1))
+        reduced.initialize(repeating: 0)
+        if mixedPrecision {
+            let m = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(owned.count, 1))
+            _ = m.initialize(fromContentsOf: parameters[owned])
+            master = m
+        } else {
+            master = nil
+        }
+    }
+
+    deinit {
+        reduced.deallocate()
+        master?.deallocate()
+    }
+
+    /// Sums `gradients` over the group; afterwards only `owned` holds the
+    /// sum (the rest is this rank's own, unreduced, and must not be used).
+    public func reduceGradients(_ gradients: UnsafeMutableBufferPointer<Float>) throws {
+        let mine = UnsafeMutableBufferPointer(rebasing: reduced[0..<owned.count])
+        try group.reduceScatter(UnsafeBufferPointer(gradients), into: mine, counts: counts, op: .sum)
+        _ = UnsafeMutableBufferPointer(rebasing: gradients[owned]).update(fromContentsOf: mine)
+    }
+
+    /// After this rank updated its slice: rounds the master slice into the
+    /// working copy (mixed precision) and gathers every rank's slice, so
+    /// every rank holds the whole updated model.
+    public func publish(into parameters: UnsafeMutableBufferPointer<Float>, precision: Precision) throws {
+        if let master {
+            roundedCopy(UnsafeBufferPointer(master), into: UnsafeMutableBufferPointer(rebasing: parameters[owned]), precision: precision)
+        }
+        try group.allGatherInPlace(parameters, counts: counts)
+    }
+
+    /// Bytes of optimizer state this rank holds: both moments and the master slice.
+    public var stateBytes: Int { (owned.count * 2 + (master?.count ?? 0)) * MemoryLayout<Float>.stride }
+}
+
+extension Trainer {
+    /// Under ZeRO-1: the whole fp32 master weights and moments on data rank
+    /// 0, each gathered slice by slice straight into one buffer (a
+    /// collective of the data group); nil on the other ranks and without
+    /// ZeRO-1. In fp32 every rank's working copy is already the whole master.
+    func gatherShardedState() throws -> WholeTrainingTensors? {
+        guard let zero else { return nil }
+        let root = groups.data.rank == 0
+        func gather(_ slice: UnsafeMutableBufferPointer<Float>) throws -> ParameterBuffer? {
+            let whole = root ? ParameterBuffer(layout: model.layout) : nil
+            if let whole {
+                try whole.withBuffer { try zero.group.gather(UnsafeBufferPointer(slice), into: $0, counts: zero.counts, root: 0) }
+            } else {
+                try zero.group.gather(UnsafeBufferPointer(slice), into: nil, counts: zero.counts, root: 0)
+            }
+            return whole
+        }
+        let m = try gather(optimizer.firstMoment), v = try gather(optimizer.secondMoment)
+        let weights = try zero.master.map { try gather($0) } ?? master
+        guard root, let m, let v, let weights else { return nil }
+        return WholeTrainingTensors(weights: weights, firstMoment: m, secondMoment: v)
+    }
+}
+
+extension AdamW {
+    /// AdamW over the slice `range` of a flat buffer tiled by `segments`: its
+    /// own segments, shifted to start at 0.
+    public convenience init(range: Range<Int>, segments: [DecaySegment], hyper: AdamWHyperparameters) {
+        let within = segments.compactMap { s -> DecaySegment? in
+            let lower = max(s.range.lowerBound, range.lowerBound), upper = min(s.range.upperBound, range.upperBound)
+            guard lower < upper else { return nil }
+            return DecaySegment(range: (lower - range.lowerBound)..<(upper - range.lowerBound), decay: s.decay)
+        }
+        self.init(count: range.count, segments: within, hyper: hyper)
+    }
+}

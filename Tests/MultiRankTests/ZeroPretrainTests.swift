@@ -1,0 +1,99 @@
+import DaptModel
+import Foundation
+import XCTest
+
+/// `pretrain.parallel.zero: 1` under a real `mpirun`: the optimizer state
+/// is sharded over the data ranks, the run is the unsharded one, and
+/// checkpoints are the same files whichever way they were written or read.
+final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
+    typealias Base = DataParallelPretrainTests
+    static let zero = ["--set", "parallel.zero=1"]
+
+    /// The optimizer-state figure of the run's summary line.
+    func stateBytes(_ stderr: String) -> Int? {
+        guard let range = stderr.range(of: " bytes of optimizer state per rank") else { return nil }
+        return Int(stderr[..<range.lowerBound].split(separator: " ").last ?? "")
+    }
+
+    func tensors(_ run: String, _ file: String, step: Int = 20) throws -> [String: [Float]] {
+        let f = try SafeTensorsFile(path: run + String(format: "/checkpoint-%08d/", step) + file)
+        return try Dictionary(uniqueKeysWithValues: f.entries.map { ($0.name, try f.floats($0.name)) })
+    }
+
+    /// 20 fp32 steps with ZeRO-1 on 2 and 4 data ranks: the single-rank
+    /// losses, weights and AdamW moments (gathered into the same files);
+    /// optimizer state per rank 1/D of the unsharded; 10 sharded steps on 2
+    /// ranks resumed unsharded on one rank, and 10 unsharded steps on one
+    /// rank resumed sharded on 4: the single-rank run.
+    func testZeroOneMatchesTheUnshardedRun() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+        let single = try pretrain(np: 1, ["--input", shards, "--output", run("d1")] + Base.fp32)
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let reference = try PretrainCommandTests.metrics(run("d1"))
+        let fullBytes = try XCTUnwrap(stateBytes(single.stderr), single.stderr)
+        XCTAssertNil(single.stderr.range(of: "ZeRO-1"))
+
+        for np in [2, 4] {
+            let r = try pretrain(np: np, ["--input", shards, "--output", run("z\(np)")] + Base.fp32 + Self.zero)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stderr.contains("(ZeRO-1 over \(np) data ranks)"), r.stderr)
+            let bytes = try XCTUnwrap(stateBytes(r.stderr), r.stderr)
+            XCTAssertLessThanOrEqual(abs(bytes * np - fullBytes), 8 * np, "optimizer state per rank is 1/\(np): \(bytes) vs \(fullBytes)")
+            assertClose(try PretrainCommandTests.metrics(run("z\(np)")), reference, "ZeRO-1 on \(np) ranks")
+            assertClose(try tensors(run("z\(np)"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "ZeRO-1 on \(np) ranks: weights")
+            let moments = try tensors(run("z\(np)"), "optimizer.safetensors"), referenceMoments = try tensors(run("d1"), "optimizer.safetensors")
+            XCTAssertEqual(moments.keys.sorted(), referenceMoments.keys.sorted())
+            var largest: Float = 0
+            for (name, values) in referenceMoments {
+                let scale = values.map(abs).max() ?? 0
+                for (x, y) in zip(moments[name] ?? [], values) { largest = max(largest, abs(x - y) / max(scale, 1e-30)) }
+            }
+            XCTAssertLessThanOrEqual(largest, 1e-4, "ZeRO-1 on \(np) ranks: moments gathered in order (largest difference relative to the tensor's largest value)")
+        }
+
+        let half = try pretrain(np: 2, ["--input", shards, "--output", run("z2-resumed"), "--stop-after", "10"] + Base.fp32 + Self.zero)
+        XCTAssertEqual(half.status, 0, half.stderr)
+        let rest = try pretrain(np: 1, ["--resume", run("z2-resumed"), "--set", "parallel.zero=0"])
+        XCTAssertEqual(rest.status, 0, rest.stderr)
+        XCTAssertTrue(rest.stderr.contains("at step 10") && !rest.stderr.contains("ZeRO-1"), rest.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("z2-resumed")), reference, "ZeRO-1 on 2 ranks to step 10, then one rank unsharded")
+        assertClose(try tensors(run("z2-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "sharded, then unsharded")
+
+        let first = try pretrain(np: 1, ["--input", shards, "--output", run("d1-resumed"), "--stop-after", "10"] + Base.fp32)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let sharded = try pretrain(np: 4, ["--resume", run("d1-resumed")] + Self.zero)
+        XCTAssertEqual(sharded.status, 0, sharded.stderr)
+        XCTAssertTrue(sharded.stderr.contains("at step 10") && sharded.stderr.contains("(ZeRO-1 over 4 data ranks)"), sharded.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("d1-resumed")), reference, "one rank to step 10, then ZeRO-1 on 4 ranks")
+        assertClose(try tensors(run("d1-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "unsharded, then sharded")
+    }
+
+    /// bf16 keeps fp32 master weights: ZeRO-1 shards them too (state per
+    /// rank ≈ 3N/2 of 3N floats on 2 ranks) and gives the unsharded 2-rank
+    /// run; resumed sharded from step 3 it is that run again.
+    func testZeroOneShardsTheMasterWeightsInMixedPrecision() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let bf16 = ["--steps", "6", "--precision", "bf16"] + PretrainCommandTests.tiny
+
+        let plain = try pretrain(np: 2, ["--input", shards, "--output", run("plain")] + bf16)
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        let sharded = try pretrain(np: 2, ["--input", shards, "--output", run("zero")] + bf16 + Self.zero)
+        XCTAssertEqual(sharded.status, 0, sharded.stderr)
+        let (full, half) = (try XCTUnwrap(stateBytes(plain.stderr)), try XCTUnwrap(stateBytes(sharded.stderr)))
+        XCTAssertLessThanOrEqual(abs(half * 2 - full), 16, "moments and master weights halve: \(half) vs \(full)")
+        let reference = try PretrainCommandTests.metrics(run("plain"))
+        assertClose(try PretrainCommandTests.metrics(run("zero")), reference, "bf16 ZeRO-1 on 2 ranks")
+        assertClose(try tensors(run("zero"), "model.safetensors", step: 6), try tensors(run("plain"), "model.safetensors", step: 6), "bf16 ZeRO-1: master weights")
+
+        let first = try pretrain(np: 2, ["--input", shards, "--output", run("resumed"), "--stop-after", "3"] + bf16 + Self.zero)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let rest = try pretrain(np: 2, ["--resume", run("resumed")])
+        XCTAssertEqual(rest.status, 0, rest.stderr)
+        XCTAssertEqual(try PretrainCommandTests.metrics(run("resumed")), try PretrainCommandTests.metrics(run("zero")), "resumed under ZeRO-1: the same run")
+    }
+}
