@@ -142,4 +142,16 @@ final class OptimizerTests: XCTestCase {
         }
         XCTAssertEqual(ZeroSharding.counts(total: 10, ranks: 4), [2, 3, 2, 3])
     }
+
+    /// parallel.zero takes 0 or 1, and 1 only without tensor or pipeline parallelism.
+    func testZeroSettingIsChecked() throws {
+        var c = PretrainConfig()
+        c.parallel.zero = 1
+        XCTAssertNoThrow(try c.validate())
+        c.parallel.zero = 2
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("parallel.zero: must be in 0...1, got 2"), "\($0)") }
+        c.parallel.zero = 1
+        c.parallel.tensor = 2
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("parallel.zero: 1 with parallel.tensor 2"), "\($0)") }
+    }
 }
