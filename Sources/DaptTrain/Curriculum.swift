@@ -82,12 +82,16 @@ final class PackedOrders {
     let train: any DocumentSource
     let heldOut: (any DocumentSource)?
     let seed: UInt64
+    /// data.document_masks, for the training orders (held-out ones are always masked).
+    let documentMasks: Bool
     private var cache: [Int: (PackedSequenceOrder, PackedSequenceOrder?)] = [:]
-    init(train: any DocumentSource, heldOut: (any DocumentSource)?, seed: UInt64) { self.train = train; self.heldOut = heldOut; self.seed = seed }
+    init(train: any DocumentSource, heldOut: (any DocumentSource)?, seed: UInt64, documentMasks: Bool) {
+        self.train = train; self.heldOut = heldOut; self.seed = seed; self.documentMasks = documentMasks
+    }
 
     func orders(length: Int) throws -> (PackedSequenceOrder, PackedSequenceOrder?) {
         if let c = cache[length] { return c }
-        let t = try PackedSequenceOrder(source: train, sequenceLength: length, seed: seed)
+        let t = try PackedSequenceOrder(source: train, sequenceLength: length, seed: seed, documentMasks: documentMasks)
         var h: PackedSequenceOrder?
         if let heldOut { h = try? PackedSequenceOrder(source: heldOut, sequenceLength: length, seed: seed, shuffle: false) }
         cache[length] = (t, h)

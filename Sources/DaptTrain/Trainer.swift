@@ -190,7 +190,7 @@ public final class Trainer {
         } else {
             heldOutOrder = nil
         }
-        orders = PackedOrders(train: train, heldOut: heldOut, seed: config.data.seed)
+        orders = PackedOrders(train: train, heldOut: heldOut, seed: config.data.seed, documentMasks: config.data.documentMasks)
         shape = TrainingShape(sequenceLength: config.data.sequenceLength, globalBatch: config.data.globalBatchSize,
                               microBatch: config.data.microBatchSize, train: trainOrder, heldOut: heldOutOrder, evalSequences: config.eval.sequences)
         baseRope = (model.config.ropeTheta, model.config.ropeScaling)

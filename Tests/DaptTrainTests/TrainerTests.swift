@@ -83,6 +83,21 @@ final class TrainerTests: XCTestCase {
         XCTAssertFalse(try ConfigLoader.decode(PretrainConfig.self, yaml: "data:\n  document_masks: false\n").data.documentMasks)
     }
 
+    /// data.document_masks: false holds in every curriculum stage, not only the first.
+    func testDocumentMasksSwitchHoldsInCurriculumStages() throws {
+        var config = Self.config(run: try temporaryRoot(), steps: 4)
+        config.data.documentMasks = false
+        config.curriculum = [PretrainConfig.CurriculumStage(untilStep: 2, sequenceLength: 16),
+                             PretrainConfig.CurriculumStage(untilStep: 4, sequenceLength: 64)]
+        let trainer = try Self.makeTrainer(config)
+        for _ in 0..<2 { _ = try trainer.step() }
+        XCTAssertTrue(trainer.stageChangeDue)
+        try trainer.enterStage()
+        XCTAssertEqual(trainer.shape.sequenceLength, 64)
+        XCTAssertFalse(trainer.shape.train.documentMasks)
+        XCTAssertEqual(Set(try trainer.batches(startingAt: trainer.state.nextSequence).flatMap { $0.documentIds ?? [] }), [0])
+    }
+
     /// 2N steps in one go vs N, checkpoint, a fresh process-like trainer
     /// restored from it, N more: identical losses and weights, bit for bit.
     func testResumeIsBitIdentical() throws {
