@@ -16,6 +16,7 @@ struct DaptConfig: Decodable {
     var filter = FilterConfig()
     var tokenizer = TokenizerConfig()
     var pretrain = PretrainConfig()
+    var finetune = FinetuneConfig()
     var eval = EvalConfig()
     var generate = GenerationConfig()
 
@@ -26,6 +27,7 @@ struct DaptConfig: Decodable {
         case filter
         case tokenizer
         case pretrain
+        case finetune
         case eval
         case generate
     }
@@ -41,6 +43,7 @@ struct DaptConfig: Decodable {
         dedup = try c.value(.dedup, default: DedupConfig())
         filter = try c.value(.filter, default: FilterConfig())
         pretrain = try c.value(.pretrain, default: PretrainConfig())
+        finetune = try c.value(.finetune, default: FinetuneConfig())
         eval = try c.value(.eval, default: EvalConfig())
         generate = try c.value(.generate, default: GenerationConfig())
     }
@@ -58,6 +61,7 @@ struct DaptConfig: Decodable {
         try Self.validate(dedup, "dedup")
         try Self.validate(filter, "filter")
         try Self.validate(pretrain, "pretrain")
+        try Self.validate(finetune, "finetune")
         try Self.validate(eval, "eval")
         try Self.validate(generate, "generate")
     }
