@@ -62,6 +62,8 @@ final class CommandLineTests: XCTestCase {
         (["tokenizer", "decode"], ["--input"]),
         (["tokenizer", "verify"], ["--input"]),
         (["pretrain"], ["--input", "--output", "--config", "--set"]),
+        (["finetune", "train"], ["--input", "--output", "--config", "--set"]),
+        (["finetune", "merge"], ["--output"]),
         (["eval", "ppl"], ["--input", "--output", "--config", "--set"]),
         (["eval", "mc"], ["--input", "--output", "--config", "--set", "--strict"]),
         (["eval", "json"], ["--input", "--output", "--config", "--set"]),
