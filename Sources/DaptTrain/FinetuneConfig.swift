@@ -102,22 +102,7 @@ public struct FinetuneConfig: StageConfig, Equatable {
             throw ConfigError(field: "data.global_batch_size", reason: "must be a multiple of micro_batch_size (\(data.microBatchSize)), got \(data.globalBatchSize)")
         }
         try Check.inRange(data.heldOutFraction, 0...0.5, "data.held_out_fraction")
-        try Check.positive(optimizer.lr, "optimizer.lr")
-        try Check.inRange(optimizer.beta1, 0...0.99999, "optimizer.beta1")
-        try Check.inRange(optimizer.beta2, 0...0.99999, "optimizer.beta2")
-        try Check.positive(optimizer.epsilon, "optimizer.epsilon")
-        try Check.nonNegative(optimizer.weightDecay, "optimizer.weight_decay")
-        try Check.nonNegative(optimizer.maxGradNorm, "optimizer.max_grad_norm")
-        try Check.positive(schedule.totalSteps, "schedule.total_steps")
-        try Check.inRange(schedule.warmupRatio, 0...1, "schedule.warmup_ratio")
-        try Check.inRange(schedule.minLrRatio, 0...1, "schedule.min_lr_ratio")
-        try Check.positive(precision.initialLossScale, "precision.initial_loss_scale")
-        try Check.positive(precision.growthInterval, "precision.growth_interval")
-        if checkpoint.directory.isEmpty { throw ConfigError(field: "checkpoint.directory", reason: "must not be empty") }
-        try Check.nonNegative(checkpoint.everySteps, "checkpoint.every_steps")
-        try Check.nonNegative(checkpoint.keepLast, "checkpoint.keep_last")
-        try Check.nonNegative(eval.everySteps, "eval.every_steps")
-        try Check.nonNegative(eval.sequences, "eval.sequences")
+        try PretrainConfig.validateTraining(optimizer: optimizer, schedule: schedule, precision: precision, checkpoint: checkpoint, eval: eval)
         try Check.positive(logEverySteps, "log_every_steps")
     }
 

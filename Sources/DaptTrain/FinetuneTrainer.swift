@@ -142,13 +142,7 @@ public final class FinetuneTrainer {
     public func saveCheckpoint() throws -> String {
         try CheckpointStore.save(root: config.checkpoint.directory, step: state.step, keepLast: config.checkpoint.keepLast) { dir in
             try adapters.save(directory: dir, baseModel: baseModelPath)
-            let m = UnsafeBufferPointer(optimizer.firstMoment), v = UnsafeBufferPointer(optimizer.secondMoment)
-            var tensors: [SafeTensors.Tensor] = []
-            for s in adapters.slices {
-                tensors.append(.init(name: "exp_avg." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: m[s.range])))
-                tensors.append(.init(name: "exp_avg_sq." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: v[s.range])))
-            }
-            try SafeTensors.write(path: dir + "/" + Trainer.optimizerFile, tensors: tensors)
+            try optimizer.saveMoments(path: dir + "/" + Trainer.optimizerFile, slices: adapters.slices)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try Trainer.writeAtomically(dir + "/" + Trainer.stateFile, Array(encoder.encode(state)))
@@ -181,11 +175,7 @@ public final class FinetuneTrainer {
                                                        reason: "its LoRA settings (r \(saved.settings.rank), alpha \(saved.settings.alpha), targets \(saved.settings.targets.map(\.rawValue))) differ from this run's")
         }
         adapters.parameters.update(fromContentsOf: saved.parameters)
-        let moments = try SafeTensorsFile(path: dir + "/" + Trainer.optimizerFile)
-        for s in adapters.slices {
-            try moments.read("exp_avg." + s.name, expectedShape: s.shape, into: UnsafeMutableBufferPointer(rebasing: optimizer.firstMoment[s.range]))
-            try moments.read("exp_avg_sq." + s.name, expectedShape: s.shape, into: UnsafeMutableBufferPointer(rebasing: optimizer.secondMoment[s.range]))
-        }
+        try optimizer.loadMoments(path: dir + "/" + Trainer.optimizerFile, slices: adapters.slices)
         let restored: TrainingState
         do {
             restored = try JSONDecoder().decode(TrainingState.self, from: Data(FileSystem.readAll(dir + "/" + Trainer.stateFile)))

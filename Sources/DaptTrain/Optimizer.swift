@@ -1,4 +1,5 @@
 import DaptCore
+import DaptModel
 import Foundation
 
 /// AdamW hyper-parameters (decoupled weight decay, as `torch.optim.AdamW`).
@@ -168,4 +169,26 @@ public func clipGlobalNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNo
     let coefficient = maxNorm / (norm + 1e-6)
     if coefficient < 1 { scaleInPlace(gradients, by: coefficient) }
     return norm
+}
+
+extension AdamW {
+    /// Writes both moments as `exp_avg.NAME` / `exp_avg_sq.NAME` tensors, one per parameter slice.
+    public func saveMoments(path: String, slices: [ParameterSlice]) throws {
+        let m = UnsafeBufferPointer(firstMoment), v = UnsafeBufferPointer(secondMoment)
+        var tensors: [SafeTensors.Tensor] = []
+        for s in slices {
+            tensors.append(.init(name: "exp_avg." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: m[s.range])))
+            tensors.append(.init(name: "exp_avg_sq." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: v[s.range])))
+        }
+        try SafeTensors.write(path: path, tensors: tensors)
+    }
+
+    /// Reads the moments `saveMoments` wrote, checking every shape.
+    public func loadMoments(path: String, slices: [ParameterSlice]) throws {
+        let moments = try SafeTensorsFile(path: path)
+        for s in slices {
+            try moments.read("exp_avg." + s.name, expectedShape: s.shape, into: UnsafeMutableBufferPointer(rebasing: firstMoment[s.range]))
+            try moments.read("exp_avg_sq." + s.name, expectedShape: s.shape, into: UnsafeMutableBufferPointer(rebasing: secondMoment[s.range]))
+        }
+    }
 }

@@ -269,6 +269,20 @@ public struct PretrainConfig: StageConfig, Equatable {
             throw ConfigError(field: "data.global_batch_size", reason: "must be a multiple of micro_batch_size (\(data.microBatchSize)), got \(data.globalBatchSize)")
         }
         try Check.inRange(data.heldOutFraction, 0...0.5, "data.held_out_fraction")
+        try Self.validateTraining(optimizer: optimizer, schedule: schedule, precision: precision, checkpoint: checkpoint, eval: eval)
+        try Check.positive(parallel.tensor, "parallel.tensor")
+        try Check.positive(parallel.pipeline, "parallel.pipeline")
+        try Check.inRange(parallel.zero, 0...1, "parallel.zero")
+        if parallel.zero == 1 && (parallel.tensor > 1 || parallel.pipeline > 1) {
+            throw ConfigError(field: "parallel.zero", reason: "1 with parallel.tensor \(parallel.tensor) × parallel.pipeline \(parallel.pipeline): ZeRO-1 shards whole (unsplit) models over the data ranks; with tensor or pipeline parallelism it is not built yet")
+        }
+        try Check.positive(logEverySteps, "log_every_steps")
+        try spikes.validate(checkpointEvery: checkpoint.everySteps)
+        try validateCurriculum()
+    }
+
+    /// The checks of the sections pretrain and finetune share.
+    static func validateTraining(optimizer: Optimizer, schedule: Schedule, precision: PrecisionSection, checkpoint: Checkpoint, eval: Eval) throws {
         try Check.positive(optimizer.lr, "optimizer.lr")
         try Check.inRange(optimizer.beta1, 0...0.99999, "optimizer.beta1")
         try Check.inRange(optimizer.beta2, 0...0.99999, "optimizer.beta2")
@@ -285,15 +299,6 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.nonNegative(checkpoint.keepLast, "checkpoint.keep_last")
         try Check.nonNegative(eval.everySteps, "eval.every_steps")
         try Check.nonNegative(eval.sequences, "eval.sequences")
-        try Check.positive(parallel.tensor, "parallel.tensor")
-        try Check.positive(parallel.pipeline, "parallel.pipeline")
-        try Check.inRange(parallel.zero, 0...1, "parallel.zero")
-        if parallel.zero == 1 && (parallel.tensor > 1 || parallel.pipeline > 1) {
-            throw ConfigError(field: "parallel.zero", reason: "1 with parallel.tensor \(parallel.tensor) × parallel.pipeline \(parallel.pipeline): ZeRO-1 shards whole (unsplit) models over the data ranks; with tensor or pipeline parallelism it is not built yet")
-        }
-        try Check.positive(logEverySteps, "log_every_steps")
-        try spikes.validate(checkpointEvery: checkpoint.everySteps)
-        try validateCurriculum()
     }
 
     /// Checks the settings that depend on a model loaded from disk (`--from`
