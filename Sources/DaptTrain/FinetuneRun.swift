@@ -55,8 +55,9 @@ public enum FinetuneRun {
     }
 
     /// `dapt finetune merge`: writes the base with the adapter merged as a
-    /// Hugging Face model directory (config.json, model.safetensors and the
-    /// base's tokenizer files), published as a unit.
+    /// Hugging Face model directory (config.json, model.safetensors, the
+    /// base's tokenizer.json and a tokenizer_config.json with the chat
+    /// template), published as a unit.
     public static func merge(model path: String, adapter: String, output: String, sink: any EventSink = SilentSink()) throws {
         if FileSystem.exists(output) { throw TrainingError.invalidInput(path: output, reason: "already exists; choose a new output directory") }
         let base = try ModelDirectory.resolve(path)
@@ -67,6 +68,10 @@ public enum FinetuneRun {
         try model.save(directory: temporary)
         for name in [Trainer.tokenizerFile, ChatTemplate.configFile] where FileSystem.exists(base.path + "/" + name) {
             try Trainer.writeAtomically(temporary + "/" + name, FileSystem.readAll(base.path + "/" + name))
+        }
+        // The merged model speaks the chat format it was tuned on: transformers gets the template too.
+        if let tokenizerPath = base.tokenizerPath, let template = try? ChatTemplate(tokenizer: BPETokenizer.load(path: tokenizerPath)) {
+            try template.writeTokenizerConfig(directory: temporary)
         }
         guard rename(temporary, trimmed) == 0 else { throw FileError(path: trimmed, operation: "rename", errno: errno) }
         sink.report(.notice(stage: stage, message: "wrote \(trimmed) (\(path) with \(adapter) merged)"))

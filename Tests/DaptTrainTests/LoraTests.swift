@@ -27,23 +27,17 @@ final class LoraTests: XCTestCase {
                               targets: r.targets?.flatMap { $0 } ?? [Int32](repeating: ignoreIndex, count: rows * T))
     }
 
-    func maxRelative(_ a: [Float], _ b: [Float]) -> Float {
-        precondition(a.count == b.count)
-        let scale = max(b.map(abs).max() ?? 0, 1e-12)
-        return (zip(a, b).map { abs($0 - $1) }.max() ?? 0) / scale
-    }
-
     func testPeftAdapterGivesPeftLogitsAttachedAndMerged() throws {
         let expected = try record("peft.json")
         let model = try ModelDirectory.resolve(basePath).loadModel()
         let plain = try model.logits(batch(expected))
-        XCTAssertGreaterThan(maxRelative(plain, expected.logits), 1e-2, "the adapter must change the logits for this test to mean anything")
+        XCTAssertGreaterThan(relativeError(plain, expected.logits), 1e-2, "the adapter must change the logits for this test to mean anything")
         let adapters = try LoraAdapters.load(directory: fixture("lora/peft"), config: model.config)
         XCTAssertEqual(adapters.settings, LoraSettings(rank: 4, alpha: 8, targets: LoraTarget.allCases))
         adapters.attach(to: model)
-        XCTAssertLessThan(maxRelative(try model.logits(batch(expected)), expected.logits), 1e-4, "attached")
+        XCTAssertLessThan(relativeError(try model.logits(batch(expected)), expected.logits), 1e-4, "attached")
         let merged = try FinetuneRun.loadAdapted(model: basePath, adapter: fixture("lora/peft"))
-        XCTAssertLessThan(maxRelative(try merged.logits(batch(expected)), expected.logits), 1e-4, "merged")
+        XCTAssertLessThan(relativeError(try merged.logits(batch(expected)), expected.logits), 1e-4, "merged")
     }
 
     func testAdapterGradientsEqualPeft() throws {
@@ -59,7 +53,7 @@ final class LoraTests: XCTestCase {
         for s in adapters.slices {
             let ours = Array(adapters.gradients[s.range])
             XCTAssertGreaterThan(ours.map(abs).max() ?? 0, 0, s.name)
-            XCTAssertLessThan(maxRelative(ours, try grads.floats(s.name, expectedShape: s.shape)), 1e-4, s.name)
+            XCTAssertLessThan(relativeError(ours, try grads.floats(s.name, expectedShape: s.shape)), 1e-4, s.name)
         }
         // The base computes no weight gradients.
         model.gradients.withBuffer { XCTAssertEqual($0.map(abs).max(), 0) }
@@ -68,7 +62,7 @@ final class LoraTests: XCTestCase {
     func testDaptAdapterGivesTheLogitsPeftComputedForIt() throws {
         let expected = try record("dapt.json")
         let merged = try FinetuneRun.loadAdapted(model: basePath, adapter: fixture("lora/dapt"))
-        XCTAssertLessThan(maxRelative(try merged.logits(batch(expected)), expected.logits), 1e-4)
+        XCTAssertLessThan(relativeError(try merged.logits(batch(expected)), expected.logits), 1e-4)
         // What dapt saves today is what PEFT read: the same names, shapes, values and settings.
         let model = try ModelDirectory.resolve(basePath).loadModel()
         let committed = try LoraAdapters.load(directory: fixture("lora/dapt"), config: model.config)
@@ -233,8 +227,9 @@ final class LoraTests: XCTestCase {
         try FinetuneRun.merge(model: basePath, adapter: fixture("lora/peft"), output: out)
         let expected = try record("peft.json")
         let merged = try LlamaModel(directory: out)
-        XCTAssertLessThan(maxRelative(try merged.logits(batch(expected)), expected.logits), 1e-4)
+        XCTAssertLessThan(relativeError(try merged.logits(batch(expected)), expected.logits), 1e-4)
         XCTAssertTrue(FileSystem.exists(out + "/tokenizer.json"))
+        XCTAssertEqual(try JSONValue.parse(FileSystem.readAll(out + "/tokenizer_config.json"))["chat_template"]?.string, ChatTemplate.source)
         XCTAssertThrowsError(try FinetuneRun.merge(model: basePath, adapter: fixture("lora/peft"), output: out))
     }
 
@@ -264,5 +259,24 @@ final class LoraTests: XCTestCase {
         c.data.globalBatchSize = 6
         XCTAssertThrowsError(try c.validate()) { XCTAssertEqual(($0 as? ConfigError)?.field, "data.global_batch_size") }
         XCTAssertNoThrow(try FinetuneConfig().validate())
+    }
+
+    /// bf16: the base is held rounded once and then never changes; training still learns.
+    func testBF16HoldsTheBaseRoundedAndTrains() throws {
+        let train = try instructions(40)
+        var c = try config(train, run: try temporaryDirectory(self) + "/bf16", steps: 3, dropout: 0)
+        c.precision.mode = .bf16
+        let model = try ModelDirectory.resolve(basePath).loadModel()
+        var expected = model.parameters.withBuffer { Array($0) }
+        expected.withUnsafeMutableBufferPointer { roundInPlace($0, to: .bf16) }
+        XCTAssertNotEqual(expected, model.parameters.withBuffer { Array($0) }, "rounding must change something for this test to mean anything")
+        let documents = try ChatDocuments.load(path: train, template: ChatTemplate(tokenizer: BPETokenizer.load(path: basePath + "/tokenizer.json")))
+        let trainer = try FinetuneTrainer(config: c, model: model,
+                                          train: ChatBatches(tokens: documents.tokens, mask: documents.assistantMask, sequenceLength: 64, seed: 1), heldOut: nil)
+        var losses: [Double] = []
+        for _ in 0..<3 { losses.append(try XCTUnwrap(trainer.step().loss)) }
+        XCTAssertTrue(losses.allSatisfy(\.isFinite), "\(losses)")
+        XCTAssertEqual(model.parameters.withBuffer { Array($0) }, expected)
+        XCTAssertGreaterThan(trainer.adapters.parameters.map(abs).max() ?? 0, 0)
     }
 }
