@@ -41,7 +41,7 @@ for threads in 1 2; do
   rss=$(OPENBLAS_NUM_THREADS=$threads maxrss "$dapt" finetune --model "$base" --input "$data" --output "$run" --steps "$steps" \
     "${lora[@]}" "${batch[@]}" --set eval.sequences=0 --set log_every_steps=1000 2> "$tmp/dapt$threads.log")
   d=$(python3 -c "$median_rate" "$run/metrics.jsonl")
-  read -r p prss <<< "$(python3 scripts/bench/finetune_peer.py "$base" "$data" "$threads" "$steps")"
+  read -r p prss <<< "$(python3 scripts/bench/finetune_peer.py "$base" "$data" "$threads" "$steps" 2>/dev/null)"
   printf "LoRA step, %d thread(s): dapt %.0f tokens/s, peft+transformers %.0f tokens/s, ratio %.2f; max RSS dapt %.0f MB, peft %.0f MB\n" \
     "$threads" "$d" "$p" "$(python3 -c "print($d/$p)")" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($prss/1024)")"
 done
