@@ -75,7 +75,18 @@ relaunch() {
 }
 
 signalled=""; child=""
-forward() { signalled="$1"; [ -z "$child" ] || kill -s "$1" "$child" 2>/dev/null || true; }
+# The signal goes to the local ranks (mpirun's children) themselves: mpirun
+# treats a SIGTERM of its own as an abort and SIGKILLs the ranks one second
+# later (odls_base_sigkill_timeout), often before they finish the step and
+# write the checkpoint. Ranks on other hosts get it from their scheduler
+# (Slurm signals every task); without local ranks, mpirun is signalled.
+forward() {
+  signalled="$1"
+  [ -n "$child" ] || return 0
+  local ranks
+  ranks="$(pgrep -P "$child" 2>/dev/null || true)"
+  if [ -n "$ranks" ]; then kill -s "$1" $ranks 2>/dev/null || true; else kill -s "$1" "$child" 2>/dev/null || true; fi
+}
 trap 'forward TERM' TERM
 trap 'forward INT' INT
 attempt=0
@@ -90,7 +101,7 @@ while :; do
   done
   child=""
   if [ -n "$signalled" ]; then
-    # mpirun reports a forwarded signal as a failure; the run's own record says whether it stopped cleanly.
+    # The run's own record says whether it stopped cleanly.
     if [ -n "$run" ] && tail -n 3 "$run/metrics.jsonl" 2>/dev/null | grep -q '"event":"stop"'; then
       echo "launch: stopped by SIG$signalled; resumable from $run" >&2; exit 0
     fi

@@ -19,7 +19,7 @@ final class PreemptionTests: XCTestCase {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try PretrainCommandTests.prepare(dir)
         let run = dir.appendingPathComponent("run").path
-        let args = ["--restarts", "2", "-np", "2", "dapt", "pretrain", "--input", shards, "--output", run, "--steps", "2000"] + PretrainCommandTests.tiny
+        let args = ["--restarts", "2", "-np", "2", "dapt", "pretrain", "--input", shards, "--output", run, "--steps", "1000000"] + PretrainCommandTests.tiny
         let stopped = try DaptProcess.run(Self.launch, args, timeout: 200) { process in
             let deadline = Date().addingTimeInterval(150)
             while Date() < deadline {
@@ -50,7 +50,7 @@ final class PreemptionTests: XCTestCase {
     /// uninterrupted run.
     func testKilledRankRestartsToTheSameModel() throws {
         let script = DaptProcess.repositoryRoot.appendingPathComponent("scripts/faults.sh").path
-        let r = try DaptProcess.run(script, ["--trials", "1", "--ranks", "2", "--steps", "8"], timeout: 280)
+        let r = try DaptProcess.run(script, ["--trials", "1", "--ranks", "2", "--steps", "16"], timeout: 280)
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
         XCTAssertTrue(r.stdout.contains("1 of 1 trials restarted and ended bit-identical"), r.stdout + r.stderr)
         let row = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("1 ") }).split(separator: " ", omittingEmptySubsequences: true)
