@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample, end to end, on local ranks:
 #   prepare → dedup → filter (perplexity, under a reference model trained on a
-#   held-out slice) → tokenizer train/encode → pretrain (tiny model) → eval ppl
+#   held-out slice) → tokenizer train/encode → pretrain (tiny model, tensor
+#   parallel, length curriculum) → finetune (LoRA, merged) → eval (ppl, multiple
+#   choice, JSON validity unconstrained vs constrained)
 # Outputs go to out/sample/; out/sample/report.html shows them all on one page
 # and the run ends with a one-screen summary of the same figures. Run scripts/setup.sh first (or use the README's one-liner).
 # NP=4 scripts/run-sample.sh runs the distributed stages on 4 ranks (default 2).
@@ -42,13 +44,24 @@ echo "== 4. tokenizer: train a byte-level BPE, encode packed shards ($np ranks)"
 "${launch[@]}" dapt tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/tokenizer.json" \
   --input "$out/filter/kept.jsonl" --output "$out/tokens"
 
-echo "== 5. pretrain: a tiny Llama on the sample (data parallel, $np ranks)"
-# The sample is small (~5k tokens): hold out a tenth of its documents so the
-# held-out perplexity printed every 50 steps covers a few full sequences.
+echo "== 5. pretrain: a tiny Llama on the sample ($np ranks: tensor 2 × data $((np / 2)), curriculum 64 → 128)"
+# Hold out a tenth of the documents for the held-out perplexity printed every
+# 50 steps. The layout splits the model over 2 tensor ranks (data parallel over
+# the rest); a short context-length curriculum trains at 64 tokens, then 128.
 "${launch[@]}" dapt pretrain --config configs/pretrain-tiny.yaml \
-  --input "$out/tokens" --output "$out/pretrain" --set data.held_out_fraction=0.1
+  --input "$out/tokens" --output "$out/pretrain" --set data.held_out_fraction=0.1 --set parallel.tensor=2 \
+  --set 'curriculum=[{until_step: 50, sequence_length: 64}, {until_step: 150, sequence_length: 128}]'
 
-echo "== 6. eval: perplexity of the last checkpoint on the filtered corpus (mostly training text)"
+echo "== 6. finetune: LoRA on the bundled intent-recognition sample, answers in JSON (data parallel, $np ranks)"
+"${launch[@]}" dapt finetune --config configs/finetune.yaml --model "$out/pretrain" \
+  --input data/instructions/train+json.jsonl --output "$out/finetune" --set schedule.total_steps=120 --set eval.every_steps=40 \
+  --set optimizer.lr=3e-3 --set 'lora.target_modules=[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]'
+"$dapt" finetune merge --model "$out/pretrain" --adapter "$out/finetune" --output "$out/finetuned-model"
+
+echo "== 7. eval: perplexity, multiple choice, JSON validity unconstrained and constrained"
 "$dapt" eval ppl --checkpoint "$out/pretrain" --input "$out/filter/kept.jsonl" --sequence-length 128 --output "$out/eval"
+"$dapt" eval mc --model "$out/pretrain" --input data/eval/mc/mmlu --output "$out/eval"
+"$dapt" eval json --model "$out/finetuned-model" --input data/eval/json/prompts.jsonl \
+  --json-schema data/eval/json/schema.json --output "$out/eval-json"
 echo "== summary: each stage's counts and key figures, read back from its outputs"
 "$dapt" report --run "$out" --output "$out/report.html"
