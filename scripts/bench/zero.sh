@@ -30,6 +30,7 @@ settings=(--set model.vocab_size=4096 --set model.hidden_size=256 --set model.in
           --set eval.sequences=0 --set log_every_steps=1000 --set checkpoint.every_steps=0)
 echo "config: vocab 4096, hidden 256, 4 layers, seq 256, global batch 16, $steps steps, 1 BLAS thread per rank"
 printf "%-9s %2s %5s %18s %16s %18s %10s %10s\n" precision D zero "optimizer B/rank" "rank 0 RSS MB" "others' RSS MB" "tokens/s" "loss"
+set +o pipefail  # a D=1 run has no other ranks to grep for
 for precision in fp32 bf16; do
   for d in 1 2 4; do
     for zero in 0 1; do
@@ -39,8 +40,8 @@ for precision in fp32 bf16; do
       "${launch[@]}" /usr/bin/time -f "rss-kb %M" "$dapt" pretrain --input "$tmp/tokens" --output "$run" --steps "$steps" \
         --precision "$precision" "${settings[@]}" --set parallel.zero=$zero 2> "$tmp/log" || { cat "$tmp/log"; exit 1; }
       state=$(grep -o '[0-9]* bytes of optimizer state per rank' "$tmp/log" | head -1 | cut -d' ' -f1)
-      rss0=$(grep 'rss-kb' "$tmp/log" | grep -v '^\[1,[1-9]' | grep -o 'rss-kb [0-9]*' | awk '{ printf "%.1f", $2 / 1024 }')
-      rss1=$(grep '^\[1,[1-9][0-9]*\]<stderr>:rss-kb' "$tmp/log" | grep -o 'rss-kb [0-9]*' | awk '{ if ($2 > m) m = $2 } END { if (m) printf "%.1f", m / 1024; else printf "-" }')
+      rss0=$( (grep 'rss-kb' "$tmp/log" | grep -v '^\[1,[1-9]' || true) | grep -o 'rss-kb [0-9]*' | awk '{ printf "%.1f", $2 / 1024 }')
+      rss1=$( (grep '^\[1,[1-9][0-9]*\]<stderr>:rss-kb' "$tmp/log" || true) | grep -o 'rss-kb [0-9]*' | awk '{ if ($2 > m) m = $2 } END { if (m) printf "%.1f", m / 1024; else printf "-" }')
       read -r tps loss <<< "$(python3 -c "
 import json,sys
 m=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
