@@ -17,14 +17,17 @@ public struct GenerateRequest {
     public var output: String
     /// tokenizer.json; default: the model directory's.
     public var tokenizer: String?
+    /// A LoRA adapter (PEFT's or dapt's, or a finetune run directory)
+    /// merged into the model's weights before generating.
+    public var adapter: String?
     public var generation = GenerationConfig()
     /// Constrained JSON output (a grammar per record), or nil.
     public var json: JSONOutput?
     /// Any other constraint per record (used when `json` is nil).
     public var constraint: ConstraintFactory?
 
-    public init(model: String, input: String, output: String, tokenizer: String? = nil) {
-        self.model = model; self.input = input; self.output = output; self.tokenizer = tokenizer
+    public init(model: String, input: String, output: String, tokenizer: String? = nil, adapter: String? = nil) {
+        self.model = model; self.input = input; self.output = output; self.tokenizer = tokenizer; self.adapter = adapter
     }
 }
 
@@ -51,7 +54,7 @@ public enum GenerateRun {
                            sink: any EventSink = SilentSink()) throws -> GenerateSummary {
         try request.generation.validate()
         let records = try PromptFile.read(path: request.input)
-        let (model, tokenizer) = try loadModel(request.model, tokenizer: request.tokenizer)
+        let (model, tokenizer) = try loadModel(request.model, tokenizer: request.tokenizer, adapter: request.adapter)
         let (generator, prompts) = try prepare(records, model: model, tokenizer: tokenizer, request: request)
         let batchSize = request.generation.batchSize
         let batches = (records.count + batchSize - 1) / batchSize
@@ -93,14 +96,16 @@ public enum GenerateRun {
         return summary
     }
 
-    /// The model (a checkpoint verified against its manifest) and its
-    /// tokenizer: `tokenizer`, or the one beside the weights.
-    public static func loadModel(_ path: String, tokenizer: String?) throws -> (LlamaModel, BPETokenizer) {
+    /// The model (a checkpoint verified against its manifest), with `adapter`
+    /// merged into its weights if given, and its tokenizer: `tokenizer`, or
+    /// the one beside the weights.
+    public static func loadModel(_ path: String, tokenizer: String?, adapter: String? = nil) throws -> (LlamaModel, BPETokenizer) {
         let directory = try ModelDirectory.resolve(path)
         guard let tokenizerPath = try directory.tokenizer(requested: tokenizer) else {
             throw TrainingError.invalidInput(path: directory.path, reason: "no \(Trainer.tokenizerFile) beside the model: give one with --tokenizer")
         }
-        return (try directory.loadModel(), try BPETokenizer.load(path: tokenizerPath))
+        let model = try adapter.map { try FinetuneRun.loadAdapted(model: path, adapter: $0) } ?? directory.loadModel()
+        return (model, try BPETokenizer.load(path: tokenizerPath))
     }
 
     /// The generator and the records' prompts: text encoded, chats rendered

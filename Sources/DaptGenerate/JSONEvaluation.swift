@@ -12,14 +12,16 @@ public struct JSONEvalRequest {
     /// whose last message is the assistant's answer (it becomes the reference).
     public var input: String
     public var tokenizer: String?
+    /// A LoRA adapter merged into the model (recorded in the report's model section).
+    public var adapter: String?
     /// JSON Schema file: answers are checked against it, and constrained
     /// generation follows it (else any JSON object).
     public var schema: String?
     /// Greedy by default; max_new_tokens bounds each answer.
     public var generation = GenerationConfig()
 
-    public init(model: String, input: String, tokenizer: String? = nil, schema: String? = nil) {
-        self.model = model; self.input = input; self.tokenizer = tokenizer; self.schema = schema
+    public init(model: String, input: String, tokenizer: String? = nil, schema: String? = nil, adapter: String? = nil) {
+        self.model = model; self.input = input; self.tokenizer = tokenizer; self.schema = schema; self.adapter = adapter
     }
 }
 
@@ -112,7 +114,8 @@ public enum JSONEvaluation {
             records.append(record)
         }
         let directory = try ModelDirectory.resolve(request.model)
-        let (model, tokenizer) = try GenerateRun.loadModel(request.model, tokenizer: request.tokenizer)
+        let adapterDirectory = try request.adapter.map(FinetuneRun.adapterDirectory)
+        let (model, tokenizer) = try GenerateRun.loadModel(request.model, tokenizer: request.tokenizer, adapter: adapterDirectory)
         let tokenizerPath = try directory.tokenizer(requested: request.tokenizer)
         var generate = GenerateRequest(model: request.model, input: request.input, output: "")
         generate.generation = request.generation
@@ -160,6 +163,6 @@ public enum JSONEvaluation {
         let section = EvalSection(kind: .json, inputs: [request.input], config: config,
                                   counts: [("records", records.count + rejects.count), ("evaluated", records.count)],
                                   results: .object(results), items: items, rejects: rejects)
-        return (section, try EvalModelInfo(modelDirectory: directory.path, tokenizer: tokenizerPath))
+        return (section, try EvalModelInfo(modelDirectory: directory.path, tokenizer: tokenizerPath, adapter: adapterDirectory))
     }
 }

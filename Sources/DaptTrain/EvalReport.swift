@@ -1,4 +1,5 @@
 import DaptCore
+import DaptModel
 import DaptTokenizer
 import Foundation
 
@@ -8,38 +9,53 @@ public enum EvalKind: String, CaseIterable, Sendable {
 }
 
 /// Which model a report is about: the directory, its weights and its
-/// tokenizer by checksum (xxh64), so two sections of one report are known to
-/// be on the same model.
+/// tokenizer by checksum (xxh64), and the LoRA adapter merged into it if
+/// any, so two sections of one report are known to be on the same model
+/// (base and base + adapter are different models).
 public struct EvalModelInfo: Equatable, Sendable {
     public var path: String
     public var weightsChecksum: String
     public var tokenizerPath: String?
     public var tokenizerChecksum: String?
+    /// The adapter directory and the xxh64 of its adapter_model.safetensors.
+    public var adapterPath: String?
+    public var adapterChecksum: String?
 
-    public init(path: String, weightsChecksum: String, tokenizerPath: String?, tokenizerChecksum: String?) {
+    public init(path: String, weightsChecksum: String, tokenizerPath: String?, tokenizerChecksum: String?,
+                adapterPath: String? = nil, adapterChecksum: String? = nil) {
         self.path = path; self.weightsChecksum = weightsChecksum
         self.tokenizerPath = tokenizerPath; self.tokenizerChecksum = tokenizerChecksum
+        self.adapterPath = adapterPath; self.adapterChecksum = adapterChecksum
     }
 
     /// The model in `modelDirectory` (resolved: a checkpoint or Hugging Face
-    /// model directory), evaluated with `tokenizer` (nil: none, e.g. token shard input).
-    public init(modelDirectory: String, tokenizer: String?) throws {
+    /// model directory), evaluated with `tokenizer` (nil: none, e.g. token
+    /// shard input) and with the adapter in `adapter` (a directory holding
+    /// adapter_model.safetensors) merged, if given.
+    public init(modelDirectory: String, tokenizer: String?, adapter: String? = nil) throws {
         self.init(path: modelDirectory, weightsChecksum: try fileChecksum(modelDirectory + "/" + Trainer.modelFile),
-                  tokenizerPath: tokenizer, tokenizerChecksum: try tokenizer.map(fileChecksum))
+                  tokenizerPath: tokenizer, tokenizerChecksum: try tokenizer.map(fileChecksum),
+                  adapterPath: adapter, adapterChecksum: try adapter.map { try fileChecksum($0 + "/" + LoraAdapters.weightsFile) })
     }
 
     public var json: JSONValue {
         .object([("path", .string(path)), ("weights_xxh64", .string(weightsChecksum)),
                  ("tokenizer", tokenizerPath.map { .string($0) } ?? .null),
-                 ("tokenizer_xxh64", tokenizerChecksum.map { .string($0) } ?? .null)])
+                 ("tokenizer_xxh64", tokenizerChecksum.map { .string($0) } ?? .null),
+                 ("adapter", adapterPath.map { .object([("path", .string($0)), ("adapter_model_xxh64", .string(adapterChecksum ?? ""))]) } ?? .null)])
     }
 
     init(json: JSONValue, file: String) throws {
         guard let path = json["path"]?.string, let weights = json["weights_xxh64"]?.string else {
             throw EvalReportError.malformed(file: file, reason: "model: needs path and weights_xxh64")
         }
+        let adapter = json["adapter"].flatMap { $0.isNull ? nil : $0 }
+        if let adapter, adapter["path"]?.string == nil || adapter["adapter_model_xxh64"]?.string == nil {
+            throw EvalReportError.malformed(file: file, reason: "model.adapter: needs path and adapter_model_xxh64")
+        }
         self.init(path: path, weightsChecksum: weights, tokenizerPath: json["tokenizer"]?.string,
-                  tokenizerChecksum: json["tokenizer_xxh64"]?.string)
+                  tokenizerChecksum: json["tokenizer_xxh64"]?.string,
+                  adapterPath: adapter?["path"]?.string, adapterChecksum: adapter?["adapter_model_xxh64"]?.string)
     }
 }
 
@@ -86,7 +102,8 @@ public enum EvalReportError: Error, CustomStringConvertible, Equatable {
 /// evaluation (`ppl`, `mc`, `json`), each kind's items and rejects beside it.
 ///
 ///     report.json   {"format": "dapt-eval-report", "version": 1,
-///                    "model": {path, weights_xxh64, tokenizer, tokenizer_xxh64},
+///                    "model": {path, weights_xxh64, tokenizer, tokenizer_xxh64,
+///                              adapter: null or {path, adapter_model_xxh64}},
 ///                    "sections": {"mc": {"inputs": [...], "config": {...},
 ///                                        "counts": {...}, "results": {...},
 ///                                        "items_file": "mc.items.jsonl",
@@ -112,7 +129,8 @@ public enum EvalReport {
             let existing = try load(directory: directory)
             let file = directory + "/" + fileName
             let existingModel = try EvalModelInfo(json: existing["model"] ?? .null, file: file)
-            if existingModel.weightsChecksum != model.weightsChecksum || existingModel.tokenizerChecksum != model.tokenizerChecksum {
+            if existingModel.weightsChecksum != model.weightsChecksum || existingModel.tokenizerChecksum != model.tokenizerChecksum
+                || existingModel.adapterChecksum != model.adapterChecksum {
                 throw EvalReportError.otherModel(directory: directory, existing: describe(existingModel), new: describe(model))
             }
             kept = (existing["sections"]?.members ?? []).filter { $0.0 != section.kind.rawValue }
@@ -168,7 +186,8 @@ public enum EvalReport {
     }
 
     static func describe(_ model: EvalModelInfo) -> String {
-        "\(model.path) (weights xxh64 \(model.weightsChecksum), tokenizer xxh64 \(model.tokenizerChecksum ?? "none"))"
+        "\(model.path) (weights xxh64 \(model.weightsChecksum), tokenizer xxh64 \(model.tokenizerChecksum ?? "none")"
+            + (model.adapterPath.map { ", adapter \($0) xxh64 \(model.adapterChecksum ?? "none")" } ?? "") + ")"
     }
 
     static func writeLines(_ lines: [String], to path: String) throws {

@@ -32,6 +32,9 @@ extension EvalCommand {
         @Option(help: "tokenizer.json (default: the model's).")
         var tokenizer: String?
 
+        @Option(help: ArgumentHelp("A LoRA adapter (PEFT's or dapt finetune's: adapter_config.json, adapter_model.safetensors, or a finetune run directory) merged into the model; the report records it.", valueName: "dir"))
+        var adapter: String?
+
         @Option(name: .customLong("max-new-tokens"), parsing: .unconditional, help: "Tokens per answer at most (max_new_tokens; default 128).")
         var maxNewTokens: Int?
 
@@ -47,7 +50,8 @@ extension EvalCommand {
             let config = try DaptConfig.load(options, section: "generate", shortcuts: shortcuts)
             guard let input = try input.single() else { throw ValidationError("--input (a JSONL file of prompts) is required") }
             if let schema, !FileSystem.exists(schema) { throw ConfigError(source: "--json-schema \(schema)", field: "", reason: "no such file") }
-            var request = JSONEvalRequest(model: model, input: input, tokenizer: tokenizer, schema: schema)
+            if let adapter, !FileSystem.exists(adapter) { throw ConfigError(source: "--adapter \(adapter)", field: "", reason: "no such directory") }
+            var request = JSONEvalRequest(model: model, input: input, tokenizer: tokenizer, schema: schema, adapter: adapter)
             request.generation = config.generate
             let output = outputOptions.output
             try Runtime.run(cluster: config.cluster) { ctx in

@@ -27,6 +27,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "tokenizer.json (default: the model's).")
     var tokenizer: String?
 
+    @Option(help: ArgumentHelp("A LoRA adapter (PEFT's or dapt finetune's: adapter_config.json, adapter_model.safetensors, or a finetune run directory) merged into the model.", valueName: "dir"))
+    var adapter: String?
+
     @Option(parsing: .unconditional, help: "0: greedy; otherwise sample from softmax(logits / temperature) (temperature).")
     var temperature: Double?
 
@@ -72,7 +75,8 @@ struct GenerateCommand: ParsableCommand {
         let config = try DaptConfig.load(options, section: "generate", shortcuts: shortcuts)
         guard let input = try input.single() else { throw ValidationError("--input (a JSONL file of prompts) is required") }
         guard let output = output.output else { throw ValidationError("--output (the JSONL file to write) is required") }
-        var request = GenerateRequest(model: model, input: input, output: output, tokenizer: tokenizer)
+        if let adapter, !FileSystem.exists(adapter) { throw ConfigError(source: "--adapter \(adapter)", field: "", reason: "no such directory") }
+        var request = GenerateRequest(model: model, input: input, output: output, tokenizer: tokenizer, adapter: adapter)
         request.generation = config.generate
         if json && jsonSchema != nil { throw ValidationError("--json and --json-schema: give one (the schema already makes the output JSON)") }
         if let jsonSchema {
