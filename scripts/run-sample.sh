@@ -61,7 +61,7 @@ echo "== 6. finetune: LoRA on the bundled intent-recognition sample, answers in 
 echo "== 7. eval: perplexity, multiple choice, JSON validity unconstrained and constrained"
 "$dapt" eval ppl --checkpoint "$out/pretrain" --input "$out/filter/kept.jsonl" --sequence-length 128 --output "$out/eval"
 "$dapt" eval mc --model "$out/pretrain" --input data/eval/mc/mmlu --output "$out/eval"
-"$dapt" eval json --model "$out/finetuned-model" --input data/eval/json/prompts.jsonl \
+"$dapt" eval json --model "$out/pretrain" --adapter "$out/finetune" --input data/eval/json/prompts.jsonl \
   --json-schema data/eval/json/schema.json --output "$out/eval-json"
 echo "== summary: each stage's counts and key figures, read back from its outputs"
 "$dapt" report --run "$out" --output "$out/report.html"
