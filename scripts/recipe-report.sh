@@ -4,6 +4,9 @@
 # each claim of the write-up that can be measured today, with the commands,
 # seeds and machine. Every figure in the report is one this script printed
 # (its full log is kept in out/recipe/log.txt).
+# Claims: 1 document masks, 2 RoPE scaling and a length curriculum, 3 loss-spike
+# rollback on a poisoned corpus, 4 perplexity filtering per length bucket, 5 JSON
+# validity after LoRA with and without extra valid-JSON answers.
 # Usage: scripts/recipe-report.sh   (after scripts/setup.sh; a few minutes on 2 cores)
 # Uses python3 (standard library only) for the noise injection of
 # scripts/bench/filter_noise.py.
@@ -121,6 +124,60 @@ done
 mkdir -p "$out/c4-page"; ln -sfn "../c4-buckets" "$out/c4-page/filter"
 "$dapt" report --run "$out/c4-page" --plots "$docs" > /dev/null
 
+# ---------------------------------------------------------------- claim 3
+# A poisoned corpus: the training corpus with a burst of 40 documents of random
+# characters (ASCII, Latin-1, CJK; seed 7) inserted as one block in its middle,
+# encoded with the same tokenizer, trained at 4× the usual learning rate with
+# the spike detector off and on (rollback points every 10 steps), and the clean
+# corpus with the same settings. Held-out loss on the 40 held-out patents.
+say ""; say "== claim 3: loss-spike rollback on a poisoned corpus"
+python3 - "$out/dedup/kept.jsonl" > "$out/c3-poisoned.jsonl" <<'PY3'
+import json, random, sys
+rng = random.Random(7)
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+alphabet = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(0xA1, 0x100)] + [chr(c) for c in range(0x4E00, 0x4E00 + 400)]
+burst = [json.dumps({"id": f"poison-{i}", "text": "".join(rng.choice(alphabet) for _ in range(400))}, ensure_ascii=False) for i in range(40)]
+middle = len(lines) // 2
+print("\n".join(lines[:middle] + burst + lines[middle:]))
+print(f"poisoned corpus: {len(lines)} clean records, 40 random-character records inserted after record {middle}", file=sys.stderr)
+PY3
+say "$(python3 -c 'import sys; n=sum(1 for _ in open(sys.argv[1])); print(f"poisoned corpus: {n} records (40 of them random characters, after record {(n-40)//2})")' "$out/c3-poisoned.jsonl")"
+quiet "$dapt" tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/tokenizer.json" --input "$out/c3-poisoned.jsonl" --output "$out/c3-poisoned-tokens"
+c3=(--config configs/pretrain-tiny.yaml --steps 120 --set optimizer.lr=8e-3 --set eval.sequences=0
+    --set checkpoint.every_steps=0 --set spikes.snapshot_every_steps=10 --set log_every_steps=1000)
+run "$dapt" pretrain "${c3[@]}" --input "$out/tokens" --set spikes.enabled=true --output "$out/c3-clean" >/dev/null
+run "$dapt" pretrain "${c3[@]}" --input "$out/c3-poisoned-tokens" --set spikes.enabled=false --output "$out/c3-off" >/dev/null
+run "$dapt" pretrain "${c3[@]}" --input "$out/c3-poisoned-tokens" --set spikes.enabled=true --output "$out/c3-rollback" >/dev/null
+run "$dapt" report compare --run clean=$out/c3-clean --run off=$out/c3-off --run rollback=$out/c3-rollback \
+  --plot "$docs/claim3-loss.svg" --title "poisoned corpus at lr 8e-3: detector off (off) and on (rollback); clean corpus (clean)" | tee "$out/c3-table.md"
+declare -A c3ppl c3rollbacks
+for r in clean off rollback; do
+  c3ppl[$r]=$("$dapt" eval ppl --checkpoint "$out/c3-$r" --input "$out/heldout.jsonl" --sequence-length 128 2>>"$out/stderr.txt")
+  c3rollbacks[$r]=0; [ -f "$out/c3-$r/rollbacks.jsonl" ] && c3rollbacks[$r]=$(wc -l < "$out/c3-$r/rollbacks.jsonl")
+  say "c3 $r: held-out patents [eval ppl --checkpoint $out/c3-$r --input $out/heldout.jsonl --sequence-length 128]: ${c3ppl[$r]}; rollbacks.jsonl lines: ${c3rollbacks[$r]}"
+done
+: > "$out/c3-rollbacks.txt"; [ -f "$out/c3-rollback/rollbacks.jsonl" ] && tee -a "$log" < "$out/c3-rollback/rollbacks.jsonl" > "$out/c3-rollbacks.txt"
+# The rollback run's own loss curve with its events, as dapt report draws it.
+mkdir -p "$out/c3-page/plots"; ln -sfn "../c3-rollback" "$out/c3-page/pretrain"
+"$dapt" report --run "$out/c3-page" --plots "$out/c3-page/plots" > /dev/null
+[ -f "$out/c3-page/plots/pretrain-loss.svg" ] && cp "$out/c3-page/plots/pretrain-loss.svg" "$docs/claim3-rollback-run.svg"
+
+# ---------------------------------------------------------------- claim 5
+# LoRA on the claim-1 model (pretrained with document masks, 120 steps) with
+# scripts/run-sample.sh's settings, on the instruction sample without and with
+# 150 extra valid-JSON answers; each merged and evaluated by dapt eval json,
+# unconstrained and constrained by data/eval/json/schema.json.
+say ""; say "== claim 5: JSON validity"
+ft=(--config configs/finetune.yaml --model "$out/c1-masks-true" --set schedule.total_steps=120 --set eval.every_steps=40
+    --set optimizer.lr=3e-3 --set 'lora.target_modules=[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]')
+for data in train train+json; do
+  run "$dapt" finetune "${ft[@]}" --input "data/instructions/$data.jsonl" --output "$out/c5-$data-adapter" >/dev/null
+  say "c5 $data: final held-out loss of the adapter $(grep -o 'held-out loss [0-9.]*' "$out/stderr.txt" | tail -1 | awk '{print $3}')"
+  quiet "$dapt" finetune merge --model "$out/c1-masks-true" --adapter "$out/c5-$data-adapter" --output "$out/c5-$data-model"
+  run "$dapt" eval json --model "$out/c5-$data-model" --input data/eval/json/prompts.jsonl \
+    --json-schema data/eval/json/schema.json --output "$out/c5-$data-eval"
+done
+
 elapsed=$(( $(date -u +%s) - started ))
 say ""; say "recipe-report: done in ${elapsed} s; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 
@@ -235,11 +292,44 @@ A fair test needs training documents longer than 4L (whole patents, or \`data.do
 
 ## Claim 3: loss-spike rollback
 
-Not yet measured here. The measurement: a poisoned corpus (a run of garbage documents at a known
-step) trained with \`spikes.enabled: false\` and with rollback and skip (\`spikes.enabled: true\`,
-the default), then \`dapt report compare --run off=… --run rollback=…\` for spikes and final held-out loss,
-and the rollback events of the second run's metrics.jsonl (drawn on its loss curve by \`dapt report\`).
-It needs a poisoned-corpus generator; scripts/faults.sh covers preemption, not poisoning.
+A poisoned corpus: the deduplicated training corpus with a burst of 40 documents of 400 random
+characters each (ASCII, Latin-1 and CJK, seed 7) inserted as one block in its middle, encoded with the
+same tokenizer. The same run (configs/pretrain-tiny.yaml, 120 steps, lr 8e-3, four times the usual)
+on it with the spike detector off (\`spikes.enabled: false\`) and on (the default detector, rollback
+points every 10 steps), and on the clean corpus with the detector on. Held-out loss is measured
+afterwards on the 40 held-out patents of claim 2, the same text for every run.
+
+\`\`\`
+$(grep '^poisoned corpus:' "$log")
+dapt pretrain ${c3[*]} --input $out/tokens --set spikes.enabled=true --output $out/c3-clean
+dapt pretrain ${c3[*]} --input $out/c3-poisoned-tokens --set spikes.enabled=false --output $out/c3-off
+dapt pretrain ${c3[*]} --input $out/c3-poisoned-tokens --set spikes.enabled=true --output $out/c3-rollback
+dapt report compare --run clean=$out/c3-clean --run off=$out/c3-off --run rollback=$out/c3-rollback --plot $docs/claim3-loss.svg
+dapt eval ppl --checkpoint $out/c3-RUN --input $out/heldout.jsonl --sequence-length 128
+\`\`\`
+
+$(cat "$out/c3-table.md")
+
+| run | rollbacks (lines of rollbacks.jsonl) | held-out patents (\`dapt eval ppl\`) |
+| --- | ---: | --- |
+$(for r in clean off rollback; do echo "| $r | ${c3rollbacks[$r]} | ${c3ppl[$r]} |"; done)
+
+Rollback events of the detector-on run (rollbacks.jsonl):
+
+\`\`\`
+$(if [ -s "$out/c3-rollbacks.txt" ]; then cat "$out/c3-rollbacks.txt"; else echo "(none: the detector did not fire)"; fi)
+\`\`\`
+
+![training loss of the three runs](recipe-report/claim3-loss.svg)
+$([ -f "$docs/claim3-rollback-run.svg" ] && echo "
+![the detector-on run's loss curve with its events, as dapt report draws it](recipe-report/claim3-rollback-run.svg)")
+
+$(awk -v off="${c3rollbacks[off]}" -v on="${c3rollbacks[rollback]}" -v pc="$(awk '{print $2}' <<< "${c3ppl[clean]}")" \
+      -v po="$(awk '{print $2}' <<< "${c3ppl[off]}")" -v pr="$(awk '{print $2}' <<< "${c3ppl[rollback]}")" 'BEGIN {
+    printf "**Reading.** Held-out perplexity: %s on the clean corpus, %s poisoned with the detector off, %s poisoned with it on; %s rollback(s) with the detector on. ", pc, po, pr, on
+    if (on == 0) printf "The detector did not fire on this run, so it says nothing for or against rollback at this scale; the settings were not tuned to make it fire. A likely reason, not tested here: pretrain shuffles the packed sequences (data.seed), so the burst, one block in the corpus file, is spread over the steps of each epoch instead of arriving at a known step, which would raise the loss a little at many steps rather than in a spike. A burst at a known step needs an order without shuffling, which the data section has no setting for yet.\n"
+    else printf "The detector fired; the events above give the steps rolled back and skipped.\n"
+  }')
 
 ## Claim 4: perplexity filtering per length bucket lowers corpus perplexity without losing clean text
 
@@ -315,10 +405,48 @@ $(for f in "$docs"/filter-bucket*.svg; do echo "![$(basename "$f" .svg)](recipe-
 
 ## Claim 5: JSON validity
 
-Not yet measured here. The measurement: the finetuned model (\`dapt finetune\` on the instruction sample)
-without and with extra valid-JSON answers in its training data, each evaluated by \`dapt eval json\`
-unconstrained and constrained (its report.json section \`json\`: validity and schema-validity rates).
-It waits for \`dapt finetune\`; \`dapt eval json\` is on main.
+LoRA (r 8, all seven projections, lr 3e-3, 120 steps of 8 sequences of 256 tokens, as in
+scripts/run-sample.sh) on the claim-1 model with document masks, trained on the instruction sample
+(\`data/instructions/train.jsonl\`, 453 examples) and on the same plus 150 extra requests answered in
+valid JSON of other shapes (\`train+json.jsonl\`); each adapter merged into the base and evaluated on the
+24 prompts of \`data/eval/json\`, greedy, unconstrained and constrained by its schema. Final held-out loss
+of the adapters (assistant tokens of \`data/instructions/heldout.jsonl\`): $(grep '^c5 ' "$log" | sed 's/^c5 //; s/: final held-out loss of the adapter / /' | paste -sd ';' - | sed 's/;/, /g').
+
+\`\`\`
+dapt finetune ${ft[*]} --input data/instructions/DATA.jsonl --output $out/c5-DATA-adapter
+dapt finetune merge --model $out/c1-masks-true --adapter $out/c5-DATA-adapter --output $out/c5-DATA-model
+dapt eval json --model $out/c5-DATA-model --input data/eval/json/prompts.jsonl --json-schema data/eval/json/schema.json --output $out/c5-DATA-eval
+\`\`\`
+
+| training data | decoding | JSON valid | schema valid | field accuracy |
+| --- | --- | ---: | ---: | ---: |
+$(python3 - "$out" <<'PY5'
+import json, sys
+for data in ("train", "train+json"):
+    res = json.load(open(f"{sys.argv[1]}/c5-{data}-eval/report.json"))["sections"]["json"]["results"]
+    for mode in ("unconstrained", "constrained"):
+        r = res[mode]
+        print(f'| {data} | {mode} | {r["json_valid"]}/{r["records"]} ({r["json_valid_rate"]:.3f}) | {r["schema_valid"]}/{r["records"]} ({r["schema_valid_rate"]:.3f}) | {r["fields_correct"]}/{r["fields_total"]} ({r["field_accuracy"]:.3f}) |')
+PY5
+)
+
+$(python3 - "$out" <<'PY5'
+import json, sys
+r = {d: json.load(open(f"{sys.argv[1]}/c5-{d}-eval/report.json"))["sections"]["json"]["results"] for d in ("train", "train+json")}
+u, uj = r["train"]["unconstrained"], r["train+json"]["unconstrained"]
+c, cj = r["train"]["constrained"], r["train+json"]["constrained"]
+verdict = ("higher with" if uj["json_valid_rate"] > u["json_valid_rate"] else
+           "lower with" if uj["json_valid_rate"] < u["json_valid_rate"] else "the same with and without")
+print(f'**Reading.** Unconstrained JSON validity is {u["json_valid_rate"]:.3f} without the extra valid-JSON answers and '
+      f'{uj["json_valid_rate"]:.3f} with them ({verdict} them); constrained decoding gives {c["json_valid_rate"]:.3f} and '
+      f'{cj["json_valid_rate"]:.3f} JSON validity and {c["schema_valid_rate"]:.3f} and {cj["schema_valid_rate"]:.3f} schema validity, '
+      f'by construction of the constraint, and field accuracy {c["field_accuracy"]:.3f} and {cj["field_accuracy"]:.3f} '
+      f'(unconstrained {u["field_accuracy"]:.3f} and {uj["field_accuracy"]:.3f}): the constraint fixes the form, not the content. '
+      f'Unconstrained answers that ran to the token limit: {u["finish_reasons"].get("length", 0)} and {uj["finish_reasons"].get("length", 0)} of 24 '
+      f'(the answers in json.items.jsonl start as JSON and fall into repetition). '
+      f'Each configuration ran once on 24 prompts, so one answer is 0.042 of a rate.')
+PY5
+)
 EOF
 } > "$md"
 echo "recipe-report: wrote $md and $docs/"
