@@ -149,7 +149,7 @@ run "$dapt" pretrain "${c3[@]}" --input "$out/tokens" --set spikes.enabled=true 
 run "$dapt" pretrain "${c3[@]}" --input "$out/c3-poisoned-tokens" --set spikes.enabled=false --output "$out/c3-off" >/dev/null
 run "$dapt" pretrain "${c3[@]}" --input "$out/c3-poisoned-tokens" --set spikes.enabled=true --output "$out/c3-rollback" >/dev/null
 run "$dapt" report compare --run clean=$out/c3-clean --run off=$out/c3-off --run rollback=$out/c3-rollback \
-  --plot "$docs/claim3-loss.svg" --title "poisoned corpus at lr 8e-3: detector off (off) and on (rollback); clean corpus (clean)" | tee "$out/c3-table.md"
+  --plot "$docs/claim3-loss.svg" --title "poisoned corpus at lr 8e-3: detector off (off) and on (rollback); clean corpus (clean)" | grep -v '^\$ ' > "$out/c3-table.md"
 declare -A c3ppl c3rollbacks
 for r in clean off rollback; do
   c3ppl[$r]=$("$dapt" eval ppl --checkpoint "$out/c3-$r" --input "$out/heldout.jsonl" --sequence-length 128 2>>"$out/stderr.txt")
@@ -312,7 +312,7 @@ $(cat "$out/c3-table.md")
 
 | run | rollbacks (lines of rollbacks.jsonl) | held-out patents (\`dapt eval ppl\`) |
 | --- | ---: | --- |
-$(for r in clean off rollback; do echo "| $r | ${c3rollbacks[$r]} | ${c3ppl[$r]} |"; done)
+$(for r in clean off rollback; do echo "| $r | ${c3rollbacks[$r]} | $(awk '{print $1, $2, $3, $4}' <<< "${c3ppl[$r]}") |"; done)
 
 Rollback events of the detector-on run (rollbacks.jsonl):
 
