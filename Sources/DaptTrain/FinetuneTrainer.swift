@@ -176,16 +176,7 @@ public final class FinetuneTrainer {
         }
         adapters.parameters.update(fromContentsOf: saved.parameters)
         try optimizer.loadMoments(path: dir + "/" + Trainer.optimizerFile, slices: adapters.slices)
-        let restored: TrainingState
-        do {
-            restored = try JSONDecoder().decode(TrainingState.self, from: Data(FileSystem.readAll(dir + "/" + Trainer.stateFile)))
-        } catch {
-            throw TrainingError.checkpointBadManifest(path: dir + "/" + Trainer.stateFile, reason: "\(error)")
-        }
-        if restored.dataSeed != config.data.seed {
-            throw TrainingError.checkpointIncompatible(path: dir + "/" + Trainer.stateFile,
-                reason: "data seed \(restored.dataSeed) differs from the config's \(config.data.seed); the data order would change")
-        }
+        let restored = try TrainingState.load(checkpoint: dir, dataSeed: config.data.seed)
         state = restored
         optimizer.stepCount = restored.appliedSteps
     }

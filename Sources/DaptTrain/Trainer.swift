@@ -92,6 +92,25 @@ public struct TrainingState: Codable, Equatable, Sendable {
     }
 }
 
+extension TrainingState {
+    /// The training state saved in checkpoint `dir`, refused when it was
+    /// trained with another data seed (the data order would change).
+    static func load(checkpoint dir: String, dataSeed: UInt64) throws -> TrainingState {
+        let path = dir + "/" + Trainer.stateFile
+        let restored: TrainingState
+        do {
+            restored = try JSONDecoder().decode(TrainingState.self, from: Data(FileSystem.readAll(path)))
+        } catch {
+            throw TrainingError.checkpointBadManifest(path: path, reason: "\(error)")
+        }
+        if restored.dataSeed != dataSeed {
+            throw TrainingError.checkpointIncompatible(path: path,
+                reason: "data seed \(restored.dataSeed) differs from the config's \(dataSeed); the data order would change")
+        }
+        return restored
+    }
+}
+
 /// Weight decay by parameter: matrices decay, norm gains do not. Adjacent
 /// tensors of the same kind merge into one segment.
 public func decaySegments(_ layout: ParameterLayout) -> [DecaySegment] {
@@ -454,16 +473,7 @@ public final class Trainer {
                 try moments.read(part: s, name: "exp_avg_sq." + s.name, into: UnsafeMutableBufferPointer(rebasing: optimizer.secondMoment[s.range]))
             }
         }
-        let restored: TrainingState
-        do {
-            restored = try JSONDecoder().decode(TrainingState.self, from: Data(FileSystem.readAll(dir + "/" + Self.stateFile)))
-        } catch {
-            throw TrainingError.checkpointBadManifest(path: dir + "/" + Self.stateFile, reason: "\(error)")
-        }
-        if restored.dataSeed != config.data.seed {
-            throw TrainingError.checkpointIncompatible(path: dir + "/" + Self.stateFile,
-                reason: "data seed \(restored.dataSeed) differs from the config's \(config.data.seed); the data order would change")
-        }
+        let restored = try TrainingState.load(checkpoint: dir, dataSeed: config.data.seed)
         state = restored
         optimizer.stepCount = restored.appliedSteps
         try adoptStateShape()
