@@ -25,7 +25,9 @@ public struct LayerDimensions: Equatable, Sendable {
 /// shape; `LlamaModel.prepare(_:in:)` sets the batch.
 public final class Activations {
     public let dims: LayerDimensions
+    /// The layers held: `firstLayer ..< firstLayer + layers` (a pipeline stage's).
     public let layers: Int
+    public let firstLayer: Int
     public let batchSize: Int, seqLen: Int
     /// Rows (tokens) of the micro-batch.
     public let n: Int
@@ -40,8 +42,8 @@ public final class Activations {
     var starts: [Int32] = []
     private var owned: [UnsafeMutablePointer<Float>] = []
 
-    public init(dims d: LayerDimensions, layers L: Int, batchSize: Int, seqLen: Int) {
-        self.dims = d; self.layers = L
+    public init(dims d: LayerDimensions, layers L: Int, firstLayer: Int = 0, batchSize: Int, seqLen: Int) {
+        self.dims = d; self.layers = L; self.firstLayer = firstLayer
         self.batchSize = batchSize; self.seqLen = seqLen
         let n = batchSize * seqLen, H = d.hidden, I = d.intermediate
         self.n = n
@@ -74,12 +76,18 @@ public final class Activations {
     }
 
     /// Layer `l`'s saved tensors: its input `x`, `mid` (after attention), its output, and the rest.
-    func layer(_ l: Int) -> LayerActivations {
-        let d = dims
+    func layer(_ model: Int) -> LayerActivations {
+        let d = dims, l = model - firstLayer
         return LayerActivations(x: residual + l * n * d.hidden, mid: mid + l * n * d.hidden, out: residual + (l + 1) * n * d.hidden,
                                 q: q + l * n * d.qDim, k: k + l * n * d.kvDim, v: v + l * n * d.kvDim,
                                 attention: attnOut + l * n * d.qDim, lse: lse + l * n * d.heads,
                                 rstd1: rstd1 + l * n, rstd2: rstd2 + l * n, gateUp: gateUp + l * n * 2 * d.intermediate)
+    }
+
+    /// The hidden state entering layer `boundary` of the model (`firstLayer … firstLayer + layers`).
+    func hidden(_ boundary: Int) -> UnsafeMutablePointer<Float> {
+        precondition((firstLayer...(firstLayer + layers)).contains(boundary), "boundary \(boundary) outside layers \(firstLayer)..<\(firstLayer + layers)")
+        return residual + (boundary - firstLayer) * n * dims.hidden
     }
 }
 

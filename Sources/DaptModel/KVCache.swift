@@ -91,7 +91,7 @@ extension LlamaModel {
         return parameters.withBuffer { buffer -> [[Float]] in
             let w = UnsafePointer(buffer.baseAddress!)
             flat.withUnsafeBufferPointer { t in
-                embeddingForward(tokens: t.baseAddress!, count: n, table: w + layout.embedding.offset, vocab: V, dim: H, out: x)
+                embeddingForward(tokens: t.baseAddress!, count: n, table: w + layout.embedding!.offset, vocab: V, dim: H, out: x)
             }
             for l in 0..<c.numHiddenLayers {
                 let s = layout.layers[l]
@@ -137,10 +137,10 @@ extension LlamaModel {
             for rows in rowRanges where !rows.isEmpty { wanted += allPositions ? Array(rows) : [rows.upperBound - 1] }
             for (j, r) in wanted.enumerated() where j != r { (x + j * H).update(from: x + r * H, count: H) }
             let m = wanted.count
-            rmsNormForward(x: x, weight: w + layout.finalNorm.offset, rows: m, dim: H, eps: eps, out: norm, rstd: rstd)
+            rmsNormForward(x: x, weight: w + layout.finalNorm!.offset, rows: m, dim: H, eps: eps, out: norm, rstd: rstd)
             var logits = [Float](repeating: 0, count: m * V)
             logits.withUnsafeMutableBufferPointer { out in
-                BLAS.sgemm(.none, .transpose, m: m, n: V, k: H, a: norm, lda: H, b: w + layout.lmHead.offset, ldb: H,
+                BLAS.sgemm(.none, .transpose, m: m, n: V, k: H, a: norm, lda: H, b: w + layout.lmHead!.offset, ldb: H,
                            c: out.baseAddress!, ldc: V)
             }
             var result: [[Float]] = [], row = 0

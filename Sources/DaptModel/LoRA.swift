@@ -141,9 +141,9 @@ public final class LoraAdapters: @unchecked Sendable {
     /// weight (embedding, norms, projections, head).
     public func attach(to model: LlamaModel) {
         precondition(model.config.architectureDifferences(from: config).isEmpty, "adapters made for another architecture")
-        model.embedding.trainable = false
-        model.head.norm.trainable = false
-        model.head.projection.trainable = false
+        model.embedding?.trainable = false
+        model.head?.norm.trainable = false
+        model.head?.projection.trainable = false
         for l in model.blocks.indices {
             model.blocks[l].inputNorm.trainable = false
             model.blocks[l].postAttentionNorm.trainable = false

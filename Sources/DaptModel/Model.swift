@@ -83,6 +83,7 @@ public struct LossResult: Equatable, Sendable {
     public var sum: Double
     public var count: Int
     public var mean: Double { count > 0 ? sum / Double(count) : 0 }
+    public init(sum: Double, count: Int) { self.sum = sum; self.count = count }
 }
 
 /// Which attention kernel the model runs.
@@ -117,9 +118,12 @@ public final class LlamaModel: @unchecked Sendable {
     public let gradients: ParameterBuffer
     /// The sizes this model's layers compute with.
     public let dimensions: LayerDimensions
-    public var embedding: Embedding
+    /// Nil on a pipeline stage other than the first.
+    public var embedding: Embedding?
+    /// The layers of `layout.stage` (all of them unless a pipeline stage); `block(l)` by model index.
     public var blocks: [DecoderBlock]
-    public var head: LanguageModelHead
+    /// Nil on a pipeline stage other than the last.
+    public var head: LanguageModelHead?
     public var attentionKernel: AttentionKernel = .tiled(AttentionTiles())
     /// Threads for the attention kernels (split by kv-head groups). Matrix
     /// products use OpenBLAS's own thread count (`BLAS.setThreads`).
@@ -137,29 +141,33 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// A model, whole or — given a tensor group of T > 1 ranks — this rank's
     /// part of it: 1/T of the attention heads, kv heads, intermediate size
-    /// and vocabulary (which T must divide; see `tensorParallelProblems`).
-    public init(config: LlamaConfig, tensorGroup: (any Communicator)? = nil) throws {
+    /// and vocabulary (which T must divide; see `tensorParallelProblems`);
+    /// given a pipeline stage, only that stage's layers (and the embedding
+    /// on the first, the head on the last).
+    public init(config: LlamaConfig, tensorGroup: (any Communicator)? = nil, stage: PipelineStage? = nil) throws {
         try config.validate()
         let group = tensorGroup.flatMap { $0.size > 1 ? $0 : nil }
         let t = group?.size ?? 1, rank = group?.rank ?? 0
         if let problem = config.tensorParallelProblems(t).first { throw ConfigError(field: "pretrain.parallel.tensor", reason: problem) }
         self.config = config
         self.tensorGroup = group
-        layout = ParameterLayout(config: config, tensorRank: rank, tensorParallel: t)
+        layout = ParameterLayout(config: config, tensorRank: rank, tensorParallel: t, stage: stage)
         parameters = ParameterBuffer(layout: layout)
         gradients = ParameterBuffer(layout: layout)
         let d = LayerDimensions(config: config, tensorParallel: t)
         dimensions = d
         let eps = Float(config.rmsNormEps)
-        embedding = Embedding(layout.embedding, firstToken: rank * d.vocab, vocab: config.vocabSize)
+        embedding = layout.embedding.map { Embedding($0, firstToken: rank * d.vocab, vocab: config.vocabSize) }
         blocks = layout.layers.map { DecoderBlock($0, dims: d, eps: eps) }
-        head = LanguageModelHead(norm: RMSNorm(layout.finalNorm, eps: eps), projection: Linear(layout.lmHead), firstToken: rank * d.vocab)
+        if let finalNorm = layout.finalNorm, let lmHead = layout.lmHead {
+            head = LanguageModelHead(norm: RMSNorm(finalNorm, eps: eps), projection: Linear(lmHead), firstToken: rank * d.vocab)
+        }
     }
 
     /// Loads `config.json` and the safetensors weights from a Hugging Face
     /// model directory (this rank's part of them, given a tensor group).
-    public convenience init(directory: String, tensorGroup: (any Communicator)? = nil) throws {
-        try self.init(config: LlamaConfig.load(path: directory + "/config.json"), tensorGroup: tensorGroup)
+    public convenience init(directory: String, tensorGroup: (any Communicator)? = nil, stage: PipelineStage? = nil) throws {
+        try self.init(config: LlamaConfig.load(path: directory + "/config.json"), tensorGroup: tensorGroup, stage: stage)
         try parameters.loadSafeTensors(directory: directory)
     }
 
@@ -174,7 +182,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// from a seeded generator: the same seed gives the same weights, split
     /// or not (a part is cut from the whole model's values).
     public func initializeRandom(seed: UInt64, std: Float = 0.02) {
-        guard layout.isSplit else { return Self.initializeRandom(parameters, seed: seed, std: std) }
+        guard layout.isSplit || layout.stage.isPartial else { return Self.initializeRandom(parameters, seed: seed, std: std) }
         let whole = ParameterBuffer(layout: ParameterLayout(config: config))
         Self.initializeRandom(whole, seed: seed, std: std)
         parameters.copyParts(of: whole)
@@ -225,9 +233,9 @@ public final class LlamaModel: @unchecked Sendable {
         try prepare(batch)
         let a = current!
         try embedForward(a)
-        try forwardLayers(0..<config.numHiddenLayers, a)
+        try forwardLayers(layout.stage.layers, a)
         let loss = try headForwardBackward(a, lossScale: lossScale, normalizer: normalizer)
-        try backwardLayers(0..<config.numHiddenLayers, a)
+        try backwardLayers(layout.stage.layers, a)
         try embedBackward(a)
         return loss
     }
@@ -237,7 +245,7 @@ public final class LlamaModel: @unchecked Sendable {
         try prepare(batch)
         let a = current!
         try embedForward(a)
-        try forwardLayers(0..<config.numHiddenLayers, a)
+        try forwardLayers(layout.stage.layers, a)
         return try headForward(a)
     }
 
@@ -249,9 +257,10 @@ public final class LlamaModel: @unchecked Sendable {
         try prepare(batch)
         let a = current!, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
         try embedForward(a)
-        try forwardLayers(0..<config.numHiddenLayers, a)
+        try forwardLayers(layout.stage.layers, a)
         let w = UnsafePointer(parameters.storage.baseAddress!)
-        head.norm.forward(x: a.residual + config.numHiddenLayers * a.n * H, rows: a.n, weights: w, out: a.finalOut, rstd: a.finalRstd)
+        let head = self.head!
+        head.norm.forward(x: a.hidden(config.numHiddenLayers), rows: a.n, weights: w, out: a.finalOut, rstd: a.finalRstd)
         settings.round(a.finalOut, a.n * H)
         // Only positions with a target need the LM head: gather their rows
         // (padding and window overlaps have none), so the head's matrix
@@ -291,7 +300,7 @@ public final class LlamaModel: @unchecked Sendable {
         try prepare(batch)
         let a = current!
         try embedForward(a)
-        try forwardLayers(0..<config.numHiddenLayers, a)
+        try forwardLayers(layout.stage.layers, a)
         headLogits(a)
         return Array(UnsafeBufferPointer(start: a.logits, count: a.n * dimensions.vocab))
     }
@@ -300,7 +309,8 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// A context for `batch`: activations for its shape, RoPE tables and document starts.
     public func makeActivations(_ batch: TokenBatch) throws -> Activations {
-        let a = Activations(dims: dimensions, layers: config.numHiddenLayers, batchSize: batch.batchSize, seqLen: batch.seqLen)
+        let a = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
+                            batchSize: batch.batchSize, seqLen: batch.seqLen)
         try prepare(batch, in: a)
         return a
     }
@@ -339,7 +349,8 @@ public final class LlamaModel: @unchecked Sendable {
         try batch.check(vocab: config.vocabSize)
         if current == nil || current!.batchSize != batch.batchSize || current!.seqLen != batch.seqLen {
             current = nil
-            current = Activations(dims: dimensions, layers: config.numHiddenLayers, batchSize: batch.batchSize, seqLen: batch.seqLen)
+            current = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
+                                  batchSize: batch.batchSize, seqLen: batch.seqLen)
         }
         try prepare(batch, in: current!)
     }
@@ -352,8 +363,7 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     public func withHidden<R>(boundary: Int, _ a: Activations, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
-        let size = a.n * dimensions.hidden
-        return try body(UnsafeMutableBufferPointer(start: a.residual + boundary * size, count: size))
+        try body(UnsafeMutableBufferPointer(start: a.hidden(boundary), count: a.n * dimensions.hidden))
     }
 
     /// ∂loss/∂hidden at the boundary the backward pass has reached.
@@ -371,7 +381,7 @@ public final class LlamaModel: @unchecked Sendable {
         let b = a.batch!
         parameters.withBuffer { p in
             b.tokens.withUnsafeBufferPointer { t in
-                embedding.forward(tokens: t.baseAddress!, count: a.n, weights: p.baseAddress!, out: a.residual)
+                embedding!.forward(tokens: t.baseAddress!, count: a.n, weights: p.baseAddress!, out: a.residual)
             }
         }
         // Each rank looked up the tokens of its vocabulary rows, zeros for the rest.
@@ -385,7 +395,7 @@ public final class LlamaModel: @unchecked Sendable {
         let b = a.batch!
         gradients.withBuffer { g in
             b.tokens.withUnsafeBufferPointer { t in
-                embedding.backward(tokens: t.baseAddress!, count: a.n, dOut: a.dResidual, gradients: g.baseAddress!)
+                embedding!.backward(tokens: t.baseAddress!, count: a.n, dOut: a.dResidual, gradients: g.baseAddress!)
             }
         }
     }
@@ -395,7 +405,8 @@ public final class LlamaModel: @unchecked Sendable {
 
     public func forwardLayers(_ range: Range<Int>, _ a: Activations) throws {
         let w = UnsafePointer(parameters.storage.baseAddress!), settings = self.settings
-        for l in range { try blocks[l].forward(layer: l, a, weights: w, settings: settings) }
+        let first = layout.stage.layers.lowerBound
+        for l in range { try blocks[l - first].forward(layer: l, a, weights: w, settings: settings) }
     }
 
     /// Runs layers `range` backward (in reverse), taking ∂/∂hidden[upper]
@@ -404,13 +415,14 @@ public final class LlamaModel: @unchecked Sendable {
 
     public func backwardLayers(_ range: Range<Int>, _ a: Activations) throws {
         let w = UnsafePointer(parameters.storage.baseAddress!), g = gradients.storage.baseAddress!, settings = self.settings
-        for l in range.reversed() { try blocks[l].backward(layer: l, a, weights: w, gradients: g, settings: settings) }
+        let first = layout.stage.layers.lowerBound
+        for l in range.reversed() { try blocks[l - first].backward(layer: l, a, weights: w, gradients: g, settings: settings) }
     }
 
     private func headLogits(_ a: Activations) {
         let n = a.n, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
-        let w = UnsafePointer(parameters.storage.baseAddress!)
-        head.norm.forward(x: a.residual + config.numHiddenLayers * n * H, rows: n, weights: w, out: a.finalOut, rstd: a.finalRstd)
+        let w = UnsafePointer(parameters.storage.baseAddress!), head = self.head!
+        head.norm.forward(x: a.hidden(config.numHiddenLayers), rows: n, weights: w, out: a.finalOut, rstd: a.finalRstd)
         settings.round(a.finalOut, n * H)
         head.projection.forward(x: a.finalOut, rows: n, weights: w, y: a.logits)
         settings.round(a.logits, n * V)
@@ -429,7 +441,7 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// The loss of `a`'s logits, reduced over the tensor group when the vocabulary is split.
     private func headLoss(_ a: Activations, gradientScale: Float?) throws -> (sum: Double, count: Int) {
-        let n = a.n, V = dimensions.vocab, first = head.firstToken
+        let n = a.n, V = dimensions.vocab, first = head!.firstToken
         return try a.batch!.targets.withUnsafeBufferPointer { t in
             guard let group = tensorGroup else {
                 return DaptModel.crossEntropy(logits: a.logits, targets: t.baseAddress!, rows: n, vocab: V, gradientScale: gradientScale)
@@ -449,7 +461,7 @@ public final class LlamaModel: @unchecked Sendable {
     public func headForwardBackward(_ a: Activations, lossScale: Float = 1, normalizer: Double? = nil) throws -> LossResult {
         let n = a.n, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
         let w = UnsafePointer(parameters.storage.baseAddress!), g = gradients.storage.baseAddress!
-        let batch = a.batch!
+        let batch = a.batch!, head = self.head!
         headLogits(a)
         let counted = batch.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
         let denominator = normalizer ?? Double(max(counted, 1))
@@ -459,7 +471,7 @@ public final class LlamaModel: @unchecked Sendable {
         try settings.sumOverTensorGroup(a.dNorm, n * H)
         settings.round(a.dNorm, n * H)
         a.dResidual.update(repeating: 0, count: n * H)
-        head.norm.backward(dOut: a.dNorm, x: a.residual + config.numHiddenLayers * n * H, rstd: a.finalRstd, rows: n,
+        head.norm.backward(dOut: a.dNorm, x: a.hidden(config.numHiddenLayers), rstd: a.finalRstd, rows: n,
                            weights: w, gradients: g, dx: a.dResidual)
         settings.round(a.dResidual, n * H)
         return LossResult(sum: r.sum, count: r.count)

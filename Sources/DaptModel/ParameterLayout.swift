@@ -69,11 +69,14 @@ public struct TensorSplit: Equatable, Sendable {
 /// Where every parameter lives in the one contiguous buffer that holds all
 /// parameters (and, with the same offsets, gradients and optimizer moments).
 /// Order: embedding; per layer q,k,v,o, gate,up,down, the two norms; final
-/// norm; `lm_head` unless tied. A layer's tensors are contiguous, so a
-/// pipeline stage owns one range of the buffer. Split among T tensor ranks,
-/// a rank holds its part of each matrix (Megatron-LM's split: q/k/v and
-/// gate/up by output rows — attention heads —, o_proj and down_proj by input
-/// columns, the embedding and LM head by vocabulary rows) and every norm gain.
+/// norm; `lm_head` unless tied. A layer's tensors are contiguous. Split among
+/// T tensor ranks, a rank holds its part of each matrix (Megatron-LM's split:
+/// q/k/v and gate/up by output rows — attention heads —, o_proj and
+/// down_proj by input columns, the embedding and LM head by vocabulary rows)
+/// and every norm gain. Split among pipeline stages, a rank holds only its
+/// stage's tensors (`PipelineStage`): its layers, the embedding on the
+/// first stage, the final norm and head on the last; with tied embeddings
+/// the last stage's head is its own copy of `model.embed_tokens.weight`.
 public struct ParameterLayout: Equatable, Sendable {
     public struct LayerSlices: Equatable, Sendable {
         public var q, k, v, o, gate, up, down, inputNorm, postAttentionNorm: ParameterSlice
@@ -83,21 +86,31 @@ public struct ParameterLayout: Equatable, Sendable {
     }
 
     public let slices: [ParameterSlice]
-    public let embedding: ParameterSlice
+    /// The token embedding (nil on a pipeline stage other than the first).
+    public let embedding: ParameterSlice?
+    /// The layers this layout holds, `stage.layers` in order (`layer(_:)` by model index).
     public let layers: [LayerSlices]
-    public let finalNorm: ParameterSlice
-    /// The LM head's weight: `lm_head.weight`, or the embedding when tied.
-    public let lmHead: ParameterSlice
+    /// Nil on a pipeline stage other than the last.
+    public let finalNorm: ParameterSlice?
+    /// The LM head's weight: `lm_head.weight`, or the embedding when tied
+    /// (on a last stage that is not also the first, its own copy of it).
+    public let lmHead: ParameterSlice?
     public let totalCount: Int
     /// This layout's tensor rank and the tensor degree (0 and 1 unsplit).
     public let tensorRank: Int, tensorParallel: Int
+    /// The pipeline stage this layout holds (the whole model: one stage).
+    public let stage: PipelineStage
 
     /// The layout of tensor rank `tensorRank` of `tensorParallel` (the
-    /// config's sizes must divide; see `LlamaConfig.tensorParallelProblems`).
-    public init(config c: LlamaConfig, tensorRank: Int = 0, tensorParallel: Int = 1) {
+    /// config's sizes must divide; see `LlamaConfig.tensorParallelProblems`)
+    /// on pipeline stage `stage` (nil: every layer).
+    public init(config c: LlamaConfig, tensorRank: Int = 0, tensorParallel: Int = 1, stage: PipelineStage? = nil) {
         precondition((0..<tensorParallel).contains(tensorRank))
+        let stage = stage ?? .whole(layers: c.numHiddenLayers)
+        precondition(stage.layers.lowerBound >= 0 && stage.layers.upperBound <= c.numHiddenLayers, "stage \(stage.layers) outside the model's layers")
         self.tensorRank = tensorRank
         self.tensorParallel = tensorParallel
+        self.stage = stage
         var offset = 0
         var all: [ParameterSlice] = []
         /// `axis`: the dimension split among tensor ranks (nil: replicated).
@@ -109,9 +122,10 @@ public struct ParameterLayout: Equatable, Sendable {
             return s
         }
         let h = c.hiddenSize
-        embedding = add("model.embed_tokens.weight", [c.vocabSize, h], split: 0)
+        let embeddingName = "model.embed_tokens.weight"
+        embedding = stage.isFirst ? add(embeddingName, [c.vocabSize, h], split: 0) : nil
         var layers: [LayerSlices] = []
-        for i in 0..<c.numHiddenLayers {
+        for i in stage.layers {
             let p = "model.layers.\(i)."
             let q = add(p + "self_attn.q_proj.weight", [c.qDimension, h], split: 0)
             let k = add(p + "self_attn.k_proj.weight", [c.kvDimension, h], split: 0)
@@ -125,16 +139,33 @@ public struct ParameterLayout: Equatable, Sendable {
             layers.append(LayerSlices(q: q, k: k, v: v, o: o, gate: g, up: u, down: d, inputNorm: n1, postAttentionNorm: n2))
         }
         self.layers = layers
-        finalNorm = add("model.norm.weight", [h])
-        lmHead = c.tieWordEmbeddings ? embedding : add("lm_head.weight", [c.vocabSize, h], split: 0)
+        if stage.isLast {
+            finalNorm = add("model.norm.weight", [h])
+            if !c.tieWordEmbeddings {
+                lmHead = add("lm_head.weight", [c.vocabSize, h], split: 0)
+            } else {
+                lmHead = embedding ?? add(embeddingName, [c.vocabSize, h], split: 0)
+            }
+        } else {
+            finalNorm = nil; lmHead = nil
+        }
         slices = all
         totalCount = offset
     }
 
     public func slice(named name: String) -> ParameterSlice? { slices.first { $0.name == name } }
 
+    /// Layer `l` of the model (which this layout's stage must hold).
+    public func layer(_ l: Int) -> LayerSlices { layers[l - stage.layers.lowerBound] }
+
     /// True when the tensors are parts of a model split among tensor ranks.
     public var isSplit: Bool { tensorParallel > 1 }
+
+    /// True for the last stage's copy of a tied embedding matrix, which the
+    /// first stage holds too (counted once in a norm, saved once).
+    public func isTiedCopy(_ s: ParameterSlice) -> Bool {
+        stage.isPartial && !stage.isFirst && s.name == "model.embed_tokens.weight"
+    }
 }
 
 /// A contiguous Float buffer with a layout: parameters, gradients or

@@ -234,8 +234,9 @@ extension ParameterBuffer {
         for (i, f) in files.enumerated() {
             for e in f.entries {
                 if layout.slice(named: e.name) == nil {
-                    let tiedHead = e.name == "lm_head.weight" && layout.lmHead.name != "lm_head.weight"
-                    if tiedHead || e.name.hasSuffix("rotary_emb.inv_freq") { continue }
+                    let tiedHead = e.name == "lm_head.weight" && layout.lmHead.map { $0.name != "lm_head.weight" } ?? false
+                    // A pipeline stage reads its own tensors; the other stages read the rest.
+                    if tiedHead || e.name.hasSuffix("rotary_emb.inv_freq") || layout.stage.isPartial { continue }
                     throw SafeTensorsError.unexpectedTensor(path: f.path, name: e.name)
                 }
                 owner[e.name] = i

@@ -94,11 +94,12 @@ extension LlamaConfig {
 }
 
 extension ParameterBuffer {
-    /// Fills a part from the whole model's buffer (the same names in the same order).
+    /// Fills a part (of a tensor rank, a pipeline stage, or both) from the
+    /// whole model's buffer, tensor by tensor by name.
     public func copyParts(of whole: ParameterBuffer) {
-        precondition(whole.layout.slices.map(\.name) == layout.slices.map(\.name), "parts of another model")
         whole.withBuffer { w in
-            for (s, ws) in zip(layout.slices, whole.layout.slices) {
+            for s in layout.slices {
+                guard let ws = whole.layout.slice(named: s.name) else { preconditionFailure("\(s.name) is not in the whole model") }
                 let source = UnsafeBufferPointer(rebasing: w[ws.range])
                 withSlice(s) { part in
                     if let split = s.split { split.extract(from: source, into: part) } else { _ = part.update(fromContentsOf: source) }

@@ -66,9 +66,9 @@ public enum ModelDirectory: Equatable, Sendable {
 
     /// The model, after verifying a checkpoint's files against its manifest.
     /// The model (this rank's part of it, given a tensor group).
-    public func loadModel(tensorGroup: (any Communicator)? = nil) throws -> LlamaModel {
+    public func loadModel(tensorGroup: (any Communicator)? = nil, stage: PipelineStage? = nil) throws -> LlamaModel {
         if case .checkpoint(let dir) = self { _ = try CheckpointStore.verify(directory: dir) }
-        return try LlamaModel(directory: path, tensorGroup: tensorGroup)
+        return try LlamaModel(directory: path, tensorGroup: tensorGroup, stage: stage)
     }
 
     /// The weights under `config` (the directory's own with, say, another

@@ -1,5 +1,6 @@
 import DaptCluster
 import DaptCore
+import DaptModel
 
 /// How the ranks of a job divide one training run: tensor degree T,
 /// pipeline degree P and data degree D = world ÷ (T·P). Ranks are ordered
@@ -23,13 +24,6 @@ public struct ParallelLayout: Equatable, Sendable {
         }
     }
 
-    /// Throws for P above 1: the trainer runs tensor and data parallelism.
-    public func requireBuilt() throws {
-        if pipeline > 1 {
-            throw ConfigError(field: "pretrain.parallel.pipeline", reason: "\(pipeline): pipeline parallelism is not built yet (only 1 is accepted; tensor and data parallelism use every rank)")
-        }
-    }
-
     /// A rank's place in the grid.
     public struct Coordinates: Equatable, Sendable {
         public var tensor: Int
@@ -41,16 +35,20 @@ public struct ParallelLayout: Equatable, Sendable {
         Coordinates(tensor: rank % tensor, pipeline: rank / tensor % pipeline, data: rank / (tensor * pipeline))
     }
 
-    /// One line per rank: which layers, heads and data share it holds.
-    public func grid(layers: Int, heads: Int, globalBatch: Int) -> [String] {
-        (0..<world).map { rank in
+    /// One line per rank: which layers (of `stages`, nil: all on one stage), heads and data share it holds.
+    public func grid(layers: Int, heads: Int, globalBatch: Int, stages: [PipelineStage]? = nil) -> [String] {
+        let stages = stages ?? [.whole(layers: layers)]
+        precondition(stages.count == pipeline, "\(stages.count) stages for a pipeline of \(pipeline)")
+        return (0..<world).map { rank in
             let c = coordinates(rank: rank)
             let share = dataShare(globalBatch: globalBatch, rank: c.data, of: data)
             let shareText = share.isEmpty ? "none" : "\(share.lowerBound)–\(share.upperBound - 1)"
             let part = tensor == 1 ? "heads 0–\(heads - 1) (all: replicated)"
                 : "heads \(c.tensor * heads / tensor)–\((c.tensor + 1) * heads / tensor - 1) of \(heads), 1/\(tensor) of the MLP and vocabulary"
+            let stage = stages[c.pipeline]
+            let ends = (stage.isFirst && pipeline > 1 ? " + embedding" : "") + (stage.isLast && pipeline > 1 ? " + norm and head" : "")
             return "rank \(rank): tensor \(c.tensor)/\(tensor) pipeline \(c.pipeline)/\(pipeline) data \(c.data)/\(data)"
-                + "  layers 0–\(layers - 1), \(part)"
+                + "  layers \(stage.layers.lowerBound)–\(stage.layers.upperBound - 1)\(ends), \(part)"
                 + "  sequences \(shareText) of every global batch of \(globalBatch)"
         }
     }

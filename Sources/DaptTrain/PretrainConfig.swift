@@ -192,7 +192,10 @@ public struct PretrainConfig: StageConfig, Equatable {
         /// the AdamW moments (and mixed precision's fp32 master weights) are
         /// sharded over the data group (`ZeroSharding`).
         public var zero = 0
-        enum CodingKeys: String, CodingKey, CaseIterable { case tensor, pipeline, zero }
+        /// Decoder layers per pipeline stage (P entries summing to the
+        /// model's layers); nil: split by `PipelineStage.costs`.
+        public var stageLayers: [Int]?
+        enum CodingKeys: String, CodingKey, CaseIterable { case tensor, pipeline, zero, stageLayers = "stage_layers" }
         public init() {}
         public init(from decoder: Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -200,6 +203,7 @@ public struct PretrainConfig: StageConfig, Equatable {
             tensor = try c.value(.tensor, default: d.tensor)
             pipeline = try c.value(.pipeline, default: d.pipeline)
             zero = try c.value(.zero, default: d.zero)
+            stageLayers = try c.decodeIfPresent([Int].self, forKey: .stageLayers)
         }
     }
 
@@ -275,6 +279,11 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.inRange(parallel.zero, 0...1, "parallel.zero")
         if parallel.zero == 1 && (parallel.tensor > 1 || parallel.pipeline > 1) {
             throw ConfigError(field: "parallel.zero", reason: "1 with parallel.tensor \(parallel.tensor) × parallel.pipeline \(parallel.pipeline): ZeRO-1 shards whole (unsplit) models over the data ranks; with tensor or pipeline parallelism it is not built yet")
+        }
+        if let stageLayers = parallel.stageLayers {
+            // The sum is checked against the model's layers when it is built (a --from model has its own).
+            try PipelineStage.validate(stageLayers: stageLayers, stages: parallel.pipeline,
+                                       layers: model.from == nil ? model.numHiddenLayers : stageLayers.reduce(0, +))
         }
         try Check.positive(logEverySteps, "log_every_steps")
         try spikes.validate(checkpointEvery: checkpoint.everySteps)

@@ -33,7 +33,6 @@ public enum PretrainRun {
         // Every rank reaches the same verdict here from the same settings.
         let layout = try world.agreed { () throws -> ParallelLayout in
             let layout = try ParallelLayout(world: world.size, parallel: config.parallel)
-            try layout.requireBuilt()
             if config.data.globalBatchSize < layout.data {
                 throw ConfigError(field: "pretrain.data.global_batch_size",
                                   reason: "\(config.data.globalBatchSize) sequences cannot be shared by \(layout.data) data-parallel ranks: every rank needs at least one")
@@ -59,10 +58,19 @@ public enum PretrainRun {
         let start: ModelDirectory? = try config.model.from.map { try ModelDirectory.resolve($0) }
 
         let split = splitHeldOut(documentCount: shards.documentCount, fraction: config.data.heldOutFraction, seed: config.data.seed)
-        // Split among the tensor group when T > 1 (sizes T does not divide: one configuration error on every rank).
-        let model: LlamaModel = try world.agreed {
-            if let start { return try start.loadModel(tensorGroup: groups.tensor) }
-            return try LlamaModel(config: config.model.llamaConfig(vocabulary: shards.vocabSize), tensorGroup: groups.tensor)
+        // Split among the tensor group when T > 1 (sizes T does not divide: one configuration error on every rank)
+        // and among the pipeline stages when P > 1 (each rank allocates only its stage's tensors).
+        let (model, stages) = try world.agreed { () throws -> (LlamaModel, [PipelineStage]) in
+            let architecture = try start.map { try LlamaConfig.load(path: $0.path + "/" + Trainer.configFile) }
+                ?? config.model.llamaConfig(vocabulary: shards.vocabSize)
+            let stages = try PipelineStage.partition(architecture, stages: layout.pipeline, stageLayers: config.parallel.stageLayers)
+            let stage = stages[groups.coordinates.pipeline]
+            if let start { return (try start.loadModel(tensorGroup: groups.tensor, stage: stage), stages) }
+            return (try LlamaModel(config: architecture, tensorGroup: groups.tensor, stage: stage), stages)
+        }
+        let microBatches = config.data.globalBatchSize / layout.data / config.data.microBatchSize
+        if layout.pipeline > 1 && microBatches < layout.pipeline {
+            sink.report(.warning(stage: stage, message: "\(microBatches) micro-batch(es) per step on each data rank for \(layout.pipeline) pipeline stages: the pipeline cannot fill (raise data.global_batch_size or lower data.micro_batch_size)"))
         }
         if let start {
             sink.report(.notice(stage: stage, message: "loaded \(start.path) (\(model.layout.totalCount) parameters)"))
@@ -87,7 +95,8 @@ public enum PretrainRun {
         }
         sink.report(.notice(stage: stage, message: "\(model.layout.totalCount) parameters, \(split.train.count) training / \(split.heldOut.count) held-out documents, \(trainer.trainOrder.sequencesPerEpoch) sequences of \(config.data.sequenceLength) per epoch, \(config.precision.mode.rawValue), \(trainer.optimizerStateBytes) bytes of optimizer state per rank\(trainer.zero == nil ? "" : " (ZeRO-1 over \(layout.data) data ranks)")"))
         if world.size > 1 {
-            let grid = layout.grid(layers: model.config.numHiddenLayers, heads: model.config.numAttentionHeads, globalBatch: config.data.globalBatchSize)
+            let grid = layout.grid(layers: model.config.numHiddenLayers, heads: model.config.numAttentionHeads, globalBatch: config.data.globalBatchSize,
+                                   stages: stages)
             sink.report(.notice(stage: stage, message: "\(world.size) ranks: tensor \(layout.tensor) × pipeline \(layout.pipeline) × data \(layout.data)\n" + grid.joined(separator: "\n")))
         }
         let metrics = groups.writes ? try MetricsLog(path: config.checkpoint.directory + "/" + RunDirectory.metricsFile,

@@ -165,6 +165,8 @@ public final class Trainer {
     public let sink: any EventSink
     /// This rank's communicators; the data group sums gradients and losses.
     public let groups: ParallelGroups
+    /// Runs this rank's stage when the model is split among pipeline stages (nil: the whole model).
+    public let pipeline: PipelineStageRunner?
     /// Copied into every checkpoint when set.
     public var tokenizerPath: String?
     /// Called after the gradients of a step are complete, before the
@@ -184,6 +186,7 @@ public final class Trainer {
         self.groups = groups
         self.model = model
         self.sink = sink
+        pipeline = model.layout.stage.isPartial ? PipelineStageRunner(model: model, group: groups.pipeline) : nil
         // Activations and their gradients are rounded inside every layer by the model.
         model.activationPrecision = config.precision.mode
         let mixed = config.precision.mode != .fp32
@@ -285,8 +288,14 @@ public final class Trainer {
         refreshWorkingCopy()
         model.gradients.zero()
         var lossSum = 0.0
-        for batch in batches {
-            lossSum += try forwardBackward(batch, lossScale: lossScale, normalizer: normalizer).sum
+        if let pipeline {
+            // The loss is produced on the last stage.
+            lossSum = try sumOverPipeline(pipeline.forwardBackward(batches, lossScale: lossScale, normalizer: normalizer).sum)
+            try sumTiedEmbeddingGradients()
+        } else {
+            for batch in batches {
+                lossSum += try forwardBackward(batch, lossScale: lossScale, normalizer: normalizer).sum
+            }
         }
         lossSum = try sumOverData(lossSum)
         _ = state.rng.next()
@@ -340,9 +349,16 @@ public final class Trainer {
         refreshWorkingCopy()
         let total = min(shape.evalSequences, order.sequencesPerEpoch)
         var sum = 0.0, count = 0
-        for batch in try microBatches(order: order, sequences: dataShare(globalBatch: total, rank: groups.data.rank, of: groups.data.size)) {
-            let r = try model.loss(batch)
-            sum += r.sum; count += r.count
+        let batches = try microBatches(order: order, sequences: dataShare(globalBatch: total, rank: groups.data.rank, of: groups.data.size))
+        if let pipeline {
+            let r = try pipeline.loss(batches)
+            sum = try sumOverPipeline(r.sum)
+            count = Int(try sumOverPipeline(Int64(r.count)))
+        } else {
+            for batch in batches {
+                let r = try model.loss(batch)
+                sum += r.sum; count += r.count
+            }
         }
         sum = try sumOverData(sum)
         count = Int(try sumOverData(Int64(count)))

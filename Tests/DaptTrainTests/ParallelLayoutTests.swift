@@ -51,17 +51,16 @@ final class ParallelLayoutTests: XCTestCase {
         XCTAssertEqual(c.map(\.tensor), [0, 1, 0, 1, 0, 1, 0, 1])
         XCTAssertEqual(c.map(\.pipeline), [0, 0, 1, 1, 0, 0, 1, 1])
         XCTAssertEqual(c.map(\.data), [0, 0, 0, 0, 1, 1, 1, 1])
-        XCTAssertThrowsError(try layout.requireBuilt()) {
-            XCTAssertEqual("\($0)", "pretrain.parallel.pipeline: 2: pipeline parallelism is not built yet (only 1 is accepted; tensor and data parallelism use every rank)")
-        }
+        let stages = [PipelineStage(index: 0, count: 2, layers: 0..<3), PipelineStage(index: 1, count: 2, layers: 3..<4)]
+        let grid = layout.grid(layers: 4, heads: 4, globalBatch: 4, stages: stages)
+        XCTAssertEqual(grid[1], "rank 1: tensor 1/2 pipeline 0/2 data 0/2  layers 0–2 + embedding, heads 2–3 of 4, 1/2 of the MLP and vocabulary  sequences 0–1 of every global batch of 4")
+        XCTAssertEqual(grid[6], "rank 6: tensor 0/2 pipeline 1/2 data 1/2  layers 3–3 + norm and head, heads 0–1 of 4, 1/2 of the MLP and vocabulary  sequences 2–3 of every global batch of 4")
         parallel.pipeline = 1
         let tensorAndData = try ParallelLayout(world: 4, parallel: parallel)
-        XCTAssertNoThrow(try tensorAndData.requireBuilt())
         XCTAssertEqual(tensorAndData.grid(layers: 2, heads: 4, globalBatch: 4)[3],
                        "rank 3: tensor 1/2 pipeline 0/1 data 1/2  layers 0–1, heads 2–3 of 4, 1/2 of the MLP and vocabulary  sequences 2–3 of every global batch of 4")
         let dataOnly = try ParallelLayout(world: 3, parallel: .init())
         XCTAssertEqual(dataOnly.data, 3)
-        XCTAssertNoThrow(try dataOnly.requireBuilt())
         XCTAssertEqual(dataOnly.grid(layers: 2, heads: 4, globalBatch: 4)[2],
                        "rank 2: tensor 0/1 pipeline 0/1 data 2/3  layers 0–1, heads 0–3 (all: replicated)  sequences 2–3 of every global batch of 4")
     }

@@ -1,0 +1,177 @@
+import DaptCluster
+import DaptModel
+
+/// Runs one rank's pipeline stage over a step's micro-batches: the 1F1B
+/// schedule (`oneForwardOneBackward`) for training, one pass per
+/// micro-batch for evaluation. Activations and their gradients go to the
+/// neighbouring stages by point-to-point messages over the pipeline group
+/// (whose rank is the stage). Every stage reads the same micro-batches from
+/// the data (the first needs the tokens, the last the targets, every stage
+/// the positions and documents); only the hidden states travel.
+public final class PipelineStageRunner {
+    public let model: LlamaModel
+    public let group: any Communicator
+    /// The most micro-batch contexts alive at once in the last step (bounded by the number of stages).
+    public private(set) var peakLiveActivations = 0
+    /// Contexts of finished micro-batches, reused for the next of the same shape.
+    private var spare: [Activations] = []
+
+    public init(model: LlamaModel, group: any Communicator) {
+        precondition(group.size == model.layout.stage.count && group.rank == model.layout.stage.index,
+                     "pipeline group of \(group.size) ranks (rank \(group.rank)) for stage \(model.layout.stage.index) of \(model.layout.stage.count)")
+        self.model = model
+        self.group = group
+    }
+
+    var stage: PipelineStage { model.layout.stage }
+
+    // Message tags: the micro-batch and the direction, so a mismatch fails loudly.
+    private func tag(_ m: Int, gradient: Bool) -> Int { (m % 8192) * 2 + (gradient ? 1 : 0) }
+
+    private func context(_ batch: TokenBatch) throws -> Activations {
+        if let i = spare.firstIndex(where: { $0.batchSize == batch.batchSize && $0.seqLen == batch.seqLen }) {
+            let a = spare.remove(at: i)
+            try model.prepare(batch, in: a)
+            return a
+        }
+        return try model.makeActivations(batch)
+    }
+
+    private func sendActivation(_ a: Activations, _ m: Int) throws {
+        let values = model.withHidden(boundary: stage.layers.upperBound, a) { Array($0) }
+        try group.send(values, to: stage.index + 1, tag: tag(m, gradient: false))
+    }
+
+    private func receiveActivation(into a: Activations, _ m: Int) throws {
+        let values = try group.receive(Float.self, from: stage.index - 1, tag: tag(m, gradient: false))
+        try model.withHidden(boundary: stage.layers.lowerBound, a) { h in
+            guard values.count == h.count else { throw CommunicatorError.sizeMismatch(expected: h.count, got: values.count) }
+            _ = h.update(fromContentsOf: values)
+        }
+    }
+
+    private func receiveGradient(into a: Activations, _ m: Int) throws {
+        let values = try group.receive(Float.self, from: stage.index + 1, tag: tag(m, gradient: true))
+        try model.withHiddenGradient(a) { g in
+            guard values.count == g.count else { throw CommunicatorError.sizeMismatch(expected: g.count, got: values.count) }
+            _ = g.update(fromContentsOf: values)
+        }
+    }
+
+    /// Forward and backward of `batches` on this stage by the 1F1B
+    /// schedule, gradients accumulated as `LlamaModel.forwardBackward` does
+    /// (scaled by `lossScale / normalizer`). Returns the summed loss on the
+    /// last stage, zero elsewhere.
+    public func forwardBackward(_ batches: [TokenBatch], lossScale: Float, normalizer: Double) throws -> LossResult {
+        var live: [Int: Activations] = [:]
+        // A finished micro-batch's input gradient, waiting to be sent back.
+        var outgoing: [Int: [Float]] = [:]
+        var loss = LossResult(sum: 0, count: 0)
+        peakLiveActivations = 0
+        func open(_ m: Int) throws -> Activations {
+            if let a = live[m] { return a }
+            let a = try context(batches[m])
+            live[m] = a
+            peakLiveActivations = max(peakLiveActivations, live.count)
+            return a
+        }
+        func sendGradient(_ m: Int) throws {
+            try group.send(outgoing.removeValue(forKey: m)!, to: stage.index - 1, tag: tag(m, gradient: true))
+        }
+        // Paired exchanges: the even stage of a pair sends first, the odd one
+        // receives first, so blocking messages between neighbours always meet.
+        let sendsFirst = stage.index % 2 == 0
+        for action in oneForwardOneBackward(stage: stage.index, stages: stage.count, microBatches: batches.count) {
+            switch action {
+            case .receiveActivation(let m):
+                try receiveActivation(into: try open(m), m)
+            case .forward(let m):
+                let a = try open(m)
+                if stage.isFirst { try model.embedForward(a) }
+                try model.forwardLayers(stage.layers, a)
+                if stage.isLast {
+                    let r = try model.headForwardBackward(a, lossScale: lossScale, normalizer: normalizer)
+                    loss.sum += r.sum; loss.count += r.count
+                }
+            case .sendActivation(let m):
+                try sendActivation(live[m]!, m)
+            case .receiveGradient(let m):
+                try receiveGradient(into: live[m]!, m)
+            case .backward(let m):
+                let a = live.removeValue(forKey: m)!
+                try model.backwardLayers(stage.layers, a)
+                if stage.isFirst { try model.embedBackward(a) } else { outgoing[m] = model.withHiddenGradient(a) { Array($0) } }
+                spare.append(a)
+            case .sendGradient(let m):
+                try sendGradient(m)
+            case let .sendActivationReceiveGradient(send, receive):
+                if sendsFirst {
+                    try sendActivation(live[send]!, send)
+                    try receiveGradient(into: live[receive]!, receive)
+                } else {
+                    try receiveGradient(into: live[receive]!, receive)
+                    try sendActivation(live[send]!, send)
+                }
+            case let .sendGradientReceiveActivation(send, receive):
+                if sendsFirst {
+                    try sendGradient(send)
+                    try receiveActivation(into: try open(receive), receive)
+                } else {
+                    try receiveActivation(into: try open(receive), receive)
+                    try sendGradient(send)
+                }
+            }
+        }
+        precondition(live.isEmpty && outgoing.isEmpty, "micro-batches left unfinished on stage \(stage.index)")
+        return loss
+    }
+
+    /// The summed loss of `batches` (forward only), on the last stage; zero elsewhere.
+    public func loss(_ batches: [TokenBatch]) throws -> LossResult {
+        var total = LossResult(sum: 0, count: 0)
+        for (m, batch) in batches.enumerated() {
+            let a = try context(batch)
+            defer { spare.append(a) }
+            if stage.isFirst { try model.embedForward(a) } else { try receiveActivation(into: a, m) }
+            try model.forwardLayers(stage.layers, a)
+            if stage.isLast {
+                let r = try model.headForward(a)
+                total.sum += r.sum; total.count += r.count
+            } else {
+                try sendActivation(a, m)
+            }
+        }
+        return total
+    }
+}
+
+extension Trainer {
+    /// `value` summed over the pipeline group (the last stage's loss to every stage).
+    func sumOverPipeline<T: CollectiveElement & AdditiveArithmetic>(_ value: T) throws -> T {
+        groups.pipeline.size > 1 ? try groups.pipeline.allReduce(value, op: .sum) : value
+    }
+
+    /// Tied embeddings split among pipeline stages: the first stage's
+    /// embedding and the last stage's head are one matrix held twice, so
+    /// each adds the other's gradient (Megatron-LM's embedding group). Both
+    /// compute a + b from the same two values: the copies stay identical.
+    func sumTiedEmbeddingGradients() throws {
+        let stage = model.layout.stage
+        guard stage.isPartial, model.config.tieWordEmbeddings, stage.isFirst || stage.isLast else { return }
+        let slice = stage.isFirst ? model.layout.embedding! : model.layout.lmHead!
+        let peer = stage.isFirst ? stage.count - 1 : 0
+        try model.gradients.withSlice(slice) { g in
+            let mine = Array(g)
+            let theirs: [Float]
+            if stage.isFirst {
+                try groups.pipeline.send(mine, to: peer, tag: 1 << 14)
+                theirs = try groups.pipeline.receive(Float.self, from: peer, tag: 1 << 14)
+            } else {
+                theirs = try groups.pipeline.receive(Float.self, from: peer, tag: 1 << 14)
+                try groups.pipeline.send(mine, to: peer, tag: 1 << 14)
+            }
+            guard theirs.count == g.count else { throw CommunicatorError.sizeMismatch(expected: g.count, got: theirs.count) }
+            for i in 0..<g.count { g[i] = stage.isFirst ? mine[i] + theirs[i] : theirs[i] + mine[i] }
+        }
+    }
+}
