@@ -186,16 +186,19 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         XCTAssertEqual(start, finalEval, accuracy: 1e-5 * finalEval, "--from under tensor 2")
     }
 
-    /// Pipeline parallelism is not built, T·P must divide the world, and T
-    /// the kv heads: exit 2, one message naming the field and numbers,
-    /// nothing written.
+    /// Every pipeline stage needs a layer, stage_layers must sum to the
+    /// layers, T·P must divide the world, and T the kv heads: exit 2, one
+    /// message naming the field and numbers, nothing written.
     func testUnbuiltAndIndivisibleLayoutsAreRefused() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try PretrainCommandTests.prepare(dir)
         let run = dir.appendingPathComponent("run").path
-        let pipeline = try pretrain(np: 2, ["--input", shards, "--output", run, "--set", "parallel.pipeline=2"] + Self.fp32)
-        XCTAssertEqual(pipeline.status, 2, pipeline.stderr)
-        XCTAssertEqual(pipeline.stderr.components(separatedBy: "pretrain.parallel.pipeline: 2: pipeline parallelism is not built yet").count, 2, pipeline.stderr)
+        let stages = try pretrain(np: 4, ["--input", shards, "--output", run, "--set", "parallel.pipeline=4"] + Self.fp32)
+        XCTAssertEqual(stages.status, 2, stages.stderr)
+        XCTAssertEqual(stages.stderr.components(separatedBy: "pretrain.parallel.pipeline: 4 pipeline stages for model.num_hidden_layers = 2: every stage needs at least one layer").count, 2, stages.stderr)
+        let split = try pretrain(np: 2, ["--input", shards, "--output", run, "--set", "parallel.pipeline=2", "--set", "parallel.stage_layers=[2, 1]"] + Self.fp32)
+        XCTAssertEqual(split.status, 2, split.stderr)
+        XCTAssertEqual(split.stderr.components(separatedBy: "stage_layers: [2, 1] sums to 3, but model.num_hidden_layers is 2").count, 2, split.stderr)
         let heads = try pretrain(np: 2, ["--input", shards, "--output", run, "--set", "parallel.tensor=2", "--set", "model.num_key_value_heads=1"] + Self.fp32)
         XCTAssertEqual(heads.status, 2, heads.stderr)
         XCTAssertEqual(heads.stderr.components(separatedBy: "pretrain.parallel.tensor: 2 tensor ranks do not divide model.num_key_value_heads (1)").count, 2, heads.stderr)

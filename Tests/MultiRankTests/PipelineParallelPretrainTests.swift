@@ -1,0 +1,107 @@
+import DaptModel
+import Foundation
+import XCTest
+
+/// `dapt pretrain` split among pipeline stages under a real `mpirun`: every
+/// layout gives the single-rank run, the same layout twice the same bytes.
+final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
+    static let fp32 = PretrainCommandTests.tiny + ["--steps", "20"]
+
+    /// 20 fp32 steps under 1×2×1, 2×2×1 and 1×2×2 (T×P×D): the single-rank
+    /// losses, clipping norms and weights within 1e-5; 1×2×1 twice: the same
+    /// bytes; 1×2×2 warns that one micro-batch per step cannot fill 2 stages.
+    /// A P=2 checkpoint loads on one rank with the held-out loss it was saved
+    /// with, and resumes on one rank to the single-rank run.
+    func testPipelineRunsMatchOneRank() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+        let single = try pretrain(np: 1, ["--input", shards, "--output", run("p1")] + Self.fp32)
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let reference = try PretrainCommandTests.metrics(run("p1"))
+        let referenceWeights = try weights(run("p1"))
+
+        for (np, tensor, data) in [(2, 1, 1), (4, 2, 1), (4, 1, 2)] {
+            let name = "t\(tensor)p2d\(data)"
+            let r = try pretrain(np: np, ["--input", shards, "--output", run(name)] + Self.fp32
+                                 + ["--set", "parallel.pipeline=2", "--set", "parallel.tensor=\(tensor)"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor \(tensor) × pipeline 2 × data \(data)"), r.stderr)
+            XCTAssertTrue(r.stderr.contains("rank \(tensor): tensor 0/\(tensor) pipeline 1/2 data 0/\(data)  layers 1–1 + norm and head"), r.stderr)
+            XCTAssertEqual(r.stderr.contains("the pipeline cannot fill"), data == 2, r.stderr)
+            XCTAssertEqual(r.stderr.components(separatedBy: "step 20/20  loss").count, 2, "progress printed once: \(r.stderr)")
+            let lines = try PretrainCommandTests.metrics(run(name))
+            assertClose(lines, reference, name)
+            for (a, b) in zip(lines, reference) where b.grad_norm != nil {
+                XCTAssertEqual(a.grad_norm ?? .nan, b.grad_norm!, accuracy: 1e-5 * b.grad_norm!, "\(name) step \(a.step) grad_norm")
+            }
+            assertClose(try weights(run(name)), referenceWeights, name)
+        }
+
+        let again = try pretrain(np: 2, ["--input", shards, "--output", run("t1p2d1-again"), "--set", "parallel.pipeline=2"] + Self.fp32)
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(try PretrainCommandTests.metrics(run("t1p2d1-again")), try PretrainCommandTests.metrics(run("t1p2d1")))
+        let model = "/checkpoint-00000020/model.safetensors"
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("t1p2d1-again") + model)),
+                       try Data(contentsOf: URL(fileURLWithPath: run("t1p2d1") + model)), "same layout, same bytes")
+
+        // The P=2 checkpoint on one rank: the held-out loss it ended with.
+        let from = try pretrain(np: 1, ["--input", shards, "--output", run("from-p2"), "--from", run("t1p2d1") + "/checkpoint-00000020"]
+                                    + Self.fp32 + ["--steps", "1"])
+        XCTAssertEqual(from.status, 0, from.stderr)
+        let start = try XCTUnwrap(try PretrainCommandTests.metrics(run("from-p2")).first { $0.step == 0 }?.eval_loss)
+        let saved = try XCTUnwrap(try PretrainCommandTests.metrics(run("t1p2d1")).last?.eval_loss)
+        XCTAssertEqual(start, saved, accuracy: 1e-6 * saved, "a P=2 checkpoint on one rank")
+
+        let half = try pretrain(np: 2, ["--input", shards, "--output", run("p2-then-1"), "--stop-after", "10", "--set", "parallel.pipeline=2"] + Self.fp32)
+        XCTAssertEqual(half.status, 0, half.stderr)
+        let rest = try pretrain(np: 1, ["--resume", run("p2-then-1"), "--set", "parallel.pipeline=1"])
+        XCTAssertEqual(rest.status, 0, rest.stderr)
+        XCTAssertTrue(rest.stderr.contains("at step 10"), rest.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("p2-then-1")), reference, "2 stages to step 10, then one rank")
+        assertClose(try weights(run("p2-then-1")), referenceWeights, "2 stages to step 10, then one rank")
+    }
+
+    /// Four stages of one layer each (1×4×1, four micro-batches), and tied
+    /// embeddings on two stages (each holds the matrix, their gradients
+    /// summed): the single-rank runs within 1e-5.
+    func testFourStagesAndTiedEmbeddingsMatchOneRank() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let cases: [(name: String, np: Int, settings: [String])] = [
+            ("p4", 4, ["--set", "model.num_hidden_layers=4", "--set", "data.micro_batch_size=1", "--set", "parallel.pipeline=4"]),
+            ("tied-p2", 2, ["--set", "model.tie_word_embeddings=true", "--set", "parallel.pipeline=2"]),
+        ]
+        for c in cases {
+            let alone = c.settings.dropLast(2).map { $0 }
+            let one = try pretrain(np: 1, ["--input", shards, "--output", run(c.name + "-alone")] + Self.fp32 + alone)
+            XCTAssertEqual(one.status, 0, one.stderr)
+            let r = try pretrain(np: c.np, ["--input", shards, "--output", run(c.name)] + Self.fp32 + c.settings)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertFalse(r.stderr.contains("cannot fill"), r.stderr)
+            assertClose(try PretrainCommandTests.metrics(run(c.name)), try PretrainCommandTests.metrics(run(c.name + "-alone")), c.name)
+            assertClose(try weights(run(c.name)), try weights(run(c.name + "-alone")), c.name)
+        }
+        let tied = try SafeTensorsFile(path: run("tied-p2") + "/checkpoint-00000020/model.safetensors")
+        XCTAssertNil(tied.entry("lm_head.weight"), "a tied matrix is saved once")
+    }
+
+    /// bf16 and fp16 under 2 tensor × 2 pipeline ranks: every step completes
+    /// with a finite loss; fp16's loss scale is the one every rank applied.
+    func testHalfPrecisionUnderTensorAndPipelineCompletes() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        for precision in ["bf16", "fp16"] {
+            let run = dir.appendingPathComponent(precision).path
+            let r = try pretrain(np: 4, ["--input", shards, "--output", run, "--steps", "6", "--precision", precision,
+                                         "--set", "parallel.tensor=2", "--set", "parallel.pipeline=2"] + PretrainCommandTests.tiny)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stderr.contains("4 ranks: tensor 2 × pipeline 2 × data 1") && r.stderr.contains("step 6/6  loss"), r.stderr)
+            let lines = try PretrainCommandTests.metrics(run)
+            XCTAssertEqual(lines.map(\.step), Array(0...6))
+            XCTAssertTrue(lines.dropFirst().allSatisfy { ($0.loss ?? .nan).isFinite }, "\(lines)")
+        }
+    }
+}
