@@ -82,16 +82,18 @@ final class PackedOrders {
     let train: any DocumentSource
     let heldOut: (any DocumentSource)?
     let seed: UInt64
+    /// data.shuffle, for the training orders (held-out ones are never shuffled).
+    let shuffle: Bool
     /// data.document_masks, for the training orders (held-out ones are always masked).
     let documentMasks: Bool
     private var cache: [Int: (PackedSequenceOrder, PackedSequenceOrder?)] = [:]
-    init(train: any DocumentSource, heldOut: (any DocumentSource)?, seed: UInt64, documentMasks: Bool) {
-        self.train = train; self.heldOut = heldOut; self.seed = seed; self.documentMasks = documentMasks
+    init(train: any DocumentSource, heldOut: (any DocumentSource)?, seed: UInt64, shuffle: Bool, documentMasks: Bool) {
+        self.train = train; self.heldOut = heldOut; self.seed = seed; self.shuffle = shuffle; self.documentMasks = documentMasks
     }
 
     func orders(length: Int) throws -> (PackedSequenceOrder, PackedSequenceOrder?) {
         if let c = cache[length] { return c }
-        let t = try PackedSequenceOrder(source: train, sequenceLength: length, seed: seed, documentMasks: documentMasks)
+        let t = try PackedSequenceOrder(source: train, sequenceLength: length, seed: seed, shuffle: shuffle, documentMasks: documentMasks)
         var h: PackedSequenceOrder?
         if let heldOut { h = try? PackedSequenceOrder(source: heldOut, sequenceLength: length, seed: seed, shuffle: false) }
         cache[length] = (t, h)

@@ -72,10 +72,14 @@ public struct PretrainConfig: StageConfig, Equatable {
         /// at each; false: plain causal attention across the documents of a
         /// sequence, positions running on (held-out evaluation stays masked).
         public var documentMasks = true
+        /// Documents in a new order each epoch drawn from (seed, epoch); false:
+        /// the training documents in corpus order every epoch, so a stretch of
+        /// the corpus arrives at a known step (e.g. to place data on purpose).
+        public var shuffle = true
         enum CodingKeys: String, CodingKey, CaseIterable {
             case shards, tokenizer, sequenceLength = "sequence_length", microBatchSize = "micro_batch_size"
             case globalBatchSize = "global_batch_size", seed, heldOutFraction = "held_out_fraction"
-            case documentMasks = "document_masks"
+            case documentMasks = "document_masks", shuffle
         }
         public init() {}
         public init(from decoder: Decoder) throws {
@@ -89,6 +93,7 @@ public struct PretrainConfig: StageConfig, Equatable {
             seed = try c.value(.seed, default: d.seed)
             heldOutFraction = try c.value(.heldOutFraction, default: d.heldOutFraction)
             documentMasks = try c.value(.documentMasks, default: d.documentMasks)
+            shuffle = try c.value(.shuffle, default: d.shuffle)
         }
     }
 

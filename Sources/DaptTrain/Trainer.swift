@@ -199,7 +199,7 @@ public final class Trainer {
         optimizer = AdamW(range: zero?.owned ?? 0..<model.layout.totalCount, segments: decaySegments(model.layout), hyper: config.optimizer.hyper)
         schedule = config.schedulePlan
         trainOrder = try PackedSequenceOrder(source: train, sequenceLength: config.data.sequenceLength, seed: config.data.seed,
-                                             documentMasks: config.data.documentMasks)
+                                             shuffle: config.data.shuffle, documentMasks: config.data.documentMasks)
         // Held-out sequences are always document-masked: a per-document
         // measure, the same whether training masked or not.
         if let heldOut, heldOut.documentCount > 0, config.eval.sequences > 0 {
@@ -212,7 +212,7 @@ public final class Trainer {
         } else {
             heldOutOrder = nil
         }
-        orders = PackedOrders(train: train, heldOut: heldOut, seed: config.data.seed, documentMasks: config.data.documentMasks)
+        orders = PackedOrders(train: train, heldOut: heldOut, seed: config.data.seed, shuffle: config.data.shuffle, documentMasks: config.data.documentMasks)
         shape = TrainingShape(sequenceLength: config.data.sequenceLength, globalBatch: config.data.globalBatchSize,
                               microBatch: config.data.microBatchSize, train: trainOrder, heldOut: heldOutOrder, evalSequences: config.eval.sequences)
         baseRope = (model.config.ropeTheta, model.config.ropeScaling)

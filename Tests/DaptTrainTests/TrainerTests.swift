@@ -235,6 +235,51 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(step1, try b.batches(startingAt: 4))
     }
 
+    /// data.shuffle: false trains on the documents in corpus order, every
+    /// epoch: the stream's token k is the training documents' token k, so a
+    /// stretch of the corpus arrives at a step known beforehand; a resume
+    /// replays it exactly.
+    func testUnshuffledOrderPlacesDataAtAKnownStep() throws {
+        XCTAssertFalse(try ConfigLoader.decode(PretrainConfig.self, yaml: "data:\n  shuffle: false\n").data.shuffle)
+        XCTAssertTrue(PretrainConfig().data.shuffle)
+        var config = Self.config(run: try temporaryRoot(), steps: 6)
+        config.data.shuffle = false
+        let trainer = try Self.makeTrainer(config)
+        let source = Self.corpus()
+        let split = splitHeldOut(documentCount: source.documentCount, fraction: config.data.heldOutFraction, seed: config.data.seed)
+        let stream = split.train.flatMap { source.tokens[source.starts[$0]..<source.starts[$0 + 1]] }
+        let perStep = config.data.globalBatchSize * config.data.sequenceLength
+        let sequencesPerEpoch = trainer.trainOrder.sequencesPerEpoch
+        for step in [0, 3, sequencesPerEpoch / config.data.globalBatchSize + 1] {
+            let first = step * config.data.globalBatchSize
+            let tokens = try trainer.batches(startingAt: first).flatMap(\.tokens)
+            // Sequence g holds stream tokens from (g mod sequences per epoch) × length on.
+            let expected = (first..<(first + config.data.globalBatchSize)).flatMap { g in
+                let start = (g % sequencesPerEpoch) * config.data.sequenceLength
+                return stream[start..<(start + config.data.sequenceLength)]
+            }
+            XCTAssertEqual(tokens, expected, "step \(step)")
+            XCTAssertEqual(tokens.count, perStep)
+        }
+        // The shuffled order of the same seed differs from the corpus order.
+        let shuffled = try Self.makeTrainer(Self.config(run: try temporaryRoot(), steps: 6))
+        XCTAssertNotEqual(try shuffled.batches(startingAt: 0).flatMap(\.tokens), Array(stream[0..<perStep]))
+
+        // Interrupted after 3 steps and resumed in a fresh trainer: the same steps, bit for bit.
+        var straightLosses: [UInt64] = []
+        for _ in 0..<6 { straightLosses.append(try XCTUnwrap(trainer.step().loss).bitPattern) }
+        config.checkpoint.directory = try temporaryRoot()
+        let first = try Self.makeTrainer(config)
+        var resumedLosses: [UInt64] = []
+        for _ in 0..<3 { resumedLosses.append(try XCTUnwrap(first.step().loss).bitPattern) }
+        let checkpoint = try first.saveCheckpoint()
+        let second = try Self.makeTrainer(config)
+        try second.restore(checkpoint: checkpoint)
+        for _ in 0..<3 { resumedLosses.append(try XCTUnwrap(second.step().loss).bitPattern) }
+        XCTAssertEqual(resumedLosses, straightLosses)
+        XCTAssertEqual(bits(second.master), bits(trainer.master))
+    }
+
     func testDecaySegmentsFollowNames() throws {
         let layout = ParameterLayout(config: Self.config(run: "/tmp").model.llamaConfig(vocabulary: 64))
         let segments = decaySegments(layout)
