@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# Fault trials for pretraining: each trial starts a tiny data-parallel run
-# through cluster/launch.sh --restarts, SIGKILLs a random rank at a random
-# step, lets launch.sh restart the job from its newest intact checkpoint, and
-# compares the final model.safetensors with an uninterrupted run of the same
-# rank count, byte for byte. Prints a table; exits 1 if any trial differs.
-#   scripts/faults.sh                      # 10 trials over 2 and 4 ranks
+# Fault trials for pretraining: each trial starts a tiny run through
+# cluster/launch.sh --restarts, SIGKILLs a random rank at a random step, lets
+# launch.sh restart the job from its newest intact checkpoint, and compares
+# the final model.safetensors with an uninterrupted run of the same layout,
+# byte for byte. Prints a table; exits 1 if any trial differs.
+#   scripts/faults.sh                      # 10 trials over d2 t2 d4 t2d2
 #   scripts/faults.sh --trials 1 --ranks 2 --steps 16  # the quick form
-# Options: --trials N, --ranks "2 4", --steps S, --seed K, --keep DIR (keep the work directory).
+# Options: --trials N, --layouts "d2 t2 d4 t2d2" (dN: N data-parallel ranks;
+# tT: T tensor ranks; tTdD: T × D ranks), --ranks "2 4" (the same as
+# --layouts "d2 d4"), --steps S, --seed K, --keep DIR (keep the work directory).
 # DAPT_BIN selects the binary (default: the release build).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-trials=10; ranks="2 4"; steps=12; seed=1; keep=""
+trials=10; layouts="d2 t2 d4 t2d2"; steps=12; seed=1; keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --trials) trials="$2"; shift 2 ;;
-    --ranks) ranks="$2"; shift 2 ;;
+    --layouts) layouts="$2"; shift 2 ;;
+    --ranks) layouts="$(for n in $2; do printf "d%s " "$n"; done)"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --keep) keep="$2"; shift 2 ;;
-    *) echo "usage: $0 [--trials N] [--ranks \"2 4\"] [--steps S] [--seed K] [--keep DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--trials N] [--layouts \"d2 t2 d4 t2d2\"] [--ranks \"2 4\"] [--steps S] [--seed K] [--keep DIR]" >&2; exit 2 ;;
   esac
 done
 [ "$steps" -ge 3 ] || { echo "faults: --steps must be at least 3" >&2; exit 2; }
@@ -40,10 +43,14 @@ tiny=(--set model.hidden_size=32 --set model.intermediate_size=64 --set model.nu
       --set eval.sequences=4 --set data.held_out_fraction=0.05 --set checkpoint.every_steps=1 --set checkpoint.keep_last=2)
 launch="$root/cluster/launch.sh"
 final="checkpoint-$(printf %08d "$steps")/model.safetensors"
-
-for r in $ranks; do
-  "$launch" -np "$r" dapt pretrain --input "$work/tokens" --output "$work/reference-$r" --steps "$steps" "${tiny[@]}" 2> "$work/reference-$r.log" \
-    || { echo "faults: the uninterrupted $r-rank run failed; see $work/reference-$r.log" >&2; exit 1; }
+# A layout's rank count and its tensor setting: d4 → 4 1, t2 → 2 2, t2d2 → 4 2.
+ranks_of() { local t=1 d=1 l="$1"; [[ "$l" =~ ^t([0-9]+) ]] && t="${BASH_REMATCH[1]}"; [[ "$l" =~ d([0-9]+)$ ]] && d="${BASH_REMATCH[1]}"; echo $((t * d)); }
+tensor_of() { if [[ "$1" =~ ^t([0-9]+) ]]; then echo "${BASH_REMATCH[1]}"; else echo 1; fi; }
+for l in $layouts; do
+  [[ "$l" =~ ^(d[0-9]+|t[0-9]+(d[0-9]+)?)$ ]] || { echo "faults: layout $l is not dN, tT or tTdD" >&2; exit 2; }
+  "$launch" -np "$(ranks_of "$l")" dapt pretrain --input "$work/tokens" --output "$work/reference-$l" --steps "$steps" "${tiny[@]}" \
+    --set parallel.tensor="$(tensor_of "$l")" 2> "$work/reference-$l.log" \
+    || { echo "faults: the uninterrupted $l run failed; see $work/reference-$l.log" >&2; exit 1; }
 done
 
 # The pid of world rank $2 among the descendants of pid $1 (the ranks are mpirun's children).
@@ -55,15 +62,16 @@ rank_pid() {
   done
 }
 
-printf "%-6s %-6s %-12s %-10s %-9s %-9s %s\n" trial ranks killed_rank at_step restarts seconds final_model
+printf "%-6s %-6s %-12s %-10s %-9s %-9s %s\n" trial layout killed_rank at_step restarts seconds final_model
 failures=0; trial=0
-ranks_list=($ranks)
+layout_list=($layouts)
 # The newest step in a run's metrics.jsonl (0 before the first step line).
 last_step() { grep -o '"step":[0-9]*' "$1/metrics.jsonl" 2>/dev/null | tail -n 1 | cut -d: -f2 || true; }
 
 while [ "$trial" -lt "$trials" ]; do
   trial=$((trial + 1))
-  r="${ranks_list[$(( (trial - 1) % ${#ranks_list[@]} ))]}"
+  layout="${layout_list[$(( (trial - 1) % ${#layout_list[@]} ))]}"
+  r="$(ranks_of "$layout")"
   # A tiny run can finish between two polls of a loaded machine; such an
   # attempt tested nothing, so it is run again (at most 3 attempts), with the
   # kill step drawn from the first half of the run to leave a margin.
@@ -73,7 +81,8 @@ while [ "$trial" -lt "$trials" ]; do
     victim=$((RANDOM % r)); at=$((1 + RANDOM % ((steps - 1) / 2)))
     run="$work/trial-$trial"; rm -rf "$run"
     started=$(date +%s.%N)
-    "$launch" --restarts 2 -np "$r" dapt pretrain --input "$work/tokens" --output "$run" --steps "$steps" "${tiny[@]}" 2> "$run.log" &
+    "$launch" --restarts 2 -np "$r" dapt pretrain --input "$work/tokens" --output "$run" --steps "$steps" "${tiny[@]}" \
+      --set parallel.tensor="$(tensor_of "$layout")" 2> "$run.log" &
     launcher=$!
     deadline=$((SECONDS + 120))
     while kill -0 "$launcher" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
@@ -91,9 +100,9 @@ while [ "$trial" -lt "$trials" ]; do
   status=0; wait "$launcher" || status=$?
   seconds=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
   restarts=$(grep -c "^launch: the job failed" "$run.log" || true)
-  if [ "$status" -eq 0 ] && cmp -s "$work/reference-$r/$final" "$run/$final"; then verdict="identical"; else verdict="DIFFERS (status $status, see $run.log)"; failures=$((failures + 1)); fi
+  if [ "$status" -eq 0 ] && cmp -s "$work/reference-$layout/$final" "$run/$final"; then verdict="identical"; else verdict="DIFFERS (status $status, see $run.log)"; failures=$((failures + 1)); fi
   if [ "$killed" != "yes" ]; then verdict="NOT KILLED (the run ended first in $attempt attempts)"; failures=$((failures + 1)); fi
-  printf "%-6s %-6s %-12s %-10s %-9s %-9.1f %s\n" "$trial" "$r" "$victim" "$at" "$restarts" "$seconds" "$verdict"
+  printf "%-6s %-6s %-12s %-10s %-9s %-9.1f %s\n" "$trial" "$layout" "$victim" "$at" "$restarts" "$seconds" "$verdict"
 done
 [ "$failures" -eq 0 ] || { echo "faults: $failures of $trials trials differ from the uninterrupted run" >&2; exit 1; }
 echo "faults: $trials of $trials trials restarted and ended bit-identical to the uninterrupted run"

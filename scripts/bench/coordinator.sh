@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The run coordinator's costs on a small model, at 1 and 2 ranks:
+# The run coordinator's costs on a small model, at 1, 2 and 4 data-parallel
+# ranks (more ranks than cores run oversubscribed, one BLAS thread each):
 #   - the per-step decision (max-all-reduce of the signal flag, rank 0's
 #     decision, its broadcast) against the step time, from the run's own
 #     "coordinator:" line;
@@ -9,10 +10,10 @@
 #   - the time from a loss spike to training again (restore, skip, checkpoint
 #     rewrite), with a hair-trigger spike threshold that makes ordinary noise
 #     a spike (rollbacks.jsonl "seconds").
-# Usage: scripts/bench/coordinator.sh [steps]  (default 40). DAPT_BIN selects the binary.
+# Usage: scripts/bench/coordinator.sh [steps] [ranks]  (default 40 and "1 2 4"). DAPT_BIN selects the binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-steps="${1:-40}"
+steps="${1:-40}"; ranks="${2:-1 2 4}"
 dapt="${DAPT_BIN:-$(swift build -c release --show-bin-path)/dapt}"
 [ -x "$dapt" ] || { echo "coordinator bench: $dapt not built" >&2; exit 2; }
 export DAPT_BIN="$dapt" OPENBLAS_NUM_THREADS=1
@@ -27,7 +28,7 @@ model=(--set model.hidden_size=256 --set model.intermediate_size=688 --set model
 echo "config: hidden 256, 4 layers, vocabulary 512, 8 × 64 tokens per step, fp32, $steps steps, checkpoint every 10"
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 printf "%-6s %-14s %-16s %-12s %-14s %-12s %-12s %-14s\n" ranks decision_us decision_share ckpt_MB save_s raw_write_s load_s raw_read_s
-for np in 1 2; do
+for np in $ranks; do
   run="$tmp/run$np"
   launch=(cluster/launch.sh -np "$np" dapt)
   "${launch[@]}" pretrain --input "$tmp/tokens" --output "$run" --steps "$steps" "${model[@]}" --set checkpoint.every_steps=10 2> "$tmp/run$np.log"
@@ -40,12 +41,16 @@ for np in 1 2; do
   bytes=$(du -cb "$run"/checkpoint-$(printf %08d $((steps + 1)))/* | tail -1 | cut -f1)
   raw_write=$( { /usr/bin/time -f "%e" dd if=/dev/urandom of="$tmp/raw.bin" bs=1M count=$(( (bytes + 1048575) / 1048576 )) conv=fsync status=none; } 2>&1 )
   sync; raw_read=$( { /usr/bin/time -f "%e" dd if="$tmp/raw.bin" of=/dev/null bs=1M status=none; } 2>&1 ); rm -f "$tmp/raw.bin"
-  printf "%-6s %-14s %-16s %-12s %-14s %-12s %-12s %-14s\n" "$np" "$decision" "$share" "$mb" "$save" "$raw_write" "$load" "$raw_read"
+  label="$np"; [ "$np" -gt "$(nproc)" ] && label="$np*"
+  printf "%-6s %-14s %-16s %-12s %-14s %-12s %-12s %-14s\n" "$label" "$decision" "$share" "$mb" "$save" "$raw_write" "$load" "$raw_read"
 done
+echo "(* more ranks than the $(nproc) cores: oversubscribed)"
 # Spike to training again: a threshold so low that noise is a spike; the run stops after its rollbacks.
-spiky="$tmp/spiky"
-cluster/launch.sh -np 1 dapt pretrain --input "$tmp/tokens" --output "$spiky" --steps "$steps" "${model[@]}" --set checkpoint.every_steps=2 \
-  --set spikes.window=4 --set spikes.warmup=3 --set spikes.k=0.01 --set spikes.consecutive=1 --set spikes.min_deviation=0 \
-  --set spikes.margin_steps=1 --set spikes.max_rollbacks=4 2> "$tmp/spiky.log" || true
-echo "spike to training again (1 rank, checkpoint rewrite included), seconds per rollback:" \
-  $(grep -o '"seconds":[0-9.e-]*' "$spiky/rollbacks.jsonl" | cut -d: -f2 | tr '\n' ' ')
+for np in 1 2; do
+  spiky="$tmp/spiky$np"
+  cluster/launch.sh -np "$np" dapt pretrain --input "$tmp/tokens" --output "$spiky" --steps "$steps" "${model[@]}" --set checkpoint.every_steps=2 \
+    --set spikes.window=4 --set spikes.warmup=3 --set spikes.k=0.01 --set spikes.consecutive=1 --set spikes.min_deviation=0 \
+    --set spikes.margin_steps=1 --set spikes.max_rollbacks=4 2> "$tmp/spiky$np.log" || true
+  echo "spike to training again ($np rank(s), checkpoint rewrite included), seconds per rollback:" \
+    $(grep -o '"seconds":[0-9.e-]*' "$spiky/rollbacks.jsonl" | cut -d: -f2 | tr '\n' ' ')
+done
