@@ -49,7 +49,7 @@ let package = Package(
         ]),
 
         // Helpers shared by the test targets (temporary directories, fixture files).
-        .target(name: "DaptTestSupport", path: "Tests/DaptTestSupport"),
+        .target(name: "DaptTestSupport", dependencies: ["DaptCluster"], path: "Tests/DaptTestSupport"),
         .testTarget(name: "DaptCoreTests", dependencies: ["DaptCore", "DaptTestSupport"]),
         .testTarget(name: "DaptClusterTests", dependencies: ["DaptTestSupport", "DaptCluster", "DaptZMQ", "DaptCore"]),
         .testTarget(name: "DaptBLASTests", dependencies: ["DaptTestSupport", "DaptBLAS"]),

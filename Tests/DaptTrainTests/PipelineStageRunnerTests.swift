@@ -1,0 +1,60 @@
+import DaptCluster
+import DaptModel
+import DaptTestSupport
+import DaptTrain
+import XCTest
+
+/// Stages of one model on threads of this process, exchanging activations
+/// and gradients by the 1F1B schedule, against the whole model.
+final class PipelineStageRunnerTests: XCTestCase {
+    static func config(tied: Bool) -> LlamaConfig {
+        LlamaConfig(vocabSize: 16, hiddenSize: 16, intermediateSize: 20, numHiddenLayers: 4, numAttentionHeads: 4,
+                    numKeyValueHeads: 2, maxPositionEmbeddings: 16, rmsNormEps: 1e-5, ropeTheta: 100, tieWordEmbeddings: tied)
+    }
+
+    /// Five micro-batches on three stages: the whole model's summed loss and
+    /// gradients (tensor by tensor; a tied matrix's two copies summed), the
+    /// forward-only loss, and at most P − stage micro-batch contexts alive on each stage.
+    func testThreeStagesEqualTheWholeModel() throws {
+        for tied in [false, true] {
+            let c = Self.config(tied: tied)
+            let batches = try (0..<5).map { i in
+                var b = try TokenBatch.synthetic(vocab: 16, batchSize: 1, seqLen: 6 + i, documentLength: 4)
+                b.tokens = b.tokens.map { ($0 + Int32(i)) % 16 }
+                return try TokenBatch(batchSize: 1, seqLen: b.seqLen, tokens: b.tokens, targets: b.targets, documentIds: b.documentIds)
+            }
+            let normalizer = Double(batches.reduce(0) { $0 + $1.targets.filter { $0 != ignoreIndex }.count })
+            let whole = try LlamaModel(config: c)
+            whole.initializeRandom(seed: 3, std: 0.3)
+            var expectedLoss = 0.0
+            for b in batches { expectedLoss += try whole.forwardBackward(b, lossScale: 2, normalizer: normalizer).sum }
+
+            let stages = try PipelineStage.partition(c, stages: 3, stageLayers: [1, 2, 1])
+            let results = try InProcessGroup(size: 3).run { rank -> (loss: LossResult, evalLoss: LossResult, peak: Int, model: LlamaModel) in
+                let model = try LlamaModel(config: c, stage: stages[rank.rank])
+                model.initializeRandom(seed: 3, std: 0.3)
+                let runner = PipelineStageRunner(model: model, group: rank)
+                let loss = try runner.forwardBackward(batches, lossScale: 2, normalizer: normalizer)
+                let peak = runner.peakLiveActivations
+                return (loss, try runner.loss(batches), peak, model)
+            }
+            XCTAssertEqual(results.map(\.peak), [3, 2, 1], "stage p holds at most P − p micro-batches")
+            XCTAssertEqual(results[0].loss, LossResult(sum: 0, count: 0), "the loss is on the last stage")
+            XCTAssertEqual(results[2].loss.sum, expectedLoss, accuracy: 1e-9 * abs(expectedLoss))
+            XCTAssertEqual(results[2].evalLoss.sum, expectedLoss, accuracy: 1e-9 * abs(expectedLoss))
+            XCTAssertEqual(results[2].evalLoss.count, Int(normalizer))
+            let models = results.map(\.model)
+            for s in whole.layout.slices {
+                let holders = models.filter { $0.layout.slice(named: s.name) != nil }
+                XCTAssertEqual(holders.count, tied && s.name == "model.embed_tokens.weight" ? 2 : 1, s.name)
+                var got = [Float](repeating: 0, count: s.count)
+                for m in holders { got = zip(got, m.gradients.values(named: s.name)!).map { $0 + $1 } }
+                let want = whole.gradients.values(s)
+                let scale = want.map(abs).max()!
+                // Untied, each stage adds its micro-batches in the single-rank order: the same bits.
+                if !tied { XCTAssertEqual(got, want, s.name) }
+                for (x, y) in zip(got, want) { XCTAssertEqual(x, y, accuracy: 1e-5 * scale, "\(s.name) tied \(tied)") }
+            }
+        }
+    }
+}
