@@ -346,6 +346,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// Sets the batch of the model's own context, allocating activations
     /// for its shape (kept while the shape is unchanged).
     public func prepare(_ batch: TokenBatch) throws {
+        // The whole passes use this context; a pipeline stage runs its stage methods on contexts of its own.
+        precondition(!layout.stage.isPartial, "a whole pass on pipeline stage \(layout.stage.index) of \(layout.stage.count)")
         try batch.check(vocab: config.vocabSize)
         if current == nil || current!.batchSize != batch.batchSize || current!.seqLen != batch.seqLen {
             current = nil

@@ -216,6 +216,7 @@ extension ParameterBuffer {
     /// LM head is not written, as transformers does).
     public func saveSafeTensors(path: String, dtype: SafeTensorsDType = .f32) throws {
         precondition(!layout.isSplit, "a tensor-parallel part is saved through gatherWhole, as whole tensors")
+        precondition(!layout.stage.isPartial, "a pipeline stage's tensors are saved gathered with the other stages'")
         try withBuffer { buffer in
             let tensors = layout.slices.map {
                 SafeTensors.Tensor(name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(rebasing: buffer[$0.range]))

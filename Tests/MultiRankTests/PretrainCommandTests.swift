@@ -40,7 +40,7 @@ final class PretrainCommandTests: XCTestCase {
     }
 
     struct Line: Decodable, Equatable {
-        var step: Int; var loss: Double?; var lr: Double?; var grad_norm: Double?; var eval_loss: Double?
+        var step: Int; var loss: Double?; var lr: Double?; var grad_norm: Double?; var eval_loss: Double?; var loss_scale: Double?
     }
 
     func metrics(_ run: String) throws -> [Line] { try Self.metrics(run) }
