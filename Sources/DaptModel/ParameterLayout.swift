@@ -38,30 +38,50 @@ public struct TensorSplit: Equatable, Sendable {
 
     /// Copies this part out of the whole tensor.
     public func extract(from whole: UnsafeBufferPointer<Float>, into part: UnsafeMutableBufferPointer<Float>) {
-        forEachRun { wholeStart, partStart, count in
-            _ = UnsafeMutableBufferPointer(rebasing: part[partStart..<(partStart + count)])
-                .update(fromContentsOf: whole[wholeStart..<(wholeStart + count)])
-        }
+        extract(elements: 0..<part.count, from: whole, into: part)
     }
 
     /// Copies this part into its place in the whole tensor.
     public func insert(_ part: UnsafeBufferPointer<Float>, into whole: UnsafeMutableBufferPointer<Float>) {
-        forEachRun { wholeStart, partStart, count in
-            _ = UnsafeMutableBufferPointer(rebasing: whole[wholeStart..<(wholeStart + count)])
-                .update(fromContentsOf: part[partStart..<(partStart + count)])
+        insert(part, elements: 0..<part.count, into: whole)
+    }
+
+    /// Copies elements `elements` of this part (row-major in the part) out of
+    /// the whole tensor into `values` (`elements.count` of them).
+    public func extract(elements: Range<Int>, from whole: UnsafeBufferPointer<Float>, into values: UnsafeMutableBufferPointer<Float>) {
+        forEachRun(elements) { wholeStart, partStart, count in
+            let at = partStart - elements.lowerBound
+            _ = UnsafeMutableBufferPointer(rebasing: values[at..<(at + count)])
+                .update(fromContentsOf: whole[wholeStart..<(wholeStart + count)])
         }
     }
 
-    /// The contiguous runs of the part inside the whole: one block of rows,
-    /// or a piece of every row.
-    private func forEachRun(_ body: (_ wholeStart: Int, _ partStart: Int, _ count: Int) -> Void) {
+    /// Copies `values`, elements `elements` of this part, into their places in the whole tensor.
+    public func insert(_ values: UnsafeBufferPointer<Float>, elements: Range<Int>, into whole: UnsafeMutableBufferPointer<Float>) {
+        forEachRun(elements) { wholeStart, partStart, count in
+            let at = partStart - elements.lowerBound
+            _ = UnsafeMutableBufferPointer(rebasing: whole[wholeStart..<(wholeStart + count)])
+                .update(fromContentsOf: values[at..<(at + count)])
+        }
+    }
+
+    /// The contiguous runs of the part's `elements` inside the whole: a piece
+    /// of one block of rows, or a piece of every row it touches.
+    public func forEachRun(_ elements: Range<Int>, _ body: (_ wholeStart: Int, _ partStart: Int, _ count: Int) -> Void) {
+        guard !elements.isEmpty else { return }
         let rows = fullShape[0], columns = fullShape.count > 1 ? fullShape[1] : 1
         if axis == 0 {
-            let count = rows / parts * columns
-            body(part * count, 0, count)
+            let start = part * (rows / parts * columns)
+            body(start + elements.lowerBound, elements.lowerBound, elements.count)
         } else {
             let width = columns / parts
-            for r in 0..<rows { body(r * columns + part * width, r * width, width) }
+            var p = elements.lowerBound
+            while p < elements.upperBound {
+                let r = p / width, c = p % width
+                let n = min(width - c, elements.upperBound - p)
+                body(r * columns + part * width + c, p, n)
+                p += n
+            }
         }
     }
 }

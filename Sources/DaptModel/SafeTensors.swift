@@ -47,32 +47,58 @@ public struct SafeTensorsFile: Sendable {
     /// Entries sorted by name.
     public let entries: [Entry]
     public let metadata: [String: String]
-    private let bytes: [UInt8]
+    private let storage: Storage
     private let dataStart: Int
 
+    /// The file's bytes: memory-mapped (pages are read as tensors are, so a
+    /// reader of a few tensors touches only those), or given in memory.
+    private enum Storage: Sendable {
+        case bytes([UInt8])
+        case mapped(MappedFile)
+
+        func withRawBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+            switch self {
+            case let .bytes(b): return try b.withUnsafeBytes(body)
+            case let .mapped(m): return try m.withRawBytes(body)
+            }
+        }
+    }
+
+    /// Maps the file at `path` (it is never read whole).
     public init(path: String) throws {
-        try self.init(bytes: FileSystem.readAll(path), path: path)
+        try self.init(storage: .mapped(MappedFile(path: path)), path: path)
     }
 
     public init(bytes: [UInt8], path: String) throws {
+        try self.init(storage: .bytes(bytes), path: path)
+    }
+
+    private init(storage: Storage, path: String) throws {
         self.path = path
-        self.bytes = bytes
-        guard bytes.count >= 8 else { throw SafeTensorsError.badHeader(path: path, reason: "file has \(bytes.count) bytes, fewer than the 8-byte header length") }
-        var headerLength = 0
-        for i in 0..<8 { headerLength |= Int(bytes[i]) << (8 * i) }
-        guard headerLength >= 2, headerLength <= bytes.count - 8 else {
-            throw SafeTensorsError.badHeader(path: path, reason: "header length \(headerLength) exceeds the file size \(bytes.count)")
+        self.storage = storage
+        let (headerLength, fileSize) = storage.withRawBytes { raw -> (Int, Int) in
+            var length = 0
+            if raw.count >= 8 { for i in 0..<8 { length |= Int(raw[i]) << (8 * i) } }
+            return (length, raw.count)
+        }
+        guard fileSize >= 8 else { throw SafeTensorsError.badHeader(path: path, reason: "file has \(fileSize) bytes, fewer than the 8-byte header length") }
+        guard headerLength >= 2, headerLength <= fileSize - 8 else {
+            throw SafeTensorsError.badHeader(path: path, reason: "header length \(headerLength) exceeds the file size \(fileSize)")
         }
         dataStart = 8 + headerLength
         let header: JSONValue
         let headerEnd = dataStart
-        do { header = try bytes.withUnsafeBufferPointer { b throws(JSONSyntaxError) in try JSONValue.parse(UnsafeBufferPointer(rebasing: b[8..<headerEnd])) } } catch {
+        do {
+            header = try storage.withRawBytes { raw throws(JSONSyntaxError) in
+                try JSONValue.parse(UnsafeBufferPointer(rebasing: raw.bindMemory(to: UInt8.self)[8..<headerEnd]))
+            }
+        } catch {
             throw SafeTensorsError.badHeader(path: path, reason: "header is not JSON: \(error)")
         }
         guard let members = header.members else { throw SafeTensorsError.badHeader(path: path, reason: "header is not a JSON object") }
         var entries: [Entry] = []
         var metadata: [String: String] = [:]
-        let dataSize = bytes.count - dataStart
+        let dataSize = fileSize - dataStart
         for (name, value) in members {
             if name == "__metadata__" {
                 for (k, v) in value.members ?? [] { metadata[k] = v.string ?? v.text() }
@@ -106,6 +132,34 @@ public struct SafeTensorsFile: Sendable {
     /// Converts tensor `name` to Float into `destination` (which must hold
     /// exactly its elements), checking its shape when `expectedShape` is given.
     public func read(_ name: String, expectedShape: [Int]? = nil, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        let (e, dtype) = try checkedEntry(name, expectedShape: expectedShape)
+        precondition(destination.count == e.count, "\(name): destination holds \(destination.count), tensor has \(e.count)")
+        convert(e, dtype, from: 0, count: e.count, into: destination)
+    }
+
+    /// Reads the tensor named like `slice` into its buffer: the whole
+    /// tensor, or the slice's part of it when split among tensor ranks.
+    public func read(part slice: ParameterSlice, name: String? = nil, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        try read(name ?? slice.name, shape: slice.fullShape, part: slice.split, elements: 0..<slice.count, into: destination)
+    }
+
+    /// Elements `elements` (row-major) of tensor `name` of shape `shape`, or
+    /// of its part `part` when split among tensor ranks, into `destination`
+    /// (`elements.count` values). Only those elements are read from the file.
+    public func read(_ name: String, shape: [Int], part: TensorSplit?, elements: Range<Int>,
+                     into destination: UnsafeMutableBufferPointer<Float>) throws {
+        let (e, dtype) = try checkedEntry(name, expectedShape: shape)
+        precondition(destination.count == elements.count, "\(name): destination holds \(destination.count) of \(elements.count) elements")
+        guard let part else {
+            return convert(e, dtype, from: elements.lowerBound, count: elements.count, into: destination)
+        }
+        part.forEachRun(elements) { wholeStart, partStart, count in
+            let at = partStart - elements.lowerBound
+            convert(e, dtype, from: wholeStart, count: count, into: UnsafeMutableBufferPointer(rebasing: destination[at..<(at + count)]))
+        }
+    }
+
+    private func checkedEntry(_ name: String, expectedShape: [Int]?) throws -> (Entry, SafeTensorsDType) {
         guard let e = entry(name) else { throw SafeTensorsError.missingTensor(path: path, name: name) }
         if let expectedShape, expectedShape != e.shape {
             throw SafeTensorsError.shapeMismatch(path: path, name: name, expected: expectedShape, found: e.shape)
@@ -113,10 +167,13 @@ public struct SafeTensorsFile: Sendable {
         guard let dtype = SafeTensorsDType(rawValue: e.dtype) else {
             throw SafeTensorsError.unsupportedDType(path: path, name: name, dtype: e.dtype)
         }
-        precondition(destination.count == e.count, "\(name): destination holds \(destination.count), tensor has \(e.count)")
-        bytes.withUnsafeBytes { raw in
-            let src = raw.baseAddress! + dataStart + e.dataRange.lowerBound
-            let n = e.count
+        return (e, dtype)
+    }
+
+    /// Elements `first ..< first + count` of entry `e` as Float.
+    private func convert(_ e: Entry, _ dtype: SafeTensorsDType, from first: Int, count n: Int, into destination: UnsafeMutableBufferPointer<Float>) {
+        storage.withRawBytes { raw in
+            let src = raw.baseAddress! + dataStart + e.dataRange.lowerBound + first * dtype.byteCount
             switch dtype {
             case .f32:
                 for i in 0..<n { destination[i] = src.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
@@ -128,15 +185,6 @@ public struct SafeTensorsFile: Sendable {
                 for i in 0..<n { destination[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
             }
         }
-    }
-
-    /// Reads the tensor named like `slice` into its buffer: the whole
-    /// tensor, or the slice's part of it when split among tensor ranks.
-    public func read(part slice: ParameterSlice, name: String? = nil, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        let name = name ?? slice.name
-        guard let split = slice.split else { return try read(name, expectedShape: slice.shape, into: destination) }
-        let whole = try floats(name, expectedShape: split.fullShape)
-        whole.withUnsafeBufferPointer { split.extract(from: $0, into: destination) }
     }
 
     public func floats(_ name: String, expectedShape: [Int]? = nil) throws -> [Float] {
@@ -162,14 +210,39 @@ public enum SafeTensors {
     /// fsync, rename. Names must be unique.
     public static func write(path: String, tensors: [Tensor], dtype: SafeTensorsDType = .f32,
                              metadata: [String: String] = ["format": "pt"]) throws {
+        let writer = try SafeTensorsWriter(path: path, tensors: tensors.map { ($0.name, $0.shape) }, dtype: dtype, metadata: metadata)
+        for t in tensors { try writer.append(t.values) }
+        try writer.commit()
+    }
+}
+
+/// A safetensors file written tensor by tensor: the header is written from
+/// the names and shapes alone, then each tensor's values in header order,
+/// so the writer never needs more than one tensor in memory. Atomic:
+/// temporary file, fsync, rename on `commit`; dropped uncommitted, nothing
+/// appears at `path`.
+public final class SafeTensorsWriter {
+    public let path: String
+    public let dtype: SafeTensorsDType
+    private let shapes: [(name: String, shape: [Int])]
+    private var next = 0
+    private let writer: FileWriter
+    private static let chunk = 1 << 16
+    private var staging = [UInt8](repeating: 0, count: chunk * 4)
+    private var halves = [UInt16](repeating: 0, count: chunk)
+
+    public init(path: String, tensors: [(name: String, shape: [Int])], dtype: SafeTensorsDType = .f32,
+                metadata: [String: String] = ["format": "pt"]) throws {
         precondition(dtype != .f64, "writing F64 is not supported")
+        self.path = path
+        self.dtype = dtype
+        shapes = tensors
         var members: [(String, JSONValue)] = [("__metadata__", .object(metadata.keys.sorted().map { ($0, .string(metadata[$0]!)) }))]
         var offset = 0
         var seen = Set<String>()
         for t in tensors {
             precondition(seen.insert(t.name).inserted, "duplicate tensor name \(t.name)")
-            precondition(t.shape.reduce(1, *) == t.values.count, "\(t.name): \(t.values.count) values for shape \(t.shape)")
-            let size = t.values.count * dtype.byteCount
+            let size = t.shape.reduce(1, *) * dtype.byteCount
             members.append((t.name, .object([("dtype", .string(dtype.rawValue)), ("shape", .array(t.shape.map { .integer($0) })),
                                              ("data_offsets", .array([.integer(offset), .integer(offset + size)]))])))
             offset += size
@@ -177,36 +250,49 @@ public enum SafeTensors {
         var header = JSONValue.object(members).text()
         // Pad with spaces so the data section starts 8-byte aligned.
         while (header.utf8.count % 8) != 0 { header += " " }
-        let writer = try FileWriter(path: path, atomic: true)
+        writer = try FileWriter(path: path, atomic: true)
         var lengthBytes = [UInt8](repeating: 0, count: 8)
         let headerLength = header.utf8.count
         for i in 0..<8 { lengthBytes[i] = UInt8((headerLength >> (8 * i)) & 0xFF) }
         try writer.write(lengthBytes)
         try writer.write(header)
-        let chunk = 1 << 16
-        var staging = [UInt8](repeating: 0, count: chunk * 4)
-        var halves = [UInt16](repeating: 0, count: chunk)
-        for t in tensors {
-            var start = 0
-            while start < t.values.count {
-                let n = min(chunk, t.values.count - start)
-                let values = UnsafeBufferPointer(rebasing: t.values[start..<(start + n)])
-                // fp16/bf16 go through the project's one rounding (Precision.swift).
-                halves.withUnsafeMutableBufferPointer { h in
-                    if dtype == .f16 { convertToFloat16Bits(values, into: h) }
-                    if dtype == .bf16 { convertToBFloat16Bits(values, into: h) }
-                }
-                staging.withUnsafeMutableBytes { raw in
-                    switch dtype {
-                    case .f32: for i in 0..<n { raw.storeBytes(of: values[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
-                    case .f16, .bf16: for i in 0..<n { raw.storeBytes(of: halves[i].littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
-                    case .f64: break
-                    }
-                }
-                try staging.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * dtype.byteCount)])) }
-                start += n
+    }
+
+    /// The name and shape of the tensor `append` expects next (nil when all are written).
+    public var expected: (name: String, shape: [Int])? { next < shapes.count ? shapes[next] : nil }
+
+    /// Writes the values of the next tensor of the header.
+    public func append(_ values: UnsafeBufferPointer<Float>) throws {
+        precondition(next < shapes.count, "\(path): more tensors than the header lists")
+        let t = shapes[next]
+        precondition(t.shape.reduce(1, *) == values.count, "\(t.name): \(values.count) values for shape \(t.shape)")
+        next += 1
+        let chunk = Self.chunk, dtype = dtype
+        var start = 0
+        while start < values.count {
+            let n = min(chunk, values.count - start)
+            let part = UnsafeBufferPointer(rebasing: values[start..<(start + n)])
+            // fp16/bf16 go through the project's one rounding (Precision.swift).
+            halves.withUnsafeMutableBufferPointer { h in
+                if dtype == .f16 { convertToFloat16Bits(part, into: h) }
+                if dtype == .bf16 { convertToBFloat16Bits(part, into: h) }
             }
+            let halves = halves
+            staging.withUnsafeMutableBytes { raw in
+                switch dtype {
+                case .f32: for i in 0..<n { raw.storeBytes(of: part[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+                case .f16, .bf16: for i in 0..<n { raw.storeBytes(of: halves[i].littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+                case .f64: break
+                }
+            }
+            try staging.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<(n * dtype.byteCount)])) }
+            start += n
         }
+    }
+
+    /// Publishes the file once every tensor of the header is written.
+    public func commit() throws {
+        precondition(next == shapes.count, "\(path): \(shapes.count - next) tensors of the header not written")
         try writer.commit()
     }
 }

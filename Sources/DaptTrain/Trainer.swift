@@ -375,33 +375,20 @@ public final class Trainer {
     public static let trainConfigFile = "pretrain_config.json"
 
     /// Writes `checkpoint-<step>` under the run directory; returns its path.
-    /// A split model's tensors are written whole, as `whole` (gathered by `gatherWholeTensors`).
+    /// When this rank does not hold every tensor (tensor parallelism, ZeRO-1
+    /// on more than one data rank) every rank must take part: `saveAndReport`.
     @discardableResult
-    /// Under ZeRO-1 on more than one data rank every rank of the data group
-    /// must take part (`saveAndReport`), since the state is gathered.
     public func saveCheckpoint() throws -> String {
-        precondition(zero == nil || groups.data.size == 1, "saveCheckpoint alone under ZeRO-1 on \(groups.data.size) data ranks")
-        return try saveCheckpoint(whole: gatherShardedState())
+        precondition(checkpointShards.tensors.allSatisfy { $0.pieces.allSatisfy { !$0.saved || $0.rank == groups.world.rank } },
+                     "saveCheckpoint alone on a rank that does not hold the whole model")
+        return try writeCheckpoint()
     }
 
-    func saveCheckpoint(whole: WholeTrainingTensors?) throws -> String {
-        let layout = whole?.weights.layout ?? model.layout
-        return try CheckpointStore.save(root: config.checkpoint.directory, step: state.step, keepLast: config.checkpoint.keepLast) { dir in
+    /// Rank 0's part of a save: the tensors it receives (`streamCheckpointTensors`) and the small files.
+    func writeCheckpoint() throws -> String {
+        try CheckpointStore.save(root: config.checkpoint.directory, step: state.step, keepLast: config.checkpoint.keepLast) { dir in
+            try streamCheckpointTensors(into: dir)
             try model.config.save(path: dir + "/" + Self.configFile)
-            try (whole?.weights ?? master).saveSafeTensors(path: dir + "/" + Self.modelFile)
-            func writeMoments(_ m: UnsafeBufferPointer<Float>, _ v: UnsafeBufferPointer<Float>) throws {
-                var tensors: [SafeTensors.Tensor] = []
-                for s in layout.slices {
-                    tensors.append(.init(name: "exp_avg." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: m[s.range])))
-                    tensors.append(.init(name: "exp_avg_sq." + s.name, shape: s.shape, values: UnsafeBufferPointer(rebasing: v[s.range])))
-                }
-                try SafeTensors.write(path: dir + "/" + Self.optimizerFile, tensors: tensors)
-            }
-            if let whole {
-                try whole.firstMoment.withBuffer { m in try whole.secondMoment.withBuffer { try writeMoments(UnsafeBufferPointer(m), UnsafeBufferPointer($0)) } }
-            } else {
-                try writeMoments(UnsafeBufferPointer(optimizer.firstMoment), UnsafeBufferPointer(optimizer.secondMoment))
-            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try Self.writeAtomically(dir + "/" + Self.stateFile, Array(encoder.encode(state)))
@@ -415,15 +402,18 @@ public final class Trainer {
         }
     }
 
-    /// Saves a checkpoint on rank 0 and reports its size and time; the other ranks wait for it.
+    /// Saves a checkpoint on rank 0 and reports its size and time; the other
+    /// ranks stream their slices to it, then wait for it.
     /// Returns the checkpoint's path on rank 0.
     @discardableResult
     func saveAndReport() throws -> String? {
         let started = monotonicSeconds()
-        // Under ZeRO-1 every data rank takes part in gathering the state.
-        let whole = try zero != nil ? gatherShardedState() : gatherWholeTensors()
-        guard groups.writes else { try groups.world.barrier(); return nil }
-        let path = try saveCheckpoint(whole: whole)
+        guard groups.writes else {
+            try streamCheckpointTensors(into: nil)
+            try groups.world.barrier()
+            return nil
+        }
+        let path = try writeCheckpoint()
         let seconds = monotonicSeconds() - started
         let bytes = try CheckpointStore.verify(directory: path).files.reduce(0) { $0 + $1.bytes }
         sink.report(.notice(stage: Self.stage, message: String(format: "saved %@ (%.1f MB in %.3f s, %.0f MB/s)",
@@ -465,28 +455,14 @@ public final class Trainer {
         } else if precision != .fp32 {
             model.parameters.copy(from: master)
         }
+        // Each rank reads its own slices of the moments (its part, or under ZeRO-1 its share of it) from the mapped file.
         let moments = try SafeTensorsFile(path: dir + "/" + Self.optimizerFile)
-        if let zero {
-            // Whole tensors, whatever wrote them: this rank's slice of each.
-            let owned = zero.owned
-            for s in model.layout.slices where s.range.overlaps(owned) {
-                for (prefix, moment) in [("exp_avg.", optimizer.firstMoment), ("exp_avg_sq.", optimizer.secondMoment)] {
-                    if owned.lowerBound <= s.range.lowerBound && s.range.upperBound <= owned.upperBound {
-                        try moments.read(prefix + s.name, expectedShape: s.shape,
-                                         into: UnsafeMutableBufferPointer(rebasing: moment[(s.range.lowerBound - owned.lowerBound)..<(s.range.upperBound - owned.lowerBound)]))
-                    } else {
-                        let whole = try moments.floats(prefix + s.name, expectedShape: s.shape)
-                        let part = s.range.clamped(to: owned)
-                        _ = UnsafeMutableBufferPointer(rebasing: moment[(part.lowerBound - owned.lowerBound)..<(part.upperBound - owned.lowerBound)])
-                            .update(fromContentsOf: whole[(part.lowerBound - s.range.lowerBound)..<(part.upperBound - s.range.lowerBound)])
-                    }
-                }
-            }
-        } else {
-            for s in model.layout.slices {
-                // This rank's part of each tensor when the model is split.
-                try moments.read(part: s, name: "exp_avg." + s.name, into: UnsafeMutableBufferPointer(rebasing: optimizer.firstMoment[s.range]))
-                try moments.read(part: s, name: "exp_avg_sq." + s.name, into: UnsafeMutableBufferPointer(rebasing: optimizer.secondMoment[s.range]))
+        let map = checkpointShards
+        try withCheckpointSources { _, m, v in
+            for (i, piece) in map.pieces(onRank: groups.world.rank) {
+                let t = map.tensors[i]
+                try moments.read("exp_avg." + t.name, shape: t.shape, part: piece.part, elements: piece.elements, into: m.piece(piece))
+                try moments.read("exp_avg_sq." + t.name, shape: t.shape, part: piece.part, elements: piece.elements, into: v.piece(piece))
             }
         }
         let restored = try TrainingState.load(checkpoint: dir, dataSeed: config.data.seed)

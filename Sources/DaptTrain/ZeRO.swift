@@ -10,8 +10,8 @@ import DaptModel
 /// reduce-scatters the gradients (each rank receives the sum of its slice),
 /// updates its slice, and all-gathers the parameters; the optimizer state
 /// per rank falls by D while the arithmetic per element is the unsharded
-/// one. Checkpoints gather the slices to data rank 0 and hold the same
-/// files as an unsharded run; loading takes each rank's slice of them.
+/// one. Checkpoints stream the slices to rank 0 (`CheckpointShardMap`) and
+/// hold the same files as an unsharded run; loading takes each rank's slice of them.
 public final class ZeroSharding {
     public let group: any Communicator
     /// Elements owned by each data rank, in rank order.
@@ -72,30 +72,6 @@ public final class ZeroSharding {
 
     /// Bytes of optimizer state this rank holds: both moments and the master slice.
     public var stateBytes: Int { (owned.count * 2 + (master?.count ?? 0)) * MemoryLayout<Float>.stride }
-}
-
-extension Trainer {
-    /// Under ZeRO-1: the whole fp32 master weights and moments on data rank
-    /// 0, each gathered slice by slice straight into one buffer (a
-    /// collective of the data group); nil on the other ranks and without
-    /// ZeRO-1. In fp32 every rank's working copy is already the whole master.
-    func gatherShardedState() throws -> WholeTrainingTensors? {
-        guard let zero else { return nil }
-        let root = groups.data.rank == 0
-        func gather(_ slice: UnsafeMutableBufferPointer<Float>) throws -> ParameterBuffer? {
-            let whole = root ? ParameterBuffer(layout: model.layout) : nil
-            if let whole {
-                try whole.withBuffer { try zero.group.gather(UnsafeBufferPointer(slice), into: $0, counts: zero.counts, root: 0) }
-            } else {
-                try zero.group.gather(UnsafeBufferPointer(slice), into: nil, counts: zero.counts, root: 0)
-            }
-            return whole
-        }
-        let m = try gather(optimizer.firstMoment), v = try gather(optimizer.secondMoment)
-        let weights = try zero.master.map { try gather($0) } ?? master
-        guard root, let m, let v, let weights else { return nil }
-        return WholeTrainingTensors(weights: weights, firstMoment: m, secondMoment: v)
-    }
 }
 
 extension AdamW {
