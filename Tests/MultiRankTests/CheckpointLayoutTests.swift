@@ -9,6 +9,7 @@ final class CheckpointLayoutTests: XCTestCase, PretrainRunChecks {
     typealias Base = DataParallelPretrainTests
     static let tensor2 = ["--set", "parallel.tensor=2"]
     static let zero = ["--set", "parallel.zero=1"]
+    static let tensor2pipeline2 = ["--set", "parallel.tensor=2", "--set", "parallel.pipeline=2"]
     static let tensorFiles = ["model.safetensors", "optimizer.safetensors"]
 
     func bytes(_ run: String, _ file: String, step: Int) throws -> Data {
@@ -21,8 +22,8 @@ final class CheckpointLayoutTests: XCTestCase, PretrainRunChecks {
     }
 
     /// A single-rank checkpoint at step 10, loaded and saved again at once
-    /// (`--stop-after 0`) by 2 tensor ranks, 2 ZeRO-1 data ranks and 2
-    /// tensor × 2 data ranks: each rank read its slices, rank 0 received the
+    /// (`--stop-after 0`) by 2 tensor ranks, 2 ZeRO-1 data ranks, 2 tensor ×
+    /// 2 data ranks and 2 tensor × 2 pipeline ranks: each rank read its slices, rank 0 received the
     /// others' tensor by tensor, and the weights and moments files are the
     /// single-rank files byte for byte.
     func testEveryLayoutSavesTheSameBytes() throws {
@@ -32,7 +33,7 @@ final class CheckpointLayoutTests: XCTestCase, PretrainRunChecks {
 
         let single = try pretrain(np: 1, ["--input", shards, "--output", run("d1"), "--stop-after", "10"] + Base.fp32)
         XCTAssertEqual(single.status, 0, single.stderr)
-        for (name, np, layout) in [("t2", 2, Self.tensor2), ("z2", 2, Self.zero), ("t2d2", 4, Self.tensor2)] {
+        for (name, np, layout) in [("t2", 2, Self.tensor2), ("z2", 2, Self.zero), ("t2d2", 4, Self.tensor2), ("t2p2", 4, Self.tensor2pipeline2)] {
             try copyRun(run("d1"), run(name))
             let again = try pretrain(np: np, ["--resume", run(name), "--output", run(name), "--stop-after", "0"] + layout)
             XCTAssertEqual(again.status, 0, again.stderr)
@@ -46,9 +47,11 @@ final class CheckpointLayoutTests: XCTestCase, PretrainRunChecks {
     /// 10 steps on 2 tensor ranks resumed on 2 tensor ranks: the
     /// uninterrupted 2-tensor-rank run, bytes and losses; resumed on 2
     /// ZeRO-1 data ranks, and 10 ZeRO-1 steps resumed on 2 tensor ranks:
-    /// the single-rank run within 1e-5. `--from` a Hugging Face directory
-    /// (config.json and model.safetensors only) under 2 tensor ranks and 2
-    /// data ranks: one rank's first-step loss.
+    /// the single-rank run within 1e-5; so do 10 steps on 2 tensor × 2
+    /// pipeline ranks resumed on one rank and on 4 data ranks. `--from` a
+    /// Hugging Face directory (config.json and model.safetensors only) under
+    /// 2 tensor, 2 data, 2 ZeRO-1 and 2 tensor × 2 pipeline ranks: one rank's
+    /// first-step loss.
     func testResumeAcrossLayoutsAndFromAHuggingFaceDirectory() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try PretrainCommandTests.prepare(dir)
@@ -82,6 +85,19 @@ final class CheckpointLayoutTests: XCTestCase, PretrainRunChecks {
         assertClose(try PretrainCommandTests.metrics(run("z2-then-t2")), reference, "2 ZeRO-1 data ranks to step 10, then 2 tensor ranks")
         assertClose(try weights(run("z2-then-t2")), try weights(run("d1")), "2 ZeRO-1 data ranks to step 10, then 2 tensor ranks")
 
+        // 2 tensor × 2 pipeline ranks to step 10, then one rank, and 4 data ranks.
+        let grid = try pretrain(np: 4, ["--input", shards, "--output", run("t2p2"), "--stop-after", "10"] + Base.fp32 + Self.tensor2pipeline2)
+        XCTAssertEqual(grid.status, 0, grid.stderr)
+        try copyRun(run("t2p2"), run("t2p2-then-d4"))
+        let alone = try pretrain(np: 1, ["--resume", run("t2p2"), "--set", "parallel.tensor=1", "--set", "parallel.pipeline=1"])
+        XCTAssertEqual(alone.status, 0, alone.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("t2p2")), reference, "2 tensor × 2 pipeline ranks to step 10, then one rank")
+        assertClose(try weights(run("t2p2")), try weights(run("d1")), "2 tensor × 2 pipeline ranks to step 10, then one rank")
+        let data4 = try pretrain(np: 4, ["--resume", run("t2p2-then-d4"), "--output", run("t2p2-then-d4"), "--set", "parallel.tensor=1", "--set", "parallel.pipeline=1"])
+        XCTAssertEqual(data4.status, 0, data4.stderr)
+        XCTAssertTrue(data4.stderr.contains("4 ranks: tensor 1 × pipeline 1 × data 4"), data4.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("t2p2-then-d4")), reference, "2 tensor × 2 pipeline ranks to step 10, then 4 data ranks")
+
         // A Hugging Face directory: the weights and config alone.
         let hf = run("hf")
         try FileManager.default.createDirectory(atPath: hf, withIntermediateDirectories: true)
@@ -89,7 +105,7 @@ final class CheckpointLayoutTests: XCTestCase, PretrainRunChecks {
             try FileManager.default.copyItem(atPath: run("d1") + "/checkpoint-00000020/" + file, toPath: hf + "/" + file)
         }
         var firstLosses: [String: Double] = [:]
-        for (name, np, layout) in [("from-1", 1, [String]()), ("from-t2", 2, Self.tensor2), ("from-d2", 2, []), ("from-z2", 2, Self.zero)] {
+        for (name, np, layout) in [("from-1", 1, [String]()), ("from-t2", 2, Self.tensor2), ("from-d2", 2, []), ("from-z2", 2, Self.zero), ("from-t2p2", 4, Self.tensor2pipeline2)] {
             let r = try pretrain(np: np, ["--input", shards, "--output", run(name), "--from", hf, "--steps", "1"] + PretrainCommandTests.tiny + layout)
             XCTAssertEqual(r.status, 0, r.stderr)
             firstLosses[name] = try XCTUnwrap(try PretrainCommandTests.metrics(run(name)).first { $0.step == 1 }?.loss, name)
