@@ -53,6 +53,10 @@ public protocol Communicator: AnyObject {
     /// Point-to-point; `receive` learns the count from the message.
     func send<T: CollectiveElement>(_ values: [T], to peer: Int, tag: Int) throws
     func receive<T: CollectiveElement>(_ type: T.Type, from peer: Int, tag: Int) throws -> [T]
+    /// Point-to-point from and into preallocated memory (no copies where the
+    /// group sends natively); the message must hold exactly `buffer.count` elements.
+    func send<T: CollectiveElement>(_ buffer: UnsafeBufferPointer<T>, to peer: Int, tag: Int) throws
+    func receive<T: CollectiveElement>(into buffer: UnsafeMutableBufferPointer<T>, from peer: Int, tag: Int) throws
     /// Splits into sub-groups: ranks with the same `color` form one group,
     /// ordered by `key` (then by old rank). For data × tensor × pipeline grids.
     func split(color: Int, key: Int) throws -> any Communicator
@@ -74,6 +78,18 @@ public enum CommunicatorError: Error, CustomStringConvertible, Equatable {
 
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
+
+    /// Through the array `send`, for groups without native point-to-point.
+    public func send<T: CollectiveElement>(_ buffer: UnsafeBufferPointer<T>, to peer: Int, tag: Int) throws {
+        try send(Array(buffer), to: peer, tag: tag)
+    }
+
+    /// Through the array `receive`, for groups without native point-to-point.
+    public func receive<T: CollectiveElement>(into buffer: UnsafeMutableBufferPointer<T>, from peer: Int, tag: Int) throws {
+        let values = try receive(T.self, from: peer, tag: tag)
+        guard values.count == buffer.count else { throw CommunicatorError.sizeMismatch(expected: buffer.count, got: values.count) }
+        _ = buffer.update(fromContentsOf: values)
+    }
 
     /// Through `allReduce`, for groups without a native reduce-scatter.
     public func reduceScatter<T: CollectiveElement>(_ source: UnsafeBufferPointer<T>, into destination: UnsafeMutableBufferPointer<T>,

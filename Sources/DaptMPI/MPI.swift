@@ -228,6 +228,27 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    public func send<T: CollectiveElement>(_ buffer: UnsafeBufferPointer<T>, to peer: Int, tag: Int) throws {
+        try checkPeer(peer)
+        guard buffer.count <= Int(Int32.max) else { throw CommunicatorError.sizeMismatch(expected: Int(Int32.max), got: buffer.count) }
+        try checked("MPI_Send") {
+            MPI_Send(buffer.baseAddress, Int32(buffer.count), Self.datatype(T.kind), Int32(peer), Int32(tag), handle)
+        }
+    }
+
+    /// Into `buffer` directly; a longer message fails (MPI_ERR_TRUNCATE), a shorter one is a size mismatch.
+    public func receive<T: CollectiveElement>(into buffer: UnsafeMutableBufferPointer<T>, from peer: Int, tag: Int) throws {
+        try checkPeer(peer)
+        guard buffer.count <= Int(Int32.max) else { throw CommunicatorError.sizeMismatch(expected: Int(Int32.max), got: buffer.count) }
+        var status = MPI_Status()
+        try checked("MPI_Recv") {
+            MPI_Recv(buffer.baseAddress, Int32(buffer.count), Self.datatype(T.kind), Int32(peer), Int32(tag), handle, &status)
+        }
+        var count: Int32 = 0
+        try checked("MPI_Get_count") { MPI_Get_count(&status, Self.datatype(T.kind), &count) }
+        guard Int(count) == buffer.count else { throw CommunicatorError.sizeMismatch(expected: buffer.count, got: Int(count)) }
+    }
+
     public func receive<T: CollectiveElement>(_ type: T.Type, from peer: Int, tag: Int) throws -> [T] {
         try checkPeer(peer)
         var status = MPI_Status()

@@ -15,6 +15,9 @@ public final class PipelineStageRunner {
     public private(set) var peakLiveActivations = 0
     /// Contexts of finished micro-batches, reused for the next of the same shape.
     private var spare: [Activations] = []
+    /// A finished micro-batch's input gradient until it is sent back (its
+    /// context is free by then); each backward's send comes before the next backward.
+    private var outgoing: [Float] = []
 
     public init(model: LlamaModel, group: any Communicator) {
         precondition(group.size == model.layout.stage.count && group.rank == model.layout.stage.index,
@@ -37,25 +40,17 @@ public final class PipelineStageRunner {
         return try model.makeActivations(batch)
     }
 
+    // Hidden states and their gradients go straight from and into the contexts' buffers.
     private func sendActivation(_ a: Activations, _ m: Int) throws {
-        let values = model.withHidden(boundary: stage.layers.upperBound, a) { Array($0) }
-        try group.send(values, to: stage.index + 1, tag: tag(m, gradient: false))
+        try model.withHidden(boundary: stage.layers.upperBound, a) { try group.send(UnsafeBufferPointer($0), to: stage.index + 1, tag: tag(m, gradient: false)) }
     }
 
     private func receiveActivation(into a: Activations, _ m: Int) throws {
-        let values = try group.receive(Float.self, from: stage.index - 1, tag: tag(m, gradient: false))
-        try model.withHidden(boundary: stage.layers.lowerBound, a) { h in
-            guard values.count == h.count else { throw CommunicatorError.sizeMismatch(expected: h.count, got: values.count) }
-            _ = h.update(fromContentsOf: values)
-        }
+        try model.withHidden(boundary: stage.layers.lowerBound, a) { try group.receive(into: $0, from: stage.index - 1, tag: tag(m, gradient: false)) }
     }
 
     private func receiveGradient(into a: Activations, _ m: Int) throws {
-        let values = try group.receive(Float.self, from: stage.index + 1, tag: tag(m, gradient: true))
-        try model.withHiddenGradient(a) { g in
-            guard values.count == g.count else { throw CommunicatorError.sizeMismatch(expected: g.count, got: values.count) }
-            _ = g.update(fromContentsOf: values)
-        }
+        try model.withHiddenGradient(a) { try group.receive(into: $0, from: stage.index + 1, tag: tag(m, gradient: true)) }
     }
 
     /// Forward and backward of `batches` on this stage by the 1F1B
@@ -64,8 +59,8 @@ public final class PipelineStageRunner {
     /// last stage, zero elsewhere.
     public func forwardBackward(_ batches: [TokenBatch], lossScale: Float, normalizer: Double) throws -> LossResult {
         var live: [Int: Activations] = [:]
-        // A finished micro-batch's input gradient, waiting to be sent back.
-        var outgoing: [Int: [Float]] = [:]
+        // The micro-batch whose input gradient waits in `outgoing`.
+        var pending: Int?
         var loss = LossResult(sum: 0, count: 0)
         peakLiveActivations = 0
         func open(_ m: Int) throws -> Activations {
@@ -76,7 +71,9 @@ public final class PipelineStageRunner {
             return a
         }
         func sendGradient(_ m: Int) throws {
-            try group.send(outgoing.removeValue(forKey: m)!, to: stage.index - 1, tag: tag(m, gradient: true))
+            precondition(pending == m, "sending micro-batch \(m)'s gradient, holding \(pending.map(String.init) ?? "none")")
+            try outgoing.withUnsafeBufferPointer { try group.send($0, to: stage.index - 1, tag: tag(m, gradient: true)) }
+            pending = nil
         }
         // Paired exchanges: the even stage of a pair sends first, the odd one
         // receives first, so blocking messages between neighbours always meet.
@@ -100,7 +97,14 @@ public final class PipelineStageRunner {
             case .backward(let m):
                 let a = live.removeValue(forKey: m)!
                 try model.backwardLayers(stage.layers, a)
-                if stage.isFirst { try model.embedBackward(a) } else { outgoing[m] = model.withHiddenGradient(a) { Array($0) } }
+                if stage.isFirst { try model.embedBackward(a) } else {
+                    precondition(pending == nil, "micro-batch \(pending!)'s gradient not sent before the next backward")
+                    model.withHiddenGradient(a) { g in
+                        if outgoing.count != g.count { outgoing = [Float](repeating: 0, count: g.count) }
+                        outgoing.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: g) }
+                    }
+                    pending = m
+                }
                 spare.append(a)
             case .sendGradient(let m):
                 try sendGradient(m)
@@ -122,7 +126,7 @@ public final class PipelineStageRunner {
                 }
             }
         }
-        precondition(live.isEmpty && outgoing.isEmpty, "micro-batches left unfinished on stage \(stage.index)")
+        precondition(live.isEmpty && pending == nil, "micro-batches left unfinished on stage \(stage.index)")
         return loss
     }
 

@@ -1,4 +1,5 @@
 import DaptCluster
+import DaptTestSupport
 import XCTest
 
 final class SingleRankCommunicatorTests: XCTestCase {
@@ -72,5 +73,28 @@ final class SingleRankCommunicatorTests: XCTestCase {
         try source.withUnsafeBufferPointer { s in try whole.withUnsafeMutableBufferPointer { try comm.gather(s, into: $0, counts: [3], root: 0) } }
         XCTAssertEqual(whole, source)
         XCTAssertThrowsError(try source.withUnsafeBufferPointer { s in try whole.withUnsafeMutableBufferPointer { try comm.gather(s, into: $0, counts: [2], root: 0) } })
+    }
+}
+
+/// Point-to-point into preallocated memory, through the array messages of a
+/// group without native sends: the values arrive in order, and a message of
+/// another length is a size mismatch naming both counts.
+final class BufferPointToPointTests: XCTestCase {
+    func testReceiveIntoABufferOfTheMessageLength() throws {
+        let received = try InProcessGroup(size: 2).run { rank -> [Float] in
+            if rank.rank == 0 {
+                try [Float(1), 2, 3].withUnsafeBufferPointer { try rank.send($0, to: 1, tag: 7) }
+                try [Float(4), 5].withUnsafeBufferPointer { try rank.send($0, to: 1, tag: 7) }
+                return []
+            }
+            var values = [Float](repeating: 0, count: 3)
+            try values.withUnsafeMutableBufferPointer { try rank.receive(into: $0, from: 0, tag: 7) }
+            var short = [Float](repeating: 0, count: 3)
+            XCTAssertThrowsError(try short.withUnsafeMutableBufferPointer { try rank.receive(into: $0, from: 0, tag: 7) }) {
+                XCTAssertEqual($0 as? CommunicatorError, .sizeMismatch(expected: 3, got: 2))
+            }
+            return values
+        }
+        XCTAssertEqual(received[1], [1, 2, 3])
     }
 }

@@ -53,6 +53,13 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let start = try XCTUnwrap(try PretrainCommandTests.metrics(run("from-p2")).first { $0.step == 0 }?.eval_loss)
         let saved = try XCTUnwrap(try PretrainCommandTests.metrics(run("t1p2d1")).last?.eval_loss)
         XCTAssertEqual(start, saved, accuracy: 1e-6 * saved, "a P=2 checkpoint on one rank")
+        // And the single-rank checkpoint --from on 2 stages: each loads its own tensors.
+        let fromOne = try pretrain(np: 2, ["--input", shards, "--output", run("p2-from-1"), "--from", run("p1") + "/checkpoint-00000020"]
+                                       + Self.fp32 + ["--steps", "1", "--set", "parallel.pipeline=2"])
+        XCTAssertEqual(fromOne.status, 0, fromOne.stderr)
+        let startP2 = try XCTUnwrap(try PretrainCommandTests.metrics(run("p2-from-1")).first { $0.step == 0 }?.eval_loss)
+        let savedOne = try XCTUnwrap(reference.last?.eval_loss)
+        XCTAssertEqual(startP2, savedOne, accuracy: 1e-6 * savedOne, "--from under 2 stages")
 
         let half = try pretrain(np: 2, ["--input", shards, "--output", run("p2-then-1"), "--stop-after", "10", "--set", "parallel.pipeline=2"] + Self.fp32)
         XCTAssertEqual(half.status, 0, half.stderr)
