@@ -68,7 +68,9 @@ public enum PretrainRun {
             if let start { return (try start.loadModel(tensorGroup: groups.tensor, stage: stage), stages) }
             return (try LlamaModel(config: architecture, tensorGroup: groups.tensor, stage: stage), stages)
         }
-        let microBatches = config.data.globalBatchSize / layout.data / config.data.microBatchSize
+        // The smallest data share, cut into micro-batches (the last may be smaller).
+        let share = config.data.globalBatchSize / layout.data
+        let microBatches = (share + config.data.microBatchSize - 1) / config.data.microBatchSize
         if layout.pipeline > 1 && microBatches < layout.pipeline {
             sink.report(.warning(stage: stage, message: "\(microBatches) micro-batch(es) per step on each data rank for \(layout.pipeline) pipeline stages: the pipeline cannot fill (raise data.global_batch_size or lower data.micro_batch_size)"))
         }

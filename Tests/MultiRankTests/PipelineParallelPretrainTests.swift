@@ -109,6 +109,28 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         XCTAssertNil(tied.entry("lm_head.weight"), "a tied matrix is saved once")
     }
 
+    /// The coordinator's one decision per step under 2 stages: the poisoned
+    /// corpus's spike rolls back to the single-rank run's point, skips the
+    /// same sequences, and every stage continues from the restored state.
+    func testSpikeRollbackUnderTwoStagesMatchesOneRank() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let shards = try SpikeRollbackTests.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        func rollbacks(_ run: String) throws -> [SpikeRollbackTests.Rollback] {
+            try String(contentsOfFile: run + "/rollbacks.jsonl", encoding: .utf8).split(separator: "\n")
+                .map { try JSONDecoder().decode(SpikeRollbackTests.Rollback.self, from: Data($0.utf8)) }
+        }
+        let single = try pretrain(np: 1, ["--input", shards, "--output", run("r1")] + SpikeRollbackTests.settings)
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let reference = try rollbacks(run("r1"))
+        XCTAssertEqual(reference.count, 1, single.stderr)
+        let r = try pretrain(np: 2, ["--input", shards, "--output", run("p2")] + SpikeRollbackTests.settings + ["--set", "parallel.pipeline=2"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try rollbacks(run("p2")), reference, "the same rollback point and skipped range")
+        assertClose(try PretrainCommandTests.metrics(run("p2")), try PretrainCommandTests.metrics(run("r1")), "2 stages")
+        assertClose(try weights(run("p2"), step: 40), try weights(run("r1"), step: 40), "2 stages")
+    }
+
     /// bf16 and fp16 under 2 tensor × 2 pipeline ranks: every step completes
     /// with a finite loss; fp16's loss scale (raised, or halved with the step
     /// skipped on every rank when any rank overflows) follows one rank's.
