@@ -433,7 +433,8 @@ public final class Trainer {
     /// architecture, after verifying checksums.
     public func restore(checkpoint path: String) throws {
         let dir = try ModelDirectory.resolveCheckpoint(path)
-        _ = try CheckpointStore.verify(directory: dir)
+        // Rank 0 verifies the checksums (reading every byte once); every rank learns the outcome.
+        try groups.world.checkOnRoot { _ = try CheckpointStore.verify(directory: dir) }
         var saved = try LlamaConfig.load(path: dir + "/" + Self.configFile)
         if !config.curriculum.isEmpty {
             // The stage's RoPE settings are in config.json; the state says which stage.
