@@ -110,8 +110,9 @@ struct CheckpointSource {
 /// Streams a checkpoint's tensors to world rank 0 in file order: for each
 /// tensor the ranks holding its saved pieces send them (point-to-point, in
 /// the same order on every rank), rank 0 places them into one buffer the
-/// size of the largest tensor and hands the whole tensor on. Rank 0 thus
-/// holds its own state plus one tensor, never a second copy of the model.
+/// size of the largest tensor (and as much again for a column-split piece
+/// on its way) and hands the whole tensor on. Rank 0 thus holds its own
+/// state plus two tensors, never a second copy of the model.
 struct CheckpointStreamer {
     static let tag = 0x636B
     let map: CheckpointShardMap
@@ -128,7 +129,7 @@ struct CheckpointStreamer {
         for tensor in map.tensors {
             let saved = tensor.pieces.filter(\.saved)
             guard me == 0 else {
-                for p in saved where p.rank == me { try world.send(Array(source.piece(p)), to: 0, tag: Self.tag) }
+                for p in saved where p.rank == me { try world.send(UnsafeBufferPointer(source.piece(p)), to: 0, tag: Self.tag) }
                 continue
             }
             // One piece on rank 0 covering the whole tensor: written from where it is.
@@ -138,6 +139,8 @@ struct CheckpointStreamer {
             }
             guard let assembly else { preconditionFailure("rank 0 streams without an assembly buffer") }
             let whole = UnsafeMutableBufferPointer(rebasing: assembly[0..<tensor.count])
+            // Where a received piece that is not one run of the tensor waits to be placed.
+            let staging = UnsafeMutableBufferPointer(rebasing: assembly[map.largestCount...])
             for p in saved {
                 func place(_ values: UnsafeBufferPointer<Float>) {
                     if let part = p.part {
@@ -148,12 +151,14 @@ struct CheckpointStreamer {
                 }
                 if p.rank == 0 {
                     place(UnsafeBufferPointer(source.piece(p)))
+                } else if p.part == nil || p.part?.axis == 0 {
+                    // A block of rows: received where it belongs.
+                    let start = (p.part.map { $0.part * tensor.count / $0.parts } ?? 0) + p.elements.lowerBound
+                    try world.receive(into: UnsafeMutableBufferPointer(rebasing: whole[start..<(start + p.elements.count)]), from: p.rank, tag: Self.tag)
                 } else {
-                    let values = try world.receive(Float.self, from: p.rank, tag: Self.tag)
-                    guard values.count == p.elements.count else {
-                        throw CommunicatorError.sizeMismatch(expected: p.elements.count, got: values.count)
-                    }
-                    values.withUnsafeBufferPointer { place($0) }
+                    let values = UnsafeMutableBufferPointer(rebasing: staging[0..<p.elements.count])
+                    try world.receive(into: values, from: p.rank, tag: Self.tag)
+                    place(UnsafeBufferPointer(values))
                 }
             }
             if failure == nil { do { try write(tensor, UnsafeBufferPointer(whole)) } catch { failure = error } }
@@ -197,7 +202,7 @@ extension Trainer {
         let root = groups.world.rank == 0
         precondition(root == (directory != nil), "rank 0 alone writes the checkpoint")
         // Rank 0 assembles one tensor at a time; alone it writes every tensor from where it is.
-        let assembly: UnsafeMutableBufferPointer<Float>? = root && groups.world.size > 1 ? .allocate(capacity: map.largestCount) : nil
+        let assembly: UnsafeMutableBufferPointer<Float>? = root && groups.world.size > 1 ? .allocate(capacity: 2 * map.largestCount) : nil
         defer { assembly?.deallocate() }
         try withCheckpointSources { weights, m, v in
             var failure: (any Error)?
