@@ -29,5 +29,7 @@ static inline int dapt_mpi_thread_serialized(void) { return MPI_THREAD_SERIALIZE
 static inline int dapt_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int dapt_mpi_max_processor_name(void) { return MPI_MAX_PROCESSOR_NAME; }
 static inline MPI_Status *dapt_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
+static inline MPI_Status *dapt_mpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
+static inline MPI_Request dapt_mpi_request_null(void) { return MPI_REQUEST_NULL; }
 
 #endif

@@ -10,6 +10,7 @@ public enum ClusterDiagnostics {
         public var allReduceMaxDouble: Double = 0
         public var allReduceMinFloat: Float = 0
         public var allReduceSumFloatVector: [Float] = []
+        public var nonBlockingAllReduceSum: [Float] = []
         public var allGatherTotal = 0
         public var gatherRoot: [Int64] = []
         public var broadcastValue: Int64 = 0
@@ -40,6 +41,15 @@ public enum ClusterDiagnostics {
         r.allReduceSumFloatVector = vector
         let triangle = Float(n * (n + 1) / 2)
         expect(vector == (0..<5).map { Float($0) * triangle }, "all-reduce sum [Float]: \(vector)")
+
+        // Non-blocking: two disjoint ranges of one buffer in flight at once.
+        let pendingBuffer = CollectiveBuffer((0..<10).map { Float($0 * (me + 1)) })
+        let second = try comm.startAllReduce(pendingBuffer, range: 5..<10, op: .sum)
+        let first = try comm.startAllReduce(pendingBuffer, range: 0..<5, op: .sum)
+        while try !first.test() {}
+        try second.wait()
+        r.nonBlockingAllReduceSum = pendingBuffer.values
+        expect(r.nonBlockingAllReduceSum == (0..<10).map { Float($0) * triangle }, "non-blocking all-reduce sum: \(r.nonBlockingAllReduceSum)")
 
         // Rank r contributes r+1 copies of r: variable-length all-gather.
         let gathered = try comm.allGatherV([Int64](repeating: Int64(me), count: me + 1))
@@ -176,13 +186,15 @@ public enum ClusterDiagnostics {
     }
 
     /// All-reduce of `elements` floats, `iterations` times. Returns seconds
-    /// per call (slowest rank) after one warm-up call.
-    public static func allReduceSeconds(_ comm: any Communicator, elements: Int, iterations: Int) throws -> Double {
-        var buffer = [Float](repeating: 1, count: elements)
-        try comm.allReduce(&buffer, op: .sum)
+    /// per call (slowest rank) after one warm-up call. `hugePages`: the
+    /// buffer is allocated as gradients are (`LargeAllocation`); false: on
+    /// small pages, as a Swift array is.
+    public static func allReduceSeconds(_ comm: any Communicator, elements: Int, iterations: Int, hugePages: Bool = true) throws -> Double {
+        let buffer = CollectiveBuffer(repeating: Float(1), count: elements, hugePages: hugePages)
+        try buffer.withBuffer { try comm.allReduce($0, op: .sum) }
         try comm.barrier()
         let started = monotonicSeconds()
-        for _ in 0..<iterations { try comm.allReduce(&buffer, op: .sum) }
+        for _ in 0..<iterations { try buffer.withBuffer { try comm.allReduce($0, op: .sum) } }
         let elapsed = (monotonicSeconds() - started) / Double(iterations)
         return try comm.allReduce(elapsed, op: .max)
     }

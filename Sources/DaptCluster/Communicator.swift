@@ -1,3 +1,5 @@
+import DaptCore
+
 /// Reduction applied by `allReduce`.
 public enum ReduceOp: String, Sendable, CaseIterable {
     case sum, max, min
@@ -60,6 +62,58 @@ public protocol Communicator: AnyObject {
     /// Splits into sub-groups: ranks with the same `color` form one group,
     /// ordered by `key` (then by old rank). For data × tensor × pipeline grids.
     func split(color: Int, key: Int) throws -> any Communicator
+    /// Starts reducing `storage[range]` element-wise across ranks, in place,
+    /// and returns at once; the result is there after the returned
+    /// collective's `wait()`. Until then nothing may touch `range`. The
+    /// collective keeps `storage` alive, so the address it works on stays valid.
+    func startAllReduce<S: StableStorage>(_ storage: S, range: Range<Int>, op: ReduceOp) throws -> any PendingCollective
+}
+
+/// Storage whose elements keep one address for as long as it lives (a
+/// class owning one allocation): what a non-blocking collective may work on.
+public protocol StableStorage: AnyObject {
+    associatedtype Element: CollectiveElement
+    var count: Int { get }
+    func withBuffer<R>(_ body: (UnsafeMutableBufferPointer<Element>) throws -> R) rethrows -> R
+}
+
+/// A buffer for collectives that owns its memory (on huge pages when large,
+/// see `LargeAllocation`): stable storage for non-blocking collectives.
+public final class CollectiveBuffer<Element: CollectiveElement>: StableStorage {
+    private let storage: UnsafeMutableBufferPointer<Element>
+
+    public init(repeating value: Element, count: Int, hugePages: Bool = true) {
+        storage = LargeAllocation.allocate(repeating: value, count: count, hugePages: hugePages)
+    }
+
+    public init(_ values: [Element]) {
+        storage = LargeAllocation.allocate(Element.self, count: values.count)
+        _ = storage.initialize(fromContentsOf: values)
+    }
+
+    deinit { LargeAllocation.deallocate(storage) }
+
+    public var count: Int { storage.count }
+    public var values: [Element] { Array(storage) }
+
+    public func withBuffer<R>(_ body: (UnsafeMutableBufferPointer<Element>) throws -> R) rethrows -> R { try body(storage) }
+}
+
+/// A non-blocking collective in flight. It owns its requests and the
+/// storage it works on; dropping it unfinished waits for it first (a
+/// collective cannot be abandoned).
+public protocol PendingCollective: AnyObject {
+    /// Lets the collective progress; true once it has finished.
+    func test() throws -> Bool
+    /// Returns once the collective has finished.
+    func wait() throws
+}
+
+/// A collective that finished before it was returned.
+public final class FinishedCollective: PendingCollective {
+    public init() {}
+    public func test() throws -> Bool { true }
+    public func wait() throws {}
 }
 
 public enum CommunicatorError: Error, CustomStringConvertible, Equatable {
@@ -130,6 +184,18 @@ extension Communicator {
         let sum = counts.reduce(0, +)
         guard sum == total else { throw CommunicatorError.sizeMismatch(expected: sum, got: total) }
         if let mine, mine != counts[rank] { throw CommunicatorError.sizeMismatch(expected: counts[rank], got: mine) }
+    }
+
+    /// Through the blocking `allReduce`, for groups without non-blocking collectives.
+    public func startAllReduce<S: StableStorage>(_ storage: S, range: Range<Int>, op: ReduceOp) throws -> any PendingCollective {
+        try checkRange(range, in: storage.count)
+        try storage.withBuffer { try allReduce(UnsafeMutableBufferPointer(rebasing: $0[range]), op: op) }
+        return FinishedCollective()
+    }
+
+    /// A range of a collective's storage must lie inside it.
+    public func checkRange(_ range: Range<Int>, in count: Int) throws {
+        guard range.lowerBound >= 0, range.upperBound <= count else { throw CommunicatorError.sizeMismatch(expected: count, got: range.upperBound) }
     }
 
     public func allReduce<T: CollectiveElement>(_ values: inout [T], op: ReduceOp) throws {

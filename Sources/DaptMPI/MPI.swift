@@ -64,6 +64,34 @@ public enum MPIRuntime {
     }
 }
 
+/// Non-blocking collectives' requests (one per chunk of at most 2³⁰
+/// elements) and the storage they work on, kept alive until they finish.
+final class MPIPendingCollective: PendingCollective {
+    var requests: [MPI_Request?] = []
+    private var storage: AnyObject?
+
+    init(keeping storage: AnyObject) { self.storage = storage }
+
+    deinit {
+        // A collective cannot be cancelled or freed while running.
+        if storage != nil { try? wait() }
+    }
+
+    func test() throws -> Bool {
+        guard storage != nil else { return true }
+        var done: Int32 = 0
+        try checked("MPI_Testall") { MPI_Testall(Int32(requests.count), &requests, &done, dapt_mpi_statuses_ignore()) }
+        if done != 0 { storage = nil }
+        return done != 0
+    }
+
+    func wait() throws {
+        guard storage != nil else { return }
+        try checked("MPI_Waitall") { MPI_Waitall(Int32(requests.count), &requests, dapt_mpi_statuses_ignore()) }
+        storage = nil
+    }
+}
+
 /// The MPI communicator. Owns its handle and frees it once, except the world
 /// communicator, which MPI owns.
 public final class MPICommunicator: Communicator {
@@ -137,6 +165,24 @@ public final class MPICommunicator: Communicator {
                               Self.datatype(T.kind), Self.op(op), handle)
             }
         }
+    }
+
+    public func startAllReduce<S: StableStorage>(_ storage: S, range: Range<Int>, op: ReduceOp) throws -> any PendingCollective {
+        try checkRange(range, in: storage.count)
+        let pending = MPIPendingCollective(keeping: storage)
+        // The storage's address is stable while `pending` holds it.
+        try storage.withBuffer { buffer in
+            let part = UnsafeMutableBufferPointer(rebasing: buffer[range])
+            try forEachChunk(part.count) { offset, count in
+                var request = dapt_mpi_request_null()
+                try checked("MPI_Iallreduce") {
+                    MPI_Iallreduce(dapt_mpi_in_place(), part.baseAddress! + offset, Int32(count),
+                                   Self.datatype(S.Element.kind), Self.op(op), handle, &request)
+                }
+                pending.requests.append(request)
+            }
+        }
+        return pending
     }
 
     public func reduceScatter<T: CollectiveElement>(_ source: UnsafeBufferPointer<T>, into destination: UnsafeMutableBufferPointer<T>,

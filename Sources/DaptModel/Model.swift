@@ -228,15 +228,21 @@ public final class LlamaModel: @unchecked Sendable {
     /// normalizer)/∂θ, where normalizer defaults to the batch's counted
     /// tokens (mean loss). Pass the global token count as `normalizer` to
     /// accumulate micro-batches. Returns the unscaled summed loss.
+    /// `gradientsFinal(offset)` is called as soon as this pass has added its
+    /// last to every gradient at flat index ≥ offset (after the head, after
+    /// each layer, last with 0), so their reduction can start during backward.
     @discardableResult
-    public func forwardBackward(_ batch: TokenBatch, lossScale: Float = 1, normalizer: Double? = nil) throws -> LossResult {
+    public func forwardBackward(_ batch: TokenBatch, lossScale: Float = 1, normalizer: Double? = nil,
+                                gradientsFinal: ((_ offset: Int) throws -> Void)? = nil) throws -> LossResult {
         try prepare(batch)
         let a = current!
         try embedForward(a)
         try forwardLayers(layout.stage.layers, a)
         let loss = try headForwardBackward(a, lossScale: lossScale, normalizer: normalizer)
-        try backwardLayers(layout.stage.layers, a)
+        if let finalNorm = layout.finalNorm { try gradientsFinal?(finalNorm.offset) }
+        try backwardLayers(layout.stage.layers, a, gradientsFinal: gradientsFinal)
         try embedBackward(a)
+        try gradientsFinal?(0)
         return loss
     }
 
@@ -415,10 +421,14 @@ public final class LlamaModel: @unchecked Sendable {
     /// from the hidden gradient and leaving ∂/∂hidden[lower] there.
     public func backwardLayers(_ range: Range<Int>) { unsplit { try backwardLayers(range, current!) } }
 
-    public func backwardLayers(_ range: Range<Int>, _ a: Activations) throws {
+    public func backwardLayers(_ range: Range<Int>, _ a: Activations, gradientsFinal: ((_ offset: Int) throws -> Void)? = nil) throws {
         let w = UnsafePointer(parameters.storage.baseAddress!), g = gradients.storage.baseAddress!, settings = self.settings
         let first = layout.stage.layers.lowerBound
-        for l in range.reversed() { try blocks[l - first].backward(layer: l, a, weights: w, gradients: g, settings: settings) }
+        for l in range.reversed() {
+            try blocks[l - first].backward(layer: l, a, weights: w, gradients: g, settings: settings)
+            // A layer's gradients are its own range; later ranges were final before it.
+            try gradientsFinal?(layout.layer(l).range.lowerBound)
+        }
     }
 
     private func headLogits(_ a: Activations) {

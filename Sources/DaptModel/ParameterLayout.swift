@@ -1,3 +1,5 @@
+import DaptCluster
+import DaptCore
 /// One named tensor inside a flat Float buffer.
 public struct ParameterSlice: Equatable, Sendable {
     /// Hugging Face name, e.g. `model.layers.0.self_attn.q_proj.weight`.
@@ -188,6 +190,9 @@ public struct ParameterLayout: Equatable, Sendable {
     }
 }
 
+/// Non-blocking collectives may work on a buffer in place: its storage never moves.
+extension ParameterBuffer: StableStorage {}
+
 /// A contiguous Float buffer with a layout: parameters, gradients or
 /// optimizer moments. A class so that kernels write into it without copies;
 /// unsafe pointers are handed out only inside closures.
@@ -197,11 +202,11 @@ public final class ParameterBuffer: @unchecked Sendable {
 
     public init(layout: ParameterLayout) {
         self.layout = layout
-        storage = .allocate(capacity: max(layout.totalCount, 1))
-        storage.initialize(repeating: 0)
+        // Huge pages when large: collectives over it copy about twice as fast.
+        storage = LargeAllocation.allocate(repeating: 0, count: max(layout.totalCount, 1))
     }
 
-    deinit { storage.deallocate() }
+    deinit { LargeAllocation.deallocate(storage) }
 
     public var count: Int { layout.totalCount }
 

@@ -200,7 +200,10 @@ public struct PretrainConfig: StageConfig, Equatable {
         /// Decoder layers per pipeline stage (P entries summing to the
         /// model's layers); nil: split by `PipelineStage.costs`.
         public var stageLayers: [Int]?
-        enum CodingKeys: String, CodingKey, CaseIterable { case tensor, pipeline, zero, stageLayers = "stage_layers" }
+        /// MiB of gradients per bucket reduced over the data group during
+        /// backward (`GradientReducer`); 0: one all-reduce after backward.
+        public var bucketMB = 4.0
+        enum CodingKeys: String, CodingKey, CaseIterable { case tensor, pipeline, zero, stageLayers = "stage_layers", bucketMB = "bucket_mb" }
         public init() {}
         public init(from decoder: Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -209,6 +212,7 @@ public struct PretrainConfig: StageConfig, Equatable {
             pipeline = try c.value(.pipeline, default: d.pipeline)
             zero = try c.value(.zero, default: d.zero)
             stageLayers = try c.decodeIfPresent([Int].self, forKey: .stageLayers)
+            bucketMB = try c.value(.bucketMB, default: d.bucketMB)
         }
     }
 
@@ -282,6 +286,7 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.positive(parallel.tensor, "parallel.tensor")
         try Check.positive(parallel.pipeline, "parallel.pipeline")
         try Check.inRange(parallel.zero, 0...1, "parallel.zero")
+        try Check.nonNegative(parallel.bucketMB, "parallel.bucket_mb")
         if parallel.zero == 1 && (parallel.tensor > 1 || parallel.pipeline > 1) {
             throw ConfigError(field: "parallel.zero", reason: "1 with parallel.tensor \(parallel.tensor) × parallel.pipeline \(parallel.pipeline): ZeRO-1 shards whole (unsplit) models over the data ranks; with tensor or pipeline parallelism it is not built yet")
         }

@@ -152,6 +152,10 @@ public final class Trainer {
     public let optimizer: AdamW
     /// The optimizer state's sharding over the data group (`parallel.zero: 1`); nil when every rank holds all of it.
     public let zero: ZeroSharding?
+    /// Sums the gradients over the data group in buckets during backward
+    /// (`parallel.bucket_mb`); nil on one data rank, under ZeRO-1, or with
+    /// bucket_mb 0 (one blocking all-reduce after backward).
+    public let reducer: GradientReducer?
     public let schedule: LearningRateSchedule
     /// The packed orders at data.sequence_length.
     public let trainOrder: PackedSequenceOrder
@@ -192,6 +196,8 @@ public final class Trainer {
         let mixed = config.precision.mode != .fp32
         zero = config.parallel.zero == 1
             ? model.parameters.withBuffer { ZeroSharding(group: groups.data, parameters: UnsafeBufferPointer($0), mixedPrecision: mixed) } : nil
+        reducer = groups.data.size > 1 && zero == nil && config.parallel.bucketMB > 0
+            ? GradientReducer(gradients: model.gradients, group: groups.data, bucketBytes: Int(config.parallel.bucketMB * 1_048_576)) : nil
         master = !mixed || zero != nil ? model.parameters : ParameterBuffer(layout: model.layout)
         if mixed && zero == nil { master.copy(from: model.parameters) }
         // Under ZeRO-1 the working copy is rounded once here (its master slice is kept), then by every step.
@@ -271,8 +277,10 @@ public final class Trainer {
     /// Forward and backward of one micro-batch. In mixed precision the model
     /// rounds activations and their gradients to fp16/bf16 inside each layer
     /// (q/k/v, attention, MLP, residual stream), as autocast would.
-    func forwardBackward(_ batch: TokenBatch, lossScale: Float, normalizer: Double) throws -> LossResult {
-        try model.forwardBackward(batch, lossScale: lossScale, normalizer: normalizer)
+    /// `gradientsFinal`: see `LlamaModel.forwardBackward` (the reducer's hook on the last micro-batch).
+    func forwardBackward(_ batch: TokenBatch, lossScale: Float, normalizer: Double,
+                         gradientsFinal: ((_ offset: Int) throws -> Void)? = nil) throws -> LossResult {
+        try model.forwardBackward(batch, lossScale: lossScale, normalizer: normalizer, gradientsFinal: gradientsFinal)
     }
 
     /// One optimizer step over `global_batch_size` sequences.
@@ -293,8 +301,10 @@ public final class Trainer {
             lossSum = try sumOverPipeline(pipeline.forwardBackward(batches, lossScale: lossScale, normalizer: normalizer).sum)
             try sumTiedEmbeddingGradients()
         } else {
-            for batch in batches {
-                lossSum += try forwardBackward(batch, lossScale: lossScale, normalizer: normalizer).sum
+            for (i, batch) in batches.enumerated() {
+                // Gradients are final only in the last micro-batch's backward: its buckets are reduced during it.
+                let hook = i == batches.count - 1 ? reducer.map { r in { try r.gradientsFinal(from: $0) } } : nil
+                lossSum += try forwardBackward(batch, lossScale: lossScale, normalizer: normalizer, gradientsFinal: hook).sum
             }
         }
         lossSum = try sumOverData(lossSum)
@@ -305,7 +315,7 @@ public final class Trainer {
         try model.gradients.withBuffer { all in
             // Under ZeRO-1 this rank reduces and updates its slice only.
             let g = zero.map { UnsafeMutableBufferPointer(rebasing: all[$0.owned]) } ?? all
-            if let zero { try zero.reduceGradients(all) } else if groups.data.size > 1 { try groups.data.allReduce(all, op: .sum) }
+            if let zero { try zero.reduceGradients(all) } else if let reducer { try reducer.finish() } else if groups.data.size > 1 { try groups.data.allReduce(all, op: .sum) }
             if precision != .fp32 { roundInPlace(g, to: precision) }
             gradientHook?(all)
             // An overflow on any rank skips the step on every rank.

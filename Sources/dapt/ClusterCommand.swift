@@ -14,6 +14,8 @@ struct ClusterCommand: ParsableCommand {
         subcommands: [Check.self]
     )
 
+    enum AllReducePages: String, ExpressibleByArgument, CaseIterable { case huge, small }
+
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Self-test and measure the cluster (run under mpirun for several ranks).",
@@ -35,6 +37,9 @@ struct ClusterCommand: ParsableCommand {
 
         @Option(name: .customLong("allreduce-mib"), help: "MiB of floats per all-reduce.")
         var allReduceMiB: Double = 16
+
+        @Option(name: .customLong("allreduce-pages"), help: "Pages of the all-reduce buffer: huge (as gradients are allocated) or small (as a Swift array).")
+        var allReducePages: AllReducePages = .huge
 
         @Option(help: "Square sgemm size for the GFLOP/s figure.")
         var gemm: Int = 1024
@@ -118,7 +123,7 @@ struct ClusterCommand: ParsableCommand {
             }
 
             let elements = max(1, Int(allReduceMiB * 1048576) / 4)
-            report.allReduceSeconds = try ClusterDiagnostics.allReduceSeconds(comm, elements: elements, iterations: 10)
+            report.allReduceSeconds = try ClusterDiagnostics.allReduceSeconds(comm, elements: elements, iterations: 10, hugePages: allReducePages == .huge)
             if ctx.size > 1 {
             // Bus bandwidth as nccl-tests define it: 2(n-1)/n of the buffer per rank per call.
             let factor = ctx.size > 1 ? 2 * Double(ctx.size - 1) / Double(ctx.size) : 1

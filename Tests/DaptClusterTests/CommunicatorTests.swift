@@ -20,6 +20,20 @@ final class SingleRankCommunicatorTests: XCTestCase {
         XCTAssertEqual(try comm.broadcast("same", root: 0), "same")
     }
 
+    /// A non-blocking all-reduce on one rank: finished at once, the
+    /// storage untouched; a range outside the storage is refused.
+    func testStartAllReduceOnOneRank() throws {
+        let comm = SingleRankCommunicator()
+        let storage = CollectiveBuffer<Float>([1, 2, 3, 4])
+        let pending = try comm.startAllReduce(storage, range: 1..<3, op: .sum)
+        XCTAssertTrue(try pending.test())
+        try pending.wait()
+        XCTAssertEqual(storage.values, [1, 2, 3, 4])
+        XCTAssertThrowsError(try comm.startAllReduce(storage, range: 2..<5, op: .sum)) {
+            XCTAssertEqual($0 as? CommunicatorError, .sizeMismatch(expected: 4, got: 5))
+        }
+    }
+
     func testMessagesToSelfQueuePerTag() throws {
         let comm = SingleRankCommunicator()
         try comm.send([Int32(1), 2], to: 0, tag: 5)

@@ -10,6 +10,7 @@ final class ClusterCheckTests: XCTestCase {
             var allReduceSumInt64: Int64
             var allReduceMaxDouble: Double
             var allReduceMinFloat: Float
+            var nonBlockingAllReduceSum: [Float]
             var allGatherTotal: Int
             var gatherRoot: [Int64]
             var broadcastValue: Int64
@@ -54,6 +55,7 @@ final class ClusterCheckTests: XCTestCase {
             XCTAssertEqual(c.allReduceSumInt64, Int64(n * (n + 1) / 2))
             XCTAssertEqual(c.allReduceMaxDouble, Double(n - 1) * 1.5)
             XCTAssertEqual(c.allReduceMinFloat, -0.5)
+            XCTAssertEqual(c.nonBlockingAllReduceSum, (0..<10).map { Float($0 * n * (n + 1) / 2) })
             XCTAssertEqual(c.allGatherTotal, n * (n + 1) / 2)
             XCTAssertEqual(c.broadcastValue, 4242)
             let members = (0..<n).filter { $0 % 2 == report.rank % 2 }

@@ -1,0 +1,71 @@
+import DaptCluster
+import DaptModel
+
+/// Sums a flat gradient buffer over the data group in buckets, each started
+/// as a non-blocking all-reduce as soon as backward has finished every
+/// gradient in it, so the communication runs behind the rest of backward.
+///
+/// Buckets are contiguous ranges of the buffer cut at tensor boundaries,
+/// about `bucketBytes` each, laid out from the end of the buffer: backward
+/// finishes the LM head and final norm first, then the layers from last to
+/// first, then the embedding, i.e. the flat buffer from its end to its start.
+/// A schedule tells the reducer what is final with `gradientsFinal(from:)`
+/// ("every gradient at index ≥ offset is final"); `finish()` starts what is
+/// left and waits for all. Each element is summed by one all-reduce over the
+/// same ranks as the blocking path, so with two data ranks (a + b = b + a)
+/// the result is bit-identical to it; with more ranks MPI may pick another
+/// summation order for another message size (equal within fp32 rounding).
+public final class GradientReducer {
+    public let group: any Communicator
+    public let gradients: ParameterBuffer
+    /// The buckets in the order they are started (from the end of the buffer).
+    public let buckets: [Range<Int>]
+    private var next = 0
+    private var pending: [any PendingCollective] = []
+
+    /// `bucketBytes` ≤ 0: one bucket, the whole buffer (started by `finish()`).
+    public init(gradients: ParameterBuffer, group: any Communicator, bucketBytes: Int) {
+        self.gradients = gradients
+        self.group = group
+        buckets = Self.buckets(layout: gradients.layout, bucketBytes: bucketBytes)
+    }
+
+    /// Ranges of at least `bucketBytes` (the last one may be smaller), cut at
+    /// tensor boundaries, from the end of the buffer to its start.
+    public static func buckets(layout: ParameterLayout, bucketBytes: Int) -> [Range<Int>] {
+        let total = layout.totalCount
+        guard total > 0 else { return [] }
+        guard bucketBytes > 0 else { return [0..<total] }
+        let minimum = max(1, bucketBytes / MemoryLayout<Float>.stride)
+        // Tensor starts are the only places a bucket may begin.
+        let starts = Set(layout.slices.map(\.offset)).sorted(by: >)
+        var out: [Range<Int>] = []
+        var upper = total
+        for start in starts where upper - start >= minimum || start == 0 {
+            guard start < upper else { continue }
+            out.append(start..<upper)
+            upper = start
+        }
+        return out
+    }
+
+    /// Every gradient at flat index ≥ `offset` is final for this step: start
+    /// each bucket that lies wholly there, and let started ones progress.
+    public func gradientsFinal(from offset: Int) throws {
+        while next < buckets.count, buckets[next].lowerBound >= offset {
+            pending.append(try group.startAllReduce(gradients, range: buckets[next], op: .sum))
+            next += 1
+        }
+        // Open MPI moves non-blocking collectives forward only inside MPI calls.
+        for p in pending { _ = try p.test() }
+    }
+
+    /// Starts every bucket not started yet and waits for all: the buffer then
+    /// holds the sum over the group. Ready for the next step afterwards.
+    public func finish() throws {
+        try gradientsFinal(from: 0)
+        for p in pending { try p.wait() }
+        pending.removeAll()
+        next = 0
+    }
+}
