@@ -14,16 +14,22 @@ extension Trainer {
     /// gains, so every parameter counts once; split among pipeline stages,
     /// each stage adds its own tensors (a tied embedding's copy on the last
     /// stage is left out). The sum is reduced over the tensor and pipeline
-    /// groups (the data group already holds equal gradients).
+    /// groups (the data group already holds equal gradients). Under ZeRO-1
+    /// `g` is this rank's slice `zero.owned` of the buffer: the squares of
+    /// the slices are summed over the data group first.
     func globalGradientNorm(clipping g: UnsafeMutableBufferPointer<Float>) throws -> Float {
         let maxNorm = config.optimizer.maxGradNorm
         guard model.layout.isSplit || model.layout.stage.isPartial else {
             return maxNorm > 0 ? clipGlobalNorm(g, maxNorm: maxNorm) : Float(sumOfSquares(UnsafeBufferPointer(g)).squareRoot())
         }
+        let owned = zero?.owned ?? 0..<model.layout.totalCount
         var squares = 0.0
         for s in model.layout.slices where (s.split != nil || groups.tensor.rank == 0) && !model.layout.isTiedCopy(s) {
-            squares += sumOfSquares(UnsafeBufferPointer(rebasing: g[s.range]))
+            let r = s.range.clamped(to: owned)
+            guard !r.isEmpty else { continue }
+            squares += sumOfSquares(UnsafeBufferPointer(rebasing: g[(r.lowerBound - owned.lowerBound)..<(r.upperBound - owned.lowerBound)]))
         }
+        if zero != nil { squares = try sumOverData(squares) }
         if groups.tensor.size > 1 { squares = try groups.tensor.allReduce(squares, op: .sum) }
         let norm = Float(try sumOverPipeline(squares).squareRoot())
         guard norm.isFinite, maxNorm > 0 else { return norm }

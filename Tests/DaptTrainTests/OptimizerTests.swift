@@ -143,7 +143,8 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(ZeroSharding.counts(total: 10, ranks: 4), [2, 3, 2, 3])
     }
 
-    /// parallel.zero takes 0 or 1, and 1 only without tensor or pipeline parallelism.
+    /// parallel.zero takes 0 or 1, and 1 with tensor but not pipeline
+    /// parallelism; parallel.bucket_mb is not negative.
     func testZeroSettingIsChecked() throws {
         var c = PretrainConfig()
         c.parallel.zero = 1
@@ -152,6 +153,12 @@ final class OptimizerTests: XCTestCase {
         XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("parallel.zero: must be in 0...1, got 2"), "\($0)") }
         c.parallel.zero = 1
         c.parallel.tensor = 2
-        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("parallel.zero: 1 with parallel.tensor 2"), "\($0)") }
+        XCTAssertNoThrow(try c.validate())
+        c.parallel.pipeline = 2
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("parallel.zero: 1 with parallel.pipeline 2"), "\($0)") }
+        c = PretrainConfig()
+        XCTAssertEqual(c.parallel.bucketMB, 4)
+        c.parallel.bucketMB = -1
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("parallel.bucket_mb: must be >= 0, got -1"), "\($0)") }
     }
 }

@@ -71,6 +71,54 @@ final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
         assertClose(try tensors(run("d1-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "unsharded, then sharded")
     }
 
+    /// ZeRO-1 under tensor parallelism, 2 tensor × 2 data ranks: each
+    /// tensor rank's moments sharded over its data group (state per rank
+    /// half the unsharded T = 2 run's), the single-rank losses, weights and
+    /// moments in one HF directory; 10 such steps resumed on one rank
+    /// unsharded, and 10 single-rank steps resumed so, give the single-rank run.
+    func testZeroOneUnderTensorParallelism() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let tensor = ["--set", "parallel.tensor=2"]
+
+        let single = try pretrain(np: 1, ["--input", shards, "--output", run("d1")] + Base.fp32)
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let reference = try PretrainCommandTests.metrics(run("d1"))
+        let plain = try pretrain(np: 4, ["--input", shards, "--output", run("t2d2")] + Base.fp32 + tensor)
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        let r = try pretrain(np: 4, ["--input", shards, "--output", run("t2d2z")] + Base.fp32 + tensor + Self.zero)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("tensor 2 × pipeline 1 × data 2") && r.stderr.contains("(ZeRO-1 over 2 data ranks)"), r.stderr)
+        let (full, half) = (try XCTUnwrap(stateBytes(plain.stderr)), try XCTUnwrap(stateBytes(r.stderr)))
+        XCTAssertLessThanOrEqual(abs(half * 2 - full), 16, "moments halve: \(half) vs \(full)")
+        assertClose(try PretrainCommandTests.metrics(run("t2d2z")), reference, "ZeRO-1 on T2×D2")
+        assertClose(try tensors(run("t2d2z"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "ZeRO-1 on T2×D2: weights")
+        let moments = try tensors(run("t2d2z"), "optimizer.safetensors"), referenceMoments = try tensors(run("d1"), "optimizer.safetensors")
+        XCTAssertEqual(moments.keys.sorted(), referenceMoments.keys.sorted())
+        var largest: Float = 0
+        for (name, values) in referenceMoments {
+            let scale = values.map(abs).max() ?? 0
+            for (x, y) in zip(moments[name] ?? [], values) { largest = max(largest, abs(x - y) / max(scale, 1e-30)) }
+        }
+        XCTAssertLessThanOrEqual(largest, 1e-4, "ZeRO-1 on T2×D2: whole moments (largest difference relative to the tensor's largest value)")
+
+        let half10 = try pretrain(np: 4, ["--input", shards, "--output", run("t2d2z-resumed"), "--stop-after", "10"] + Base.fp32 + tensor + Self.zero)
+        XCTAssertEqual(half10.status, 0, half10.stderr)
+        let rest = try pretrain(np: 1, ["--resume", run("t2d2z-resumed"), "--set", "parallel.zero=0", "--set", "parallel.tensor=1"])
+        XCTAssertEqual(rest.status, 0, rest.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("t2d2z-resumed")), reference, "ZeRO-1 on T2×D2 to step 10, then one rank")
+        assertClose(try tensors(run("t2d2z-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "T2×D2 sharded, then one rank")
+
+        let first = try pretrain(np: 1, ["--input", shards, "--output", run("d1-resumed"), "--stop-after", "10"] + Base.fp32)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let sharded = try pretrain(np: 4, ["--resume", run("d1-resumed")] + tensor + Self.zero)
+        XCTAssertEqual(sharded.status, 0, sharded.stderr)
+        XCTAssertTrue(sharded.stderr.contains("at step 10") && sharded.stderr.contains("(ZeRO-1 over 2 data ranks)"), sharded.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("d1-resumed")), reference, "one rank to step 10, then ZeRO-1 on T2×D2")
+        assertClose(try tensors(run("d1-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "one rank, then T2×D2 sharded")
+    }
+
     /// bf16 keeps fp32 master weights: ZeRO-1 shards them too (state per
     /// rank ≈ 3N/2 of 3N floats on 2 ranks) and gives the unsharded 2-rank
     /// run; resumed sharded from step 3 it is that run again.
