@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Gradient reduction overlapped with backward: dapt pretrain on 2 data ranks
+# with parallel.bucket_mb 0 (one all-reduce of the whole gradient buffer after
+# backward) and with buckets of 1 and 4 MiB started during backward. The
+# config makes the gradients large against the compute (hidden 512, 8 layers,
+# ~29M parameters = 117 MB of gradients; 2 sequences of 64 tokens per rank).
+# Prints the median step time (steps 2..N) and the final loss of each run
+# (equal: the buckets change when sums start, not what is summed).
+# Usage: scripts/bench/overlap.sh [steps]   (default 8; DAPT_BIN=path to use another build)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+steps="${1:-8}"
+# DAPT_BIN: another build of dapt (default: the release build).
+if [ -z "${DAPT_BIN:-}" ]; then swift build -c release --product dapt >/dev/null; fi
+dapt="${DAPT_BIN:-$(swift build -c release --show-bin-path)/dapt}"
+mpi=(mpirun --oversubscribe --mca btl self,vader,tcp -np 2 -x OPENBLAS_NUM_THREADS=1)
+[ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+
+corpus="$tmp/corpus.jsonl"
+python3 scripts/fixtures/tokenizer_corpus.py "$corpus" --records 1500 --seed 1 >/dev/null
+"$dapt" tokenizer train --input "$corpus" --vocab-size 4096 --output "$tmp/tokenizer.json" >/dev/null 2>&1
+"$dapt" tokenizer encode --tokenizer "$tmp/tokenizer.json" --input "$corpus" --output "$tmp/tokens" >/dev/null 2>&1
+
+settings=(--set model.vocab_size=4096 --set model.hidden_size=512 --set model.intermediate_size=1376
+          --set model.num_hidden_layers=8 --set model.num_attention_heads=8 --set model.num_key_value_heads=8
+          --set data.sequence_length=64 --set data.micro_batch_size=2 --set data.global_batch_size=4
+          --set eval.sequences=0 --set log_every_steps=1000 --set checkpoint.every_steps=0)
+echo "config: vocab 4096, hidden 512, 8 layers, seq 64, global batch 4 on 2 data ranks, $steps steps, 1 BLAS thread per rank"
+printf "%-10s %16s %12s\n" bucket_mb "median step ms" "final loss"
+for bucket in 0 1 4; do
+  run="$tmp/run-$bucket"
+  "${mpi[@]}" "$dapt" pretrain --input "$tmp/tokens" --output "$run" --steps "$steps" "${settings[@]}" \
+    --set parallel.bucket_mb=$bucket 2> "$tmp/log" || { cat "$tmp/log"; exit 1; }
+  python3 - "$run/metrics.jsonl" "$bucket" <<'PY'
+import json, statistics, sys
+m = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+t = [x["tokens"] / x["tokens_per_second"] * 1e3 for x in m if x.get("tokens_per_second") and x["step"] > 1]
+print(f"{sys.argv[2]:<10} {statistics.median(t):16.1f} {m[-1]['loss']:12.6f}")
+PY
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
