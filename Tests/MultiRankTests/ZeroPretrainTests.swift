@@ -20,6 +20,19 @@ final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
         return try Dictionary(uniqueKeysWithValues: f.entries.map { ($0.name, try f.floats($0.name)) })
     }
 
+    /// The AdamW moments of two runs' step-20 checkpoints: the same tensors,
+    /// each within 1e-4 of the reference tensor's largest value.
+    func assertMomentsClose(_ run: String, _ reference: String, _ label: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let moments = try tensors(run, "optimizer.safetensors"), referenceMoments = try tensors(reference, "optimizer.safetensors")
+        XCTAssertEqual(moments.keys.sorted(), referenceMoments.keys.sorted(), label, file: file, line: line)
+        var largest: Float = 0
+        for (name, values) in referenceMoments {
+            let scale = values.map(abs).max() ?? 0
+            for (x, y) in zip(moments[name] ?? [], values) { largest = max(largest, abs(x - y) / max(scale, 1e-30)) }
+        }
+        XCTAssertLessThanOrEqual(largest, 1e-4, "\(label) (largest difference relative to the tensor's largest value)", file: file, line: line)
+    }
+
     /// 20 fp32 steps with ZeRO-1 on 2 and 4 data ranks: the single-rank
     /// losses, weights and AdamW moments (gathered into the same files);
     /// optimizer state per rank 1/D of the unsharded; 10 sharded steps on 2
@@ -44,14 +57,7 @@ final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
             XCTAssertLessThanOrEqual(abs(bytes * np - fullBytes), 8 * np, "optimizer state per rank is 1/\(np): \(bytes) vs \(fullBytes)")
             assertClose(try PretrainCommandTests.metrics(run("z\(np)")), reference, "ZeRO-1 on \(np) ranks")
             assertClose(try tensors(run("z\(np)"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "ZeRO-1 on \(np) ranks: weights")
-            let moments = try tensors(run("z\(np)"), "optimizer.safetensors"), referenceMoments = try tensors(run("d1"), "optimizer.safetensors")
-            XCTAssertEqual(moments.keys.sorted(), referenceMoments.keys.sorted())
-            var largest: Float = 0
-            for (name, values) in referenceMoments {
-                let scale = values.map(abs).max() ?? 0
-                for (x, y) in zip(moments[name] ?? [], values) { largest = max(largest, abs(x - y) / max(scale, 1e-30)) }
-            }
-            XCTAssertLessThanOrEqual(largest, 1e-4, "ZeRO-1 on \(np) ranks: moments gathered in order (largest difference relative to the tensor's largest value)")
+            try assertMomentsClose(run("z\(np)"), run("d1"), "ZeRO-1 on \(np) ranks: moments gathered in order")
         }
 
         let half = try pretrain(np: 2, ["--input", shards, "--output", run("z2-resumed"), "--stop-after", "10"] + Base.fp32 + Self.zero)
@@ -94,14 +100,7 @@ final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
         XCTAssertLessThanOrEqual(abs(half * 2 - full), 16, "moments halve: \(half) vs \(full)")
         assertClose(try PretrainCommandTests.metrics(run("t2d2z")), reference, "ZeRO-1 on T2×D2")
         assertClose(try tensors(run("t2d2z"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "ZeRO-1 on T2×D2: weights")
-        let moments = try tensors(run("t2d2z"), "optimizer.safetensors"), referenceMoments = try tensors(run("d1"), "optimizer.safetensors")
-        XCTAssertEqual(moments.keys.sorted(), referenceMoments.keys.sorted())
-        var largest: Float = 0
-        for (name, values) in referenceMoments {
-            let scale = values.map(abs).max() ?? 0
-            for (x, y) in zip(moments[name] ?? [], values) { largest = max(largest, abs(x - y) / max(scale, 1e-30)) }
-        }
-        XCTAssertLessThanOrEqual(largest, 1e-4, "ZeRO-1 on T2×D2: whole moments (largest difference relative to the tensor's largest value)")
+        try assertMomentsClose(run("t2d2z"), run("d1"), "ZeRO-1 on T2×D2: whole moments")
 
         let half10 = try pretrain(np: 4, ["--input", shards, "--output", run("t2d2z-resumed"), "--stop-after", "10"] + Base.fp32 + tensor + Self.zero)
         XCTAssertEqual(half10.status, 0, half10.stderr)
