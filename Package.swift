@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "DaptDedup", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised + [.unsafeFlags(["-Xcc", "-mavx2"], .when(platforms: [.linux]))]),
         .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
         .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS", "DaptCluster"], swiftSettings: optimised),
-        .target(name: "DaptTrain", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
+        .target(name: "DaptTrain", dependencies: ["DaptBLAS", "DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
         .target(name: "DaptGenerate", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptGrammar"], swiftSettings: optimised),
         .target(name: "DaptGrammar", dependencies: ["DaptCore", "DaptTokenizer"], swiftSettings: optimised),
         .target(name: "DaptFilter", dependencies: ["DaptBLAS", "DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain"], swiftSettings: optimised),

@@ -41,6 +41,8 @@ public final class Activations {
     var ropeCos: [Float] = [], ropeSin: [Float] = [], ropePositions: [Int32] = []
     var starts: [Int32] = []
     private var owned: [UnsafeMutablePointer<Float>] = []
+    /// Floats allocated in all (the layout planner's activation memory follows it).
+    public let allocatedFloats: Int
 
     public init(dims d: LayerDimensions, layers L: Int, firstLayer: Int = 0, batchSize: Int, seqLen: Int) {
         self.dims = d; self.layers = L; self.firstLayer = firstLayer
@@ -48,7 +50,9 @@ public final class Activations {
         let n = batchSize * seqLen, H = d.hidden, I = d.intermediate
         self.n = n
         var all: [UnsafeMutablePointer<Float>] = []
+        var floats = 0
         func make(_ count: Int) -> UnsafeMutablePointer<Float> {
+            floats += count
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
             p.initialize(repeating: 0, count: max(count, 1))
             all.append(p)
@@ -67,6 +71,7 @@ public final class Activations {
         dGateUp = make(n * 2 * I)
         partial = make(n * H)
         owned = all
+        allocatedFloats = floats
     }
 
     deinit { owned.forEach { $0.deallocate() } }

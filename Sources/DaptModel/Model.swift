@@ -497,14 +497,17 @@ extension LlamaConfig {
     /// attention: 12 · qDim per visible key per token per layer). The
     /// benchmark's PyTorch peer uses the same formula.
     public func trainingFlops(_ batch: TokenBatch) -> Double {
-        let h = Double(hiddenSize), i = Double(intermediateSize)
-        let perLayer = h * Double(qDimension) * 2 + h * Double(kvDimension) * 2 + 3 * h * i
-        let matmulWeights = Double(numHiddenLayers) * perLayer + Double(vocabSize) * h
+        let matmulWeights = Double(numHiddenLayers * layerMatrixWeights + vocabSize * hiddenSize)
         let starts = documentStarts(documentIds: batch.documentIds, batch: batch.batchSize, seqLen: batch.seqLen)
         var visibleKeys = 0.0
         for idx in 0..<batch.tokenCount { visibleKeys += Double(idx % batch.seqLen - Int(starts[idx]) + 1) }
         return 6 * matmulWeights * Double(batch.tokenCount)
             + 12 * Double(qDimension) * visibleKeys * Double(numHiddenLayers)
+    }
+
+    /// Weights of one decoder layer's matrices (q, k, v, o, gate, up, down).
+    public var layerMatrixWeights: Int {
+        hiddenSize * qDimension * 2 + hiddenSize * kvDimension * 2 + 3 * hiddenSize * intermediateSize
     }
 }
 

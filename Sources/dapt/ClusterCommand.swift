@@ -5,6 +5,7 @@ import ArgumentParser
 import DaptBLAS
 import DaptCluster
 import DaptCore
+import DaptTrain
 import Foundation
 
 struct ClusterCommand: ParsableCommand {
@@ -137,22 +138,6 @@ struct ClusterCommand: ParsableCommand {
             ctx.say(String(format: "sgemm %d^3: %@ GFLOP/s per rank (%d BLAS threads each)", gemm,
                            all.map { String(format: "%.1f", $0[0]) }.joined(separator: ", "), BLAS.threads))
             return report
-        }
-
-        /// Best of three timed products after a warm-up.
-        func sgemmGFLOPs(size n: Int) -> Double {
-            let a = (0..<(n * n)).map { Float(($0 % 17) - 8) / 8 }
-            let b = (0..<(n * n)).map { Float(($0 % 13) - 6) / 6 }
-            var c = [Float](repeating: 0, count: n * n)
-            var best = Double.infinity
-            for trial in 0..<4 {
-                let t = monotonicSeconds()
-                a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-                    BLAS.sgemm(.none, .none, m: n, n: n, k: n, a: ap, b: bp, c: cp)
-                } } }
-                if trial > 0 { best = min(best, monotonicSeconds() - t) }
-            }
-            return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
         }
     }
 }

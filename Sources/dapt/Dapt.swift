@@ -20,6 +20,7 @@ struct Dapt: ParsableCommand {
             DedupCommand.self,
             FilterCommand.self,
             PretrainCommand.self,
+            PlanCommand.self,
             FinetuneCommand.self,
             EvalCommand.self,
             GenerateCommand.self,

@@ -1,0 +1,96 @@
+import DaptCore
+import Foundation
+
+/// The machines a training run is planned for (`dapt plan --cluster FILE`):
+/// how many ranks, their memory and speed, and the links between them.
+/// `dapt plan --calibrate` writes one measured on this machine; the defaults
+/// describe one small CPU node and are placeholders until then.
+public struct ClusterDescription: StageConfig, Equatable {
+    /// Ranks (processes, one per accelerator or per core group) on one node.
+    public var ranksPerNode = 2
+    public var nodes = 1
+    /// Memory one rank may fill, in GiB (2^30 bytes).
+    public var memoryPerRankGiB = 8.0
+    /// Dense fp32 (or the precision's) matrix-product rate of one rank, GFLOP/s.
+    public var gflopsPerRank = 50.0
+    /// Share of `gflops_per_rank` a whole training step reaches (sgemm is the
+    /// best case; element-wise kernels, attention and the optimizer bring it down).
+    public var computeEfficiency = 0.6
+    /// One rank's link to the other ranks of its node, GB/s (10^9 bytes) each way.
+    public var intraNodeBandwidthGBs = 5.0
+    /// One message's latency between two ranks of one node, microseconds.
+    public var intraNodeLatencyUs = 5.0
+    /// One node's network link, GB/s each way, shared by the ranks of the node
+    /// that send off the node at the same time (100 Gb/s = 12.5 GB/s).
+    public var interNodeBandwidthGBs = 12.5
+    /// One message's latency between two nodes, microseconds.
+    public var interNodeLatencyUs = 10.0
+    /// Where the figures come from (free text; `--calibrate` writes its measurements here).
+    public var note = ""
+
+    public init() {}
+
+    public var world: Int { ranksPerNode * nodes }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case ranksPerNode = "ranks_per_node", nodes
+        case memoryPerRankGiB = "memory_per_rank_gib", gflopsPerRank = "gflops_per_rank"
+        case computeEfficiency = "compute_efficiency"
+        case intraNodeBandwidthGBs = "intra_node_bandwidth_gbs", intraNodeLatencyUs = "intra_node_latency_us"
+        case interNodeBandwidthGBs = "inter_node_bandwidth_gbs", interNodeLatencyUs = "inter_node_latency_us"
+        case note
+    }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self), d = ClusterDescription()
+        ranksPerNode = try c.value(.ranksPerNode, default: d.ranksPerNode)
+        nodes = try c.value(.nodes, default: d.nodes)
+        memoryPerRankGiB = try c.value(.memoryPerRankGiB, default: d.memoryPerRankGiB)
+        gflopsPerRank = try c.value(.gflopsPerRank, default: d.gflopsPerRank)
+        computeEfficiency = try c.value(.computeEfficiency, default: d.computeEfficiency)
+        intraNodeBandwidthGBs = try c.value(.intraNodeBandwidthGBs, default: d.intraNodeBandwidthGBs)
+        intraNodeLatencyUs = try c.value(.intraNodeLatencyUs, default: d.intraNodeLatencyUs)
+        interNodeBandwidthGBs = try c.value(.interNodeBandwidthGBs, default: d.interNodeBandwidthGBs)
+        interNodeLatencyUs = try c.value(.interNodeLatencyUs, default: d.interNodeLatencyUs)
+        note = try c.value(.note, default: d.note)
+    }
+
+    public func validate() throws {
+        try Check.positive(ranksPerNode, "ranks_per_node")
+        try Check.positive(nodes, "nodes")
+        try Check.positive(memoryPerRankGiB, "memory_per_rank_gib")
+        try Check.positive(gflopsPerRank, "gflops_per_rank")
+        try Check.positive(computeEfficiency, "compute_efficiency")
+        if computeEfficiency > 1 {
+            throw ConfigError(field: "compute_efficiency", reason: "must be <= 1 (a share of gflops_per_rank), got \(computeEfficiency)")
+        }
+        try Check.positive(intraNodeBandwidthGBs, "intra_node_bandwidth_gbs")
+        try Check.nonNegative(intraNodeLatencyUs, "intra_node_latency_us")
+        try Check.positive(interNodeBandwidthGBs, "inter_node_bandwidth_gbs")
+        try Check.nonNegative(interNodeLatencyUs, "inter_node_latency_us")
+    }
+
+    /// Reads and validates a cluster YAML file; errors name the file, line and field.
+    public static func load(path: String) throws -> ClusterDescription {
+        try ConfigLoader.load(ClusterDescription.self, path: path) { try $0.validate() }
+    }
+
+    /// The YAML text `load` reads back (keys in a fixed order, one per line).
+    public var yaml: String {
+        func number(_ v: Double) -> String { v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(format: "%.6g", v) }
+        var lines = [
+            "ranks_per_node: \(ranksPerNode)",
+            "nodes: \(nodes)",
+            "memory_per_rank_gib: \(number(memoryPerRankGiB))",
+            "gflops_per_rank: \(number(gflopsPerRank))",
+            "compute_efficiency: \(number(computeEfficiency))",
+            "intra_node_bandwidth_gbs: \(number(intraNodeBandwidthGBs))",
+            "intra_node_latency_us: \(number(intraNodeLatencyUs))",
+            "inter_node_bandwidth_gbs: \(number(interNodeBandwidthGBs))",
+            "inter_node_latency_us: \(number(interNodeLatencyUs))",
+        ]
+        if !note.isEmpty { lines.append("note: \(JSONWriter.quoted(note))") }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}

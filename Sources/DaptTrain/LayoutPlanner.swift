@@ -1,0 +1,307 @@
+import DaptCore
+import DaptModel
+import Foundation
+
+/// What is being trained: the model, the global batch and sequence length, and the precision.
+public struct PlanWorkload: Equatable, Sendable {
+    public var model: LlamaConfig
+    public var globalBatch: Int
+    public var sequenceLength: Int
+    public var precision: Precision
+
+    public init(model: LlamaConfig, globalBatch: Int, sequenceLength: Int, precision: Precision = .fp32) {
+        self.model = model; self.globalBatch = globalBatch; self.sequenceLength = sequenceLength; self.precision = precision
+    }
+
+    public func validate() throws {
+        try model.validate()
+        try Check.positive(globalBatch, "global_batch")
+        try Check.positive(sequenceLength, "sequence_length")
+    }
+
+    public var tokensPerStep: Int { globalBatch * sequenceLength }
+}
+
+/// How dapt holds and moves data today, which the estimates follow.
+public struct PlanAssumptions: Equatable, Sendable {
+    /// Bytes per element of weights, gradients, moments, activations and
+    /// everything sent: dapt keeps Float buffers in every precision (bf16/fp16
+    /// values are rounded in place, not stored in 2 bytes).
+    public var elementBytes = 4
+    /// Rollback points kept in memory (`pretrain.spikes`; 0 when disabled).
+    public var rollbackSnapshots = 2
+    /// Micro-batch sizes to try; empty: the powers of two up to each data rank's share.
+    public var microBatchSizes: [Int] = []
+    public init() {}
+}
+
+/// One way to run the workload: T, P, D, ZeRO-1 and the micro-batch size.
+public struct PlannedLayout: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public var tensor: Int
+    public var pipeline: Int
+    public var data: Int
+    public var zero1: Bool
+    public var microBatch: Int
+
+    public init(tensor: Int, pipeline: Int, data: Int, zero1: Bool = false, microBatch: Int) {
+        self.tensor = tensor; self.pipeline = pipeline; self.data = data; self.zero1 = zero1; self.microBatch = microBatch
+    }
+
+    public var description: String {
+        "T=\(tensor) P=\(pipeline) D=\(data)\(zero1 ? " zero1" : "") mb=\(microBatch)"
+    }
+}
+
+/// Bytes one rank holds (the largest over pipeline stages).
+public struct MemoryEstimate: Equatable, Sendable {
+    /// The model's working copy of this rank's parameters.
+    public var parameters = 0.0
+    public var gradients = 0.0
+    /// AdamW moments and, in mixed precision, the fp32 master weights (÷ D under ZeRO-1).
+    public var optimizer = 0.0
+    /// In-memory rollback points (weights, this rank's moments and master slice).
+    public var snapshots = 0.0
+    /// Saved activations and scratch of the micro-batches in flight at the 1F1B peak.
+    public var activations = 0.0
+    public var total: Double { parameters + gradients + optimizer + snapshots + activations }
+}
+
+/// Seconds of one optimizer step, by where they go (nothing overlaps).
+public struct StepTimeEstimate: Equatable, Sendable {
+    /// Forward and backward of this rank's micro-batches on the slowest stage.
+    public var compute = 0.0
+    /// Tensor-parallel all-reduces of activations and their gradients.
+    public var tensorCommunication = 0.0
+    /// Pipeline sends of activations and their gradients between stages.
+    public var pipelineCommunication = 0.0
+    /// Pipeline fill and drain: (P−1) micro-batch times of the slowest stage.
+    public var bubble = 0.0
+    /// The data-parallel gradient all-reduce (or reduce-scatter + all-gather under ZeRO-1).
+    public var dataCommunication = 0.0
+    public var total: Double { compute + tensorCommunication + pipelineCommunication + bubble + dataCommunication }
+    /// Share of the step not spent computing.
+    public var communicationShare: Double { total > 0 ? (tensorCommunication + pipelineCommunication + dataCommunication) / total : 0 }
+}
+
+/// One layout's estimate.
+public struct LayoutPlan: Equatable, Sendable {
+    public var layout: PlannedLayout
+    public var memory: MemoryEstimate
+    public var time: StepTimeEstimate
+    public var tokensPerSecond: Double
+    /// Whether the memory fits the rank.
+    public var fits: Bool
+    /// Why dapt cannot run this layout today (nil: it can).
+    public var notRunnable: String?
+}
+
+/// A (T, P, D) the planner left out, and why.
+public struct ExcludedLayout: Equatable, Sendable {
+    public var tensor: Int, pipeline: Int, data: Int
+    public var reason: String
+}
+
+/// Estimates memory per rank and step time for every way of splitting a
+/// workload over a cluster (tensor, pipeline and data degrees, ZeRO-1,
+/// micro-batch size). The formulas are in docs/parallel.md ("Planning").
+public struct LayoutPlanner: Sendable {
+    public let workload: PlanWorkload
+    public let cluster: ClusterDescription
+    public let assumptions: PlanAssumptions
+
+    public init(workload: PlanWorkload, cluster: ClusterDescription, assumptions: PlanAssumptions = .init()) throws {
+        try workload.validate()
+        try cluster.validate()
+        self.workload = workload; self.cluster = cluster; self.assumptions = assumptions
+    }
+
+    /// Every layout of the cluster's ranks: the estimates of those that are
+    /// feasible (fitting or not), sorted by predicted step time, and the
+    /// (T, P, D) left out with the reason.
+    public func plans() -> (plans: [LayoutPlan], excluded: [ExcludedLayout]) {
+        let world = cluster.world, c = workload.model, G = workload.globalBatch
+        var plans: [LayoutPlan] = [], excluded: [ExcludedLayout] = []
+        for T in divisors(world) {
+            for P in divisors(world / T) {
+                let D = world / (T * P)
+                func exclude(_ reason: String) { excluded.append(ExcludedLayout(tensor: T, pipeline: P, data: D, reason: reason)) }
+                if let problem = c.tensorParallelProblems(T).first { exclude(problem); continue }
+                if P > c.numHiddenLayers { exclude("\(P) pipeline stages exceed model.num_hidden_layers (\(c.numHiddenLayers)): every stage needs a layer"); continue }
+                if G % D != 0 { exclude("\(D) data ranks do not divide the global batch (\(G)): every data rank needs an equal share"); continue }
+                let sizes = microBatchSizes(share: G / D)
+                if sizes.isEmpty { exclude("no micro-batch size among \(assumptions.microBatchSizes) divides each data rank's share (\(G / D))"); continue }
+                for zero1 in D > 1 ? [false, true] : [false] {
+                    for b in sizes {
+                        plans.append(estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, microBatch: b)))
+                    }
+                }
+            }
+        }
+        plans.sort { ($0.time.total, $0.memory.total) < ($1.time.total, $1.memory.total) }
+        return (plans, excluded)
+    }
+
+    /// The fastest plan that fits and that dapt runs today, if any.
+    public static func recommended(_ plans: [LayoutPlan]) -> LayoutPlan? {
+        plans.first { $0.fits && $0.notRunnable == nil }
+    }
+
+    private func microBatchSizes(share: Int) -> [Int] {
+        if !assumptions.microBatchSizes.isEmpty { return assumptions.microBatchSizes.filter { $0 > 0 && share % $0 == 0 } }
+        return sequence(first: 1) { $0 * 2 }.prefix { $0 <= share }.filter { share % $0 == 0 }
+    }
+
+    // MARK: One layout
+
+    /// The layers of pipeline stage `stage` of `stages` (contiguous, sizes differing by at most one).
+    public static func stageLayers(_ layers: Int, stage: Int, of stages: Int) -> Range<Int> {
+        (stage * layers / stages)..<((stage + 1) * layers / stages)
+    }
+
+    /// Memory, step time and tokens/s of one layout.
+    public func estimate(_ layout: PlannedLayout) -> LayoutPlan {
+        let c = workload.model, T = layout.tensor, P = layout.pipeline, D = layout.data
+        let b = layout.microBatch, s = workload.sequenceLength, e = Double(assumptions.elementBytes)
+        let m = workload.globalBatch / D / b
+        let h = c.hiddenSize, V = c.vocabSize
+        let mixed = workload.precision != .fp32
+        let rate = cluster.gflopsPerRank * 1e9 * cluster.computeEfficiency
+        let links = Links(cluster: cluster, tensor: T, pipeline: P, data: D)
+        let rowsBytes = Double(b * s) * e, activationBytes = rowsBytes * Double(h)
+
+        var memory = MemoryEstimate()
+        var computeMicro = 0.0, tensorMicro = 0.0, stageParameters = 0.0
+        for stage in 0..<P {
+            let L = Self.stageLayers(c.numHiddenLayers, stage: stage, of: P).count
+            let first = stage == 0, last = stage == P - 1
+            // Parameters this rank holds: split matrices ÷ T, norm gains whole.
+            var count = Double(L * c.layerMatrixWeights) / Double(T) + Double(L * 2 * h)
+            if first { count += Double(V * h / T) }
+            if last { count += Double(h) + (c.tieWordEmbeddings && first ? 0 : Double(V * h / T)) }
+            let owned = layout.zero1 ? (count / Double(D)).rounded(.up) : count
+            var stageMemory = MemoryEstimate()
+            stageMemory.parameters = count * e
+            stageMemory.gradients = count * e
+            stageMemory.optimizer = (2 * owned + (mixed ? owned : 0)) * e
+            stageMemory.snapshots = Double(assumptions.rollbackSnapshots) * (count + 2 * owned + (mixed && layout.zero1 ? owned : 0)) * e
+            // 1F1B: stage i holds the activations of min(P − i, m) micro-batches at its peak.
+            let inFlight = Double(min(P - stage, m))
+            stageMemory.activations = inFlight * activationElements(layers: L, last: last, rows: b * s, tensor: T) * e
+            if stageMemory.total > memory.total { memory = stageMemory }
+            stageParameters = max(stageParameters, count)
+
+            // Forward + backward FLOPs of one micro-batch on this rank: 6 per
+            // matrix weight per token, attention 12·q_dim per visible key per token per layer.
+            let matrixWeights = Double(L * c.layerMatrixWeights + (last ? V * h : 0)) / Double(T)
+            let visibleKeys = Double(b) * Double(s) * Double(s + 1) / 2
+            let flops = 6 * matrixWeights * Double(b * s) + 12 * Double(c.qDimension / T) * visibleKeys * Double(L)
+            computeMicro = max(computeMicro, flops / rate)
+            // Four all-reduces of the [b·s, hidden] activations per layer (two forward,
+            // two backward), the embedding's sum and the head's input gradient, and the
+            // vocabulary-parallel cross-entropy's two row reductions.
+            var comm = Double(4 * L + (first ? 1 : 0) + (last ? 1 : 0)) * links.tensor.allReduce(bytes: activationBytes, ranks: T)
+            if last { comm += links.tensor.allReduce(bytes: rowsBytes, ranks: T) + links.tensor.allReduce(bytes: 2 * rowsBytes, ranks: T) }
+            tensorMicro = max(tensorMicro, comm)
+        }
+        var time = StepTimeEstimate()
+        time.compute = Double(m) * computeMicro
+        time.tensorCommunication = Double(m) * tensorMicro
+        // Each stage sends one activation forward and receives one gradient back per micro-batch.
+        time.pipelineCommunication = P > 1 ? 2 * Double(m) * links.pipeline.send(bytes: activationBytes) : 0
+        time.bubble = Double(P - 1) * (computeMicro + tensorMicro)
+        // Reduce-scatter + all-gather move the same bytes as one all-reduce.
+        time.dataCommunication = links.data.allReduce(bytes: stageParameters * e, ranks: D)
+        return LayoutPlan(layout: layout, memory: memory, time: time,
+                          tokensPerSecond: Double(workload.tokensPerStep) / max(time.total, 1e-12),
+                          fits: memory.total <= cluster.memoryPerRankGiB * 1073741824,
+                          notRunnable: notRunnable(layout))
+    }
+
+    /// Floats one `Activations` holds for `layers` layers of `rows` tokens on
+    /// one of T tensor ranks: per layer the residual input, mid, q, k, v, the
+    /// attention output, its log-sum-exp, two norm scales and [gate | up];
+    /// the stage output; on the last stage the final norm and the logits;
+    /// and the scratch the layers share.
+    func activationElements(layers L: Int, last: Bool, rows n: Int, tensor T: Int) -> Double {
+        let c = workload.model
+        let H = Double(c.hiddenSize), q = Double(c.qDimension / T), kv = Double(c.kvDimension / T)
+        let I = Double(c.intermediateSize / T), heads = Double(c.numAttentionHeads / T), N = Double(n)
+        let perLayer = N * (2 * H + q + 2 * kv + q + heads + 2 + 2 * I)
+        var total = Double(L) * perLayer + N * H
+        if last { total += N * (H + 1 + Double(c.vocabSize / T)) }
+        let scratch = N * (4 * H + 2 * q + 2 * kv + 4 * I)
+        return total + scratch
+    }
+
+    /// Why dapt refuses the layout today, from the trainer's own checks.
+    func notRunnable(_ layout: PlannedLayout) -> String? {
+        var config = PretrainConfig()
+        config.parallel.tensor = layout.tensor
+        config.parallel.pipeline = layout.pipeline
+        config.parallel.zero = layout.zero1 ? 1 : 0
+        config.data.globalBatchSize = workload.globalBatch
+        config.data.microBatchSize = layout.microBatch
+        do {
+            try ParallelLayout(world: cluster.world, parallel: config.parallel).requireBuilt()
+            try config.validate()
+        } catch let error as ConfigError {
+            return error.description
+        } catch {
+            return "\(error)"
+        }
+        return nil
+    }
+}
+
+/// The links each kind of group talks over, given where its ranks sit:
+/// ranks fill nodes in order (rank r on node r ÷ ranks_per_node) and are
+/// ordered tensor fastest, then pipeline, then data.
+struct Links {
+    struct Link {
+        /// Bytes per second per message stream, and seconds per message.
+        var bandwidth: Double, latency: Double
+
+        /// Ring all-reduce of `bytes` over `ranks`: 2(k−1)/k of the bytes cross
+        /// each link, in 2(k−1) messages.
+        func allReduce(bytes: Double, ranks k: Int) -> Double {
+            guard k > 1 else { return 0 }
+            let hops = 2 * Double(k - 1)
+            return hops / Double(k) * bytes / bandwidth + hops * latency
+        }
+
+        func send(bytes: Double) -> Double { bytes / bandwidth + latency }
+    }
+
+    var tensor: Link, pipeline: Link, data: Link
+
+    init(cluster: ClusterDescription, tensor T: Int, pipeline P: Int, data D: Int) {
+        func rank(_ t: Int, _ p: Int, _ d: Int) -> Int { t + T * p + T * P * d }
+        var tensorRings: [[Int]] = [], dataRings: [[Int]] = [], stageEdges: [(Int, Int)] = []
+        for d in 0..<D { for p in 0..<P { tensorRings.append((0..<T).map { rank($0, p, d) }) } }
+        for p in 0..<P { for t in 0..<T { dataRings.append((0..<D).map { rank(t, p, $0) }) } }
+        for d in 0..<D { for t in 0..<T { for p in 0..<max(P - 1, 0) { stageEdges.append((rank(t, p, d), rank(t, p + 1, d))) } } }
+        func ringEdges(_ rings: [[Int]]) -> [(Int, Int)] {
+            rings.flatMap { ring in ring.count < 2 ? [] : ring.indices.map { (ring[$0], ring[($0 + 1) % ring.count]) } }
+        }
+        self.tensor = Self.link(edges: ringEdges(tensorRings), cluster: cluster)
+        self.data = Self.link(edges: ringEdges(dataRings), cluster: cluster)
+        self.pipeline = Self.link(edges: stageEdges, cluster: cluster)
+    }
+
+    /// The slowest link of a set of concurrent messages: within a node each
+    /// rank has its own intra-node link; a node's network link is shared by
+    /// all the messages leaving that node at once.
+    static func link(edges: [(Int, Int)], cluster: ClusterDescription) -> Link {
+        let intra = Link(bandwidth: cluster.intraNodeBandwidthGBs * 1e9, latency: cluster.intraNodeLatencyUs * 1e-6)
+        var leaving: [Int: Int] = [:]
+        for (from, to) in edges where from / cluster.ranksPerNode != to / cluster.ranksPerNode {
+            leaving[from / cluster.ranksPerNode, default: 0] += 1
+        }
+        guard let shared = leaving.values.max() else { return intra }
+        return Link(bandwidth: min(intra.bandwidth, cluster.interNodeBandwidthGBs * 1e9 / Double(shared)),
+                    latency: max(intra.latency, cluster.interNodeLatencyUs * 1e-6))
+    }
+}
+
+/// The divisors of `n`, ascending.
+func divisors(_ n: Int) -> [Int] { (1...max(n, 1)).filter { n % $0 == 0 } }

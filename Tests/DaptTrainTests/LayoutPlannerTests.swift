@@ -1,0 +1,176 @@
+import DaptCore
+import DaptModel
+import DaptTestSupport
+@testable import DaptTrain
+import XCTest
+
+final class LayoutPlannerTests: XCTestCase {
+    /// vocab 8, hidden 4, intermediate 8, 2 layers, 2 heads of 2: 160 matrix
+    /// weights per layer, 404 parameters in all.
+    static let tiny = LlamaConfig(vocabSize: 8, hiddenSize: 4, intermediateSize: 8, numHiddenLayers: 2, numAttentionHeads: 2)
+
+    /// 1 GFLOP/s at full efficiency, 1 GB/s and 1 µs between the ranks of a node.
+    static func cluster(ranksPerNode: Int = 2, nodes: Int = 1) -> ClusterDescription {
+        var c = ClusterDescription()
+        c.ranksPerNode = ranksPerNode; c.nodes = nodes
+        c.gflopsPerRank = 1; c.computeEfficiency = 1
+        c.intraNodeBandwidthGBs = 1; c.intraNodeLatencyUs = 1
+        c.interNodeBandwidthGBs = 0.5; c.interNodeLatencyUs = 10
+        c.memoryPerRankGiB = 1
+        return c
+    }
+
+    func planner(_ cluster: ClusterDescription = cluster(), model: LlamaConfig = tiny, batch: Int = 4,
+                 precision: Precision = .fp32) throws -> LayoutPlanner {
+        try LayoutPlanner(workload: PlanWorkload(model: model, globalBatch: batch, sequenceLength: 4, precision: precision), cluster: cluster)
+    }
+
+    func testParameterCountsMatchTheModelsLayout() {
+        XCTAssertEqual(Self.tiny.layerMatrixWeights, 160)
+        XCTAssertEqual(ParameterLayout(config: Self.tiny).totalCount, 404)
+    }
+
+    /// D = 2, one micro-batch of 2 sequences of 4 tokens per rank, computed by hand.
+    func testDataParallelMemoryAndTimeByHand() throws {
+        let plan = try planner().estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 2, microBatch: 2))
+        XCTAssertEqual(plan.memory.parameters, 404 * 4)
+        XCTAssertEqual(plan.memory.gradients, 404 * 4)
+        XCTAssertEqual(plan.memory.optimizer, 2 * 404 * 4)
+        // Two rollback points of weights and both moments.
+        XCTAssertEqual(plan.memory.snapshots, 2 * 3 * 404 * 4)
+        // 8 rows: per layer 8·44, the stage output 8·4, final norm and logits 8·13, scratch 8·64.
+        XCTAssertEqual(plan.memory.activations, 1352 * 4)
+        // 6·(2·160 + 32)·8 matrix FLOPs + 12·4·(2·(1+2+3+4))·2 attention FLOPs at 1 GFLOP/s.
+        XCTAssertEqual(plan.time.compute, 18816e-9, accuracy: 1e-15)
+        XCTAssertEqual(plan.time.tensorCommunication, 0)
+        XCTAssertEqual(plan.time.bubble, 0)
+        // Ring all-reduce of 1616 bytes over 2 ranks: 1616 B / 1 GB/s + 2 messages of 1 µs.
+        XCTAssertEqual(plan.time.dataCommunication, 1.616e-6 + 2e-6, accuracy: 1e-15)
+        let step: Double = 18816e-9 + 3.616e-6
+        XCTAssertEqual(plan.tokensPerSecond, 16 / step, accuracy: 1e-3)
+        XCTAssertTrue(plan.fits)
+    }
+
+    /// T = 2: half the matrices on each rank, ten all-reduces of the
+    /// [16, 4] activations and the cross-entropy's two row reductions.
+    func testTensorParallelMemoryAndTimeByHand() throws {
+        let plan = try planner().estimate(PlannedLayout(tensor: 2, pipeline: 1, data: 1, microBatch: 4))
+        // (2·160)/2 + 2·2·4 norm gains + 32/2 embedding + 4 final norm + 32/2 head.
+        XCTAssertEqual(plan.memory.parameters, 212 * 4)
+        XCTAssertEqual(plan.memory.activations, 1712 * 4)
+        XCTAssertEqual(plan.time.compute, 18816e-9, accuracy: 1e-15)
+        let allReduce256: Double = 256e-9 + 2e-6, rows: Double = 64e-9 + 2e-6, twoRows: Double = 128e-9 + 2e-6
+        XCTAssertEqual(plan.time.tensorCommunication, 10 * allReduce256 + rows + twoRows, accuracy: 1e-15)
+        XCTAssertEqual(plan.time.dataCommunication, 0)
+    }
+
+    /// Mixed precision adds the fp32 master weights; ZeRO-1 divides moments and masters by D.
+    func testMixedPrecisionAndZeroOneOptimizerState() throws {
+        let bf16 = try planner(precision: .bf16)
+        let whole = bf16.estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 2, microBatch: 2))
+        XCTAssertEqual(whole.memory.optimizer, 3 * 404 * 4)
+        let sharded = bf16.estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 2, zero1: true, microBatch: 2))
+        XCTAssertEqual(sharded.memory.optimizer, 3 * 202 * 4)
+        XCTAssertEqual(sharded.memory.snapshots, 2 * (404 + 3 * 202) * 4)
+        XCTAssertEqual(sharded.time.dataCommunication, whole.time.dataCommunication)
+    }
+
+    /// The activation floats the planner counts are the ones `Activations` allocates.
+    func testActivationCountFollowsTheModel() throws {
+        for (model, t) in [(Self.tiny, 1), (Self.tiny, 2), (LlamaConfig(vocabSize: 64, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 3,
+                                                                        numAttentionHeads: 4, numKeyValueHeads: 2), 2)] {
+            let p = try planner(model: model)
+            let allocated = Activations(dims: LayerDimensions(config: model, tensorParallel: t), layers: model.numHiddenLayers, batchSize: 3, seqLen: 5).allocatedFloats
+            XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, last: true, rows: 15, tensor: t), Double(allocated),
+                           "LayoutPlanner.activationElements must count what Activations allocates (T=\(t))")
+        }
+    }
+
+    /// Pipeline: the first stage holds P micro-batches at the 1F1B peak; the bubble is (P−1) micro-batch times.
+    func testPipelineBubbleAndPeak() throws {
+        let p = try planner(batch: 8)
+        let plan = p.estimate(PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 2))
+        // 4 micro-batches of 8 rows; stage 0: layer 0 + embedding, stage 1: layer 1 + head.
+        let firstStage: Double = 2 * 8 * (44 + 4 + 64) * 4
+        let lastStage: Double = 8 * (44 + 4 + 13 + 64) * 4
+        XCTAssertEqual(plan.memory.activations, firstStage)
+        XCTAssertGreaterThan(firstStage, lastStage)
+        // The last stage is the slowest (layer + LM head): per micro-batch 6·(160+32)·8 + 12·4·20.
+        let micro: Double = (6 * 192 * 8 + 12 * 4 * 20) * 1e-9
+        XCTAssertEqual(plan.time.compute, 4 * micro, accuracy: 1e-15)
+        XCTAssertEqual(plan.time.bubble, micro, accuracy: 1e-15)
+        XCTAssertEqual(plan.time.bubble / (plan.time.compute + plan.time.bubble), 1.0 / 5, accuracy: 1e-12, "(P−1)/(m+P−1)")
+        // One activation of 8·4 floats each way per micro-batch: 128 B / 1 GB/s + 1 µs.
+        let send: Double = 128e-9 + 1e-6
+        XCTAssertEqual(plan.time.pipelineCommunication, 8 * send, accuracy: 1e-15)
+    }
+
+    /// Layouts that cannot be built are left out with the reason; those that do not fit are marked.
+    func testInfeasibleLayoutsExcludedForTheRightReason() throws {
+        let gqa = LlamaConfig(vocabSize: 8, hiddenSize: 4, intermediateSize: 8, numHiddenLayers: 2, numAttentionHeads: 2, numKeyValueHeads: 1)
+        let (plans, excluded) = try planner(Self.cluster(ranksPerNode: 4), model: gqa, batch: 2).plans()
+        func reason(_ t: Int, _ p: Int) -> String? { excluded.first { $0.tensor == t && $0.pipeline == p }?.reason }
+        XCTAssertTrue(reason(2, 1)?.contains("num_key_value_heads (1)") == true, "\(excluded)")
+        XCTAssertTrue(reason(4, 1)?.contains("num_attention_heads (2)") == true, "\(excluded)")
+        XCTAssertTrue(reason(1, 4)?.contains("exceed model.num_hidden_layers (2)") == true, "\(excluded)")
+        XCTAssertTrue(reason(1, 1)?.contains("4 data ranks do not divide the global batch (2)") == true, "\(excluded)")
+        XCTAssertEqual(Set(plans.map { "\($0.layout.tensor)x\($0.layout.pipeline)x\($0.layout.data)" }), ["1x2x2"])
+        XCTAssertTrue(plans.allSatisfy { $0.layout.tensor * $0.layout.pipeline * $0.layout.data == 4 })
+
+        let totals = try planner().plans().plans.map(\.memory.total)
+        let limit = (totals.min()! + totals.max()!) / 2
+        var small = Self.cluster()
+        small.memoryPerRankGiB = limit / 1073741824.0
+        let tight = try planner(small).plans().plans
+        for plan in tight { XCTAssertEqual(plan.fits, plan.memory.total <= limit, "\(plan.layout)") }
+        XCTAssertTrue(tight.contains { !$0.fits } && tight.contains { $0.fits })
+        XCTAssertTrue(LayoutPlanner.recommended(tight).map { $0.fits && $0.notRunnable == nil } ?? false)
+    }
+
+    /// Plans are sorted by predicted time; a data-parallel layout dapt runs today is runnable.
+    func testPlansSortedAndRunnable() throws {
+        let plans = try planner().plans().plans
+        XCTAssertEqual(plans.map(\.time.total), plans.map(\.time.total).sorted())
+        let dp = plans.first { $0.layout == PlannedLayout(tensor: 1, pipeline: 1, data: 2, microBatch: 2) }
+        XCTAssertNotNil(dp)
+        XCTAssertNil(dp?.notRunnable)
+    }
+
+    /// Rings that leave a node share its network link; groups within a node use their own links.
+    func testGroupsCrossingNodesShareTheNodeLink() {
+        let two = Self.cluster(ranksPerNode: 2, nodes: 2)
+        // T = 2 within each node; data rings {0, 2} and {1, 3}: two messages leave each node at once.
+        let split = Links(cluster: two, tensor: 2, pipeline: 1, data: 2)
+        XCTAssertEqual(split.tensor.bandwidth, 1e9)
+        XCTAssertEqual(split.tensor.latency, 1e-6)
+        XCTAssertEqual(split.data.bandwidth, 0.25e9)
+        XCTAssertEqual(split.data.latency, 10e-6, accuracy: 1e-15)
+        // D = 4: one ring 0→1→2→3→0, one message leaves each node.
+        let ring = Links(cluster: two, tensor: 1, pipeline: 1, data: 4)
+        XCTAssertEqual(ring.data.bandwidth, 0.5e9)
+        // P = 2 across the nodes with T = 2: stage 0 on node 0 sends two streams to node 1.
+        let pipe = Links(cluster: two, tensor: 2, pipeline: 2, data: 1)
+        XCTAssertEqual(pipe.pipeline.bandwidth, 0.25e9)
+        XCTAssertEqual(pipe.tensor.bandwidth, 1e9)
+    }
+
+    /// Cluster files: defaults, a round trip through the YAML `--calibrate` writes, errors naming field and value.
+    func testClusterDescriptionYAML() throws {
+        let dir = try temporaryDirectory(self)
+        var c = Self.cluster(ranksPerNode: 8, nodes: 8)
+        c.note = "stated: 80 GB accelerators"
+        let path = dir + "/cluster.yaml"
+        try c.yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try ClusterDescription.load(path: path), c)
+        try "nodes: 2\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try ClusterDescription.load(path: path).ranksPerNode, ClusterDescription().ranksPerNode)
+        try "nodes: 2\ncompute_efficiency: 1.5\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ClusterDescription.load(path: path)) { error in
+            XCTAssertEqual("\(error)", "\(path):2:1: compute_efficiency: must be <= 1 (a share of gflops_per_rank), got 1.5")
+        }
+        try "nodes: 2\nlinks: 3\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ClusterDescription.load(path: path)) { XCTAssertTrue("\($0)".contains("links: unknown key"), "\($0)") }
+        try "ranks_per_node: 0\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ClusterDescription.load(path: path)) { XCTAssertTrue("\($0)".contains("ranks_per_node: must be > 0, got 0"), "\($0)") }
+    }
+}
