@@ -70,10 +70,11 @@ struct PlanCommand: ParsableCommand {
     }
 
     /// The model, batch, length and precision from `--model` and the options.
-    func loadWorkload(path: String) throws -> PlanWorkload {
+    /// `calibrating`: only the model and the length are used (the batch is --micro-batch).
+    func loadWorkload(path: String, calibrating: Bool = false) throws -> PlanWorkload {
         guard FileSystem.exists(path) else { throw ConfigError(source: "--model \(path)", field: "", reason: "no such file") }
         var config: LlamaConfig
-        var batch = globalBatch, length = seqLen
+        var batch = calibrating ? microBatch : globalBatch, length = seqLen
         var mode = try precision.map { try Precision(mode: $0, field: "--precision") }
         if path.hasSuffix(".json") {
             config = try LlamaConfig.load(path: path)
@@ -101,7 +102,7 @@ struct PlanCommand: ParsableCommand {
     func runCalibration(base: ClusterDescription) throws {
         let config: LlamaConfig, batch: Int, length: Int
         if let model {
-            let w = try loadWorkload(path: model)
+            let w = try loadWorkload(path: model, calibrating: true)
             (config, length) = (w.model, w.sequenceLength)
             batch = microBatch
         } else {
