@@ -167,8 +167,8 @@ struct PlanTable {
         let w = planner.workload, c = planner.cluster, m = w.model
         let parameters = ParameterLayout(config: m).totalCount
         var out = [
-            String(format: "model: %.3gB parameters (hidden %d, %d layers, %d heads / %d kv, intermediate %d, vocab %d); global batch %d × %d tokens, %@",
-                   Double(parameters) / 1e9, m.hiddenSize, m.numHiddenLayers, m.numAttentionHeads, m.numKeyValueHeads,
+            String(format: "model: %@ parameters (hidden %d, %d layers, %d heads / %d kv, intermediate %d, vocab %d); global batch %d × %d tokens, %@",
+                   parameters >= 1_000_000_000 ? String(format: "%.3gB", Double(parameters) / 1e9) : String(format: "%.3gM", Double(parameters) / 1e6), m.hiddenSize, m.numHiddenLayers, m.numAttentionHeads, m.numKeyValueHeads,
                    m.intermediateSize, m.vocabSize, w.globalBatch, w.sequenceLength, w.precision.rawValue),
             String(format: "cluster: %d node(s) × %d ranks; per rank %.4g GiB, %.4g GFLOP/s × %.3g efficiency; intra-node %.4g GB/s %.3g µs, inter-node %.4g GB/s %.3g µs",
                    c.nodes, c.ranksPerNode, c.memoryPerRankGiB, c.gflopsPerRank, c.computeEfficiency,
