@@ -126,7 +126,7 @@ public struct LayoutPlanner: Sendable {
                 let D = world / (T * P)
                 func exclude(_ reason: String) { excluded.append(ExcludedLayout(tensor: T, pipeline: P, data: D, reason: reason)) }
                 if let problem = c.tensorParallelProblems(T).first { exclude(problem); continue }
-                if P > c.numHiddenLayers { exclude("\(P) pipeline stages exceed model.num_hidden_layers (\(c.numHiddenLayers)): every stage needs a layer"); continue }
+                do { _ = try PipelineStage.partition(c, stages: P) } catch let error as ConfigError { exclude(error.reason); continue } catch { exclude("\(error)"); continue }
                 if G % D != 0 { exclude("\(D) data ranks do not divide the global batch (\(G)): every data rank needs an equal share"); continue }
                 let sizes = microBatchSizes(share: G / D)
                 if sizes.isEmpty { exclude("no micro-batch size among \(assumptions.microBatchSizes) divides each data rank's share (\(G / D))"); continue }
@@ -153,11 +153,6 @@ public struct LayoutPlanner: Sendable {
 
     // MARK: One layout
 
-    /// The layers of pipeline stage `stage` of `stages` (contiguous, sizes differing by at most one).
-    public static func stageLayers(_ layers: Int, stage: Int, of stages: Int) -> Range<Int> {
-        (stage * layers / stages)..<((stage + 1) * layers / stages)
-    }
-
     /// Memory, step time and tokens/s of one layout.
     public func estimate(_ layout: PlannedLayout) -> LayoutPlan {
         let c = workload.model, T = layout.tensor, P = layout.pipeline, D = layout.data
@@ -171,8 +166,10 @@ public struct LayoutPlanner: Sendable {
 
         var memory = MemoryEstimate()
         var computeMicro = 0.0, tensorMicro = 0.0, stageParameters = 0.0
+        // The trainer's own split (layers balanced by cost, the head on the last stage).
+        let stages = (try? PipelineStage.partition(c, stages: P)) ?? []
         for stage in 0..<P {
-            let L = Self.stageLayers(c.numHiddenLayers, stage: stage, of: P).count
+            let L = stages[stage].layers.count
             let first = stage == 0, last = stage == P - 1
             // Parameters this rank holds: split matrices ÷ T, norm gains whole.
             var count = Double(L * c.layerMatrixWeights) / Double(T) + Double(L * 2 * h)
@@ -186,7 +183,7 @@ public struct LayoutPlanner: Sendable {
             stageMemory.snapshots = Double(assumptions.rollbackSnapshots) * (count + 2 * owned + (mixed && layout.zero1 ? owned : 0)) * e
             // 1F1B: stage i holds the activations of min(P − i, m) micro-batches at its peak.
             let inFlight = Double(min(P - stage, m))
-            stageMemory.activations = inFlight * activationElements(layers: L, last: last, rows: b * s, tensor: T) * e
+            stageMemory.activations = inFlight * activationElements(layers: L, rows: b * s, tensor: T) * e
             if stageMemory.total > memory.total { memory = stageMemory }
             stageParameters = max(stageParameters, count)
 
@@ -220,15 +217,14 @@ public struct LayoutPlanner: Sendable {
     /// Floats one `Activations` holds for `layers` layers of `rows` tokens on
     /// one of T tensor ranks: per layer the residual input, mid, q, k, v, the
     /// attention output, its log-sum-exp, two norm scales and [gate | up];
-    /// the stage output; on the last stage the final norm and the logits;
-    /// and the scratch the layers share.
-    func activationElements(layers L: Int, last: Bool, rows n: Int, tensor T: Int) -> Double {
+    /// the stage output; the final norm's output and the logits (allocated
+    /// on every pipeline stage, used on the last); and the layers' scratch.
+    func activationElements(layers L: Int, rows n: Int, tensor T: Int) -> Double {
         let c = workload.model
         let H = Double(c.hiddenSize), q = Double(c.qDimension / T), kv = Double(c.kvDimension / T)
         let I = Double(c.intermediateSize / T), heads = Double(c.numAttentionHeads / T), N = Double(n)
         let perLayer = N * (2 * H + q + 2 * kv + q + heads + 2 + 2 * I)
-        var total = Double(L) * perLayer + N * H
-        if last { total += N * (H + 1 + Double(c.vocabSize / T)) }
+        let total = Double(L) * perLayer + N * H + N * (H + 1 + Double(c.vocabSize / T))
         let scratch = N * (4 * H + 2 * q + 2 * kv + 4 * I)
         return total + scratch
     }
@@ -242,7 +238,7 @@ public struct LayoutPlanner: Sendable {
         config.data.globalBatchSize = workload.globalBatch
         config.data.microBatchSize = layout.microBatch
         do {
-            try ParallelLayout(world: cluster.world, parallel: config.parallel).requireBuilt()
+            _ = try ParallelLayout(world: cluster.world, parallel: config.parallel)
             try config.validate()
         } catch let error as ConfigError {
             return error.description
