@@ -107,7 +107,7 @@ import sys
 label,tps,base,n,ptps,pcomm,pbubble,load=sys.argv[1:9]
 tps,base,n=float(tps),float(base),int(n)
 # One rank's time for this rank's share of the work (1/n of the step's tokens), against the step time.
-outside=max(0.0,1-(base/tps)/n) if n>1 else 0.0
+outside=max(0.0,1-(tps/base)/n) if n>1 else 0.0
 ratio='%.2f' % (float(ptps)/tps) if ptps!='-' else '-'
 comm='%.0f%%+%.0f%%b' % (float(pcomm)*100,float(pbubble)*100) if pcomm!='-' else '-'
 print('%-24s %10.0f %8.2fx %11.0f%% %10s %12s %12s %s' % (label,tps,tps/base,outside*100,ptps,ratio,comm,load))" \
