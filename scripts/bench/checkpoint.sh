@@ -12,8 +12,9 @@
 # With OLD_BIN set, the same runs with that binary too (e.g. one built
 # before a change), for before/after memory.
 # Usage: scripts/bench/checkpoint.sh ["layouts"]  (default "1 t2 t4 t2d2";
-# tN = N tensor ranks, t2d2 = 2 tensor × 2 data ranks, dN = N data ranks,
-# zN = N ZeRO-1 data ranks). DAPT_BIN selects the binary.
+# tN = N tensor ranks, pN = N pipeline stages, t2d2 = 2 tensor × 2 data
+# ranks, t2p2 = 2 tensor × 2 pipeline ranks, dN = N data ranks, zN = N
+# ZeRO-1 data ranks). DAPT_BIN selects the binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 layouts="${1:-1 t2 t4 t2d2}"
@@ -43,6 +44,8 @@ layout_args() {
   case "$1" in
     1) echo 1 ;;
     t2d2) echo 4 --set parallel.tensor=2 ;;
+    t2p2) echo 4 --set parallel.tensor=2 --set parallel.pipeline=2 ;;
+    p*) echo "${1#p}" --set parallel.pipeline="${1#p}" ;;
     t*) echo "${1#t}" --set parallel.tensor="${1#t}" ;;
     d*) echo "${1#d}" ;;
     z*) echo "${1#z}" --set parallel.zero=1 ;;
