@@ -21,17 +21,36 @@ public enum GrammarError: Error, Equatable, Sendable, CustomStringConvertible {
 
 /// A grammar over one vocabulary, with the token masks of the states met so
 /// far: compile once per (grammar, vocabulary), then make one
-/// `JSONConstraint` per sequence (`constraint()`); they share the cache.
+/// `JSONConstraint` per sequence (`constraint()`); they share the caches.
+///
+/// Two caches. Whole masks per state (a state = the whole stack). And per
+/// top frame (an adaptive token mask cache): a walk of the vocabulary trie
+/// with the frames below replaced by a `Frame.boundary` sorts the tokens
+/// into those the top frame accepts alone (kept as a mask) and prefixes
+/// whose next byte needs the frames below — closing the top value and
+/// going on in its parent, or a free object's key closing (uniqueness). A
+/// new state then costs the top frame's mask plus walks of those few
+/// subtrees from the real stack, not a walk of the whole vocabulary.
 public final class GrammarMasks: @unchecked Sendable {
     public let grammar: JSONGrammar
     public let vocabulary: TokenVocabulary
-    /// Masks kept at most; past that the cache starts again (a schema
-    /// meets few states; free text in long strings with length limits meets more).
+    /// Masks kept at most (each cache); past that a cache starts again (a
+    /// schema meets few states; free text in long strings with length limits meets more).
     public let cacheLimit: Int
 
+    /// The part of a state's mask its top frame decides.
+    struct TopFrameMask {
+        /// Tokens accepted whatever lies below the top frame.
+        var accepted: TokenMask
+        /// Trie nodes (and the bytes leading to them) where a byte needed the
+        /// frames below: their tokens and subtrees are checked against the full stack.
+        var deferred: [(node: Int32, prefix: [UInt8])] = []
+    }
+
     private var cache: [[UInt32]: TokenMask] = [:]
+    private var topCache: [[UInt32]: TopFrameMask] = [:]
     private let lock = NSLock()
-    private var hits = 0, misses = 0
+    private var hits = 0, misses = 0, topHits = 0, topMisses = 0
 
     public init(grammar: JSONGrammar, vocabulary: TokenVocabulary, cacheLimit: Int = 20_000) {
         self.grammar = grammar
@@ -42,25 +61,29 @@ public final class GrammarMasks: @unchecked Sendable {
     /// A fresh constraint at the start of the output.
     public func constraint() -> JSONConstraint { JSONConstraint(masks: self) }
 
-    /// (cache hits, misses) so far.
+    /// (cache hits, misses) of whole-state masks so far.
     public var cacheCounts: (hits: Int, misses: Int) { lock.lock(); defer { lock.unlock() }; return (hits, misses) }
+
+    /// (cache hits, misses) of top-frame masks so far (looked up on each whole-state miss).
+    public var topFrameCacheCounts: (hits: Int, misses: Int) { lock.lock(); defer { lock.unlock() }; return (topHits, topMisses) }
+
+    private var horizon: Int32 { vocabulary.maxTokenLength + 1 }
 
     /// The tokens (end tokens aside) whose bytes keep `stack` alive.
     func mask(for stack: [Frame]) -> TokenMask {
-        let key = grammar.cacheKey(stack, horizon: vocabulary.maxTokenLength + 1)
+        let key = grammar.cacheKey(stack, horizon: horizon)
         lock.lock()
         if let m = cache[key] { hits += 1; lock.unlock(); return m }
         misses += 1
         lock.unlock()
-        var mask = TokenMask(count: vocabulary.count)
-        var run = Run(stack: stack, logging: true)
-        if grammar.isInsideUnboundedString(stack) {
-            // Plain text leaves the state as it is: all of it is allowed, and
-            // the walk skips the subtrees that hold nothing else.
-            mask = vocabulary.plainText
-            walk(0, &run, &mask, skipPlain: true)
-        } else {
-            walk(0, &run, &mask, skipPlain: false)
+        let top = topFrameMask(for: stack)
+        var mask = top.accepted
+        for (node, prefix) in top.deferred {
+            for state in grammar.advance([stack], by: prefix) {
+                mark(tokensOf: node, &mask)
+                var run = Run(stack: state, logging: true)
+                walk(node, &run, &mask)
+            }
         }
         lock.lock()
         if cache.count >= cacheLimit { cache.removeAll(keepingCapacity: true) }
@@ -69,24 +92,79 @@ public final class GrammarMasks: @unchecked Sendable {
         return mask
     }
 
-    /// Feeds each child byte of trie node `node` to `run`, marks the tokens
-    /// ending at the children it accepts, and descends; then undoes the byte.
-    private func walk(_ node: Int32, _ run: inout Run, _ mask: inout TokenMask, skipPlain: Bool) {
+    /// The top frame's part of the mask of `stack`, from the cache or a walk.
+    func topFrameMask(for stack: [Frame]) -> TopFrameMask {
+        let key = grammar.topCacheKey(stack, horizon: horizon)
+        lock.lock()
+        if let m = topCache[key] { topHits += 1; lock.unlock(); return m }
+        topMisses += 1
+        lock.unlock()
+        var top = TopFrameMask(accepted: TokenMask(count: vocabulary.count))
+        var run = Run(stack: [Frame(node: Frame.boundary), stack[stack.count - 1]], logging: true)
+        run.hiddenDepth = stack.count - 2
+        var prefix: [UInt8] = []
+        if grammar.isInsideUnboundedString(stack) {
+            // Plain text leaves the state as it is: all of it is allowed, and
+            // the walk skips the subtrees that hold nothing else.
+            top.accepted = vocabulary.plainText
+            walkTop(0, &run, &top, &prefix, skipPlain: true)
+        } else {
+            walkTop(0, &run, &top, &prefix, skipPlain: false)
+        }
+        lock.lock()
+        if topCache.count >= cacheLimit { topCache.removeAll(keepingCapacity: true) }
+        topCache[key] = top
+        lock.unlock()
+        return top
+    }
+
+    /// Feeds each child byte of trie node `node` to `run` (a stack on a
+    /// boundary), marks the tokens ending at the children it accepts,
+    /// descends, and notes the children whose byte reached the boundary.
+    private func walkTop(_ node: Int32, _ run: inout Run, _ top: inout TopFrameMask, _ prefix: inout [UInt8], skipPlain: Bool) {
         let v = vocabulary
         for e in Int(v.childStart[Int(node)])..<Int(v.childStart[Int(node) + 1]) {
             let child = v.childNode[e]
             if skipPlain && v.onlyPlainBelow[Int(child)] { continue }
+            prefix.append(v.childByte[e])
+            let undoMark = run.log.count
+            var forks: [[Frame]] = []
+            run.hitBoundary = false
+            let accepted = grammar.feed(v.childByte[e], &run, &forks)
+            if run.hitBoundary { top.deferred.append((child, prefix)) }
+            if accepted {
+                mark(tokensOf: child, &top.accepted)
+                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walkTop(child, &run, &top, &prefix, skipPlain: skipPlain) }
+            }
+            run.undo(to: undoMark)
+            for fork in forks {
+                var forked = Run(stack: fork, logging: true)
+                forked.hiddenDepth = run.hiddenDepth
+                mark(tokensOf: child, &top.accepted)
+                walkTop(child, &forked, &top, &prefix, skipPlain: false)
+            }
+            prefix.removeLast()
+        }
+    }
+
+    /// Feeds each child byte of trie node `node` to `run` (a whole stack),
+    /// marks the tokens ending at the children it accepts, and descends;
+    /// then undoes the byte.
+    private func walk(_ node: Int32, _ run: inout Run, _ mask: inout TokenMask) {
+        let v = vocabulary
+        for e in Int(v.childStart[Int(node)])..<Int(v.childStart[Int(node) + 1]) {
+            let child = v.childNode[e]
             let undoMark = run.log.count
             var forks: [[Frame]] = []
             if grammar.feed(v.childByte[e], &run, &forks) {
                 mark(tokensOf: child, &mask)
-                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walk(child, &run, &mask, skipPlain: skipPlain) }
+                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walk(child, &run, &mask) }
             }
             run.undo(to: undoMark)
             for fork in forks {
                 var forked = Run(stack: fork, logging: true)
                 mark(tokensOf: child, &mask)
-                walk(child, &forked, &mask, skipPlain: false)
+                walk(child, &forked, &mask)
             }
         }
     }

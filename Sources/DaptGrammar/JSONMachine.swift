@@ -27,6 +27,9 @@ struct Frame: Sendable {
 
     static let document: Int32 = -1
     static let key: Int32 = -2
+    /// Stands for the frames below the top one in a walk that computes the
+    /// part of a mask the top frame decides alone (`Run.hitBoundary`).
+    static let boundary: Int32 = -3
 }
 
 /// Bytes fed to a stack, and every change made, so a walk over the
@@ -35,6 +38,15 @@ struct Run {
     var stack: [Frame]
     private(set) var log: [(index: Int32, frame: Frame)] = []
     let logging: Bool
+    /// Frames of the real stack not in `stack` (below a `Frame.boundary`),
+    /// so the nesting limit counts them.
+    var hiddenDepth = 0
+    /// A byte needed the frames below the boundary: the walk cannot decide
+    /// it alone (set by `feed`, never undone).
+    var hitBoundary = false
+    /// The stack stands on a `Frame.boundary`: a key's bytes are not kept
+    /// (only its closing quote reads them, and that needs the parent anyway).
+    var truncated: Bool { stack.first?.node == Frame.boundary }
 
     init(stack: [Frame], logging: Bool) { self.stack = stack; self.logging = logging }
 
@@ -94,6 +106,7 @@ extension JSONGrammar {
         while true {
             let top = run.stack.count - 1
             var f = run.stack[top]
+            if f.node == Frame.boundary { run.hitBoundary = true; return false }
             let kind: Kind? = f.node >= 0 ? nodes[Int(f.node)].kind : nil
             if f.node == Frame.document {
                 if isWhitespace(b) {
@@ -163,17 +176,19 @@ extension JSONGrammar {
             // Extra alternatives go to copies, each fed `b` to its end.
             for alt in matching.dropFirst() {
                 var copy = Run(stack: run.stack, logging: false)
+                copy.hiddenDepth = run.hiddenDepth
                 var ok: Bool
                 switch start(alt, b, &copy, &forks) {
                 case .consumed: ok = true
                 case .refeed: ok = feed(b, &copy, &forks)
                 case .rejected: ok = false
                 }
+                if copy.hitBoundary { run.hitBoundary = true }
                 if ok { forks.append(copy.stack) }
             }
             return start(matching[0], b, &run, &forks)
         case .object, .freeObject, .array:
-            guard run.stack.count - 1 < JSON.maxDepth else { return .rejected }
+            guard run.stack.count - 1 + run.hiddenDepth < JSON.maxDepth else { return .rejected }
             run.push(Frame(node: node))
             return .consumed
         case .string:
@@ -243,6 +258,11 @@ extension JSONGrammar {
             if b == quote {
                 guard f.a >= minCount else { return false }
                 if isKey {
+                    // Unique keys depend on the parent: a truncated walk leaves it to the full stack.
+                    if run.truncated {
+                        run.hitBoundary = true
+                        return false
+                    }
                     var text: [UInt8] = [quote]
                     text += f.extra?.raw ?? []
                     text.append(quote)
@@ -327,7 +347,7 @@ extension JSONGrammar {
                 f.b = (left - 1) | 0x80 << 8 | 0xBF << 16
             }
         }
-        if isKey { f.extra = FreeKeys(raw: (f.extra?.raw ?? []) + [b]) }
+        if isKey && !run.truncated { f.extra = FreeKeys(raw: (f.extra?.raw ?? []) + [b]) }
         run.set(top, f)
         return true
     }
@@ -489,6 +509,19 @@ extension JSONGrammar {
     /// bounds, capped at `horizon` (a token adds at most one character or
     /// item per byte), so a long string meets a handful of keys, not one per length.
     func cacheKey(_ stack: [Frame], horizon: Int32) -> [UInt32] { Self.stateKey(stack, nodes: nodes, horizon: horizon) }
+
+    /// The cache key of the top frame alone, for the tokens it decides
+    /// without the frames below (`GrammarMasks`): its free object keys or
+    /// key bytes left out (only a key's closing quote reads them, and a walk
+    /// of the top frame leaves that quote to the full stack), its depth kept
+    /// only where a token could reach the nesting limit.
+    func topCacheKey(_ stack: [Frame], horizon: Int32) -> [UInt32] {
+        var top = stack[stack.count - 1]
+        top.extra = nil
+        var key = Self.stateKey([top], nodes: nodes, horizon: horizon)
+        key.append(stack.count + Int(horizon) >= JSON.maxDepth ? UInt32(stack.count) : 0)
+        return key
+    }
 
     /// A stable encoding of a stack: equal encodings, equal futures.
     static func stateKey(_ stack: [Frame], nodes: [Node]?, horizon: Int32) -> [UInt32] {

@@ -311,6 +311,29 @@ public final class LlamaModel: @unchecked Sendable {
         return Array(UnsafeBufferPointer(start: a.logits, count: a.n * dimensions.vocab))
     }
 
+    /// Forward only: the logits at positions `rows` (ascending indices into
+    /// the batch's batch·seqLen positions), [rows.count, vocab]. Scoring that
+    /// reads a few positions (the last of each prompt) skips the LM head on the others.
+    public func logits(_ batch: TokenBatch, rows: [Int]) throws -> [Float] {
+        precondition(!layout.isSplit, "selected logits are computed by a whole model")
+        precondition(zip(rows, rows.dropFirst()).allSatisfy { $0 < $1 } && rows.allSatisfy { $0 >= 0 && $0 < batch.tokenCount },
+                     "rows must be ascending positions of the batch")
+        try prepare(batch)
+        let a = current!, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
+        try embedForward(a)
+        try forwardLayers(0..<config.numHiddenLayers, a)
+        let m = rows.count
+        guard m > 0 else { return [] }
+        let w = UnsafePointer(parameters.storage.baseAddress!)
+        head.norm.forward(x: a.residual + config.numHiddenLayers * a.n * H, rows: a.n, weights: w, out: a.finalOut, rstd: a.finalRstd)
+        settings.round(a.finalOut, a.n * H)
+        // Compact in place, as tokenLosses does (row i moves to slot k ≤ i).
+        for (k, r) in rows.enumerated() where k != r { (a.finalOut + k * H).update(from: a.finalOut + r * H, count: H) }
+        head.projection.forward(x: a.finalOut, rows: m, weights: w, y: a.logits)
+        settings.round(a.logits, m * V)
+        return Array(UnsafeBufferPointer(start: a.logits, count: m * V))
+    }
+
     // MARK: Stages
 
     /// A context for `batch`: activations for its shape, RoPE tables and document starts.

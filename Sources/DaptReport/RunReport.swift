@@ -65,6 +65,23 @@ public struct EvalSectionSummary: Sendable {
     public var results: [(name: String, value: String)]
 }
 
+/// One eval output folder (`eval`, or an `eval-*` folder beside it, e.g.
+/// run-sample's `eval-json` on the finetuned adapter): the model and LoRA
+/// adapter its report is on, and its sections.
+public struct EvalRunSummary: Sendable {
+    /// The folder's name in the run directory.
+    public var name: String
+    public var directory: String
+    public var model: EvalModelInfo
+    public var sections: [EvalSectionSummary]
+
+    /// The adapter as one line: its folder and the xxh64 of its weights, or that there is none.
+    public var adapterText: String {
+        guard let path = model.adapterPath else { return "none (the model alone)" }
+        return "\(path) (adapter_model.safetensors xxh64 \(model.adapterChecksum ?? "?"))"
+    }
+}
+
 /// Everything the run report shows, read from a run directory's stage
 /// outputs; `html()` is the page, `summaryLines()` the one-screen summary.
 public struct RunReport: Sendable {
@@ -75,8 +92,10 @@ public struct RunReport: Sendable {
     public var filterGroups: [FilterGroupSummary] = []
     public var pretrain: TrainingCurve?
     public var finetune: TrainingCurve?
-    public var evalModel: String?
-    public var evalSections: [EvalSectionSummary] = []
+    /// Every eval folder found, `eval` first, then `eval-*` by name.
+    public var evals: [EvalRunSummary] = []
+    /// The sections of every eval folder, in order.
+    public var evalSections: [EvalSectionSummary] { evals.flatMap(\.sections) }
 
     public func stage(_ name: String) -> StageSummary? { stages.first { $0.name == name } }
 
@@ -233,13 +252,23 @@ public struct RunReport: Sendable {
             report.stages.append(s)
         }
 
-        // eval: report.json (sections ppl, mc, json; whichever exist)
-        let evalReport = path(layout.eval) + "/" + EvalReport.fileName
-        if FileSystem.exists(evalReport) {
+        // eval: report.json (sections ppl, mc, json; whichever exist) in
+        // `eval` and in any `eval-*` folder (another model or adapter: a
+        // report covers one model).
+        let others = ((try? FileSystem.list(directory)) ?? []).filter { $0.hasPrefix(layout.eval + "-") && FileSystem.isDirectory(path($0)) }.sorted()
+        if !FileSystem.exists(path(layout.eval) + "/" + EvalReport.fileName) {
+            report.stages.append(absent("eval", path(layout.eval), path(layout.eval) + "/" + EvalReport.fileName))
+        }
+        for name in [layout.eval] + others {
+            let evalReport = path(name) + "/" + EvalReport.fileName
+            guard FileSystem.exists(evalReport) else { continue }
             // EvalReport checks the format, version and completion marker.
-            let doc = JSONDocument(file: evalReport, root: try EvalReport.load(directory: path(layout.eval)))
-            var s = StageSummary(name: "eval", output: path(layout.eval))
-            report.evalModel = try? doc.string("model.path")
+            let doc = JSONDocument(file: evalReport, root: try EvalReport.load(directory: path(name)))
+            var s = StageSummary(name: name, output: path(name))
+            let model = try EvalModelInfo(json: try doc.value("model"), file: evalReport)
+            var run = EvalRunSummary(name: name, directory: path(name), model: model, sections: [])
+            s.figures.append(("model", model.path))
+            s.figures.append(("adapter", run.adapterText))
             guard let sections = try doc.value("sections").members else {
                 throw doc.problem("sections", "expected an object of sections, got \(doc.describe(try doc.value("sections")))")
             }
@@ -247,14 +276,13 @@ public struct RunReport: Sendable {
                 let sd = JSONDocument(file: evalReport, root: section, prefix: "sections.\(kind)")
                 let counts = try sd.value("counts")
                 guard let countMembers = counts.members else { throw sd.problem("counts", "expected an object, got \(sd.describe(counts))") }
-                report.evalSections.append(EvalSectionSummary(
+                run.sections.append(EvalSectionSummary(
                     kind: kind, counts: countMembers.map { ($0.0, $0.1.string ?? $0.1.text()) },
                     results: flatten(try sd.value("results"))))
-                s.figures.append((kind, report.evalSections.last!.results.prefix(3).map { "\($0.name) \($0.value)" }.joined(separator: ", ")))
+                s.figures.append((kind, run.sections.last!.results.prefix(3).map { "\($0.name) \($0.value)" }.joined(separator: ", ")))
             }
+            report.evals.append(run)
             report.stages.append(s)
-        } else {
-            report.stages.append(absent("eval", path(layout.eval), evalReport))
         }
 
         guard report.stages.contains(where: { $0.missing == nil }) else {

@@ -77,9 +77,13 @@ extension RunReport {
         s += "<h2 id=\"eval\">Evaluation</h2>"
         if stage("eval")?.missing != nil {
             s += "<p class=\"missing\">eval wrote no report.json: no evaluation table.</p>"
-        } else {
-            if let evalModel { s += "<p>Model <code>\(e(evalModel))</code>.</p>" }
-            for section in evalSections {
+        }
+        for run in evals {
+            // Which model and which adapter: base and base + adapter are different models.
+            s += "<p><code>\(e(run.name))</code>: model <code>\(e(run.model.path))</code> (weights xxh64 \(e(run.model.weightsChecksum))), adapter "
+                + (run.model.adapterPath.map { "<code>\(e($0))</code> (adapter_model.safetensors xxh64 \(e(run.model.adapterChecksum ?? "?")))" } ?? "none (the model alone)")
+                + ".</p>"
+            for section in run.sections {
                 s += "<h3>\(e(section.kind))</h3><table>"
                 for (n, v) in section.counts { s += "<tr><td>\(e(n))</td><td class=\"n\">\(e(v))</td></tr>" }
                 for (n, v) in section.results { s += "<tr><td>\(e(n))</td><td>\(e(v))</td></tr>" }

@@ -45,7 +45,8 @@ public struct EvalModelInfo: Equatable, Sendable {
                  ("adapter", adapterPath.map { .object([("path", .string($0)), ("adapter_model_xxh64", .string(adapterChecksum ?? ""))]) } ?? .null)])
     }
 
-    init(json: JSONValue, file: String) throws {
+    /// The `model` member of a report read from `file` (named in errors).
+    public init(json: JSONValue, file: String) throws {
         guard let path = json["path"]?.string, let weights = json["weights_xxh64"]?.string else {
             throw EvalReportError.malformed(file: file, reason: "model: needs path and weights_xxh64")
         }

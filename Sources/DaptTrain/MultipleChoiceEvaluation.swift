@@ -21,6 +21,8 @@ public struct MultipleChoiceRequest: Sendable {
     public var maxLength: Int?
     /// A bad row is an error instead of a reject.
     public var strict = false
+    /// Prompts scored together in one forward pass (sorted by length, padded to the longest).
+    public var batchSize = 8
 
     public init(model: String, input: String, tokenizer: String? = nil) {
         self.model = model; self.input = input; self.tokenizer = tokenizer
@@ -109,32 +111,90 @@ public struct MultipleChoiceScoring {
     /// does for requests with one context; otherwise (or with
     /// `sharedContext` false) one pass over a batch of a row per continuation.
     public func logLikelihoods(context: [UInt32], continuations: [[UInt32]], sharedContext: Bool = true) throws -> [Double] {
-        if sharedContext && !context.isEmpty && continuations.allSatisfy({ $0.count == 1 }) {
-            precondition(context.count <= maxLength)
-            let n = context.count
-            let batch = try TokenBatch(batchSize: 1, seqLen: n, tokens: context.map { Int32($0) }, targets: [Int32](repeating: ignoreIndex, count: n))
-            let logits = try model.logits(batch)
-            let V = model.config.vocabSize
-            let last = logits[((n - 1) * V)..<(n * V)]
-            let top = Double(last.max() ?? 0)
-            let logSum = top + log(last.reduce(0.0) { $0 + exp(Double($1) - top) })
-            return continuations.map { Double(last[(n - 1) * V + Int($0[0])]) - logSum }
+        if sharedContext && Self.sharesContext(context: context, continuations: continuations) {
+            return try sharedContextLogLikelihoods([(context, continuations)])[0]
         }
-        let rows = continuations.map { context + $0 }
-        let seqLen = rows.map { $0.count - 1 }.max() ?? 0
-        precondition(seqLen <= maxLength && seqLen > 0 && continuations.allSatisfy { !$0.isEmpty })
+        return try rowLogLikelihoods([(context, continuations)])[0]
+    }
+
+    /// Log-likelihoods from a row per continuation (context + continuation,
+    /// less its last token) of every prompt, all rows in one pass padded at the end to the longest.
+    public func rowLogLikelihoods(_ prompts: [(context: [UInt32], continuations: [[UInt32]])]) throws -> [[Double]] {
+        let rows = prompts.flatMap { p in p.continuations.map { (tokens: p.context + $0, scoredFrom: p.context.count) } }
+        let seqLen = rows.map { $0.tokens.count - 1 }.max() ?? 0
+        precondition(seqLen <= maxLength && seqLen > 0 && prompts.allSatisfy { $0.continuations.allSatisfy { !$0.isEmpty } })
         var tokens = [Int32](repeating: 0, count: rows.count * seqLen)
         var targets = [Int32](repeating: ignoreIndex, count: rows.count * seqLen)
         for (r, row) in rows.enumerated() {
-            for t in 0..<(row.count - 1) {
-                tokens[r * seqLen + t] = Int32(row[t])
-                if t + 1 >= context.count { targets[r * seqLen + t] = Int32(row[t + 1]) }
+            for t in 0..<(row.tokens.count - 1) {
+                tokens[r * seqLen + t] = Int32(row.tokens[t])
+                if t + 1 >= row.scoredFrom { targets[r * seqLen + t] = Int32(row.tokens[t + 1]) }
             }
         }
         let losses = try model.tokenLosses(try TokenBatch(batchSize: rows.count, seqLen: seqLen, tokens: tokens, targets: targets))
-        return (0..<rows.count).map { r in
+        let lls = (0..<rows.count).map { r in
             -(0..<seqLen).reduce(0.0) { $0 + (targets[r * seqLen + $1] == ignoreIndex ? 0 : Double(losses[r * seqLen + $1])) }
         }
+        var out: [[Double]] = [], r = 0
+        for p in prompts { out.append(Array(lls[r..<(r + p.continuations.count)])); r += p.continuations.count }
+        return out
+    }
+
+    /// One-token continuations after a non-empty context: scored from one pass over the context.
+    public static func sharesContext(context: [UInt32], continuations: [[UInt32]]) -> Bool {
+        !context.isEmpty && continuations.allSatisfy { $0.count == 1 }
+    }
+
+    /// Log-likelihoods of several prompts' one-token continuations in one
+    /// forward pass: the contexts padded at the end to the longest (causal
+    /// attention keeps a row's positions blind to the padding after them),
+    /// the LM head and softmax run only at each context's last position.
+    public func sharedContextLogLikelihoods(_ prompts: [(context: [UInt32], continuations: [[UInt32]])]) throws -> [[Double]] {
+        guard !prompts.isEmpty else { return [] }
+        precondition(prompts.allSatisfy { Self.sharesContext(context: $0.context, continuations: $0.continuations) })
+        let seqLen = prompts.map(\.context.count).max()!
+        precondition(seqLen <= maxLength)
+        var tokens = [Int32](repeating: 0, count: prompts.count * seqLen)
+        for (r, p) in prompts.enumerated() {
+            for (t, token) in p.context.enumerated() { tokens[r * seqLen + t] = Int32(token) }
+        }
+        let batch = try TokenBatch(batchSize: prompts.count, seqLen: seqLen, tokens: tokens, targets: [Int32](repeating: ignoreIndex, count: tokens.count))
+        let logits = try model.logits(batch, rows: prompts.indices.map { $0 * seqLen + prompts[$0].context.count - 1 })
+        let V = model.config.vocabSize
+        return prompts.enumerated().map { r, p in
+            let row = logits[(r * V)..<((r + 1) * V)]
+            let top = Double(row.max() ?? 0)
+            let logSum = top + log(row.reduce(0.0) { $0 + exp(Double($1) - top) })
+            return p.continuations.map { Double(row[r * V + Int($0[0])]) - logSum }
+        }
+    }
+
+    /// Log-likelihoods of every prompt, `batchSize` prompts per forward pass
+    /// in order of length (so a batch pads little): those with one-token
+    /// continuations from a pass over their contexts, the others from a row
+    /// per continuation. Results in the prompts' order; `afterBatch` gets
+    /// the number of prompts each pass scored.
+    public func logLikelihoods(_ prompts: [(context: [UInt32], continuations: [[UInt32]])], batchSize: Int,
+                               afterBatch: (Int) -> Void = { _ in }) throws -> [[Double]] {
+        precondition(batchSize >= 1)
+        var out = [[Double]](repeating: [], count: prompts.count)
+        let shares = prompts.map { Self.sharesContext(context: $0.context, continuations: $0.continuations) }
+        for sharing in [true, false] {
+            let order = prompts.indices.filter { shares[$0] == sharing }.sorted {
+                (length(context: prompts[$0].context, continuations: prompts[$0].continuations), $0)
+                    < (length(context: prompts[$1].context, continuations: prompts[$1].continuations), $1)
+            }
+            var start = 0
+            while start < order.count {
+                let group = Array(order[start..<min(start + batchSize, order.count)])
+                let batch = group.map { prompts[$0] }
+                let scores = sharing ? try sharedContextLogLikelihoods(batch) : try rowLogLikelihoods(batch)
+                for (k, ll) in scores.enumerated() { out[group[k]] = ll }
+                start += group.count
+                afterBatch(group.count)
+            }
+        }
+        return out
     }
 
     /// The index of the highest value, the first of equals.
@@ -167,6 +227,7 @@ public enum MultipleChoiceEvaluation {
     /// is a reject), and checks that items read = scored + rejected.
     public static func run(_ request: MultipleChoiceRequest, sink: any EventSink = SilentSink()) throws -> MultipleChoiceReport {
         if request.shots < 0 { throw ConfigError(field: "--shots", reason: "must be >= 0, got \(request.shots)") }
+        if request.batchSize < 1 { throw ConfigError(field: "--batch-size", reason: "must be >= 1, got \(request.batchSize)") }
         let directory = try ModelDirectory.resolve(request.model)
         guard let tokenizerPath = try directory.tokenizer(requested: request.tokenizer) else {
             throw TrainingError.invalidInput(path: directory.path, reason: "no \(Trainer.tokenizerFile) beside the model: give one with --tokenizer")
@@ -185,16 +246,15 @@ public enum MultipleChoiceEvaluation {
         let tokenizer = try BPETokenizer.load(path: tokenizerPath)
         let scoring = MultipleChoiceScoring(model: try directory.loadModel(), tokenizer: tokenizer, maxLength: limit)
 
-        var results: [MultipleChoiceResult] = [], rejects: [InputError] = [], rejectedBySubject: [String: Int] = [:]
-        var truncated = 0, done = 0, forwardSeconds = 0.0
+        var rejects: [InputError] = [], rejectedBySubject: [String: Int] = [:]
+        var truncated = 0
         let started = monotonicSeconds()
-        let total = data.subjects.reduce(0) { $0 + $1.items.count }
+        // Encode every item first (examples dropped until it fits), then score them in batches.
+        var pending: [(subject: String, item: MultipleChoiceItem, shots: Int, context: [UInt32], continuations: [[UInt32]])] = []
         for subject in data.subjects {
             rejects += subject.rejects
             rejectedBySubject[subject.name, default: 0] += subject.rejects.count
             for item in subject.items {
-                done += 1
-                if done % 10 == 0 || done == total { sink.report(.progress(stage: "eval", done: done, total: total, unit: "items")) }
                 var shots = request.shots
                 var encoded = encode(item, shots: shots, subject: subject, format: data.format, scoring: scoring)
                 while scoring.length(context: encoded.context, continuations: encoded.continuations) > limit && shots > 0 {
@@ -209,11 +269,19 @@ public enum MultipleChoiceEvaluation {
                     continue
                 }
                 if shots < request.shots { truncated += 1 }
-                let t0 = monotonicSeconds()
-                let ll = try scoring.logLikelihoods(context: encoded.context, continuations: encoded.continuations)
-                forwardSeconds += monotonicSeconds() - t0
-                results.append(MultipleChoiceResult(subject: subject.name, item: item, shots: shots, promptTokens: encoded.context.count, logLikelihoods: ll))
+                pending.append((subject.name, item, shots, encoded.context, encoded.continuations))
             }
+        }
+        var done = 0
+        let t0 = monotonicSeconds()
+        let scores = try scoring.logLikelihoods(pending.map { ($0.context, $0.continuations) }, batchSize: request.batchSize) { n in
+            let before = done
+            done += n
+            if done / 10 > before / 10 || done == pending.count { sink.report(.progress(stage: "eval", done: done, total: pending.count, unit: "items")) }
+        }
+        let forwardSeconds = monotonicSeconds() - t0
+        let results = zip(pending, scores).map { p, ll in
+            MultipleChoiceResult(subject: p.subject, item: p.item, shots: p.shots, promptTokens: p.context.count, logLikelihoods: ll)
         }
         let read = data.subjects.reduce(0) { $0 + $1.items.count + $1.rejects.count }
         guard read == results.count + rejects.count else {
@@ -239,6 +307,7 @@ public enum MultipleChoiceEvaluation {
         let config = JSONValue.object([
             ("format", .string(report.format.rawValue)), ("shots", .integer(request.shots)),
             ("dev", request.devDirectory.map { .string($0) } ?? .null), ("max_length", .integer(report.maxLength)),
+            ("batch_size", .integer(request.batchSize)),
             ("continuations", .array(MultipleChoicePrompt.continuations.map { .string($0) })),
             ("scoring", .string("log-likelihood of each continuation after the prompt; pick = highest")),
         ])

@@ -97,6 +97,9 @@ struct EvalCommand: ParsableCommand {
         @Option(name: .customLong("max-length"), parsing: .unconditional, help: "Tokens the model may see (default: its position limit).")
         var maxLength: Int?
 
+        @Option(name: .customLong("batch-size"), parsing: .unconditional, help: "Prompts scored in one forward pass, sorted by length (default 8).")
+        var batchSize: Int = 8
+
         @OptionGroup var records: RecordOptions
         @OptionGroup var options: ConfigOptions
 
@@ -113,6 +116,7 @@ struct EvalCommand: ParsableCommand {
             request.shots = shots
             request.devDirectory = dev
             request.maxLength = maxLength
+            request.batchSize = batchSize
             request.strict = records.strict ?? false
             try Runtime.run(cluster: daptConfig.cluster) { ctx in
                 // One rank scores every item: the items are few and the report is written once.

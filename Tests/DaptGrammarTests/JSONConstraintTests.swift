@@ -155,4 +155,112 @@ final class JSONConstraintTests: XCTestCase {
         try open.accept(2)
         XCTAssertNil(open.closingTokens())
     }
+
+    /// Fills the mask at every step of `texts` (fed a byte token at a time)
+    /// and of random walks, and compares it with trying every token.
+    func assertMasksEqualBruteForce(_ masks: GrammarMasks, texts: [String], randomWalks: Int, rng: inout SplitMix64, file: StaticString = #filePath, line: UInt = #line) throws -> Int {
+        let vocabulary = masks.vocabulary
+        let byteToken = Dictionary((0..<vocabulary.count).compactMap { t in vocabulary.tokens[t].count == 1 ? (vocabulary.tokens[t][0], t) : nil }, uniquingKeysWith: { a, _ in a })
+        var checked = 0
+        func check(_ c: inout JSONConstraint) -> TokenMask {
+            var mask = TokenMask(count: vocabulary.count)
+            c.fillMask(&mask)
+            var brute = TokenMask(count: vocabulary.count)
+            for t in 0..<vocabulary.count {
+                var copy = c
+                brute[t] = (try? copy.accept(t)) != nil
+            }
+            XCTAssertEqual(mask, brute, "after \(String(decoding: c.output, as: UTF8.self).debugDescription): mask-only \(Set(mask.allowedTokens).subtracting(brute.allowedTokens).map { String(decoding: vocabulary.tokens[$0], as: UTF8.self) }), brute-only \(Set(brute.allowedTokens).subtracting(mask.allowedTokens).map { String(decoding: vocabulary.tokens[$0], as: UTF8.self) })", file: file, line: line)
+            checked += 1
+            return mask
+        }
+        for text in texts {
+            var c = masks.constraint()
+            for b in text.utf8 {
+                _ = check(&c)
+                guard let t = byteToken[b] else { XCTFail("no byte token for \(b)", file: file, line: line); break }
+                try c.accept(t)
+            }
+            _ = check(&c)
+        }
+        for _ in 0..<randomWalks {
+            var c = masks.constraint()
+            for _ in 0..<30 {
+                let mask = check(&c)
+                let allowed = mask.allowedTokens.filter { !vocabulary.endTokens.contains($0) }
+                // Prefer the longer tokens: they are the ones crossing frames.
+                let long = allowed.filter { vocabulary.tokens[$0].count > 1 }
+                guard let t = (long.isEmpty || Int.random(in: 0..<3, using: &rng) == 0 ? allowed : long).randomElement(using: &rng) else { break }
+                try c.accept(t)
+            }
+        }
+        return checked
+    }
+
+    /// Tokens that close a value and go on in its parent (`"},{"`, `"]]`,
+    /// `":` then digits, a number ended by `,` or `}`), across object and
+    /// array frames, with free-object keys (unique keys decided at the
+    /// closing quote) and anyOf forks: masks equal the brute-force check.
+    func testMasksEqualBruteForceWhereTokensCrossFrames() throws {
+        var rng = SplitMix64(seed: 23)
+        let crossing = [#""},{""#, #""]]"#, #"":1"#, #"":12,""#, #"":"#, #"","#, #""}"#, #""]"#, #"}]"#, #"]]"#, #"]}"#, #"}}"#, #"},"#, #"],["#,
+                        "1,", "1]", "1}", "0}]", "2,\"", "3 ", "\",\"a\":", #"a":"#, #"a"}"#, #"b":["#, #"e":"x"#, " }", ",\n", "e5,", "-1]",
+                        "true}", "true,", "null]", "false}", #""x"]"#, #"ab""#, #"a",""#, #"1,"b":"#, #"c":true}"#, #""a":[1,"#]
+        let singles = Array(#"{}[],:"\ abcdefghijklmnopqrstuvwxyz0123456789-.E+AD"#.utf8).map { [$0] } + [[0x0A]]
+        var tokens = singles + crossing.map { Array($0.utf8) }
+        tokens.append(Array("<eos>".utf8))
+        let vocabulary = TokenVocabulary(tokens: tokens, endTokens: [tokens.count - 1])
+        let texts = [#"[{"a":1},{"b":[2,3]},{"c":"x"}]"#, #"{"a":{"b":{"c":[[1],[2.5e3]]}},"b":"x","c":true}"#, #"[[["a"]],[[1,2]],[],{}]"#,
+                     #"{"intent":"search","query":"ab","tags":["x","y"],"filter":{"field":"claims","value":"v"},"note":null,"limit":12}"#,
+                     #"[{"a":12,"b":"ab"},{"a":1.5,"c":false}]"#, #"{"name":"abc","kind":{"x":[1,2]},"any":{"a":[1,{"b":null}]}}"#]
+        var checked = 0
+        for (grammar, _) in try grammars() {
+            let masks = GrammarMasks(grammar: grammar, vocabulary: vocabulary)
+            let fitting = texts.filter { grammar.accepts(Array($0.utf8)) }
+            checked += try assertMasksEqualBruteForce(masks, texts: fitting, randomWalks: 6, rng: &rng)
+        }
+        XCTAssertGreaterThan(checked, 400)
+        // Each text fits some grammar (else the case would test nothing).
+        let all = try grammars().map(\.0)
+        for text in texts { XCTAssertTrue(all.contains { $0.accepts(Array(text.utf8)) }, text) }
+    }
+
+    /// Near the nesting limit a token may open more containers than are
+    /// left: the top frame's mask depends on the depth there.
+    func testMasksEqualBruteForceAtTheNestingLimit() throws {
+        var rng = SplitMix64(seed: 5)
+        let tokens = [[UInt8(ascii: "[")], [UInt8(ascii: "]")], [UInt8(ascii: "1")], [UInt8(ascii: ",")], Array("[[[".utf8), Array("[[".utf8), Array("]]".utf8), Array("[1]".utf8), Array("<eos>".utf8)]
+        let vocabulary = TokenVocabulary(tokens: tokens, endTokens: [tokens.count - 1])
+        let masks = GrammarMasks(grammar: JSONGrammar.anyValue(), vocabulary: vocabulary)
+        let depth = JSON.maxDepth
+        let text = String(repeating: "[", count: depth) + "1" + String(repeating: "]", count: depth)
+        let checked = try assertMasksEqualBruteForce(masks, texts: [text], randomWalks: 0, rng: &rng)
+        XCTAssertEqual(checked, text.utf8.count + 1)
+        // At depth - 1 "[[" is refused but "[" allowed; at depth, "[" too.
+        var c = masks.constraint()
+        for _ in 0..<(depth - 1) { try c.accept(0) }
+        var mask = TokenMask(count: vocabulary.count)
+        c.fillMask(&mask)
+        XCTAssertTrue(mask[0])
+        XCTAssertFalse(mask[5])
+        try c.accept(0)
+        c.fillMask(&mask)
+        XCTAssertFalse(mask[0])
+    }
+
+    /// A new state whose top frame was met before reuses that frame's mask:
+    /// the elements of an array of objects meet the same top frames at each level.
+    func testTopFrameMasksAreReusedAcrossStates() throws {
+        let vocabulary = try Fixtures.tokenizerVocabulary()
+        let masks = GrammarMasks(grammar: JSONGrammar.anyValue(), vocabulary: vocabulary)
+        var c = masks.constraint()
+        var mask = TokenMask(count: vocabulary.count)
+        for b in #"[{"a":[1]},{"b":[2]},{"c":[3]}]"#.utf8 {
+            c.fillMask(&mask)
+            try c.accept(try XCTUnwrap(vocabulary.tokenize([b])?.first))
+        }
+        let top = masks.topFrameCacheCounts, whole = masks.cacheCounts
+        XCTAssertEqual(top.hits + top.misses, whole.misses, "each whole-state miss looks up its top frame")
+        XCTAssertGreaterThan(top.hits, top.misses, "most top frames were met before")
+    }
 }

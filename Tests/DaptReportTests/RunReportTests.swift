@@ -143,6 +143,40 @@ final class RunReportTests: XCTestCase {
         XCTAssertFalse(page.contains("eval wrote no report.json"))
     }
 
+    /// run-sample.sh evaluates the pretrained model in `eval` and the
+    /// finetuned adapter in `eval-json`: the page and the summary say which
+    /// adapter each report is on (none for the first).
+    func testEachEvalShowsItsAdapter() throws {
+        let run = try makeRun()
+        try write(#"{"format": "dapt-eval-report", "version": 1, "model": {"path": "out/pretrain", "weights_xxh64": "ab", "adapter": null}, "sections": {"mc": {"counts": {"items": 4, "rejected": 0}, "results": {"accuracy_micro": 0.5}}}}"#,
+                  run + "/eval/report.json")
+        try write("", run + "/eval/" + OutputPublisher.marker)
+        try write(#"{"format": "dapt-eval-report", "version": 1, "model": {"path": "out/pretrain", "weights_xxh64": "ab", "adapter": {"path": "out/finetune", "adapter_model_xxh64": "00c0ffee"}}, "sections": {"json": {"counts": {"items": 3, "rejected": 0}, "results": {"constrained": {"json_valid_rate": 1.0}}}}}"#,
+                  run + "/eval-json/report.json")
+        try write("", run + "/eval-json/" + OutputPublisher.marker)
+        let report = try RunReport.load(directory: run)
+        XCTAssertEqual(report.evals.map(\.name), ["eval", "eval-json"])
+        XCTAssertNil(report.evals[0].model.adapterPath)
+        XCTAssertEqual(report.evals[1].model.adapterPath, "out/finetune")
+        XCTAssertEqual(report.evalSections.map(\.kind), ["mc", "json"])
+        let page = report.html()
+        XCTAssertTrue(page.contains("<code>eval</code>: model <code>out/pretrain</code> (weights xxh64 ab), adapter none (the model alone)."), page)
+        XCTAssertTrue(page.contains("<code>eval-json</code>: model <code>out/pretrain</code> (weights xxh64 ab), adapter <code>out/finetune</code> (adapter_model.safetensors xxh64 00c0ffee)."), page)
+        // The adapter line comes before that folder's tables.
+        let adapterAt = try XCTUnwrap(page.range(of: "<code>out/finetune</code>")).lowerBound, jsonAt = try XCTUnwrap(page.range(of: "<h3>json</h3>")).lowerBound
+        XCTAssertLessThan(adapterAt, jsonAt)
+        let summary = report.summaryLines()
+        let evalAt = try XCTUnwrap(summary.firstIndex { $0.hasPrefix("eval       ") }), jsonEvalAt = try XCTUnwrap(summary.firstIndex { $0.hasPrefix("eval-json  ") })
+        XCTAssertEqual(summary[evalAt + 2], "           adapter: none (the model alone)", "\(summary)")
+        XCTAssertEqual(summary[jsonEvalAt + 2], "           adapter: out/finetune (adapter_model.safetensors xxh64 00c0ffee)", "\(summary)")
+        // An adapter without its checksum is refused, naming the file.
+        try write(#"{"format": "dapt-eval-report", "version": 1, "model": {"path": "out/pretrain", "weights_xxh64": "ab", "adapter": {"path": "out/finetune"}}, "sections": {}}"#,
+                  run + "/eval-json/report.json")
+        XCTAssertThrowsError(try RunReport.load(directory: run)) { error in
+            XCTAssertTrue("\(error)".contains(run + "/eval-json/report.json") && "\(error)".contains("model.adapter"), "\(error)")
+        }
+    }
+
     func testMalformedOutputsNameTheFileAndField() throws {
         let run = try makeRun()
         let filter = run + "/filter/report.json"

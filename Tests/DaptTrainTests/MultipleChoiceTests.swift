@@ -131,6 +131,51 @@ final class MultipleChoiceTests: XCTestCase {
         XCTAssertGreaterThan(Set(shared.map { ($0 * 1000).rounded() }).count, 1, "the choices differ")
     }
 
+    /// Prompts scored several per forward pass (sorted by length, padded)
+    /// get the log-likelihoods they get alone, within 1e-5, in their own
+    /// order: one-token continuations (a pass over the contexts) and the
+    /// fixture's two-token ones (a row per continuation).
+    func testBatchedScoringEqualsOnePromptAtATime() throws {
+        let directory = try ModelDirectory.resolve(try fixture("model"))
+        let scoring = MultipleChoiceScoring(model: try directory.loadModel(), tokenizer: try BPETokenizer.load(path: try fixture("model/tokenizer.json")),
+                                            maxLength: 768)
+        var prompts: [(context: [UInt32], continuations: [[UInt32]])] = []
+        for c in try expected().cases {
+            for (k, item) in c.items.enumerated() {
+                // Alternate the two kinds so a batch's order differs from the prompts'.
+                prompts.append(k % 2 == 0 ? (item.context_ids, [[72], [73], [74], [75]])
+                                          : scoring.encode(context: item.prompt, continuations: MultipleChoicePrompt.continuations))
+            }
+        }
+        XCTAssertGreaterThan(Set(prompts.map(\.context.count)).count, 4, "prompts of several lengths")
+        XCTAssertTrue(prompts.contains { $0.continuations.contains { $0.count > 1 } })
+        let alone = try prompts.map { try scoring.logLikelihoods(context: $0.context, continuations: $0.continuations) }
+        for batchSize in [1, 3, 8] {
+            var passes = 0, scored = 0
+            let batched = try scoring.logLikelihoods(prompts, batchSize: batchSize) { passes += 1; scored += $0 }
+            XCTAssertEqual(scored, prompts.count)
+            let sharing = prompts.filter { $0.continuations.allSatisfy { $0.count == 1 } }.count
+            XCTAssertEqual(passes, (sharing + batchSize - 1) / batchSize + (prompts.count - sharing + batchSize - 1) / batchSize)
+            for (got, want) in zip(batched, alone) {
+                XCTAssertEqual(got.count, want.count)
+                for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 1e-5, "batch size \(batchSize)") }
+            }
+        }
+        // The whole evaluation: same picks and log-likelihoods at batch sizes 1 and 5.
+        var request = MultipleChoiceRequest(model: try fixture("model"), input: try fixture("mmlu"))
+        request.shots = 2
+        request.batchSize = 1
+        let one = try MultipleChoiceEvaluation.run(request)
+        request.batchSize = 5
+        let five = try MultipleChoiceEvaluation.run(request)
+        XCTAssertEqual(one.results.map(\.item), five.results.map(\.item))
+        for (a, b) in zip(one.results, five.results) {
+            for (x, y) in zip(a.logLikelihoods, b.logLikelihoods) { XCTAssertEqual(x, y, accuracy: 1e-5) }
+        }
+        request.batchSize = 0
+        XCTAssertThrowsError(try MultipleChoiceEvaluation.run(request)) { XCTAssertTrue("\($0)".contains("--batch-size"), "\($0)") }
+    }
+
     func testLongPromptsDropExamplesThenGoToRejects() throws {
         let cases = try expected().cases
         let zero = try XCTUnwrap(cases.first { $0.format == "mmlu" && $0.shots == 0 })
