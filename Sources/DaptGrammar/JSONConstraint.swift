@@ -78,11 +78,30 @@ public final class GrammarMasks: @unchecked Sendable {
         lock.unlock()
         let top = topFrameMask(for: stack)
         var mask = top.accepted
+        // Each deferred prefix is fed to the real stack and undone (no copy),
+        // unless an anyOf forks on it.
+        var run = Run(stack: stack, logging: true)
         for (node, prefix) in top.deferred {
+            let undoMark = run.log.count
+            var forks: [[Frame]] = []
+            var alive = true
+            for b in prefix {
+                alive = grammar.feed(b, &run, &forks)
+                if !alive || !forks.isEmpty { break }
+            }
+            if forks.isEmpty {
+                if alive {
+                    mark(tokensOf: node, &mask)
+                    walk(node, &run, &mask)
+                }
+                run.undo(to: undoMark)
+                continue
+            }
+            run.undo(to: undoMark)
             for state in grammar.advance([stack], by: prefix) {
                 mark(tokensOf: node, &mask)
-                var run = Run(stack: state, logging: true)
-                walk(node, &run, &mask)
+                var forked = Run(stack: state, logging: true)
+                walk(node, &forked, &mask)
             }
         }
         lock.lock()
@@ -103,10 +122,10 @@ public final class GrammarMasks: @unchecked Sendable {
         var run = Run(stack: [Frame(node: Frame.boundary), stack[stack.count - 1]], logging: true)
         run.hiddenDepth = stack.count - 2
         var prefix: [UInt8] = []
-        if grammar.isInsideUnboundedString(stack) {
-            // Plain text leaves the state as it is: all of it is allowed, and
-            // the walk skips the subtrees that hold nothing else.
-            top.accepted = vocabulary.plainText
+        if let room = grammar.plainTextRoom(stack) {
+            // Plain text stays inside the string: the tokens that fit are
+            // allowed at once, and the walk skips the subtrees that hold nothing else.
+            top.accepted = vocabulary.plainText(upTo: room)
             walkTop(0, &run, &top, &prefix, skipPlain: true)
         } else {
             walkTop(0, &run, &top, &prefix, skipPlain: false)

@@ -448,10 +448,17 @@ extension JSONGrammar {
         return start(nodes[Int(f.node)].items, b, &run, &forks)
     }
 
-    /// The top frame is a value string without length bounds, between characters.
-    func isInsideUnboundedString(_ stack: [Frame]) -> Bool {
-        guard let f = stack.last, f.node >= 0, f.phase == 0 else { return false }
-        return nodes[Int(f.node)].kind == .string && nodes[Int(f.node)].countCap == 0 && nodes[Int(f.node)].maxCount < 0
+    /// When the top frame is a string between characters (a value string,
+    /// or a free object's key in a walk that leaves its closing to the
+    /// stack below), the characters a plain-text token may still add
+    /// (`Int32.max` without an upper bound): such a token is allowed exactly
+    /// when it fits. nil otherwise.
+    func plainTextRoom(_ stack: [Frame]) -> Int32? {
+        guard let f = stack.last, f.phase == 0 else { return nil }
+        if f.node == Frame.key { return Int32.max }
+        guard f.node >= 0, nodes[Int(f.node)].kind == .string else { return nil }
+        let maxCount = nodes[Int(f.node)].maxCount
+        return maxCount < 0 ? Int32.max : maxCount - f.a
     }
 
     // MARK: end of text

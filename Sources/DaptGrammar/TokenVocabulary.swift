@@ -25,6 +25,9 @@ public final class TokenVocabulary: Sendable {
     /// quote, backslash or control character. Inside a string without length
     /// bounds each is allowed and leaves the state as it was.
     let plainText: TokenMask
+    /// Characters (code points) of each plain-text token, -1 for the others:
+    /// in a string with a length bound, the plain tokens that fit are those short enough.
+    let plainCharacters: [Int32]
     /// Trie node i's subtree (i included) spells plain-text tokens only.
     let onlyPlainBelow: [Bool]
 
@@ -79,6 +82,9 @@ public final class TokenVocabulary: Sendable {
         var plain = TokenMask(count: tokens.count)
         for id in tokenIds where Self.isPlainText(tokens[Int(id)]) { plain[Int(id)] = true }
         plainText = plain
+        var characters = [Int32](repeating: -1, count: tokens.count)
+        for id in tokenIds where plain[Int(id)] { characters[Int(id)] = Int32(String(decoding: tokens[Int(id)], as: UTF8.self).unicodeScalars.count) }
+        plainCharacters = characters
         // Children are numbered after their parents: one reverse pass.
         let nodes = childStart.count - 1
         var only = [Bool](repeating: true, count: nodes)
@@ -90,6 +96,14 @@ public final class TokenVocabulary: Sendable {
     }
 
     public var count: Int { tokens.count }
+
+    /// The plain-text tokens of at most `characters` characters.
+    func plainText(upTo characters: Int32) -> TokenMask {
+        if characters >= maxTokenLength { return plainText }
+        var mask = TokenMask(count: tokens.count)
+        for (id, c) in plainCharacters.enumerated() where c >= 0 && c <= characters { mask[id] = true }
+        return mask
+    }
 
     static func isPlainText(_ bytes: [UInt8]) -> Bool {
         guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) else { return false }

@@ -105,14 +105,14 @@ public struct MultipleChoiceScoring {
         context.count + (continuations.map(\.count).max() ?? 0) - 1
     }
 
-    /// Log-likelihood of each continuation after the context. One-token
-    /// continuations (the usual " A" ... " D") share one forward pass over
-    /// the context, read at its last position, as lm-evaluation-harness
-    /// does for requests with one context; otherwise (or with
-    /// `sharedContext` false) one pass over a batch of a row per continuation.
+    /// Log-likelihood of each continuation after the context. Continuations
+    /// whose tokens before the last agree share one row (`sharedPrefixLogLikelihoods`:
+    /// " A" ... " D" are one row, the context alone or the context and a
+    /// shared space token); with `sharedContext` false (or an empty
+    /// context) one pass over a batch of a row per continuation.
     public func logLikelihoods(context: [UInt32], continuations: [[UInt32]], sharedContext: Bool = true) throws -> [Double] {
-        if sharedContext && Self.sharesContext(context: context, continuations: continuations) {
-            return try sharedContextLogLikelihoods([(context, continuations)])[0]
+        if sharedContext && !context.isEmpty {
+            return try sharedPrefixLogLikelihoods([(context, continuations)])[0]
         }
         return try rowLogLikelihoods([(context, continuations)])[0]
     }
@@ -140,45 +140,62 @@ public struct MultipleChoiceScoring {
         return out
     }
 
-    /// One-token continuations after a non-empty context: scored from one pass over the context.
-    public static func sharesContext(context: [UInt32], continuations: [[UInt32]]) -> Bool {
-        !context.isEmpty && continuations.allSatisfy { $0.count == 1 }
-    }
-
-    /// Log-likelihoods of several prompts' one-token continuations in one
-    /// forward pass: the contexts padded at the end to the longest (causal
-    /// attention keeps a row's positions blind to the padding after them),
-    /// the LM head and softmax run only at each context's last position.
-    public func sharedContextLogLikelihoods(_ prompts: [(context: [UInt32], continuations: [[UInt32]])]) throws -> [[Double]] {
+    /// Log-likelihoods of several prompts' continuations (after non-empty
+    /// contexts) in one forward pass. A prompt's continuations whose tokens
+    /// before the last agree share one row, context + those tokens (the
+    /// last token is only predicted); the rows are padded at the end to the
+    /// longest (causal attention keeps a row's positions blind to the padding
+    /// after them), and the LM head and softmax run only at the positions
+    /// that predict a continuation's token.
+    public func sharedPrefixLogLikelihoods(_ prompts: [(context: [UInt32], continuations: [[UInt32]])]) throws -> [[Double]] {
         guard !prompts.isEmpty else { return [] }
-        precondition(prompts.allSatisfy { Self.sharesContext(context: $0.context, continuations: $0.continuations) })
-        let seqLen = prompts.map(\.context.count).max()!
-        precondition(seqLen <= maxLength)
-        var tokens = [Int32](repeating: 0, count: prompts.count * seqLen)
-        for (r, p) in prompts.enumerated() {
-            for (t, token) in p.context.enumerated() { tokens[r * seqLen + t] = Int32(token) }
+        precondition(prompts.allSatisfy { !$0.context.isEmpty && $0.continuations.allSatisfy { !$0.isEmpty } })
+        var rows: [[UInt32]] = [], firstPredicting: [Int] = [], rowOf: [[Int]] = []
+        for p in prompts {
+            var index: [[UInt32]: Int] = [:]
+            rowOf.append(p.continuations.map { c in
+                let input = p.context + c.dropLast()
+                if let r = index[input] { return r }
+                index[input] = rows.count
+                rows.append(input)
+                firstPredicting.append(p.context.count - 1)
+                return rows.count - 1
+            })
         }
-        let batch = try TokenBatch(batchSize: prompts.count, seqLen: seqLen, tokens: tokens, targets: [Int32](repeating: ignoreIndex, count: tokens.count))
-        let logits = try model.logits(batch, rows: prompts.indices.map { $0 * seqLen + prompts[$0].context.count - 1 })
+        let seqLen = rows.map(\.count).max()!
+        precondition(seqLen <= maxLength)
+        var tokens = [Int32](repeating: 0, count: rows.count * seqLen)
+        var positions: [Int] = [], firstSelected: [Int] = []
+        for (r, row) in rows.enumerated() {
+            for (t, token) in row.enumerated() { tokens[r * seqLen + t] = Int32(token) }
+            firstSelected.append(positions.count)
+            for t in firstPredicting[r]..<row.count { positions.append(r * seqLen + t) }
+        }
+        let batch = try TokenBatch(batchSize: rows.count, seqLen: seqLen, tokens: tokens, targets: [Int32](repeating: ignoreIndex, count: tokens.count))
+        let logits = try model.logits(batch, rows: positions)
         let V = model.config.vocabSize
-        return prompts.enumerated().map { r, p in
-            let row = logits[(r * V)..<((r + 1) * V)]
+        let logSums = positions.indices.map { k -> Double in
+            let row = logits[(k * V)..<((k + 1) * V)]
             let top = Double(row.max() ?? 0)
-            let logSum = top + log(row.reduce(0.0) { $0 + exp(Double($1) - top) })
-            return p.continuations.map { Double(row[r * V + Int($0[0])]) - logSum }
+            return top + log(row.reduce(0.0) { $0 + exp(Double($1) - top) })
+        }
+        return prompts.enumerated().map { i, p in
+            p.continuations.enumerated().map { j, c in
+                let first = firstSelected[rowOf[i][j]]
+                return c.enumerated().reduce(0.0) { sum, tc in Double(logits[(first + tc.offset) * V + Int(tc.element)]) - logSums[first + tc.offset] + sum }
+            }
         }
     }
 
     /// Log-likelihoods of every prompt, `batchSize` prompts per forward pass
-    /// in order of length (so a batch pads little): those with one-token
-    /// continuations from a pass over their contexts, the others from a row
-    /// per continuation. Results in the prompts' order; `afterBatch` gets
-    /// the number of prompts each pass scored.
+    /// in order of length (so a batch pads little): `sharedPrefixLogLikelihoods`,
+    /// or a row per continuation for an empty context. Results in the
+    /// prompts' order; `afterBatch` gets the number of prompts each pass scored.
     public func logLikelihoods(_ prompts: [(context: [UInt32], continuations: [[UInt32]])], batchSize: Int,
                                afterBatch: (Int) -> Void = { _ in }) throws -> [[Double]] {
         precondition(batchSize >= 1)
         var out = [[Double]](repeating: [], count: prompts.count)
-        let shares = prompts.map { Self.sharesContext(context: $0.context, continuations: $0.continuations) }
+        let shares = prompts.map { !$0.context.isEmpty }
         for sharing in [true, false] {
             let order = prompts.indices.filter { shares[$0] == sharing }.sorted {
                 (length(context: prompts[$0].context, continuations: prompts[$0].continuations), $0)
@@ -188,7 +205,7 @@ public struct MultipleChoiceScoring {
             while start < order.count {
                 let group = Array(order[start..<min(start + batchSize, order.count)])
                 let batch = group.map { prompts[$0] }
-                let scores = sharing ? try sharedContextLogLikelihoods(batch) : try rowLogLikelihoods(batch)
+                let scores = sharing ? try sharedPrefixLogLikelihoods(batch) : try rowLogLikelihoods(batch)
                 for (k, ll) in scores.enumerated() { out[group[k]] = ll }
                 start += group.count
                 afterBatch(group.count)

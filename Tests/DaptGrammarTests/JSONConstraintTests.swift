@@ -48,12 +48,7 @@ final class JSONConstraintTests: XCTestCase {
                     for _ in 0..<20 {
                         var mask = TokenMask(count: vocabulary.count)
                         c.fillMask(&mask)
-                        var brute = TokenMask(count: vocabulary.count)
-                        for t in 0..<vocabulary.count {
-                            var copy = c
-                            brute[t] = (try? copy.accept(t)) != nil
-                        }
-                        XCTAssertEqual(mask, brute, "after \(String(decoding: c.output, as: UTF8.self).debugDescription)")
+                        XCTAssertEqual(mask, bruteForceMask(c), "after \(String(decoding: c.output, as: UTF8.self).debugDescription)")
                         checked += 1
                         let allowed = mask.allowedTokens.filter { !vocabulary.endTokens.contains($0) }
                         guard let t = allowed.randomElement(using: &rng) else { break }
@@ -156,6 +151,16 @@ final class JSONConstraintTests: XCTestCase {
         XCTAssertNil(open.closingTokens())
     }
 
+    /// The tokens `c` accepts, each tried on a copy.
+    func bruteForceMask(_ c: JSONConstraint) -> TokenMask {
+        var brute = TokenMask(count: c.masks.vocabulary.count)
+        for t in 0..<brute.count {
+            var copy = c
+            brute[t] = (try? copy.accept(t)) != nil
+        }
+        return brute
+    }
+
     /// Fills the mask at every step of `texts` (fed a byte token at a time)
     /// and of random walks, and compares it with trying every token.
     func assertMasksEqualBruteForce(_ masks: GrammarMasks, texts: [String], randomWalks: Int, rng: inout SplitMix64, file: StaticString = #filePath, line: UInt = #line) throws -> Int {
@@ -165,11 +170,7 @@ final class JSONConstraintTests: XCTestCase {
         func check(_ c: inout JSONConstraint) -> TokenMask {
             var mask = TokenMask(count: vocabulary.count)
             c.fillMask(&mask)
-            var brute = TokenMask(count: vocabulary.count)
-            for t in 0..<vocabulary.count {
-                var copy = c
-                brute[t] = (try? copy.accept(t)) != nil
-            }
+            let brute = bruteForceMask(c)
             XCTAssertEqual(mask, brute, "after \(String(decoding: c.output, as: UTF8.self).debugDescription): mask-only \(Set(mask.allowedTokens).subtracting(brute.allowedTokens).map { String(decoding: vocabulary.tokens[$0], as: UTF8.self) }), brute-only \(Set(brute.allowedTokens).subtracting(mask.allowedTokens).map { String(decoding: vocabulary.tokens[$0], as: UTF8.self) })", file: file, line: line)
             checked += 1
             return mask
@@ -205,7 +206,7 @@ final class JSONConstraintTests: XCTestCase {
         var rng = SplitMix64(seed: 23)
         let crossing = [#""},{""#, #""]]"#, #"":1"#, #"":12,""#, #"":"#, #"","#, #""}"#, #""]"#, #"}]"#, #"]]"#, #"]}"#, #"}}"#, #"},"#, #"],["#,
                         "1,", "1]", "1}", "0}]", "2,\"", "3 ", "\",\"a\":", #"a":"#, #"a"}"#, #"b":["#, #"e":"x"#, " }", ",\n", "e5,", "-1]",
-                        "true}", "true,", "null]", "false}", #""x"]"#, #"ab""#, #"a",""#, #"1,"b":"#, #"c":true}"#, #""a":[1,"#]
+                        "true}", "true,", "null]", "false}", "ab", "abc", "abcdefg", "é", "中文", "中文\"", #""x"]"#, #"ab""#, #"a",""#, #"1,"b":"#, #"c":true}"#, #""a":[1,"#]
         let singles = Array(#"{}[],:"\ abcdefghijklmnopqrstuvwxyz0123456789-.E+AD"#.utf8).map { [$0] } + [[0x0A]]
         var tokens = singles + crossing.map { Array($0.utf8) }
         tokens.append(Array("<eos>".utf8))

@@ -115,26 +115,28 @@ final class MultipleChoiceTests: XCTestCase {
         print("eval mc parity: largest log-likelihood difference to transformers \(worst)")
     }
 
-    /// One-token continuations share one pass over the context: the same
-    /// log-likelihoods as a row per continuation (which the transformers
-    /// fixture checks, its continuations being two tokens).
+    /// Continuations sharing their tokens before the last share a row: the
+    /// same log-likelihoods as a row per continuation.
     func testSharedContextPassEqualsOneRowPerContinuation() throws {
         let directory = try ModelDirectory.resolve(try fixture("model"))
         let scoring = MultipleChoiceScoring(model: try directory.loadModel(), tokenizer: try BPETokenizer.load(path: try fixture("model/tokenizer.json")),
                                             maxLength: 768)
         let item = try XCTUnwrap(try expected().cases.first?.items.first)
-        let continuations: [[UInt32]] = [[72], [73], [74], [75], [39]]
+        // One-token ones share the context's row; [39, 72] and [39, 73] share context + 39; [72, 73, 74] has its own.
+        let continuations: [[UInt32]] = [[72], [73], [74], [75], [39], [39, 72], [39, 73], [72, 73, 74]]
         let shared = try scoring.logLikelihoods(context: item.context_ids, continuations: continuations)
         let rows = try scoring.logLikelihoods(context: item.context_ids, continuations: continuations, sharedContext: false)
-        XCTAssertEqual(shared.count, 5)
+        XCTAssertEqual(shared.count, 8)
         for (a, b) in zip(shared, rows) { XCTAssertEqual(a, b, accuracy: 1e-4) }
         XCTAssertGreaterThan(Set(shared.map { ($0 * 1000).rounded() }).count, 1, "the choices differ")
     }
 
     /// Prompts scored several per forward pass (sorted by length, padded)
     /// get the log-likelihoods they get alone, within 1e-5, in their own
-    /// order: one-token continuations (a pass over the contexts) and the
-    /// fixture's two-token ones (a row per continuation).
+    /// order: one-token continuations (a row per context) and the fixture's
+    /// two-token ones (a space shared by the four: one row per context too);
+    /// and they equal a row per continuation scored alone (the path the
+    /// transformers fixture checks) within 1e-4.
     func testBatchedScoringEqualsOnePromptAtATime() throws {
         let directory = try ModelDirectory.resolve(try fixture("model"))
         let scoring = MultipleChoiceScoring(model: try directory.loadModel(), tokenizer: try BPETokenizer.load(path: try fixture("model/tokenizer.json")),
@@ -150,15 +152,18 @@ final class MultipleChoiceTests: XCTestCase {
         XCTAssertGreaterThan(Set(prompts.map(\.context.count)).count, 4, "prompts of several lengths")
         XCTAssertTrue(prompts.contains { $0.continuations.contains { $0.count > 1 } })
         let alone = try prompts.map { try scoring.logLikelihoods(context: $0.context, continuations: $0.continuations) }
+        let separate = try prompts.map { try scoring.logLikelihoods(context: $0.context, continuations: $0.continuations, sharedContext: false) }
+        for (a, b) in zip(alone.joined(), separate.joined()) { XCTAssertEqual(a, b, accuracy: 1e-4) }
         for batchSize in [1, 3, 8] {
             var passes = 0, scored = 0
             let batched = try scoring.logLikelihoods(prompts, batchSize: batchSize) { passes += 1; scored += $0 }
             XCTAssertEqual(scored, prompts.count)
-            let sharing = prompts.filter { $0.continuations.allSatisfy { $0.count == 1 } }.count
-            XCTAssertEqual(passes, (sharing + batchSize - 1) / batchSize + (prompts.count - sharing + batchSize - 1) / batchSize)
+            XCTAssertEqual(passes, (prompts.count + batchSize - 1) / batchSize)
+            // Other batch shapes round differently in float32: within 1e-5 of
+            // the value's size (a log-likelihood of -12.7 moved by 1.1e-5 at batch 8).
             for (got, want) in zip(batched, alone) {
                 XCTAssertEqual(got.count, want.count)
-                for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 1e-5, "batch size \(batchSize)") }
+                for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, abs(b)), "batch size \(batchSize)") }
             }
         }
         // The whole evaluation: same picks and log-likelihoods at batch sizes 1 and 5.
@@ -170,7 +175,7 @@ final class MultipleChoiceTests: XCTestCase {
         let five = try MultipleChoiceEvaluation.run(request)
         XCTAssertEqual(one.results.map(\.item), five.results.map(\.item))
         for (a, b) in zip(one.results, five.results) {
-            for (x, y) in zip(a.logLikelihoods, b.logLikelihoods) { XCTAssertEqual(x, y, accuracy: 1e-5) }
+            for (x, y) in zip(a.logLikelihoods, b.logLikelihoods) { XCTAssertEqual(x, y, accuracy: 1e-5 * max(1, abs(y))) }
         }
         request.batchSize = 0
         XCTAssertThrowsError(try MultipleChoiceEvaluation.run(request)) { XCTAssertTrue("\($0)".contains("--batch-size"), "\($0)") }
