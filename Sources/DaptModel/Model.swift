@@ -321,11 +321,12 @@ public final class LlamaModel: @unchecked Sendable {
         try prepare(batch)
         let a = current!, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
         try embedForward(a)
-        try forwardLayers(0..<config.numHiddenLayers, a)
+        try forwardLayers(layout.stage.layers, a)
         let m = rows.count
         guard m > 0 else { return [] }
         let w = UnsafePointer(parameters.storage.baseAddress!)
-        head.norm.forward(x: a.residual + config.numHiddenLayers * a.n * H, rows: a.n, weights: w, out: a.finalOut, rstd: a.finalRstd)
+        let head = self.head!
+        head.norm.forward(x: a.hidden(config.numHiddenLayers), rows: a.n, weights: w, out: a.finalOut, rstd: a.finalRstd)
         settings.round(a.finalOut, a.n * H)
         // Compact in place, as tokenLosses does (row i moves to slot k ≤ i).
         for (k, r) in rows.enumerated() where k != r { (a.finalOut + k * H).update(from: a.finalOut + r * H, count: H) }
