@@ -7,15 +7,25 @@
 # Claims: 1 document masks, 2 RoPE scaling and a length curriculum, 3 loss-spike
 # rollback on a poisoned corpus, 4 perplexity filtering per length bucket, 5 JSON
 # validity after LoRA with and without extra valid-JSON answers.
-# Usage: scripts/recipe-report.sh   (after scripts/setup.sh; a few minutes on 2 cores)
+# Usage: scripts/recipe-report.sh [--only 3]   (after scripts/setup.sh; a few minutes on 2 cores)
+#   --only 3: prepare the data and rerun claim 3 alone, replacing only its
+#   section of docs/recipe-report.md (the other claims keep their figures).
 # Uses python3 (standard library only) for the noise injection of
 # scripts/bench/filter_noise.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only=""
+case "${1:-}" in
+  "") ;;
+  --only) [ "${2:-}" = 3 ] || { echo "recipe-report: --only takes 3 (the claim that can be rerun alone)" >&2; exit 2; }; only=3 ;;
+  *) echo "usage: scripts/recipe-report.sh [--only 3]" >&2; exit 2 ;;
+esac
+all() { [ -z "$only" ]; }
 dapt="$(swift build -c release --show-bin-path)/dapt"
 [ -x "$dapt" ] || { echo "recipe-report: $dapt is not built; run scripts/setup.sh" >&2; exit 2; }
 out=out/recipe; docs=docs/recipe-report; md=docs/recipe-report.md
-rm -rf "$out"; mkdir -p "$out" "$docs"; rm -f "$docs"/*.svg
+rm -rf "$out"; mkdir -p "$out" "$docs"
+if all; then rm -f "$docs"/*.svg; else rm -f "$docs"/claim3-*.svg; fi
 # One process with two BLAS threads (threads × ranks ≤ 2 cores).
 export OPENBLAS_NUM_THREADS=2
 log="$out/log.txt"; : > "$log"
@@ -53,6 +63,7 @@ quiet "$dapt" tokenizer train --config configs/tokenizer.yaml --input "$out/dedu
 quiet "$dapt" tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/tokenizer.json" --input "$out/dedup/kept.jsonl" --output "$out/tokens"
 say "data: $("$dapt" report --run "$out" | grep -E '^(prepare|dedup|tokenizer) ' | sed 's/ → .*//' | tr -s ' ' | paste -sd ';' -)"
 
+if all; then
 # ---------------------------------------------------------------- claim 1
 # The same run with and without document masks over long packed sequences
 # (256 tokens: about a dozen fragments of mixed patents and languages each).
@@ -123,45 +134,93 @@ for variant in buckets one-bucket; do
 done
 mkdir -p "$out/c4-page"; ln -sfn "../c4-buckets" "$out/c4-page/filter"
 "$dapt" report --run "$out/c4-page" --plots "$docs" > /dev/null
+fi
 
 # ---------------------------------------------------------------- claim 3
-# A poisoned corpus: the training corpus with a burst of 40 documents of random
-# characters (ASCII, Latin-1, CJK; seed 7) inserted as one block in its middle,
-# encoded with the same tokenizer, trained at 4× the usual learning rate with
-# the spike detector off and on (rollback points every 10 steps), and the clean
-# corpus with the same settings. Held-out loss on the 40 held-out patents.
+# Every 50th record of the deduplicated corpus is held out (the same kind of
+# text, never trained on); the rest is the clean training corpus, and the
+# poisoned one is it with a burst of $c3burst documents of random characters
+# (ASCII, Latin-1, CJK; seed 7) inserted as one block after training record
+# $c3after, both encoded with the same tokenizer. Trained in corpus order
+# (data.shuffle: false, nothing held out of the stream) so the burst arrives at
+# steps known beforehand (from the shards' document offsets), for fewer steps
+# than one epoch (it is met once, and a rollback's skip does not reach the
+# epoch's end), at a high learning rate, with the spike detector off and on,
+# and the clean corpus with the same settings. Held-out loss on the held-out
+# records and on the 40 held-out patents.
+c3burst=8; c3chars=400; c3after=2850; c3lr=2e-2; c3steps=70
 say ""; say "== claim 3: loss-spike rollback on a poisoned corpus"
-python3 - "$out/dedup/kept.jsonl" > "$out/c3-poisoned.jsonl" <<'PY3'
+python3 - "$out/dedup/kept.jsonl" "$c3burst" "$c3chars" "$c3after" "$out" <<'PY3'
 import json, random, sys
+source, count, chars, after, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 rng = random.Random(7)
-lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+lines = open(source, encoding="utf-8").read().splitlines()
+train = [l for i, l in enumerate(lines) if i % 50 != 25]
+held = [l for i, l in enumerate(lines) if i % 50 == 25]
 alphabet = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(0xA1, 0x100)] + [chr(c) for c in range(0x4E00, 0x4E00 + 400)]
-burst = [json.dumps({"id": f"poison-{i}", "text": "".join(rng.choice(alphabet) for _ in range(400))}, ensure_ascii=False) for i in range(40)]
-middle = len(lines) // 2
-print("\n".join(lines[:middle] + burst + lines[middle:]))
-print(f"poisoned corpus: {len(lines)} clean records, 40 random-character records inserted after record {middle}", file=sys.stderr)
+burst = [json.dumps({"id": f"poison-{i}", "text": "".join(rng.choice(alphabet) for _ in range(chars))}, ensure_ascii=False) for i in range(count)]
+for name, records in (("c3-train", train), ("c3-heldout", held), ("c3-poisoned", train[:after] + burst + train[after:])):
+    with open(f"{out}/{name}.jsonl", "w", encoding="utf-8") as f: f.write("\n".join(records) + "\n")
 PY3
-say "$(python3 -c 'import sys; n=sum(1 for _ in open(sys.argv[1])); print(f"poisoned corpus: {n} records (40 of them random characters, after record {(n-40)//2})")' "$out/c3-poisoned.jsonl")"
+quiet "$dapt" tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/tokenizer.json" --input "$out/c3-train.jsonl" --output "$out/c3-train-tokens"
 quiet "$dapt" tokenizer encode --config configs/tokenizer.yaml --tokenizer "$out/tokenizer.json" --input "$out/c3-poisoned.jsonl" --output "$out/c3-poisoned-tokens"
-c3=(--config configs/pretrain-tiny.yaml --steps 120 --set optimizer.lr=8e-3 --set eval.sequences=0
-    --set checkpoint.every_steps=0 --set spikes.snapshot_every_steps=10 --set log_every_steps=1000)
-run "$dapt" pretrain "${c3[@]}" --input "$out/tokens" --set spikes.enabled=true --output "$out/c3-clean" >/dev/null
+c3=(--config configs/pretrain-tiny.yaml --steps $c3steps --set optimizer.lr=$c3lr --set data.shuffle=false --set data.held_out_fraction=0
+    --set eval.sequences=0 --set checkpoint.every_steps=0 --set spikes.window=20 --set spikes.snapshot_every_steps=10 --set log_every_steps=1000)
+# Where the burst lands: its documents' token offsets in the stream (the shards' .index files), 128 × 8 tokens per step.
+c3where=$(python3 - "$out/c3-poisoned-tokens" "$c3after" "$c3burst" $((128 * 8)) <<'PY3'
+import glob, json, struct, sys
+shards, after, count, per_step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+lengths = []
+for path in sorted(glob.glob(shards + "/shard-*.index")):
+    data = open(path, "rb").read()
+    offsets = struct.unpack(f"<{len(data) // 8}Q", data)
+    lengths += [b - a for a, b in zip(offsets, offsets[1:])]
+start = sum(lengths[:after]); end = start + sum(lengths[after:after + count])
+total = sum(lengths)
+print(f"poisoned corpus: {len(lengths)} records, {total} tokens; {count} random-character records "
+      f"after record {after}: tokens {start}..<{end} of the stream, steps {start // per_step + 1}–{(end - 1) // per_step + 1} "
+      f"({per_step} tokens per step; one epoch {total // per_step} steps)")
+PY3
+)
+say "$c3where"
+run "$dapt" pretrain "${c3[@]}" --input "$out/c3-train-tokens" --set spikes.enabled=true --output "$out/c3-clean" >/dev/null
 run "$dapt" pretrain "${c3[@]}" --input "$out/c3-poisoned-tokens" --set spikes.enabled=false --output "$out/c3-off" >/dev/null
 run "$dapt" pretrain "${c3[@]}" --input "$out/c3-poisoned-tokens" --set spikes.enabled=true --output "$out/c3-rollback" >/dev/null
 run "$dapt" report compare --run clean=$out/c3-clean --run off=$out/c3-off --run rollback=$out/c3-rollback \
-  --plot "$docs/claim3-loss.svg" --title "poisoned corpus at lr 8e-3: detector off (off) and on (rollback); clean corpus (clean)" | grep -v '^\$ ' > "$out/c3-table.md"
-declare -A c3ppl c3rollbacks
+  --plot "$docs/claim3-loss.svg" --title "poisoned corpus in corpus order at lr $c3lr: detector off (off) and on (rollback); clean corpus (clean)" | grep -v '^\$ ' > "$out/c3-table.md"
+declare -A c3ppl c3own c3rollbacks
 for r in clean off rollback; do
+  c3own[$r]=$("$dapt" eval ppl --checkpoint "$out/c3-$r" --input "$out/c3-heldout.jsonl" --sequence-length 128 2>>"$out/stderr.txt")
+  say "c3 $r: held-out records [eval ppl --checkpoint $out/c3-$r --input $out/c3-heldout.jsonl --sequence-length 128]: ${c3own[$r]}"
   c3ppl[$r]=$("$dapt" eval ppl --checkpoint "$out/c3-$r" --input "$out/heldout.jsonl" --sequence-length 128 2>>"$out/stderr.txt")
   c3rollbacks[$r]=0; [ -f "$out/c3-$r/rollbacks.jsonl" ] && c3rollbacks[$r]=$(wc -l < "$out/c3-$r/rollbacks.jsonl")
   say "c3 $r: held-out patents [eval ppl --checkpoint $out/c3-$r --input $out/heldout.jsonl --sequence-length 128]: ${c3ppl[$r]}; rollbacks.jsonl lines: ${c3rollbacks[$r]}"
 done
 : > "$out/c3-rollbacks.txt"; [ -f "$out/c3-rollback/rollbacks.jsonl" ] && tee -a "$log" < "$out/c3-rollback/rollbacks.jsonl" > "$out/c3-rollbacks.txt"
+# Training loss of the three runs at chosen steps (the rollback run's last line of each step number: its path after any rollback).
+python3 - "$out" "$c3steps" > "$out/c3-steps.md" <<'PY3'
+import json, sys
+out, steps = sys.argv[1], int(sys.argv[2])
+runs = {}
+for r in ("clean", "off", "rollback"):
+    loss = {}
+    for line in open(f"{out}/c3-{r}/metrics.jsonl", encoding="utf-8"):
+        m = json.loads(line)
+        if "event" not in m and m.get("loss") is not None: loss[m["step"]] = m["loss"]
+    runs[r] = loss
+def mean(r, a, b): xs = [runs[r][s] for s in range(a, b + 1) if s in runs[r]]; return sum(xs) / len(xs)
+print("| steps | clean | off | rollback |")
+print("| --- | ---: | ---: | ---: |")
+for a in range(1, steps + 1, 10):
+    b = min(a + 9, steps)
+    print(f"| {a}–{b} | {mean('clean', a, b):.4f} | {mean('off', a, b):.4f} | {mean('rollback', a, b):.4f} |")
+PY3
 # The rollback run's own loss curve with its events, as dapt report draws it.
 mkdir -p "$out/c3-page/plots"; ln -sfn "../c3-rollback" "$out/c3-page/pretrain"
 "$dapt" report --run "$out/c3-page" --plots "$out/c3-page/plots" > /dev/null
 [ -f "$out/c3-page/plots/pretrain-loss.svg" ] && cp "$out/c3-page/plots/pretrain-loss.svg" "$docs/claim3-rollback-run.svg"
 
+if all; then
 # ---------------------------------------------------------------- claim 5
 # LoRA on the claim-1 model (pretrained with document masks, 120 steps) with
 # scripts/run-sample.sh's settings, on the instruction sample without and with
@@ -177,16 +236,102 @@ for data in train train+json; do
   run "$dapt" eval json --model "$out/c5-$data-model" --input data/eval/json/prompts.jsonl \
     --json-schema data/eval/json/schema.json --output "$out/c5-$data-eval"
 done
+fi
 
 elapsed=$(( $(date -u +%s) - started ))
 say ""; say "recipe-report: done in ${elapsed} s; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 
 # ---------------------------------------------------------------- the report
+# Claim 3's section of the report (also written alone by --only 3).
+claim3_section() {
+cat <<EOF
+## Claim 3: loss-spike rollback
+
+Measured $(date -u +%Y-%m-%d) (dapt at $commit; load average $(cut -d' ' -f1-3 /proc/loadavg) after the runs).
+Every 50th record of the deduplicated corpus is held out (the same kind of text, never trained on);
+the rest is the clean training corpus. The poisoned corpus is it with a burst of $c3burst documents of
+$c3chars random characters each (ASCII, Latin-1 and CJK, seed 7) inserted as one block after training record
+$c3after, encoded with the same tokenizer. Trained in corpus order (\`data.shuffle: false\`, \`data.held_out_fraction: 0\`) so the burst
+arrives at steps known beforehand, for $c3steps steps (less than one epoch even with a rollback's skip: the burst is met once) at lr $c3lr
+(ten times configs/pretrain-tiny.yaml's), with the spike detector off (\`spikes.enabled: false\`) and on
+(median + 6 × 1.4826 × MAD of the last 20 accepted losses, 2 steps in a row; rollback points every
+10 steps; the data from the rollback point to 10 steps past the detection skipped), and on the
+clean corpus with the same settings. The window is 20 steps, not the default 50: in so short a run
+50 steps reach back into the fast early descent of the loss, which widens the MAD; in a trial run
+with 50 (lr 2e-2, otherwise these settings) the burst's loss of 10.25 stayed under the threshold and
+the detector did not fire. Held-out loss is measured afterwards on the held-out records and on the
+40 held-out patents of claim 2 (whole patents, a different shape of text), the same for every run.
+
+\`\`\`
+$c3where
+dapt pretrain ${c3[*]} --input $out/c3-train-tokens --set spikes.enabled=true --output $out/c3-clean
+dapt pretrain ${c3[*]} --input $out/c3-poisoned-tokens --set spikes.enabled=false --output $out/c3-off
+dapt pretrain ${c3[*]} --input $out/c3-poisoned-tokens --set spikes.enabled=true --output $out/c3-rollback
+dapt report compare --run clean=$out/c3-clean --run off=$out/c3-off --run rollback=$out/c3-rollback --plot $docs/claim3-loss.svg
+dapt eval ppl --checkpoint $out/c3-RUN --input $out/c3-heldout.jsonl --sequence-length 128
+dapt eval ppl --checkpoint $out/c3-RUN --input $out/heldout.jsonl --sequence-length 128
+\`\`\`
+
+$(cat "$out/c3-table.md")
+
+| run | rollbacks (lines of rollbacks.jsonl) | held-out records (\`dapt eval ppl\`) | held-out patents |
+| --- | ---: | --- | --- |
+$(for r in clean off rollback; do echo "| $r | ${c3rollbacks[$r]} | $(awk '{print $1, $2, $3, $4}' <<< "${c3own[$r]}") | $(awk '{print $1, $2, $3, $4}' <<< "${c3ppl[$r]}") |"; done)
+
+Mean training loss by ten steps (metrics.jsonl; for the rollback run the steps of the path it kept):
+
+$(cat "$out/c3-steps.md")
+
+Rollback events of the detector-on run (rollbacks.jsonl):
+
+\`\`\`
+$(if [ -s "$out/c3-rollbacks.txt" ]; then cat "$out/c3-rollbacks.txt"; else echo "(none: the detector did not fire)"; fi)
+\`\`\`
+
+![training loss of the three runs](recipe-report/claim3-loss.svg)
+$([ -f "$docs/claim3-rollback-run.svg" ] && echo "
+![the detector-on run's loss curve with its events, as dapt report draws it](recipe-report/claim3-rollback-run.svg)")
+
+The "spikes" column is \`dapt report compare\`'s count over metrics.jsonl with the default detector
+settings (window 50), which misses the burst for the reason given above; the rollbacks are the run's own.
+
+$(awk -v on="${c3rollbacks[rollback]}" -v pc="$(awk '{print $4}' <<< "${c3own[clean]}")" \
+      -v po="$(awk '{print $4}' <<< "${c3own[off]}")" -v pr="$(awk '{print $4}' <<< "${c3own[rollback]}")" \
+      -v qc="$(awk '{print $4}' <<< "${c3ppl[clean]}")" -v qo="$(awk '{print $4}' <<< "${c3ppl[off]}")" -v qr="$(awk '{print $4}' <<< "${c3ppl[rollback]}")" \
+      -v burst="$(sed 's/.*steps \([0-9]*\)–.*/\1/' <<< "$c3where")" \
+      -v to="$(grep -o '"rolled_back_to":[0-9]*' "$out/c3-rollbacks.txt" | head -1 | cut -d: -f2)" 'BEGIN {
+    printf "**Reading.** Held-out loss on the held-out records: %s on the clean corpus, %s poisoned with the detector off, %s poisoned with it on; %s rollback(s) with the detector on. ", pc, po, pr, on
+    if (on == 0) { printf "The detector did not fire on this run, so it says nothing for or against rollback at this scale.\n"; exit }
+    gapOff = po - pc; gapOn = pr - pc
+    printf "Against the clean run the poisoned run ends %+.4f without the detector and %+.4f with it. ", gapOff, gapOn
+    if (gapOff > 0 && gapOn < gapOff && gapOn <= 0.25 * gapOff) printf "For the claim at this scale: the rollback removed most of the damage the burst did. "
+    else if (gapOn < gapOff) printf "The rollback run ends closer to the clean run, but not within a small margin of it. "
+    else printf "Not for the claim at this scale: the rollback run does not end closer to the clean run. "
+    if (to != "" && burst + 0 <= to + 0) printf "The rollback point (after step %d) had already trained on the burst'"'"'s first tokens (step %d holds them with clean text, and its loss stayed under the threshold); the rollback removes the rest. ", to, burst
+    hi = qc; lo = qc; if (qo > hi) hi = qo; if (qr > hi) hi = qr; if (qo < lo) lo = qo; if (qr < lo) lo = qr
+    printf "On the held-out patents (whole patents joined from their fragments, claim 2'"'"'s text) the three runs end at %s, %s and %s (a spread of %.4f)", qc, qo, qr, hi - lo
+    if (hi - lo < gapOff / 2) printf ", less than half the gap on the held-out records: that measure does not separate them here.\n"; else printf ".\n"
+  }')
+EOF
+}
 num() { grep -o "\"$2\": *[0-9.e+-]*" "$1" | head -1 | sed 's/.*: *//'; }
 c4row() {  # variant
   local r="$out/c4-$1/report.json" q="$out/c4-$1-quality.txt"
   echo "| $1 | $(num "$r" perplexity_before) | $(num "$r" perplexity_after) | $(num "$r" kept) | $(( $(num "$r" removed_high) + $(num "$r" removed_low) )) | $(grep -o 'clean *kept [0-9.]* ([0-9/]*)' "$q" | sed 's/clean *kept //') | $(grep -o 'precision of removal (noise among removed) [0-9.]*' "$q" | awk '{print $NF}') |"
 }
+if ! all; then
+  claim3_section > "$out/c3-section.md"
+  python3 - "$md" "$out/c3-section.md" <<'PY'
+import sys
+md, section = sys.argv[1], sys.argv[2]
+text = open(md, encoding="utf-8").read()
+new = open(section, encoding="utf-8").read().rstrip("\n") + "\n\n"
+a, b = text.index("## Claim 3:"), text.index("## Claim 4:")
+open(md, "w", encoding="utf-8").write(text[:a] + new + text[b:])
+PY
+  echo "recipe-report: replaced claim 3 in $md"
+  exit 0
+fi
 {
 cat <<EOF
 # Recipe report: the write-up's claims, measured on dapt's own small runs
@@ -290,46 +435,7 @@ A caveat that applies to the whole table: training is document-masked and packs 
 a few dozen tokens, and positions restart at each document, so training (even the curriculum's 4L stage) sees few positions near L, let alone past it.
 A fair test needs training documents longer than 4L (whole patents, or \`data.document_masks: false\`).
 
-## Claim 3: loss-spike rollback
-
-A poisoned corpus: the deduplicated training corpus with a burst of 40 documents of 400 random
-characters each (ASCII, Latin-1 and CJK, seed 7) inserted as one block in its middle, encoded with the
-same tokenizer. The same run (configs/pretrain-tiny.yaml, 120 steps, lr 8e-3, four times the usual)
-on it with the spike detector off (\`spikes.enabled: false\`) and on (the default detector, rollback
-points every 10 steps), and on the clean corpus with the detector on. Held-out loss is measured
-afterwards on the 40 held-out patents of claim 2, the same text for every run.
-
-\`\`\`
-$(grep '^poisoned corpus:' "$log")
-dapt pretrain ${c3[*]} --input $out/tokens --set spikes.enabled=true --output $out/c3-clean
-dapt pretrain ${c3[*]} --input $out/c3-poisoned-tokens --set spikes.enabled=false --output $out/c3-off
-dapt pretrain ${c3[*]} --input $out/c3-poisoned-tokens --set spikes.enabled=true --output $out/c3-rollback
-dapt report compare --run clean=$out/c3-clean --run off=$out/c3-off --run rollback=$out/c3-rollback --plot $docs/claim3-loss.svg
-dapt eval ppl --checkpoint $out/c3-RUN --input $out/heldout.jsonl --sequence-length 128
-\`\`\`
-
-$(cat "$out/c3-table.md")
-
-| run | rollbacks (lines of rollbacks.jsonl) | held-out patents (\`dapt eval ppl\`) |
-| --- | ---: | --- |
-$(for r in clean off rollback; do echo "| $r | ${c3rollbacks[$r]} | $(awk '{print $1, $2, $3, $4}' <<< "${c3ppl[$r]}") |"; done)
-
-Rollback events of the detector-on run (rollbacks.jsonl):
-
-\`\`\`
-$(if [ -s "$out/c3-rollbacks.txt" ]; then cat "$out/c3-rollbacks.txt"; else echo "(none: the detector did not fire)"; fi)
-\`\`\`
-
-![training loss of the three runs](recipe-report/claim3-loss.svg)
-$([ -f "$docs/claim3-rollback-run.svg" ] && echo "
-![the detector-on run's loss curve with its events, as dapt report draws it](recipe-report/claim3-rollback-run.svg)")
-
-$(awk -v off="${c3rollbacks[off]}" -v on="${c3rollbacks[rollback]}" -v pc="$(awk '{print $2}' <<< "${c3ppl[clean]}")" \
-      -v po="$(awk '{print $2}' <<< "${c3ppl[off]}")" -v pr="$(awk '{print $2}' <<< "${c3ppl[rollback]}")" 'BEGIN {
-    printf "**Reading.** Held-out perplexity: %s on the clean corpus, %s poisoned with the detector off, %s poisoned with it on; %s rollback(s) with the detector on. ", pc, po, pr, on
-    if (on == 0) printf "The detector did not fire on this run, so it says nothing for or against rollback at this scale; the settings were not tuned to make it fire. A likely reason, not tested here: pretrain shuffles the packed sequences (data.seed), so the burst, one block in the corpus file, is spread over the steps of each epoch instead of arriving at a known step, which would raise the loss a little at many steps rather than in a spike. A burst at a known step needs an order without shuffling, which the data section has no setting for yet.\n"
-    else printf "The detector fired; the events above give the steps rolled back and skipped.\n"
-  }')
+$(claim3_section)
 
 ## Claim 4: perplexity filtering per length bucket lowers corpus perplexity without losing clean text
 
