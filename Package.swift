@@ -5,6 +5,15 @@ import PackageDescription
 // kernel is 10-100x slower and would make the test suite crawl.
 let optimised: [SwiftSetting] = [.unsafeFlags(["-O"])]
 
+// The model's element-wise kernels (SIMD8<Float>: exp, SwiGLU, RMSNorm,
+// RoPE, softmax) compile to 256-bit AVX2 instead of two SSE halves on
+// x86-64; the binary then needs an AVX2 CPU (x86-64 since 2013).
+#if arch(x86_64)
+let kernels: [SwiftSetting] = [.unsafeFlags(["-O", "-target-cpu", "haswell"])]
+#else
+let kernels = optimised
+#endif
+
 let package = Package(
     name: "dapt",
     platforms: [.macOS(.v13)],
@@ -32,7 +41,7 @@ let package = Package(
         .target(name: "DaptPrepare", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
         .target(name: "DaptDedup", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised + [.unsafeFlags(["-Xcc", "-mavx2"], .when(platforms: [.linux]))]),
         .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
-        .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS", "DaptCluster"], swiftSettings: optimised),
+        .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS", "DaptCluster"], swiftSettings: kernels),
         .target(name: "DaptTrain", dependencies: ["DaptBLAS", "DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
         .target(name: "DaptGenerate", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptGrammar"], swiftSettings: optimised),
         .target(name: "DaptGrammar", dependencies: ["DaptCore", "DaptTokenizer"], swiftSettings: optimised),

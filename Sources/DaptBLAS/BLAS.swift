@@ -1,4 +1,5 @@
 import COpenBLAS
+import Foundation
 
 /// Matrix products through OpenBLAS. Row-major throughout; shapes are
 /// explicit and checked against the buffers before any C call.
@@ -35,6 +36,16 @@ public enum BLAS {
         precondition(ldb >= max(1, transB == .none ? n : k), "sgemm: ldb \(ldb) too small")
         precondition(ldc >= max(1, n), "sgemm: ldc \(ldc) too small")
         if m == 0 || n == 0 { return }
+        if let recorder = BLAS.recorder {
+            let start = DispatchTime.now().uptimeNanoseconds
+            cblas_sgemm(CblasRowMajor,
+                        transA == .none ? CblasNoTrans : CblasTrans,
+                        transB == .none ? CblasNoTrans : CblasTrans,
+                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+            recorder.record(SgemmCall(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc,
+                                      beta: beta, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+            return
+        }
         cblas_sgemm(CblasRowMajor,
                     transA == .none ? CblasNoTrans : CblasTrans,
                     transB == .none ? CblasNoTrans : CblasTrans,
@@ -81,5 +92,71 @@ public enum BLAS {
                 c[i * n + j] = alpha * Float(sum) + (beta == 0 ? 0 : beta * c[i * n + j])
             }
         }
+    }
+
+    /// While set, every `sgemm` is timed and its shape kept (a profile of a
+    /// training step: time in matrix products against the rest, and the
+    /// shapes to replay as a plain-sgemm reference).
+    nonisolated(unsafe) public static var recorder: SgemmRecorder?
+}
+
+/// One recorded `sgemm` call: its shape and how long it took.
+public struct SgemmCall: Sendable, Equatable {
+    public var transA, transB: BLAS.Transpose
+    public var m, n, k, lda, ldb, ldc: Int
+    public var beta: Float
+    public var seconds: Double
+    public var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
+}
+
+/// Collects the `sgemm` calls made while it is `BLAS.recorder` (from any thread).
+public final class SgemmRecorder: @unchecked Sendable {
+    private let lock = NSLock()
+    private var recorded: [SgemmCall] = []
+
+    public init() {}
+
+    func record(_ call: SgemmCall) {
+        lock.lock(); recorded.append(call); lock.unlock()
+    }
+
+    public var calls: [SgemmCall] {
+        lock.lock(); defer { lock.unlock() }
+        return recorded
+    }
+
+    public func reset() {
+        lock.lock(); recorded.removeAll(keepingCapacity: true); lock.unlock()
+    }
+
+    /// Runs every call of `calls` once more on fresh buffers of its shape
+    /// (same transposes, leading dimensions and beta; operands filled with
+    /// small values), `repeats` times, and returns the fastest total: the
+    /// time plain sgemm needs for the same products.
+    public static func replay(_ calls: [SgemmCall], repeats: Int = 3) -> Double {
+        var best = Double.infinity
+        // One set of buffers, as large as the largest operand of any call.
+        func size(rows: Int, cols: Int, ld: Int) -> Int { (rows - 1) * ld + cols }
+        var maxA = 1, maxB = 1, maxC = 1
+        for c in calls {
+            maxA = max(maxA, c.transA == .none ? size(rows: c.m, cols: c.k, ld: c.lda) : size(rows: c.k, cols: c.m, ld: c.lda))
+            maxB = max(maxB, c.transB == .none ? size(rows: c.k, cols: c.n, ld: c.ldb) : size(rows: c.n, cols: c.k, ld: c.ldb))
+            maxC = max(maxC, size(rows: c.m, cols: c.n, ld: c.ldc))
+        }
+        let a = UnsafeMutablePointer<Float>.allocate(capacity: maxA), b = UnsafeMutablePointer<Float>.allocate(capacity: maxB)
+        let out = UnsafeMutablePointer<Float>.allocate(capacity: maxC)
+        defer { a.deallocate(); b.deallocate(); out.deallocate() }
+        for i in 0..<maxA { a[i] = Float(i % 7) * 0.01 }
+        for i in 0..<maxB { b[i] = Float(i % 5) * 0.01 }
+        out.initialize(repeating: 0, count: maxC)
+        for _ in 0..<max(repeats, 1) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            for c in calls {
+                BLAS.sgemm(c.transA, c.transB, m: c.m, n: c.n, k: c.k, a: a, lda: c.lda, b: b, ldb: c.ldb,
+                           beta: c.beta, c: out, ldc: c.ldc)
+            }
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        return best
     }
 }

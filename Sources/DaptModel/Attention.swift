@@ -198,12 +198,16 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
                         let (a, e) = status.masked ? visibleRange(start: Int(starts[i0 + r]), t: i0 + r, j0: j0, j1: j1) : (0, nk)
                         if a >= e { row.update(repeating: 0, count: nk); continue }
                         var m = rowMax[r]
-                        for s in a..<e { m = max(m, row[s]) }
+                        var s = a
+                        var mv8 = Vec8(repeating: m)
+                        while s + 8 <= e { let x = load8(row + s); mv8.replace(with: x, where: x .> mv8); s += 8 }
+                        m = mv8.max()
+                        while s < e { m = max(m, row[s]); s += 1 }
                         let alpha = scalarExp(rowMax[r] - m)
                         rowMax[r] = m
                         var sum: Float = 0
                         let mv = Vec8(repeating: m)
-                        var s = a
+                        s = a
                         if a > 0 { row.update(repeating: 0, count: a) }
                         var sv = Vec8()
                         while s + 8 <= e { let p = vectorExp(load8(row + s) - mv); store8(p, row + s); sv += p; s += 8 }

@@ -212,16 +212,33 @@ public struct MLP {
                   dInput: UnsafeMutablePointer<Float>, _ a: Activations,
                   weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, settings: PassSettings) throws {
         let n = a.n, I = intermediate
-        activate(s.gateUp, a, settings: settings)
-        down.backward(x: a.hAct, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dHAct)
-        settings.round(a.dHAct, n * I)
-        // Rows of [dGate | dUp], then one product each for the weight and input gradients.
-        let ptrs = Unchecked((s.gateUp, a.dHAct, a.dGateUp))
-        settings.forEachRowChunk(n) { rows in
-            let (gateUp, dHAct, dGateUp) = ptrs.value
-            for r in rows {
-                let gu = gateUp + r * 2 * I, d = dGateUp + r * 2 * I
-                swigluBackward(gate: gu, up: gu + I, dOut: dHAct + r * I, count: I, dGate: d, dUp: d + I)
+        if down.adapter == nil {
+            // ∂/∂hAct first, so one pass recomputes hAct (for down's weight
+            // gradient) and computes [dGate | dUp] with one exp per element.
+            down.backwardInput(dy: dOut, rows: n, weights: w, dx: a.dHAct)
+            settings.round(a.dHAct, n * I)
+            let ptrs = Unchecked((s.gateUp, a.dHAct, a.dGateUp, a.hAct))
+            settings.forEachRowChunk(n) { rows in
+                let (gateUp, dHAct, dGateUp, hAct) = ptrs.value
+                for r in rows {
+                    let gu = gateUp + r * 2 * I, d = dGateUp + r * 2 * I
+                    swigluRecomputeBackward(gate: gu, up: gu + I, dOut: dHAct + r * I, count: I, out: hAct + r * I, dGate: d, dUp: d + I)
+                }
+            }
+            settings.round(a.hAct, n * I)
+            down.backwardWeights(x: a.hAct, dy: dOut, rows: n, gradients: g)
+        } else {
+            activate(s.gateUp, a, settings: settings)
+            down.backward(x: a.hAct, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dHAct)
+            settings.round(a.dHAct, n * I)
+            // Rows of [dGate | dUp], then one product each for the weight and input gradients.
+            let ptrs = Unchecked((s.gateUp, a.dHAct, a.dGateUp))
+            settings.forEachRowChunk(n) { rows in
+                let (gateUp, dHAct, dGateUp) = ptrs.value
+                for r in rows {
+                    let gu = gateUp + r * 2 * I, d = dGateUp + r * 2 * I
+                    swigluBackward(gate: gu, up: gu + I, dOut: dHAct + r * I, count: I, dGate: d, dUp: d + I)
+                }
             }
         }
         settings.round(a.dGateUp, n * 2 * I)
@@ -291,4 +308,20 @@ public struct LanguageModelHead {
     public var projection: Linear
     /// The first token id of this rank's vocabulary rows.
     public let firstToken: Int
+}
+
+extension Linear {
+    /// `backward`'s input gradient alone: dx = dy·W (no adapter).
+    func backwardInput(dy: UnsafePointer<Float>, rows: Int, weights: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+        precondition(adapter == nil, "an adapter's backward needs the whole Linear.backward")
+        BLAS.sgemm(.none, .none, m: rows, n: inFeatures, k: outFeatures, a: dy, lda: outFeatures, b: weights + offset,
+                   ldb: inFeatures, c: dx, ldc: inFeatures)
+    }
+
+    /// `backward`'s weight gradient alone: dW += dyᵀ·x when trainable.
+    func backwardWeights(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, gradients: UnsafeMutablePointer<Float>) {
+        guard trainable else { return }
+        BLAS.sgemm(.transpose, .none, m: outFeatures, n: inFeatures, k: rows, a: dy, lda: outFeatures, b: x, ldb: inFeatures,
+                   beta: 1, c: gradients + offset, ldc: inFeatures)
+    }
 }

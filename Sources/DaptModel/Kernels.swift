@@ -172,6 +172,36 @@ public func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
     }
 }
 
+/// Backward of SwiGLU that also recomputes its output: hAct = silu(gate)·up
+/// (bit for bit `swigluForward`'s) and dGate, dUp given dHAct, with one
+/// exponential per element where `swigluForward` then `swigluBackward`
+/// take two. A backward pass that computes dHAct before it needs hAct
+/// (the down projection's input gradient first, its weight gradient after)
+/// saves a pass. dGate/dUp may alias gate/up.
+public func swigluRecomputeBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, count: Int,
+                                    out: UnsafeMutablePointer<Float>, dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>) {
+    var i = 0
+    let one = Vec8(repeating: 1)
+    while i + 8 <= count {
+        let g = load8(gate + i), u = load8(up + i), d = load8(dOut + i)
+        let denominator = one + vectorExp(-g)
+        let s = one / denominator
+        store8(g / denominator * u, out + i)
+        store8(d * u * s * (one + g * (one - s)), dGate + i)
+        store8(d * g * s, dUp + i)
+        i += 8
+    }
+    while i < count {
+        let g = gate[i], u = up[i], d = dOut[i]
+        let denominator = 1 + scalarExp(-g)
+        let s = 1 / denominator
+        out[i] = g / denominator * u
+        dGate[i] = d * u * s * (1 + g * (1 - s))
+        dUp[i] = d * g * s
+        i += 1
+    }
+}
+
 // MARK: - RoPE
 
 /// Rotates each head of `x` ([rows, heads·headDim]) in place, Hugging Face's

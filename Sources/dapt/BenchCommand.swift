@@ -33,6 +33,8 @@ struct BenchCommand: ParsableCommand {
         @Option var threads = 1
         @Option(name: .customLong("query-tile")) var queryTile = 64
         @Option(name: .customLong("key-tile")) var keyTile = 128
+        @Flag(help: "Add the step's time inside sgemm and the rate of plain sgemm on the same shapes, measured in this run.")
+        var breakdown = false
 
         func run() throws {
             BLAS.setThreads(threads)
@@ -56,8 +58,19 @@ struct BenchCommand: ParsableCommand {
             let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
             let tokens = Double(data.tokenCount)
             let flops = config.trainingFlops(data)
-            Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.5f, \"threads\": %d}",
-                               tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads))
+            var extra = ""
+            if breakdown {
+                let b = try StepBreakdown.measure(steps: steps) {
+                    model.gradients.zero()
+                    try model.forwardBackward(data)
+                }
+                extra = String(format: ", \"breakdown\": {\"step_s\": %.4f, \"in_sgemm_s\": %.4f, \"outside_sgemm_share\": %.4f, \"sgemm_calls\": %d, \"sgemm_gflop\": %.3f, \"step_sgemm_gflops\": %.2f, \"plain_sgemm_s\": %.4f, \"plain_sgemm_gflops\": %.2f, \"step_vs_plain_sgemm\": %.3f}",
+                               b.stepSeconds, b.sgemmSeconds, b.outsideSgemmShare, b.calls, b.sgemmFlops / 1e9,
+                               b.sgemmFlops / b.stepSeconds / 1e9, b.plainSgemmSeconds, b.sgemmFlops / b.plainSgemmSeconds / 1e9,
+                               b.plainSgemmSeconds / b.stepSeconds)
+            }
+            Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.5f, \"threads\": %d",
+                               tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads) + extra + "}")
         }
     }
 }

@@ -104,6 +104,22 @@ final class KernelTests: XCTestCase {
         finiteDifferenceCheck(name: "swiglu dup", inputs: &u, analytic: du, sample: n) { weightedSum(forward(gc, $0), r) }
     }
 
+    /// The fused recompute-and-backward kernel gives swigluForward's output
+    /// and swigluBackward's gradients bit for bit (vector body and tail).
+    func testSwiGLURecomputeBackwardMatchesForwardThenBackward() {
+        let n = 45
+        let g = randomValues(n, seed: 7, std: 3), u = randomValues(n, seed: 8), d = randomValues(n, seed: 9)
+        var y = [Float](repeating: 0, count: n), dg = y, du = y
+        swigluForward(gate: g, up: u, count: n, out: &y)
+        swigluBackward(gate: g, up: u, dOut: d, count: n, dGate: &dg, dUp: &du)
+        var fy = [Float](repeating: .nan, count: n), fdg = fy, fdu = fy
+        swigluRecomputeBackward(gate: g, up: u, dOut: d, count: n, out: &fy, dGate: &fdg, dUp: &fdu)
+        XCTAssertEqual(fy.map(\.bitPattern), y.map(\.bitPattern))
+        XCTAssertEqual(fdg.map(\.bitPattern), dg.map(\.bitPattern))
+        XCTAssertEqual(fdu.map(\.bitPattern), du.map(\.bitPattern))
+        XCTAssertTrue(fdg.contains { $0 != 0 })
+    }
+
     func testRopeBackwardIsTheTransposeForEachScaling() throws {
         let scalings: [RopeScaling?] = [nil, RopeScaling(type: .linear, factor: 3),
                                         RopeScaling(type: .dynamic, factor: 2),
