@@ -129,34 +129,34 @@ public final class SgemmRecorder: @unchecked Sendable {
         lock.lock(); recorded.removeAll(keepingCapacity: true); lock.unlock()
     }
 
-    /// Runs every call of `calls` once more on fresh buffers of its shape
-    /// (same transposes, leading dimensions and beta; operands filled with
-    /// small values), `repeats` times, and returns the fastest total: the
-    /// time plain sgemm needs for the same products.
-    public static func replay(_ calls: [SgemmCall], repeats: Int = 3) -> Double {
-        var best = Double.infinity
-        // One set of buffers, as large as the largest operand of any call.
-        func size(rows: Int, cols: Int, ld: Int) -> Int { (rows - 1) * ld + cols }
-        var maxA = 1, maxB = 1, maxC = 1
-        for c in calls {
-            maxA = max(maxA, c.transA == .none ? size(rows: c.m, cols: c.k, ld: c.lda) : size(rows: c.k, cols: c.m, ld: c.lda))
-            maxB = max(maxB, c.transB == .none ? size(rows: c.k, cols: c.n, ld: c.ldb) : size(rows: c.n, cols: c.k, ld: c.ldb))
-            maxC = max(maxC, size(rows: c.m, cols: c.n, ld: c.ldc))
+    /// Runs every call of `calls` once more, back to back (same transposes,
+    /// leading dimensions and beta, operands of small values), and returns
+    /// the time taken: what plain sgemm needs for the same products. `cold`:
+    /// each call's operands follow the previous call's in a ring of buffers
+    /// larger than the caches, so no product finds its operands cached (a
+    /// step's products sit between the two: some inputs were just written);
+    /// otherwise every call reuses one set of buffers, cached when small.
+    public static func replay(_ calls: [SgemmCall], cold: Bool) -> Double {
+        func span(rows: Int, cols: Int, ld: Int) -> Int { (rows - 1) * ld + cols }
+        let spans = calls.map { c in
+            (a: c.transA == .none ? span(rows: c.m, cols: c.k, ld: c.lda) : span(rows: c.k, cols: c.m, ld: c.lda),
+             b: c.transB == .none ? span(rows: c.k, cols: c.n, ld: c.ldb) : span(rows: c.n, cols: c.k, ld: c.ldb),
+             c: span(rows: c.m, cols: c.n, ld: c.ldc))
         }
-        let a = UnsafeMutablePointer<Float>.allocate(capacity: maxA), b = UnsafeMutablePointer<Float>.allocate(capacity: maxB)
-        let out = UnsafeMutablePointer<Float>.allocate(capacity: maxC)
-        defer { a.deallocate(); b.deallocate(); out.deallocate() }
-        for i in 0..<maxA { a[i] = Float(i % 7) * 0.01 }
-        for i in 0..<maxB { b[i] = Float(i % 5) * 0.01 }
-        out.initialize(repeating: 0, count: maxC)
-        for _ in 0..<max(repeats, 1) {
-            let start = DispatchTime.now().uptimeNanoseconds
-            for c in calls {
-                BLAS.sgemm(c.transA, c.transB, m: c.m, n: c.n, k: c.k, a: a, lda: c.lda, b: b, ldb: c.ldb,
-                           beta: c.beta, c: out, ldc: c.ldc)
-            }
-            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        let largest = spans.map { $0.a + $0.b + $0.c }.max() ?? 0
+        let ring = cold ? max(2 * largest, 16 << 20) : max(largest, 1)  // floats: cold, at least 64 MiB
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: ring)
+        defer { buffer.deallocate() }
+        for i in 0..<ring { buffer[i] = Float(i % 7) * 0.01 }
+        var offset = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        for (c, s) in zip(calls, spans) {
+            if !cold || offset + s.a + s.b + s.c > ring { offset = 0 }
+            let a = buffer + offset, b = a + s.a, out = b + s.b
+            offset += s.a + s.b + s.c
+            BLAS.sgemm(c.transA, c.transB, m: c.m, n: c.n, k: c.k, a: a, lda: c.lda, b: b, ldb: c.ldb,
+                       beta: c.beta, c: out, ldc: c.ldc)
         }
-        return best
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 }

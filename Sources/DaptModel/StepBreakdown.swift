@@ -6,37 +6,41 @@ import DaptCore
 /// sgemm runs the very same products in the same process — the machine's
 /// sgemm rate the step is held against.
 public struct StepBreakdown: Sendable {
-    /// The median step of those measured.
+    /// The step kept (the median ratio of plain sgemm to step time).
     public var stepSeconds: Double
     /// That step's time inside `sgemm`.
     public var sgemmSeconds: Double
     /// That step's `sgemm` calls and their floating-point operations (2mnk each).
     public var calls: Int
     public var sgemmFlops: Double
-    /// The same calls replayed back to back on fresh buffers (fastest of three).
+    /// The same calls replayed back to back right after the step, on
+    /// buffers reused from call to call (cached when small: the best case)
+    /// and on operands no call finds cached (`SgemmRecorder.replay`).
     public var plainSgemmSeconds: Double
+    public var coldSgemmSeconds: Double
 
     public var outsideSgemmShare: Double { stepSeconds > 0 ? 1 - sgemmSeconds / stepSeconds : 0 }
 
-    /// Runs `step` `steps` times with every sgemm recorded, keeps the median
-    /// step, and replays its products as plain sgemm.
+    /// Runs `step` `steps` times with every sgemm recorded, each followed by
+    /// a replay of its products as plain sgemm (so step and reference see
+    /// the same machine load), and keeps the pair with the median ratio.
     public static func measure(steps: Int, _ step: () throws -> Void) throws -> StepBreakdown {
         precondition(BLAS.recorder == nil, "a breakdown is already being measured")
-        let recorder = SgemmRecorder()
-        var runs: [(seconds: Double, calls: [SgemmCall])] = []
-        BLAS.recorder = recorder
-        defer { BLAS.recorder = nil }
+        var runs: [StepBreakdown] = []
         for _ in 0..<max(steps, 1) {
-            recorder.reset()
+            let recorder = SgemmRecorder()
+            BLAS.recorder = recorder
             let start = monotonicSeconds()
-            try step()
-            runs.append((monotonicSeconds() - start, recorder.calls))
+            do { try step() } catch { BLAS.recorder = nil; throw error }
+            let seconds = monotonicSeconds() - start
+            BLAS.recorder = nil
+            let calls = recorder.calls
+            runs.append(StepBreakdown(stepSeconds: seconds, sgemmSeconds: calls.reduce(0) { $0 + $1.seconds },
+                                      calls: calls.count, sgemmFlops: calls.reduce(0) { $0 + $1.flops },
+                                      plainSgemmSeconds: SgemmRecorder.replay(calls, cold: false),
+                                      coldSgemmSeconds: SgemmRecorder.replay(calls, cold: true)))
         }
-        BLAS.recorder = nil
-        runs.sort { $0.seconds < $1.seconds }
-        let median = runs[runs.count / 2]
-        return StepBreakdown(stepSeconds: median.seconds, sgemmSeconds: median.calls.reduce(0) { $0 + $1.seconds },
-                             calls: median.calls.count, sgemmFlops: median.calls.reduce(0) { $0 + $1.flops },
-                             plainSgemmSeconds: SgemmRecorder.replay(median.calls))
+        runs.sort { $0.plainSgemmSeconds / $0.stepSeconds < $1.plainSgemmSeconds / $1.stepSeconds }
+        return runs[runs.count / 2]
     }
 }

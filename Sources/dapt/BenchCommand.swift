@@ -64,10 +64,10 @@ struct BenchCommand: ParsableCommand {
                     model.gradients.zero()
                     try model.forwardBackward(data)
                 }
-                extra = String(format: ", \"breakdown\": {\"step_s\": %.4f, \"in_sgemm_s\": %.4f, \"outside_sgemm_share\": %.4f, \"sgemm_calls\": %d, \"sgemm_gflop\": %.3f, \"step_sgemm_gflops\": %.2f, \"plain_sgemm_s\": %.4f, \"plain_sgemm_gflops\": %.2f, \"step_vs_plain_sgemm\": %.3f}",
+                extra = String(format: ", \"breakdown\": {\"step_s\": %.4f, \"in_sgemm_s\": %.4f, \"outside_sgemm_share\": %.4f, \"sgemm_calls\": %d, \"sgemm_gflop\": %.3f, \"step_sgemm_gflops\": %.2f, \"plain_sgemm_s\": %.4f, \"plain_sgemm_gflops\": %.2f, \"step_vs_plain_sgemm\": %.3f, \"cold_sgemm_gflops\": %.2f, \"step_vs_cold_sgemm\": %.3f}",
                                b.stepSeconds, b.sgemmSeconds, b.outsideSgemmShare, b.calls, b.sgemmFlops / 1e9,
                                b.sgemmFlops / b.stepSeconds / 1e9, b.plainSgemmSeconds, b.sgemmFlops / b.plainSgemmSeconds / 1e9,
-                               b.plainSgemmSeconds / b.stepSeconds)
+                               b.plainSgemmSeconds / b.stepSeconds, b.sgemmFlops / b.coldSgemmSeconds / 1e9, b.coldSgemmSeconds / b.stepSeconds)
             }
             Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.5f, \"threads\": %d",
                                tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads) + extra + "}")

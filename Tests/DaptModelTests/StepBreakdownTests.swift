@@ -28,6 +28,7 @@ final class StepBreakdownTests: XCTestCase {
         XCTAssertLessThan(breakdown.sgemmSeconds, breakdown.stepSeconds)
         XCTAssertGreaterThan(breakdown.outsideSgemmShare, 0)
         XCTAssertGreaterThan(breakdown.plainSgemmSeconds, 0)
+        XCTAssertGreaterThan(breakdown.coldSgemmSeconds, 0)
         XCTAssertEqual(c[0], 0.125)  // the last product: 0.5 · 0.25 over k = 1
         XCTAssertNil(BLAS.recorder)
     }
