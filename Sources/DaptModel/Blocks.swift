@@ -116,8 +116,16 @@ public struct Attention {
         v.forward(x: input, rows: n, weights: w, y: s.v)
         a.ropeCos.withUnsafeBufferPointer { cosT in
             a.ropeSin.withUnsafeBufferPointer { sinT in
-                ropeForward(x: s.q, rows: n, heads: heads, headDim: headDim, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
-                ropeForward(x: s.k, rows: n, heads: kvHeads, headDim: headDim, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+                // Rows are independent: share them among the pass's threads.
+                let ptrs = Unchecked((s.q, s.k, cosT.baseAddress!, sinT.baseAddress!, heads, kvHeads, headDim))
+                settings.forEachRowChunk(n) { rows in
+                    let (q, k, cosT, sinT, heads, kvHeads, headDim) = ptrs.value
+                    let r0 = rows.lowerBound, half = headDim / 2
+                    ropeForward(x: q + r0 * heads * headDim, rows: rows.count, heads: heads, headDim: headDim,
+                                cos: cosT + r0 * half, sin: sinT + r0 * half)
+                    ropeForward(x: k + r0 * kvHeads * headDim, rows: rows.count, heads: kvHeads, headDim: headDim,
+                                cos: cosT + r0 * half, sin: sinT + r0 * half)
+                }
             }
         }
         settings.round(s.q, n * qD); settings.round(s.k, n * kvD); settings.round(s.v, n * kvD)
@@ -267,13 +275,13 @@ public struct DecoderBlock {
     /// Layer `l` of `a`: hidden[l] → hidden[l + 1].
     func forward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
         let s = a.layer(l), n = a.n, H = a.dims.hidden
-        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1)
+        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1, settings: settings)
         settings.round(a.normOut, n * H)
         // mid = x + attention(norm(x))
         s.mid.update(from: s.x, count: n * H)
         try attention.forward(input: a.normOut, saved: s, out: s.mid, a, weights: w, settings: settings)
         settings.round(s.mid, n * H)
-        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2)
+        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2, settings: settings)
         settings.round(a.normOut, n * H)
         // out = mid + mlp(norm(mid))
         s.out.update(from: s.mid, count: n * H)
@@ -286,14 +294,14 @@ public struct DecoderBlock {
                   settings: PassSettings) throws {
         let s = a.layer(l), n = a.n, H = a.dims.hidden, dy = a.dResidual
         // The norms' outputs are recomputed rather than saved.
-        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2)
+        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2, settings: settings)
         settings.round(a.normOut, n * H)
         try mlp.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
         settings.round(a.dNorm, n * H)
         postAttentionNorm.backward(dOut: a.dNorm, x: s.mid, rstd: s.rstd2, rows: n, weights: w, gradients: g, dx: dy)
         settings.round(dy, n * H)
 
-        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1)
+        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1, settings: settings)
         settings.round(a.normOut, n * H)
         try attention.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
         settings.round(a.dNorm, n * H)
@@ -323,5 +331,19 @@ extension Linear {
         guard trainable else { return }
         BLAS.sgemm(.transpose, .none, m: outFeatures, n: inFeatures, k: rows, a: dy, lda: outFeatures, b: x, ldb: inFeatures,
                    beta: 1, c: gradients + offset, ldc: inFeatures)
+    }
+}
+
+extension RMSNorm {
+    /// `forward` with the rows shared among the pass's threads (each row is
+    /// normalised alone, so the result does not depend on the split).
+    func forward(x: UnsafePointer<Float>, rows: Int, weights: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                 rstd: UnsafeMutablePointer<Float>, settings: PassSettings) {
+        let ptrs = Unchecked((self, x, weights, out, rstd))
+        settings.forEachRowChunk(rows) { chunk in
+            let (norm, x, w, out, rstd) = ptrs.value
+            let r0 = chunk.lowerBound
+            norm.forward(x: x + r0 * norm.dim, rows: chunk.count, weights: w, out: out + r0 * norm.dim, rstd: rstd + r0)
+        }
     }
 }

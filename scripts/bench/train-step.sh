@@ -17,6 +17,12 @@ python3 -c "import torch, transformers, safetensors" 2>/dev/null || {
 swift build -c release --product dapt >/dev/null
 DAPT="$(swift build -c release --show-bin-path)/dapt"
 
+# An inherited OPENBLAS_CORETYPE pins OpenBLAS's kernels (Haswell: AVX2 on a
+# CPU with AVX-512, while PyTorch picks its own): lift it, as filter.sh does,
+# so both sides run the kernels their library picks for this CPU.
+pin="${OPENBLAS_CORETYPE:-none}"; unset OPENBLAS_CORETYPE
+core="$(OPENBLAS_VERBOSE=2 "$DAPT" --help 2>&1 | grep -o 'Core: .*' | cut -c7- || echo unknown)"
+echo "OpenBLAS core: $core (inherited OPENBLAS_CORETYPE: $pin, lifted)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(date -u '+%Y-%m-%d %H:%M UTC')"
 CONFIGS=(
   "small|--vocab 4096 --hidden 256 --layers 4 --heads 4 --intermediate 688 --seq 256 --batch 8"
@@ -29,7 +35,10 @@ for t in "${THREADS[@]}"; do
     name="${entry%%|*}"; args="${entry#*|}"
     if [ -n "${ONLY:-}" ] && [ "$ONLY" != "$name" ]; then continue; fi
     load="$(cut -d' ' -f1-3 /proc/loadavg)"
-    d="$(OPENBLAS_NUM_THREADS=$t "$DAPT" bench train-step $args --threads "$t" --steps "$STEPS")"
+    # The small config also reports its time inside sgemm against plain
+    # sgemm on the same products, replayed after each step (--breakdown).
+    extra=(); [ "$name" = small ] && extra=(--breakdown)
+    d="$(OPENBLAS_NUM_THREADS=$t "$DAPT" bench train-step $args --threads "$t" --steps "$STEPS" "${extra[@]}")"
     p="$(OMP_NUM_THREADS=$t python3 scripts/bench/train_step_torch.py $args --threads "$t" --steps "$STEPS")"
     python3 - "$name" "$t" "$load" "$d" "$p" <<'PY'
 import json, sys
@@ -37,6 +46,11 @@ name, t, load, d, p = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv
 print(f"{name:<12} {t:>3} {d['tokens_per_s']:>12.1f} {p['tokens_per_s']:>12.1f} {d['tokens_per_s']/p['tokens_per_s']:>8.2f}x "
       f"{d['gflops']:>9.1f} {p['gflops']:>9.1f} {d['peak_rss_mb']:>10.0f} {p['peak_rss_mb']:>10.0f} {d['peak_rss_mb']/p['peak_rss_mb']:>8.2f}x  {load}"
       f"   (loss dapt {d['loss']:.4f} torch {p['loss']:.4f})")
+b = d.get("breakdown")
+if b:
+    print(f"{'':<12} dapt step: {b['outside_sgemm_share']*100:.1f}% outside sgemm; {b['step_sgemm_gflops']:.1f} GF/s over its "
+          f"{b['sgemm_calls']} products against plain sgemm on the same shapes {b['plain_sgemm_gflops']:.1f} GF/s cached "
+          f"({b['step_vs_plain_sgemm']:.2f}x), {b['cold_sgemm_gflops']:.1f} GF/s cold ({b['step_vs_cold_sgemm']:.2f}x)")
 PY
   done
 done
