@@ -150,7 +150,7 @@ public struct Attention {
     /// weight gradients and writes ∂/∂input to `dInput`.
     func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
                   dInput: UnsafeMutablePointer<Float>, _ a: Activations,
-                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, settings: PassSettings) throws {
+                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?, settings: PassSettings) throws {
         let n = a.n, qD = q.outFeatures, kvD = k.outFeatures
         o.backward(x: s.attention, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dAttnOut)
         settings.round(a.dAttnOut, n * qD)
@@ -218,7 +218,7 @@ public struct MLP {
     /// gradients and writes ∂/∂input to `dInput`.
     func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
                   dInput: UnsafeMutablePointer<Float>, _ a: Activations,
-                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, settings: PassSettings) throws {
+                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?, settings: PassSettings) throws {
         let n = a.n, I = intermediate
         if down.adapter == nil {
             // ∂/∂hAct first, so one pass recomputes hAct (for down's weight
@@ -290,7 +290,7 @@ public struct DecoderBlock {
     }
 
     /// Layer `l` backward: takes ∂/∂hidden[l + 1] in `a.dResidual`, leaves ∂/∂hidden[l] there.
-    func backward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>,
+    func backward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?,
                   settings: PassSettings) throws {
         let s = a.layer(l), n = a.n, H = a.dims.hidden, dy = a.dResidual
         // The norms' outputs are recomputed rather than saved.

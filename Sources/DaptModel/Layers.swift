@@ -97,10 +97,12 @@ public struct Linear {
     }
 
     /// dW += dyᵀ·x (when trainable), then dx = dy·W (or dx += dy·W when
-    /// `accumulate`), then the adapter's backward.
+    /// `accumulate`), then the adapter's backward. `gradients` may be nil
+    /// only when frozen.
     public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, weights: UnsafePointer<Float>,
-                         gradients: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+                         gradients: UnsafeMutablePointer<Float>?, dx: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
         if trainable {
+            guard let gradients else { preconditionFailure("a trainable Linear needs a gradient buffer") }
             BLAS.sgemm(.transpose, .none, m: outFeatures, n: inFeatures, k: rows, a: dy, lda: outFeatures, b: x, ldb: inFeatures,
                        beta: 1, c: gradients + offset, ldc: inFeatures)
         }
@@ -175,10 +177,12 @@ public struct RMSNorm {
         rmsNormForward(x: x, weight: weights + offset, rows: rows, dim: dim, eps: eps, out: out, rstd: rstd)
     }
 
-    /// dx += ∂/∂x; the gain's gradient accumulates (into a scratch row when frozen).
+    /// dx += ∂/∂x; the gain's gradient accumulates (into a scratch row when
+    /// frozen, when `gradients` may be nil).
     public func backward(dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int,
-                         weights: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+                         weights: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>?, dx: UnsafeMutablePointer<Float>) {
         if trainable {
+            guard let gradients else { preconditionFailure("a trainable RMSNorm needs a gradient buffer") }
             rmsNormBackward(dOut: dOut, x: x, weight: weights + offset, rstd: rstd, rows: rows, dim: dim, dX: dx, dWeight: gradients + offset)
         } else {
             let discard = UnsafeMutablePointer<Float>.allocate(capacity: dim)

@@ -79,6 +79,7 @@ public final class LoraAdapters: @unchecked Sendable {
     /// Dropout draws its masks from this seed (set it per micro-batch); off when false.
     public var dropoutSeed: UInt64 = 0
     public var training = false
+    let scratch = LoraScratch()
 
     public init(config: LlamaConfig, settings: LoraSettings) throws {
         guard settings.rank > 0 else { throw LoraError.badAdapter(path: "", field: "r", reason: "must be > 0, got \(settings.rank)") }
@@ -277,6 +278,82 @@ public final class LoraAdapters: @unchecked Sendable {
     }
 }
 
+/// Dropout's keep decisions for one module and micro-batch: element i is
+/// dropped when its 16-bit uniform is below round(p·65536); four uniforms
+/// come from each 64-bit draw of a generator seeded by the micro-batch's
+/// seed and the module, so backward redraws forward's mask instead of
+/// storing it. Kept elements are scaled by 1/(1 - p), as PyTorch does.
+struct LoraDropout {
+    let seed: UInt64
+    let threshold: UInt64
+    let keepScale: Float
+
+    init(seed: UInt64, module: LoraModule, probability p: Double) {
+        self.seed = StableHash.mix64(seed ^ StableHash.mix64(UInt64(module.a.offset)))
+        threshold = UInt64((p * 65536).rounded())
+        keepScale = Float(1 / (1 - p))
+    }
+
+    /// out[i] = kept(i) ? x[i]·keep : 0, or out[i] += that when `accumulate`.
+    func apply(_ x: UnsafePointer<Float>, to out: UnsafeMutablePointer<Float>, count: Int, accumulate: Bool) {
+        var rng = SplitMix64(seed: seed)
+        let threshold = self.threshold, keep = keepScale
+        var i = 0
+        while i < count {
+            var bits = rng.next()
+            for j in i..<min(i + 4, count) {
+                let v = bits & 0xFFFF >= threshold ? x[j] * keep : 0
+                if accumulate { out[j] += v } else { out[j] = v }
+                bits >>= 16
+            }
+            i += 4
+        }
+    }
+
+    /// Which of the first `count` elements are kept (the reference's mask).
+    func kept(count: Int) -> [Bool] {
+        var rng = SplitMix64(seed: seed)
+        var mask: [Bool] = []
+        mask.reserveCapacity(count)
+        while mask.count < count {
+            var bits = rng.next()
+            for _ in 0..<min(4, count - mask.count) {
+                mask.append(bits & 0xFFFF >= threshold)
+                bits >>= 16
+            }
+        }
+        return mask
+    }
+}
+
+/// Scratch reused by every adapted projection of a model (their passes run
+/// one after another): the dropped input, its input gradient, and the
+/// rank-r intermediates.
+final class LoraScratch {
+    private(set) var capacity = 0
+    private(set) var dropped = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private(set) var droppedGradient = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private(set) var rankCapacity = 0
+    private(set) var h = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private(set) var dh = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+
+    /// Makes room for `inputs` input values and `ranks` rank-r values.
+    func reserve(inputs: Int, ranks: Int) {
+        if inputs > capacity {
+            dropped.deallocate(); droppedGradient.deallocate()
+            dropped = .allocate(capacity: inputs); droppedGradient = .allocate(capacity: inputs)
+            capacity = inputs
+        }
+        if ranks > rankCapacity {
+            h.deallocate(); dh.deallocate()
+            h = .allocate(capacity: ranks); dh = .allocate(capacity: ranks)
+            rankCapacity = ranks
+        }
+    }
+
+    deinit { dropped.deallocate(); droppedGradient.deallocate(); h.deallocate(); dh.deallocate() }
+}
+
 /// The LoRA branch on one `Linear`: y += scale · dropout(x)·Aᵀ·Bᵀ for each
 /// of its modules (two on the fused gate/up product). Backward accumulates
 /// dA and dB into the adapters' gradients and adds the input gradient; the
@@ -290,77 +367,101 @@ final class LoraLinearAdapter: LinearAdapter {
         self.modules = modules.map { adapters.modules[$0] }
     }
 
-    /// Which inputs dropout keeps for module `m` (nil when dropout is off):
-    /// drawn from the seed and the module, so backward sees forward's mask.
-    private func keptInputs(_ m: LoraModule, count: Int) -> [Bool]? {
-        let p = Float(adapters.settings.dropout)
+    /// Module `m`'s dropout while training with dropout > 0, else nil.
+    func dropout(_ m: LoraModule) -> LoraDropout? {
+        let p = adapters.settings.dropout
         guard adapters.training, p > 0 else { return nil }
-        var rng = SplitMix64(seed: StableHash.mix64(adapters.dropoutSeed ^ StableHash.mix64(UInt64(m.a.offset))))
-        return (0..<count).map { _ in Float(rng.next() >> 40) * 0x1.0p-24 >= p }
+        return LoraDropout(seed: adapters.dropoutSeed, module: m, probability: p)
     }
 
-    /// dropout(x) with PyTorch's scaling 1/(1-p).
-    private func dropped(_ x: UnsafePointer<Float>, _ kept: [Bool]) -> [Float] {
-        let keep = 1 / (1 - Float(adapters.settings.dropout))
-        return kept.indices.map { kept[$0] ? x[$0] * keep : 0 }
+    /// The adapter's input for `m`: x itself, or dropout(x) in the scratch.
+    private func input(_ m: LoraModule, _ x: UnsafePointer<Float>, rows: Int) -> UnsafePointer<Float> {
+        guard let d = dropout(m) else { return x }
+        d.apply(x, to: adapters.scratch.dropped, count: rows * m.inFeatures, accumulate: false)
+        return UnsafePointer(adapters.scratch.dropped)
     }
 
     func forward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, rows: Int) {
-        let r = adapters.settings.rank, w = adapters.parameters.baseAddress!
-        var h = [Float](repeating: 0, count: rows * r)
+        let r = adapters.settings.rank, w = adapters.parameters.baseAddress!, scratch = adapters.scratch
         for m in modules {
-            let kept = keptInputs(m, count: rows * m.inFeatures)
-            let dropped = kept.map { self.dropped(x, $0) }
-            h.withUnsafeMutableBufferPointer { h in
-                func product(_ input: UnsafePointer<Float>) {
-                    BLAS.sgemm(.none, .transpose, m: rows, n: r, k: m.inFeatures, a: input, lda: m.inFeatures,
-                               b: w + m.a.offset, ldb: m.inFeatures, c: h.baseAddress!, ldc: r)
-                }
-                if let dropped { dropped.withUnsafeBufferPointer { product($0.baseAddress!) } } else { product(x) }
-                BLAS.sgemm(.none, .transpose, m: rows, n: m.outFeatures, k: r, alpha: adapters.settings.scale, a: h.baseAddress!, lda: r,
-                           b: w + m.b.offset, ldb: r, beta: 1, c: y + m.column, ldc: m.stride)
-            }
+            scratch.reserve(inputs: rows * m.inFeatures, ranks: rows * r)
+            let input = self.input(m, x, rows: rows)
+            // h = xd·Aᵀ; y += scale·h·Bᵀ.
+            BLAS.sgemm(.none, .transpose, m: rows, n: r, k: m.inFeatures, a: input, lda: m.inFeatures,
+                       b: w + m.a.offset, ldb: m.inFeatures, c: scratch.h, ldc: r)
+            BLAS.sgemm(.none, .transpose, m: rows, n: m.outFeatures, k: r, alpha: adapters.settings.scale, a: scratch.h, lda: r,
+                       b: w + m.b.offset, ldb: r, beta: 1, c: y + m.column, ldc: m.stride)
         }
     }
 
     func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int) {
-        let r = adapters.settings.rank, scale = adapters.settings.scale
+        let r = adapters.settings.rank, scale = adapters.settings.scale, scratch = adapters.scratch
         let w = adapters.parameters.baseAddress!, g = adapters.gradients.baseAddress!
-        var h = [Float](repeating: 0, count: rows * r)
-        var dh = [Float](repeating: 0, count: rows * r)
         for m in modules {
-            let kept = keptInputs(m, count: rows * m.inFeatures)
-            let dropped = kept.map { self.dropped(x, $0) }
-            h.withUnsafeMutableBufferPointer { h in
-            dh.withUnsafeMutableBufferPointer { dh in
-                func run(_ input: UnsafePointer<Float>) {
-                    let h = h.baseAddress!, dh = dh.baseAddress!
-                    // h = xd·Aᵀ; dB += scale·dyᵀ·h; dh = scale·dy·B; dA += dhᵀ·xd.
-                    BLAS.sgemm(.none, .transpose, m: rows, n: r, k: m.inFeatures, a: input, lda: m.inFeatures,
-                               b: w + m.a.offset, ldb: m.inFeatures, c: h, ldc: r)
-                    BLAS.sgemm(.transpose, .none, m: m.outFeatures, n: r, k: rows, alpha: scale, a: dy + m.column, lda: m.stride,
-                               b: h, ldb: r, beta: 1, c: g + m.b.offset, ldc: r)
-                    BLAS.sgemm(.none, .none, m: rows, n: r, k: m.outFeatures, alpha: scale, a: dy + m.column, lda: m.stride,
-                               b: w + m.b.offset, ldb: r, c: dh, ldc: r)
-                    BLAS.sgemm(.transpose, .none, m: r, n: m.inFeatures, k: rows, a: dh, lda: r, b: input, ldb: m.inFeatures,
-                               beta: 1, c: g + m.a.offset, ldc: m.inFeatures)
-                }
-                if let dropped { dropped.withUnsafeBufferPointer { run($0.baseAddress!) } } else { run(x) }
-                // dx += dh·A, through the dropout mask.
-                if let kept {
-                    var dxd = [Float](repeating: 0, count: rows * m.inFeatures)
-                    dxd.withUnsafeMutableBufferPointer {
-                        BLAS.sgemm(.none, .none, m: rows, n: m.inFeatures, k: r, a: dh.baseAddress!, lda: r, b: w + m.a.offset,
-                                   ldb: m.inFeatures, c: $0.baseAddress!, ldc: m.inFeatures)
-                    }
-                    let keep = 1 / (1 - Float(adapters.settings.dropout))
-                    for i in kept.indices where kept[i] { dx[i] += dxd[i] * keep }
-                } else {
-                    BLAS.sgemm(.none, .none, m: rows, n: m.inFeatures, k: r, a: dh.baseAddress!, lda: r, b: w + m.a.offset,
-                               ldb: m.inFeatures, beta: 1, c: dx, ldc: m.inFeatures)
-                }
-            }
+            scratch.reserve(inputs: rows * m.inFeatures, ranks: rows * r)
+            let input = self.input(m, x, rows: rows), h = scratch.h, dh = scratch.dh
+            // h = xd·Aᵀ; dB += scale·dyᵀ·h; dh = scale·dy·B; dA += dhᵀ·xd.
+            BLAS.sgemm(.none, .transpose, m: rows, n: r, k: m.inFeatures, a: input, lda: m.inFeatures,
+                       b: w + m.a.offset, ldb: m.inFeatures, c: h, ldc: r)
+            BLAS.sgemm(.transpose, .none, m: m.outFeatures, n: r, k: rows, alpha: scale, a: dy + m.column, lda: m.stride,
+                       b: h, ldb: r, beta: 1, c: g + m.b.offset, ldc: r)
+            BLAS.sgemm(.none, .none, m: rows, n: r, k: m.outFeatures, alpha: scale, a: dy + m.column, lda: m.stride,
+                       b: w + m.b.offset, ldb: r, c: dh, ldc: r)
+            BLAS.sgemm(.transpose, .none, m: r, n: m.inFeatures, k: rows, a: dh, lda: r, b: input, ldb: m.inFeatures,
+                       beta: 1, c: g + m.a.offset, ldc: m.inFeatures)
+            // dx += dh·A, through the dropout mask.
+            if let d = dropout(m) {
+                BLAS.sgemm(.none, .none, m: rows, n: m.inFeatures, k: r, a: dh, lda: r, b: w + m.a.offset,
+                           ldb: m.inFeatures, c: scratch.droppedGradient, ldc: m.inFeatures)
+                d.apply(scratch.droppedGradient, to: dx, count: rows * m.inFeatures, accumulate: true)
+            } else {
+                BLAS.sgemm(.none, .none, m: rows, n: m.inFeatures, k: r, a: dh, lda: r, b: w + m.a.offset,
+                           ldb: m.inFeatures, beta: 1, c: dx, ldc: m.inFeatures)
             }
         }
+    }
+
+    // MARK: Reference
+
+    /// forward with plain loops and an explicit mask (tests compare the fast path with it).
+    func referenceForward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, rows: Int) {
+        let r = adapters.settings.rank, scale = adapters.settings.scale, w = adapters.parameters
+        for m in modules {
+            let xd = referenceInput(m, x, rows: rows)
+            for row in 0..<rows {
+                let h = (0..<r).map { k in (0..<m.inFeatures).reduce(Float(0)) { $0 + xd[row * m.inFeatures + $1] * w[m.a.offset + k * m.inFeatures + $1] } }
+                for o in 0..<m.outFeatures {
+                    y[row * m.stride + m.column + o] += scale * (0..<r).reduce(Float(0)) { $0 + h[$1] * w[m.b.offset + o * r + $1] }
+                }
+            }
+        }
+    }
+
+    /// backward with plain loops and an explicit mask.
+    func referenceBackward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int) {
+        let r = adapters.settings.rank, scale = adapters.settings.scale, w = adapters.parameters, g = adapters.gradients
+        for m in modules {
+            let xd = referenceInput(m, x, rows: rows)
+            let kept = dropout(m).map { ($0.kept(count: rows * m.inFeatures), $0.keepScale) }
+            for row in 0..<rows {
+                let h = (0..<r).map { k in (0..<m.inFeatures).reduce(Float(0)) { $0 + xd[row * m.inFeatures + $1] * w[m.a.offset + k * m.inFeatures + $1] } }
+                let d = (0..<m.outFeatures).map { dy[row * m.stride + m.column + $0] }
+                for o in 0..<m.outFeatures { for k in 0..<r { g[m.b.offset + o * r + k] += scale * d[o] * h[k] } }
+                let dh = (0..<r).map { k in scale * (0..<m.outFeatures).reduce(Float(0)) { $0 + d[$1] * w[m.b.offset + $1 * r + k] } }
+                for k in 0..<r { for i in 0..<m.inFeatures { g[m.a.offset + k * m.inFeatures + i] += dh[k] * xd[row * m.inFeatures + i] } }
+                for i in 0..<m.inFeatures {
+                    var v = (0..<r).reduce(Float(0)) { $0 + dh[$1] * w[m.a.offset + $1 * m.inFeatures + i] }
+                    if let (mask, keep) = kept { v = mask[row * m.inFeatures + i] ? v * keep : 0 }
+                    dx[row * m.inFeatures + i] += v
+                }
+            }
+        }
+    }
+
+    private func referenceInput(_ m: LoraModule, _ x: UnsafePointer<Float>, rows: Int) -> [Float] {
+        let count = rows * m.inFeatures
+        guard let d = dropout(m) else { return Array(UnsafeBufferPointer(start: x, count: count)) }
+        let mask = d.kept(count: count)
+        return (0..<count).map { mask[$0] ? x[$0] * d.keepScale : 0 }
     }
 }

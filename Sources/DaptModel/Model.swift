@@ -105,7 +105,9 @@ struct Unchecked<T>: @unchecked Sendable {
 /// composed of layer types (`Embedding`, `DecoderBlock` = `RMSNorm` +
 /// `Attention` + `MLP`, `LanguageModelHead`) over `Linear` products.
 /// Parameters and gradients each live in one flat buffer sliced by
-/// `layout`; backward accumulates into `gradients` (zero it between steps).
+/// `layout`; backward accumulates into `gradients` (zero it between steps),
+/// which is allocated on first use: a model whose base is frozen (LoRA,
+/// evaluation, generation) never holds one.
 /// The passes are exposed per stage — embedding, a range of layers, the
 /// head — on an `Activations` context per micro-batch, so a pipeline stage
 /// can run only its layers and hold several micro-batches; the methods
@@ -115,7 +117,17 @@ public final class LlamaModel: @unchecked Sendable {
     public private(set) var config: LlamaConfig
     public let layout: ParameterLayout
     public let parameters: ParameterBuffer
-    public let gradients: ParameterBuffer
+    /// The base parameters' gradients, allocated (zeroed) on first use.
+    public var gradients: ParameterBuffer {
+        if let g = gradientStorage { return g }
+        let g = ParameterBuffer(layout: layout)
+        gradientStorage = g
+        return g
+    }
+    private var gradientStorage: ParameterBuffer?
+    /// False until something asks for `gradients`: backward under a frozen
+    /// base computes input gradients only and leaves it unallocated.
+    public var holdsGradientBuffer: Bool { gradientStorage != nil }
     /// The sizes this model's layers compute with.
     public let dimensions: LayerDimensions
     /// Nil on a pipeline stage other than the first.
@@ -138,6 +150,9 @@ public final class LlamaModel: @unchecked Sendable {
     public let tensorGroup: (any Communicator)?
     /// The context of the methods that take none.
     private var current: Activations?
+    /// Whether the head runs on the rows with a target only when at most
+    /// three quarters have one (off: the reference, in tests).
+    var gathersHeadRows = true
 
     /// A model, whole or — given a tensor group of T > 1 ranks — this rank's
     /// part of it: 1/T of the attention heads, kv heads, intermediate size
@@ -153,7 +168,6 @@ public final class LlamaModel: @unchecked Sendable {
         self.tensorGroup = group
         layout = ParameterLayout(config: config, tensorRank: rank, tensorParallel: t, stage: stage)
         parameters = ParameterBuffer(layout: layout)
-        gradients = ParameterBuffer(layout: layout)
         let d = LayerDimensions(config: config, tensorParallel: t)
         dimensions = d
         let eps = Float(config.rmsNormEps)
@@ -222,6 +236,19 @@ public final class LlamaModel: @unchecked Sendable {
         PassSettings(kernel: attentionKernel, threads: threads, precision: activationPrecision, tensorGroup: tensorGroup)
     }
 
+    /// True when some base parameter is trainable (not frozen by `trainable = false`).
+    public var trainsBaseParameters: Bool {
+        embedding?.trainable == true || head?.norm.trainable == true || head?.projection.trainable == true || blocks.contains {
+            $0.inputNorm.trainable || $0.postAttentionNorm.trainable || $0.attention.q.trainable || $0.attention.k.trainable
+                || $0.attention.v.trainable || $0.attention.o.trainable || $0.mlp.gateUp.trainable || $0.mlp.down.trainable
+        }
+    }
+
+    /// Where backward accumulates base gradients; nil when the whole base is frozen.
+    private var gradientPointer: UnsafeMutablePointer<Float>? {
+        trainsBaseParameters ? gradients.storage.baseAddress! : nil
+    }
+
     // MARK: Whole passes
 
     /// Forward and backward on `batch`: gradients += ∂(lossScale · Σ loss /
@@ -271,19 +298,10 @@ public final class LlamaModel: @unchecked Sendable {
         // Only positions with a target need the LM head: gather their rows
         // (padding and window overlaps have none), so the head's matrix
         // product and the softmax cover just the predicted tokens.
-        var rows: [Int] = []
-        rows.reserveCapacity(a.n)
-        var targets: [Int32] = []
-        targets.reserveCapacity(a.n)
-        for (r, t) in batch.targets.enumerated() where t != ignoreIndex { rows.append(r); targets.append(t) }
+        let (rows, targets) = compactTargetRows(a)
         var losses = [Float](repeating: 0, count: a.n)
         let m = rows.count
         guard m > 0 else { return losses }
-        // finalOut is not read again in a forward-only pass: compact it in
-        // place (row i moves to slot k ≤ i, earlier slots already consumed).
-        for (k, r) in rows.enumerated() where k != r {
-            (a.finalOut + k * H).update(from: a.finalOut + r * H, count: H)
-        }
         head.projection.forward(x: a.finalOut, rows: m, weights: w, y: a.logits)
         settings.round(a.logits, m * V)
         var compact = [Float](repeating: 0, count: m)
@@ -299,6 +317,19 @@ public final class LlamaModel: @unchecked Sendable {
         }
         for (k, r) in rows.enumerated() { losses[r] = compact[k] }
         return losses
+    }
+
+    /// The rows of `a`'s batch that have a target, and their targets; moves
+    /// those rows of `finalOut` to its first slots (row i to slot k ≤ i,
+    /// earlier slots already moved), for a head over them only.
+    private func compactTargetRows(_ a: Activations) -> (rows: [Int], targets: [Int32]) {
+        let H = dimensions.hidden
+        var rows: [Int] = [], targets: [Int32] = []
+        rows.reserveCapacity(a.n)
+        targets.reserveCapacity(a.n)
+        for (r, t) in a.batch!.targets.enumerated() where t != ignoreIndex { rows.append(r); targets.append(t) }
+        for (k, r) in rows.enumerated() where k != r { (a.finalOut + k * H).update(from: a.finalOut + r * H, count: H) }
+        return (rows, targets)
     }
 
     /// Forward only: logits [batch·seqLen, vocab] (of this rank's vocabulary when split).
@@ -424,6 +455,7 @@ public final class LlamaModel: @unchecked Sendable {
     public func embedBackward() { unsplit { try embedBackward(current!) } }
 
     public func embedBackward(_ a: Activations) throws {
+        guard embedding?.trainable == true else { return }
         let b = a.batch!
         gradients.withBuffer { g in
             b.tokens.withUnsafeBufferPointer { t in
@@ -446,7 +478,7 @@ public final class LlamaModel: @unchecked Sendable {
     public func backwardLayers(_ range: Range<Int>) { unsplit { try backwardLayers(range, current!) } }
 
     public func backwardLayers(_ range: Range<Int>, _ a: Activations, gradientsFinal: ((_ offset: Int) throws -> Void)? = nil) throws {
-        let w = UnsafePointer(parameters.storage.baseAddress!), g = gradients.storage.baseAddress!, settings = self.settings
+        let w = UnsafePointer(parameters.storage.baseAddress!), g = gradientPointer, settings = self.settings
         let first = layout.stage.layers.lowerBound
         for l in range.reversed() {
             try blocks[l - first].backward(layer: l, a, weights: w, gradients: g, settings: settings)
@@ -496,11 +528,14 @@ public final class LlamaModel: @unchecked Sendable {
 
     public func headForwardBackward(_ a: Activations, lossScale: Float = 1, normalizer: Double? = nil) throws -> LossResult {
         let n = a.n, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
-        let w = UnsafePointer(parameters.storage.baseAddress!), g = gradients.storage.baseAddress!
+        let w = UnsafePointer(parameters.storage.baseAddress!), g = gradientPointer
         let batch = a.batch!, head = self.head!
-        headLogits(a)
         let counted = batch.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
         let denominator = normalizer ?? Double(max(counted, 1))
+        if gathersHeadRows && tensorGroup == nil && counted * 4 <= n * 3 {
+            return try headForwardBackwardGathered(a, gradientScale: Float(Double(lossScale) / denominator))
+        }
+        headLogits(a)
         let r = try headLoss(a, gradientScale: Float(Double(lossScale) / denominator))
         settings.round(a.logits, n * V)
         head.projection.backward(x: a.finalOut, dy: a.logits, rows: n, weights: w, gradients: g, dx: a.dNorm)
@@ -509,6 +544,40 @@ public final class LlamaModel: @unchecked Sendable {
         a.dResidual.update(repeating: 0, count: n * H)
         head.norm.backward(dOut: a.dNorm, x: a.hidden(config.numHiddenLayers), rstd: a.finalRstd, rows: n,
                            weights: w, gradients: g, dx: a.dResidual)
+        settings.round(a.dResidual, n * H)
+        return LossResult(sum: r.sum, count: r.count)
+    }
+
+    /// `headForwardBackward` over the rows that have a target only (a
+    /// fine-tuning batch whose loss covers the assistant tokens): the LM
+    /// head's products and the softmax skip the rest, whose gradient is zero.
+    private func headForwardBackwardGathered(_ a: Activations, gradientScale: Float) throws -> LossResult {
+        let n = a.n, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
+        let w = UnsafePointer(parameters.storage.baseAddress!), g = gradientPointer, head = self.head!
+        let last = a.hidden(config.numHiddenLayers)
+        head.norm.forward(x: last, rows: n, weights: w, out: a.finalOut, rstd: a.finalRstd)
+        settings.round(a.finalOut, n * H)
+        let (rows, targets) = compactTargetRows(a)
+        let m = rows.count
+        head.projection.forward(x: a.finalOut, rows: m, weights: w, y: a.logits)
+        settings.round(a.logits, m * V)
+        let r = targets.withUnsafeBufferPointer {
+            DaptModel.crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: m, vocab: V, gradientScale: gradientScale)
+        }
+        settings.round(a.logits, m * V)
+        head.projection.backward(x: a.finalOut, dy: a.logits, rows: m, weights: w, gradients: g, dx: a.dNorm)
+        settings.round(a.dNorm, m * H)
+        // Scatter the rows back (slot k to row rows[k] ≥ k, last first); rows without a target get zero.
+        var next = n
+        for k in stride(from: m - 1, through: 0, by: -1) {
+            let row = rows[k]
+            (a.dNorm + (row + 1) * H).update(repeating: 0, count: (next - row - 1) * H)
+            if row != k { (a.dNorm + row * H).update(from: a.dNorm + k * H, count: H) }
+            next = row
+        }
+        a.dNorm.update(repeating: 0, count: next * H)
+        a.dResidual.update(repeating: 0, count: n * H)
+        head.norm.backward(dOut: a.dNorm, x: last, rstd: a.finalRstd, rows: n, weights: w, gradients: g, dx: a.dResidual)
         settings.round(a.dResidual, n * H)
         return LossResult(sum: r.sum, count: r.count)
     }
