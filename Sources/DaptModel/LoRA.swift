@@ -297,16 +297,26 @@ struct LoraDropout {
     /// out[i] = kept(i) ? x[i]·keep : 0, or out[i] += that when `accumulate`.
     func apply(_ x: UnsafePointer<Float>, to out: UnsafeMutablePointer<Float>, count: Int, accumulate: Bool) {
         var rng = SplitMix64(seed: seed)
-        let threshold = self.threshold, keep = keepScale
+        let threshold = SIMD4<UInt32>(repeating: UInt32(self.threshold)), keep = SIMD4<Float>(repeating: keepScale)
+        let shifts = SIMD4<UInt64>(0, 16, 32, 48)
+        let whole = count / 4 * 4
+        // Four elements per draw: lane j takes bits 16j ..< 16j + 16.
         var i = 0
-        while i < count {
-            var bits = rng.next()
-            for j in i..<min(i + 4, count) {
-                let v = bits & 0xFFFF >= threshold ? x[j] * keep : 0
-                if accumulate { out[j] += v } else { out[j] = v }
-                bits >>= 16
-            }
+        while i < whole {
+            let u = SIMD4<UInt32>(truncatingIfNeeded: (SIMD4<UInt64>(repeating: rng.next()) &>> shifts) & 0xFFFF)
+            var v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self) * keep
+            v.replace(with: 0, where: u .< threshold)
+            let o = UnsafeMutableRawPointer(out + i)
+            if accumulate { v += o.loadUnaligned(as: SIMD4<Float>.self) }
+            o.storeBytes(of: v, as: SIMD4<Float>.self)
             i += 4
+        }
+        guard whole < count else { return }
+        var bits = rng.next()
+        for j in whole..<count {
+            let v = bits & 0xFFFF >= self.threshold ? x[j] * keepScale : 0
+            if accumulate { out[j] += v } else { out[j] = v }
+            bits >>= 16
         }
     }
 
