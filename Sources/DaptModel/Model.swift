@@ -150,8 +150,8 @@ public final class LlamaModel: @unchecked Sendable {
     public let tensorGroup: (any Communicator)?
     /// The context of the methods that take none.
     private var current: Activations?
-    /// Whether the head runs on the rows with a target only when at most
-    /// three quarters have one (off: the reference, in tests).
+    /// Whether a frozen head runs on the rows with a target only when at
+    /// most three quarters have one (off: the reference, in tests).
     var gathersHeadRows = true
 
     /// A model, whole or — given a tensor group of T > 1 ranks — this rank's
@@ -532,7 +532,10 @@ public final class LlamaModel: @unchecked Sendable {
         let batch = a.batch!, head = self.head!
         let counted = batch.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
         let denominator = normalizer ?? Double(max(counted, 1))
-        if gathersHeadRows && tensorGroup == nil && counted * 4 <= n * 3 {
+        // A frozen head (fine-tuning, whose loss covers the assistant tokens
+        // only) runs on the rows with a target. A trained head keeps one
+        // product over all rows, so its loss has the bits of `loss`.
+        if gathersHeadRows && tensorGroup == nil && !head.projection.trainable && counted * 4 <= n * 3 {
             return try headForwardBackwardGathered(a, gradientScale: Float(Double(lossScale) / denominator))
         }
         headLogits(a)
