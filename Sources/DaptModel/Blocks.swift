@@ -327,8 +327,9 @@ extension Linear {
     }
 
     /// `backward`'s weight gradient alone: dW += dyᵀ·x when trainable.
-    func backwardWeights(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, gradients: UnsafeMutablePointer<Float>) {
+    func backwardWeights(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, gradients: UnsafeMutablePointer<Float>?) {
         guard trainable else { return }
+        guard let gradients else { preconditionFailure("a trainable Linear needs a gradient buffer") }
         BLAS.sgemm(.transpose, .none, m: outFeatures, n: inFeatures, k: rows, a: dy, lda: outFeatures, b: x, ldb: inFeatures,
                    beta: 1, c: gradients + offset, ldc: inFeatures)
     }
