@@ -175,7 +175,7 @@ public final class RunCoordinator {
         var spike: Spike?
         if let detector {
             // Every rank keeps the same history (the loss is the global batch's), so every rank's state is the same.
-            spike = detector.observe(step: m.step, loss: m.loss, gradientsFinite: m.skipped != true || trainer.precision == .fp16,
+            spike = detector.observe(step: m.step, loss: m.loss, gradientNorm: m.gradientNorm, gradientsFinite: m.skipped != true || trainer.precision == .fp16,
                                      history: &trainer.state.spikeHistory)
         }
         var decision = StepDecision.proceed

@@ -11,6 +11,9 @@ extension PretrainConfig {
         public var warmup = 20
         /// A loss above median + k · 1.4826 · MAD is suspicious.
         public var k = 6.0
+        /// A gradient norm above median + gradient_k · 1.4826 · MAD of the window's norms is suspicious
+        /// too (0: the gradient norm is tracked but only a non-finite one counts).
+        public var gradientK = 0.0
         /// Suspicious losses in a row that make a spike (a non-finite loss or gradient is one at once).
         public var consecutive = 2
         /// Floor of the deviation scale, so a flat loss curve does not make every wobble a spike.
@@ -26,7 +29,7 @@ extension PretrainConfig {
         /// A spike after this many rollbacks stops the run.
         public var maxRollbacks = 3
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case enabled, window, warmup, k, consecutive, minDeviation = "min_deviation"
+            case enabled, window, warmup, k, gradientK = "gradient_k", consecutive, minDeviation = "min_deviation"
             case snapshotEverySteps = "snapshot_every_steps", marginSteps = "margin_steps"
             case lrFactor = "lr_factor", lrSteps = "lr_steps", maxRollbacks = "max_rollbacks"
         }
@@ -38,6 +41,7 @@ extension PretrainConfig {
             window = try c.value(.window, default: d.window)
             warmup = try c.value(.warmup, default: d.warmup)
             k = try c.value(.k, default: d.k)
+            gradientK = try c.value(.gradientK, default: d.gradientK)
             consecutive = try c.value(.consecutive, default: d.consecutive)
             minDeviation = try c.value(.minDeviation, default: d.minDeviation)
             snapshotEverySteps = try c.value(.snapshotEverySteps, default: d.snapshotEverySteps)
@@ -51,6 +55,7 @@ extension PretrainConfig {
             try Check.positive(window, "spikes.window")
             try Check.inRange(warmup, 1...window, "spikes.warmup")
             try Check.positive(k, "spikes.k")
+            try Check.nonNegative(gradientK, "spikes.gradient_k")
             try Check.positive(consecutive, "spikes.consecutive")
             try Check.nonNegative(minDeviation, "spikes.min_deviation")
             try Check.nonNegative(snapshotEverySteps, "spikes.snapshot_every_steps")
@@ -75,11 +80,21 @@ extension PretrainConfig {
 public struct SpikeHistory: Codable, Equatable, Sendable {
     /// Accepted losses, oldest first, at most `window`.
     public var losses: [Double] = []
+    /// The gradient norms of the same accepted steps (finite ones only).
+    public var gradientNorms: [Double] = []
     /// Suspicious steps in a row so far, and the first of them (1-based step number).
     public var suspicious = 0
     public var firstSuspiciousStep = 0
     public init() {}
-    enum CodingKeys: String, CodingKey { case losses, suspicious, firstSuspiciousStep = "first_suspicious_step" }
+    enum CodingKeys: String, CodingKey { case losses, gradientNorms = "gradient_norms", suspicious, firstSuspiciousStep = "first_suspicious_step" }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        losses = try c.decode([Double].self, forKey: .losses)
+        // Training states written before the gradient norms were kept have none.
+        gradientNorms = try c.decodeIfPresent([Double].self, forKey: .gradientNorms) ?? []
+        suspicious = try c.decode(Int.self, forKey: .suspicious)
+        firstSuspiciousStep = try c.decode(Int.self, forKey: .firstSuspiciousStep)
+    }
 }
 
 /// The robust figures a loss was judged against.
@@ -112,35 +127,58 @@ public struct SpikeDetector: Sendable {
     }
 
     public func statistics(_ history: SpikeHistory) -> SpikeStatistics? {
-        guard history.losses.count >= config.warmup else { return nil }
-        let median = Self.median(history.losses)
-        let mad = Self.median(history.losses.map { abs($0 - median) })
-        // 1.4826 · MAD estimates the standard deviation of normal data.
-        let scale = max(1.4826 * mad, config.minDeviation)
-        return SpikeStatistics(median: median, mad: mad, threshold: median + config.k * scale)
+        robust(history.losses, k: config.k)
     }
 
-    /// Judges step `step`'s loss (nil or non-finite gradients: `gradientsFinite` false) and updates `history`.
-    public func observe(step: Int, loss: Double?, gradientsFinite: Bool, history: inout SpikeHistory) -> Spike? {
+    /// The same figures for the gradient norms (nil before warm-up or when `gradient_k` is 0).
+    public func gradientStatistics(_ history: SpikeHistory) -> SpikeStatistics? {
+        config.gradientK > 0 ? robust(history.gradientNorms, k: config.gradientK) : nil
+    }
+
+    private func robust(_ values: [Double], k: Double) -> SpikeStatistics? {
+        guard values.count >= config.warmup else { return nil }
+        let median = Self.median(values)
+        let mad = Self.median(values.map { abs($0 - median) })
+        // 1.4826 · MAD estimates the standard deviation of normal data.
+        let scale = max(1.4826 * mad, config.minDeviation)
+        return SpikeStatistics(median: median, mad: mad, threshold: median + k * scale)
+    }
+
+    /// Judges step `step`'s loss and gradient norm (nil or non-finite gradients: `gradientsFinite` false)
+    /// and updates `history`.
+    public func observe(step: Int, loss: Double?, gradientNorm: Double? = nil, gradientsFinite: Bool,
+                        history: inout SpikeHistory) -> Spike? {
         guard let loss, loss.isFinite, gradientsFinite else {
             let reason = loss.map { $0.isFinite ? "gradients are not finite" : "loss is \($0)" } ?? "gradients are not finite"
             history.suspicious = 0
             return Spike(firstStep: step, step: step, loss: loss, statistics: statistics(history), reason: reason)
         }
-        if let stats = statistics(history), loss > stats.threshold {
+        let norm = gradientNorm.flatMap { $0.isFinite ? $0 : nil }
+        let lossStats = statistics(history), normStats = gradientStatistics(history)
+        let lossHigh = lossStats.map { loss > $0.threshold } ?? false
+        var normHigh = false
+        if let norm, let normStats { normHigh = norm > normStats.threshold }
+        if lossHigh || normHigh {
             if history.suspicious == 0 { history.firstSuspiciousStep = step }
             history.suspicious += 1
             guard history.suspicious >= config.consecutive else { return nil }
             let first = history.firstSuspiciousStep
             history.suspicious = 0
-            return Spike(firstStep: first, step: step, loss: loss, statistics: stats,
-                         reason: String(format: "loss above median %.4f + %g × deviation (threshold %.4f) for %d steps",
-                                        stats.median, config.k, stats.threshold, config.consecutive))
+            let reason = lossHigh
+                ? String(format: "loss above median %.4f + %g × deviation (threshold %.4f) for %d steps",
+                         lossStats!.median, config.k, lossStats!.threshold, config.consecutive)
+                : String(format: "gradient norm above median %.4f + %g × deviation (threshold %.4f) for %d steps",
+                         normStats!.median, config.gradientK, normStats!.threshold, config.consecutive)
+            return Spike(firstStep: first, step: step, loss: loss, statistics: lossHigh ? lossStats : normStats, reason: reason)
         }
         // A lone outlier shorter than `consecutive` is dropped, not learned from.
         history.suspicious = 0
         history.losses.append(loss)
         if history.losses.count > config.window { history.losses.removeFirst(history.losses.count - config.window) }
+        if let norm {
+            history.gradientNorms.append(norm)
+            if history.gradientNorms.count > config.window { history.gradientNorms.removeFirst(history.gradientNorms.count - config.window) }
+        }
         return nil
     }
 }

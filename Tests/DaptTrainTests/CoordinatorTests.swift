@@ -52,6 +52,38 @@ final class SpikeDetectorTests: XCTestCase {
         XCTAssertEqual(h.losses.count, 8, "the window keeps the newest `window` losses")
     }
 
+    /// The gradient norm's own median/MAD: with `gradient_k` set, norms far
+    /// above the window's make a spike while the loss stays flat; with it 0
+    /// they are only tracked. An older training state without norms still reads.
+    func testGradientNormSpikesWhenEnabled() throws {
+        for gradientK in [0.0, 6.0] {
+            var c = detector().config
+            c.gradientK = gradientK
+            let d = SpikeDetector(config: c)
+            var h = SpikeHistory()
+            var spikes: [Spike] = []
+            for step in 1...12 {
+                let norm = step <= 8 ? 1.0 + 0.01 * Double(step % 3) : 40.0
+                if let s = d.observe(step: step, loss: 3.0, gradientNorm: norm, gradientsFinite: true, history: &h) { spikes.append(s) }
+            }
+            if gradientK == 0 {
+                XCTAssertTrue(spikes.isEmpty, "norms are tracked, not judged")
+                XCTAssertEqual(h.gradientNorms.count, 8, "the newest `window` norms are kept")
+            } else {
+                XCTAssertEqual(spikes.first?.firstStep, 9)
+                XCTAssertEqual(spikes.first?.step, 10)
+                XCTAssertTrue(spikes.first?.reason.hasPrefix("gradient norm above median") ?? false, "\(spikes)")
+                XCTAssertEqual(h.gradientNorms.count, 8, "suspicious norms are not learned from")
+            }
+        }
+        let old = try JSONDecoder().decode(SpikeHistory.self, from: Data(#"{"losses":[1,2],"suspicious":0,"first_suspicious_step":0}"#.utf8))
+        XCTAssertEqual(old.losses, [1, 2])
+        XCTAssertEqual(old.gradientNorms, [])
+        var bad = PretrainConfig()
+        bad.spikes.gradientK = -1
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("spikes.gradient_k"), "\($0)") }
+    }
+
     func testSpikesSectionFromYAMLAndValidation() throws {
         let config = try ConfigLoader.decode(PretrainConfig.self, yaml: "spikes:\n  window: 30\n  k: 4\n  lr_factor: 0.5\n  lr_steps: 5\n")
         XCTAssertEqual(config.spikes.window, 30)
