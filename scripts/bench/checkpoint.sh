@@ -15,6 +15,7 @@
 # tN = N tensor ranks, pN = N pipeline stages, t2d2 = 2 tensor × 2 data
 # ranks, t2p2 = 2 tensor × 2 pipeline ranks, dN = N data ranks, zN = N
 # ZeRO-1 data ranks). DAPT_BIN selects the binary.
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 layouts="${1:-1 t2 t4 t2d2}"
@@ -25,8 +26,7 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/dapt-ckpt-bench.XXXXXX")"; trap 'rm -rf "$tmp"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ), load: $(cut -d' ' -f1-3 /proc/loadavg), binary: $dapt${OLD_BIN:+, old binary: $OLD_BIN}"
 awk 'BEGIN { srand(5); split("claim device signal layer method first second wherein circuit apparatus", w, " ");
   for (d = 0; d < 600; d++) { line = ""; for (i = 0; i < 80; i++) line = line (i ? " " : "") w[1 + int(rand() * 10)]; printf "{\"text\": \"%s\"}\n", line } }' > "$tmp/corpus.jsonl"
-"$dapt" tokenizer train --input "$tmp/corpus.jsonl" --vocab-size 512 --output "$tmp/tokenizer.json" > /dev/null 2>&1
-"$dapt" tokenizer encode --tokenizer "$tmp/tokenizer.json" --input "$tmp/corpus.jsonl" --output "$tmp/tokens" > /dev/null 2>&1
+bench_tokens "$dapt" "$tmp/corpus.jsonl" 512 "$tmp"
 model=(--set model.hidden_size=512 --set model.intermediate_size=1376 --set model.num_hidden_layers=8 --set model.num_attention_heads=8
        --set model.vocab_size=512 --set data.sequence_length=32 --set data.micro_batch_size=4 --set data.global_batch_size=4
        --set eval.sequences=0 --set log_every_steps=1000)

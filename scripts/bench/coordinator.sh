@@ -11,6 +11,7 @@
 #     rewrite), with a hair-trigger spike threshold that makes ordinary noise
 #     a spike (rollbacks.jsonl "seconds").
 # Usage: scripts/bench/coordinator.sh [steps] [ranks]  (default 40 and "1 2 4"). DAPT_BIN selects the binary.
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-40}"; ranks="${2:-1 2 4}"
@@ -21,8 +22,7 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/dapt-coord-bench.XXXXXX")"; trap 'rm -rf "$tmp
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ), load: $(cut -d' ' -f1-3 /proc/loadavg), binary: $dapt"
 awk 'BEGIN { srand(3); split("claim device signal layer method first second wherein circuit apparatus", w, " ");
   for (d = 0; d < 2000; d++) { line = ""; for (i = 0; i < 60; i++) line = line (i ? " " : "") w[1 + int(rand() * 10)]; printf "{\"text\": \"%s\"}\n", line } }' > "$tmp/corpus.jsonl"
-"$dapt" tokenizer train --input "$tmp/corpus.jsonl" --vocab-size 512 --output "$tmp/tokenizer.json" > /dev/null 2>&1
-"$dapt" tokenizer encode --tokenizer "$tmp/tokenizer.json" --input "$tmp/corpus.jsonl" --output "$tmp/tokens" > /dev/null 2>&1
+bench_tokens "$dapt" "$tmp/corpus.jsonl" 512 "$tmp"
 model=(--set model.hidden_size=256 --set model.intermediate_size=688 --set model.num_hidden_layers=4 --set model.num_attention_heads=4
        --set data.sequence_length=64 --set data.micro_batch_size=4 --set data.global_batch_size=8 --set eval.sequences=0 --set log_every_steps=1000)
 echo "config: hidden 256, 4 layers, vocabulary 512, 8 × 64 tokens per step, fp32, $steps steps, checkpoint every 10"

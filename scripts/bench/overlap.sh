@@ -7,6 +7,7 @@
 # Prints the median step time (steps 2..N) and the final loss of each run
 # (equal: the buckets change when sums start, not what is summed).
 # Usage: scripts/bench/overlap.sh [steps]   (default 8; DAPT_BIN=path to use another build)
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-8}"
@@ -17,13 +18,11 @@ mpi=(mpirun --oversubscribe --mca btl self,vader,tcp -np 2 -x OPENBLAS_NUM_THREA
 [ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+bench_header
 
 corpus="$tmp/corpus.jsonl"
 python3 scripts/fixtures/tokenizer_corpus.py "$corpus" --records 1500 --seed 1 >/dev/null
-"$dapt" tokenizer train --input "$corpus" --vocab-size 4096 --output "$tmp/tokenizer.json" >/dev/null 2>&1
-"$dapt" tokenizer encode --tokenizer "$tmp/tokenizer.json" --input "$corpus" --output "$tmp/tokens" >/dev/null 2>&1
+bench_tokens "$dapt" "$corpus" 4096 "$tmp"
 
 settings=(--set model.vocab_size=4096 --set model.hidden_size=512 --set model.intermediate_size=1376
           --set model.num_hidden_layers=8 --set model.num_attention_heads=8 --set model.num_key_value_heads=8
