@@ -287,9 +287,6 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.positive(parallel.pipeline, "parallel.pipeline")
         try Check.inRange(parallel.zero, 0...1, "parallel.zero")
         try Check.nonNegative(parallel.bucketMB, "parallel.bucket_mb")
-        if parallel.zero == 1 && parallel.pipeline > 1 {
-            throw ConfigError(field: "parallel.zero", reason: "1 with parallel.pipeline \(parallel.pipeline): ZeRO-1 shards each tensor rank's state over its data ranks; with pipeline parallelism it is not built yet")
-        }
         if let stageLayers = parallel.stageLayers {
             // The sum is checked against the model's layers when it is built (a --from model has its own).
             try PipelineStage.validate(stageLayers: stageLayers, stages: parallel.pipeline,

@@ -127,13 +127,20 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertTrue(LayoutPlanner.recommended(tight).map { $0.fits && $0.notRunnable == nil } ?? false)
     }
 
-    /// Plans are sorted by predicted time; a data-parallel layout dapt runs today is runnable.
+    /// Plans are sorted by predicted time; a data-parallel layout dapt runs
+    /// today is runnable, and so is ZeRO-1 beside pipeline stages.
     func testPlansSortedAndRunnable() throws {
         let plans = try planner().plans().plans
         XCTAssertEqual(plans.map(\.time.total), plans.map(\.time.total).sorted())
         let dp = plans.first { $0.layout == PlannedLayout(tensor: 1, pipeline: 1, data: 2, microBatch: 2) }
         XCTAssertNotNil(dp)
         XCTAssertNil(dp?.notRunnable)
+        let four = try planner(Self.cluster(ranksPerNode: 4)).plans().plans
+        let zeroPipeline = four.first { $0.layout == PlannedLayout(tensor: 1, pipeline: 2, data: 2, zero1: true, microBatch: 1) }
+        XCTAssertNotNil(zeroPipeline, "\(four.map(\.layout))")
+        XCTAssertNil(zeroPipeline?.notRunnable)
+        XCTAssertEqual(zeroPipeline?.memory.optimizer ?? 0, (four.first { $0.layout == PlannedLayout(tensor: 1, pipeline: 2, data: 2, microBatch: 1) }?.memory.optimizer ?? 0) / 2,
+                       accuracy: 8, "moments halve over 2 data ranks")
     }
 
     /// Rings that leave a node share its network link; groups within a node use their own links.

@@ -118,6 +118,65 @@ final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
         assertClose(try tensors(run("d1-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "one rank, then T2×D2 sharded")
     }
 
+    /// ZeRO-1 under pipeline parallelism, 1×2×2 (T×P×D): each stage's
+    /// moments sharded over its data group (state per rank half the
+    /// unsharded 1×2×2 run's), the single-rank losses, clipping norms,
+    /// weights and moments in one HF directory; with tied embeddings (the
+    /// matrix on both end stages, each sharding its own copy) likewise; 10
+    /// such steps resumed on one rank unsharded, and 10 single-rank steps
+    /// resumed under 1×2×2 with ZeRO-1, give the single-rank run.
+    func testZeroOneUnderPipelineParallelism() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let pipeline = ["--set", "parallel.pipeline=2"], tied = ["--set", "model.tie_word_embeddings=true"]
+
+        let single = try pretrain(np: 1, ["--input", shards, "--output", run("d1")] + Base.fp32)
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let reference = try PretrainCommandTests.metrics(run("d1"))
+        let plain = try pretrain(np: 4, ["--input", shards, "--output", run("p2d2")] + Base.fp32 + pipeline)
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        for (name, settings, alone) in [("p2d2z", pipeline, "d1"), ("tied-p2d2z", pipeline + tied, "tied-d1")] {
+            if name.hasPrefix("tied") {
+                let one = try pretrain(np: 1, ["--input", shards, "--output", run(alone)] + Base.fp32 + tied)
+                XCTAssertEqual(one.status, 0, one.stderr)
+            }
+            let r = try pretrain(np: 4, ["--input", shards, "--output", run(name)] + Base.fp32 + settings + Self.zero)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stderr.contains("tensor 1 × pipeline 2 × data 2") && r.stderr.contains("(ZeRO-1 over 2 data ranks)"), r.stderr)
+            let lines = try PretrainCommandTests.metrics(run(name)), expected = try PretrainCommandTests.metrics(run(alone))
+            assertClose(lines, expected, "ZeRO-1 on \(name)")
+            // Each stage's squares are summed over its data group, then over the stages; a tied copy counts once.
+            XCTAssertEqual(lines.filter { $0.grad_norm != nil }.count, expected.filter { $0.grad_norm != nil }.count, name)
+            for (a, b) in zip(lines, expected) where b.grad_norm != nil {
+                XCTAssertEqual(a.grad_norm ?? .nan, b.grad_norm!, accuracy: 1e-5 * b.grad_norm!, "\(name) step \(a.step) grad_norm")
+            }
+            assertClose(try tensors(run(name), "model.safetensors"), try tensors(run(alone), "model.safetensors"), "ZeRO-1 on \(name): weights")
+            try assertMomentsClose(run(name), run(alone), "ZeRO-1 on \(name): whole moments")
+            if name == "p2d2z" {
+                let (full, half) = (try XCTUnwrap(stateBytes(plain.stderr)), try XCTUnwrap(stateBytes(r.stderr)))
+                XCTAssertLessThanOrEqual(abs(half * 2 - full), 16, "moments halve: \(half) vs \(full)")
+            }
+        }
+
+        let half10 = try pretrain(np: 4, ["--input", shards, "--output", run("p2d2z-resumed"), "--stop-after", "10"] + Base.fp32 + pipeline + Self.zero)
+        XCTAssertEqual(half10.status, 0, half10.stderr)
+        let rest = try pretrain(np: 1, ["--resume", run("p2d2z-resumed"), "--set", "parallel.zero=0", "--set", "parallel.pipeline=1"])
+        XCTAssertEqual(rest.status, 0, rest.stderr)
+        XCTAssertTrue(rest.stderr.contains("at step 10") && !rest.stderr.contains("ZeRO-1"), rest.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("p2d2z-resumed")), reference, "ZeRO-1 on 1×2×2 to step 10, then one rank")
+        assertClose(try tensors(run("p2d2z-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "1×2×2 sharded, then one rank")
+
+        let first = try pretrain(np: 1, ["--input", shards, "--output", run("d1-resumed"), "--stop-after", "10"] + Base.fp32)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let sharded = try pretrain(np: 4, ["--resume", run("d1-resumed")] + pipeline + Self.zero)
+        XCTAssertEqual(sharded.status, 0, sharded.stderr)
+        XCTAssertTrue(sharded.stderr.contains("at step 10") && sharded.stderr.contains("tensor 1 × pipeline 2 × data 2")
+                      && sharded.stderr.contains("(ZeRO-1 over 2 data ranks)"), sharded.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("d1-resumed")), reference, "one rank to step 10, then ZeRO-1 on 1×2×2")
+        assertClose(try tensors(run("d1-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "one rank, then 1×2×2 sharded")
+    }
+
     /// bf16 keeps fp32 master weights: ZeRO-1 shards them too (state per
     /// rank ≈ 3N/2 of 3N floats on 2 ranks) and gives the unsharded 2-rank
     /// run; resumed sharded from step 3 it is that run again.
