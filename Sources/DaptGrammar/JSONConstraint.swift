@@ -49,14 +49,52 @@ public final class GrammarMasks: @unchecked Sendable {
 
     private var cache: [[UInt32]: TokenMask] = [:]
     private var topCache: [[UInt32]: TopFrameMask] = [:]
+    /// Top-frame masks computed by `init` (never changed after it, so read without the lock).
+    private var precomputed: [[UInt32]: TopFrameMask] = [:]
     private let lock = NSLock()
-    private var hits = 0, misses = 0, topHits = 0, topMisses = 0
+    private var hits = 0, misses = 0, topHits = 0, topMisses = 0, precomputedHits = 0
 
-    public init(grammar: JSONGrammar, vocabulary: TokenVocabulary, cacheLimit: Int = 20_000) {
+    /// What `init` computed before the first token.
+    public struct Precomputation: Sendable, Equatable {
+        /// Top frames whose masks were computed.
+        public var topFrames = 0
+        /// False when `precomputeLimit` cut the search (the rest is computed when met).
+        public var complete = true
+        /// Time spent finding the top frames, and in all (finding them and walking the trie from each).
+        public var searchSeconds = 0.0
+        public var seconds = 0.0
+    }
+    public private(set) var precomputation = Precomputation()
+
+    /// The default `precomputeLimit`: far above what the supported schemas
+    /// reach (hundreds to a few thousand top frames), a bound for the rest.
+    public static let defaultPrecomputeLimit = 20_000
+
+    /// `precomputeLimit`: the masks of up to that many top frames reachable
+    /// in the grammar are computed now (0: each when first met), so the
+    /// first sequence runs about as fast as later ones.
+    public init(grammar: JSONGrammar, vocabulary: TokenVocabulary, cacheLimit: Int = 20_000, precomputeLimit: Int = GrammarMasks.defaultPrecomputeLimit) {
         self.grammar = grammar
         self.vocabulary = vocabulary
         self.cacheLimit = cacheLimit
+        // Precomputed masks are made far from the nesting limit; a horizon
+        // reaching it from the shallowest stacks would key every stack by depth.
+        if precomputeLimit > 0 && 2 + Int(horizon) < JSON.maxDepth {
+            let start = monotonicSeconds()
+            let (frames, complete) = grammar.reachableTopFrames(horizon: horizon, limit: precomputeLimit)
+            let searched = monotonicSeconds()
+            var masks: [[UInt32]: TopFrameMask] = [:]
+            masks.reserveCapacity(frames.count)
+            for frame in frames {
+                masks[grammar.topCacheKey(frame, nearLimitDepth: 0, horizon: horizon)] = walkTopFrame(frame, hiddenDepth: 0)
+            }
+            precomputed = masks
+            precomputation = Precomputation(topFrames: frames.count, complete: complete, searchSeconds: searched - start, seconds: monotonicSeconds() - start)
+        }
     }
+
+    /// The precomputed top frames and their masks (for tests).
+    var precomputedTopFrames: [[UInt32]: TopFrameMask] { precomputed }
 
     /// A fresh constraint at the start of the output.
     public func constraint() -> JSONConstraint { JSONConstraint(masks: self) }
@@ -64,8 +102,9 @@ public final class GrammarMasks: @unchecked Sendable {
     /// (cache hits, misses) of whole-state masks so far.
     public var cacheCounts: (hits: Int, misses: Int) { lock.lock(); defer { lock.unlock() }; return (hits, misses) }
 
-    /// (cache hits, misses) of top-frame masks so far (looked up on each whole-state miss).
-    public var topFrameCacheCounts: (hits: Int, misses: Int) { lock.lock(); defer { lock.unlock() }; return (topHits, topMisses) }
+    /// (cache hits, misses) of top-frame masks so far (looked up on each
+    /// whole-state miss); a precomputed mask counts as a hit.
+    public var topFrameCacheCounts: (hits: Int, misses: Int) { lock.lock(); defer { lock.unlock() }; return (topHits + precomputedHits, topMisses) }
 
     private var horizon: Int32 { vocabulary.maxTokenLength + 1 }
 
@@ -114,15 +153,30 @@ public final class GrammarMasks: @unchecked Sendable {
     /// The top frame's part of the mask of `stack`, from the cache or a walk.
     func topFrameMask(for stack: [Frame]) -> TopFrameMask {
         let key = grammar.topCacheKey(stack, horizon: horizon)
+        if let m = precomputed[key] {
+            lock.lock(); precomputedHits += 1; lock.unlock()
+            return m
+        }
         lock.lock()
         if let m = topCache[key] { topHits += 1; lock.unlock(); return m }
         topMisses += 1
         lock.unlock()
+        let top = walkTopFrame(stack[stack.count - 1], hiddenDepth: stack.count - 2)
+        lock.lock()
+        if topCache.count >= cacheLimit { topCache.removeAll(keepingCapacity: true) }
+        topCache[key] = top
+        lock.unlock()
+        return top
+    }
+
+    /// The top-frame mask of `frame` with `hiddenDepth` frames below it
+    /// (the stack's depth minus 2), by a walk of the whole trie.
+    func walkTopFrame(_ frame: Frame, hiddenDepth: Int) -> TopFrameMask {
         var top = TopFrameMask(accepted: TokenMask(count: vocabulary.count))
-        var run = Run(stack: [Frame(node: Frame.boundary), stack[stack.count - 1]], logging: true)
-        run.hiddenDepth = stack.count - 2
+        var run = Run(stack: [Frame(node: Frame.boundary), frame], logging: true)
+        run.hiddenDepth = hiddenDepth
         var prefix: [UInt8] = []
-        if let room = grammar.plainTextRoom(stack) {
+        if let room = grammar.plainTextRoom([frame]) {
             // Plain text stays inside the string: the tokens that fit are
             // allowed at once, and the walk skips the subtrees that hold nothing else.
             top.accepted = vocabulary.plainText(upTo: room)
@@ -130,10 +184,6 @@ public final class GrammarMasks: @unchecked Sendable {
         } else {
             walkTop(0, &run, &top, &prefix, skipPlain: false)
         }
-        lock.lock()
-        if topCache.count >= cacheLimit { topCache.removeAll(keepingCapacity: true) }
-        topCache[key] = top
-        lock.unlock()
         return top
     }
 

@@ -523,11 +523,92 @@ extension JSONGrammar {
     /// of the top frame leaves that quote to the full stack), its depth kept
     /// only where a token could reach the nesting limit.
     func topCacheKey(_ stack: [Frame], horizon: Int32) -> [UInt32] {
-        var top = stack[stack.count - 1]
+        topCacheKey(stack[stack.count - 1], nearLimitDepth: stack.count + Int(horizon) >= JSON.maxDepth ? stack.count : 0, horizon: horizon)
+    }
+
+    /// The top-frame key of `frame` on a stack `nearLimitDepth` deep, or 0
+    /// when a token cannot reach the nesting limit from there.
+    func topCacheKey(_ frame: Frame, nearLimitDepth: Int, horizon: Int32) -> [UInt32] {
+        var top = frame
         top.extra = nil
         var key = Self.stateKey([top], nodes: nodes, horizon: horizon)
-        key.append(stack.count + Int(horizon) >= JSON.maxDepth ? UInt32(stack.count) : 0)
+        key.append(UInt32(nearLimitDepth))
         return key
+    }
+
+    /// Top frames whose masks `GrammarMasks` computes before the first
+    /// token: every frame reachable from the document frame by feeding
+    /// bytes, each frame fed every byte on a `Frame.boundary` (frames it
+    /// pushes are reached too, and the frame below a pushed one is where
+    /// the text goes on when that one ends). One frame per top-frame key
+    /// (equal keys, equal masks), far from the nesting limit; of a string's
+    /// or array's frames with one key, the largest count (a string of
+    /// `maxLength` 10,000 meets about `horizon` keys, not 10,000 frames). Left out (their
+    /// masks are computed when met): a `\u` escape after its first hex
+    /// digit (the digits read so far make 4,368 frames per string, each
+    /// rarely met), and whatever lies past `limit` frames. `complete` is
+    /// false when the limit cut the search.
+    func reachableTopFrames(horizon: Int32, limit: Int) -> (frames: [Frame], complete: Bool) {
+        // Canonical frames (no `extra`, counts as below) are one per key, so
+        // their fields identify them without building keys.
+        struct FrameID: Hashable { var node: Int32, phase: UInt8, ws: UInt8, a: Int32, b: Int32 }
+        var seen = Set<FrameID>()
+        var frames: [Frame] = []
+        var complete = true
+        func add(_ frame: Frame) {
+            if frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string), (3...5).contains(frame.phase) { return }
+            var f = frame
+            f.extra = nil
+            // Of the frames with this key, the one whose next character or
+            // item reaches the next key (smaller counts only reach this one).
+            if f.node >= 0, nodes[Int(f.node)].kind == .string || nodes[Int(f.node)].kind == .array {
+                let n = nodes[Int(f.node)]
+                var next = Int32.max
+                for bound in n.maxCount >= 0 ? [n.minCount, n.maxCount] : [n.minCount] where f.a < bound {
+                    next = min(next, max(f.a + 1, bound - horizon + 1))
+                }
+                f.a = next == Int32.max ? n.countCap : min(n.countCap, next - 1)
+            }
+            guard seen.insert(FrameID(node: f.node, phase: f.phase, ws: f.ws, a: f.a, b: f.b)).inserted else { return }
+            if frames.count >= limit { complete = false; return }
+            frames.append(f)
+        }
+        add(Frame(node: Frame.document))
+        let bytes = byteClassRepresentatives()
+        var k = 0
+        var forks: [[Frame]] = []
+        while k < frames.count {
+            // One run per frame, each byte undone (no copies).
+            var run = Run(stack: [Frame(node: Frame.boundary), frames[k]], logging: true)
+            k += 1
+            for b in bytes {
+                forks.removeAll(keepingCapacity: true)
+                if feed(b, &run, &forks) {
+                    for i in 1..<run.stack.count { add(run.stack[i]) }
+                }
+                run.undo(to: 0)
+                for fork in forks { fork.dropFirst().forEach(add) }
+            }
+        }
+        return (frames, complete)
+    }
+
+    /// One byte of each class of bytes `feed` treats alike in every frame:
+    /// each byte JSON gives a meaning (structure, digits, number and escape
+    /// letters, hex digits, whitespace) or that some literal or key trie
+    /// holds is its own class; the other control bytes are one class, the
+    /// other ASCII bytes one, and the other bytes fall into the ranges UTF-8
+    /// validation tells apart (lead bytes by the continuation range they
+    /// call for, continuation bytes by those ranges, bytes never valid).
+    func byteClassRepresentatives() -> [UInt8] {
+        var own = ByteSet()
+        for b in Array(#""\/{}[],:-+.eEubfnrt"#.utf8) + Array(0x30...0x39) + Array(0x41...0x46) + Array(0x61...0x66) + [0x20, 0x0A, 0x0D, 0x09] { own.insert(b) }
+        for trie in tries { for edges in trie.children { for edge in edges { own.insert(edge.byte) } } }
+        let ranges: [ClosedRange<UInt8>] = [0x00...0x1F, 0x20...0x7F, 0x80...0x8F, 0x90...0x9F, 0xA0...0xBF, 0xC0...0xC1, 0xC2...0xDF, 0xE0...0xE0,
+                                            0xE1...0xEC, 0xED...0xED, 0xEE...0xEF, 0xF0...0xF0, 0xF1...0xF3, 0xF4...0xF4, 0xF5...0xFF]
+        var out: [UInt8] = (0...255).map { UInt8($0) }.filter { own.contains($0) }
+        for range in ranges { if let b = range.first(where: { !own.contains($0) }) { out.append(b) } }
+        return out
     }
 
     /// A stable encoding of a stack: equal encodings, equal futures.

@@ -25,9 +25,10 @@ public final class TokenVocabulary: Sendable {
     /// quote, backslash or control character. Inside a string without length
     /// bounds each is allowed and leaves the state as it was.
     let plainText: TokenMask
-    /// Characters (code points) of each plain-text token, -1 for the others:
-    /// in a string with a length bound, the plain tokens that fit are those short enough.
-    let plainCharacters: [Int32]
+    /// `plainTextUpTo[c]`: the plain-text tokens of at most `c` characters
+    /// (c up to the longest token): in a string with a length bound, the
+    /// plain tokens that fit are those short enough.
+    private let plainTextUpTo: [TokenMask]
     /// Trie node i's subtree (i included) spells plain-text tokens only.
     let onlyPlainBelow: [Bool]
 
@@ -82,9 +83,15 @@ public final class TokenVocabulary: Sendable {
         var plain = TokenMask(count: tokens.count)
         for id in tokenIds where Self.isPlainText(tokens[Int(id)]) { plain[Int(id)] = true }
         plainText = plain
-        var characters = [Int32](repeating: -1, count: tokens.count)
-        for id in tokenIds where plain[Int(id)] { characters[Int(id)] = Int32(String(decoding: tokens[Int(id)], as: UTF8.self).unicodeScalars.count) }
-        plainCharacters = characters
+        var byCharacters = [[Int32]](repeating: [], count: longest + 1)
+        for id in tokenIds where plain[Int(id)] { byCharacters[String(decoding: tokens[Int(id)], as: UTF8.self).unicodeScalars.count].append(id) }
+        var upTo: [TokenMask] = []
+        var fitting = TokenMask(count: tokens.count)
+        for ids in byCharacters {
+            for id in ids { fitting[Int(id)] = true }
+            upTo.append(fitting)
+        }
+        plainTextUpTo = upTo
         // Children are numbered after their parents: one reverse pass.
         let nodes = childStart.count - 1
         var only = [Bool](repeating: true, count: nodes)
@@ -99,10 +106,7 @@ public final class TokenVocabulary: Sendable {
 
     /// The plain-text tokens of at most `characters` characters.
     func plainText(upTo characters: Int32) -> TokenMask {
-        if characters >= maxTokenLength { return plainText }
-        var mask = TokenMask(count: tokens.count)
-        for (id, c) in plainCharacters.enumerated() where c >= 0 && c <= characters { mask[id] = true }
-        return mask
+        characters >= maxTokenLength ? plainText : plainTextUpTo[Int(max(characters, 0))]
     }
 
     static func isPlainText(_ bytes: [UInt8]) -> Bool {

@@ -204,16 +204,7 @@ final class JSONConstraintTests: XCTestCase {
     /// closing quote) and anyOf forks: masks equal the brute-force check.
     func testMasksEqualBruteForceWhereTokensCrossFrames() throws {
         var rng = SplitMix64(seed: 23)
-        let crossing = [#""},{""#, #""]]"#, #"":1"#, #"":12,""#, #"":"#, #"","#, #""}"#, #""]"#, #"}]"#, #"]]"#, #"]}"#, #"}}"#, #"},"#, #"],["#,
-                        "1,", "1]", "1}", "0}]", "2,\"", "3 ", "\",\"a\":", #"a":"#, #"a"}"#, #"b":["#, #"e":"x"#, " }", ",\n", "e5,", "-1]",
-                        "true}", "true,", "null]", "false}", "ab", "abc", "abcdefg", "é", "中文", "中文\"", #""x"]"#, #"ab""#, #"a",""#, #"1,"b":"#, #"c":true}"#, #""a":[1,"#]
-        let singles = Array(#"{}[],:"\ abcdefghijklmnopqrstuvwxyz0123456789-.E+AD"#.utf8).map { [$0] } + [[0x0A]]
-        var tokens = singles + crossing.map { Array($0.utf8) }
-        tokens.append(Array("<eos>".utf8))
-        let vocabulary = TokenVocabulary(tokens: tokens, endTokens: [tokens.count - 1])
-        let texts = [#"[{"a":1},{"b":[2,3]},{"c":"x"}]"#, #"{"a":{"b":{"c":[[1],[2.5e3]]}},"b":"x","c":true}"#, #"[[["a"]],[[1,2]],[],{}]"#,
-                     #"{"intent":"search","query":"ab","tags":["x","y"],"filter":{"field":"claims","value":"v"},"note":null,"limit":12}"#,
-                     #"[{"a":12,"b":"ab"},{"a":1.5,"c":false}]"#, #"{"name":"abc","kind":{"x":[1,2]},"any":{"a":[1,{"b":null}]}}"#]
+        let vocabulary = Self.crossingVocabulary(), texts = Self.crossingTexts
         var checked = 0
         for (grammar, _) in try grammars() {
             let masks = GrammarMasks(grammar: grammar, vocabulary: vocabulary)
@@ -225,6 +216,22 @@ final class JSONConstraintTests: XCTestCase {
         let all = try grammars().map(\.0)
         for text in texts { XCTAssertTrue(all.contains { $0.accepts(Array(text.utf8)) }, text) }
     }
+
+    /// Single bytes and tokens that cross frames, and an end token.
+    static func crossingVocabulary() -> TokenVocabulary {
+        let crossing = [#""},{""#, #""]]"#, #"":1"#, #"":12,""#, #"":"#, #"","#, #""}"#, #""]"#, #"}]"#, #"]]"#, #"]}"#, #"}}"#, #"},"#, #"],["#,
+                        "1,", "1]", "1}", "0}]", "2,\"", "3 ", "\",\"a\":", #"a":"#, #"a"}"#, #"b":["#, #"e":"x"#, " }", ",\n", "e5,", "-1]",
+                        "true}", "true,", "null]", "false}", "ab", "abc", "abcdefg", "é", "中文", "中文\"", #""x"]"#, #"ab""#, #"a",""#, #"1,"b":"#, #"c":true}"#, #""a":[1,"#]
+        let singles = Array(#"{}[],:"\ abcdefghijklmnopqrstuvwxyz0123456789-.E+AD"#.utf8).map { [$0] } + [[0x0A]]
+        var tokens = singles + crossing.map { Array($0.utf8) }
+        tokens.append(Array("<eos>".utf8))
+        return TokenVocabulary(tokens: tokens, endTokens: [tokens.count - 1])
+    }
+
+    /// Texts that fit one of `grammars()` each.
+    static let crossingTexts = [#"[{"a":1},{"b":[2,3]},{"c":"x"}]"#, #"{"a":{"b":{"c":[[1],[2.5e3]]}},"b":"x","c":true}"#, #"[[["a"]],[[1,2]],[],{}]"#,
+                     #"{"intent":"search","query":"ab","tags":["x","y"],"filter":{"field":"claims","value":"v"},"note":null,"limit":12}"#,
+                     #"[{"a":12,"b":"ab"},{"a":1.5,"c":false}]"#, #"{"name":"abc","kind":{"x":[1,2]},"any":{"a":[1,{"b":null}]}}"#]
 
     /// Near the nesting limit a token may open more containers than are
     /// left: the top frame's mask depends on the depth there.
@@ -249,11 +256,12 @@ final class JSONConstraintTests: XCTestCase {
         XCTAssertFalse(mask[0])
     }
 
-    /// A new state whose top frame was met before reuses that frame's mask:
-    /// the elements of an array of objects meet the same top frames at each level.
+    /// A new state whose top frame was met before reuses that frame's mask
+    /// (computed when first met, without precomputation): the elements of
+    /// an array of objects meet the same top frames at each level.
     func testTopFrameMasksAreReusedAcrossStates() throws {
         let vocabulary = try Fixtures.tokenizerVocabulary()
-        let masks = GrammarMasks(grammar: JSONGrammar.anyValue(), vocabulary: vocabulary)
+        let masks = GrammarMasks(grammar: JSONGrammar.anyValue(), vocabulary: vocabulary, precomputeLimit: 0)
         var c = masks.constraint()
         var mask = TokenMask(count: vocabulary.count)
         for b in #"[{"a":[1]},{"b":[2]},{"c":[3]}]"#.utf8 {

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Constrained-decoding benchmark: dapt's JSON grammar masks against xgrammar
 # on the same tokenizer.json, JSON Schema and output text, in one run:
-#   - schema compile time,
+#   - compile time (dapt: the grammar and the top-frame masks it precomputes;
+#     xgrammar: compile_json_schema / the builtin JSON grammar),
 #   - mask time per token over a fixed valid output, token by token (the
-#     first pass starts with empty caches; the later pass is a new sequence
-#     reusing the compiled grammar / mask cache),
+#     first pass starts with what the compile left; the later pass is a new
+#     sequence reusing the compiled grammar / mask cache),
+#   - compile plus every mask of the first sequence: what a schema used once costs,
+#   - dapt without precomputation (--precompute-limit 0) beside it,
 #   - dapt's mask time against one token through the tiny model (its
 #     forward at sequence length 1, one thread: a lower bound of a decoding step).
 # Two vocabularies: the sample tokenizer (out/sample/tokenizer.json from
@@ -39,19 +42,29 @@ if [ ! -f "$small" ]; then
 fi
 python3 scripts/bench/grammar_peer.py train data/corpus/patents.jsonl data/sample/patents.jsonl --vocab-size "$VOCAB" --output "$work/large.json"
 
-ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
-field() { python3 -c "import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 for tok in "$small" "$work/large.json"; do
   for mode in schema any; do
     args=(); [ "$mode" = schema ] && args=(--schema "$schema")
     peer=$(python3 scripts/bench/grammar_peer.py run --tokenizer "$tok" "${args[@]}" --text "$text" --ids-out "$work/ids.json" --passes 3)
     dargs=(); [ "$mode" = schema ] && dargs=(--json-schema "$schema")
     mine=$("$DAPT" bench grammar --tokenizer "$tok" "${dargs[@]}" --ids "$work/ids.json" --passes 3)
-    echo "-- vocab $(field "$mine" vocab), $mode ($(field "$mine" tokens) tokens)"
+    lazy=$("$DAPT" bench grammar --tokenizer "$tok" "${dargs[@]}" --ids "$work/ids.json" --passes 3 --precompute-limit 0)
+    echo "-- $mode, load: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "$peer"
     echo "$mine"
-    echo "compile time dapt/xgrammar: $(ratio "$(field "$mine" compile_ms)" "$(field "$peer" compile_ms)")"
-    echo "mask time per token dapt/xgrammar: first pass $(ratio "$(field "$mine" mask_us_first)" "$(field "$peer" mask_us_first)"), later pass $(ratio "$(field "$mine" mask_us_later)" "$(field "$peer" mask_us_later)")"
-    echo "dapt mask (first pass) / tiny-model forward of one token: $(field "$mine" mask_over_forward)"
+    echo "$lazy"
+    python3 - "$mode" "$peer" "$mine" "$lazy" <<'PY'
+import json, sys
+mode, peer, mine, lazy = sys.argv[1], *(json.loads(a) for a in sys.argv[2:])
+r = lambda a, b: f"{a / b:.2f}x"
+print(f"vocab {mine['vocab']}, {mode}, {mine['tokens']} tokens: dapt (precomputed {mine['precomputed_top_frames']} top frames) / xgrammar")
+print(f"  compile            {mine['compile_ms']:9.3f} / {peer['compile_ms']:9.3f} ms   {r(mine['compile_ms'], peer['compile_ms'])}")
+print(f"  mask, first pass   {mine['mask_us_first']:9.2f} / {peer['mask_us_first']:9.2f} us   {r(mine['mask_us_first'], peer['mask_us_first'])}")
+print(f"  mask, later pass   {mine['mask_us_later']:9.2f} / {peer['mask_us_later']:9.2f} us   {r(mine['mask_us_later'], peer['mask_us_later'])}")
+print(f"  compile + first    {mine['first_total_ms']:9.3f} / {peer['first_total_ms']:9.3f} ms   {r(mine['first_total_ms'], peer['first_total_ms'])}")
+print(f"  lazy dapt (no precomputation): compile {lazy['compile_ms']:.3f} ms, first pass {lazy['mask_us_first']:.2f} us, compile + first {lazy['first_total_ms']:.3f} ms ({r(lazy['first_total_ms'], peer['first_total_ms'])} xgrammar)")
+print(f"  dapt mask (first pass) / tiny-model forward of one token: {mine['mask_over_forward']:.4f} (forward {mine['forward_us']:.1f} us)")
+PY
   done
 done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -5,7 +5,8 @@
   grammar_peer.py run --tokenizer T [--schema S] --text OUT.json --ids-out IDS.json [--max-whitespace 4]
       encodes the text with the same tokenizer.json, writes the ids for dapt, then times
       xgrammar: schema compile, and fill_next_token_bitmask per token over the ids
-      (pass 1 on a fresh matcher, later passes on new matchers of the same compiled grammar).
+      (pass 1 on a fresh matcher, later passes on new matchers of the same compiled grammar);
+      first_total_ms is the compile plus every mask of the first pass.
 """
 import argparse, json, sys, time
 
@@ -57,6 +58,7 @@ def run(args):
     compile_s = time.perf_counter() - start
     bitmask = xgr.allocate_token_bitmask(1, info.vocab_size)
     per_pass = []
+    first_total_s = 0.0
     for _ in range(args.passes):
         matcher = xgr.GrammarMatcher(compiled)
         total = 0.0
@@ -67,9 +69,12 @@ def run(args):
             assert (int(bitmask[0, t // 32]) >> (t % 32)) & 1, f"xgrammar refuses token {t}"
             assert matcher.accept_token(t)
         assert matcher.accept_token(eos), "the ids must make a complete value"
+        if not per_pass:
+            first_total_s = total
         per_pass.append(total / len(ids) * 1e6)
     print(json.dumps({"impl": "xgrammar", "vocab": size, "tokens": len(ids), "compile_ms": round(compile_s * 1e3, 3),
-                      "mask_us_first": round(per_pass[0], 2), "mask_us_later": round(per_pass[min(1, len(per_pass) - 1)], 2)}))
+                      "mask_us_first": round(per_pass[0], 2), "mask_us_later": round(per_pass[min(1, len(per_pass) - 1)], 2),
+                      "first_total_ms": round((compile_s + first_total_s) * 1e3, 3)}))
 
 
 def main():

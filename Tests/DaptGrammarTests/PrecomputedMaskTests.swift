@@ -1,0 +1,170 @@
+import DaptCore
+@testable import DaptGrammar
+import XCTest
+
+/// Top-frame masks computed with the grammar, before the first token.
+extension JSONConstraintTests {
+    /// The small vocabularies the precomputation is checked on.
+    func precomputationVocabularies() throws -> [TokenVocabulary] {
+        var rng = SplitMix64(seed: 41)
+        return [Self.crossingVocabulary(), randomVocabulary(&rng, size: 160), try Fixtures.tokenizerVocabulary()]
+    }
+
+    /// Every precomputed top frame's mask against trying each token on
+    /// that frame alone (on a `Frame.boundary`, anyOf forks followed): a
+    /// token is in `accepted` exactly when the frame takes all its bytes
+    /// without the frames below, and a token that needs them (closing the
+    /// frame, or a free-object key's closing quote) lies under a deferred
+    /// trie node whose prefix it starts with.
+    func testEveryPrecomputedTopFrameMaskEqualsTryingEachToken() throws {
+        var frames = 0, deferredTokens = 0
+        for vocabulary in try precomputationVocabularies() {
+            for (grammar, _) in try grammars() {
+                let masks = GrammarMasks(grammar: grammar, vocabulary: vocabulary)
+                let horizon = vocabulary.maxTokenLength + 1
+                let (reachable, complete) = grammar.reachableTopFrames(horizon: horizon, limit: GrammarMasks.defaultPrecomputeLimit)
+                XCTAssertTrue(complete)
+                XCTAssertEqual(masks.precomputation.topFrames, reachable.count)
+                XCTAssertEqual(masks.precomputedTopFrames.count, reachable.count)
+                for frame in reachable {
+                    let key = grammar.topCacheKey(frame, nearLimitDepth: 0, horizon: horizon)
+                    let top = try XCTUnwrap(masks.precomputedTopFrames[key])
+                    // Each deferred node is the trie node its prefix spells.
+                    for (node, prefix) in top.deferred {
+                        var spelled: Int32? = 0
+                        for b in prefix { spelled = spelled.flatMap { vocabulary.child($0, b) } }
+                        XCTAssertEqual(spelled, node)
+                    }
+                    for t in 0..<vocabulary.count {
+                        let bytes = vocabulary.tokens[t]
+                        guard !bytes.isEmpty, !vocabulary.endTokens.contains(t), !vocabulary.excludedTokens.contains(t) else {
+                            XCTAssertFalse(top.accepted[t]); continue
+                        }
+                        let (alone, needsBelow) = Self.tryOnTopFrame(grammar, frame, bytes)
+                        XCTAssertEqual(top.accepted[t], alone, "frame \(frame), token \(String(decoding: bytes, as: UTF8.self).debugDescription)")
+                        if needsBelow && !alone {
+                            deferredTokens += 1
+                            XCTAssertTrue(top.deferred.contains { bytes.starts(with: $0.prefix) },
+                                          "frame \(frame): token \(String(decoding: bytes, as: UTF8.self).debugDescription) needs the frames below but is under no deferred node")
+                        }
+                    }
+                    frames += 1
+                }
+            }
+        }
+        XCTAssertGreaterThan(frames, 1000)
+        XCTAssertGreaterThan(deferredTokens, 1000, "tokens crossing the top frame's end were checked")
+    }
+
+    /// Feeds `bytes` one at a time to `frame` on a boundary: whether some
+    /// stack takes them all without the frames below, and whether some
+    /// byte needed the frames below.
+    static func tryOnTopFrame(_ grammar: JSONGrammar, _ frame: Frame, _ bytes: [UInt8]) -> (alone: Bool, needsBelow: Bool) {
+        var stacks = [[Frame(node: Frame.boundary), frame]]
+        var needsBelow = false
+        for b in bytes {
+            var next: [[Frame]] = []
+            for stack in stacks {
+                var run = Run(stack: stack, logging: false)
+                var forks: [[Frame]] = []
+                if grammar.feed(b, &run, &forks) { next.append(run.stack) }
+                if run.hitBoundary { needsBelow = true }
+                next += forks
+            }
+            stacks = next
+            if stacks.isEmpty { return (false, needsBelow) }
+        }
+        return (true, needsBelow)
+    }
+
+    /// The same sequences with precomputed masks, without them (each top
+    /// frame's mask computed when met) and with a limit that cuts the
+    /// precomputation: at every step the three masks equal each other and
+    /// trying every token; with the full precomputation and texts without
+    /// `\u` escapes, no top frame is computed on the way.
+    func testPrecomputedLazyAndCutMasksAgreeWithBruteForce() throws {
+        var rng = SplitMix64(seed: 29)
+        var checked = 0
+        for vocabulary in try precomputationVocabularies() {
+            let byteToken = Dictionary((0..<vocabulary.count).compactMap { t in vocabulary.tokens[t].count == 1 ? (vocabulary.tokens[t][0], t) : nil }, uniquingKeysWith: { a, _ in a })
+            for (grammar, _) in try grammars() {
+                let precomputed = GrammarMasks(grammar: grammar, vocabulary: vocabulary)
+                let lazy = GrammarMasks(grammar: grammar, vocabulary: vocabulary, precomputeLimit: 0)
+                let cut = GrammarMasks(grammar: grammar, vocabulary: vocabulary, precomputeLimit: 7)
+                XCTAssertTrue(precomputed.precomputation.complete)
+                XCTAssertGreaterThan(precomputed.precomputation.topFrames, 7)
+                XCTAssertEqual(lazy.precomputation.topFrames, 0)
+                XCTAssertEqual(cut.precomputation, GrammarMasks.Precomputation(topFrames: 7, complete: false, searchSeconds: cut.precomputation.searchSeconds, seconds: cut.precomputation.seconds))
+                var sequences: [[Int]] = Self.crossingTexts.filter { grammar.accepts(Array($0.utf8)) && $0.utf8.allSatisfy { byteToken[$0] != nil } }
+                    .map { $0.utf8.map { byteToken[$0]! } }
+                // Random walks, preferring long tokens (they cross frames).
+                for _ in 0..<4 {
+                    var c = precomputed.constraint()
+                    var walk: [Int] = []
+                    var mask = TokenMask(count: vocabulary.count)
+                    for _ in 0..<24 {
+                        c.fillMask(&mask)
+                        let allowed = mask.allowedTokens.filter { !vocabulary.endTokens.contains($0) }
+                        let long = allowed.filter { vocabulary.tokens[$0].count > 1 }
+                        guard let t = (long.isEmpty || Int.random(in: 0..<3, using: &rng) == 0 ? allowed : long).randomElement(using: &rng) else { break }
+                        try c.accept(t)
+                        walk.append(t)
+                    }
+                    sequences.append(walk)
+                }
+                for sequence in sequences {
+                    var runs = [precomputed.constraint(), lazy.constraint(), cut.constraint()]
+                    for t in sequence + [-1] {
+                        var filled: [TokenMask] = []
+                        for k in runs.indices {
+                            var mask = TokenMask(count: vocabulary.count)
+                            runs[k].fillMask(&mask)
+                            filled.append(mask)
+                        }
+                        let brute = bruteForceMask(runs[1])
+                        let text = String(decoding: runs[0].output, as: UTF8.self).debugDescription
+                        XCTAssertEqual(filled[0], brute, "precomputed, after \(text)")
+                        XCTAssertEqual(filled[1], brute, "lazy, after \(text)")
+                        XCTAssertEqual(filled[2], brute, "cut, after \(text)")
+                        checked += 1
+                        if t < 0 { break }
+                        for k in runs.indices { try runs[k].accept(t) }
+                    }
+                }
+                let escapes = sequences.contains { $0.contains { vocabulary.tokens[$0].contains(UInt8(ascii: "\\")) } }
+                if !escapes { XCTAssertEqual(precomputed.topFrameCacheCounts.misses, 0, "every top frame met was precomputed") }
+                XCTAssertGreaterThan(lazy.topFrameCacheCounts.misses, 0)
+            }
+        }
+        XCTAssertGreaterThan(checked, 500)
+    }
+}
+
+extension JSONConstraintTests {
+    /// The search feeds one byte per class: every byte must act, on every
+    /// frame found, exactly as one of the bytes fed (same stacks after it,
+    /// same boundary use), or frames reachable through it could be missed.
+    func testEveryByteActsLikeOneOfTheBytesTheSearchFeeds() throws {
+        for (grammar, _) in try grammars() {
+            let representatives = grammar.byteClassRepresentatives()
+            XCTAssertLessThan(representatives.count, 200)
+            let frames = grammar.reachableTopFrames(horizon: 6, limit: GrammarMasks.defaultPrecomputeLimit).frames
+            func outcomes(_ b: UInt8) -> [[UInt32]] {
+                frames.map { frame in
+                    var run = Run(stack: [Frame(node: Frame.boundary), frame], logging: false)
+                    var forks: [[Frame]] = []
+                    let ok = grammar.feed(b, &run, &forks)
+                    var key: [UInt32] = [ok ? 1 : 0, run.hitBoundary ? 1 : 0]
+                    if ok { key += JSONGrammar.exactKey(run.stack) }
+                    for fork in forks { key += [0xFFFF_FFFF] + JSONGrammar.exactKey(fork) }
+                    return key
+                }
+            }
+            let fed = representatives.map(outcomes)
+            for b in 0...255 {
+                let o = outcomes(UInt8(b))
+                XCTAssertTrue(fed.contains(o), "byte \(b) acts like none of the bytes fed")
+            }
+        }
+    }
+}
