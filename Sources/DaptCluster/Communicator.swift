@@ -67,6 +67,14 @@ public protocol Communicator: AnyObject {
     /// collective's `wait()`. Until then nothing may touch `range`. The
     /// collective keeps `storage` alive, so the address it works on stays valid.
     func startAllReduce<S: StableStorage>(_ storage: S, range: Range<Int>, op: ReduceOp) throws -> any PendingCollective
+    /// Starts `reduceScatter` of `source[range]` into `destination[into]`
+    /// and returns at once: block r of the reduced range (`counts[r]`
+    /// elements, consecutive in rank order; zero is allowed) lands on rank
+    /// r. Until the returned collective's `wait()` nothing may touch either
+    /// range. The collective keeps both storages (and its counts) alive.
+    func startReduceScatter<S: StableStorage, D: StableStorage>(_ source: S, range: Range<Int>, into destination: D, at into: Range<Int>,
+                                                                counts: [Int], op: ReduceOp) throws -> any PendingCollective
+        where S.Element == D.Element
 }
 
 /// Storage whose elements keep one address for as long as it lives (a
@@ -190,6 +198,20 @@ extension Communicator {
     public func startAllReduce<S: StableStorage>(_ storage: S, range: Range<Int>, op: ReduceOp) throws -> any PendingCollective {
         try checkRange(range, in: storage.count)
         try storage.withBuffer { try allReduce(UnsafeMutableBufferPointer(rebasing: $0[range]), op: op) }
+        return FinishedCollective()
+    }
+
+    /// Through the blocking `reduceScatter`, for groups without non-blocking collectives.
+    public func startReduceScatter<S: StableStorage, D: StableStorage>(_ source: S, range: Range<Int>, into destination: D, at into: Range<Int>,
+                                                                       counts: [Int], op: ReduceOp) throws -> any PendingCollective
+        where S.Element == D.Element {
+        try checkRange(range, in: source.count)
+        try checkRange(into, in: destination.count)
+        try source.withBuffer { s in
+            try destination.withBuffer { d in
+                try reduceScatter(UnsafeBufferPointer(rebasing: s[range]), into: UnsafeMutableBufferPointer(rebasing: d[into]), counts: counts, op: op)
+            }
+        }
         return FinishedCollective()
     }
 

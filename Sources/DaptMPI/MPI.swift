@@ -65,12 +65,13 @@ public enum MPIRuntime {
 }
 
 /// Non-blocking collectives' requests (one per chunk of at most 2³⁰
-/// elements) and the storage they work on, kept alive until they finish.
+/// elements) and what they work on (storage, count arrays), kept alive
+/// until they finish.
 final class MPIPendingCollective: PendingCollective {
     var requests: [MPI_Request?] = []
-    private var storage: AnyObject?
+    private var storage: [AnyObject]?
 
-    init(keeping storage: AnyObject) { self.storage = storage }
+    init(keeping storage: AnyObject...) { self.storage = storage }
 
     deinit {
         // A collective cannot be cancelled or freed while running.
@@ -180,6 +181,31 @@ public final class MPICommunicator: Communicator {
                                    Self.datatype(S.Element.kind), Self.op(op), handle, &request)
                 }
                 pending.requests.append(request)
+            }
+        }
+        return pending
+    }
+
+    public func startReduceScatter<S: StableStorage, D: StableStorage>(_ source: S, range: Range<Int>, into destination: D, at into: Range<Int>,
+                                                                       counts: [Int], op: ReduceOp) throws -> any PendingCollective
+        where S.Element == D.Element {
+        try checkRange(range, in: source.count)
+        try checkRange(into, in: destination.count)
+        try checkBlocks(counts, total: range.count, mine: into.count)
+        // MPI reads the counts until the collective finishes: they live as long as the request.
+        let counts32 = CollectiveBuffer(try Self.int32Counts(counts))
+        let pending = MPIPendingCollective(keeping: source, destination, counts32)
+        // The storages' addresses are stable while `pending` holds them.
+        try source.withBuffer { s in
+            try destination.withBuffer { d in
+                try counts32.withBuffer { c in
+                    var request = dapt_mpi_request_null()
+                    try checked("MPI_Ireduce_scatter") {
+                        MPI_Ireduce_scatter(s.baseAddress! + range.lowerBound, d.baseAddress! + into.lowerBound, c.baseAddress!,
+                                            Self.datatype(S.Element.kind), Self.op(op), handle, &request)
+                    }
+                    pending.requests.append(request)
+                }
             }
         }
         return pending

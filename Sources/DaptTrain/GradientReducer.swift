@@ -2,7 +2,9 @@ import DaptCluster
 import DaptModel
 
 /// Sums a flat gradient buffer over the data group in buckets, each started
-/// as a non-blocking all-reduce as soon as backward has finished every
+/// as a non-blocking all-reduce — under ZeRO-1 a non-blocking
+/// reduce-scatter of the bucket among the data ranks' slices
+/// (`ZeroSharding.startReducing`) — as soon as backward has finished every
 /// gradient in it, so the communication runs behind the rest of backward.
 ///
 /// Buckets are contiguous ranges of the buffer cut at tensor boundaries,
@@ -18,15 +20,19 @@ import DaptModel
 public final class GradientReducer {
     public let group: any Communicator
     public let gradients: ParameterBuffer
+    /// ZeRO-1: each bucket is reduce-scattered onto the owners of its elements.
+    public let zero: ZeroSharding?
     /// The buckets in the order they are started (from the end of the buffer).
     public let buckets: [Range<Int>]
     private var next = 0
     private var pending: [any PendingCollective] = []
 
     /// `bucketBytes` ≤ 0: one bucket, the whole buffer (started by `finish()`).
-    public init(gradients: ParameterBuffer, group: any Communicator, bucketBytes: Int) {
+    public init(gradients: ParameterBuffer, group: any Communicator, bucketBytes: Int, zero: ZeroSharding? = nil) {
+        precondition(zero.map { $0.group === group } ?? true, "ZeRO-1 shards over the reducer's group")
         self.gradients = gradients
         self.group = group
+        self.zero = zero
         buckets = Self.buckets(layout: gradients.layout, bucketBytes: bucketBytes)
     }
 
@@ -53,7 +59,7 @@ public final class GradientReducer {
     /// each bucket that lies wholly there, and let started ones progress.
     public func gradientsFinal(from offset: Int) throws {
         while next < buckets.count, buckets[next].lowerBound >= offset {
-            pending.append(try group.startAllReduce(gradients, range: buckets[next], op: .sum))
+            pending.append(try zero?.startReducing(gradients, bucket: buckets[next]) ?? group.startAllReduce(gradients, range: buckets[next], op: .sum))
             next += 1
         }
         // Open MPI moves non-blocking collectives forward only inside MPI calls.
@@ -61,11 +67,13 @@ public final class GradientReducer {
     }
 
     /// Starts every bucket not started yet and waits for all: the buffer then
-    /// holds the sum over the group. Ready for the next step afterwards.
+    /// holds the sum over the group (under ZeRO-1: its owned slice does, the
+    /// rest is this rank's own). Ready for the next step afterwards.
     public func finish() throws {
         try gradientsFinal(from: 0)
         for p in pending { try p.wait() }
         pending.removeAll()
         next = 0
+        if let zero { gradients.withBuffer { zero.adoptReduced(into: $0) } }
     }
 }

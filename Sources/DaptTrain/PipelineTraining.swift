@@ -56,8 +56,16 @@ public final class PipelineStageRunner {
     /// Forward and backward of `batches` on this stage by the 1F1B
     /// schedule, gradients accumulated as `LlamaModel.forwardBackward` does
     /// (scaled by `lossScale / normalizer`). Returns the summed loss on the
-    /// last stage, zero elsewhere.
-    public func forwardBackward(_ batches: [TokenBatch], lossScale: Float, normalizer: Double) throws -> LossResult {
+    /// last stage, zero elsewhere. The stage's gradients become final in the
+    /// last micro-batch's passes (1F1B runs the backwards in micro-batch
+    /// order): `gradientsFinal(offset)` is called there as in
+    /// `LlamaModel.forwardBackward` — after the head's backward on the last
+    /// stage, after each layer's, and with 0 at the end — so buckets can be
+    /// reduced while the rest of that backward runs.
+    public func forwardBackward(_ batches: [TokenBatch], lossScale: Float, normalizer: Double,
+                                gradientsFinal: ((_ offset: Int) throws -> Void)? = nil) throws -> LossResult {
+        let lastMicroBatch = batches.count - 1
+        func finalHook(_ m: Int) -> ((_ offset: Int) throws -> Void)? { m == lastMicroBatch ? gradientsFinal : nil }
         var live: [Int: Activations] = [:]
         // The micro-batch whose input gradient waits in `outgoing`.
         var pending: Int?
@@ -89,6 +97,7 @@ public final class PipelineStageRunner {
                 if stage.isLast {
                     let r = try model.headForwardBackward(a, lossScale: lossScale, normalizer: normalizer)
                     loss.sum += r.sum; loss.count += r.count
+                    if let finalNorm = model.layout.finalNorm { try finalHook(m)?(finalNorm.offset) }
                 }
             case .sendActivation(let m):
                 try sendActivation(live[m]!, m)
@@ -96,8 +105,10 @@ public final class PipelineStageRunner {
                 try receiveGradient(into: live[m]!, m)
             case .backward(let m):
                 let a = live.removeValue(forKey: m)!
-                try model.backwardLayers(stage.layers, a)
-                if stage.isFirst { try model.embedBackward(a) } else {
+                try model.backwardLayers(stage.layers, a, gradientsFinal: finalHook(m))
+                if stage.isFirst { try model.embedBackward(a) }
+                try finalHook(m)?(0)
+                if !stage.isFirst {
                     precondition(pending == nil, "micro-batch \(pending!)'s gradient not sent before the next backward")
                     model.withHiddenGradient(a) { g in
                         if outgoing.count != g.count { outgoing = [Float](repeating: 0, count: g.count) }
@@ -150,6 +161,21 @@ public final class PipelineStageRunner {
 }
 
 extension Trainer {
+    /// The gradient reducer's hook for the pipeline schedule's last
+    /// micro-batch. A tied embedding split among the end stages gets the
+    /// other stage's gradient only after the schedule
+    /// (`sumTiedEmbeddingGradients`), so its bucket must wait for `finish()`:
+    /// on the first stage (the embedding leads the buffer) offsets inside it
+    /// are not passed on; on the last stage (the head ends the buffer) every
+    /// bucket holds it or lies before it, so nothing is.
+    var pipelineReductionHook: ((_ offset: Int) throws -> Void)? {
+        guard let reducer else { return nil }
+        let stage = model.layout.stage
+        guard model.config.tieWordEmbeddings, stage.isPartial, stage.isFirst || stage.isLast else { return { try reducer.gradientsFinal(from: $0) } }
+        guard stage.isFirst, let embedding = model.layout.embedding else { return nil }
+        return { offset in if offset >= embedding.range.upperBound { try reducer.gradientsFinal(from: offset) } }
+    }
+
     /// `value` summed over the pipeline group (the last stage's loss to every stage).
     func sumOverPipeline<T: CollectiveElement & AdditiveArithmetic>(_ value: T) throws -> T {
         groups.pipeline.size > 1 ? try groups.pipeline.allReduce(value, op: .sum) : value

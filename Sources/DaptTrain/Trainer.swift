@@ -153,8 +153,9 @@ public final class Trainer {
     /// The optimizer state's sharding over the data group (`parallel.zero: 1`); nil when every rank holds all of it.
     public let zero: ZeroSharding?
     /// Sums the gradients over the data group in buckets during backward
-    /// (`parallel.bucket_mb`); nil on one data rank, under ZeRO-1, or with
-    /// bucket_mb 0 (one blocking all-reduce after backward).
+    /// (`parallel.bucket_mb`; under ZeRO-1 reduce-scatters them); nil on one
+    /// data rank or with bucket_mb 0 (one blocking all-reduce or
+    /// reduce-scatter after backward).
     public let reducer: GradientReducer?
     public let schedule: LearningRateSchedule
     /// The packed orders at data.sequence_length.
@@ -196,8 +197,8 @@ public final class Trainer {
         let mixed = config.precision.mode != .fp32
         zero = config.parallel.zero == 1
             ? model.parameters.withBuffer { ZeroSharding(group: groups.data, parameters: UnsafeBufferPointer($0), mixedPrecision: mixed) } : nil
-        reducer = groups.data.size > 1 && zero == nil && config.parallel.bucketMB > 0
-            ? GradientReducer(gradients: model.gradients, group: groups.data, bucketBytes: Int(config.parallel.bucketMB * 1_048_576)) : nil
+        reducer = groups.data.size > 1 && config.parallel.bucketMB > 0
+            ? GradientReducer(gradients: model.gradients, group: groups.data, bucketBytes: Int(config.parallel.bucketMB * 1_048_576), zero: zero) : nil
         master = !mixed || zero != nil ? model.parameters : ParameterBuffer(layout: model.layout)
         if mixed && zero == nil { master.copy(from: model.parameters) }
         // Under ZeRO-1 the working copy is rounded once here (its master slice is kept), then by every step.
@@ -298,7 +299,8 @@ public final class Trainer {
         var lossSum = 0.0
         if let pipeline {
             // The loss is produced on the last stage.
-            lossSum = try sumOverPipeline(pipeline.forwardBackward(batches, lossScale: lossScale, normalizer: normalizer).sum)
+            lossSum = try sumOverPipeline(pipeline.forwardBackward(batches, lossScale: lossScale, normalizer: normalizer,
+                                                                   gradientsFinal: pipelineReductionHook).sum)
             try sumTiedEmbeddingGradients()
         } else {
             for (i, batch) in batches.enumerated() {
@@ -315,7 +317,7 @@ public final class Trainer {
         try model.gradients.withBuffer { all in
             // Under ZeRO-1 this rank reduces and updates its slice only.
             let g = zero.map { UnsafeMutableBufferPointer(rebasing: all[$0.owned]) } ?? all
-            if let zero { try zero.reduceGradients(all) } else if let reducer { try reducer.finish() } else if groups.data.size > 1 { try groups.data.allReduce(all, op: .sum) }
+            if let reducer { try reducer.finish() } else if let zero { try zero.reduceGradients(all) } else if groups.data.size > 1 { try groups.data.allReduce(all, op: .sum) }
             if precision != .fp32 { roundInPlace(g, to: precision) }
             gradientHook?(all)
             // An overflow on any rank skips the step on every rank.

@@ -23,8 +23,9 @@ public final class ZeroSharding {
     /// the model's buffer is the master.
     public let master: UnsafeMutableBufferPointer<Float>?
     /// Where the reduce-scatter puts this rank's summed gradients (MPI does
-    /// not let a reduction's input and output overlap).
-    private let reduced: UnsafeMutableBufferPointer<Float>
+    /// not let a reduction's input and output overlap); stable storage, so
+    /// bucketed reduce-scatters can run in it during backward.
+    private let reduced: CollectiveBuffer<Float>
 
     /// The slices of a buffer of `total` elements over `ranks` data ranks.
     public static func counts(total: Int, ranks: Int) -> [Int] {
@@ -36,8 +37,7 @@ public final class ZeroSharding {
         self.group = group
         counts = Self.counts(total: parameters.count, ranks: group.size)
         owned = dataShare(globalBatch: parameters.count, rank: group.rank, of: group.size)
-        reduced = .allocate(capacity: max(owned.count, 1))
-        reduced.initialize(repeating: 0)
+        reduced = CollectiveBuffer(repeating: 0, count: owned.count)
         if mixedPrecision {
             let m = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(owned.count, 1))
             _ = m.initialize(fromContentsOf: parameters[owned])
@@ -48,16 +48,37 @@ public final class ZeroSharding {
     }
 
     deinit {
-        reduced.deallocate()
         master?.deallocate()
     }
 
     /// Sums `gradients` over the group; afterwards only `owned` holds the
     /// sum (the rest is this rank's own, unreduced, and must not be used).
     public func reduceGradients(_ gradients: UnsafeMutableBufferPointer<Float>) throws {
-        let mine = UnsafeMutableBufferPointer(rebasing: reduced[0..<owned.count])
-        try group.reduceScatter(UnsafeBufferPointer(gradients), into: mine, counts: counts, op: .sum)
-        _ = UnsafeMutableBufferPointer(rebasing: gradients[owned]).update(fromContentsOf: mine)
+        try reduced.withBuffer { try group.reduceScatter(UnsafeBufferPointer(gradients), into: $0, counts: counts, op: .sum) }
+        adoptReduced(into: gradients)
+    }
+
+    /// Starts the reduce-scatter of one bucket (a range of the flat buffer)
+    /// without waiting: data rank d's block of it is `bucket ∩ owned_d`
+    /// (empty when the bucket misses its slice), received into its place in
+    /// the slice. Buckets thus need no alignment with the slices and the
+    /// ownership stays the one contiguous slice per rank; once every bucket
+    /// has finished, `adoptReduced` holds what `reduceGradients` would.
+    public func startReducing(_ gradients: ParameterBuffer, bucket: Range<Int>) throws -> any PendingCollective {
+        var first = 0
+        let blocks = counts.map { count in
+            defer { first += count }
+            return (first..<(first + count)).clamped(to: bucket).count
+        }
+        let mine = bucket.clamped(to: owned)
+        return try group.startReduceScatter(gradients, range: bucket, into: reduced,
+                                            at: (mine.lowerBound - owned.lowerBound)..<(mine.upperBound - owned.lowerBound), counts: blocks, op: .sum)
+    }
+
+    /// Copies the reduced sums of this rank's slice into `gradients[owned]`
+    /// (after every reduce-scatter into them finished).
+    public func adoptReduced(into gradients: UnsafeMutableBufferPointer<Float>) {
+        reduced.withBuffer { _ = UnsafeMutableBufferPointer(rebasing: gradients[owned]).update(fromContentsOf: $0) }
     }
 
     /// After this rank updated its slice: rounds the master slice into the

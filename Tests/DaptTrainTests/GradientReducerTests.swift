@@ -1,5 +1,6 @@
 import DaptCluster
 import DaptModel
+import DaptTestSupport
 import DaptTrain
 import XCTest
 
@@ -49,6 +50,40 @@ final class GradientReducerTests: XCTestCase {
         comm.started.removeAll()
         try reducer.finish()
         XCTAssertEqual(comm.started, reducer.buckets, "the next step starts from the end again")
+    }
+
+    /// Under ZeRO-1 each bucket is reduce-scattered onto the owners of its
+    /// elements: on 3 ranks, whose slices cut through buckets and tensors,
+    /// buckets started as backward reports them final leave every rank's
+    /// slice holding exactly the sums the one blocking reduce-scatter leaves.
+    func testZeroBucketsReduceScatterOntoTheSlices() throws {
+        let config = self.config
+        let results = try InProcessGroup(size: 3).run { comm -> (bucketed: [Float], blocking: [Float], owned: Range<Int>, buckets: [Range<Int>]) in
+            let model = try LlamaModel(config: config)
+            let n = model.layout.totalCount
+            // Small integers: every sum is exact whatever the order.
+            func fill() { model.gradients.withBuffer { g in for i in 0..<n { g[i] = Float((i * 7 + comm.rank * 13) % 101) } } }
+            let zero = model.parameters.withBuffer { ZeroSharding(group: comm, parameters: UnsafeBufferPointer($0), mixedPrecision: false) }
+            let reducer = GradientReducer(gradients: model.gradients, group: comm, bucketBytes: 4 * 300, zero: zero)
+            fill()
+            try reducer.gradientsFinal(from: model.layout.finalNorm!.offset)
+            for layer in model.layout.layers.reversed() { try reducer.gradientsFinal(from: layer.range.lowerBound) }
+            try reducer.finish()
+            let bucketed = model.gradients.withBuffer { Array($0[zero.owned]) }
+            fill()
+            try model.gradients.withBuffer { try zero.reduceGradients($0) }
+            let blocking = model.gradients.withBuffer { Array($0[zero.owned]) }
+            return (bucketed, blocking, zero.owned, reducer.buckets)
+        }
+        let n = ParameterLayout(config: config).totalCount
+        XCTAssertEqual(results.map(\.owned), [0, 1, 2].map { dataShare(globalBatch: n, rank: $0, of: 3) })
+        let edges = results.map(\.owned.lowerBound).dropFirst()
+        XCTAssertTrue(edges.allSatisfy { e in results[0].buckets.contains { $0.lowerBound < e && e < $0.upperBound } },
+                      "every slice edge falls inside a bucket: \(results[0].buckets)")
+        for r in results {
+            XCTAssertEqual(r.bucketed.map(\.bitPattern), r.blocking.map(\.bitPattern), "slice \(r.owned)")
+            XCTAssertEqual(r.bucketed, r.owned.map { i in Float((0..<3).reduce(0) { $0 + (i * 7 + $1 * 13) % 101 }) }, "slice \(r.owned)")
+        }
     }
 }
 

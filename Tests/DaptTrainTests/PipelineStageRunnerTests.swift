@@ -57,4 +57,32 @@ final class PipelineStageRunnerTests: XCTestCase {
             }
         }
     }
+
+    /// The reducer's hook under the 1F1B schedule: called once per offset,
+    /// in the last micro-batch's passes only (after the head on the last
+    /// stage, after each layer's backward, then 0), and whenever it is
+    /// called every gradient from that offset on already holds its final value.
+    func testGradientsFinalIsReportedInTheLastMicroBatch() throws {
+        let c = Self.config(tied: false)
+        let batches = try (0..<4).map { try TokenBatch.synthetic(vocab: 16, batchSize: 1, seqLen: 6 + $0, documentLength: 4) }
+        let stages = try PipelineStage.partition(c, stages: 3, stageLayers: [1, 2, 1])
+        let results = try InProcessGroup(size: 3).run { rank -> (reports: [(offset: Int, values: [Float])], model: LlamaModel) in
+            let model = try LlamaModel(config: c, stage: stages[rank.rank])
+            model.initializeRandom(seed: 3, std: 0.3)
+            var reports: [(offset: Int, values: [Float])] = []
+            _ = try PipelineStageRunner(model: model, group: rank).forwardBackward(batches, lossScale: 1, normalizer: 20) { offset in
+                reports.append((offset, model.gradients.withBuffer { Array($0[offset...]) }))
+            }
+            return (reports, model)
+        }
+        for (stage, r) in results.enumerated() {
+            let layout = r.model.layout
+            let layers = layout.stage.layers.reversed().map { layout.layer($0).range.lowerBound }
+            XCTAssertEqual(r.reports.map(\.offset), (layout.finalNorm.map { [$0.offset] } ?? []) + layers + [0], "stage \(stage)")
+            let final = r.model.gradients.withBuffer { Array($0) }
+            for report in r.reports {
+                XCTAssertEqual(report.values, Array(final[report.offset...]), "stage \(stage): final from \(report.offset)")
+            }
+        }
+    }
 }
