@@ -124,7 +124,8 @@ final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
     /// weights and moments in one HF directory; with tied embeddings (the
     /// matrix on both end stages, each sharding its own copy) likewise; 10
     /// such steps resumed on one rank unsharded, and 10 single-rank steps
-    /// resumed under 1×2×2 with ZeRO-1, give the single-rank run.
+    /// resumed under 1×2×2 with ZeRO-1, give the single-rank run; in bf16
+    /// the master weights are sharded too and the run is the unsharded one.
     func testZeroOneUnderPipelineParallelism() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try PretrainCommandTests.prepare(dir)
@@ -175,6 +176,17 @@ final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
                       && sharded.stderr.contains("(ZeRO-1 over 2 data ranks)"), sharded.stderr)
         assertClose(try PretrainCommandTests.metrics(run("d1-resumed")), reference, "one rank to step 10, then ZeRO-1 on 1×2×2")
         assertClose(try tensors(run("d1-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "one rank, then 1×2×2 sharded")
+
+        // bf16: each stage's fp32 master weights sharded too, the unsharded 1×2×2 run's losses and saved masters.
+        let bf16 = ["--steps", "6", "--precision", "bf16"] + PretrainCommandTests.tiny + pipeline
+        let plainBF16 = try pretrain(np: 4, ["--input", shards, "--output", run("bf16")] + bf16)
+        XCTAssertEqual(plainBF16.status, 0, plainBF16.stderr)
+        let shardedBF16 = try pretrain(np: 4, ["--input", shards, "--output", run("bf16-z")] + bf16 + Self.zero)
+        XCTAssertEqual(shardedBF16.status, 0, shardedBF16.stderr)
+        let (fullBF16, halfBF16) = (try XCTUnwrap(stateBytes(plainBF16.stderr)), try XCTUnwrap(stateBytes(shardedBF16.stderr)))
+        XCTAssertLessThanOrEqual(abs(halfBF16 * 2 - fullBF16), 24, "moments and master weights halve: \(halfBF16) vs \(fullBF16)")
+        assertClose(try PretrainCommandTests.metrics(run("bf16-z")), try PretrainCommandTests.metrics(run("bf16")), "bf16 ZeRO-1 on 1×2×2")
+        assertClose(try tensors(run("bf16-z"), "model.safetensors", step: 6), try tensors(run("bf16"), "model.safetensors", step: 6), "bf16 ZeRO-1 on 1×2×2: master weights")
     }
 
     /// bf16 keeps fp32 master weights: ZeRO-1 shards them too (state per
