@@ -203,8 +203,10 @@ public struct LayoutPlanner: Sendable {
         var time = StepTimeEstimate()
         time.compute = Double(m) * computeMicro
         time.tensorCommunication = Double(m) * tensorMicro
-        // Each stage sends one activation forward and receives one gradient back per micro-batch.
-        time.pipelineCommunication = P > 1 ? 2 * Double(m) * links.pipeline.send(bytes: activationBytes) : 0
+        // Each stage sends one activation forward and receives one gradient back per micro-batch;
+        // each tensor rank sends its 1/T share, which the receiving stage's tensor group all-gathers.
+        let transfer = links.pipeline.send(bytes: activationBytes / Double(T)) + links.tensor.allGather(bytes: activationBytes, ranks: T)
+        time.pipelineCommunication = P > 1 ? 2 * Double(m) * transfer : 0
         time.bubble = Double(P - 1) * (computeMicro + tensorMicro)
         // Reduce-scatter + all-gather move the same bytes as one all-reduce.
         time.dataCommunication = links.data.allReduce(bytes: stageParameters * e, ranks: D)
@@ -263,6 +265,12 @@ struct Links {
             guard k > 1 else { return 0 }
             let hops = 2 * Double(k - 1)
             return hops / Double(k) * bytes / bandwidth + hops * latency
+        }
+
+        /// Ring all-gather of `bytes` in all over `ranks`: (k−1)/k of them cross each link, in k−1 messages.
+        func allGather(bytes: Double, ranks k: Int) -> Double {
+            guard k > 1 else { return 0 }
+            return Double(k - 1) / Double(k) * bytes / bandwidth + Double(k - 1) * latency
         }
 
         func send(bytes: Double) -> Double { bytes / bandwidth + latency }

@@ -40,17 +40,38 @@ public final class PipelineStageRunner {
         return try model.makeActivations(batch)
     }
 
+    /// The part of a hidden state (or its gradient) of `count` floats that
+    /// this tensor rank sends. The residual stream is the same on every
+    /// tensor rank of a stage, so each sends its 1/T share to the same tensor
+    /// rank of the neighbouring stage, whose tensor group all-gathers the
+    /// rest: T times fewer bytes between stages, the same values.
+    private func transferPart(_ count: Int) -> Range<Int> {
+        guard let tensor = model.tensorGroup else { return 0..<count }
+        return dataShare(globalBatch: count, rank: tensor.rank, of: tensor.size)
+    }
+
+    private func sendHidden(_ buffer: UnsafeBufferPointer<Float>, to peer: Int, tag: Int) throws {
+        try group.send(UnsafeBufferPointer(rebasing: buffer[transferPart(buffer.count)]), to: peer, tag: tag)
+    }
+
+    private func receiveHidden(into buffer: UnsafeMutableBufferPointer<Float>, from peer: Int, tag: Int) throws {
+        try group.receive(into: UnsafeMutableBufferPointer(rebasing: buffer[transferPart(buffer.count)]), from: peer, tag: tag)
+        if let tensor = model.tensorGroup {
+            try tensor.allGatherInPlace(buffer, counts: ZeroSharding.counts(total: buffer.count, ranks: tensor.size))
+        }
+    }
+
     // Hidden states and their gradients go straight from and into the contexts' buffers.
     private func sendActivation(_ a: Activations, _ m: Int) throws {
-        try model.withHidden(boundary: stage.layers.upperBound, a) { try group.send(UnsafeBufferPointer($0), to: stage.index + 1, tag: tag(m, gradient: false)) }
+        try model.withHidden(boundary: stage.layers.upperBound, a) { try sendHidden(UnsafeBufferPointer($0), to: stage.index + 1, tag: tag(m, gradient: false)) }
     }
 
     private func receiveActivation(into a: Activations, _ m: Int) throws {
-        try model.withHidden(boundary: stage.layers.lowerBound, a) { try group.receive(into: $0, from: stage.index - 1, tag: tag(m, gradient: false)) }
+        try model.withHidden(boundary: stage.layers.lowerBound, a) { try receiveHidden(into: $0, from: stage.index - 1, tag: tag(m, gradient: false)) }
     }
 
     private func receiveGradient(into a: Activations, _ m: Int) throws {
-        try model.withHiddenGradient(a) { try group.receive(into: $0, from: stage.index + 1, tag: tag(m, gradient: true)) }
+        try model.withHiddenGradient(a) { try receiveHidden(into: $0, from: stage.index + 1, tag: tag(m, gradient: true)) }
     }
 
     /// Forward and backward of `batches` on this stage by the 1F1B
@@ -80,7 +101,7 @@ public final class PipelineStageRunner {
         }
         func sendGradient(_ m: Int) throws {
             precondition(pending == m, "sending micro-batch \(m)'s gradient, holding \(pending.map(String.init) ?? "none")")
-            try outgoing.withUnsafeBufferPointer { try group.send($0, to: stage.index - 1, tag: tag(m, gradient: true)) }
+            try outgoing.withUnsafeBufferPointer { try sendHidden($0, to: stage.index - 1, tag: tag(m, gradient: true)) }
             pending = nil
         }
         // Paired exchanges: the even stage of a pair sends first, the odd one

@@ -103,6 +103,9 @@ final class LayoutPlannerTests: XCTestCase {
         // One activation of 8·4 floats each way per micro-batch: 128 B / 1 GB/s + 1 µs.
         let send: Double = 128e-9 + 1e-6
         XCTAssertEqual(plan.time.pipelineCommunication, 8 * send, accuracy: 1e-15)
+        // T = 2 on one node: each tensor rank sends half (64 B), and the stage's tensor pair all-gathers the 128 B (half crosses, one message).
+        let split = try planner(Self.cluster(ranksPerNode: 4), batch: 8).estimate(PlannedLayout(tensor: 2, pipeline: 2, data: 1, microBatch: 2))
+        XCTAssertEqual(split.time.pipelineCommunication, 8 * ((64e-9 + 1e-6) + (64e-9 + 1e-6)), accuracy: 1e-15)
     }
 
     /// Layouts that cannot be built are left out with the reason; those that do not fit are marked.

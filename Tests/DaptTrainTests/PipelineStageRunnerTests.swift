@@ -85,4 +85,52 @@ final class PipelineStageRunnerTests: XCTestCase {
             }
         }
     }
+
+    /// Two stages of two tensor ranks each (threads of one process): the
+    /// whole model's loss, while each tensor rank sends only its half of
+    /// every hidden state and hidden-state gradient to the other stage.
+    func testTensorRanksSendTheirShareOfTheHiddenState() throws {
+        let c = Self.config(tied: false)
+        let batches = try (0..<3).map { try TokenBatch.synthetic(vocab: 16, batchSize: 1, seqLen: 6 + $0, documentLength: 4) }
+        let normalizer = Double(batches.reduce(0) { $0 + $1.targets.filter { $0 != ignoreIndex }.count })
+        let whole = try LlamaModel(config: c)
+        whole.initializeRandom(seed: 3, std: 0.3)
+        var expected = 0.0
+        for b in batches { expected += try whole.forwardBackward(b, lossScale: 1, normalizer: normalizer).sum }
+        let stages = try PipelineStage.partition(c, stages: 2)
+        let tensorGroups = [InProcessGroup(size: 2), InProcessGroup(size: 2)], pipelineGroups = [InProcessGroup(size: 2), InProcessGroup(size: 2)]
+        let results = try InProcessGroup(size: 4).run { world -> (loss: Double, sent: Int) in
+            let (t, p) = (world.rank % 2, world.rank / 2)
+            let model = try LlamaModel(config: c, tensorGroup: InProcessRank(group: tensorGroups[p], rank: t), stage: stages[p])
+            model.initializeRandom(seed: 3, std: 0.3)
+            let pipeline = CountingCommunicator(InProcessRank(group: pipelineGroups[t], rank: p))
+            let loss = try PipelineStageRunner(model: model, group: pipeline).forwardBackward(batches, lossScale: 1, normalizer: normalizer)
+            return (loss.sum, pipeline.sentFloats)
+        }
+        for r in results[2...] { XCTAssertEqual(r.loss, expected, accuracy: 1e-5 * abs(expected), "the last stage's loss") }
+        // Every micro-batch's hidden state goes forward once and its gradient back once: n·h floats each, half per tensor rank.
+        let hiddenFloats = batches.reduce(0) { $0 + $1.batchSize * $1.seqLen * c.hiddenSize }
+        XCTAssertEqual(results.map(\.sent), [hiddenFloats / 2, hiddenFloats / 2, hiddenFloats / 2, hiddenFloats / 2])
+    }
+}
+
+/// A group that counts the floats this rank sends point-to-point.
+final class CountingCommunicator: Communicator {
+    let inner: any Communicator
+    var sentFloats = 0
+    init(_ inner: any Communicator) { self.inner = inner }
+    var rank: Int { inner.rank }
+    var size: Int { inner.size }
+    var hostName: String { inner.hostName }
+    func barrier() throws { try inner.barrier() }
+    func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws { try inner.broadcast(buffer, root: root) }
+    func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws { try inner.allReduce(buffer, op: op) }
+    func allGatherV<T: CollectiveElement>(_ values: [T]) throws -> [[T]] { try inner.allGatherV(values) }
+    func gatherV<T: CollectiveElement>(_ values: [T], root: Int) throws -> [[T]]? { try inner.gatherV(values, root: root) }
+    func send<T: CollectiveElement>(_ values: [T], to peer: Int, tag: Int) throws {
+        if T.self == Float.self { sentFloats += values.count }
+        try inner.send(values, to: peer, tag: tag)
+    }
+    func receive<T: CollectiveElement>(_ type: T.Type, from peer: Int, tag: Int) throws -> [T] { try inner.receive(type, from: peer, tag: tag) }
+    func split(color: Int, key: Int) throws -> any Communicator { try inner.split(color: color, key: key) }
 }
