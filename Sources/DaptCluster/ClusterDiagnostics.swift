@@ -11,6 +11,8 @@ public enum ClusterDiagnostics {
         public var allReduceMinFloat: Float = 0
         public var allReduceSumFloatVector: [Float] = []
         public var nonBlockingAllReduceSum: [Float] = []
+        /// This rank's block of a non-blocking reduce-scatter (rank r receives r elements).
+        public var nonBlockingReduceScatter: [Float] = []
         public var allGatherTotal = 0
         public var gatherRoot: [Int64] = []
         public var broadcastValue: Int64 = 0
@@ -50,6 +52,17 @@ public enum ClusterDiagnostics {
         try second.wait()
         r.nonBlockingAllReduceSum = pendingBuffer.values
         expect(r.nonBlockingAllReduceSum == (0..<10).map { Float($0) * triangle }, "non-blocking all-reduce sum: \(r.nonBlockingAllReduceSum)")
+
+        // Non-blocking reduce-scatter of a range inside a buffer into a range inside another:
+        // rank r's block holds r elements (rank 0's is empty).
+        let blocks = (0..<n).map { $0 }, total = n * (n - 1) / 2, mine = me * (me - 1) / 2
+        let scatterSource = CollectiveBuffer((0..<(total + 2)).map { Float($0 * (me + 1)) })
+        let scatterDestination = CollectiveBuffer(repeating: Float(-1), count: me + 2, hugePages: false)
+        try comm.startReduceScatter(scatterSource, range: 1..<(total + 1), into: scatterDestination, at: 1..<(me + 1), counts: blocks, op: .sum).wait()
+        r.nonBlockingReduceScatter = Array(scatterDestination.values[1..<(me + 1)])
+        expect(r.nonBlockingReduceScatter == (0..<me).map { Float(1 + mine + $0) * triangle }
+               && scatterDestination.values.first == -1 && scatterDestination.values.last == -1,
+               "non-blocking reduce-scatter: \(scatterDestination.values)")
 
         // Rank r contributes r+1 copies of r: variable-length all-gather.
         let gathered = try comm.allGatherV([Int64](repeating: Int64(me), count: me + 1))

@@ -11,6 +11,7 @@ final class ClusterCheckTests: XCTestCase {
             var allReduceMaxDouble: Double
             var allReduceMinFloat: Float
             var nonBlockingAllReduceSum: [Float]
+            var nonBlockingReduceScatter: [Float]
             var allGatherTotal: Int
             var gatherRoot: [Int64]
             var broadcastValue: Int64
@@ -56,6 +57,8 @@ final class ClusterCheckTests: XCTestCase {
             XCTAssertEqual(c.allReduceMaxDouble, Double(n - 1) * 1.5)
             XCTAssertEqual(c.allReduceMinFloat, -0.5)
             XCTAssertEqual(c.nonBlockingAllReduceSum, (0..<10).map { Float($0 * n * (n + 1) / 2) })
+            // Rank r's r elements: source indices from 1 + r(r−1)/2, each summed over the ranks' multiples.
+            XCTAssertEqual(c.nonBlockingReduceScatter, (0..<report.rank).map { Float((1 + report.rank * (report.rank - 1) / 2 + $0) * n * (n + 1) / 2) })
             XCTAssertEqual(c.allGatherTotal, n * (n + 1) / 2)
             XCTAssertEqual(c.broadcastValue, 4242)
             let members = (0..<n).filter { $0 % 2 == report.rank % 2 }
