@@ -123,8 +123,9 @@ final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
     /// unsharded 1×2×2 run's), the single-rank losses, clipping norms,
     /// weights and moments in one HF directory; with tied embeddings (the
     /// matrix on both end stages, each sharding its own copy) likewise; 10
-    /// such steps resumed on one rank unsharded, and 10 single-rank steps
-    /// resumed under 1×2×2 with ZeRO-1, give the single-rank run; in bf16
+    /// such steps resumed on one rank unsharded, or on 1×1×2 with ZeRO-1,
+    /// and 10 single-rank steps resumed under 1×2×2 with ZeRO-1, give the
+    /// single-rank run; in bf16
     /// the master weights are sharded too and the run is the unsharded one.
     func testZeroOneUnderPipelineParallelism() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
@@ -167,6 +168,16 @@ final class ZeroPretrainTests: XCTestCase, PretrainRunChecks {
         XCTAssertTrue(rest.stderr.contains("at step 10") && !rest.stderr.contains("ZeRO-1"), rest.stderr)
         assertClose(try PretrainCommandTests.metrics(run("p2d2z-resumed")), reference, "ZeRO-1 on 1×2×2 to step 10, then one rank")
         assertClose(try tensors(run("p2d2z-resumed"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "1×2×2 sharded, then one rank")
+
+        // The same sharded checkpoint resumed sharded differently: one stage, 2 data ranks, ZeRO-1 over the whole buffer.
+        let quarter = try pretrain(np: 4, ["--input", shards, "--output", run("p2d2z-then-d2z"), "--stop-after", "10"] + Base.fp32 + pipeline + Self.zero)
+        XCTAssertEqual(quarter.status, 0, quarter.stderr)
+        let resharded = try pretrain(np: 2, ["--resume", run("p2d2z-then-d2z"), "--set", "parallel.pipeline=1"])
+        XCTAssertEqual(resharded.status, 0, resharded.stderr)
+        XCTAssertTrue(resharded.stderr.contains("at step 10") && resharded.stderr.contains("tensor 1 × pipeline 1 × data 2")
+                      && resharded.stderr.contains("(ZeRO-1 over 2 data ranks)"), resharded.stderr)
+        assertClose(try PretrainCommandTests.metrics(run("p2d2z-then-d2z")), reference, "ZeRO-1 on 1×2×2 to step 10, then ZeRO-1 on 1×1×2")
+        assertClose(try tensors(run("p2d2z-then-d2z"), "model.safetensors"), try tensors(run("d1"), "model.safetensors"), "1×2×2 sharded, then 1×1×2 sharded")
 
         let first = try pretrain(np: 1, ["--input", shards, "--output", run("d1-resumed"), "--stop-after", "10"] + Base.fp32)
         XCTAssertEqual(first.status, 0, first.stderr)
