@@ -10,7 +10,11 @@
 # --max-restarts); a pretrain job continues from the newest intact checkpoint
 # of its --output directory. A SIGTERM or SIGINT to this script is passed to
 # the ranks, which stop at a step boundary with a checkpoint; it is not
-# restarted, and exits 0 when the run says it stopped resumably.
+# restarted, and exits 0 when the run says it stopped resumably. A Ctrl-C
+# reaches this script alone (mpirun runs in a process group of its own)
+# and goes on to the ranks as SIGINT. Ctrl-C on a bare mpirun is not
+# passed on: Open MPI sends the ranks SIGTERM and SIGKILLs them a second
+# later, which can be before the checkpoint is written.
 # Set DAPT_BIN to run another dapt binary.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,9 +47,6 @@ else
   mpi+=(--oversubscribe)
 fi
 [ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
-[ "$restarts" -gt 0 ] || exec "${mpi[@]}" -x OPENBLAS_NUM_THREADS="$threads" "$@"
-
-# With restarts: a pretrain job must name its run directory.
 command=("$@"); run=""; is_pretrain=0
 for ((i = 1; i < ${#command[@]}; i++)); do
   [ "${command[i]}" = "pretrain" ] && is_pretrain=1
@@ -54,7 +55,11 @@ for ((i = 1; i < ${#command[@]}; i++)); do
     --output=*) run="${command[i]#--output=}" ;;
   esac
 done
-if [ "$is_pretrain" -eq 1 ] && [ -z "$run" ]; then
+# Without restarts, any stage but pretrain (which stops at a step boundary on a signal) is mpirun itself.
+[ "$restarts" -gt 0 ] || [ "$is_pretrain" -eq 1 ] || exec "${mpi[@]}" -x OPENBLAS_NUM_THREADS="$threads" "$@"
+
+# With restarts: a pretrain job must name its run directory.
+if [ "$restarts" -gt 0 ] && [ "$is_pretrain" -eq 1 ] && [ -z "$run" ]; then
   echo "launch: --restarts needs the pretrain job's --output (the run directory a restart continues)" >&2; exit 2
 fi
 
@@ -89,6 +94,11 @@ forward() {
 }
 trap 'forward TERM' TERM
 trap 'forward INT' INT
+# mpirun runs in a process group of its own (job control), so that a Ctrl-C
+# at the terminal reaches this script alone and is passed to the ranks as
+# SIGINT: mpirun, signalled itself, would abort the job instead (SIGTERM to
+# the ranks, SIGKILL a second later, exit 1) and the checkpoint could be lost.
+set -m
 attempt=0
 while :; do
   "${mpi[@]}" -x OPENBLAS_NUM_THREADS="$threads" "${command[@]}" &
@@ -110,7 +120,8 @@ while :; do
   [ "$status" -ne 0 ] || exit 0
   attempt=$((attempt + 1))
   if [ "$attempt" -gt "$restarts" ]; then
-    echo "launch: the job failed (status $status) and all $restarts restarts are used" >&2; exit "$status"
+    [ "$restarts" -eq 0 ] || echo "launch: the job failed (status $status) and all $restarts restarts are used" >&2
+    exit "$status"
   fi
   [ "$is_pretrain" -eq 0 ] || relaunch
   echo "launch: the job failed (status $status); restart $attempt of $restarts: ${command[*]}" >&2

@@ -12,9 +12,11 @@ public struct PretrainOptions: Sendable {
     public var stopAfter: Int?
     /// Replace a run already in the run directory (removed as a unit first).
     public var overwrite = false
+    /// Resume although a setting that decides which data a step sees changed (`ResumeCheck`).
+    public var allowDataChange = false
 
-    public init(resume: String? = nil, stopAfter: Int? = nil, overwrite: Bool = false) {
-        self.resume = resume; self.stopAfter = stopAfter; self.overwrite = overwrite
+    public init(resume: String? = nil, stopAfter: Int? = nil, overwrite: Bool = false, allowDataChange: Bool = false) {
+        self.resume = resume; self.stopAfter = stopAfter; self.overwrite = overwrite; self.allowDataChange = allowDataChange
     }
 }
 
@@ -86,6 +88,8 @@ public enum PretrainRun {
                                   train: DocumentSubset(base: shards, indices: split.train),
                                   heldOut: DocumentSubset(base: shards, indices: split.heldOut), groups: groups, sink: sink)
         trainer.tokenizerPath = tokenizerPath
+        trainer.acceptsDataChange = options.allowDataChange
+        trainer.state.corpusChecksum = shards.corpusChecksum
         if let resumeFrom {
             let started = monotonicSeconds()
             try trainer.restore(checkpoint: resumeFrom)
@@ -128,6 +132,9 @@ public enum PretrainRun {
                 sink.report(.notice(stage: stage, message: "\(directory.path) has no \(Trainer.tokenizerFile): that its ids are the shards' cannot be checked"))
             }
             try config.validate(against: LlamaConfig.load(path: directory.path + "/" + Trainer.configFile), from: directory.path)
+        }
+        if let resumeFrom {
+            try ResumeCheck.check(checkpoint: resumeFrom, config: config, corpus: shards.corpusChecksum, allowDataChange: options.allowDataChange, sink: sink)
         }
     }
 

@@ -19,6 +19,12 @@ public final class ShardDocuments: DocumentSource, @unchecked Sendable {
     public func documentLength(_ index: Int) -> Int { lengths[index] }
     /// xxh64 of the tokenizer.json the shards were encoded with (from their manifest).
     public var tokenizerChecksum: String { reader.manifest.tokenizerChecksum }
+    /// One xxh64 (16 hex digits) standing for the corpus: over the manifest's checksums of every
+    /// shard's tokens and index, in order (the files were verified against them on opening).
+    /// The same documents cut into other shards give another value.
+    public var corpusChecksum: String {
+        CheckpointStore.hex64(StableHash.xxh64(reader.manifest.shards.map { $0.tokensChecksum + ":" + $0.indexChecksum }.joined(separator: ",")))
+    }
 
     /// Throws unless the tokenizer file at `path` is byte for byte the one
     /// the shards were encoded with, naming both.

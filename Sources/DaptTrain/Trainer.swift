@@ -29,6 +29,8 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var lrFactorUntilStep = 0
     /// The `pretrain.curriculum` stage the state is in (`nextSequence` counts sequences of its length).
     public var curriculumStage = 0
+    /// The token shards trained on (`ShardDocuments.corpusChecksum`), so a resume on other data is noticed; nil: not recorded.
+    public var corpusChecksum: String?
 
     public init() {}
 
@@ -41,6 +43,7 @@ public struct TrainingState: Codable, Equatable, Sendable {
         case growthInterval = "loss_scale_growth_interval", cleanSteps = "loss_scale_clean_steps", skippedSteps = "skipped_steps"
         case spikeHistory = "spike_history", rollbacks, skippedSequences = "skipped_sequences"
         case lrFactor = "lr_factor", lrFactorUntilStep = "lr_factor_until_step", curriculumStage = "curriculum_stage"
+        case corpusChecksum = "corpus_xxh64"
     }
 
     public init(from decoder: Decoder) throws {
@@ -69,6 +72,7 @@ public struct TrainingState: Codable, Equatable, Sendable {
         lrFactor = try c.decodeIfPresent(Double.self, forKey: .lrFactor) ?? 1
         lrFactorUntilStep = try c.decodeIfPresent(Int.self, forKey: .lrFactorUntilStep) ?? 0
         curriculumStage = try c.decodeIfPresent(Int.self, forKey: .curriculumStage) ?? 0
+        corpusChecksum = try c.decodeIfPresent(String.self, forKey: .corpusChecksum)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -89,13 +93,15 @@ public struct TrainingState: Codable, Equatable, Sendable {
         try c.encode(lrFactor, forKey: .lrFactor)
         try c.encode(lrFactorUntilStep, forKey: .lrFactorUntilStep)
         try c.encode(curriculumStage, forKey: .curriculumStage)
+        try c.encodeIfPresent(corpusChecksum, forKey: .corpusChecksum)
     }
 }
 
 extension TrainingState {
     /// The training state saved in checkpoint `dir`, refused when it was
-    /// trained with another data seed (the data order would change).
-    static func load(checkpoint dir: String, dataSeed: UInt64) throws -> TrainingState {
+    /// trained with another data seed (the data order would change) unless
+    /// `dataSeed` is nil (a change accepted on purpose).
+    static func load(checkpoint dir: String, dataSeed: UInt64?) throws -> TrainingState {
         let path = dir + "/" + Trainer.stateFile
         let restored: TrainingState
         do {
@@ -103,9 +109,9 @@ extension TrainingState {
         } catch {
             throw TrainingError.checkpointBadManifest(path: path, reason: "\(error)")
         }
-        if restored.dataSeed != dataSeed {
+        if let dataSeed, restored.dataSeed != dataSeed {
             throw TrainingError.checkpointIncompatible(path: path,
-                reason: "data seed \(restored.dataSeed) differs from the config's \(dataSeed); the data order would change")
+                reason: "pretrain.data.seed \(restored.dataSeed) in the checkpoint, \(dataSeed) in this run: the data order would change")
         }
         return restored
     }
@@ -174,6 +180,9 @@ public final class Trainer {
     public let pipeline: PipelineStageRunner?
     /// Copied into every checkpoint when set.
     public var tokenizerPath: String?
+    /// Restores take a checkpoint trained with another data seed and record this run's
+    /// (`--allow-data-change`; `ResumeCheck` has compared the settings first).
+    public var acceptsDataChange = false
     /// Called after the gradients of a step are complete, before the
     /// overflow check (tests inject overflows here); under ZeRO-1 only
     /// the owned slice holds the reduced sum.
@@ -481,8 +490,12 @@ public final class Trainer {
                 try moments.read("exp_avg_sq." + t.name, shape: t.shape, part: piece.part, elements: piece.elements, into: v.piece(piece))
             }
         }
-        let restored = try TrainingState.load(checkpoint: dir, dataSeed: config.data.seed)
+        let restored = try TrainingState.load(checkpoint: dir, dataSeed: acceptsDataChange ? nil : config.data.seed)
+        // The corpus in use stays recorded (it was checked against the checkpoint's, or the change accepted).
+        let corpus = state.corpusChecksum
         state = restored
+        if let corpus { state.corpusChecksum = corpus }
+        if acceptsDataChange { state.dataSeed = config.data.seed }
         optimizer.stepCount = restored.appliedSteps
         try adoptStateShape()
     }

@@ -38,12 +38,19 @@ struct PretrainCommand: ParsableCommand {
     @Flag(help: "Replace a run already in the run directory (it is removed before the new run starts).")
     var overwrite = false
 
+    @Flag(name: .customLong("allow-data-change"),
+          help: "With --resume: continue although the data seed, shuffling, batch size, held-out fraction or corpus changed (the run then no longer matches an uninterrupted one).")
+    var allowDataChange = false
+
     func run() throws {
         if let stopAfter, stopAfter < 0 {
             throw ConfigError(source: "--stop-after \(stopAfter)", field: "", reason: "must be >= 0, got \(stopAfter)")
         }
         if let from, resume != nil {
             throw ConfigError(source: "--from \(from)", field: "", reason: "cannot be used with --resume: --resume continues a run from its checkpoint (which names the model it started from), --from starts a new run from a model")
+        }
+        if allowDataChange, resume == nil {
+            throw ConfigError(source: "--allow-data-change", field: "", reason: "only applies with --resume (it accepts a resumed run's changed data settings)")
         }
         if let resume, !FileSystem.exists(resume) {
             throw ConfigError(source: "--resume \(resume)", field: "", reason: "no such file or directory")
@@ -67,9 +74,9 @@ struct PretrainCommand: ParsableCommand {
             }
             try Check.exists(pretrain.data.shards, "pretrain.data.shards")
         }
-        let resume = self.resume, stopAfter = self.stopAfter, overwrite = self.overwrite
+        let resume = self.resume, stopAfter = self.stopAfter, overwrite = self.overwrite, allowDataChange = self.allowDataChange
         try Runtime.run(cluster: daptConfig.cluster) { ctx in
-            let options = PretrainOptions(resume: resume, stopAfter: stopAfter, overwrite: overwrite)
+            let options = PretrainOptions(resume: resume, stopAfter: stopAfter, overwrite: overwrite, allowDataChange: allowDataChange)
             try PretrainRun.run(config: daptConfig.pretrain, options: options, world: ctx.communicator, sink: ctx.sink)
         }
     }

@@ -366,4 +366,77 @@ extension PretrainRunTests {
         XCTAssertTrue(sink.notices.contains { $0.contains("resumed from \(run)/checkpoint-00000002 at step 2") }, "\(sink.notices)")
         XCTAssertEqual(try bytes(run + "/checkpoint-00000006/" + Trainer.modelFile), try bytes(straight + "/checkpoint-00000006/" + Trainer.modelFile))
     }
+
+    /// A resume that changes which data the steps after it see is refused
+    /// before anything is written: the error names the setting and both
+    /// values, and says whether --allow-data-change may accept it (not for
+    /// a sequence length, whose units the data position is counted in).
+    func testResumeRefusesChangedDataSettings() throws {
+        let fixture = try ShardFixture(self)
+        // The same tokenizer (trained on the first corpus's texts) over other documents.
+        let other = try ShardFixture(self, seed: 8, tokenizerFrom: ShardFixture.texts(documents: 200, seed: 7))
+        let run = fixture.directory + "/run"
+        let config = fixture.config(run: run, steps: 4)
+        try PretrainRun.run(config: config, options: .init(stopAfter: 2))
+        let corpus = try ShardDocuments(directory: fixture.shards).corpusChecksum
+        let otherCorpus = try ShardDocuments(directory: other.shards).corpusChecksum
+        XCTAssertNotEqual(corpus, otherCorpus)
+
+        func changed(_ change: (inout PretrainConfig) -> Void) -> PretrainConfig {
+            var c = config
+            change(&c)
+            return c
+        }
+        let cases: [(field: String, old: String, new: String, overridable: Bool, config: PretrainConfig)] = [
+            ("pretrain.data.shuffle", "true", "false", true, changed { $0.data.shuffle = false }),
+            ("pretrain.data.seed", "42", "43", true, changed { $0.data.seed = 43 }),
+            ("pretrain.data.global_batch_size", "4", "8", true, changed { $0.data.globalBatchSize = 8 }),
+            ("pretrain.data.held_out_fraction", "0.05", "0.1", true, changed { $0.data.heldOutFraction = 0.1 }),
+            ("pretrain.data.shards", "corpus xxh64 \(corpus) (\(fixture.shards))", "corpus xxh64 \(otherCorpus) (\(other.shards))", true, changed { $0.data.shards = other.shards }),
+            ("pretrain.data.sequence_length", "32", "16", false, changed { $0.data.sequenceLength = 16 }),
+            ("pretrain.curriculum", "none", "[16 tokens until step 2, 32 tokens until step 4]", false,
+             changed { $0.curriculum = [.init(untilStep: 2, sequenceLength: 16), .init(untilStep: 4, sequenceLength: 32)] }),
+        ]
+        for c in cases {
+            XCTAssertThrowsError(try PretrainRun.run(config: c.config, options: .init(resume: run)), c.field) { error in
+                guard let e = error as? ConfigError else { return XCTFail("\(c.field): \(error)") }
+                let text = e.description
+                XCTAssertEqual(e.field, c.field, text)
+                XCTAssertTrue(text.hasPrefix("--resume \(run)/checkpoint-00000002: \(c.field): "), text)
+                XCTAssertTrue(text.contains(": \(c.old) in the checkpoint, \(c.new) in this run: the steps after the resume would train on other data"), text)
+                XCTAssertEqual(text.contains("give --allow-data-change"), c.overridable, text)
+                XCTAssertEqual(text.contains("cannot be overridden"), !c.overridable, text)
+            }
+        }
+        // Two at once: both named; the one that can be accepted is told apart.
+        var two = changed { $0.data.shuffle = false }
+        two.data.sequenceLength = 16
+        XCTAssertThrowsError(try PretrainRun.run(config: two, options: .init(resume: run))) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("pretrain.data.shuffle true in the checkpoint, false in this run; pretrain.data.sequence_length 32 in the checkpoint, 16 in this run"), text)
+            XCTAssertTrue(text.contains("pretrain.data.sequence_length cannot be overridden: the checkpoint's data position counts sequences of 32 tokens"), text)
+            XCTAssertTrue(text.contains("The other changes could be accepted with --allow-data-change"), text)
+        }
+        XCTAssertThrowsError(try PretrainRun.run(config: changed { $0.data.sequenceLength = 16 }, options: .init(resume: run, allowDataChange: true))) { error in
+            XCTAssertTrue("\(error)".contains("cannot be overridden, not even with --allow-data-change"), "\(error)")
+        }
+        XCTAssertEqual(try metricsSteps(run), [0, 1, 2], "nothing written by a refused resume")
+
+        // Accepted on purpose: a warning names each change, the run goes on and its checkpoints record the new settings.
+        var accepted = changed { $0.data.shuffle = false }
+        accepted.data.seed = 43
+        let sink = CollectingSink()
+        try PretrainRun.run(config: accepted, options: .init(resume: run, stopAfter: 1, allowDataChange: true), sink: sink)
+        let warnings = sink.events.compactMap { if case .warning(_, let m) = $0 { return m } else { return nil } }
+        XCTAssertEqual(warnings.count, 1, "\(warnings)")
+        XCTAssertTrue(warnings.first?.contains("pretrain.data.seed 42 → 43; pretrain.data.shuffle true → false") == true, "\(warnings)")
+        XCTAssertEqual(try PretrainRun.savedConfig(checkpoint: run), accepted)
+        let state = try TrainingState.load(checkpoint: run + "/checkpoint-00000003", dataSeed: nil)
+        XCTAssertEqual(state.dataSeed, 43)
+        XCTAssertEqual(state.corpusChecksum, corpus)
+        // The new settings are now the run's: resuming with them needs no override, with the old ones it is refused.
+        XCTAssertThrowsError(try PretrainRun.run(config: config, options: .init(resume: run)))
+        try PretrainRun.run(config: accepted, options: .init(resume: run))
+        XCTAssertEqual(try metricsSteps(run), [0, 1, 2, 3, 4])
+    }
 }

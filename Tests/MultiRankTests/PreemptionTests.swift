@@ -45,6 +45,83 @@ final class PreemptionTests: XCTestCase {
         XCTAssertTrue(resumed.stderr.contains("step \(target)/\(target)"), resumed.stderr)
     }
 
+    /// A Ctrl-C at the terminal: SIGINT to the foreground process group of
+    /// `launch.sh -np 2 dapt pretrain` (a session of its own here, with SIGINT
+    /// handled as in a shell's foreground job). The ranks get SIGINT, stop at a
+    /// step boundary, rank 0 writes that step's checkpoint, the job exits 0
+    /// (docs/parallel.md), and a resume ends byte for byte where the
+    /// uninterrupted run does. A resume with another data.shuffle is refused
+    /// on both ranks with one message naming the setting.
+    func testCtrlCStopsWithACheckpointAndResumesBitIdentically() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        let straight = dir.appendingPathComponent("straight").path, run = dir.appendingPathComponent("run").path
+        let settings = ["--input", shards, "--steps", "600"] + PretrainCommandTests.tiny + ["--set", "eval.every_steps=0", "--set", "log_every_steps=100"]
+        let reference = try DaptProcess.mpirun(np: 2, ["pretrain", "--output", straight] + settings)
+        XCTAssertEqual(reference.status, 0, reference.stderr)
+
+        let launch = ["--default-signal=INT", "setsid", "-w", Self.launch, "-np", "2", "dapt", "pretrain", "--output", run] + settings
+        let stopped = try DaptProcess.run("/usr/bin/env", launch, timeout: 200) { process in
+            let deadline = Date().addingTimeInterval(150)
+            while Date() < deadline {
+                if let text = try? String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8), text.contains("\"step\":2,") { break }
+                Thread.sleep(forTimeInterval: 0.005)
+            }
+            // launch.sh leads its session and process group: what a terminal's Ctrl-C signals.
+            guard let group = Self.sessionLeader(under: process.processIdentifier) else { return XCTFail("no session leader") }
+            kill(-group, SIGINT)
+        }
+        XCTAssertEqual(stopped.status, 0, stopped.stderr)
+        XCTAssertTrue(stopped.stderr.contains("stopped by SIGINT after step"), stopped.stderr)
+        XCTAssertTrue(stopped.stderr.contains("launch: stopped by SIGINT; resumable from \(run)"), stopped.stderr)
+        let lines = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        struct Stop: Decodable { var event: String; var step: Int; var signal: String }
+        let stop = try JSONDecoder().decode(Stop.self, from: Data(XCTUnwrap(lines.last).utf8))
+        XCTAssertEqual(stop.event, "stop")
+        XCTAssertEqual(stop.signal, "SIGINT")
+        XCTAssertLessThan(stop.step, 600, "stopped before the end")
+        let checkpoints = try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.hasPrefix("checkpoint-") }
+        XCTAssertEqual(checkpoints, [String(format: "checkpoint-%08d", stop.step)], "the checkpoint of the step the ranks stopped after")
+
+        let shuffled = try DaptProcess.mpirun(np: 2, ["pretrain", "--resume", run, "--set", "data.shuffle=false"])
+        XCTAssertEqual(shuffled.status, 2, shuffled.stderr)
+        XCTAssertEqual(shuffled.stderr.components(separatedBy: "pretrain.data.shuffle: true in the checkpoint, false in this run").count, 2, shuffled.stderr)
+        let stray = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", dir.appendingPathComponent("other").path, "--allow-data-change"])
+        XCTAssertEqual(stray.status, 2, stray.stderr)
+        XCTAssertTrue(stray.stderr.contains("--allow-data-change: only applies with --resume"), stray.stderr)
+
+        let resumed = try DaptProcess.mpirun(np: 2, ["pretrain", "--resume", run])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("resumed from \(run)/checkpoint-\(String(format: "%08d", stop.step)) at step \(stop.step)"), resumed.stderr)
+        func steps(_ run: String) throws -> [PretrainCommandTests.Line] { try PretrainCommandTests.metrics(run).filter { $0.loss != nil || $0.eval_loss != nil } }
+        XCTAssertEqual(try steps(run), try steps(straight))
+        XCTAssertEqual(try steps(run).map(\.step), Array(0...600))
+        let model = "/checkpoint-00000600/model.safetensors"
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run + model)), try Data(contentsOf: URL(fileURLWithPath: straight + model)),
+                       "interrupted by SIGINT and resumed: the uninterrupted run's bytes")
+    }
+
+    /// The process that leads the session started by `setsid` under `pid`
+    /// (`pid` itself, or its child when setsid had to fork).
+    static func sessionLeader(under pid: Int32) -> Int32? {
+        for _ in 0..<500 {
+            for candidate in [pid] + children(of: pid) where session(of: candidate) == candidate { return candidate }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return nil
+    }
+
+    static func session(of pid: Int32) -> Int32? {
+        // /proc/PID/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces, so count after the last ')'.
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 3 ? Int32(fields[3]) : nil
+    }
+
+    static func children(of pid: Int32) -> [Int32] {
+        ((try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { Int32($0) }
+    }
+
     /// The quick form of scripts/faults.sh: a rank SIGKILLed mid-run, the
     /// job restarted by launch.sh, the final weights byte-identical to an
     /// uninterrupted run.
