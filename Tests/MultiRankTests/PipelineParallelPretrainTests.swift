@@ -46,6 +46,19 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("t1p2d1-again") + model)),
                        try Data(contentsOf: URL(fileURLWithPath: run("t1p2d1") + model)), "same layout, same bytes")
 
+        // Stopped at step 10 and resumed under the same layout (1×2×1, and 2×2×1): the uninterrupted run, byte for byte.
+        for (np, tensor) in [(2, 1), (4, 2)] {
+            let name = "t\(tensor)p2d1", layout = ["--set", "parallel.pipeline=2", "--set", "parallel.tensor=\(tensor)"]
+            let half = try pretrain(np: np, ["--input", shards, "--output", run(name + "-resumed"), "--stop-after", "10"] + Self.fp32 + layout)
+            XCTAssertEqual(half.status, 0, half.stderr)
+            let rest = try pretrain(np: np, ["--resume", run(name + "-resumed")])
+            XCTAssertEqual(rest.status, 0, rest.stderr)
+            XCTAssertTrue(rest.stderr.contains("at step 10") && rest.stderr.contains("\(np) ranks: tensor \(tensor) × pipeline 2 × data 1"), rest.stderr)
+            XCTAssertEqual(try PretrainCommandTests.metrics(run(name + "-resumed")), try PretrainCommandTests.metrics(run(name)), name)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run(name + "-resumed") + model)),
+                           try Data(contentsOf: URL(fileURLWithPath: run(name) + model)), "\(name) resumed under the same layout, same bytes")
+        }
+
         // The P=2 checkpoint on one rank: the held-out loss it ended with.
         let from = try pretrain(np: 1, ["--input", shards, "--output", run("from-p2"), "--from", run("t1p2d1") + "/checkpoint-00000020"]
                                     + Self.fp32 + ["--steps", "1"])

@@ -101,4 +101,60 @@ final class SpikeRollbackTests: XCTestCase, PretrainRunChecks {
                            try Data(contentsOf: URL(fileURLWithPath: run(name) + model)), "\(name): resumed after the rollback, same bytes")
         }
     }
+
+    /// One `metrics.jsonl` line: a step's learning rate, or an event.
+    struct Entry: Decodable { var event: String?; var step: Int; var lr: Double? }
+
+    func entries(_ run: String) throws -> [Entry] {
+        try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map { try JSONDecoder().decode(Entry.self, from: Data($0.utf8)) }
+    }
+
+    /// `spikes.lr_factor` 0.5 for `spikes.lr_steps` 10 after the poisoned
+    /// corpus's rollback (step 33 back to 28): the steps trained after the
+    /// rollback, 29 to 38, run at half the rate of the same steps without the
+    /// factor (read from metrics.jsonl), the steps after them at the full
+    /// rate; a run stopped inside that stretch and resumed keeps the lowered
+    /// rate and ends with the uninterrupted run's bytes.
+    func testLearningRateLoweredAfterARollbackAndAfterAResume() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let shards = try Self.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let lowering = ["--set", "spikes.lr_factor=0.5", "--set", "spikes.lr_steps=10"]
+        let plain = try pretrain(np: 1, ["--input", shards, "--output", run("plain")] + Self.settings)
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        let lowered = try pretrain(np: 1, ["--input", shards, "--output", run("lowered")] + Self.settings + lowering)
+        XCTAssertEqual(lowered.status, 0, lowered.stderr)
+        XCTAssertTrue(lowered.stderr.contains("rolled back to step 28") && lowered.stderr.contains("lr × 0.5 until step 38"), lowered.stderr)
+
+        // The full rate of every step, from the run without the factor (same rollback, same schedule).
+        let full = Dictionary(try entries(run("plain")).compactMap { e in e.lr.map { (e.step, $0) } }, uniquingKeysWith: { _, last in last })
+        let all = try entries(run("lowered"))
+        let rollback = try XCTUnwrap(all.firstIndex { $0.event == "rollback" })
+        XCTAssertEqual(all[rollback].step, 33)
+        for e in all[..<rollback] where e.lr != nil {
+            XCTAssertEqual(e.lr, full[e.step], "step \(e.step) before the rollback: the full rate")
+        }
+        let after = all[(rollback + 1)...].filter { $0.lr != nil }
+        XCTAssertEqual(after.map(\.step), Array(29...40))
+        for e in after {
+            let expected = try XCTUnwrap(full[e.step]) * (e.step <= 38 ? 0.5 : 1)
+            XCTAssertEqual(try XCTUnwrap(e.lr), expected, accuracy: 1e-12 * expected, "step \(e.step) after the rollback")
+        }
+        XCTAssertGreaterThan(try XCTUnwrap(full[29]), 0)
+
+        // Stopped at step 35 (after the rollback, inside the lowered stretch) and resumed.
+        let stopped = try pretrain(np: 1, ["--input", shards, "--output", run("resumed"), "--stop-after", "35"] + Self.settings + lowering)
+        XCTAssertEqual(stopped.status, 0, stopped.stderr)
+        let resumed = try pretrain(np: 1, ["--resume", run("resumed")])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("at step 35"), resumed.stderr)
+        let tail = try entries(run("resumed")).filter { $0.step > 35 && $0.lr != nil }
+        XCTAssertEqual(tail.map(\.step), Array(36...40))
+        for e in tail {
+            XCTAssertEqual(e.lr, after.first { $0.step == e.step }?.lr, "step \(e.step) after the resume: the uninterrupted run's rate")
+        }
+        XCTAssertEqual(try PretrainCommandTests.metrics(run("resumed")), try PretrainCommandTests.metrics(run("lowered")))
+        let model = "/checkpoint-00000040/model.safetensors"
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("resumed") + model)), try Data(contentsOf: URL(fileURLWithPath: run("lowered") + model)))
+    }
 }
