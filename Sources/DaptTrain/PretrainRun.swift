@@ -149,7 +149,12 @@ public enum PretrainRun {
     /// The settings a checkpoint (or a run directory's newest intact one) was
     /// trained with, for resuming without a config.
     public static func savedConfig(checkpoint path: String) throws -> PretrainConfig {
-        let file = try resumable(path, sink: SilentSink()) + "/" + Trainer.trainConfigFile
+        try savedConfig(in: try resumable(path, sink: SilentSink()))
+    }
+
+    /// The settings saved in the checkpoint directory `directory` (resolved).
+    static func savedConfig(in directory: String) throws -> PretrainConfig {
+        let file = directory + "/" + Trainer.trainConfigFile
         do {
             return try JSONDecoder().decode(PretrainConfig.self, from: Data(FileSystem.readAll(file)))
         } catch var error as ConfigError {

@@ -56,13 +56,7 @@ public enum ResumeCheck {
     /// `training_state.json` hold the settings it was trained with.
     public static func check(checkpoint: String, config: PretrainConfig, corpus: String, allowDataChange: Bool,
                              sink: any EventSink, stage: String = PretrainRun.stage) throws {
-        let savedPath = checkpoint + "/" + Trainer.trainConfigFile
-        let saved: PretrainConfig
-        do {
-            saved = try JSONDecoder().decode(PretrainConfig.self, from: Data(FileSystem.readAll(savedPath)))
-        } catch {
-            throw TrainingError.checkpointBadManifest(path: savedPath, reason: "\(error)")
-        }
+        let saved = try PretrainRun.savedConfig(in: checkpoint)
         let state = try TrainingState.load(checkpoint: checkpoint, dataSeed: nil)
         let found = changes(saved: saved, savedCorpus: state.corpusChecksum, config: config, corpus: corpus)
         guard !found.isEmpty else { return }
