@@ -85,8 +85,17 @@ public final class GrammarMasks: @unchecked Sendable {
             let searched = monotonicSeconds()
             var masks: [[UInt32]: TopFrameMask] = [:]
             masks.reserveCapacity(frames.count)
+            // A bounded string's frames that differ only in their count share one walk.
+            var byCharacters: [CountKey: CharacterSortedMasks] = [:]
             for frame in frames {
-                masks[grammar.topCacheKey(frame, nearLimitDepth: 0, horizon: horizon)] = walkTopFrame(frame, hiddenDepth: 0)
+                let key = grammar.topCacheKey(frame, nearLimitDepth: 0, horizon: horizon)
+                guard frame.node >= 0, grammar.nodes[Int(frame.node)].kind == .string else {
+                    masks[key] = walkTopFrame(frame, hiddenDepth: 0)
+                    continue
+                }
+                let countKey = CountKey(node: frame.node, phase: frame.phase, b: frame.b)
+                if byCharacters[countKey] == nil { byCharacters[countKey] = sortByCharacters(frame) }
+                masks[key] = byCharacters[countKey]!.mask(for: frame, grammar.nodes[Int(frame.node)], plainText: vocabulary.plainText(upTo:))
             }
             precomputed = masks
             precomputation = Precomputation(topFrames: frames.count, complete: complete, searchSeconds: searched - start, seconds: monotonicSeconds() - start)
@@ -185,6 +194,72 @@ public final class GrammarMasks: @unchecked Sendable {
             walkTop(0, &run, &top, &prefix, skipPlain: false)
         }
         return top
+    }
+
+    struct CountKey: Hashable { var node: Int32, phase: UInt8, b: Int32 }
+
+    /// The tokens a string frame (phase and `b` as given) takes alone when
+    /// it has no length bounds, by the characters each adds, apart for those
+    /// that end with the string's closing quote; and the trie nodes whose
+    /// byte needs the frames below. A bounded frame's mask follows from its
+    /// count: the characters it may still add and those it still needs.
+    struct CharacterSortedMasks {
+        /// inside[c]: tokens staying inside the string that add c characters.
+        var inside: [TokenMask]
+        /// closing[c]: tokens adding c characters, then the closing quote.
+        var closing: [TokenMask]
+        var deferred: [(node: Int32, prefix: [UInt8])]
+
+        func mask(for frame: Frame, _ node: JSONGrammar.Node, plainText: (Int32) -> TokenMask) -> TopFrameMask {
+            let room = node.maxCount >= 0 ? Int(node.maxCount - frame.a) : Int.max
+            let needed = Int(max(node.minCount - frame.a, 0))
+            var accepted = frame.phase == 0 ? plainText(Int32(min(room, Int(Int32.max)))) : TokenMask(count: inside[0].count)
+            for c in 0..<min(inside.count, room == Int.max ? inside.count : room + 1) {
+                accepted.formUnion(inside[c])
+                if c >= needed { accepted.formUnion(closing[c]) }
+            }
+            // Deferred nodes past the bounds are refused when fed to the real stack.
+            return TopFrameMask(accepted: accepted, deferred: deferred)
+        }
+    }
+
+    /// `CharacterSortedMasks` of a string frame, by one walk of the trie.
+    func sortByCharacters(_ frame: Frame) -> CharacterSortedMasks {
+        let empty = TokenMask(count: vocabulary.count)
+        let slots = Int(vocabulary.maxTokenLength) + 1
+        var sorted = CharacterSortedMasks(inside: [TokenMask](repeating: empty, count: slots), closing: [TokenMask](repeating: empty, count: slots), deferred: [])
+        var start = frame
+        start.a = 0
+        var run = Run(stack: [Frame(node: Frame.boundary), start], logging: true)
+        run.countingCharacters = true
+        var prefix: [UInt8] = []
+        walkCounting(0, &run, &sorted, &prefix, characters: 0, skipPlain: frame.phase == 0)
+        return sorted
+    }
+
+    /// `walkTop` on a string frame counting characters: each token accepted
+    /// goes to the mask of the characters it adds, inside or closing.
+    private func walkCounting(_ node: Int32, _ run: inout Run, _ sorted: inout CharacterSortedMasks, _ prefix: inout [UInt8], characters: Int32, skipPlain: Bool) {
+        let v = vocabulary
+        for e in Int(v.childStart[Int(node)])..<Int(v.childStart[Int(node) + 1]) {
+            let child = v.childNode[e]
+            if skipPlain && v.onlyPlainBelow[Int(child)] { continue }
+            prefix.append(v.childByte[e])
+            let undoMark = run.log.count
+            var forks: [[Frame]] = []
+            run.hitBoundary = false
+            let accepted = grammar.feed(v.childByte[e], &run, &forks)
+            if run.hitBoundary { sorted.deferred.append((child, prefix)) }
+            if accepted {
+                let inside = run.stack.count == 2
+                let count = inside ? run.stack[1].a : characters
+                if inside { mark(tokensOf: child, &sorted.inside[Int(count)]) } else { mark(tokensOf: child, &sorted.closing[Int(count)]) }
+                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walkCounting(child, &run, &sorted, &prefix, characters: count, skipPlain: skipPlain) }
+            }
+            run.undo(to: undoMark)
+            precondition(forks.isEmpty, "a string frame does not fork")
+            prefix.removeLast()
+        }
     }
 
     /// Feeds each child byte of trie node `node` to `run` (a stack on a

@@ -44,6 +44,9 @@ struct Run {
     /// A byte needed the frames below the boundary: the walk cannot decide
     /// it alone (set by `feed`, never undone).
     var hitBoundary = false
+    /// Strings take any number of characters and `a` counts them without
+    /// saturating (a walk that sorts tokens by the characters they add).
+    var countingCharacters = false
     /// The stack stands on a `Frame.boundary`: a key's bytes are not kept
     /// (only its closing quote reads them, and that needs the parent anyway).
     var truncated: Bool { stack.first?.node == Frame.boundary }
@@ -246,8 +249,9 @@ extension JSONGrammar {
     func stringByte(_ b: UInt8, _ frame: Frame, _ top: Int, _ run: inout Run) -> Bool {
         var f = frame
         let isKey = f.node == Frame.key
-        let minCount = isKey ? 0 : nodes[Int(f.node)].minCount, maxCount = isKey ? -1 : nodes[Int(f.node)].maxCount
-        let cap = maxCount >= 0 ? maxCount : minCount
+        let bounded = !isKey && !run.countingCharacters
+        let minCount = bounded ? nodes[Int(f.node)].minCount : 0, maxCount = bounded ? nodes[Int(f.node)].maxCount : -1
+        let cap = run.countingCharacters ? Int32.max : maxCount >= 0 ? maxCount : minCount
         @inline(__always) func startCharacter(_ f: inout Frame) -> Bool {
             if maxCount >= 0 && f.a >= maxCount { return false }
             if f.a < cap { f.a += 1 }

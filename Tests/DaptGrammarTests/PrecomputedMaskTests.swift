@@ -10,8 +10,8 @@ extension JSONConstraintTests {
         return [Self.crossingVocabulary(), randomVocabulary(&rng, size: 160), try Fixtures.tokenizerVocabulary()]
     }
 
-    /// Every precomputed top frame's mask against trying each token on
-    /// that frame alone (on a `Frame.boundary`, anyOf forks followed): a
+    /// Every precomputed top frame's mask against the walk made when a
+    /// frame is first met, and against trying each token on that frame alone (on a `Frame.boundary`, anyOf forks followed): a
     /// token is in `accepted` exactly when the frame takes all its bytes
     /// without the frames below, and a token that needs them (closing the
     /// frame, or a free-object key's closing quote) lies under a deferred
@@ -29,6 +29,13 @@ extension JSONConstraintTests {
                 for frame in reachable {
                     let key = grammar.topCacheKey(frame, nearLimitDepth: 0, horizon: horizon)
                     let top = try XCTUnwrap(masks.precomputedTopFrames[key])
+                    // The walk made when a frame is first met (a bounded string's precomputed
+                    // mask is derived from one walk shared by its counts): the same tokens, and
+                    // each node it defers deferred too.
+                    let walked = masks.walkTopFrame(frame, hiddenDepth: 0)
+                    XCTAssertEqual(top.accepted, walked.accepted, "frame \(frame)")
+                    let deferredPrefixes = Set(top.deferred.map(\.prefix))
+                    for (_, prefix) in walked.deferred { XCTAssertTrue(deferredPrefixes.contains(prefix), "frame \(frame): \(prefix) not deferred") }
                     // Each deferred node is the trie node its prefix spells.
                     for (node, prefix) in top.deferred {
                         var spelled: Int32? = 0
