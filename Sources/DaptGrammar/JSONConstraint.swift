@@ -31,6 +31,9 @@ public enum GrammarError: Error, Equatable, Sendable, CustomStringConvertible {
 /// going on in its parent, or a free object's key closing (uniqueness). A
 /// new state then costs the top frame's mask plus walks of those few
 /// subtrees from the real stack, not a walk of the whole vocabulary.
+/// The top-frame masks of every top frame reachable in the grammar are
+/// computed by `init` (up to `precomputeLimit` frames), so the first
+/// sequence meets few or no walks (docs/constrained-decoding.md).
 public final class GrammarMasks: @unchecked Sendable {
     public let grammar: JSONGrammar
     public let vocabulary: TokenVocabulary
