@@ -566,12 +566,12 @@ extension JSONGrammar {
             // Of the frames with this key, the one whose next character or
             // item reaches the next key (smaller counts only reach this one).
             if f.node >= 0, nodes[Int(f.node)].kind == .string || nodes[Int(f.node)].kind == .array {
-                let n = nodes[Int(f.node)]
+                let minCount = nodes[Int(f.node)].minCount, maxCount = nodes[Int(f.node)].maxCount
+                let cap = maxCount >= 0 ? maxCount : minCount
                 var next = Int32.max
-                for bound in n.maxCount >= 0 ? [n.minCount, n.maxCount] : [n.minCount] where f.a < bound {
-                    next = min(next, max(f.a + 1, bound - horizon + 1))
-                }
-                f.a = next == Int32.max ? n.countCap : min(n.countCap, next - 1)
+                if f.a < minCount { next = max(f.a + 1, minCount - horizon + 1) }
+                if maxCount >= 0 && f.a < maxCount { next = min(next, max(f.a + 1, maxCount - horizon + 1)) }
+                f.a = next == Int32.max ? cap : min(cap, next - 1)
             }
             guard seen.insert(FrameID(node: f.node, phase: f.phase, ws: f.ws, a: f.a, b: f.b)).inserted else { return }
             if frames.count >= limit { complete = false; return }
