@@ -32,7 +32,7 @@ final class ClusterCheckTests: XCTestCase {
         let dir = try DaptProcess.temporaryDirectory(self)
         let json = dir.appendingPathComponent("report").path
         let result = try DaptProcess.mpirun(np: np, ["cluster", "check", "--exchange-mib", "3", "--allreduce-mib", "1", "--gemm", "128", "--json", json], timeout: 120)
-        XCTAssertEqual(result.status, 0, "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
+        XCTAssertEqual(result.status, 0, result.report)
         XCTAssertTrue(result.stdout.contains("cluster check: all checks passed"), result.stdout)
         for r in 0..<np { XCTAssertTrue(result.stdout.contains("rank \(r)/\(np) on "), result.stdout) }
         let reports = try (0..<np).map { r in
@@ -81,7 +81,7 @@ final class ClusterCheckTests: XCTestCase {
         let json = dir.appendingPathComponent("report").path
         let result = try DaptProcess.mpirun(np: 3, ["cluster", "check", "--config", config.path, "--exchange-mib", "2",
                                                     "--allreduce-mib", "1", "--gemm", "64", "--json", json], timeout: 120)
-        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(result.status, 0, result.report)
         for r in 0..<3 { XCTAssertTrue(result.stdout.contains("rank \(r)/3 on "), result.stdout) }
         let reports = try (0..<3).map { r in
             try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(json).rank\(r)")))

@@ -55,7 +55,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
         let single = try pretrain(np: 1, ["--input", shards, "--output", run("d1")] + Self.fp32)
-        XCTAssertEqual(single.status, 0, single.stderr)
+        XCTAssertEqual(single.status, 0, single.report)
         XCTAssertFalse(single.stderr.contains("ranks: tensor"), "one rank prints no grid")
         let reference = try PretrainCommandTests.metrics(run("d1"))
         XCTAssertEqual(reference.map(\.step), Array(0...20))
@@ -63,7 +63,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
 
         for np in [2, 4] {
             let r = try pretrain(np: np, ["--input", shards, "--output", run("d\(np)")] + Self.fp32)
-            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertEqual(r.status, 0, r.report)
             XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor 1 × pipeline 1 × data \(np)"), r.stderr)
             XCTAssertTrue(r.stderr.contains("rank \(np - 1): tensor 0/1 pipeline 0/1 data \(np - 1)/\(np)"), r.stderr)
             XCTAssertEqual(r.stderr.components(separatedBy: "step 20/20  loss").count, 2, "progress printed once: \(r.stderr)")
@@ -73,26 +73,26 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         }
 
         let again = try pretrain(np: 2, ["--input", shards, "--output", run("d2-again")] + Self.fp32)
-        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(again.status, 0, again.report)
         XCTAssertEqual(try PretrainCommandTests.metrics(run("d2-again")), try PretrainCommandTests.metrics(run("d2")))
         let model = "/checkpoint-00000020/model.safetensors"
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("d2-again") + model)),
                        try Data(contentsOf: URL(fileURLWithPath: run("d2") + model)), "same layout, same bytes")
 
         let half = try pretrain(np: 2, ["--input", shards, "--output", run("resumed"), "--stop-after", "10"] + Self.fp32)
-        XCTAssertEqual(half.status, 0, half.stderr)
+        XCTAssertEqual(half.status, 0, half.report)
         XCTAssertEqual(try PretrainCommandTests.metrics(run("resumed")).map(\.step), Array(0...10))
         let rest = try pretrain(np: 1, ["--resume", run("resumed")])
-        XCTAssertEqual(rest.status, 0, rest.stderr)
+        XCTAssertEqual(rest.status, 0, rest.report)
         XCTAssertTrue(rest.stderr.contains("at step 10"), rest.stderr)
         assertClose(try PretrainCommandTests.metrics(run("resumed")), reference, "2 ranks to step 10, then one rank")
         assertClose(try weights(run("resumed")), referenceWeights, "2 ranks to step 10, then one rank")
 
         // Resumed under the same degree: the uninterrupted run, byte for byte.
         let firstHalf = try pretrain(np: 2, ["--input", shards, "--output", run("resumed-d2"), "--stop-after", "10"] + Self.fp32)
-        XCTAssertEqual(firstHalf.status, 0, firstHalf.stderr)
+        XCTAssertEqual(firstHalf.status, 0, firstHalf.report)
         let secondHalf = try pretrain(np: 2, ["--resume", run("resumed-d2")])
-        XCTAssertEqual(secondHalf.status, 0, secondHalf.stderr)
+        XCTAssertEqual(secondHalf.status, 0, secondHalf.report)
         XCTAssertTrue(secondHalf.stderr.contains("at step 10") && secondHalf.stderr.contains("2 ranks: tensor 1 × pipeline 1 × data 2"), secondHalf.stderr)
         XCTAssertEqual(try PretrainCommandTests.metrics(run("resumed-d2")), try PretrainCommandTests.metrics(run("d2")))
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("resumed-d2") + model)),
@@ -111,7 +111,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let (_, shards) = try PretrainCommandTests.prepare(dir)
         let run = dir.appendingPathComponent("bf16").path
         let r = try pretrain(np: 2, ["--input", shards, "--output", run, "--steps", "6", "--precision", "bf16"] + PretrainCommandTests.tiny)
-        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.status, 0, r.report)
         XCTAssertTrue(r.stderr.contains("2 ranks: tensor 1 × pipeline 1 × data 2") && r.stderr.contains("step 6/6  loss"), r.stderr)
         let lines = try PretrainCommandTests.metrics(run)
         XCTAssertEqual(lines.map(\.step), Array(0...6))
@@ -120,7 +120,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         // fp16 split among 2 tensor ranks: every rank scales, checks and skips alike.
         let fp16 = dir.appendingPathComponent("fp16-t2").path
         let t = try pretrain(np: 2, ["--input", shards, "--output", fp16, "--steps", "6", "--precision", "fp16", "--set", "parallel.tensor=2"] + PretrainCommandTests.tiny)
-        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertEqual(t.status, 0, t.report)
         XCTAssertTrue(t.stderr.contains("2 ranks: tensor 2 × pipeline 1 × data 1") && t.stderr.contains("step 6/6  loss"), t.stderr)
         let fp16Lines = try PretrainCommandTests.metrics(fp16)
         XCTAssertEqual(fp16Lines.map(\.step), Array(0...6))
@@ -139,14 +139,14 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let tensor2 = ["--set", "parallel.tensor=2"]
 
         let single = try pretrain(np: 1, ["--input", shards, "--output", run("t1")] + Self.fp32)
-        XCTAssertEqual(single.status, 0, single.stderr)
+        XCTAssertEqual(single.status, 0, single.report)
         let reference = try PretrainCommandTests.metrics(run("t1"))
         let referenceWeights = try weights(run("t1"))
 
         for (np, data) in [(2, 1), (4, 2)] {
             let name = "t2d\(data)"
             let r = try pretrain(np: np, ["--input", shards, "--output", run(name)] + Self.fp32 + tensor2)
-            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertEqual(r.status, 0, r.report)
             XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor 2 × pipeline 1 × data \(data)"), r.stderr)
             XCTAssertTrue(r.stderr.contains("rank 1: tensor 1/2 pipeline 0/1 data 0/\(data)  layers 0–1, heads 2–3 of 4"), r.stderr)
             let lines = try PretrainCommandTests.metrics(run(name))
@@ -161,17 +161,17 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         }
 
         let half = try pretrain(np: 2, ["--input", shards, "--output", run("t2-then-1"), "--stop-after", "10"] + Self.fp32 + tensor2)
-        XCTAssertEqual(half.status, 0, half.stderr)
+        XCTAssertEqual(half.status, 0, half.report)
         let rest = try pretrain(np: 1, ["--resume", run("t2-then-1"), "--set", "parallel.tensor=1"])
-        XCTAssertEqual(rest.status, 0, rest.stderr)
+        XCTAssertEqual(rest.status, 0, rest.report)
         XCTAssertTrue(rest.stderr.contains("at step 10"), rest.stderr)
         assertClose(try PretrainCommandTests.metrics(run("t2-then-1")), reference, "2 tensor ranks to step 10, then one rank")
         assertClose(try weights(run("t2-then-1")), referenceWeights, "2 tensor ranks to step 10, then one rank")
 
         let first = try pretrain(np: 1, ["--input", shards, "--output", run("t1-then-2"), "--stop-after", "10"] + Self.fp32)
-        XCTAssertEqual(first.status, 0, first.stderr)
+        XCTAssertEqual(first.status, 0, first.report)
         let second = try pretrain(np: 2, ["--resume", run("t1-then-2")] + tensor2)
-        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertEqual(second.status, 0, second.report)
         XCTAssertTrue(second.stderr.contains("at step 10") && second.stderr.contains("2 ranks: tensor 2 × pipeline 1 × data 1"), second.stderr)
         assertClose(try PretrainCommandTests.metrics(run("t1-then-2")), reference, "one rank to step 10, then 2 tensor ranks")
         assertClose(try weights(run("t1-then-2")), referenceWeights, "one rank to step 10, then 2 tensor ranks")
@@ -180,7 +180,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         // loss before training is the one the single-rank run measured with those weights.
         let from = try pretrain(np: 2, ["--input", shards, "--output", run("from-t2"), "--from", run("t1") + "/checkpoint-00000020"]
                                     + Self.fp32 + tensor2 + ["--steps", "1"])
-        XCTAssertEqual(from.status, 0, from.stderr)
+        XCTAssertEqual(from.status, 0, from.report)
         let start = try XCTUnwrap(try PretrainCommandTests.metrics(run("from-t2")).first { $0.step == 0 }?.eval_loss)
         let finalEval = try XCTUnwrap(reference.last?.eval_loss)
         XCTAssertEqual(start, finalEval, accuracy: 1e-5 * finalEval, "--from under tensor 2")

@@ -10,6 +10,57 @@ enum DaptProcess {
         var stderr: String
         var seconds: Double
         var timedOut: Bool
+        /// True when `status` is the number of the signal that ended the
+        /// process, not its exit code (Foundation reports both in one field,
+        /// so a SIGHUP reads as "1").
+        var signaled = false
+        /// The command line that ran, for failure messages.
+        var command: [String] = []
+
+        /// What to print when a test finds an unexpected status: how the
+        /// process ended, how long it took, the command, and the last lines
+        /// of both streams (each labelled, so an empty stream shows as empty).
+        var report: String {
+            let time = String(format: "%.1f s", seconds)
+            let ending: String
+            if timedOut {
+                ending = "timed out after \(time) and was killed (status \(status)\(signaled ? ", a signal" : ""))"
+            } else if signaled {
+                ending = "ended by signal \(status) (\(Self.signalName(status))) after \(time)"
+            } else {
+                ending = "exited with status \(status) after \(time)"
+            }
+            return [ending,
+                    "command: " + command.joined(separator: " "),
+                    "stdout (\(stdout.utf8.count) bytes, last lines):", Self.tail(stdout),
+                    "stderr (\(stderr.utf8.count) bytes, last lines):", Self.tail(stderr)].joined(separator: "\n")
+        }
+
+        /// The last `lines` lines of a stream, indented, or "(empty)".
+        static func tail(_ text: String, lines: Int = 40) -> String {
+            var all = text.split(separator: "\n", omittingEmptySubsequences: false)
+            if all.last == "" { all.removeLast() }
+            if all.isEmpty { return "  (empty)" }
+            let shown = all.suffix(lines).map { "  | " + $0 }.joined(separator: "\n")
+            return all.count > lines ? "  (\(all.count - lines) earlier lines left out)\n" + shown : shown
+        }
+
+        static func signalName(_ signal: Int32) -> String {
+            switch signal {
+            case SIGHUP: "SIGHUP"
+            case SIGINT: "SIGINT"
+            case SIGQUIT: "SIGQUIT"
+            case SIGILL: "SIGILL"
+            case SIGABRT: "SIGABRT"
+            case SIGBUS: "SIGBUS"
+            case SIGFPE: "SIGFPE"
+            case SIGKILL: "SIGKILL"
+            case SIGSEGV: "SIGSEGV"
+            case SIGPIPE: "SIGPIPE"
+            case SIGTERM: "SIGTERM"
+            default: "signal \(signal)"
+            }
+        }
     }
 
     /// The `dapt` built beside this test bundle (or `$DAPT_BIN`).
@@ -63,7 +114,9 @@ enum DaptProcess {
             if Date().timeIntervalSince(started) > timeout {
                 timedOut = true
                 process.terminate()
-                Thread.sleep(forTimeInterval: 2)
+                // Two seconds to end on SIGTERM (mpirun passes it to its ranks), then SIGKILL.
+                let killAt = Date().addingTimeInterval(2)
+                while process.isRunning && Date() < killAt { Thread.sleep(forTimeInterval: 0.02) }
                 if process.isRunning { kill(process.processIdentifier, SIGKILL) }
                 break
             }
@@ -74,7 +127,9 @@ enum DaptProcess {
         return Result(status: process.terminationStatus,
                       stdout: (try? String(contentsOf: outFile, encoding: .utf8)) ?? "",
                       stderr: (try? String(contentsOf: errFile, encoding: .utf8)) ?? "",
-                      seconds: seconds, timedOut: timedOut)
+                      seconds: seconds, timedOut: timedOut,
+                      signaled: process.terminationReason == .uncaughtSignal,
+                      command: [executable] + arguments)
     }
 
     /// A fresh temporary directory, removed by the test's teardown block.

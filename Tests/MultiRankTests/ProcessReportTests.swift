@@ -1,0 +1,37 @@
+import Foundation
+import XCTest
+
+/// The harness's failure report: a failing `mpirun` must say how it ended
+/// (exit status, signal or timeout), what ran, and what both streams held.
+final class ProcessReportTests: XCTestCase {
+    func testExitStatusCommandAndBothStreams() throws {
+        let script = "for i in $(seq 1 50); do echo out$i; done; echo 'last error' >&2; exit 3"
+        let result = try DaptProcess.run("/bin/sh", ["-c", script], timeout: 30)
+        XCTAssertEqual(result.status, 3)
+        XCTAssertFalse(result.signaled)
+        let report = result.report
+        XCTAssertTrue(report.hasPrefix("exited with status 3 after "), report)
+        XCTAssertTrue(report.contains("command: /bin/sh -c for i in"), report)
+        XCTAssertTrue(report.contains("(10 earlier lines left out)\n  | out11\n"), report)
+        XCTAssertTrue(report.contains("  | out50\nstderr (11 bytes, last lines):\n  | last error"), report)
+    }
+
+    /// A process ended by SIGHUP has terminationStatus 1, like `exit(1)`:
+    /// only the report tells them apart.
+    func testSignalIsNotAnExitStatus() throws {
+        let result = try DaptProcess.run("/bin/sh", ["-c", "kill -HUP $$"], timeout: 30)
+        XCTAssertEqual(result.status, SIGHUP)
+        XCTAssertTrue(result.signaled)
+        XCTAssertTrue(result.report.hasPrefix("ended by signal 1 (SIGHUP) after "), result.report)
+        XCTAssertTrue(result.report.contains("stdout (0 bytes, last lines):\n  (empty)\nstderr (0 bytes, last lines):\n  (empty)"), result.report)
+    }
+
+    func testTimeoutIsReported() throws {
+        let result = try DaptProcess.run("/bin/sh", ["-c", "echo started; exec sleep 30"], timeout: 0.5)
+        XCTAssertTrue(result.timedOut)
+        XCTAssertLessThan(result.seconds, 10)
+        XCTAssertTrue(result.report.hasPrefix("timed out after "), result.report)
+        XCTAssertTrue(result.report.contains("status 15, a signal"), result.report)
+        XCTAssertTrue(result.report.contains("  | started"), result.report)
+    }
+}
