@@ -4,21 +4,29 @@ import Foundation
 /// Shapes of one causal self-attention call. Activations are row-major
 /// `[batch·seqLen, heads·headDim]` (q, out) and `[batch·seqLen,
 /// kvHeads·headDim]` (k, v), exactly as the projections produce them, so
-/// a head is a strided column block and needs no transpose.
+/// a head is a strided column block and needs no transpose. q, k and v
+/// (and dq, dk, dv) may be column blocks of wider rows — the fused
+/// [q | k | v] product's — with the row strides `qStride` and `kvStride`.
 public struct AttentionShape: Equatable, Sendable {
     public var batch: Int
     public var seqLen: Int
     public var heads: Int
     public var kvHeads: Int
     public var headDim: Int
+    /// Row strides of q (and dq) and of k, v (and dk, dv).
+    public var qStride: Int
+    public var kvStride: Int
 
-    public init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int) {
+    public init(batch: Int, seqLen: Int, heads: Int, kvHeads: Int, headDim: Int, qStride: Int? = nil, kvStride: Int? = nil) {
         precondition(heads % kvHeads == 0, "heads \(heads) not a multiple of kv heads \(kvHeads)")
         self.batch = batch; self.seqLen = seqLen; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+        self.qStride = qStride ?? heads * headDim
+        self.kvStride = kvStride ?? kvHeads * headDim
+        precondition(self.qStride >= heads * headDim && self.kvStride >= kvHeads * headDim, "row strides narrower than the heads")
     }
 
-    public var qStride: Int { heads * headDim }
-    public var kvStride: Int { kvHeads * headDim }
+    /// Row stride of the output and its gradient (always dense).
+    public var outStride: Int { heads * headDim }
     public var group: Int { heads / kvHeads }
     public var scale: Float { 1 / Float(headDim).squareRoot() }
 }
@@ -54,7 +62,7 @@ public func attentionReferenceForward(q: UnsafePointer<Float>, k: UnsafePointer<
             let kvh = h / shape.group
             referenceProbabilities(q: q, k: k, shape: shape, b: b, h: h, documentStarts: documentStarts, p: &p, lse: lse)
             for t in 0..<T {
-                let o = out + (b * T + t) * shape.qStride + h * D
+                let o = out + (b * T + t) * shape.outStride + h * D
                 for d in 0..<D {
                     var acc: Float = 0
                     for s in 0..<T { acc += p[t * T + s] * v[(b * T + s) * shape.kvStride + kvh * D + d] }
@@ -102,7 +110,7 @@ public func attentionReferenceBackward(q: UnsafePointer<Float>, k: UnsafePointer
             for t in 0..<T {
                 for s in 0..<T {
                     var acc: Float = 0
-                    for d in 0..<D { acc += dOut[(b * T + t) * shape.qStride + h * D + d] * v[(b * T + s) * shape.kvStride + kvh * D + d] }
+                    for d in 0..<D { acc += dOut[(b * T + t) * shape.outStride + h * D + d] * v[(b * T + s) * shape.kvStride + kvh * D + d] }
                     dp[t * T + s] = acc
                 }
                 var rowDot: Float = 0
@@ -116,7 +124,7 @@ public func attentionReferenceBackward(q: UnsafePointer<Float>, k: UnsafePointer
                         let ki = (b * T + s) * shape.kvStride + kvh * D + d
                         dq[qi] += dp[t * T + s] * k[ki]
                         dk[ki] += dp[t * T + s] * q[qi]
-                        dv[ki] += p[t * T + s] * dOut[qi]
+                        dv[ki] += p[t * T + s] * dOut[(b * T + t) * shape.outStride + h * D + d]
                     }
                 }
             }
@@ -227,7 +235,7 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
                                b: vBase + j0 * shape.kvStride, ldb: shape.kvStride, beta: 1, c: acc, ldc: D)
                 }
                 for r in 0..<nq {
-                    let o = out + (b * T + i0 + r) * shape.qStride + h * D
+                    let o = out + (b * T + i0 + r) * shape.outStride + h * D
                     let inv = 1 / rowSum[r]
                     for d in 0..<D { o[d] = acc[r * D + d] * inv }
                     lse[(b * shape.heads + h) * T + i0 + r] = rowMax[r] + Foundation.log(rowSum[r])
@@ -260,10 +268,11 @@ public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, 
             for i0 in stride(from: 0, to: T, by: BQ) {
                 let i1 = min(i0 + BQ, T), nq = i1 - i0
                 let qOffset = (b * T + i0) * shape.qStride + h * D
+                let outOffset = (b * T + i0) * shape.outStride + h * D
                 let lseRow = lse + (b * shape.heads + h) * T + i0
                 var lo = i0
                 for t in i0..<i1 { lo = min(lo, Int(starts[t])) }
-                for r in 0..<nq { rowDot[r] = dot(dOut + qOffset + r * shape.qStride, out + qOffset + r * shape.qStride, count: D) }
+                for r in 0..<nq { rowDot[r] = dot(dOut + outOffset + r * shape.outStride, out + outOffset + r * shape.outStride, count: D) }
                 for j0 in stride(from: lo, to: i1, by: BK) {
                     let j1 = min(j0 + BK, i1), nk = j1 - j0
                     let status = tileStatus(starts: starts, i0: i0, i1: i1, j0: j0, j1: j1)
@@ -272,7 +281,7 @@ public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, 
                     BLAS.sgemm(.none, .transpose, m: nq, n: nk, k: D, alpha: shape.scale,
                                a: q + qOffset, lda: shape.qStride, b: k + kTile, ldb: shape.kvStride, c: probs, ldc: nk)
                     BLAS.sgemm(.none, .transpose, m: nq, n: nk, k: D,
-                               a: dOut + qOffset, lda: shape.qStride, b: v + kTile, ldb: shape.kvStride, c: dProbs, ldc: nk)
+                               a: dOut + outOffset, lda: shape.outStride, b: v + kTile, ldb: shape.kvStride, c: dProbs, ldc: nk)
                     for r in 0..<nq {
                         let p = probs + r * nk, dp = dProbs + r * nk
                         let (a, e) = status.masked ? visibleRange(start: Int(starts[i0 + r]), t: i0 + r, j0: j0, j1: j1) : (0, nk)
@@ -296,7 +305,7 @@ public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, 
                     }
                     // dV += Pᵀ dO; dQ += dS K; dK += dSᵀ Q
                     BLAS.sgemm(.transpose, .none, m: nk, n: D, k: nq, a: probs, lda: nk,
-                               b: dOut + qOffset, ldb: shape.qStride, beta: 1, c: dv + kTile, ldc: shape.kvStride)
+                               b: dOut + outOffset, ldb: shape.outStride, beta: 1, c: dv + kTile, ldc: shape.kvStride)
                     BLAS.sgemm(.none, .none, m: nq, n: D, k: nk, a: dProbs, lda: nk,
                                b: k + kTile, ldb: shape.kvStride, beta: 1, c: dq + qOffset, ldc: shape.qStride)
                     BLAS.sgemm(.transpose, .none, m: nk, n: D, k: nq, a: dProbs, lda: nk,

@@ -13,6 +13,8 @@ public struct LayerDimensions: Equatable, Sendable {
     public var vocab: Int
     public var qDim: Int { heads * headDim }
     public var kvDim: Int { kvHeads * headDim }
+    /// Width of the fused [q | k | v] rows.
+    public var qkvDim: Int { qDim + 2 * kvDim }
 
     public init(config c: LlamaConfig, tensorParallel t: Int = 1) {
         hidden = c.hiddenSize; heads = c.numAttentionHeads / t; kvHeads = c.numKeyValueHeads / t
@@ -32,10 +34,10 @@ public final class Activations {
     /// Rows (tokens) of the micro-batch.
     public let n: Int
     public internal(set) var batch: TokenBatch?
-    let residual, mid, q, k, v, attnOut, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
+    let residual, mid, qkv, attnOut, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
     let finalOut, finalRstd, logits: UnsafeMutablePointer<Float>
     // Scratch reused by every layer.
-    let normOut, hAct, dResidual, dNorm, dAttnOut, dq, dk, dv, dHAct, dGateUp: UnsafeMutablePointer<Float>
+    let normOut, hAct, dResidual, dNorm, dAttnOut, dqkv, dHAct, dGateUp: UnsafeMutablePointer<Float>
     /// A row-parallel product's part, before it is summed over the tensor group.
     let partial: UnsafeMutablePointer<Float>
     var ropeCos: [Float] = [], ropeSin: [Float] = [], ropePositions: [Int32] = []
@@ -59,15 +61,15 @@ public final class Activations {
             return p
         }
         residual = make((L + 1) * n * H); mid = make(L * n * H)
-        q = make(L * n * d.qDim); k = make(L * n * d.kvDim); v = make(L * n * d.kvDim)
+        // Rows of [q | k | v]: one product with the adjacent q_proj, k_proj and v_proj weights.
+        qkv = make(L * n * d.qkvDim)
         attnOut = make(L * n * d.qDim); lse = make(L * n * d.heads)
         rstd1 = make(L * n); rstd2 = make(L * n)
         // Rows of [gate | up]: one product with the adjacent gate_proj and up_proj weights.
         gateUp = make(L * n * 2 * I)
         finalOut = make(n * H); finalRstd = make(n); logits = make(n * d.vocab)
         normOut = make(n * H); hAct = make(n * I); dResidual = make(n * H); dNorm = make(n * H)
-        dAttnOut = make(n * d.qDim); dq = make(n * d.qDim)
-        dk = make(n * d.kvDim); dv = make(n * d.kvDim); dHAct = make(n * I)
+        dAttnOut = make(n * d.qDim); dqkv = make(n * d.qkvDim); dHAct = make(n * I)
         dGateUp = make(n * 2 * I)
         partial = make(n * H)
         owned = all
@@ -76,15 +78,17 @@ public final class Activations {
 
     deinit { owned.forEach { $0.deallocate() } }
 
+    /// q, k and v (and their gradients) are column blocks of the [q | k | v] rows.
     var attentionShape: AttentionShape {
-        AttentionShape(batch: batchSize, seqLen: seqLen, heads: dims.heads, kvHeads: dims.kvHeads, headDim: dims.headDim)
+        AttentionShape(batch: batchSize, seqLen: seqLen, heads: dims.heads, kvHeads: dims.kvHeads, headDim: dims.headDim,
+                       qStride: dims.qkvDim, kvStride: dims.qkvDim)
     }
 
     /// Layer `l`'s saved tensors: its input `x`, `mid` (after attention), its output, and the rest.
     func layer(_ model: Int) -> LayerActivations {
         let d = dims, l = model - firstLayer
         return LayerActivations(x: residual + l * n * d.hidden, mid: mid + l * n * d.hidden, out: residual + (l + 1) * n * d.hidden,
-                                q: q + l * n * d.qDim, k: k + l * n * d.kvDim, v: v + l * n * d.kvDim,
+                                qkv: qkv + l * n * d.qkvDim,
                                 attention: attnOut + l * n * d.qDim, lse: lse + l * n * d.heads,
                                 rstd1: rstd1 + l * n, rstd2: rstd2 + l * n, gateUp: gateUp + l * n * 2 * d.intermediate)
     }
@@ -98,48 +102,52 @@ public final class Activations {
 
 /// Pointers to one layer's saved activations inside an `Activations`.
 struct LayerActivations {
-    let x, mid, out, q, k, v, attention, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
+    let x, mid, out, qkv, attention, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
 }
 
-/// Grouped-query self-attention: q/k/v projections, RoPE, the tiled
-/// (document-masked, causal) attention kernel and the output projection.
+/// Grouped-query self-attention: the q/k/v projections as one product
+/// (`qkv`, out = q_dim + 2·kv_dim, over the adjacent q_proj, k_proj and
+/// v_proj weights), RoPE, the tiled (document-masked, causal) attention
+/// kernel reading q, k and v in place from the [q | k | v] rows, and the
+/// output projection.
 public struct Attention {
-    public var q, k, v, o: Linear
+    public var qkv, o: Linear
     public let heads: Int, kvHeads: Int, headDim: Int
+    var qDim: Int { heads * headDim }
+    var kvDim: Int { kvHeads * headDim }
 
     /// out += attention(input)·Woᵀ for input [n, hidden] (the normed residual).
     func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
                  _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
-        let n = a.n, qD = q.outFeatures, kvD = k.outFeatures
-        q.forward(x: input, rows: n, weights: w, y: s.q)
-        k.forward(x: input, rows: n, weights: w, y: s.k)
-        v.forward(x: input, rows: n, weights: w, y: s.v)
+        let n = a.n, qD = qDim, width = qkv.outFeatures
+        qkv.forward(x: input, rows: n, weights: w, y: s.qkv)
         a.ropeCos.withUnsafeBufferPointer { cosT in
             a.ropeSin.withUnsafeBufferPointer { sinT in
                 // Rows are independent: share them among the pass's threads.
-                let ptrs = Unchecked((s.q, s.k, cosT.baseAddress!, sinT.baseAddress!, heads, kvHeads, headDim))
+                let ptrs = Unchecked((s.qkv, cosT.baseAddress!, sinT.baseAddress!, heads, kvHeads, headDim, qD, width))
                 settings.forEachRowChunk(n) { rows in
-                    let (q, k, cosT, sinT, heads, kvHeads, headDim) = ptrs.value
+                    let (qkv, cosT, sinT, heads, kvHeads, headDim, qD, width) = ptrs.value
                     let r0 = rows.lowerBound, half = headDim / 2
-                    ropeForward(x: q + r0 * heads * headDim, rows: rows.count, heads: heads, headDim: headDim,
+                    ropeForward(x: qkv + r0 * width, rows: rows.count, heads: heads, headDim: headDim, stride: width,
                                 cos: cosT + r0 * half, sin: sinT + r0 * half)
-                    ropeForward(x: k + r0 * kvHeads * headDim, rows: rows.count, heads: kvHeads, headDim: headDim,
+                    ropeForward(x: qkv + r0 * width + qD, rows: rows.count, heads: kvHeads, headDim: headDim, stride: width,
                                 cos: cosT + r0 * half, sin: sinT + r0 * half)
                 }
             }
         }
-        settings.round(s.q, n * qD); settings.round(s.k, n * kvD); settings.round(s.v, n * kvD)
+        settings.round(s.qkv, n * width)
         let shape = a.attentionShape
+        let q = s.qkv, k = s.qkv + qD, v = s.qkv + qD + kvDim
         a.starts.withUnsafeBufferPointer { st in
             switch settings.kernel {
             case .tiled(let tiles):
-                let ptrs = Unchecked((s.q, s.k, s.v, st.baseAddress!, s.attention, s.lse))
+                let ptrs = Unchecked((q, k, v, st.baseAddress!, s.attention, s.lse))
                 settings.forEachKVHeadGroup(heads: heads, kvHeads: kvHeads) { heads in
                     let (q, k, v, st, att, lse) = ptrs.value
                     attentionForward(q: q, k: k, v: v, shape: shape, documentStarts: st, headRange: heads, tiles: tiles, out: att, lse: lse)
                 }
             case .reference:
-                attentionReferenceForward(q: s.q, k: s.k, v: s.v, shape: shape, documentStarts: st.baseAddress!, out: s.attention, lse: s.lse)
+                attentionReferenceForward(q: q, k: k, v: v, shape: shape, documentStarts: st.baseAddress!, out: s.attention, lse: s.lse)
             }
         }
         settings.round(s.attention, n * qD)
@@ -151,38 +159,43 @@ public struct Attention {
     func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
                   dInput: UnsafeMutablePointer<Float>, _ a: Activations,
                   weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?, settings: PassSettings) throws {
-        let n = a.n, qD = q.outFeatures, kvD = k.outFeatures
+        let n = a.n, qD = qDim, width = qkv.outFeatures
         o.backward(x: s.attention, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dAttnOut)
         settings.round(a.dAttnOut, n * qD)
-        a.dq.update(repeating: 0, count: n * qD)
-        a.dk.update(repeating: 0, count: n * kvD)
-        a.dv.update(repeating: 0, count: n * kvD)
+        a.dqkv.update(repeating: 0, count: n * width)
         let shape = a.attentionShape
+        let q = s.qkv, k = s.qkv + qD, v = s.qkv + qD + kvDim
+        let dq = a.dqkv, dk = a.dqkv + qD, dv = a.dqkv + qD + kvDim
         a.starts.withUnsafeBufferPointer { st in
             switch settings.kernel {
             case .tiled(let tiles):
-                let ptrs = Unchecked((s.q, s.k, s.v, s.attention, s.lse, a.dAttnOut, st.baseAddress!, a.dq, a.dk, a.dv))
+                let ptrs = Unchecked((q, k, v, s.attention, s.lse, a.dAttnOut, st.baseAddress!, dq, dk, dv))
                 settings.forEachKVHeadGroup(heads: heads, kvHeads: kvHeads) { heads in
                     let (q, k, v, att, lse, dOut, st, dq, dk, dv) = ptrs.value
                     attentionBackward(q: q, k: k, v: v, out: att, lse: lse, dOut: dOut, shape: shape,
                                       documentStarts: st, headRange: heads, tiles: tiles, dq: dq, dk: dk, dv: dv)
                 }
             case .reference:
-                attentionReferenceBackward(q: s.q, k: s.k, v: s.v, dOut: a.dAttnOut, shape: shape, documentStarts: st.baseAddress!,
-                                           dq: a.dq, dk: a.dk, dv: a.dv)
+                attentionReferenceBackward(q: q, k: k, v: v, dOut: a.dAttnOut, shape: shape, documentStarts: st.baseAddress!,
+                                           dq: dq, dk: dk, dv: dv)
             }
         }
         a.ropeCos.withUnsafeBufferPointer { cosT in
             a.ropeSin.withUnsafeBufferPointer { sinT in
-                ropeBackward(dX: a.dq, rows: n, heads: heads, headDim: headDim, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
-                ropeBackward(dX: a.dk, rows: n, heads: kvHeads, headDim: headDim, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+                let ptrs = Unchecked((a.dqkv, cosT.baseAddress!, sinT.baseAddress!, heads, kvHeads, headDim, qD, width))
+                settings.forEachRowChunk(n) { rows in
+                    let (dqkv, cosT, sinT, heads, kvHeads, headDim, qD, width) = ptrs.value
+                    let r0 = rows.lowerBound, half = headDim / 2
+                    ropeBackward(dX: dqkv + r0 * width, rows: rows.count, heads: heads, headDim: headDim, stride: width,
+                                 cos: cosT + r0 * half, sin: sinT + r0 * half)
+                    ropeBackward(dX: dqkv + r0 * width + qD, rows: rows.count, heads: kvHeads, headDim: headDim, stride: width,
+                                 cos: cosT + r0 * half, sin: sinT + r0 * half)
+                }
             }
         }
-        settings.round(a.dq, n * qD); settings.round(a.dk, n * kvD); settings.round(a.dv, n * kvD)
-        q.backward(x: input, dy: a.dq, rows: n, weights: w, gradients: g, dx: dInput)
-        k.backward(x: input, dy: a.dk, rows: n, weights: w, gradients: g, dx: dInput, accumulate: true)
-        v.backward(x: input, dy: a.dv, rows: n, weights: w, gradients: g, dx: dInput, accumulate: true)
-        try settings.sumOverTensorGroup(dInput, n * q.inFeatures)
+        settings.round(a.dqkv, n * width)
+        qkv.backward(x: input, dy: a.dqkv, rows: n, weights: w, gradients: g, dx: dInput)
+        try settings.sumOverTensorGroup(dInput, n * qkv.inFeatures)
     }
 }
 
@@ -265,8 +278,12 @@ public struct DecoderBlock {
     init(_ s: ParameterLayout.LayerSlices, dims d: LayerDimensions, eps: Float) {
         inputNorm = RMSNorm(s.inputNorm, eps: eps)
         postAttentionNorm = RMSNorm(s.postAttentionNorm, eps: eps)
-        attention = Attention(q: Linear(s.q), k: Linear(s.k), v: Linear(s.v), o: Linear(s.o),
-                              heads: d.heads, kvHeads: d.kvHeads, headDim: d.headDim)
+        // The fused q/k/v product relies on the three weights being adjacent
+        // (as this rank's slices are under a tensor split: heads by rows).
+        precondition(s.k.offset == s.q.offset + s.q.count && s.v.offset == s.k.offset + s.k.count,
+                     "q_proj, k_proj and v_proj must be adjacent")
+        attention = Attention(qkv: Linear(inFeatures: d.hidden, outFeatures: s.q.shape[0] + 2 * s.k.shape[0], offset: s.q.offset),
+                              o: Linear(s.o), heads: d.heads, kvHeads: d.kvHeads, headDim: d.headDim)
         // The fused gate/up product relies on the two weights being adjacent.
         precondition(s.up.offset == s.gate.offset + s.gate.count, "gate_proj and up_proj must be adjacent")
         mlp = MLP(gateUp: Linear(inFeatures: d.hidden, outFeatures: 2 * s.gate.shape[0], offset: s.gate.offset), down: Linear(s.down))

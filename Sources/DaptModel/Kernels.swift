@@ -206,11 +206,12 @@ public func swigluRecomputeBackward(gate: UnsafePointer<Float>, up: UnsafePointe
 
 /// Rotates each head of `x` ([rows, heads·headDim]) in place, Hugging Face's
 /// rotate-half layout: (x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin) with
-/// cos/sin tables of [rows, headDim/2].
-public func ropeForward(x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int,
+/// cos/sin tables of [rows, headDim/2]. `stride`: the row stride when the
+/// heads are the first columns of wider rows (the fused [q | k | v] rows).
+public func ropeForward(x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int, stride: Int? = nil,
                         cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
     let half = headDim / 2
-    let width = heads * headDim
+    let width = stride ?? heads * headDim
     for r in 0..<rows {
         let c = cos + r * half, s = sin + r * half
         for h in 0..<heads {
@@ -233,10 +234,10 @@ public func ropeForward(x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, h
 }
 
 /// The transpose of `ropeForward`: turns ∂/∂(rotated) into ∂/∂(input), in place.
-public func ropeBackward(dX: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int,
+public func ropeBackward(dX: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int, stride: Int? = nil,
                          cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
     let half = headDim / 2
-    let width = heads * headDim
+    let width = stride ?? heads * headDim
     for r in 0..<rows {
         let c = cos + r * half, s = sin + r * half
         for h in 0..<heads {

@@ -49,7 +49,8 @@ public enum LoraError: Error, CustomStringConvertible, Equatable {
 
 /// One adapted projection: A [r, in] and B [out, r] in the adapter buffer,
 /// added to output columns `column ..< column + out` of a `Linear` whose rows
-/// are `stride` wide (gate_proj and up_proj share the fused [gate | up] product).
+/// are `stride` wide (q_proj, k_proj and v_proj share the fused [q | k | v]
+/// product, gate_proj and up_proj the fused [gate | up] one).
 public struct LoraModule: Sendable, Equatable {
     public var layer: Int
     public var target: LoraTarget
@@ -94,8 +95,9 @@ public final class LoraAdapters: @unchecked Sendable {
             for t in settings.targets {
                 let (input, output, column, stride): (Int, Int, Int, Int)
                 switch t {
-                case .qProj: (input, output, column, stride) = (H, qD, 0, qD)
-                case .kProj, .vProj: (input, output, column, stride) = (H, kvD, 0, kvD)
+                case .qProj: (input, output, column, stride) = (H, qD, 0, qD + 2 * kvD)
+                case .kProj: (input, output, column, stride) = (H, kvD, qD, qD + 2 * kvD)
+                case .vProj: (input, output, column, stride) = (H, kvD, qD + kvD, qD + 2 * kvD)
                 case .oProj: (input, output, column, stride) = (qD, H, 0, H)
                 case .gateProj: (input, output, column, stride) = (H, I, 0, 2 * I)
                 case .upProj: (input, output, column, stride) = (H, I, I, 2 * I)
@@ -148,9 +150,7 @@ public final class LoraAdapters: @unchecked Sendable {
         for l in model.blocks.indices {
             model.blocks[l].inputNorm.trainable = false
             model.blocks[l].postAttentionNorm.trainable = false
-            model.blocks[l].attention.q.trainable = false
-            model.blocks[l].attention.k.trainable = false
-            model.blocks[l].attention.v.trainable = false
+            model.blocks[l].attention.qkv.trainable = false
             model.blocks[l].attention.o.trainable = false
             model.blocks[l].mlp.gateUp.trainable = false
             model.blocks[l].mlp.down.trainable = false
@@ -159,9 +159,7 @@ public final class LoraAdapters: @unchecked Sendable {
                 let parts = here.filter { targets.contains(modules[$0].target) }
                 return parts.isEmpty ? nil : LoraLinearAdapter(adapters: self, modules: parts)
             }
-            model.blocks[l].attention.q.adapter = hook([.qProj])
-            model.blocks[l].attention.k.adapter = hook([.kProj])
-            model.blocks[l].attention.v.adapter = hook([.vProj])
+            model.blocks[l].attention.qkv.adapter = hook([.qProj, .kProj, .vProj])
             model.blocks[l].attention.o.adapter = hook([.oProj])
             model.blocks[l].mlp.gateUp.adapter = hook([.gateProj, .upProj])
             model.blocks[l].mlp.down.adapter = hook([.downProj])

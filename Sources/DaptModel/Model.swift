@@ -239,8 +239,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// True when some base parameter is trainable (not frozen by `trainable = false`).
     public var trainsBaseParameters: Bool {
         embedding?.trainable == true || head?.norm.trainable == true || head?.projection.trainable == true || blocks.contains {
-            $0.inputNorm.trainable || $0.postAttentionNorm.trainable || $0.attention.q.trainable || $0.attention.k.trainable
-                || $0.attention.v.trainable || $0.attention.o.trainable || $0.mlp.gateUp.trainable || $0.mlp.down.trainable
+            $0.inputNorm.trainable || $0.postAttentionNorm.trainable || $0.attention.qkv.trainable
+                || $0.attention.o.trainable || $0.mlp.gateUp.trainable || $0.mlp.down.trainable
         }
     }
 

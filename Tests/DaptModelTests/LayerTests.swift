@@ -13,22 +13,24 @@ final class LayerTests: XCTestCase {
         return model
     }
 
-    /// A frozen q projection gets no weight gradient; every other gradient
-    /// is the trainable model's, bit for bit (its input gradient still flows).
+    /// A frozen q/k/v projection gets no weight gradient; every other
+    /// gradient is the trainable model's, bit for bit (its input gradient still flows).
     func testFrozenLinearComputesOnlyTheInputGradient() throws {
         let batch = try ModelGradientTests.tinyBatch()
         let reference = try model()
         try reference.forwardBackward(batch)
         let frozen = try model()
-        frozen.blocks[1].attention.q.trainable = false
-        frozen.gradients.update(repeating: 7, in: frozen.layout.layers[1].q)
+        frozen.blocks[1].attention.qkv.trainable = false
+        let layer = frozen.layout.layers[1], qkv = [layer.q, layer.k, layer.v]
+        for s in qkv { frozen.gradients.update(repeating: 7, in: s) }
         try frozen.forwardBackward(batch)
-        let q = frozen.layout.layers[1].q
-        XCTAssertEqual(frozen.gradients.values(q), [Float](repeating: 7, count: q.count), "untouched")
-        for s in frozen.layout.slices where s != q {
+        for s in qkv {
+            XCTAssertEqual(frozen.gradients.values(s), [Float](repeating: 7, count: s.count), "\(s.name) untouched")
+            XCTAssertNotEqual(reference.gradients.values(s), [Float](repeating: 0, count: s.count))
+        }
+        for s in frozen.layout.slices where !qkv.contains(s) {
             XCTAssertEqual(frozen.gradients.values(s), reference.gradients.values(s), s.name)
         }
-        XCTAssertNotEqual(reference.gradients.values(q), [Float](repeating: 0, count: q.count))
     }
 
     /// y += x·Aᵀ for a fixed matrix A; its own gradient accumulates dyᵀ·x.

@@ -31,8 +31,8 @@ final class LoraAdapterTests: XCTestCase {
         for training in [false, true] {
             adapters.training = training
             adapters.dropoutSeed = 77
-            // q_proj alone, and the fused gate/up product with two modules.
-            for linear in [model.blocks[0].attention.q, model.blocks[1].mlp.gateUp, model.blocks[1].mlp.down] {
+            // The fused q/k/v and gate/up products with several modules, and down_proj alone.
+            for linear in [model.blocks[0].attention.qkv, model.blocks[1].mlp.gateUp, model.blocks[1].mlp.down] {
                 let adapter = try XCTUnwrap(linear.adapter as? LoraLinearAdapter)
                 let x = randoms(rows * linear.inFeatures, seed: 1), y0 = randoms(rows * linear.outFeatures, seed: 2)
                 let dy = randoms(rows * linear.outFeatures, seed: 3), dx0 = randoms(rows * linear.inFeatures, seed: 4)
