@@ -136,7 +136,9 @@ public final class SgemmRecorder: @unchecked Sendable {
     /// larger than the caches, so no product finds its operands cached (a
     /// step's products sit between the two: some inputs were just written);
     /// otherwise every call reuses one set of buffers, cached when small.
-    public static func replay(_ calls: [SgemmCall], cold: Bool) -> Double {
+    /// `perCall`, when given, receives each call's own replay time.
+    public static func replay(_ calls: [SgemmCall], cold: Bool, perCall: UnsafeMutableBufferPointer<Double>? = nil) -> Double {
+        precondition(perCall.map { $0.count >= calls.count } ?? true, "replay: perCall holds fewer than \(calls.count) times")
         func span(rows: Int, cols: Int, ld: Int) -> Int { (rows - 1) * ld + cols }
         let spans = calls.map { c in
             (a: c.transA == .none ? span(rows: c.m, cols: c.k, ld: c.lda) : span(rows: c.k, cols: c.m, ld: c.lda),
@@ -150,12 +152,18 @@ public final class SgemmRecorder: @unchecked Sendable {
         for i in 0..<ring { buffer[i] = Float(i % 7) * 0.01 }
         var offset = 0
         let start = DispatchTime.now().uptimeNanoseconds
-        for (c, s) in zip(calls, spans) {
+        var previous = start
+        for (i, (c, s)) in zip(calls, spans).enumerated() {
             if !cold || offset + s.a + s.b + s.c > ring { offset = 0 }
             let a = buffer + offset, b = a + s.a, out = b + s.b
             offset += s.a + s.b + s.c
             BLAS.sgemm(c.transA, c.transB, m: c.m, n: c.n, k: c.k, a: a, lda: c.lda, b: b, ldb: c.ldb,
                        beta: c.beta, c: out, ldc: c.ldc)
+            if let perCall {
+                let now = DispatchTime.now().uptimeNanoseconds
+                perCall[i] = Double(now - previous) / 1e9
+                previous = now
+            }
         }
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }

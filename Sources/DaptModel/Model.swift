@@ -512,11 +512,31 @@ public final class LlamaModel: @unchecked Sendable {
         let n = a.n, V = dimensions.vocab, first = head!.firstToken
         return try a.batch!.targets.withUnsafeBufferPointer { t in
             guard let group = tensorGroup else {
-                return DaptModel.crossEntropy(logits: a.logits, targets: t.baseAddress!, rows: n, vocab: V, gradientScale: gradientScale)
+                return threadedCrossEntropy(logits: a.logits, targets: t.baseAddress!, rows: n, vocab: V, gradientScale: gradientScale)
             }
             return try vocabParallelCrossEntropy(logits: a.logits, targets: t.baseAddress!, rows: n, vocab: V, firstToken: first,
                                                  gradientScale: gradientScale, group: group)
         }
+    }
+
+    /// `crossEntropy` with the rows shared among the pass's threads; the
+    /// row losses are summed in row order afterwards, so the total is the
+    /// single-threaded one bit for bit whatever the thread count.
+    private func threadedCrossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, rows: Int, vocab: Int,
+                                      gradientScale: Float?) -> (sum: Double, count: Int) {
+        var rowLoss = [Float](repeating: 0, count: rows)
+        rowLoss.withUnsafeMutableBufferPointer { out in
+            let ptrs = Unchecked((logits, targets, out.baseAddress!))
+            settings.forEachRowChunk(rows) { chunk in
+                let (logits, targets, out) = ptrs.value
+                let r0 = chunk.lowerBound
+                _ = crossEntropy(logits: logits + r0 * vocab, targets: targets + r0, rows: chunk.count, vocab: vocab,
+                                 gradientScale: gradientScale, rowLoss: out + r0)
+            }
+        }
+        var total = 0.0, counted = 0
+        for r in 0..<rows where targets[r] != ignoreIndex { total += Double(rowLoss[r]); counted += 1 }
+        return (total, counted)
     }
 
     /// Head forward, loss, and head backward: leaves ∂/∂hidden[layers] in

@@ -18,6 +18,35 @@ public struct StepBreakdown: Sendable {
     /// and on operands no call finds cached (`SgemmRecorder.replay`).
     public var plainSgemmSeconds: Double
     public var coldSgemmSeconds: Double
+    /// The products grouped by shape (transposes, m, n, k), the ones that
+    /// lose most time against their cached replay first.
+    public var shapes: [ShapeTime] = []
+
+    /// One product shape's calls in the step against the same calls replayed on cached buffers.
+    public struct ShapeTime: Sendable, Equatable {
+        public var transA, transB: BLAS.Transpose
+        public var m, n, k: Int
+        public var calls: Int
+        public var stepSeconds: Double
+        public var plainSeconds: Double
+        public var flops: Double
+        /// "NT 2048x768x256": op(A) m×k times op(B) k×n.
+        public var label: String {
+            "\(transA == .none ? "N" : "T")\(transB == .none ? "N" : "T") \(m)x\(n)x\(k)"
+        }
+    }
+
+    /// Groups `calls` by shape with each call's replay time beside its step time.
+    static func shapes(_ calls: [SgemmCall], replayed: [Double]) -> [ShapeTime] {
+        var groups: [String: ShapeTime] = [:]
+        for (c, plain) in zip(calls, replayed) {
+            var g = ShapeTime(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, calls: 0, stepSeconds: 0, plainSeconds: 0, flops: 0)
+            g = groups[g.label] ?? g
+            g.calls += 1; g.stepSeconds += c.seconds; g.plainSeconds += plain; g.flops += c.flops
+            groups[g.label] = g
+        }
+        return groups.values.sorted { ($0.stepSeconds - $0.plainSeconds, $0.label) > ($1.stepSeconds - $1.plainSeconds, $1.label) }
+    }
 
     public var outsideSgemmShare: Double { stepSeconds > 0 ? 1 - sgemmSeconds / stepSeconds : 0 }
 
@@ -35,10 +64,13 @@ public struct StepBreakdown: Sendable {
             let seconds = monotonicSeconds() - start
             BLAS.recorder = nil
             let calls = recorder.calls
+            var perCall = [Double](repeating: 0, count: calls.count)
+            let plain = perCall.withUnsafeMutableBufferPointer { SgemmRecorder.replay(calls, cold: false, perCall: $0) }
             runs.append(StepBreakdown(stepSeconds: seconds, sgemmSeconds: calls.reduce(0) { $0 + $1.seconds },
                                       calls: calls.count, sgemmFlops: calls.reduce(0) { $0 + $1.flops },
-                                      plainSgemmSeconds: SgemmRecorder.replay(calls, cold: false),
-                                      coldSgemmSeconds: SgemmRecorder.replay(calls, cold: true)))
+                                      plainSgemmSeconds: plain,
+                                      coldSgemmSeconds: SgemmRecorder.replay(calls, cold: true),
+                                      shapes: shapes(calls, replayed: perCall)))
         }
         runs.sort { $0.plainSgemmSeconds / $0.stepSeconds < $1.plainSgemmSeconds / $1.stepSeconds }
         return runs[runs.count / 2]

@@ -68,6 +68,12 @@ struct BenchCommand: ParsableCommand {
                                b.stepSeconds, b.sgemmSeconds, b.outsideSgemmShare, b.calls, b.sgemmFlops / 1e9,
                                b.sgemmFlops / b.stepSeconds / 1e9, b.plainSgemmSeconds, b.sgemmFlops / b.plainSgemmSeconds / 1e9,
                                b.plainSgemmSeconds / b.stepSeconds, b.sgemmFlops / b.coldSgemmSeconds / 1e9, b.coldSgemmSeconds / b.stepSeconds)
+                // The shapes losing most against their replay, for finding what to fix.
+                let shapes = b.shapes.prefix(8).map {
+                    "{\"shape\": \"\($0.label)\", " + String(format: "\"calls\": %d, \"step_s\": %.5f, \"plain_s\": %.5f, \"gflop\": %.3f}",
+                                                               $0.calls, $0.stepSeconds, $0.plainSeconds, $0.flops / 1e9)
+                }
+                extra += ", \"slowest_shapes\": [" + shapes.joined(separator: ", ") + "]"
             }
             Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.5f, \"threads\": %d",
                                tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads) + extra + "}")

@@ -45,6 +45,61 @@ final class AttentionTests: XCTestCase {
                 randomValues(n * s.kvStride, seed: seed + 2), randomValues(n * s.qStride, seed: seed + 3))
     }
 
+    /// q, k and v as column blocks of the fused [q | k | v] rows (row
+    /// strides wider than the heads): the same outputs and gradients, bit for
+    /// bit, as from dense buffers, for the tiled kernels and the reference;
+    /// the columns around them are left alone.
+    func testFusedRowsGiveTheDenseResults() {
+        for (ci, c) in Self.cases.enumerated() {
+            // Three spare columns per row, as a wider fused product would leave.
+            let s = c.shape, n = s.batch * s.seqLen, qD = s.qStride, kvD = s.kvStride, width = qD + 2 * kvD + 3
+            let x = inputs(c, seed: UInt64(300 + ci))
+            let fused = AttentionShape(batch: s.batch, seqLen: s.seqLen, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+                                       qStride: width, kvStride: width)
+            XCTAssertEqual(fused.outStride, qD)
+            var qkv = [Float](repeating: 0, count: n * width)
+            for r in 0..<n {
+                for i in 0..<qD { qkv[r * width + i] = x.q[r * qD + i] }
+                for i in 0..<kvD { qkv[r * width + qD + i] = x.k[r * kvD + i]; qkv[r * width + qD + kvD + i] = x.v[r * kvD + i] }
+            }
+            let starts = documentStarts(documentIds: c.documentIds, batch: s.batch, seqLen: s.seqLen)
+            for tiles in [nil, AttentionTiles(query: 5, key: 3), AttentionTiles(query: 64, key: 128)] as [AttentionTiles?] {
+                let dense = run(c, tiles: tiles, q: x.q, k: x.k, v: x.v, dOut: x.dOut)
+                var out = [Float](repeating: 0, count: n * qD), lse = [Float](repeating: 0, count: n * s.heads)
+                var dqkv = [Float](repeating: 0.25, count: n * width)
+                for r in 0..<n { for i in 0..<(qD + 2 * kvD) { dqkv[r * width + i] = 0 } }
+                qkv.withUnsafeBufferPointer { p in
+                    dqkv.withUnsafeMutableBufferPointer { d in
+                        let q = p.baseAddress!, k = q + qD, v = k + kvD
+                        let dq = d.baseAddress!, dk = dq + qD, dv = dk + kvD
+                        if let tiles {
+                            attentionForward(q: q, k: k, v: v, shape: fused, documentStarts: starts, tiles: tiles, out: &out, lse: &lse)
+                            attentionBackward(q: q, k: k, v: v, out: out, lse: lse, dOut: x.dOut, shape: fused, documentStarts: starts,
+                                              tiles: tiles, dq: dq, dk: dk, dv: dv)
+                        } else {
+                            attentionReferenceForward(q: q, k: k, v: v, shape: fused, documentStarts: starts, out: &out, lse: &lse)
+                            attentionReferenceBackward(q: q, k: k, v: v, dOut: x.dOut, shape: fused, documentStarts: starts, dq: dq, dk: dk, dv: dv)
+                        }
+                    }
+                }
+                let label = "case \(ci) tiles \(String(describing: tiles))"
+                XCTAssertEqual(out, dense.out, "\(label): out")
+                XCTAssertEqual(lse, dense.lse, "\(label): lse")
+                /// Columns `from ..< to` of every row of the fused gradient.
+                func columns(_ from: Int, _ to: Int) -> [Float] {
+                    var values: [Float] = []
+                    for r in 0..<n { values += dqkv[(r * width + from)..<(r * width + to)] }
+                    return values
+                }
+                XCTAssertEqual(columns(0, qD), dense.dq, "\(label): dq")
+                XCTAssertEqual(columns(qD, qD + kvD), dense.dk, "\(label): dk")
+                XCTAssertEqual(columns(qD + kvD, qD + 2 * kvD), dense.dv, "\(label): dv")
+                XCTAssertNotEqual(dense.dk, [Float](repeating: 0, count: dense.dk.count), "\(label): gradients flow")
+                XCTAssertEqual(columns(qD + 2 * kvD, width), [Float](repeating: 0.25, count: n * 3), "\(label): spare columns untouched")
+            }
+        }
+    }
+
     func testTiledEqualsReferenceForwardAndBackward() {
         for (ci, c) in Self.cases.enumerated() {
             let x = inputs(c, seed: UInt64(100 + ci))

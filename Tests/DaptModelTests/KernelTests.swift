@@ -146,6 +146,37 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// RoPE on heads that are the first columns of wider rows (`stride`, as
+    /// in the fused [q | k | v] rows): those columns equal the dense result,
+    /// the rest of each row is untouched, forward and backward.
+    func testRopeWithARowStrideRotatesOnlyItsColumns() {
+        let config = LlamaConfig(vocabSize: 8, hiddenSize: 24, intermediateSize: 8, numHiddenLayers: 1,
+                                 numAttentionHeads: 2, maxPositionEmbeddings: 16)
+        let rows = 6, heads = 2, D = 12, width = heads * D, stride = width + 17
+        let (c, s) = RopeFrequencies(config: config, sequenceLength: 16).tables(positions: [0, 1, 5, 9, 2, 15])
+        let dense = randomValues(rows * width, seed: 21)
+        var wide = randomValues(rows * stride, seed: 22)
+        for r in 0..<rows { for i in 0..<width { wide[r * stride + i] = dense[r * width + i] } }
+        for backward in [false, true] {
+            var d = dense, w = wide
+            if backward {
+                ropeBackward(dX: &d, rows: rows, heads: heads, headDim: D, cos: c, sin: s)
+                ropeBackward(dX: &w, rows: rows, heads: heads, headDim: D, stride: stride, cos: c, sin: s)
+            } else {
+                ropeForward(x: &d, rows: rows, heads: heads, headDim: D, cos: c, sin: s)
+                ropeForward(x: &w, rows: rows, heads: heads, headDim: D, stride: stride, cos: c, sin: s)
+            }
+            XCTAssertNotEqual(d, dense, "rotated")
+            func columns(_ m: [Float], _ from: Int, _ to: Int) -> [Float] {
+                var values: [Float] = []
+                for r in 0..<rows { values += m[(r * stride + from)..<(r * stride + to)] }
+                return values
+            }
+            XCTAssertEqual(columns(w, 0, width), d, "backward \(backward)")
+            XCTAssertEqual(columns(w, width, stride), columns(wide, width, stride), "backward \(backward): spare columns")
+        }
+    }
+
     func testRopeFrequenciesFollowTransformersFormulas() {
         var c = LlamaConfig(vocabSize: 8, hiddenSize: 64, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 4,
                             maxPositionEmbeddings: 16)

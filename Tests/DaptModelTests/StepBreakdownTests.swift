@@ -4,7 +4,8 @@ import XCTest
 
 final class StepBreakdownTests: XCTestCase {
     /// The breakdown counts exactly the step's products (their number and
-    /// 2mnk each), keeps the time outside them apart, and stops recording.
+    /// 2mnk each), keeps the time outside them apart, groups them by shape
+    /// with each shape's replay time, and stops recording.
     func testBreakdownRecordsTheStepsProducts() throws {
         let m = 48, n = 40, k = 32
         let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * n)
@@ -29,6 +30,14 @@ final class StepBreakdownTests: XCTestCase {
         XCTAssertGreaterThan(breakdown.outsideSgemmShare, 0)
         XCTAssertGreaterThan(breakdown.plainSgemmSeconds, 0)
         XCTAssertGreaterThan(breakdown.coldSgemmSeconds, 0)
+        XCTAssertEqual(Set(breakdown.shapes.map(\.label)), ["NN 48x40x32", "NT 48x40x1"])
+        for shape in breakdown.shapes {
+            XCTAssertEqual(shape.calls, 1, shape.label)
+            XCTAssertEqual(shape.flops, 2 * Double(shape.m * shape.n * shape.k), shape.label)
+            XCTAssertGreaterThan(shape.plainSeconds, 0, shape.label)
+        }
+        XCTAssertEqual(breakdown.shapes.reduce(0) { $0 + $1.stepSeconds }, breakdown.sgemmSeconds, accuracy: 1e-12)
+        XCTAssertLessThanOrEqual(breakdown.shapes.reduce(0) { $0 + $1.plainSeconds }, breakdown.plainSgemmSeconds)
         XCTAssertEqual(c[0], 0.125)  // the last product: 0.5 · 0.25 over k = 1
         XCTAssertNil(BLAS.recorder)
     }
