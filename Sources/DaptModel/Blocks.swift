@@ -121,20 +121,7 @@ public struct Attention {
                  _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
         let n = a.n, qD = qDim, width = qkv.outFeatures
         qkv.forward(x: input, rows: n, weights: w, y: s.qkv)
-        a.ropeCos.withUnsafeBufferPointer { cosT in
-            a.ropeSin.withUnsafeBufferPointer { sinT in
-                // Rows are independent: share them among the pass's threads.
-                let ptrs = Unchecked((s.qkv, cosT.baseAddress!, sinT.baseAddress!, heads, kvHeads, headDim, qD, width))
-                settings.forEachRowChunk(n) { rows in
-                    let (qkv, cosT, sinT, heads, kvHeads, headDim, qD, width) = ptrs.value
-                    let r0 = rows.lowerBound, half = headDim / 2
-                    ropeForward(x: qkv + r0 * width, rows: rows.count, heads: heads, headDim: headDim, stride: width,
-                                cos: cosT + r0 * half, sin: sinT + r0 * half)
-                    ropeForward(x: qkv + r0 * width + qD, rows: rows.count, heads: kvHeads, headDim: headDim, stride: width,
-                                cos: cosT + r0 * half, sin: sinT + r0 * half)
-                }
-            }
-        }
+        rotate(s.qkv, a, settings: settings, backward: false)
         settings.round(s.qkv, n * width)
         let shape = a.attentionShape
         let q = s.qkv, k = s.qkv + qD, v = s.qkv + qD + kvDim
@@ -152,6 +139,29 @@ public struct Attention {
         }
         settings.round(s.attention, n * qD)
         try o.addRowParallel(x: s.attention, rows: n, weights: w, out: out, scratch: a.partial, settings: settings)
+    }
+
+    /// RoPE (or its transpose, `backward`) on the q and k columns of the
+    /// [q | k | v] rows `rows` (activations or their gradients), the rows
+    /// shared among the pass's threads (each is rotated alone).
+    private func rotate(_ rows: UnsafeMutablePointer<Float>, _ a: Activations, settings: PassSettings, backward: Bool) {
+        a.ropeCos.withUnsafeBufferPointer { cosT in
+            a.ropeSin.withUnsafeBufferPointer { sinT in
+                let ptrs = Unchecked((rows, cosT.baseAddress!, sinT.baseAddress!, heads, kvHeads, headDim, qDim, qkv.outFeatures))
+                settings.forEachRowChunk(a.n) { chunk in
+                    let (x, cosT, sinT, heads, kvHeads, headDim, qD, width) = ptrs.value
+                    let r0 = chunk.lowerBound, half = headDim / 2, cos = cosT + r0 * half, sin = sinT + r0 * half
+                    let q = x + r0 * width, k = q + qD
+                    if backward {
+                        ropeBackward(dX: q, rows: chunk.count, heads: heads, headDim: headDim, stride: width, cos: cos, sin: sin)
+                        ropeBackward(dX: k, rows: chunk.count, heads: kvHeads, headDim: headDim, stride: width, cos: cos, sin: sin)
+                    } else {
+                        ropeForward(x: q, rows: chunk.count, heads: heads, headDim: headDim, stride: width, cos: cos, sin: sin)
+                        ropeForward(x: k, rows: chunk.count, heads: kvHeads, headDim: headDim, stride: width, cos: cos, sin: sin)
+                    }
+                }
+            }
+        }
     }
 
     /// Given dOut [n, hidden] and the recomputed `input`, accumulates the
@@ -180,19 +190,7 @@ public struct Attention {
                                            dq: dq, dk: dk, dv: dv)
             }
         }
-        a.ropeCos.withUnsafeBufferPointer { cosT in
-            a.ropeSin.withUnsafeBufferPointer { sinT in
-                let ptrs = Unchecked((a.dqkv, cosT.baseAddress!, sinT.baseAddress!, heads, kvHeads, headDim, qD, width))
-                settings.forEachRowChunk(n) { rows in
-                    let (dqkv, cosT, sinT, heads, kvHeads, headDim, qD, width) = ptrs.value
-                    let r0 = rows.lowerBound, half = headDim / 2
-                    ropeBackward(dX: dqkv + r0 * width, rows: rows.count, heads: heads, headDim: headDim, stride: width,
-                                 cos: cosT + r0 * half, sin: sinT + r0 * half)
-                    ropeBackward(dX: dqkv + r0 * width + qD, rows: rows.count, heads: kvHeads, headDim: headDim, stride: width,
-                                 cos: cosT + r0 * half, sin: sinT + r0 * half)
-                }
-            }
-        }
+        rotate(a.dqkv, a, settings: settings, backward: true)
         settings.round(a.dqkv, n * width)
         qkv.backward(x: input, dy: a.dqkv, rows: n, weights: w, gradients: g, dx: dInput)
         try settings.sumOverTensorGroup(dInput, n * qkv.inFeatures)
