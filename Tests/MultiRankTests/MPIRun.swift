@@ -22,13 +22,20 @@ enum DaptProcess {
         /// of both streams (each labelled, so an empty stream shows as empty).
         var report: String {
             let time = String(format: "%.1f s", seconds)
-            let ending: String
+            var ending: String
             if timedOut {
                 ending = "timed out after \(time) and was killed (status \(status)\(signaled ? ", a signal" : ""))"
             } else if signaled {
                 ending = "ended by signal \(status) (\(Self.signalName(status))) after \(time)"
             } else {
                 ending = "exited with status \(status) after \(time)"
+            }
+            // Open MPI 4.1's mpirun says nothing and exits 1 when it gets
+            // SIGTERM, SIGINT or SIGHUP itself; a failing rank makes it print
+            // "Primary job terminated normally, but 1 process returned...".
+            let launchedByMPIRun = command.prefix(2).contains { $0.hasSuffix("mpirun") }
+            if launchedByMPIRun && !timedOut && !signaled && status == 1 && stderr.isEmpty {
+                ending += " with nothing on stderr: mpirun does this when it receives SIGTERM, SIGINT or SIGHUP, so something outside the job signalled it"
             }
             return [ending,
                     "command: " + command.joined(separator: " "),

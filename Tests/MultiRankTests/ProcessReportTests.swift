@@ -35,3 +35,26 @@ final class ProcessReportTests: XCTestCase {
         XCTAssertTrue(result.report.contains("  | started"), result.report)
     }
 }
+
+/// mpirun's own silent failure: signalled from outside, it exits 1 with an
+/// empty stderr, which reads like a failing rank unless the report says so.
+final class MPIRunSignalReportTests: XCTestCase {
+    func testSignalledMPIRunIsNamedAsSuch() throws {
+        let result = try DaptProcess.run("/usr/bin/env", ["mpirun"] + DaptProcess.mpirunArguments(np: 2) + ["sleep", "30"], timeout: 60) { process in
+            Thread.sleep(forTimeInterval: 1.5)
+            kill(process.processIdentifier, SIGTERM)
+        }
+        XCTAssertEqual(result.status, 1, result.report)
+        XCTAssertFalse(result.signaled, "mpirun exits 1 rather than dying of the signal")
+        XCTAssertEqual(result.stderr, "")
+        XCTAssertTrue(result.report.contains("with nothing on stderr: mpirun does this when it receives SIGTERM"), result.report)
+    }
+
+    /// A rank exiting 1 is reported by mpirun itself, so no hint is added.
+    func testFailingRankIsNotTakenForASignal() throws {
+        let result = try DaptProcess.run("/usr/bin/env", ["mpirun"] + DaptProcess.mpirunArguments(np: 2) + ["sh", "-c", "exit 1"], timeout: 60)
+        XCTAssertEqual(result.status, 1, result.report)
+        XCTAssertFalse(result.stderr.isEmpty)
+        XCTAssertFalse(result.report.contains("nothing on stderr"), result.report)
+    }
+}
