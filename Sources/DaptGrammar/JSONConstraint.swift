@@ -184,34 +184,48 @@ public final class GrammarMasks: @unchecked Sendable {
     /// The top-frame mask of `frame` with `hiddenDepth` frames below it
     /// (the stack's depth minus 2), by a walk of the whole trie.
     func walkTopFrame(_ frame: Frame, hiddenDepth: Int) -> TopFrameMask {
-        var top = TopFrameMask(accepted: TokenMask(count: vocabulary.count))
         var run = Run(stack: [Frame(node: Frame.boundary), frame], logging: true)
         run.hiddenDepth = hiddenDepth
         var prefix: [UInt8] = []
-        if let room = grammar.plainTextRoom([frame]) {
-            // Plain text stays inside the string: the tokens that fit are
-            // allowed at once, and the walk skips the subtrees that hold nothing else.
-            top.accepted = vocabulary.plainText(upTo: room)
-            walkTop(0, &run, &top, &prefix, skipPlain: true)
-        } else {
-            walkTop(0, &run, &top, &prefix, skipPlain: false)
-        }
-        return top
+        var deferred: [(node: Int32, prefix: [UInt8])] = []
+        // In a string, plain text stays inside: the tokens that fit are
+        // allowed at once, and the walk skips the subtrees that hold nothing else.
+        let room = grammar.plainTextRoom([frame])
+        var sink = AcceptedTokens(mask: room.map { vocabulary.plainText(upTo: $0) } ?? TokenMask(count: vocabulary.count))
+        walkTop(0, &run, &deferred, &prefix, skipPlain: room != nil, characters: 0, &sink)
+        return TopFrameMask(accepted: sink.mask, deferred: deferred)
     }
 
     struct CountKey: Hashable { var node: Int32, phase: UInt8, b: Int32 }
+
+    /// Where a top-frame walk puts the tokens it accepts.
+    protocol TopWalkSink {
+        mutating func accept(tokensOf node: Int32, open: Bool, characters: Int32, _ vocabulary: TokenVocabulary)
+    }
+
+    /// One mask of every token accepted.
+    struct AcceptedTokens: TopWalkSink {
+        var mask: TokenMask
+        mutating func accept(tokensOf node: Int32, open: Bool, characters: Int32, _ vocabulary: TokenVocabulary) {
+            vocabulary.mark(tokensOf: node, &mask)
+        }
+    }
 
     /// The tokens a string frame (phase and `b` as given) takes alone when
     /// it has no length bounds, by the characters each adds, apart for those
     /// that end with the string's closing quote; and the trie nodes whose
     /// byte needs the frames below. A bounded frame's mask follows from its
     /// count: the characters it may still add and those it still needs.
-    struct CharacterSortedMasks {
+    struct CharacterSortedMasks: TopWalkSink {
         /// inside[c]: tokens staying inside the string that add c characters.
         var inside: [TokenMask]
         /// closing[c]: tokens adding c characters, then the closing quote.
         var closing: [TokenMask]
         var deferred: [(node: Int32, prefix: [UInt8])]
+
+        mutating func accept(tokensOf node: Int32, open: Bool, characters: Int32, _ vocabulary: TokenVocabulary) {
+            if open { vocabulary.mark(tokensOf: node, &inside[Int(characters)]) } else { vocabulary.mark(tokensOf: node, &closing[Int(characters)]) }
+        }
 
         func mask(for frame: Frame, _ node: JSONGrammar.Node, plainText: (Int32) -> TokenMask) -> TopFrameMask {
             let room = node.maxCount >= 0 ? Int(node.maxCount - frame.a) : Int.max
@@ -236,39 +250,19 @@ public final class GrammarMasks: @unchecked Sendable {
         var run = Run(stack: [Frame(node: Frame.boundary), start], logging: true)
         run.countingCharacters = true
         var prefix: [UInt8] = []
-        walkCounting(0, &run, &sorted, &prefix, characters: 0, skipPlain: frame.phase == 0)
+        var deferred: [(node: Int32, prefix: [UInt8])] = []
+        walkTop(0, &run, &deferred, &prefix, skipPlain: frame.phase == 0, characters: 0, &sorted)
+        sorted.deferred = deferred
         return sorted
     }
 
-    /// `walkTop` on a string frame counting characters: each token accepted
-    /// goes to the mask of the characters it adds, inside or closing.
-    private func walkCounting(_ node: Int32, _ run: inout Run, _ sorted: inout CharacterSortedMasks, _ prefix: inout [UInt8], characters: Int32, skipPlain: Bool) {
-        let v = vocabulary
-        for e in Int(v.childStart[Int(node)])..<Int(v.childStart[Int(node) + 1]) {
-            let child = v.childNode[e]
-            if skipPlain && v.onlyPlainBelow[Int(child)] { continue }
-            prefix.append(v.childByte[e])
-            let undoMark = run.log.count
-            var forks: [[Frame]] = []
-            run.hitBoundary = false
-            let accepted = grammar.feed(v.childByte[e], &run, &forks)
-            if run.hitBoundary { sorted.deferred.append((child, prefix)) }
-            if accepted {
-                let inside = run.stack.count == 2
-                let count = inside ? run.stack[1].a : characters
-                if inside { mark(tokensOf: child, &sorted.inside[Int(count)]) } else { mark(tokensOf: child, &sorted.closing[Int(count)]) }
-                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walkCounting(child, &run, &sorted, &prefix, characters: count, skipPlain: skipPlain) }
-            }
-            run.undo(to: undoMark)
-            precondition(forks.isEmpty, "a string frame does not fork")
-            prefix.removeLast()
-        }
-    }
-
     /// Feeds each child byte of trie node `node` to `run` (a stack on a
-    /// boundary), marks the tokens ending at the children it accepts,
-    /// descends, and notes the children whose byte reached the boundary.
-    private func walkTop(_ node: Int32, _ run: inout Run, _ top: inout TopFrameMask, _ prefix: inout [UInt8], skipPlain: Bool) {
+    /// boundary), hands each child it accepts to `accept` (with whether the
+    /// top frame is still open and, in a walk counting characters, the
+    /// characters added so far), descends, and notes the children whose
+    /// byte reached the boundary in `deferred`.
+    private func walkTop(_ node: Int32, _ run: inout Run, _ deferred: inout [(node: Int32, prefix: [UInt8])], _ prefix: inout [UInt8],
+                         skipPlain: Bool, characters: Int32, _ sink: inout some TopWalkSink) {
         let v = vocabulary
         for e in Int(v.childStart[Int(node)])..<Int(v.childStart[Int(node) + 1]) {
             let child = v.childNode[e]
@@ -278,17 +272,20 @@ public final class GrammarMasks: @unchecked Sendable {
             var forks: [[Frame]] = []
             run.hitBoundary = false
             let accepted = grammar.feed(v.childByte[e], &run, &forks)
-            if run.hitBoundary { top.deferred.append((child, prefix)) }
+            if run.hitBoundary { deferred.append((child, prefix)) }
             if accepted {
-                mark(tokensOf: child, &top.accepted)
-                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walkTop(child, &run, &top, &prefix, skipPlain: skipPlain) }
+                let open = run.stack.count >= 2
+                // A string's count once its closing quote has popped it: the characters before the quote.
+                let count = run.countingCharacters && open ? run.stack[1].a : characters
+                sink.accept(tokensOf: child, open: open, characters: count, v)
+                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walkTop(child, &run, &deferred, &prefix, skipPlain: skipPlain, characters: count, &sink) }
             }
             run.undo(to: undoMark)
             for fork in forks {
                 var forked = Run(stack: fork, logging: true)
                 forked.hiddenDepth = run.hiddenDepth
-                mark(tokensOf: child, &top.accepted)
-                walkTop(child, &forked, &top, &prefix, skipPlain: false)
+                sink.accept(tokensOf: child, open: true, characters: characters, v)
+                walkTop(child, &forked, &deferred, &prefix, skipPlain: false, characters: characters, &sink)
             }
             prefix.removeLast()
         }
@@ -316,10 +313,7 @@ public final class GrammarMasks: @unchecked Sendable {
         }
     }
 
-    @inline(__always) private func mark(tokensOf node: Int32, _ mask: inout TokenMask) {
-        let v = vocabulary
-        for k in Int(v.tokenStart[Int(node)])..<Int(v.tokenStart[Int(node) + 1]) { mask[Int(v.tokenIds[k])] = true }
-    }
+    @inline(__always) private func mark(tokensOf node: Int32, _ mask: inout TokenMask) { vocabulary.mark(tokensOf: node, &mask) }
 }
 
 /// Grammar-constrained decoding of one sequence: the automaton's state (a

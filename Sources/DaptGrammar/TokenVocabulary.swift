@@ -114,6 +114,11 @@ public final class TokenVocabulary: Sendable {
         return String(validating: bytes, as: UTF8.self) != nil
     }
 
+    /// Allows in `mask` the tokens spelled exactly by trie node `node`.
+    @inline(__always) func mark(tokensOf node: Int32, _ mask: inout TokenMask) {
+        for k in Int(tokenStart[Int(node)])..<Int(tokenStart[Int(node) + 1]) { mask[Int(tokenIds[k])] = true }
+    }
+
     /// Trie nodes (for figures).
     public var nodeCount: Int { childStart.count - 1 }
 
