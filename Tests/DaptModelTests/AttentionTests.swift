@@ -117,6 +117,32 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// Sequences longer than a tile: several query tiles meet 256-key tiles
+    /// (the default) that hold all their visible keys, or two of them, with
+    /// document boundaries inside and across tiles.
+    func testLargeTilesEqualReferenceOnLongerSequences() {
+        let cases = [
+            Case(shape: AttentionShape(batch: 1, seqLen: 256, heads: 2, kvHeads: 1, headDim: 8), documentIds: nil),
+            Case(shape: AttentionShape(batch: 2, seqLen: 330, heads: 2, kvHeads: 2, headDim: 8),
+                 documentIds: Self.packedIds([[100, 150, 80], [1, 300, 29]])),
+        ]
+        XCTAssertEqual(AttentionTiles(), AttentionTiles(query: 64, key: 256))
+        for (ci, c) in cases.enumerated() {
+            let x = inputs(c, seed: UInt64(400 + ci))
+            let ref = run(c, tiles: nil, q: x.q, k: x.k, v: x.v, dOut: x.dOut)
+            for tiles in [AttentionTiles(), AttentionTiles(query: 128, key: 256), AttentionTiles(query: 128, key: 128),
+                          AttentionTiles(query: 256, key: 512)] {
+                let t = run(c, tiles: tiles, q: x.q, k: x.k, v: x.v, dOut: x.dOut)
+                let label = "long case \(ci) tiles \(tiles.query)x\(tiles.key)"
+                XCTAssertLessThanOrEqual(ModelFixtures.relativeError(t.out, ref.out), 1e-5, "\(label): out")
+                XCTAssertLessThanOrEqual(ModelFixtures.relativeError(t.lse, ref.lse), 1e-5, "\(label): lse")
+                XCTAssertLessThanOrEqual(ModelFixtures.relativeError(t.dq, ref.dq), 1e-5, "\(label): dq")
+                XCTAssertLessThanOrEqual(ModelFixtures.relativeError(t.dk, ref.dk), 1e-5, "\(label): dk")
+                XCTAssertLessThanOrEqual(ModelFixtures.relativeError(t.dv, ref.dv), 1e-5, "\(label): dv")
+            }
+        }
+    }
+
     func testTiledAttentionGradientsByFiniteDifferences() {
         for (ci, c) in Self.cases.enumerated() {
             var x = inputs(c, seed: UInt64(200 + ci))
