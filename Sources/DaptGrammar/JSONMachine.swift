@@ -581,11 +581,12 @@ extension JSONGrammar {
         let bytes = byteClassRepresentatives()
         var k = 0
         var forks: [[Frame]] = []
+        // One run for the whole search: each frame set on the boundary, each byte undone (no copies).
+        var run = Run(stack: [Frame(node: Frame.boundary), Frame(node: Frame.document)], logging: true)
         while k < frames.count {
-            // One run per frame, each byte undone (no copies).
-            var run = Run(stack: [Frame(node: Frame.boundary), frames[k]], logging: true)
+            run.stack[1] = frames[k]
             k += 1
-            for b in bytes {
+            for b in searchBytes(frames[k - 1], all: bytes) {
                 forks.removeAll(keepingCapacity: true)
                 if feed(b, &run, &forks) {
                     for i in 1..<run.stack.count { add(run.stack[i]) }
@@ -596,6 +597,25 @@ extension JSONGrammar {
         }
         return (frames, complete)
     }
+
+    /// The bytes the search feeds `frame`: in a string's text, after its
+    /// backslash, or inside a UTF-8 character (a free object's key too),
+    /// one byte per class that frame tells apart, else `all` (one byte per
+    /// class any frame tells apart). Strings are most of a schema's frames.
+    func searchBytes(_ frame: Frame, all: [UInt8]) -> [UInt8] {
+        guard frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string) else { return all }
+        switch frame.phase {
+        // Closing quote, backslash, any other ASCII text byte, and a lead byte per continuation range it calls for.
+        case 0: return Self.textBytes
+        // An escape's letters all return to the text but `u`.
+        case 1: return [quote, UInt8(ascii: "u")]
+        // Continuation bytes by range; all in the frame's range act alike.
+        case 12: return [0x80, 0x90, 0xA0]
+        default: return all
+        }
+    }
+
+    static let textBytes: [UInt8] = [quote, backslash, UInt8(ascii: "a"), 0xC2, 0xE0, 0xE1, 0xED, 0xF0, 0xF1, 0xF4]
 
     /// One byte of each class of bytes `feed` treats alike in every frame:
     /// each byte JSON gives a meaning (structure, digits, number and escape
