@@ -138,8 +138,8 @@ extension JSONGrammar {
                 }
             case .literal?:
                 let t = Int(nodes[Int(f.node)].trie)
-                if let child = tries[t].child(f.a, b) {
-                    if tries[t].payload[Int(child)] >= 0 && !tries[t].hasChildren(child) { run.pop(); return true }
+                if let child = trieChild(t, f.a, b) {
+                    if tries[t].payload[Int(child)] >= 0 && tries[t].children[Int(child)].isEmpty { run.pop(); return true }
                     f.a = child
                     run.set(top, f)
                     return true
@@ -168,6 +168,13 @@ extension JSONGrammar {
     }
 
     enum StepResult { case consumed, refeed, rejected }
+
+    /// `tries[t].child(node, byte)` without copying the trie (a call into
+    /// another file copies it, retaining each of its arrays, on every byte).
+    @inline(__always) func trieChild(_ t: Int, _ node: Int32, _ byte: UInt8) -> Int32? {
+        for edge in tries[t].children[Int(node)] where edge.byte == byte { return edge.node }
+        return nil
+    }
 
     /// Starts a value of `node` whose first byte is `b` (not consumed when
     /// the new frame reads it itself: `.refeed`).
@@ -376,11 +383,11 @@ extension JSONGrammar {
                 return .consumed
             }
             guard b == quote, f.phase != 5 else { return .rejected }
-            guard let child = tries[Int(nodes[n].keyTries[Int(f.a)])].child(0, b) else { return .rejected }
+            guard let child = trieChild(Int(nodes[n].keyTries[Int(f.a)]), 0, b) else { return .rejected }
             f.phase = 2; f.ws = 0; f.b = child
         case 2:
             let t = Int(nodes[n].keyTries[Int(f.a)])
-            guard let child = tries[t].child(f.b, b) else { return .rejected }
+            guard let child = trieChild(t, f.b, b) else { return .rejected }
             if tries[t].payload[Int(child)] >= 0 {
                 f.a = tries[t].payload[Int(child)]
                 f.phase = 3; f.b = 0
