@@ -192,7 +192,7 @@ public final class GrammarMasks: @unchecked Sendable {
         // allowed at once, and the walk skips the subtrees that hold nothing else.
         let room = grammar.plainTextRoom([frame])
         var sink = AcceptedTokens(mask: room.map { vocabulary.plainText(upTo: $0) } ?? TokenMask(count: vocabulary.count))
-        walkTop(0, &run, &deferred, &prefix, skipPlain: room != nil, characters: 0, &sink)
+        walkTop(0, &run, &deferred, &prefix, skipPlain: room != nil, characters: 0, &sink, firstBytes: grammar.onlyFirstBytes(frame))
         return TopFrameMask(accepted: sink.mask, deferred: deferred)
     }
 
@@ -262,11 +262,13 @@ public final class GrammarMasks: @unchecked Sendable {
     /// characters added so far), descends, and notes the children whose
     /// byte reached the boundary in `deferred`.
     private func walkTop(_ node: Int32, _ run: inout Run, _ deferred: inout [(node: Int32, prefix: [UInt8])], _ prefix: inout [UInt8],
-                         skipPlain: Bool, characters: Int32, _ sink: inout some TopWalkSink) {
+                         skipPlain: Bool, characters: Int32, _ sink: inout some TopWalkSink, firstBytes: ByteSet? = nil) {
         let v = vocabulary
         for e in Int(v.childStart[Int(node)])..<Int(v.childStart[Int(node) + 1]) {
             let child = v.childNode[e]
             if skipPlain && v.onlyPlainBelow[Int(child)] { continue }
+            // Bytes the frame refuses outright (no boundary, no fork) are not fed.
+            if let firstBytes, !firstBytes.contains(v.childByte[e]) { continue }
             prefix.append(v.childByte[e])
             let undoMark = run.log.count
             var forks: [[Frame]] = []

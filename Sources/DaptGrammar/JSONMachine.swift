@@ -624,6 +624,27 @@ extension JSONGrammar {
 
     static let textBytes: [UInt8] = [quote, backslash, UInt8(ascii: "a"), 0xC2, 0xE0, 0xE1, 0xED, 0xF0, 0xF1, 0xF4]
 
+    /// The only bytes `frame` (on a boundary) can take when they are few:
+    /// inside a declared key, or inside a literal short of its end, the next
+    /// byte must follow the trie; any other is refused without reaching the
+    /// boundary. Nil for other frames.
+    func onlyFirstBytes(_ frame: Frame) -> ByteSet? {
+        guard frame.node >= 0 else { return nil }
+        let node = nodes[Int(frame.node)]
+        let t: Int, trieNode: Int32
+        switch node.kind {
+        case .object where frame.phase == 2: t = Int(node.keyTries[Int(frame.a)]); trieNode = frame.b
+        case .literal:
+            t = Int(node.trie); trieNode = frame.a
+            // At a complete literal, another byte ends it and reaches the boundary.
+            guard tries[t].payload[Int(trieNode)] < 0 else { return nil }
+        default: return nil
+        }
+        var bytes = ByteSet()
+        for edge in tries[t].children[Int(trieNode)] { bytes.insert(edge.byte) }
+        return bytes
+    }
+
     /// One byte of each class of bytes `feed` treats alike in every frame:
     /// each byte JSON gives a meaning (structure, digits, number and escape
     /// letters, hex digits, whitespace) or that some literal or key trie

@@ -182,4 +182,24 @@ extension JSONConstraintTests {
         }
         XCTAssertGreaterThan(narrowed, 0, "no frame was fed fewer bytes")
     }
+
+    /// A top-frame walk feeds a frame with `onlyFirstBytes` nothing else at
+    /// the root of the trie: every other byte must be refused there, without
+    /// reaching the boundary or forking (else tokens or deferred nodes are lost).
+    func testBytesOutsideAFramesOnlyFirstBytesAreRefusedOutright() throws {
+        var filtered = 0
+        for (grammar, _) in try grammars() {
+            for frame in grammar.reachableTopFrames(horizon: 6, limit: GrammarMasks.defaultPrecomputeLimit).frames {
+                guard let only = grammar.onlyFirstBytes(frame) else { continue }
+                filtered += 1
+                for b in 0...255 where !only.contains(UInt8(b)) {
+                    var run = Run(stack: [Frame(node: Frame.boundary), frame], logging: false)
+                    var forks: [[Frame]] = []
+                    let ok = grammar.feed(UInt8(b), &run, &forks)
+                    XCTAssertFalse(ok || run.hitBoundary || !forks.isEmpty, "byte \(b) is taken by frame \(frame.node) phase \(frame.phase) a \(frame.a) b \(frame.b) but not in its first bytes")
+                }
+            }
+        }
+        XCTAssertGreaterThan(filtered, 0, "no frame has first bytes to filter by")
+    }
 }
