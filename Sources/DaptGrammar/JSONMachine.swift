@@ -605,11 +605,14 @@ extension JSONGrammar {
         return (frames, complete)
     }
 
-    /// The bytes the search feeds `frame`: in a string's text, after its
+    /// The bytes the search feeds `frame`: inside a key or a literal (see
+    /// `onlyFirstBytes`), the trie's next bytes; in a string's text, after its
     /// backslash, or inside a UTF-8 character (a free object's key too),
     /// one byte per class that frame tells apart, else `all` (one byte per
     /// class any frame tells apart). Strings are most of a schema's frames.
     func searchBytes(_ frame: Frame, all: [UInt8]) -> [UInt8] {
+        // In a key or literal trie, the trie's next bytes (each its own class in `all`).
+        if let only = onlyFirstBytes(frame) { return all.filter { only.contains($0) } }
         guard frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string) else { return all }
         switch frame.phase {
         // Closing quote, backslash, any other ASCII text byte, and a lead byte per continuation range it calls for.
