@@ -627,23 +627,31 @@ extension JSONGrammar {
 
     static let textBytes: [UInt8] = [quote, backslash, UInt8(ascii: "a"), 0xC2, 0xE0, 0xE1, 0xED, 0xF0, 0xF1, 0xF4]
 
-    /// The only bytes `frame` (on a boundary) can take when they are few:
-    /// inside a declared key, or inside a literal short of its end, the next
-    /// byte must follow the trie; any other is refused without reaching the
-    /// boundary. Nil for other frames.
+    /// Bytes outside which `frame` (on a boundary) refuses every byte
+    /// outright, without reaching the boundary: inside a declared key, or
+    /// inside a literal short of its end, the trie's next bytes; between
+    /// the tokens of a declared object or an array, whitespace, punctuation
+    /// and the bytes starting a value there. Nil for other frames.
     func onlyFirstBytes(_ frame: Frame) -> ByteSet? {
         guard frame.node >= 0 else { return nil }
         let node = nodes[Int(frame.node)]
         let t: Int, trieNode: Int32
+        var bytes = ByteSet()
         switch node.kind {
-        case .object where frame.phase == 2: t = Int(node.keyTries[Int(frame.a)]); trieNode = frame.b
+        case .object where frame.phase != 2, .array:
+            // Between the tokens of an object or array: whitespace, its
+            // punctuation, and the bytes that can start a value here (a superset).
+            for b in Array(" \n\r\t\",:}]".utf8) { bytes.insert(b) }
+            if node.kind == .array { bytes.formUnion(nodes[Int(node.items)].firstBytes) }
+            else if frame.phase == 4 { bytes.formUnion(nodes[Int(node.properties[Int(frame.a)].node)].firstBytes) }
+            return bytes
+        case .object: t = Int(node.keyTries[Int(frame.a)]); trieNode = frame.b
         case .literal:
             t = Int(node.trie); trieNode = frame.a
             // At a complete literal, another byte ends it and reaches the boundary.
             guard tries[t].payload[Int(trieNode)] < 0 else { return nil }
         default: return nil
         }
-        var bytes = ByteSet()
         for edge in tries[t].children[Int(trieNode)] { bytes.insert(edge.byte) }
         return bytes
     }
