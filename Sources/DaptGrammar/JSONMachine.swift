@@ -563,8 +563,10 @@ extension JSONGrammar {
         // Canonical frames (no `extra`, counts as below) are one per key, so
         // their fields identify them without building keys.
         struct FrameID: Hashable { var node: Int32, phase: UInt8, ws: UInt8, a: Int32, b: Int32 }
-        var seen = Set<FrameID>()
+        // (Room for a schema's frames up front: growing the set rehashes it.)
+        var seen = Set<FrameID>(minimumCapacity: 2048)
         var frames: [Frame] = []
+        frames.reserveCapacity(2048)
         var complete = true
         func add(_ frame: Frame) {
             if frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string), (3...5).contains(frame.phase) { return }
