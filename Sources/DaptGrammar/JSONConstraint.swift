@@ -90,15 +90,19 @@ public final class GrammarMasks: @unchecked Sendable {
             masks.reserveCapacity(frames.count)
             // A bounded string's frames that differ only in their count share one walk.
             var byCharacters: [CountKey: CharacterSortedMasks] = [:]
+            // One run and prefix for every walk (each walk leaves them as it found them).
+            var scratch = TopWalkScratch()
+            let nodes = grammar.nodes
             for frame in frames {
                 let key = grammar.topCacheKey(frame, nearLimitDepth: 0, horizon: horizon)
-                guard frame.node >= 0, grammar.nodes[Int(frame.node)].kind == .string else {
-                    masks[key] = walkTopFrame(frame, hiddenDepth: 0)
+                guard frame.node >= 0, nodes[Int(frame.node)].kind == .string else {
+                    masks[key] = walkTopFrame(frame, hiddenDepth: 0, &scratch)
                     continue
                 }
                 let countKey = CountKey(node: frame.node, phase: frame.phase, b: frame.b)
-                if byCharacters[countKey] == nil { byCharacters[countKey] = sortByCharacters(frame) }
-                masks[key] = byCharacters[countKey]!.mask(for: frame, grammar.nodes[Int(frame.node)], plainText: vocabulary.plainText(upTo:))
+                let sorted: CharacterSortedMasks
+                if let known = byCharacters[countKey] { sorted = known } else { sorted = sortByCharacters(frame); byCharacters[countKey] = sorted }
+                masks[key] = sorted.mask(for: frame, nodes[Int(frame.node)], vocabulary)
             }
             precomputed = masks
             precomputation = Precomputation(topFrames: frames.count, complete: complete, searchSeconds: searched - start, seconds: monotonicSeconds() - start)
@@ -184,15 +188,26 @@ public final class GrammarMasks: @unchecked Sendable {
     /// The top-frame mask of `frame` with `hiddenDepth` frames below it
     /// (the stack's depth minus 2), by a walk of the whole trie.
     func walkTopFrame(_ frame: Frame, hiddenDepth: Int) -> TopFrameMask {
-        var run = Run(stack: [Frame(node: Frame.boundary), frame], logging: true)
-        run.hiddenDepth = hiddenDepth
+        var scratch = TopWalkScratch()
+        return walkTopFrame(frame, hiddenDepth: hiddenDepth, &scratch)
+    }
+
+    /// A run on a boundary and a byte prefix, reused by the walks of many top frames.
+    struct TopWalkScratch {
+        var run = Run(stack: [Frame(node: Frame.boundary), Frame(node: Frame.boundary)], logging: true)
         var prefix: [UInt8] = []
+        init() { prefix.reserveCapacity(64) }
+    }
+
+    func walkTopFrame(_ frame: Frame, hiddenDepth: Int, _ scratch: inout TopWalkScratch) -> TopFrameMask {
+        scratch.run.stack[1] = frame
+        scratch.run.hiddenDepth = hiddenDepth
         var deferred: [(node: Int32, prefix: [UInt8])] = []
         // In a string, plain text stays inside: the tokens that fit are
         // allowed at once, and the walk skips the subtrees that hold nothing else.
-        let room = grammar.plainTextRoom([frame])
+        let room = grammar.plainTextRoom(top: frame)
         var sink = AcceptedTokens(mask: room.map { vocabulary.plainText(upTo: $0) } ?? TokenMask(count: vocabulary.count))
-        walkTop(0, &run, &deferred, &prefix, skipPlain: room != nil, characters: 0, &sink, firstBytes: grammar.onlyFirstBytes(frame))
+        walkTop(0, &scratch.run, &deferred, &scratch.prefix, skipPlain: room != nil, characters: 0, &sink, firstBytes: grammar.onlyFirstBytes(frame))
         return TopFrameMask(accepted: sink.mask, deferred: deferred)
     }
 
@@ -222,18 +237,35 @@ public final class GrammarMasks: @unchecked Sendable {
         /// closing[c]: tokens adding c characters, then the closing quote.
         var closing: [TokenMask]
         var deferred: [(node: Int32, prefix: [UInt8])]
+        /// insideUpTo[c], closingUpTo[c]: the union of inside[0...c], closing[0...c]
+        /// (most frames take every count up to their room: one union each, not one per count).
+        var insideUpTo: [TokenMask] = [], closingUpTo: [TokenMask] = []
+
+        mutating func formUnionsUpTo() {
+            insideUpTo = inside
+            closingUpTo = closing
+            for c in insideUpTo.indices.dropFirst() {
+                insideUpTo[c].formUnion(insideUpTo[c - 1])
+                closingUpTo[c].formUnion(closingUpTo[c - 1])
+            }
+        }
 
         mutating func accept(tokensOf node: Int32, open: Bool, characters: Int32, _ vocabulary: TokenVocabulary) {
             if open { vocabulary.mark(tokensOf: node, &inside[Int(characters)]) } else { vocabulary.mark(tokensOf: node, &closing[Int(characters)]) }
         }
 
-        func mask(for frame: Frame, _ node: JSONGrammar.Node, plainText: (Int32) -> TokenMask) -> TopFrameMask {
+        func mask(for frame: Frame, _ node: JSONGrammar.Node, _ vocabulary: TokenVocabulary) -> TopFrameMask {
             let room = node.maxCount >= 0 ? Int(node.maxCount - frame.a) : Int.max
             let needed = Int(max(node.minCount - frame.a, 0))
-            var accepted = frame.phase == 0 ? plainText(Int32(min(room, Int(Int32.max)))) : TokenMask(count: inside[0].count)
-            for c in 0..<min(inside.count, room == Int.max ? inside.count : room + 1) {
-                accepted.formUnion(inside[c])
-                if c >= needed { accepted.formUnion(closing[c]) }
+            var accepted = frame.phase == 0 ? vocabulary.plainText(upTo: Int32(min(room, Int(Int32.max)))) : TokenMask(count: inside[0].count)
+            let slots = min(inside.count, room == Int.max ? inside.count : room + 1)
+            if slots > 0 {
+                accepted.formUnion(insideUpTo[slots - 1])
+                if needed == 0 {
+                    accepted.formUnion(closingUpTo[slots - 1])
+                } else if needed < slots {
+                    for c in needed..<slots { accepted.formUnion(closing[c]) }
+                }
             }
             // Deferred nodes past the bounds are refused when fed to the real stack.
             return TopFrameMask(accepted: accepted, deferred: deferred)
@@ -253,6 +285,7 @@ public final class GrammarMasks: @unchecked Sendable {
         var deferred: [(node: Int32, prefix: [UInt8])] = []
         walkTop(0, &run, &deferred, &prefix, skipPlain: frame.phase == 0, characters: 0, &sorted)
         sorted.deferred = deferred
+        sorted.formUnionsUpTo()
         return sorted
     }
 

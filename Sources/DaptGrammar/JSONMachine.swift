@@ -465,7 +465,13 @@ extension JSONGrammar {
     /// (`Int32.max` without an upper bound): such a token is allowed exactly
     /// when it fits. nil otherwise.
     func plainTextRoom(_ stack: [Frame]) -> Int32? {
-        guard let f = stack.last, f.phase == 0 else { return nil }
+        guard let f = stack.last else { return nil }
+        return plainTextRoom(top: f)
+    }
+
+    /// `plainTextRoom` of a stack whose top frame is `f`.
+    func plainTextRoom(top f: Frame) -> Int32? {
+        guard f.phase == 0 else { return nil }
         if f.node == Frame.key { return Int32.max }
         guard f.node >= 0, nodes[Int(f.node)].kind == .string else { return nil }
         let maxCount = nodes[Int(f.node)].maxCount
@@ -542,7 +548,8 @@ extension JSONGrammar {
     func topCacheKey(_ frame: Frame, nearLimitDepth: Int, horizon: Int32) -> [UInt32] {
         var top = frame
         top.extra = nil
-        var key = Self.stateKey([top], nodes: nodes, horizon: horizon)
+        // (Room for the depth up front: appending past the reserved room reallocates.)
+        var key = Self.stateKey(CollectionOfOne(top), nodes: nodes, horizon: horizon, extraRoom: 1)
         key.append(UInt32(nearLimitDepth))
         return key
     }
@@ -629,6 +636,13 @@ extension JSONGrammar {
 
     static let textBytes: [UInt8] = [quote, backslash, UInt8(ascii: "a"), 0xC2, 0xE0, 0xE1, 0xED, 0xF0, 0xF1, 0xF4]
 
+    /// Whitespace and the punctuation between the tokens of an object or array.
+    private static let betweenTokensBytes: ByteSet = {
+        var bytes = ByteSet()
+        for b in " \n\r\t\",:}]".utf8 { bytes.insert(b) }
+        return bytes
+    }()
+
     /// Bytes outside which `frame` (on a boundary) refuses every byte
     /// outright, without reaching the boundary: inside a declared key, or
     /// inside a literal short of its end, the trie's next bytes; between
@@ -643,7 +657,7 @@ extension JSONGrammar {
         case .object where frame.phase != 2, .array:
             // Between the tokens of an object or array: whitespace, its
             // punctuation, and the bytes that can start a value here (a superset).
-            for b in Array(" \n\r\t\",:}]".utf8) { bytes.insert(b) }
+            bytes = Self.betweenTokensBytes
             if node.kind == .array { bytes.formUnion(nodes[Int(node.items)].firstBytes) }
             else if frame.phase == 4 { bytes.formUnion(nodes[Int(node.properties[Int(frame.a)].node)].firstBytes) }
             return bytes
@@ -677,9 +691,9 @@ extension JSONGrammar {
     }
 
     /// A stable encoding of a stack: equal encodings, equal futures.
-    static func stateKey(_ stack: [Frame], nodes: [Node]?, horizon: Int32) -> [UInt32] {
+    static func stateKey(_ stack: some Collection<Frame>, nodes: [Node]?, horizon: Int32, extraRoom: Int = 0) -> [UInt32] {
         var key: [UInt32] = []
-        key.reserveCapacity(stack.count * 4)
+        key.reserveCapacity(stack.count * 4 + extraRoom)
         for f in stack {
             key.append(UInt32(bitPattern: f.node))
             key.append(UInt32(f.phase) | UInt32(f.ws) << 8)
