@@ -232,22 +232,23 @@ public final class GrammarMasks: @unchecked Sendable {
     /// byte needs the frames below. A bounded frame's mask follows from its
     /// count: the characters it may still add and those it still needs.
     struct CharacterSortedMasks: TopWalkSink {
-        /// inside[c]: tokens staying inside the string that add c characters.
+        /// inside[c]: tokens staying inside the string that add c characters (until `formUnionsUpTo`).
         var inside: [TokenMask]
         /// closing[c]: tokens adding c characters, then the closing quote.
         var closing: [TokenMask]
         var deferred: [(node: Int32, prefix: [UInt8])]
-        /// insideUpTo[c], closingUpTo[c]: the union of inside[0...c], closing[0...c]
-        /// (most frames take every count up to their room: one union each, not one per count).
-        var insideUpTo: [TokenMask] = [], closingUpTo: [TokenMask] = []
+        /// After `formUnionsUpTo`, inside[c] holds the union of inside[0...c],
+        /// and so does closing[c] of closing[0...c] when `closingUpTo` (a
+        /// string without a minimum: every frame takes every count up to its
+        /// room, one union each rather than one per count).
+        var closingUpTo = false
 
-        mutating func formUnionsUpTo() {
-            insideUpTo = inside
-            closingUpTo = closing
-            for c in insideUpTo.indices.dropFirst() {
-                insideUpTo[c].formUnion(insideUpTo[c - 1])
-                closingUpTo[c].formUnion(closingUpTo[c - 1])
+        mutating func formUnionsUpTo(closingToo: Bool) {
+            for c in inside.indices.dropFirst() {
+                inside[c].formUnion(inside[c - 1])
+                if closingToo { closing[c].formUnion(closing[c - 1]) }
             }
+            closingUpTo = closingToo
         }
 
         mutating func accept(tokensOf node: Int32, open: Bool, characters: Int32, _ vocabulary: TokenVocabulary) {
@@ -260,9 +261,9 @@ public final class GrammarMasks: @unchecked Sendable {
             var accepted = frame.phase == 0 ? vocabulary.plainText(upTo: Int32(min(room, Int(Int32.max)))) : TokenMask(count: inside[0].count)
             let slots = min(inside.count, room == Int.max ? inside.count : room + 1)
             if slots > 0 {
-                accepted.formUnion(insideUpTo[slots - 1])
-                if needed == 0 {
-                    accepted.formUnion(closingUpTo[slots - 1])
+                accepted.formUnion(inside[slots - 1])
+                if closingUpTo {
+                    accepted.formUnion(closing[slots - 1])
                 } else if needed < slots {
                     for c in needed..<slots { accepted.formUnion(closing[c]) }
                 }
@@ -285,7 +286,7 @@ public final class GrammarMasks: @unchecked Sendable {
         var deferred: [(node: Int32, prefix: [UInt8])] = []
         walkTop(0, &run, &deferred, &prefix, skipPlain: frame.phase == 0, characters: 0, &sorted)
         sorted.deferred = deferred
-        sorted.formUnionsUpTo()
+        sorted.formUnionsUpTo(closingToo: grammar.nodes[Int(frame.node)].minCount <= 0)
         return sorted
     }
 
