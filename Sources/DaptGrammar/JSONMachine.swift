@@ -575,7 +575,9 @@ extension JSONGrammar {
         var frames: [Frame] = []
         frames.reserveCapacity(2048)
         var complete = true
-        func add(_ frame: Frame) {
+        // The search's state passed in, not captured: captured variables
+        // live in boxes checked for exclusive access on every use.
+        func add(_ frame: Frame, _ seen: inout Set<FrameID>, _ frames: inout [Frame], _ complete: inout Bool) {
             if frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string), (3...5).contains(frame.phase) { return }
             var f = frame
             f.extra = nil
@@ -593,7 +595,7 @@ extension JSONGrammar {
             if frames.count >= limit { complete = false; return }
             frames.append(f)
         }
-        add(Frame(node: Frame.document))
+        add(Frame(node: Frame.document), &seen, &frames, &complete)
         let bytes = byteClassRepresentatives()
         var k = 0
         var forks: [[Frame]] = []
@@ -605,10 +607,10 @@ extension JSONGrammar {
             for b in searchBytes(frames[k - 1], all: bytes) {
                 forks.removeAll(keepingCapacity: true)
                 if feed(b, &run, &forks) {
-                    for i in 1..<run.stack.count { add(run.stack[i]) }
+                    for i in 1..<run.stack.count { add(run.stack[i], &seen, &frames, &complete) }
                 }
                 run.undo(to: 0)
-                for fork in forks { fork.dropFirst().forEach(add) }
+                for fork in forks { for f in fork.dropFirst() { add(f, &seen, &frames, &complete) } }
             }
         }
         return (frames, complete)
