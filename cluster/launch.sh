@@ -10,9 +10,10 @@
 # --max-restarts); a pretrain job continues from the newest intact checkpoint
 # of its --output directory. A SIGTERM or SIGINT to this script is passed to
 # the ranks, which stop at a step boundary with a checkpoint; it is not
-# restarted, and exits 0 when the run says it stopped resumably. A Ctrl-C
-# reaches this script alone (mpirun runs in a process group of its own)
-# and goes on to the ranks as SIGINT. Ctrl-C on a bare mpirun is not
+# restarted, and exits 0 when the run says it stopped resumably. For
+# pretrain, or any stage under --restarts, a Ctrl-C reaches this script
+# alone (mpirun runs in a process group of its own) and goes on to the
+# ranks as SIGINT; other stages are started by exec mpirun. Ctrl-C on a bare mpirun is not
 # passed on: Open MPI sends the ranks SIGTERM and SIGKILLs them a second
 # later, which can be before the checkpoint is written.
 # Set DAPT_BIN to run another dapt binary.

@@ -20,7 +20,8 @@ extension Trainer {
     func globalGradientNorm(clipping g: UnsafeMutableBufferPointer<Float>) throws -> Float {
         let maxNorm = config.optimizer.maxGradNorm
         guard model.layout.isSplit || model.layout.stage.isPartial else {
-            return maxNorm > 0 ? clipGlobalNorm(g, maxNorm: maxNorm) : Float(sumOfSquares(UnsafeBufferPointer(g)).squareRoot())
+            // The whole model on this rank: its own squares, or under ZeRO-1 its slice's summed over the data group.
+            return try clipGlobalNorm(g, maxNorm: maxNorm) { zero != nil ? try sumOverData($0) : $0 }
         }
         let owned = zero?.owned ?? 0..<model.layout.totalCount
         var squares = 0.0

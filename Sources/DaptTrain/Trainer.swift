@@ -338,11 +338,7 @@ public final class Trainer {
                 return
             }
             if lossScale != 1 { scaleInPlace(g, by: 1 / lossScale) }
-            // Under ZeRO-1 each rank holds one slice of the (whole, unsplit) gradients: their squares are summed over the data group.
-            // A tensor or pipeline split adds its own groups (`globalGradientNorm`).
-            gradientNorm = try zero != nil && !model.layout.isSplit && !model.layout.stage.isPartial
-                ? clipGlobalNorm(g, maxNorm: config.optimizer.maxGradNorm) { try sumOverData($0) }
-                : globalGradientNorm(clipping: g)
+            gradientNorm = try globalGradientNorm(clipping: g)
             guard gradientNorm.isFinite else { throw TrainingError.invalidInput(path: "step \(stepIndex + 1)", reason: "gradient norm is not finite") }
             if let zero {
                 try model.parameters.withBuffer { p in

@@ -31,8 +31,8 @@ struct BenchCommand: ParsableCommand {
         @Option var steps = 10
         @Option var warmup = 2
         @Option var threads = 1
-        @Option(name: .customLong("query-tile")) var queryTile = 64
-        @Option(name: .customLong("key-tile")) var keyTile = 256
+        @Option(name: .customLong("query-tile")) var queryTile = AttentionTiles().query
+        @Option(name: .customLong("key-tile")) var keyTile = AttentionTiles().key
         @Flag(help: "Add the step's time inside sgemm and the rate of plain sgemm on the same shapes, measured in this run.")
         var breakdown = false
 

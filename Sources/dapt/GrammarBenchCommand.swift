@@ -19,7 +19,7 @@ extension BenchCommand {
         @Option(help: "tokenizer.json (byte-level BPE).") var tokenizer: String
         @Option(name: .customLong("json-schema"), help: "JSON Schema file (default: any JSON value).") var schema: String?
         @Option(help: "The output's token ids, one JSON array (as the peer wrote them).") var ids: String
-        @Option(help: "Passes over the ids (the first has an empty cache).") var passes = 3
+        @Option(help: "Passes over the ids (the first starts from the precomputed masks alone; with --precompute-limit 0, from empty caches).") var passes = 3
         @Option(name: .customLong("precompute-limit"), help: "Top frames whose masks are computed with the grammar (0: each when first met).")
         var precomputeLimit = GrammarMasks.defaultPrecomputeLimit
         @Option(name: .customLong("model-hidden")) var hidden = 128

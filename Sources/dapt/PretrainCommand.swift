@@ -50,7 +50,7 @@ struct PretrainCommand: ParsableCommand {
             throw ConfigError(source: "--from \(from)", field: "", reason: "cannot be used with --resume: --resume continues a run from its checkpoint (which names the model it started from), --from starts a new run from a model")
         }
         if allowDataChange, resume == nil {
-            throw ConfigError(source: "--allow-data-change", field: "", reason: "only applies with --resume (it accepts a resumed run's changed data settings)")
+            throw ConfigError(source: ResumeCheck.overrideOption, field: "", reason: "only applies with --resume (it accepts a resumed run's changed data settings)")
         }
         if let resume, !FileSystem.exists(resume) {
             throw ConfigError(source: "--resume \(resume)", field: "", reason: "no such file or directory")

@@ -37,7 +37,9 @@ final class StepBreakdownTests: XCTestCase {
             XCTAssertGreaterThan(shape.plainSeconds, 0, shape.label)
         }
         XCTAssertEqual(breakdown.shapes.reduce(0) { $0 + $1.stepSeconds }, breakdown.sgemmSeconds, accuracy: 1e-12)
-        XCTAssertLessThanOrEqual(breakdown.shapes.reduce(0) { $0 + $1.plainSeconds }, breakdown.plainSgemmSeconds)
+        // Shapes come most time lost against their replay first (the bench prints the first five).
+        let lost = breakdown.shapes.map { $0.stepSeconds - $0.plainSeconds }
+        XCTAssertEqual(lost, lost.sorted(by: >))
         XCTAssertEqual(c[0], 0.125)  // the last product: 0.5 · 0.25 over k = 1
         XCTAssertNil(BLAS.recorder)
     }

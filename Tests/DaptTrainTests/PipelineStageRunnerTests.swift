@@ -99,15 +99,28 @@ final class PipelineStageRunnerTests: XCTestCase {
         for b in batches { expected += try whole.forwardBackward(b, lossScale: 1, normalizer: normalizer).sum }
         let stages = try PipelineStage.partition(c, stages: 2)
         let tensorGroups = [InProcessGroup(size: 2), InProcessGroup(size: 2)], pipelineGroups = [InProcessGroup(size: 2), InProcessGroup(size: 2)]
-        let results = try InProcessGroup(size: 4).run { world -> (loss: Double, sent: Int) in
+        let results = try InProcessGroup(size: 4).run { world -> (loss: Double, sent: Int, model: LlamaModel) in
             let (t, p) = (world.rank % 2, world.rank / 2)
             let model = try LlamaModel(config: c, tensorGroup: InProcessRank(group: tensorGroups[p], rank: t), stage: stages[p])
             model.initializeRandom(seed: 3, std: 0.3)
             let pipeline = CountingCommunicator(InProcessRank(group: pipelineGroups[t], rank: p))
             let loss = try PipelineStageRunner(model: model, group: pipeline).forwardBackward(batches, lossScale: 1, normalizer: normalizer)
-            return (loss.sum, pipeline.sentFloats)
+            return (loss.sum, pipeline.sentFloats, model)
         }
         for r in results[2...] { XCTAssertEqual(r.loss, expected, accuracy: 1e-5 * abs(expected), "the last stage's loss") }
+        // The gradients that came back through the shared hidden-state gradient: every
+        // tensor a rank holds whole (the norm gains), on both stages, as the whole model's.
+        var compared = 0
+        for (rank, r) in results.enumerated() {
+            for s in r.model.layout.slices where s.split == nil {
+                let want = try XCTUnwrap(whole.gradients.values(named: s.name), s.name)
+                let got = try XCTUnwrap(r.model.gradients.values(named: s.name), s.name)
+                let scale = want.map(abs).max()!
+                for (x, y) in zip(got, want) { XCTAssertEqual(x, y, accuracy: 1e-5 * scale, "rank \(rank): \(s.name)") }
+                compared += 1
+            }
+        }
+        XCTAssertGreaterThan(compared, 4, "each rank holds some whole tensors")
         // Every micro-batch's hidden state goes forward once and its gradient back once: n·h floats each, half per tensor rank.
         let hiddenFloats = batches.reduce(0) { $0 + $1.batchSize * $1.seqLen * c.hiddenSize }
         XCTAssertEqual(results.map(\.sent), [hiddenFloats / 2, hiddenFloats / 2, hiddenFloats / 2, hiddenFloats / 2])

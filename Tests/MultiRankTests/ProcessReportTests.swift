@@ -40,8 +40,15 @@ final class ProcessReportTests: XCTestCase {
 /// empty stderr, which reads like a failing rank unless the report says so.
 final class MPIRunSignalReportTests: XCTestCase {
     func testSignalledMPIRunIsNamedAsSuch() throws {
-        let result = try DaptProcess.run("/usr/bin/env", ["mpirun"] + DaptProcess.mpirunArguments(np: 2) + ["sleep", "30"], timeout: 60) { process in
-            Thread.sleep(forTimeInterval: 1.5)
+        // Signal mpirun only once both ranks run, so its handlers are in place (a fixed
+        // wait could signal it mid-start-up under load, when it may die of the signal).
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let rank = "touch \(dir.path)/started.$OMPI_COMM_WORLD_RANK; exec sleep 30"
+        let result = try DaptProcess.run("/usr/bin/env", ["mpirun"] + DaptProcess.mpirunArguments(np: 2) + ["sh", "-c", rank], timeout: 60) { process in
+            let deadline = Date().addingTimeInterval(45)
+            while Date() < deadline, (0..<2).contains(where: { !FileManager.default.fileExists(atPath: "\(dir.path)/started.\($0)") }) {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
             kill(process.processIdentifier, SIGTERM)
         }
         XCTAssertEqual(result.status, 1, result.report)
