@@ -24,6 +24,8 @@ public final class GradientReducer {
     public let zero: ZeroSharding?
     /// The buckets in the order they are started (from the end of the buffer).
     public let buckets: [Range<Int>]
+    /// ZeRO-1: each bucket's blocks per data rank, in `buckets`' order (made once, used every step).
+    let scatters: [ZeroSharding.BucketScatter]
     private var next = 0
     private var pending: [any PendingCollective] = []
 
@@ -33,7 +35,9 @@ public final class GradientReducer {
         self.gradients = gradients
         self.group = group
         self.zero = zero
-        buckets = Self.buckets(layout: gradients.layout, bucketBytes: bucketBytes)
+        let buckets = Self.buckets(layout: gradients.layout, bucketBytes: bucketBytes)
+        self.buckets = buckets
+        scatters = zero.map { zero in buckets.map { zero.scatter(of: $0) } } ?? []
     }
 
     /// Ranges of at least `bucketBytes` (the last one may be smaller), cut at
@@ -59,7 +63,7 @@ public final class GradientReducer {
     /// each bucket that lies wholly there, and let started ones progress.
     public func gradientsFinal(from offset: Int) throws {
         while next < buckets.count, buckets[next].lowerBound >= offset {
-            pending.append(try zero?.startReducing(gradients, bucket: buckets[next]) ?? group.startAllReduce(gradients, range: buckets[next], op: .sum))
+            pending.append(try zero?.startReducing(gradients, scatters[next]) ?? group.startAllReduce(gradients, range: buckets[next], op: .sum))
             next += 1
         }
         // Open MPI moves non-blocking collectives forward only inside MPI calls.

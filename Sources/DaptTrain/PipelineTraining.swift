@@ -15,9 +15,13 @@ public final class PipelineStageRunner {
     public private(set) var peakLiveActivations = 0
     /// Contexts of finished micro-batches, reused for the next of the same shape.
     private var spare: [Activations] = []
-    /// A finished micro-batch's input gradient until it is sent back (its
-    /// context is free by then); each backward's send comes before the next backward.
-    private var outgoing: [Float] = []
+    /// This tensor rank's share of a finished micro-batch's input gradient
+    /// until it is sent back (its context is free by then); each backward's
+    /// send comes before the next backward.
+    private(set) var outgoing: [Float] = []
+    /// The tensor shares of a hidden state by its size in floats (one size
+    /// per batch shape, so a run makes one or a few).
+    private var shares: [Int: HiddenShares] = [:]
 
     public init(model: LlamaModel, group: any Communicator) {
         precondition(group.size == model.layout.stage.count && group.rank == model.layout.stage.index,
@@ -40,24 +44,39 @@ public final class PipelineStageRunner {
         return try model.makeActivations(batch)
     }
 
-    /// The part of a hidden state (or its gradient) of `count` floats that
-    /// this tensor rank sends. The residual stream is the same on every
-    /// tensor rank of a stage, so each sends its 1/T share to the same tensor
-    /// rank of the neighbouring stage, whose tensor group all-gathers the
-    /// rest: T times fewer bytes between stages, the same values.
-    private func transferPart(_ count: Int) -> Range<Int> {
-        guard let tensor = model.tensorGroup else { return 0..<count }
-        return dataShare(globalBatch: count, rank: tensor.rank, of: tensor.size)
+    /// How a hidden state (or its gradient) is cut among the tensor ranks.
+    /// The residual stream is the same on every tensor rank of a stage, so
+    /// each sends its 1/T share (`part`) to the same tensor rank of the
+    /// neighbouring stage, whose tensor group all-gathers the rest (blocks
+    /// of `counts`): T times fewer bytes between stages, the same values.
+    struct HiddenShares {
+        let part: Range<Int>
+        let counts: [Int]
+    }
+
+    /// The shares of a hidden state of `count` floats, made on first use.
+    private func hiddenShares(_ count: Int) -> HiddenShares {
+        if let known = shares[count] { return known }
+        let made: HiddenShares
+        if let tensor = model.tensorGroup {
+            made = HiddenShares(part: dataShare(globalBatch: count, rank: tensor.rank, of: tensor.size),
+                                counts: ZeroSharding.counts(total: count, ranks: tensor.size))
+        } else {
+            made = HiddenShares(part: 0..<count, counts: [count])
+        }
+        shares[count] = made
+        return made
     }
 
     private func sendHidden(_ buffer: UnsafeBufferPointer<Float>, to peer: Int, tag: Int) throws {
-        try group.send(UnsafeBufferPointer(rebasing: buffer[transferPart(buffer.count)]), to: peer, tag: tag)
+        try group.send(UnsafeBufferPointer(rebasing: buffer[hiddenShares(buffer.count).part]), to: peer, tag: tag)
     }
 
     private func receiveHidden(into buffer: UnsafeMutableBufferPointer<Float>, from peer: Int, tag: Int) throws {
-        try group.receive(into: UnsafeMutableBufferPointer(rebasing: buffer[transferPart(buffer.count)]), from: peer, tag: tag)
+        let shares = hiddenShares(buffer.count)
+        try group.receive(into: UnsafeMutableBufferPointer(rebasing: buffer[shares.part]), from: peer, tag: tag)
         if let tensor = model.tensorGroup {
-            try tensor.allGatherInPlace(buffer, counts: ZeroSharding.counts(total: buffer.count, ranks: tensor.size))
+            try tensor.allGatherInPlace(buffer, counts: shares.counts)
         }
     }
 
@@ -101,7 +120,8 @@ public final class PipelineStageRunner {
         }
         func sendGradient(_ m: Int) throws {
             precondition(pending == m, "sending micro-batch \(m)'s gradient, holding \(pending.map(String.init) ?? "none")")
-            try outgoing.withUnsafeBufferPointer { try sendHidden($0, to: stage.index - 1, tag: tag(m, gradient: true)) }
+            // `outgoing` holds this rank's share already.
+            try outgoing.withUnsafeBufferPointer { try group.send($0, to: stage.index - 1, tag: tag(m, gradient: true)) }
             pending = nil
         }
         // Paired exchanges: the even stage of a pair sends first, the odd one
@@ -131,9 +151,11 @@ public final class PipelineStageRunner {
                 try finalHook(m)?(0)
                 if !stage.isFirst {
                     precondition(pending == nil, "micro-batch \(pending!)'s gradient not sent before the next backward")
+                    // Only the share this rank sends is kept.
                     model.withHiddenGradient(a) { g in
-                        if outgoing.count != g.count { outgoing = [Float](repeating: 0, count: g.count) }
-                        outgoing.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: g) }
+                        let part = hiddenShares(g.count).part
+                        if outgoing.count != part.count { outgoing = [Float](repeating: 0, count: part.count) }
+                        outgoing.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: g[part]) }
                     }
                     pending = m
                 }

@@ -52,7 +52,8 @@ public enum PretrainRun {
             return layout
         }
         // Checks of the files every rank shares: rank 0 reads, every rank learns the outcome.
-        try world.checkOnRoot { try check(config: config, options: options, sink: sink) }
+        var checkedState: TrainingState?
+        try world.checkOnRoot { checkedState = try check(config: config, options: options, sink: sink) }
         let groups = try ParallelGroups(world: world, layout: layout)
         let resumeFrom = try options.resume.map { try resumable($0, sink: sink) }
         let shards = try ShardDocuments(directory: config.data.shards)
@@ -92,7 +93,10 @@ public enum PretrainRun {
         trainer.state.corpusChecksum = shards.corpusChecksum
         if let resumeFrom {
             let started = monotonicSeconds()
-            try trainer.restore(checkpoint: resumeFrom)
+            // Rank 0 restores the state `check` read and compared; the other ranks read it once here (the
+            // data settings, seed included, are agreed by then, so no rank compares them again).
+            let state = try checkedState ?? TrainingState.load(checkpoint: resumeFrom, dataSeed: nil)
+            try trainer.restore(checkpoint: resumeFrom, checkedState: state)
             sink.report(.notice(stage: stage, message: String(format: "resumed from %@ at step %d (loaded and verified in %.3f s)",
                                                               resumeFrom, trainer.state.step, monotonicSeconds() - started)))
             if groups.writes { try FileSystem.makeDirectories(config.checkpoint.directory) }
@@ -117,8 +121,9 @@ public enum PretrainRun {
     }
 
     /// The checks that read the run directory, shards, tokenizers and
-    /// starting models, before anything is written.
-    static func check(config: PretrainConfig, options: PretrainOptions, sink: any EventSink) throws {
+    /// starting models, before anything is written. Returns the resumed
+    /// checkpoint's training state, compared with this run's data settings.
+    static func check(config: PretrainConfig, options: PretrainOptions, sink: any EventSink) throws -> TrainingState? {
         if options.resume == nil { try RunDirectory.checkFresh(config.checkpoint.directory, overwrite: options.overwrite) }
         let resumeFrom = try options.resume.map { try resumable($0, sink: SilentSink()) }
         let shards = try ShardDocuments(directory: config.data.shards)
@@ -133,9 +138,8 @@ public enum PretrainRun {
             }
             try config.validate(against: LlamaConfig.load(path: directory.path + "/" + Trainer.configFile), from: directory.path)
         }
-        if let resumeFrom {
-            try ResumeCheck.check(checkpoint: resumeFrom, config: config, corpus: shards.corpusChecksum, allowDataChange: options.allowDataChange, sink: sink)
-        }
+        guard let resumeFrom else { return nil }
+        return try ResumeCheck.check(checkpoint: resumeFrom, config: config, corpus: shards.corpusChecksum, allowDataChange: options.allowDataChange, sink: sink)
     }
 
     /// The checkpoint `--resume path` continues: for a run directory its

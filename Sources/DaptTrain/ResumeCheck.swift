@@ -54,18 +54,22 @@ public enum ResumeCheck {
     /// they are reported as a warning). `checkpoint` is the resolved
     /// checkpoint directory; its `pretrain_config.json` and
     /// `training_state.json` hold the settings it was trained with.
+    /// Returns the checkpoint's training state, compared, for the restore
+    /// (`Trainer.restore(checkpoint:checkedState:)`), so it is read once.
+    @discardableResult
     public static func check(checkpoint: String, config: PretrainConfig, corpus: String, allowDataChange: Bool,
-                             sink: any EventSink, stage: String = PretrainRun.stage) throws {
+                             sink: any EventSink, stage: String = PretrainRun.stage) throws -> TrainingState {
         let saved = try PretrainRun.savedConfig(in: checkpoint)
+        // The data seed is compared below with the other settings (and may be accepted), not refused by the load.
         let state = try TrainingState.load(checkpoint: checkpoint, dataSeed: nil)
         let found = changes(saved: saved, savedCorpus: state.corpusChecksum, config: config, corpus: corpus)
-        guard !found.isEmpty else { return }
+        guard !found.isEmpty else { return state }
         let fixed = found.filter { !$0.overridable }
         if allowDataChange && fixed.isEmpty {
             sink.report(.warning(stage: stage, message: "resuming \(checkpoint) with other data settings (\(overrideOption)): "
                 + found.map { "\($0.field) \($0.checkpoint) → \($0.run)" }.joined(separator: "; ")
                 + "; from here the run no longer matches an uninterrupted one"))
-            return
+            return state
         }
         var reason = found.count == 1
             ? "\(found[0].checkpoint) in the checkpoint, \(found[0].run) in this run"

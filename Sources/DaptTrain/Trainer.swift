@@ -100,7 +100,10 @@ public struct TrainingState: Codable, Equatable, Sendable {
 extension TrainingState {
     /// The training state saved in checkpoint `dir`, refused when it was
     /// trained with another data seed (the data order would change) unless
-    /// `dataSeed` is nil (a change accepted on purpose).
+    /// `dataSeed` is nil (a change accepted on purpose, or compared already
+    /// by `ResumeCheck`). This is the one seed check of a restore that did
+    /// not come through `ResumeCheck`: `Trainer.restore(checkpoint:)` called
+    /// by a library caller or a rollback, and `FinetuneTrainer.restore`.
     static func load(checkpoint dir: String, dataSeed: UInt64?) throws -> TrainingState {
         let path = dir + "/" + Trainer.stateFile
         let restored: TrainingState
@@ -450,8 +453,12 @@ public final class Trainer {
 
     /// Restores weights, moments and state from a checkpoint written by
     /// `saveCheckpoint` (or a run directory: its newest) for the same
-    /// architecture, after verifying checksums.
-    public func restore(checkpoint path: String) throws {
+    /// architecture, after verifying checksums. `checkedState`: the
+    /// checkpoint's `training_state.json` as already read and compared with
+    /// this run's data settings (`ResumeCheck`, in `PretrainRun`), used as
+    /// it is; nil: read here, and refused if trained with another data seed
+    /// unless `acceptsDataChange`.
+    public func restore(checkpoint path: String, checkedState: TrainingState? = nil) throws {
         let dir = try ModelDirectory.resolveCheckpoint(path)
         // Rank 0 verifies the checksums (reading every byte once); every rank learns the outcome.
         try groups.world.checkOnRoot { _ = try CheckpointStore.verify(directory: dir) }
@@ -486,7 +493,7 @@ public final class Trainer {
                 try moments.read("exp_avg_sq." + t.name, shape: t.shape, part: piece.part, elements: piece.elements, into: v.piece(piece))
             }
         }
-        let restored = try TrainingState.load(checkpoint: dir, dataSeed: acceptsDataChange ? nil : config.data.seed)
+        let restored = try checkedState ?? TrainingState.load(checkpoint: dir, dataSeed: acceptsDataChange ? nil : config.data.seed)
         // The corpus in use stays recorded (it was checked against the checkpoint's, or the change accepted).
         let corpus = state.corpusChecksum
         state = restored

@@ -58,21 +58,35 @@ public final class ZeroSharding {
         adoptReduced(into: gradients)
     }
 
-    /// Starts the reduce-scatter of one bucket (a range of the flat buffer)
-    /// without waiting: data rank d's block of it is `bucket ∩ owned_d`
-    /// (empty when the bucket misses its slice), received into its place in
-    /// the slice. Buckets thus need no alignment with the slices and the
-    /// ownership stays the one contiguous slice per rank; once every bucket
-    /// has finished, `adoptReduced` holds what `reduceGradients` would.
-    public func startReducing(_ gradients: ParameterBuffer, bucket: Range<Int>) throws -> any PendingCollective {
+    /// One bucket's reduce-scatter: data rank d's block of it is
+    /// `bucket ∩ owned_d` (empty when the bucket misses its slice), and this
+    /// rank's block lands at `destination` in its slice. Fixed by the bucket
+    /// and the slices, so made once per run (`GradientReducer`'s init).
+    public struct BucketScatter: Equatable, Sendable {
+        public let bucket: Range<Int>
+        /// Every data rank's block of the bucket, in rank order.
+        public let blocks: [Int]
+        /// Where this rank's block goes in `reduced` (relative to `owned`).
+        public let destination: Range<Int>
+    }
+
+    /// The reduce-scatter of `bucket`, a range of the flat buffer. Buckets
+    /// thus need no alignment with the slices and the ownership stays the
+    /// one contiguous slice per rank.
+    public func scatter(of bucket: Range<Int>) -> BucketScatter {
         var first = 0
         let blocks = counts.map { count in
             defer { first += count }
             return (first..<(first + count)).clamped(to: bucket).count
         }
         let mine = bucket.clamped(to: owned)
-        return try group.startReduceScatter(gradients, range: bucket, into: reduced,
-                                            at: (mine.lowerBound - owned.lowerBound)..<(mine.upperBound - owned.lowerBound), counts: blocks, op: .sum)
+        return BucketScatter(bucket: bucket, blocks: blocks, destination: (mine.lowerBound - owned.lowerBound)..<(mine.upperBound - owned.lowerBound))
+    }
+
+    /// Starts one bucket's reduce-scatter without waiting; once every
+    /// bucket has finished, `adoptReduced` holds what `reduceGradients` would.
+    public func startReducing(_ gradients: ParameterBuffer, _ scatter: BucketScatter) throws -> any PendingCollective {
+        try group.startReduceScatter(gradients, range: scatter.bucket, into: reduced, at: scatter.destination, counts: scatter.blocks, op: .sum)
     }
 
     /// Copies the reduced sums of this rank's slice into `gradients[owned]`

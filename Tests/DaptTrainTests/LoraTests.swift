@@ -194,6 +194,12 @@ final class LoraTests: XCTestCase {
         try FinetuneRun.run(config: full)
         let halves = try config(train, run: root + "/halves")
         try FinetuneRun.run(config: halves, options: FinetuneOptions(stopAfter: 2))
+        // Another data seed would change the data order: the restore refuses it.
+        var reseeded = halves
+        reseeded.data.seed += 1
+        XCTAssertThrowsError(try FinetuneRun.run(config: reseeded, options: FinetuneOptions(resume: root + "/halves"))) { error in
+            XCTAssertTrue("\(error)".contains("data.seed 42 in the checkpoint, 43 in this run: the data order would change"), "\(error)")
+        }
         try FinetuneRun.run(config: halves, options: FinetuneOptions(resume: root + "/halves"))
         let a = try FileSystem.readAll(root + "/full/checkpoint-00000004/adapter_model.safetensors")
         let b = try FileSystem.readAll(root + "/halves/checkpoint-00000004/adapter_model.safetensors")

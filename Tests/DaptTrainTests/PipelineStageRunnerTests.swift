@@ -1,7 +1,7 @@
 import DaptCluster
 import DaptModel
 import DaptTestSupport
-import DaptTrain
+@testable import DaptTrain
 import XCTest
 
 /// Stages of one model on threads of this process, exchanging activations
@@ -99,13 +99,14 @@ final class PipelineStageRunnerTests: XCTestCase {
         for b in batches { expected += try whole.forwardBackward(b, lossScale: 1, normalizer: normalizer).sum }
         let stages = try PipelineStage.partition(c, stages: 2)
         let tensorGroups = [InProcessGroup(size: 2), InProcessGroup(size: 2)], pipelineGroups = [InProcessGroup(size: 2), InProcessGroup(size: 2)]
-        let results = try InProcessGroup(size: 4).run { world -> (loss: Double, sent: Int, model: LlamaModel) in
+        let results = try InProcessGroup(size: 4).run { world -> (loss: Double, sent: Int, model: LlamaModel, held: Int) in
             let (t, p) = (world.rank % 2, world.rank / 2)
             let model = try LlamaModel(config: c, tensorGroup: InProcessRank(group: tensorGroups[p], rank: t), stage: stages[p])
             model.initializeRandom(seed: 3, std: 0.3)
             let pipeline = CountingCommunicator(InProcessRank(group: pipelineGroups[t], rank: p))
-            let loss = try PipelineStageRunner(model: model, group: pipeline).forwardBackward(batches, lossScale: 1, normalizer: normalizer)
-            return (loss.sum, pipeline.sentFloats, model)
+            let runner = PipelineStageRunner(model: model, group: pipeline)
+            let loss = try runner.forwardBackward(batches, lossScale: 1, normalizer: normalizer)
+            return (loss.sum, pipeline.sentFloats, model, runner.outgoing.count)
         }
         for r in results[2...] { XCTAssertEqual(r.loss, expected, accuracy: 1e-5 * abs(expected), "the last stage's loss") }
         // The gradients that came back through the shared hidden-state gradient: every
@@ -124,6 +125,9 @@ final class PipelineStageRunnerTests: XCTestCase {
         // Every micro-batch's hidden state goes forward once and its gradient back once: n·h floats each, half per tensor rank.
         let hiddenFloats = batches.reduce(0) { $0 + $1.batchSize * $1.seqLen * c.hiddenSize }
         XCTAssertEqual(results.map(\.sent), [hiddenFloats / 2, hiddenFloats / 2, hiddenFloats / 2, hiddenFloats / 2])
+        // The second stage keeps only the half it sends of the last micro-batch's input gradient; the first sends none.
+        let lastHidden = batches.last!.batchSize * batches.last!.seqLen * c.hiddenSize
+        XCTAssertEqual(results.map(\.held), [0, 0, lastHidden / 2, lastHidden / 2])
     }
 }
 

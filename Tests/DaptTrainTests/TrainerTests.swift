@@ -126,6 +126,37 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// A library caller restoring without `ResumeCheck` still has the data
+    /// seed guarded: another seed is refused naming both values, unless the
+    /// change is accepted (then the run's seed is recorded). A state already
+    /// read and compared (`checkedState`, as `PretrainRun` passes it) is
+    /// taken as given, not read again.
+    func testRestoreGuardsTheDataSeedAndTakesACheckedState() throws {
+        let run = try temporaryRoot()
+        let first = try Self.makeTrainer(Self.config(run: run, steps: 4))
+        _ = try first.step()
+        let checkpoint = try first.saveCheckpoint()
+        var reseeded = Self.config(run: run, steps: 4)
+        reseeded.data.seed = 43
+        XCTAssertThrowsError(try Self.makeTrainer(reseeded).restore(checkpoint: checkpoint)) { error in
+            guard case .checkpointIncompatible(let path, let reason) = error as? TrainingError else { return XCTFail("\(error)") }
+            XCTAssertEqual(path, checkpoint + "/" + Trainer.stateFile)
+            XCTAssertTrue(reason.contains("pretrain.data.seed 42 in the checkpoint, 43 in this run"), reason)
+        }
+        let accepting = try Self.makeTrainer(reseeded)
+        accepting.acceptsDataChange = true
+        try accepting.restore(checkpoint: checkpoint)
+        XCTAssertEqual(accepting.state.step, 1)
+        XCTAssertEqual(accepting.state.dataSeed, 43)
+
+        var checked = try TrainingState.load(checkpoint: checkpoint, dataSeed: nil)
+        checked.tokensSeen += 1000
+        let given = try Self.makeTrainer(Self.config(run: run, steps: 4))
+        try given.restore(checkpoint: checkpoint, checkedState: checked)
+        XCTAssertEqual(given.state, checked, "the state given, not the file's")
+        XCTAssertEqual(given.optimizer.stepCount, checked.appliedSteps)
+    }
+
     func testCheckpointContentsAndCorruption() throws {
         let run = try temporaryRoot()
         let trainer = try Self.makeTrainer(Self.config(run: run, steps: 3))
