@@ -33,8 +33,8 @@ final class ClusterCheckTests: XCTestCase {
         let json = dir.appendingPathComponent("report").path
         let result = try DaptProcess.mpirun(np: np, ["cluster", "check", "--exchange-mib", "3", "--allreduce-mib", "1", "--gemm", "128", "--json", json], timeout: 120)
         XCTAssertEqual(result.status, 0, result.report)
-        XCTAssertTrue(result.stdout.contains("cluster check: all checks passed"), result.stdout)
-        for r in 0..<np { XCTAssertTrue(result.stdout.contains("rank \(r)/\(np) on "), result.stdout) }
+        XCTAssertTrue(result.stdout.contains("cluster check: all checks passed"), result.report)
+        for r in 0..<np { XCTAssertTrue(result.stdout.contains("rank \(r)/\(np) on "), result.report) }
         let reports = try (0..<np).map { r in
             try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(json).rank\(r)")))
         }
@@ -82,7 +82,7 @@ final class ClusterCheckTests: XCTestCase {
         let result = try DaptProcess.mpirun(np: 3, ["cluster", "check", "--config", config.path, "--exchange-mib", "2",
                                                     "--allreduce-mib", "1", "--gemm", "64", "--json", json], timeout: 120)
         XCTAssertEqual(result.status, 0, result.report)
-        for r in 0..<3 { XCTAssertTrue(result.stdout.contains("rank \(r)/3 on "), result.stdout) }
+        for r in 0..<3 { XCTAssertTrue(result.stdout.contains("rank \(r)/3 on "), result.report) }
         let reports = try (0..<3).map { r in
             try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(json).rank\(r)")))
         }
@@ -115,9 +115,9 @@ final class ClusterCheckTests: XCTestCase {
             kill(pids[1], SIGKILL)
             killedAt = Date()
         }
-        XCTAssertEqual(pids.count, 4, "ranks never reached the exchange: \(result.stderr)")
-        XCTAssertFalse(result.timedOut, "mpirun hung after a rank was killed")
-        XCTAssertNotEqual(result.status, 0)
+        XCTAssertEqual(pids.count, 4, "ranks never reached the exchange: \(result.report)")
+        XCTAssertFalse(result.timedOut, "mpirun hung after a rank was killed\n\(result.report)")
+        XCTAssertNotEqual(result.status, 0, result.report)
         if let killedAt { XCTAssertLessThan(Date().timeIntervalSince(killedAt), 10, "job took too long to end") }
         Thread.sleep(forTimeInterval: 0.5)
         for pid in pids { XCTAssertFalse(DaptProcess.isAlive(pid), "rank process \(pid) left behind") }

@@ -6,8 +6,8 @@ import XCTest
 final class CommandLineTests: XCTestCase {
     func testVersion() throws {
         let r = try DaptProcess.dapt(["--version"])
-        XCTAssertEqual(r.status, 0)
-        XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "0.1.0")
+        XCTAssertEqual(r.status, 0, r.report)
+        XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "0.1.0", r.report)
     }
 
     func testBundledConfigsValidate() throws {
@@ -16,7 +16,7 @@ final class CommandLineTests: XCTestCase {
         XCTAssertFalse(files.isEmpty)
         for file in files {
             let r = try DaptProcess.dapt(["config", "validate", "--config", configs.appendingPathComponent(file).path])
-            XCTAssertEqual(r.status, 0, "\(file): \(r.stderr)")
+            XCTAssertEqual(r.status, 0, "\(file): \(r.report)")
         }
     }
 
@@ -34,19 +34,19 @@ final class CommandLineTests: XCTestCase {
             let file = dir.appendingPathComponent("bad\(i).yaml").path
             try yaml.write(toFile: file, atomically: true, encoding: .utf8)
             let r = try DaptProcess.dapt(["config", "validate", "--config", file])
-            XCTAssertEqual(r.status, 2, yaml)
-            XCTAssertTrue(r.stderr.contains("\(file)\(expected)"), "expected '\(expected)' in: \(r.stderr)")
+            XCTAssertEqual(r.status, 2, "\(yaml)\n\(r.report)")
+            XCTAssertTrue(r.stderr.contains("\(file)\(expected)"), "expected '\(expected)' in: \(r.report)")
         }
         let missing = try DaptProcess.dapt(["config", "validate", "--config", dir.appendingPathComponent("none.yaml").path])
-        XCTAssertEqual(missing.status, 2)
-        XCTAssertTrue(missing.stderr.contains("none.yaml"), missing.stderr)
+        XCTAssertEqual(missing.status, 2, missing.report)
+        XCTAssertTrue(missing.stderr.contains("none.yaml"), missing.report)
     }
 
     func testSingleRankCheckWithoutMPI() throws {
         let r = try DaptProcess.dapt(["cluster", "check", "--exchange-mib", "1", "--gemm", "64"])
-        XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("rank 0/1 on "), r.stdout)
-        XCTAssertTrue(r.stdout.contains("cluster check: all checks passed"), r.stdout)
+        XCTAssertEqual(r.status, 0, r.report)
+        XCTAssertTrue(r.stdout.contains("rank 0/1 on "), r.report)
+        XCTAssertTrue(r.stdout.contains("cluster check: all checks passed"), r.report)
     }
 
     // MARK: one convention for every stage
@@ -77,13 +77,13 @@ final class CommandLineTests: XCTestCase {
         var helps: [String: String] = [:]
         for (command, options) in Self.stages {
             let r = try DaptProcess.dapt(command + ["--help"])
-            XCTAssertEqual(r.status, 0, "\(command): \(r.stderr)")
+            XCTAssertEqual(r.status, 0, "\(command): \(r.report)")
             let listed = Set(r.stdout.split(separator: "\n").compactMap { line -> String? in
                 let words = line.split(separator: " ")
                 return words.first.map { String($0.split(separator: "/").first ?? $0) }.flatMap { $0.hasPrefix("--") ? $0 : nil }
             })
             for option in common {
-                XCTAssertEqual(listed.contains(option), options.contains(option), "\(command.joined(separator: " ")) --help and \(option): \(r.stdout)")
+                XCTAssertEqual(listed.contains(option), options.contains(option), "\(command.joined(separator: " ")) --help and \(option): \(r.report)")
             }
             helps[command.joined(separator: " ")] = r.stdout
         }
@@ -107,7 +107,7 @@ final class CommandLineTests: XCTestCase {
         let out = dir.appendingPathComponent("eval").path
         let r = try DaptProcess.dapt(["eval", "mc", "--model", model, "--input", fixtures.appendingPathComponent("mc/mmlu").path,
                                       "--shots", "2", "--output", out])
-        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.status, 0, r.report)
         let lines = r.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
         XCTAssertEqual(lines.first, ["subject", "items", "correct", "rejected", "accuracy"])
         let physics = try XCTUnwrap(lines.first { $0.first == "toy_physics" })
@@ -119,22 +119,22 @@ final class CommandLineTests: XCTestCase {
         let text = dir.appendingPathComponent("text.jsonl").path
         try writeLines([#"{"text": "the device of the first claim"}"#, #"{"text": "a method comprising a layer"}"#], to: text)
         let ppl = try DaptProcess.dapt(["eval", "ppl", "--model", model, "--input", text, "--sequence-length", "8", "--output", out])
-        XCTAssertEqual(ppl.status, 0, ppl.stderr)
+        XCTAssertEqual(ppl.status, 0, ppl.report)
         let report = try String(contentsOfFile: out + "/report.json", encoding: .utf8)
         XCTAssertTrue(report.contains("\"ppl\": {") && report.contains("\"mc\": {"), report)
 
         for (args, message) in [(["--format", "csv"], "--format: csv is not mmlu or ceval"), (["--shots", "-1"], "--shots: must be >= 0, got -1")] {
             let bad = try DaptProcess.dapt(["eval", "mc", "--model", model, "--input", fixtures.appendingPathComponent("mc/mmlu").path,
                                             "--output", out] + args)
-            XCTAssertEqual(bad.status, 64, bad.stderr)
-            XCTAssertTrue(bad.stderr.contains(message), bad.stderr)
+            XCTAssertEqual(bad.status, 64, bad.report)
+            XCTAssertTrue(bad.stderr.contains(message), bad.report)
         }
     }
 
     func testUsageErrorsExit64() throws {
         for args in [["dedup", "--bogus"], ["prepare", "--max-tokens"], ["pretrain", "--steps", "many"], ["tokenizer", "train", "--output", "/tmp/t.json"]] {
             let r = try DaptProcess.dapt(args)
-            XCTAssertEqual(r.status, 64, "\(args): \(r.stderr)")
+            XCTAssertEqual(r.status, 64, "\(args): \(r.report)")
         }
     }
 
@@ -168,8 +168,8 @@ final class CommandLineTests: XCTestCase {
         ]
         for (args, expected) in cases {
             let r = try DaptProcess.dapt(args)
-            XCTAssertEqual(r.status, 2, "\(args): \(r.stderr)")
-            XCTAssertTrue(r.stderr.contains("dapt: error: " + expected), "\(args): expected '\(expected)' in: \(r.stderr)")
+            XCTAssertEqual(r.status, 2, "\(args): \(r.report)")
+            XCTAssertTrue(r.stderr.contains("dapt: error: " + expected), "\(args): expected '\(expected)' in: \(r.report)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.path + "/d"), "no work starts on a bad config")
     }
@@ -180,8 +180,8 @@ final class CommandLineTests: XCTestCase {
         let dir = try DaptProcess.temporaryDirectory(self)
         let missing = dir.appendingPathComponent("none.jsonl").path
         let r = try DaptProcess.mpirun(np: 2, ["dedup", "--input", missing, "--output", dir.path + "/out"], timeout: 60)
-        XCTAssertEqual(r.status, 2, r.stderr)
-        XCTAssertEqual(r.stderr.components(separatedBy: "dapt: error: --input \(missing): no such file or directory").count, 2, r.stderr)
+        XCTAssertEqual(r.status, 2, r.report)
+        XCTAssertEqual(r.stderr.components(separatedBy: "dapt: error: --input \(missing): no such file or directory").count, 2, r.report)
     }
 
     /// A failure once the work has started exits 1, naming the file and line.
@@ -190,8 +190,8 @@ final class CommandLineTests: XCTestCase {
         let corpus = dir.appendingPathComponent("c.jsonl").path
         try "{\"text\": \"a b c\"}\nnot json\n".write(toFile: corpus, atomically: true, encoding: .utf8)
         let r = try DaptProcess.dapt(["tokenizer", "train", "--input", corpus, "--output", dir.path + "/t.json", "--strict"])
-        XCTAssertEqual(r.status, 1, r.stderr)
-        XCTAssertTrue(r.stderr.contains("dapt: error: \(corpus):2: "), r.stderr)
+        XCTAssertEqual(r.status, 1, r.report)
+        XCTAssertTrue(r.stderr.contains("dapt: error: \(corpus):2: "), r.report)
     }
 
     func testTokenizerTrainSaysWhenTheCorpusCannotFillTheVocabulary() throws {
@@ -200,8 +200,8 @@ final class CommandLineTests: XCTestCase {
         try (0..<50).map { "{\"text\": \"claim \($0) device signal layer method\"}" }.joined(separator: "\n")
             .write(toFile: corpus, atomically: true, encoding: .utf8)
         let r = try DaptProcess.dapt(["tokenizer", "train", "--input", corpus, "--output", dir.path + "/t.json", "--vocab-size", "100000"])
-        XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("is smaller than the 100000 asked (vocab_size)"), r.stdout)
-        XCTAssertTrue(r.stderr.contains("[tokenizer] warning: vocabulary "), r.stderr)
+        XCTAssertEqual(r.status, 0, r.report)
+        XCTAssertTrue(r.stdout.contains("is smaller than the 100000 asked (vocab_size)"), r.report)
+        XCTAssertTrue(r.stderr.contains("[tokenizer] warning: vocabulary "), r.report)
     }
 }

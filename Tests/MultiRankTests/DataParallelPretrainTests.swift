@@ -56,7 +56,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
 
         let single = try pretrain(np: 1, ["--input", shards, "--output", run("d1")] + Self.fp32)
         XCTAssertEqual(single.status, 0, single.report)
-        XCTAssertFalse(single.stderr.contains("ranks: tensor"), "one rank prints no grid")
+        XCTAssertFalse(single.stderr.contains("ranks: tensor"), "one rank prints no grid\n\(single.report)")
         let reference = try PretrainCommandTests.metrics(run("d1"))
         XCTAssertEqual(reference.map(\.step), Array(0...20))
         let referenceWeights = try weights(run("d1"))
@@ -64,9 +64,9 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         for np in [2, 4] {
             let r = try pretrain(np: np, ["--input", shards, "--output", run("d\(np)")] + Self.fp32)
             XCTAssertEqual(r.status, 0, r.report)
-            XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor 1 × pipeline 1 × data \(np)"), r.stderr)
-            XCTAssertTrue(r.stderr.contains("rank \(np - 1): tensor 0/1 pipeline 0/1 data \(np - 1)/\(np)"), r.stderr)
-            XCTAssertEqual(r.stderr.components(separatedBy: "step 20/20  loss").count, 2, "progress printed once: \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor 1 × pipeline 1 × data \(np)"), r.report)
+            XCTAssertTrue(r.stderr.contains("rank \(np - 1): tensor 0/1 pipeline 0/1 data \(np - 1)/\(np)"), r.report)
+            XCTAssertEqual(r.stderr.components(separatedBy: "step 20/20  loss").count, 2, "progress printed once: \(r.report)")
             assertClose(try PretrainCommandTests.metrics(run("d\(np)")), reference, "\(np) ranks")
             assertClose(try weights(run("d\(np)")), referenceWeights, "\(np) ranks")
             XCTAssertTrue(FileManager.default.fileExists(atPath: run("d\(np)") + "/loss_curve.svg"))
@@ -84,7 +84,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         XCTAssertEqual(try PretrainCommandTests.metrics(run("resumed")).map(\.step), Array(0...10))
         let rest = try pretrain(np: 1, ["--resume", run("resumed")])
         XCTAssertEqual(rest.status, 0, rest.report)
-        XCTAssertTrue(rest.stderr.contains("at step 10"), rest.stderr)
+        XCTAssertTrue(rest.stderr.contains("at step 10"), rest.report)
         assertClose(try PretrainCommandTests.metrics(run("resumed")), reference, "2 ranks to step 10, then one rank")
         assertClose(try weights(run("resumed")), referenceWeights, "2 ranks to step 10, then one rank")
 
@@ -93,15 +93,15 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         XCTAssertEqual(firstHalf.status, 0, firstHalf.report)
         let secondHalf = try pretrain(np: 2, ["--resume", run("resumed-d2")])
         XCTAssertEqual(secondHalf.status, 0, secondHalf.report)
-        XCTAssertTrue(secondHalf.stderr.contains("at step 10") && secondHalf.stderr.contains("2 ranks: tensor 1 × pipeline 1 × data 2"), secondHalf.stderr)
+        XCTAssertTrue(secondHalf.stderr.contains("at step 10") && secondHalf.stderr.contains("2 ranks: tensor 1 × pipeline 1 × data 2"), secondHalf.report)
         XCTAssertEqual(try PretrainCommandTests.metrics(run("resumed-d2")), try PretrainCommandTests.metrics(run("d2")))
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("resumed-d2") + model)),
                        try Data(contentsOf: URL(fileURLWithPath: run("d2") + model)), "resumed under the same degree, same bytes")
 
         // A fresh run into a directory that holds one: every rank stops, one message.
         let taken = try pretrain(np: 2, ["--input", shards, "--output", run("d2")] + Self.fp32)
-        XCTAssertNotEqual(taken.status, 0)
-        XCTAssertEqual(taken.stderr.components(separatedBy: "already holds a run").count, 2, taken.stderr)
+        XCTAssertNotEqual(taken.status, 0, taken.report)
+        XCTAssertEqual(taken.stderr.components(separatedBy: "already holds a run").count, 2, taken.report)
         XCTAssertEqual(try PretrainCommandTests.metrics(run("d2")), try PretrainCommandTests.metrics(run("d2-again")), "left as it was")
     }
 
@@ -112,7 +112,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let run = dir.appendingPathComponent("bf16").path
         let r = try pretrain(np: 2, ["--input", shards, "--output", run, "--steps", "6", "--precision", "bf16"] + PretrainCommandTests.tiny)
         XCTAssertEqual(r.status, 0, r.report)
-        XCTAssertTrue(r.stderr.contains("2 ranks: tensor 1 × pipeline 1 × data 2") && r.stderr.contains("step 6/6  loss"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("2 ranks: tensor 1 × pipeline 1 × data 2") && r.stderr.contains("step 6/6  loss"), r.report)
         let lines = try PretrainCommandTests.metrics(run)
         XCTAssertEqual(lines.map(\.step), Array(0...6))
         XCTAssertTrue(lines.dropFirst().allSatisfy { ($0.loss ?? .nan).isFinite }, "\(lines)")
@@ -121,7 +121,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let fp16 = dir.appendingPathComponent("fp16-t2").path
         let t = try pretrain(np: 2, ["--input", shards, "--output", fp16, "--steps", "6", "--precision", "fp16", "--set", "parallel.tensor=2"] + PretrainCommandTests.tiny)
         XCTAssertEqual(t.status, 0, t.report)
-        XCTAssertTrue(t.stderr.contains("2 ranks: tensor 2 × pipeline 1 × data 1") && t.stderr.contains("step 6/6  loss"), t.stderr)
+        XCTAssertTrue(t.stderr.contains("2 ranks: tensor 2 × pipeline 1 × data 1") && t.stderr.contains("step 6/6  loss"), t.report)
         let fp16Lines = try PretrainCommandTests.metrics(fp16)
         XCTAssertEqual(fp16Lines.map(\.step), Array(0...6))
         XCTAssertTrue(fp16Lines.dropFirst().allSatisfy { ($0.loss ?? .nan).isFinite }, "\(fp16Lines)")
@@ -147,8 +147,8 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
             let name = "t2d\(data)"
             let r = try pretrain(np: np, ["--input", shards, "--output", run(name)] + Self.fp32 + tensor2)
             XCTAssertEqual(r.status, 0, r.report)
-            XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor 2 × pipeline 1 × data \(data)"), r.stderr)
-            XCTAssertTrue(r.stderr.contains("rank 1: tensor 1/2 pipeline 0/1 data 0/\(data)  layers 0–1, heads 2–3 of 4"), r.stderr)
+            XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor 2 × pipeline 1 × data \(data)"), r.report)
+            XCTAssertTrue(r.stderr.contains("rank 1: tensor 1/2 pipeline 0/1 data 0/\(data)  layers 0–1, heads 2–3 of 4"), r.report)
             let lines = try PretrainCommandTests.metrics(run(name))
             assertClose(lines, reference, "tensor 2 × data \(data)")
             // The clipping norm counts every parameter once: replicated norm gains are not summed T times.
@@ -164,7 +164,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         XCTAssertEqual(half.status, 0, half.report)
         let rest = try pretrain(np: 1, ["--resume", run("t2-then-1"), "--set", "parallel.tensor=1"])
         XCTAssertEqual(rest.status, 0, rest.report)
-        XCTAssertTrue(rest.stderr.contains("at step 10"), rest.stderr)
+        XCTAssertTrue(rest.stderr.contains("at step 10"), rest.report)
         assertClose(try PretrainCommandTests.metrics(run("t2-then-1")), reference, "2 tensor ranks to step 10, then one rank")
         assertClose(try weights(run("t2-then-1")), referenceWeights, "2 tensor ranks to step 10, then one rank")
 
@@ -172,7 +172,7 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         XCTAssertEqual(first.status, 0, first.report)
         let second = try pretrain(np: 2, ["--resume", run("t1-then-2")] + tensor2)
         XCTAssertEqual(second.status, 0, second.report)
-        XCTAssertTrue(second.stderr.contains("at step 10") && second.stderr.contains("2 ranks: tensor 2 × pipeline 1 × data 1"), second.stderr)
+        XCTAssertTrue(second.stderr.contains("at step 10") && second.stderr.contains("2 ranks: tensor 2 × pipeline 1 × data 1"), second.report)
         assertClose(try PretrainCommandTests.metrics(run("t1-then-2")), reference, "one rank to step 10, then 2 tensor ranks")
         assertClose(try weights(run("t1-then-2")), referenceWeights, "one rank to step 10, then 2 tensor ranks")
 
@@ -194,20 +194,20 @@ final class DataParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let (_, shards) = try PretrainCommandTests.prepare(dir)
         let run = dir.appendingPathComponent("run").path
         let stages = try pretrain(np: 4, ["--input", shards, "--output", run, "--set", "parallel.pipeline=4"] + Self.fp32)
-        XCTAssertEqual(stages.status, 2, stages.stderr)
-        XCTAssertEqual(stages.stderr.components(separatedBy: "pretrain.parallel.pipeline: 4 pipeline stages for model.num_hidden_layers = 2: every stage needs at least one layer").count, 2, stages.stderr)
+        XCTAssertEqual(stages.status, 2, stages.report)
+        XCTAssertEqual(stages.stderr.components(separatedBy: "pretrain.parallel.pipeline: 4 pipeline stages for model.num_hidden_layers = 2: every stage needs at least one layer").count, 2, stages.report)
         let split = try pretrain(np: 2, ["--input", shards, "--output", run, "--set", "parallel.pipeline=2", "--set", "parallel.stage_layers=[2, 1]"] + Self.fp32)
-        XCTAssertEqual(split.status, 2, split.stderr)
-        XCTAssertEqual(split.stderr.components(separatedBy: "stage_layers: [2, 1] sums to 3, but model.num_hidden_layers is 2").count, 2, split.stderr)
+        XCTAssertEqual(split.status, 2, split.report)
+        XCTAssertEqual(split.stderr.components(separatedBy: "stage_layers: [2, 1] sums to 3, but model.num_hidden_layers is 2").count, 2, split.report)
         let heads = try pretrain(np: 2, ["--input", shards, "--output", run, "--set", "parallel.tensor=2", "--set", "model.num_key_value_heads=1"] + Self.fp32)
-        XCTAssertEqual(heads.status, 2, heads.stderr)
-        XCTAssertEqual(heads.stderr.components(separatedBy: "pretrain.parallel.tensor: 2 tensor ranks do not divide model.num_key_value_heads (1)").count, 2, heads.stderr)
+        XCTAssertEqual(heads.status, 2, heads.report)
+        XCTAssertEqual(heads.stderr.components(separatedBy: "pretrain.parallel.tensor: 2 tensor ranks do not divide model.num_key_value_heads (1)").count, 2, heads.report)
         let indivisible = try pretrain(np: 3, ["--input", shards, "--output", run, "--set", "parallel.tensor=2"] + Self.fp32)
-        XCTAssertEqual(indivisible.status, 2, indivisible.stderr)
-        XCTAssertEqual(indivisible.stderr.components(separatedBy: "world size 3 is not divisible by parallel.tensor (2) × parallel.pipeline (1)").count, 2, indivisible.stderr)
+        XCTAssertEqual(indivisible.status, 2, indivisible.report)
+        XCTAssertEqual(indivisible.stderr.components(separatedBy: "world size 3 is not divisible by parallel.tensor (2) × parallel.pipeline (1)").count, 2, indivisible.report)
         let oneRankPipeline = try pretrain(np: 1, ["--input", shards, "--output", run, "--set", "parallel.pipeline=3"] + Self.fp32)
-        XCTAssertEqual(oneRankPipeline.status, 2, oneRankPipeline.stderr)
-        XCTAssertTrue(oneRankPipeline.stderr.contains("world size 1 is not divisible by parallel.tensor (1) × parallel.pipeline (3)"), oneRankPipeline.stderr)
+        XCTAssertEqual(oneRankPipeline.status, 2, oneRankPipeline.report)
+        XCTAssertTrue(oneRankPipeline.stderr.contains("world size 1 is not divisible by parallel.tensor (1) × parallel.pipeline (3)"), oneRankPipeline.report)
         XCTAssertFalse(FileManager.default.fileExists(atPath: run), "nothing written")
     }
 }

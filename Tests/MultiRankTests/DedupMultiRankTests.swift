@@ -34,9 +34,9 @@ final class DedupMultiRankTests: XCTestCase {
             let out = dir.appendingPathComponent("out\(np)").path
             let args = ["dedup", "--input", inputPath, "--output", out, "--config", config]
             let result = np == 1 ? try DaptProcess.dapt(args, timeout: 120) : try DaptProcess.mpirun(np: np, args, timeout: 120)
-            XCTAssertEqual(result.status, 0, "np=\(np)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
-            XCTAssertTrue(result.stdout.contains("\(np) rank(s)"), result.stdout)
-            XCTAssertTrue(result.stdout.contains(": ok"), "counts line: \(result.stdout)")
+            XCTAssertEqual(result.status, 0, "np=\(np)\n\(result.report)")
+            XCTAssertTrue(result.stdout.contains("\(np) rank(s)"), result.report)
+            XCTAssertTrue(result.stdout.contains(": ok"), "counts line: \(result.report)")
             let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/report.json"))) as! [String: Any]
             XCTAssertEqual(report["ranks"] as? Int, np)
             XCTAssertEqual(report["verify"] as? String, verify ?? "hybrid")
@@ -68,10 +68,10 @@ final class DedupMultiRankTests: XCTestCase {
         let input = dir.appendingPathComponent("tiny.jsonl").path
         try ("{\"id\":\"x\",\"text\":\"\(text)\"}\n{\"id\":\"y\",\"text\":\"\(text)！\"}\n").write(toFile: input, atomically: true, encoding: .utf8)
         let one = try DaptProcess.dapt(["dedup", "--input", input, "--output", dir.appendingPathComponent("one").path])
-        XCTAssertEqual(one.status, 0, one.stderr)
+        XCTAssertEqual(one.status, 0, one.report)
         let four = try DaptProcess.mpirun(np: 4, ["dedup", "--input", input, "--output", dir.appendingPathComponent("four").path], timeout: 120)
-        XCTAssertEqual(four.status, 0, four.stderr)
-        XCTAssertTrue(four.stdout.contains("4 rank(s)"), four.stdout)
+        XCTAssertEqual(four.status, 0, four.report)
+        XCTAssertTrue(four.stdout.contains("4 rank(s)"), four.report)
         for name in ["kept.jsonl", "removed.jsonl", "clusters.jsonl"] {
             let a = try String(contentsOfFile: dir.appendingPathComponent("one/\(name)").path, encoding: .utf8)
             let b = try String(contentsOfFile: dir.appendingPathComponent("four/\(name)").path, encoding: .utf8)
@@ -100,16 +100,16 @@ final class DedupMultiRankTests: XCTestCase {
                            rejectsFile: "rejects.jsonl", rejectsSHA1: SHA1.hex([]), summaryFile: "summary.json").write(to: manifest)
         FileManager.default.createFile(atPath: dir.appendingPathComponent(OutputPublisher.marker).path, contents: Data())
         let whole = try DaptProcess.mpirun(np: 2, ["dedup", "--input", manifest, "--output", dir.appendingPathComponent("ok").path], timeout: 120)
-        XCTAssertEqual(whole.status, 0, whole.stderr)
-        XCTAssertTrue(whole.stdout.contains("2 rank(s)"), whole.stdout)
+        XCTAssertEqual(whole.status, 0, whole.report)
+        XCTAssertTrue(whole.stdout.contains("2 rank(s)"), whole.report)
         try ((lines[71..<152].joined(separator: "\n")) + "\n").write(to: dir.appendingPathComponent("s1.jsonl"), atomically: true, encoding: .utf8)
         for np in [1, 2] {
             let out = dir.appendingPathComponent("out\(np)").path
             let args = ["dedup", "--input", manifest, "--output", out]
             let result = np == 1 ? try DaptProcess.dapt(args, timeout: 120) : try DaptProcess.mpirun(np: np, args, timeout: 120)
-            XCTAssertNotEqual(result.status, 0, "np=\(np): \(result.stdout)")
+            XCTAssertNotEqual(result.status, 0, "np=\(np): \(result.report)")
             // Once: the ranks of one job agree on the error and rank 0 prints it.
-            XCTAssertEqual(result.stderr.components(separatedBy: "s1.jsonl: 81 records, manifest says 169").count - 1, 1, "np=\(np): \(result.stderr)")
+            XCTAssertEqual(result.stderr.components(separatedBy: "s1.jsonl: 81 records, manifest says 169").count - 1, 1, "np=\(np): \(result.report)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: "\(out)/kept.jsonl"))
         }
     }
@@ -132,7 +132,7 @@ final class DedupMultiRankTests: XCTestCase {
         let small = dir.appendingPathComponent("small.jsonl").path
         try (base.prefix(50).joined(separator: "\n") + "\n{\"id\":\"broken\"\n").write(toFile: small, atomically: true, encoding: .utf8)
         let earlier = try DaptProcess.dapt(["dedup", "--input", small, "--output", out], timeout: 120)
-        XCTAssertEqual(earlier.status, 0, earlier.stderr)
+        XCTAssertEqual(earlier.status, 0, earlier.report)
         func snapshot() throws -> [String: Data] {
             var files: [String: Data] = [:]
             for name in try FileManager.default.contentsOfDirectory(atPath: out) {
@@ -165,9 +165,9 @@ final class DedupMultiRankTests: XCTestCase {
             kill(rankPids[1], SIGKILL)
             killedAt = Date()
         }
-        XCTAssertEqual(rankPids.count, 4, "ranks never started: \(result.stderr)")
-        XCTAssertFalse(result.timedOut, "mpirun hung after a rank was killed")
-        XCTAssertNotEqual(result.status, 0, "the job must fail: \(result.stdout)")
+        XCTAssertEqual(rankPids.count, 4, "ranks never started: \(result.report)")
+        XCTAssertFalse(result.timedOut, "mpirun hung after a rank was killed\n\(result.report)")
+        XCTAssertNotEqual(result.status, 0, "the job must fail: \(result.report)")
         if let killedAt { XCTAssertLessThan(Date().timeIntervalSince(killedAt), 15, "job took too long to end") }
         XCTAssertEqual(try snapshot(), before, "a failed job must leave the earlier output as it was")
         Thread.sleep(forTimeInterval: 0.5)

@@ -39,12 +39,12 @@ final class FilterMultiRankTests: XCTestCase {
         for np in 1...3 {
             let out = dir.appendingPathComponent("out\(np)").path
             let result = try DaptProcess.mpirun(np: np, ["filter", "--input", input, "--output", out, "--model", Self.model, "--config", config], timeout: 120)
-            XCTAssertEqual(result.status, 0, "np=\(np)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
-            XCTAssertTrue(result.stdout.contains("scored on \(np) rank(s)"), result.stdout)
-            XCTAssertTrue(result.stdout.contains("162 records in (1 blank line(s) skipped) = "), result.stdout)
-            XCTAssertTrue(result.stdout.contains(" + 2 rejected"), result.stdout)
+            XCTAssertEqual(result.status, 0, "np=\(np)\n\(result.report)")
+            XCTAssertTrue(result.stdout.contains("scored on \(np) rank(s)"), result.report)
+            XCTAssertTrue(result.stdout.contains("162 records in (1 blank line(s) skipped) = "), result.report)
+            XCTAssertTrue(result.stdout.contains(" + 2 rejected"), result.report)
             // Each rank tokenises its share only: record k on rank k mod np.
-            XCTAssertTrue(result.stdout.contains("rank 0 tokenised \((161 + np - 1) / np) of 161 records"), result.stdout)
+            XCTAssertTrue(result.stdout.contains("rank 0 tokenised \((161 + np - 1) / np) of 161 records"), result.report)
             for name in Self.outputs {
                 let data = try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(name)"))
                 XCTAssertFalse(data.isEmpty, "\(name) is empty for np=\(np)")
@@ -69,8 +69,8 @@ final class FilterMultiRankTests: XCTestCase {
         for np in [1, 3] {
             let out = dir.appendingPathComponent("strict\(np)").path
             let result = try DaptProcess.mpirun(np: np, ["filter", "--input", input, "--output", out, "--model", Self.model, "--config", config, "--strict"], timeout: 120)
-            XCTAssertNotEqual(result.status, 0)
-            XCTAssertEqual(result.stderr.components(separatedBy: "in.jsonl:21: text: 0 token(s): too short to score").count, 2, "np=\(np) status \(result.status): \(result.stderr)\nstdout: \(result.stdout)")
+            XCTAssertNotEqual(result.status, 0, result.report)
+            XCTAssertEqual(result.stderr.components(separatedBy: "in.jsonl:21: text: 0 token(s): too short to score").count, 2, "np=\(np)\n\(result.report)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         }
     }
@@ -82,14 +82,14 @@ final class FilterMultiRankTests: XCTestCase {
         try "{\"text\":\"the claim\"}\n".write(toFile: input, atomically: true, encoding: .utf8)
         let out = dir.appendingPathComponent("out").path
         var result = try DaptProcess.dapt(["filter", "--input", input, "--output", out, "--model", dir.appendingPathComponent("none").path])
-        XCTAssertEqual(result.status, 2, result.stderr)
-        XCTAssertTrue(result.stderr.contains("--model"), result.stderr)
+        XCTAssertEqual(result.status, 2, result.report)
+        XCTAssertTrue(result.stderr.contains("--model"), result.report)
         result = try DaptProcess.dapt(["filter", "--input", input, "--output", out, "--model", Self.model, "--set", "high_quantile=2"])
-        XCTAssertEqual(result.status, 2, result.stderr)
-        XCTAssertTrue(result.stderr.contains("filter.high_quantile"), result.stderr)
+        XCTAssertEqual(result.status, 2, result.report)
+        XCTAssertTrue(result.stderr.contains("filter.high_quantile"), result.report)
         result = try DaptProcess.dapt(["filter", "--input", input, "--output", out, "--model", Self.model, "--window", "4096"])
-        XCTAssertEqual(result.status, 2, result.stderr)
-        XCTAssertTrue(result.stderr.contains("filter.window: 4096 exceeds the positions"), result.stderr)
+        XCTAssertEqual(result.status, 2, result.report)
+        XCTAssertTrue(result.stderr.contains("filter.window: 4096 exceeds the positions"), result.report)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
     }
 }

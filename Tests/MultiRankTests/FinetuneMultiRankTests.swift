@@ -28,8 +28,8 @@ final class FinetuneMultiRankTests: XCTestCase {
         for np in [1, 2] {
             let run = dir.appendingPathComponent("np\(np)").path
             let r = try finetune(np: np, settings + ["--output", run])
-            XCTAssertEqual(r.status, 0, r.stderr)
-            XCTAssertEqual(r.stderr.components(separatedBy: "step 6/6  loss").count, 2, "progress printed once: \(r.stderr)")
+            XCTAssertEqual(r.status, 0, r.report)
+            XCTAssertEqual(r.stderr.components(separatedBy: "step 6/6  loss").count, 2, "progress printed once: \(r.report)")
             let file = try SafeTensorsFile(path: run + "/checkpoint-00000006/adapter_model.safetensors")
             adapters.append(try Dictionary(uniqueKeysWithValues: file.entries.map { ($0.name, try file.floats($0.name)) }))
             metrics.append(try PretrainCommandTests.metrics(run))

@@ -18,8 +18,8 @@ final class GenerateMultiRankTests: XCTestCase {
             let result = try DaptProcess.mpirun(np: np, ["generate", "--model", Self.model, "--input", input, "--output", out,
                                                          "--temperature", "0.8", "--top-k", "50", "--seed", "5",
                                                          "--max-new-tokens", "6", "--batch-size", "2"], timeout: 120)
-            XCTAssertEqual(result.status, 0, "np=\(np)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
-            XCTAssertTrue(result.stdout.contains("generated 7 records"), result.stdout)
+            XCTAssertEqual(result.status, 0, "np=\(np)\n\(result.report)")
+            XCTAssertTrue(result.stdout.contains("generated 7 records"), result.report)
             let data = try Data(contentsOf: URL(fileURLWithPath: out))
             XCTAssertEqual(String(decoding: data, as: UTF8.self).split(separator: "\n").count, 7)
             if let reference { XCTAssertEqual(data, reference, "output differs between 1 and \(np) ranks") } else { reference = data }
@@ -32,8 +32,8 @@ final class GenerateMultiRankTests: XCTestCase {
         try "{\"id\": \"a\", \"prompt\": \"claim\"}\n{\"id\": \"b\", \"prompt\": 4}\n".write(toFile: input, atomically: true, encoding: .utf8)
         let out = dir.appendingPathComponent("out.jsonl").path
         let result = try DaptProcess.dapt(["generate", "--model", Self.model, "--input", input, "--output", out])
-        XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.stderr.contains("prompts.jsonl:2: prompt: expected a string, found number"), result.stderr)
+        XCTAssertNotEqual(result.status, 0, result.report)
+        XCTAssertTrue(result.stderr.contains("prompts.jsonl:2: prompt: expected a string, found number"), result.report)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
     }
 }

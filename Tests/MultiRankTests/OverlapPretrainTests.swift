@@ -21,8 +21,8 @@ final class OverlapPretrainTests: XCTestCase, PretrainRunChecks {
                 let name = "np\(np)-bucket\(bucket)"
                 let r = try pretrain(np: np, ["--input", shards, "--output", run(name), "--set", "parallel.tensor=\(tensor)",
                                               "--set", "parallel.bucket_mb=\(bucket)"] + base)
-                XCTAssertEqual(r.status, 0, r.stderr)
-                XCTAssertTrue(r.stderr.contains("tensor \(tensor) × pipeline 1 × data 2"), r.stderr)
+                XCTAssertEqual(r.status, 0, r.report)
+                XCTAssertTrue(r.stderr.contains("tensor \(tensor) × pipeline 1 × data 2"), r.report)
                 runs.append(run(name))
             }
             XCTAssertEqual(try PretrainCommandTests.metrics(runs[1]), try PretrainCommandTests.metrics(runs[0]), "np \(np)")
@@ -58,8 +58,8 @@ final class OverlapPretrainTests: XCTestCase, PretrainRunChecks {
                 let name = "\(c.name)-bucket\(bucket)"
                 let r = try pretrain(np: c.np, ["--input", shards, "--output", run(name), "--set", "parallel.pipeline=\(c.pipeline)",
                                                 "--set", "parallel.bucket_mb=\(bucket)"] + c.settings + base)
-                XCTAssertEqual(r.status, 0, r.stderr)
-                XCTAssertTrue(r.stderr.contains("tensor 1 × pipeline \(c.pipeline) × data \(c.np / c.pipeline)"), r.stderr)
+                XCTAssertEqual(r.status, 0, r.report)
+                XCTAssertTrue(r.stderr.contains("tensor 1 × pipeline \(c.pipeline) × data \(c.np / c.pipeline)"), r.report)
                 runs.append(run(name))
             }
             let (bucketed, blocking) = (try PretrainCommandTests.metrics(runs[1]), try PretrainCommandTests.metrics(runs[0]))

@@ -18,7 +18,7 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
         let single = try pretrain(np: 1, ["--input", shards, "--output", run("p1")] + Self.fp32)
-        XCTAssertEqual(single.status, 0, single.stderr)
+        XCTAssertEqual(single.status, 0, single.report)
         let reference = try PretrainCommandTests.metrics(run("p1"))
         let referenceWeights = try weights(run("p1"))
 
@@ -26,11 +26,11 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
             let name = "t\(tensor)p2d\(data)"
             let r = try pretrain(np: np, ["--input", shards, "--output", run(name)] + Self.fp32
                                  + ["--set", "parallel.pipeline=2", "--set", "parallel.tensor=\(tensor)"])
-            XCTAssertEqual(r.status, 0, r.stderr)
-            XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor \(tensor) × pipeline 2 × data \(data)"), r.stderr)
-            XCTAssertTrue(r.stderr.contains("rank \(tensor): tensor 0/\(tensor) pipeline 1/2 data 0/\(data)  layers 1–1 + norm and head"), r.stderr)
-            XCTAssertEqual(r.stderr.contains("the pipeline cannot fill"), data == 2, r.stderr)
-            XCTAssertEqual(r.stderr.components(separatedBy: "step 20/20  loss").count, 2, "progress printed once: \(r.stderr)")
+            XCTAssertEqual(r.status, 0, r.report)
+            XCTAssertTrue(r.stderr.contains("\(np) ranks: tensor \(tensor) × pipeline 2 × data \(data)"), r.report)
+            XCTAssertTrue(r.stderr.contains("rank \(tensor): tensor 0/\(tensor) pipeline 1/2 data 0/\(data)  layers 1–1 + norm and head"), r.report)
+            XCTAssertEqual(r.stderr.contains("the pipeline cannot fill"), data == 2, r.report)
+            XCTAssertEqual(r.stderr.components(separatedBy: "step 20/20  loss").count, 2, "progress printed once: \(r.report)")
             let lines = try PretrainCommandTests.metrics(run(name))
             assertClose(lines, reference, name)
             for (a, b) in zip(lines, reference) where b.grad_norm != nil {
@@ -40,7 +40,7 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         }
 
         let again = try pretrain(np: 2, ["--input", shards, "--output", run("t1p2d1-again"), "--set", "parallel.pipeline=2"] + Self.fp32)
-        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(again.status, 0, again.report)
         XCTAssertEqual(try PretrainCommandTests.metrics(run("t1p2d1-again")), try PretrainCommandTests.metrics(run("t1p2d1")))
         let model = "/checkpoint-00000020/model.safetensors"
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("t1p2d1-again") + model)),
@@ -50,10 +50,10 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         for (np, tensor) in [(2, 1), (4, 2)] {
             let name = "t\(tensor)p2d1", layout = ["--set", "parallel.pipeline=2", "--set", "parallel.tensor=\(tensor)"]
             let half = try pretrain(np: np, ["--input", shards, "--output", run(name + "-resumed"), "--stop-after", "10"] + Self.fp32 + layout)
-            XCTAssertEqual(half.status, 0, half.stderr)
+            XCTAssertEqual(half.status, 0, half.report)
             let rest = try pretrain(np: np, ["--resume", run(name + "-resumed")])
-            XCTAssertEqual(rest.status, 0, rest.stderr)
-            XCTAssertTrue(rest.stderr.contains("at step 10") && rest.stderr.contains("\(np) ranks: tensor \(tensor) × pipeline 2 × data 1"), rest.stderr)
+            XCTAssertEqual(rest.status, 0, rest.report)
+            XCTAssertTrue(rest.stderr.contains("at step 10") && rest.stderr.contains("\(np) ranks: tensor \(tensor) × pipeline 2 × data 1"), rest.report)
             XCTAssertEqual(try PretrainCommandTests.metrics(run(name + "-resumed")), try PretrainCommandTests.metrics(run(name)), name)
             XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run(name + "-resumed") + model)),
                            try Data(contentsOf: URL(fileURLWithPath: run(name) + model)), "\(name) resumed under the same layout, same bytes")
@@ -62,32 +62,32 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         // The P=2 checkpoint on one rank: the held-out loss it ended with.
         let from = try pretrain(np: 1, ["--input", shards, "--output", run("from-p2"), "--from", run("t1p2d1") + "/checkpoint-00000020"]
                                     + Self.fp32 + ["--steps", "1"])
-        XCTAssertEqual(from.status, 0, from.stderr)
+        XCTAssertEqual(from.status, 0, from.report)
         let start = try XCTUnwrap(try PretrainCommandTests.metrics(run("from-p2")).first { $0.step == 0 }?.eval_loss)
         let saved = try XCTUnwrap(try PretrainCommandTests.metrics(run("t1p2d1")).last?.eval_loss)
         XCTAssertEqual(start, saved, accuracy: 1e-6 * saved, "a P=2 checkpoint on one rank")
         // And the single-rank checkpoint --from on 2 stages: each loads its own tensors.
         let fromOne = try pretrain(np: 2, ["--input", shards, "--output", run("p2-from-1"), "--from", run("p1") + "/checkpoint-00000020"]
                                        + Self.fp32 + ["--steps", "1", "--set", "parallel.pipeline=2"])
-        XCTAssertEqual(fromOne.status, 0, fromOne.stderr)
+        XCTAssertEqual(fromOne.status, 0, fromOne.report)
         let startP2 = try XCTUnwrap(try PretrainCommandTests.metrics(run("p2-from-1")).first { $0.step == 0 }?.eval_loss)
         let savedOne = try XCTUnwrap(reference.last?.eval_loss)
         XCTAssertEqual(startP2, savedOne, accuracy: 1e-6 * savedOne, "--from under 2 stages")
 
         let half = try pretrain(np: 2, ["--input", shards, "--output", run("p2-then-1"), "--stop-after", "10", "--set", "parallel.pipeline=2"] + Self.fp32)
-        XCTAssertEqual(half.status, 0, half.stderr)
+        XCTAssertEqual(half.status, 0, half.report)
         let rest = try pretrain(np: 1, ["--resume", run("p2-then-1"), "--set", "parallel.pipeline=1"])
-        XCTAssertEqual(rest.status, 0, rest.stderr)
-        XCTAssertTrue(rest.stderr.contains("at step 10"), rest.stderr)
+        XCTAssertEqual(rest.status, 0, rest.report)
+        XCTAssertTrue(rest.stderr.contains("at step 10"), rest.report)
         assertClose(try PretrainCommandTests.metrics(run("p2-then-1")), reference, "2 stages to step 10, then one rank")
         assertClose(try weights(run("p2-then-1")), referenceWeights, "2 stages to step 10, then one rank")
 
         // One rank's checkpoint resumed on 2 stages: each reads its own tensors and moments.
         let first = try pretrain(np: 1, ["--input", shards, "--output", run("1-then-p2"), "--stop-after", "10"] + Self.fp32)
-        XCTAssertEqual(first.status, 0, first.stderr)
+        XCTAssertEqual(first.status, 0, first.report)
         let second = try pretrain(np: 2, ["--resume", run("1-then-p2"), "--set", "parallel.pipeline=2"])
-        XCTAssertEqual(second.status, 0, second.stderr)
-        XCTAssertTrue(second.stderr.contains("at step 10") && second.stderr.contains("2 ranks: tensor 1 × pipeline 2 × data 1"), second.stderr)
+        XCTAssertEqual(second.status, 0, second.report)
+        XCTAssertTrue(second.stderr.contains("at step 10") && second.stderr.contains("2 ranks: tensor 1 × pipeline 2 × data 1"), second.report)
         assertClose(try PretrainCommandTests.metrics(run("1-then-p2")), reference, "one rank to step 10, then 2 stages")
         assertClose(try weights(run("1-then-p2")), referenceWeights, "one rank to step 10, then 2 stages")
     }
@@ -106,10 +106,10 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         for c in cases {
             let alone = c.settings.dropLast(2).map { $0 }
             let one = try pretrain(np: 1, ["--input", shards, "--output", run(c.name + "-alone")] + Self.fp32 + alone)
-            XCTAssertEqual(one.status, 0, one.stderr)
+            XCTAssertEqual(one.status, 0, one.report)
             let r = try pretrain(np: c.np, ["--input", shards, "--output", run(c.name)] + Self.fp32 + c.settings)
-            XCTAssertEqual(r.status, 0, r.stderr)
-            XCTAssertFalse(r.stderr.contains("cannot fill"), r.stderr)
+            XCTAssertEqual(r.status, 0, r.report)
+            XCTAssertFalse(r.stderr.contains("cannot fill"), r.report)
             let lines = try PretrainCommandTests.metrics(run(c.name)), reference = try PretrainCommandTests.metrics(run(c.name + "-alone"))
             assertClose(lines, reference, c.name)
             // A tied matrix held by two stages counts once in the clipping norm.
@@ -134,11 +134,11 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
                 .map { try JSONDecoder().decode(SpikeRollbackTests.Rollback.self, from: Data($0.utf8)) }
         }
         let single = try pretrain(np: 1, ["--input", shards, "--output", run("r1")] + SpikeRollbackTests.settings)
-        XCTAssertEqual(single.status, 0, single.stderr)
+        XCTAssertEqual(single.status, 0, single.report)
         let reference = try rollbacks(run("r1"))
-        XCTAssertEqual(reference.count, 1, single.stderr)
+        XCTAssertEqual(reference.count, 1, single.report)
         let r = try pretrain(np: 2, ["--input", shards, "--output", run("p2")] + SpikeRollbackTests.settings + ["--set", "parallel.pipeline=2"])
-        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.status, 0, r.report)
         XCTAssertEqual(try rollbacks(run("p2")), reference, "the same rollback point and skipped range")
         assertClose(try PretrainCommandTests.metrics(run("p2")), try PretrainCommandTests.metrics(run("r1")), "2 stages")
         assertClose(try weights(run("p2"), step: 40), try weights(run("r1"), step: 40), "2 stages")
@@ -152,13 +152,13 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let (_, shards) = try PretrainCommandTests.prepare(dir)
         let alone = dir.appendingPathComponent("fp16-alone").path
         let one = try pretrain(np: 1, ["--input", shards, "--output", alone, "--steps", "6", "--precision", "fp16"] + PretrainCommandTests.tiny)
-        XCTAssertEqual(one.status, 0, one.stderr)
+        XCTAssertEqual(one.status, 0, one.report)
         for precision in ["bf16", "fp16"] {
             let run = dir.appendingPathComponent(precision).path
             let r = try pretrain(np: 4, ["--input", shards, "--output", run, "--steps", "6", "--precision", precision,
                                          "--set", "parallel.tensor=2", "--set", "parallel.pipeline=2"] + PretrainCommandTests.tiny)
-            XCTAssertEqual(r.status, 0, r.stderr)
-            XCTAssertTrue(r.stderr.contains("4 ranks: tensor 2 × pipeline 2 × data 1") && r.stderr.contains("step 6/6  loss"), r.stderr)
+            XCTAssertEqual(r.status, 0, r.report)
+            XCTAssertTrue(r.stderr.contains("4 ranks: tensor 2 × pipeline 2 × data 1") && r.stderr.contains("step 6/6  loss"), r.report)
             let lines = try PretrainCommandTests.metrics(run)
             XCTAssertEqual(lines.map(\.step), Array(0...6))
             XCTAssertTrue(lines.dropFirst().allSatisfy { ($0.loss ?? .nan).isFinite }, "\(lines)")

@@ -16,18 +16,18 @@ final class PlanCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let model = try writeModel(dir)
         let r = try DaptProcess.dapt(["plan", "--model", model, "--global-batch", "8", "--seq-len", "32", "--set", "ranks_per_node=4"])
-        XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("global batch 8 × 32 tokens, fp32"), r.stdout)
+        XCTAssertEqual(r.status, 0, r.report)
+        XCTAssertTrue(r.stdout.contains("global batch 8 × 32 tokens, fp32"), r.report)
         let header = r.stdout.split(separator: "\n").first { $0.hasPrefix("layout ") }
         XCTAssertEqual(header?.split(separator: " ").joined(separator: " "),
-                       "layout memory params grads optim snaps activ step compute tp comm pp comm bubble dp comm tokens/s dapt", r.stdout)
+                       "layout memory params grads optim snaps activ step compute tp comm pp comm bubble dp comm tokens/s dapt", r.report)
         let recommended = r.stdout.split(separator: "\n").first { $0.hasPrefix("recommended: T=") }
-        XCTAssertNotNil(recommended, r.stdout)
+        XCTAssertNotNil(recommended, r.report)
         // kv heads 2: T = 4 cannot split them.
-        XCTAssertTrue(r.stdout.contains("left out T=4 P=1 D=1: 4 tensor ranks do not divide model.num_key_value_heads (2)"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("left out T=4 P=1 D=1: 4 tensor ranks do not divide model.num_key_value_heads (2)"), r.report)
 
         let json = try DaptProcess.dapt(["plan", "--model", model, "--global-batch", "8", "--seq-len", "32", "--set", "ranks_per_node=4", "--json"])
-        XCTAssertEqual(json.status, 0, json.stderr)
+        XCTAssertEqual(json.status, 0, json.report)
         let rows = try json.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertFalse(rows.isEmpty)
         for row in rows {
@@ -41,14 +41,14 @@ final class PlanCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let model = try writeModel(dir)
         let r = try DaptProcess.dapt(["plan", "--model", model, "--global-batch", "8", "--seq-len", "32", "--set", "compute_efficiency=2"])
-        XCTAssertEqual(r.status, 2, r.stdout + r.stderr)
-        XCTAssertTrue(r.stderr.contains("--set compute_efficiency=2: compute_efficiency: must be <= 1 (a share of gflops_per_rank), got 2.0"), r.stderr)
+        XCTAssertEqual(r.status, 2, r.report)
+        XCTAssertTrue(r.stderr.contains("--set compute_efficiency=2: compute_efficiency: must be <= 1 (a share of gflops_per_rank), got 2.0"), r.report)
         let cluster = dir + "/cluster.yaml"
         try "nodes: 8\nranks_per_node: eight\n".write(toFile: cluster, atomically: true, encoding: .utf8)
         let bad = try DaptProcess.dapt(["plan", "--model", model, "--global-batch", "8", "--seq-len", "32", "--cluster", cluster])
-        XCTAssertEqual(bad.status, 2)
-        XCTAssertTrue(bad.stderr.contains("\(cluster):2:"), bad.stderr)
-        XCTAssertTrue(bad.stderr.contains("ranks_per_node"), bad.stderr)
+        XCTAssertEqual(bad.status, 2, bad.report)
+        XCTAssertTrue(bad.stderr.contains("\(cluster):2:"), bad.report)
+        XCTAssertTrue(bad.stderr.contains("ranks_per_node"), bad.report)
     }
 
     func testCalibrateUnderMPIWritesAClusterThePlanReads() throws {
@@ -56,13 +56,13 @@ final class PlanCommandTests: XCTestCase {
         let model = try writeModel(dir)
         let cluster = dir + "/measured.yaml"
         let r = try DaptProcess.mpirun(np: 2, ["plan", "--calibrate", "--model", model, "--seq-len", "32", "--micro-batch", "2", "--output", cluster])
-        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
-        XCTAssertTrue(r.stdout.contains("all-reduce 16 MiB over 2 ranks"), r.stdout)
+        XCTAssertEqual(r.status, 0, r.report)
+        XCTAssertTrue(r.stdout.contains("all-reduce 16 MiB over 2 ranks"), r.report)
         let yaml = try String(contentsOfFile: cluster, encoding: .utf8)
         XCTAssertTrue(yaml.contains("ranks_per_node: 2\nnodes: 1\n"), yaml)
         XCTAssertFalse(yaml.contains("intra_node_bandwidth_gbs: 5\n"), "the link is measured, not the default: \(yaml)")
         let plan = try DaptProcess.dapt(["plan", "--model", model, "--global-batch", "8", "--seq-len", "32", "--cluster", cluster])
-        XCTAssertEqual(plan.status, 0, plan.stderr)
-        XCTAssertTrue(plan.stdout.contains("cluster note: measured by dapt plan --calibrate"), plan.stdout)
+        XCTAssertEqual(plan.status, 0, plan.report)
+        XCTAssertTrue(plan.stdout.contains("cluster note: measured by dapt plan --calibrate"), plan.report)
     }
 }

@@ -28,10 +28,10 @@ final class PreemptionTests: XCTestCase {
             }
             kill(process.processIdentifier, SIGTERM)
         }
-        XCTAssertEqual(stopped.status, 0, stopped.stderr)
-        XCTAssertTrue(stopped.stderr.contains("stopped by SIGTERM after step"), stopped.stderr)
-        XCTAssertTrue(stopped.stderr.contains("launch: stopped by SIGTERM; resumable from \(run)"), stopped.stderr)
-        XCTAssertFalse(stopped.stderr.contains("restart 1"), "a preempted job is not restarted")
+        XCTAssertEqual(stopped.status, 0, stopped.report)
+        XCTAssertTrue(stopped.stderr.contains("stopped by SIGTERM after step"), stopped.report)
+        XCTAssertTrue(stopped.stderr.contains("launch: stopped by SIGTERM; resumable from \(run)"), stopped.report)
+        XCTAssertFalse(stopped.stderr.contains("restart 1"), "a preempted job is not restarted\n\(stopped.report)")
         let lines = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         let stop = try JSONDecoder().decode(Event.self, from: Data(XCTUnwrap(lines.last).utf8))
         XCTAssertEqual(stop.event, "stop")
@@ -40,9 +40,9 @@ final class PreemptionTests: XCTestCase {
         let target = stop.step + 2
         let resumed = try DaptProcess.mpirun(np: 2, ["pretrain", "--input", shards, "--output", run, "--steps", String(target), "--resume", run]
                                              + PretrainCommandTests.tiny)
-        XCTAssertEqual(resumed.status, 0, resumed.stderr)
-        XCTAssertTrue(resumed.stderr.contains("resumed from \(run)/\(checkpoints.last!) at step \(stop.step)"), resumed.stderr)
-        XCTAssertTrue(resumed.stderr.contains("step \(target)/\(target)"), resumed.stderr)
+        XCTAssertEqual(resumed.status, 0, resumed.report)
+        XCTAssertTrue(resumed.stderr.contains("resumed from \(run)/\(checkpoints.last!) at step \(stop.step)"), resumed.report)
+        XCTAssertTrue(resumed.stderr.contains("step \(target)/\(target)"), resumed.report)
     }
 
     /// A Ctrl-C at the terminal: SIGINT to the foreground process group of
@@ -58,7 +58,7 @@ final class PreemptionTests: XCTestCase {
         let straight = dir.appendingPathComponent("straight").path, run = dir.appendingPathComponent("run").path
         let settings = ["--input", shards, "--steps", "600"] + PretrainCommandTests.tiny + ["--set", "eval.every_steps=0", "--set", "log_every_steps=100"]
         let reference = try DaptProcess.mpirun(np: 2, ["pretrain", "--output", straight] + settings)
-        XCTAssertEqual(reference.status, 0, reference.stderr)
+        XCTAssertEqual(reference.status, 0, reference.report)
 
         let launch = ["--default-signal=INT", "setsid", "-w", Self.launch, "-np", "2", "dapt", "pretrain", "--output", run] + settings
         let stopped = try DaptProcess.run("/usr/bin/env", launch, timeout: 200) { process in
@@ -71,9 +71,9 @@ final class PreemptionTests: XCTestCase {
             guard let group = Self.sessionLeader(under: process.processIdentifier) else { return XCTFail("no session leader") }
             kill(-group, SIGINT)
         }
-        XCTAssertEqual(stopped.status, 0, stopped.stderr)
-        XCTAssertTrue(stopped.stderr.contains("stopped by SIGINT after step"), stopped.stderr)
-        XCTAssertTrue(stopped.stderr.contains("launch: stopped by SIGINT; resumable from \(run)"), stopped.stderr)
+        XCTAssertEqual(stopped.status, 0, stopped.report)
+        XCTAssertTrue(stopped.stderr.contains("stopped by SIGINT after step"), stopped.report)
+        XCTAssertTrue(stopped.stderr.contains("launch: stopped by SIGINT; resumable from \(run)"), stopped.report)
         let lines = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         struct Stop: Decodable { var event: String; var step: Int; var signal: String }
         let stop = try JSONDecoder().decode(Stop.self, from: Data(XCTUnwrap(lines.last).utf8))
@@ -84,15 +84,15 @@ final class PreemptionTests: XCTestCase {
         XCTAssertEqual(checkpoints, [String(format: "checkpoint-%08d", stop.step)], "the checkpoint of the step the ranks stopped after")
 
         let shuffled = try DaptProcess.mpirun(np: 2, ["pretrain", "--resume", run, "--set", "data.shuffle=false"])
-        XCTAssertEqual(shuffled.status, 2, shuffled.stderr)
-        XCTAssertEqual(shuffled.stderr.components(separatedBy: "pretrain.data.shuffle: true in the checkpoint, false in this run").count, 2, shuffled.stderr)
+        XCTAssertEqual(shuffled.status, 2, shuffled.report)
+        XCTAssertEqual(shuffled.stderr.components(separatedBy: "pretrain.data.shuffle: true in the checkpoint, false in this run").count, 2, shuffled.report)
         let stray = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", dir.appendingPathComponent("other").path, "--allow-data-change"])
-        XCTAssertEqual(stray.status, 2, stray.stderr)
-        XCTAssertTrue(stray.stderr.contains("--allow-data-change: only applies with --resume"), stray.stderr)
+        XCTAssertEqual(stray.status, 2, stray.report)
+        XCTAssertTrue(stray.stderr.contains("--allow-data-change: only applies with --resume"), stray.report)
 
         let resumed = try DaptProcess.mpirun(np: 2, ["pretrain", "--resume", run])
-        XCTAssertEqual(resumed.status, 0, resumed.stderr)
-        XCTAssertTrue(resumed.stderr.contains("resumed from \(run)/checkpoint-\(String(format: "%08d", stop.step)) at step \(stop.step)"), resumed.stderr)
+        XCTAssertEqual(resumed.status, 0, resumed.report)
+        XCTAssertTrue(resumed.stderr.contains("resumed from \(run)/checkpoint-\(String(format: "%08d", stop.step)) at step \(stop.step)"), resumed.report)
         func steps(_ run: String) throws -> [PretrainCommandTests.Line] { try PretrainCommandTests.metrics(run).filter { $0.loss != nil || $0.eval_loss != nil } }
         XCTAssertEqual(try steps(run), try steps(straight))
         XCTAssertEqual(try steps(run).map(\.step), Array(0...600))
@@ -128,9 +128,9 @@ final class PreemptionTests: XCTestCase {
     func testKilledRankRestartsToTheSameModel() throws {
         let script = DaptProcess.repositoryRoot.appendingPathComponent("scripts/faults.sh").path
         let r = try DaptProcess.run(script, ["--trials", "1", "--ranks", "2", "--steps", "16"], timeout: 280)
-        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
-        XCTAssertTrue(r.stdout.contains("1 of 1 trials restarted and ended bit-identical"), r.stdout + r.stderr)
-        let row = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("1 ") }).split(separator: " ", omittingEmptySubsequences: true)
+        XCTAssertEqual(r.status, 0, r.report)
+        XCTAssertTrue(r.stdout.contains("1 of 1 trials restarted and ended bit-identical"), r.report)
+        let row = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("1 ") }, r.report).split(separator: " ", omittingEmptySubsequences: true)
         XCTAssertEqual(row[4], "1", "one restart: \(row)")
         XCTAssertEqual(row.last, "identical")
     }
@@ -138,10 +138,10 @@ final class PreemptionTests: XCTestCase {
     /// Restarts need the run directory; a bad count is refused.
     func testLaunchRestartsNeedsTheRunDirectory() throws {
         let noOutput = try DaptProcess.run(Self.launch, ["--restarts", "1", "-np", "2", "dapt", "pretrain", "--steps", "2"], timeout: 60)
-        XCTAssertEqual(noOutput.status, 2)
-        XCTAssertTrue(noOutput.stderr.contains("--restarts needs the pretrain job's --output"), noOutput.stderr)
+        XCTAssertEqual(noOutput.status, 2, noOutput.report)
+        XCTAssertTrue(noOutput.stderr.contains("--restarts needs the pretrain job's --output"), noOutput.report)
         let bad = try DaptProcess.run(Self.launch, ["--restarts", "x", "-np", "2", "dapt", "pretrain"], timeout: 60)
-        XCTAssertEqual(bad.status, 2)
-        XCTAssertTrue(bad.stderr.contains("--restarts must be a whole number"), bad.stderr)
+        XCTAssertEqual(bad.status, 2, bad.report)
+        XCTAssertTrue(bad.stderr.contains("--restarts must be a whole number"), bad.report)
     }
 }

@@ -30,9 +30,9 @@ final class PrepareMultiRankTests: XCTestCase {
         var args = ["prepare", "--output", out.path, "--merge", "--max-tokens", "64", "--overlap-tokens", "16"]
         for input in inputs { args += ["--input", input] }
         let result = try DaptProcess.mpirun(np: np, args, timeout: 120)
-        XCTAssertEqual(result.status, 0, "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
-        XCTAssertTrue(result.stdout.contains("check: records in 32 = patents 30 + rejects 2: ok"), result.stdout)
-        XCTAssertTrue(result.stdout.contains("on \(np) rank"), result.stdout)
+        XCTAssertEqual(result.status, 0, result.report)
+        XCTAssertTrue(result.stdout.contains("check: records in 32 = patents 30 + rejects 2: ok"), result.report)
+        XCTAssertTrue(result.stdout.contains("on \(np) rank"), result.report)
         let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: out.appendingPathComponent("manifest.json")))
         XCTAssertEqual(manifest.ranks, np)
         XCTAssertEqual(manifest.shards.map(\.file), (0..<np).map { String(format: "fragments-%04d-of-%04d.jsonl", $0, np) })
@@ -77,7 +77,7 @@ final class PrepareMultiRankTests: XCTestCase {
         let out = dir.appendingPathComponent("out4")
         try FileManager.default.removeItem(at: out.appendingPathComponent("fragments.jsonl"))
         let merged = try DaptProcess.dapt(["prepare", "--merge-only", out.appendingPathComponent("manifest.json").path])
-        XCTAssertEqual(merged.status, 0, merged.stderr)
+        XCTAssertEqual(merged.status, 0, merged.report)
         XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("fragments.jsonl")), reference["fragments.jsonl"])
     }
 
@@ -90,17 +90,17 @@ final class PrepareMultiRankTests: XCTestCase {
         // agree that line 6 is the first in input order, printed once.
         for np in [2, 4] {
             let result = try DaptProcess.mpirun(np: np, args, timeout: 120)
-            XCTAssertNotEqual(result.status, 0)
-            XCTAssertEqual(result.stderr.components(separatedBy: "patents.jsonl:6: malformed JSON").count - 1, 1, result.stderr)
-            XCTAssertFalse(result.stderr.contains("patents.jsonl:18"), result.stderr)
+            XCTAssertNotEqual(result.status, 0, result.report)
+            XCTAssertEqual(result.stderr.components(separatedBy: "patents.jsonl:6: malformed JSON").count - 1, 1, result.report)
+            XCTAssertFalse(result.stderr.contains("patents.jsonl:18"), result.report)
         }
     }
 
     func testMissingTokenizerFileFailsClearly() throws {
         let sample = DaptProcess.repositoryRoot.appendingPathComponent("data/sample/patents.jsonl").path
         let result = try DaptProcess.dapt(["prepare", "--input", sample, "--tokenizer", "no-such-tokenizer.json"])
-        XCTAssertEqual(result.status, 2)
-        XCTAssertTrue(result.stderr.contains("no-such-tokenizer.json"), result.stderr)
+        XCTAssertEqual(result.status, 2, result.report)
+        XCTAssertTrue(result.stderr.contains("no-such-tokenizer.json"), result.report)
     }
 
     /// With a trained tokenizer the budget is counted exactly: every fragment,
@@ -110,10 +110,11 @@ final class PrepareMultiRankTests: XCTestCase {
         let dir = try DaptProcess.temporaryDirectory(self)
         let sample = DaptProcess.repositoryRoot.appendingPathComponent("data/sample/patents.jsonl").path
         let first = dir.appendingPathComponent("first").path
-        XCTAssertEqual(try DaptProcess.dapt(["prepare", "--input", sample, "--output", first, "--merge"]).status, 0)
+        let prepared = try DaptProcess.dapt(["prepare", "--input", sample, "--output", first, "--merge"])
+        XCTAssertEqual(prepared.status, 0, prepared.report)
         let tokenizer = dir.appendingPathComponent("tokenizer.json").path
         let trained = try DaptProcess.dapt(["tokenizer", "train", "--input", "\(first)/fragments.jsonl", "--output", tokenizer, "--vocab-size", "800"])
-        XCTAssertEqual(trained.status, 0, trained.stderr)
+        XCTAssertEqual(trained.status, 0, trained.report)
 
         let budget = 48
         var outputs: [String: String] = [:]
@@ -122,14 +123,14 @@ final class PrepareMultiRankTests: XCTestCase {
             var args = ["prepare", "--input", sample, "--output", out, "--merge", "--max-tokens", "\(budget)", "--overlap-tokens", "8"]
             if mode == "exact" { args += ["--tokenizer", tokenizer] }
             let result = try DaptProcess.dapt(args)
-            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertEqual(result.status, 0, result.report)
             outputs[mode] = try String(contentsOfFile: "\(out)/fragments.jsonl", encoding: .utf8)
         }
         XCTAssertNotEqual(outputs["estimate"], outputs["exact"])
         let ids = dir.appendingPathComponent("ids.txt").path
         let encoded = try DaptProcess.dapt(["tokenizer", "tokenize", "--tokenizer", tokenizer,
                                             "--input", dir.appendingPathComponent("exact/fragments.jsonl").path, "--output", ids])
-        XCTAssertEqual(encoded.status, 0, encoded.stderr)
+        XCTAssertEqual(encoded.status, 0, encoded.report)
         let counts = try String(contentsOfFile: ids, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ").count }
         XCTAssertGreaterThan(counts.count, 100)
         XCTAssertLessThanOrEqual(counts.max() ?? 0, budget + 2, "a fragment over the budget")
@@ -140,11 +141,11 @@ final class PrepareMultiRankTests: XCTestCase {
     func testShippedConfigValidates() throws {
         let config = DaptProcess.repositoryRoot.appendingPathComponent("configs/prepare.yaml").path
         let result = try DaptProcess.dapt(["config", "validate", "--config", config])
-        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(result.status, 0, result.report)
         let text = try String(contentsOfFile: config, encoding: .utf8)
         XCTAssertTrue(text.contains("data/sample/patents.jsonl") && text.contains("out/prepare"))
         let bad = try DaptProcess.dapt(["prepare", "--config", config, "--overlap-tokens", "300"])
-        XCTAssertEqual(bad.status, 2)
-        XCTAssertTrue(bad.stderr.contains("prepare.overlap_tokens"), bad.stderr)
+        XCTAssertEqual(bad.status, 2, bad.report)
+        XCTAssertTrue(bad.stderr.contains("prepare.overlap_tokens"), bad.report)
     }
 }

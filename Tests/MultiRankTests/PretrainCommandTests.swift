@@ -33,9 +33,9 @@ final class PretrainCommandTests: XCTestCase {
         let tok = dir.appendingPathComponent("tokenizer.json").path
         let shards = dir.appendingPathComponent("tokens").path
         let t = try DaptProcess.dapt(["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--output", tok])
-        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertEqual(t.status, 0, t.report)
         let e = try DaptProcess.dapt(["tokenizer", "encode", "--tokenizer", tok, "--input", corpus, "--output", shards])
-        XCTAssertEqual(e.status, 0, e.stderr)
+        XCTAssertEqual(e.status, 0, e.report)
         return (corpus, shards)
     }
 
@@ -58,16 +58,16 @@ final class PretrainCommandTests: XCTestCase {
         let (corpus, shards) = try prepare(dir)
         let a = dir.appendingPathComponent("a").path, b = dir.appendingPathComponent("b").path
         let straight = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", a, "--steps", "6"] + Self.tiny)
-        XCTAssertEqual(straight.status, 0, straight.stderr)
-        XCTAssertTrue(straight.stderr.contains("step 6/6  loss"), straight.stderr)
-        XCTAssertTrue(straight.stderr.contains("tokens/s") && straight.stderr.contains("ETA") && straight.stderr.contains("grad_norm"))
+        XCTAssertEqual(straight.status, 0, straight.report)
+        XCTAssertTrue(straight.stderr.contains("step 6/6  loss"), straight.report)
+        XCTAssertTrue(straight.stderr.contains("tokens/s") && straight.stderr.contains("ETA") && straight.stderr.contains("grad_norm"), straight.report)
         let first = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", b, "--steps", "6", "--stop-after", "3"] + Self.tiny)
-        XCTAssertEqual(first.status, 0, first.stderr)
-        XCTAssertFalse(first.stderr.contains("step 4/6"))
+        XCTAssertEqual(first.status, 0, first.report)
+        XCTAssertFalse(first.stderr.contains("step 4/6"), first.report)
         // No config and no settings: the checkpoint's own are used.
         let second = try DaptProcess.dapt(["pretrain", "--resume", b])
-        XCTAssertEqual(second.status, 0, second.stderr)
-        XCTAssertTrue(second.stderr.contains("resumed from \(b)/checkpoint-00000003 at step 3"), second.stderr)
+        XCTAssertEqual(second.status, 0, second.report)
+        XCTAssertTrue(second.stderr.contains("resumed from \(b)/checkpoint-00000003 at step 3"), second.report)
         let ma = try metrics(a), mb = try metrics(b)
         XCTAssertEqual(ma.map(\.step), [0, 1, 2, 3, 4, 5, 6])
         XCTAssertEqual(ma, mb)
@@ -78,11 +78,11 @@ final class PretrainCommandTests: XCTestCase {
 
         // Perplexity of the checkpoint on the JSONL text and on the shards.
         let onText = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", a, "--input", corpus, "--sequence-length", "32"])
-        XCTAssertEqual(onText.status, 0, onText.stderr)
+        XCTAssertEqual(onText.status, 0, onText.report)
         let onShards = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", a + "/checkpoint-00000006", "--input", shards, "--sequence-length", "32"])
-        XCTAssertEqual(onShards.status, 0, onShards.stderr)
+        XCTAssertEqual(onShards.status, 0, onShards.report)
         // JSONL is tokenised with the checkpoint's tokenizer as the shards were: same figure.
-        XCTAssertEqual(onText.stdout.split(separator: " ").prefix(2), onShards.stdout.split(separator: " ").prefix(2))
+        XCTAssertEqual(onText.stdout.split(separator: " ").prefix(2), onShards.stdout.split(separator: " ").prefix(2), "\(onText.report)\n\(onShards.report)")
 
         // A corrupted checkpoint is refused, naming the file.
         let weights = a + "/checkpoint-00000006/model.safetensors"
@@ -90,13 +90,13 @@ final class PretrainCommandTests: XCTestCase {
         bytes[bytes.count - 1] ^= 1
         try bytes.write(to: URL(fileURLWithPath: weights))
         let bad = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", a, "--input", corpus])
-        XCTAssertNotEqual(bad.status, 0)
-        XCTAssertTrue(bad.stderr.contains("model.safetensors: checksum"), bad.stderr)
+        XCTAssertNotEqual(bad.status, 0, bad.report)
+        XCTAssertTrue(bad.stderr.contains("model.safetensors: checksum"), bad.report)
     }
 
     func perplexity(_ result: DaptProcess.Result) throws -> Double {
-        XCTAssertEqual(result.status, 0, result.stderr)
-        return try XCTUnwrap(Double(result.stdout.split(separator: " ").dropFirst().first ?? ""), result.stdout)
+        XCTAssertEqual(result.status, 0, result.report)
+        return try XCTUnwrap(Double(result.stdout.split(separator: " ").dropFirst().first ?? ""), result.report)
     }
 
     /// Perplexity on documents the model never saw, against a bound an
@@ -109,9 +109,9 @@ final class PretrainCommandTests: XCTestCase {
         try (Self.documents(seed: 1_234_567, count: 40).joined(separator: "\n") + "\n").write(toFile: heldOut, atomically: true, encoding: .utf8)
         let trained = dir.appendingPathComponent("trained").path, untrained = dir.appendingPathComponent("untrained").path
         let t = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", trained, "--steps", "20"] + Self.tiny)
-        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertEqual(t.status, 0, t.report)
         let u = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", untrained, "--steps", "20", "--stop-after", "0"] + Self.tiny)
-        XCTAssertEqual(u.status, 0, u.stderr)
+        XCTAssertEqual(u.status, 0, u.report)
         let bound = 60.0
         let pTrained = try perplexity(try DaptProcess.dapt(["eval", "ppl", "--checkpoint", trained, "--input", heldOut, "--sequence-length", "32"]))
         let pUntrained = try perplexity(try DaptProcess.dapt(["eval", "ppl", "--checkpoint", untrained + "/checkpoint-00000000", "--input", heldOut, "--sequence-length", "32"]))
@@ -127,14 +127,14 @@ final class PretrainCommandTests: XCTestCase {
         let (_, shards) = try prepare(dir)
         let run = dir.appendingPathComponent("run").path
         let first = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", run, "--steps", "4", "--set", "checkpoint.every_steps=1"] + Self.tiny)
-        XCTAssertEqual(first.status, 0, first.stderr)
+        XCTAssertEqual(first.status, 0, first.report)
         let metricsBefore = try metrics(run)
         let again = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", run, "--steps", "2"] + Self.tiny)
-        XCTAssertNotEqual(again.status, 0)
-        XCTAssertTrue(again.stderr.contains("\(run) already holds a run") && again.stderr.contains("--resume") && again.stderr.contains("--overwrite"), again.stderr)
+        XCTAssertNotEqual(again.status, 0, again.report)
+        XCTAssertTrue(again.stderr.contains("\(run) already holds a run") && again.stderr.contains("--resume") && again.stderr.contains("--overwrite"), again.report)
         XCTAssertEqual(try metrics(run), metricsBefore)
         let replaced = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", run, "--steps", "2", "--overwrite"] + Self.tiny)
-        XCTAssertEqual(replaced.status, 0, replaced.stderr)
+        XCTAssertEqual(replaced.status, 0, replaced.report)
         XCTAssertEqual(try metrics(run).map(\.step), [0, 1, 2])
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.hasPrefix("checkpoint-") }, ["checkpoint-00000002"])
     }
@@ -146,7 +146,7 @@ final class PretrainCommandTests: XCTestCase {
         let (corpus, shards) = try prepare(dir)
         let run = dir.appendingPathComponent("run").path
         let r = try DaptProcess.dapt(["pretrain", "--input", shards, "--output", run, "--steps", "2"] + Self.tiny)
-        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.status, 0, r.report)
         let checkpoint = run + "/checkpoint-00000002"
 
         // Another tokenizer (trained on the words reversed), the same corpus encoded with it.
@@ -157,46 +157,48 @@ final class PretrainCommandTests: XCTestCase {
         }
         try (reversedLines.joined(separator: "\n") + "\n").write(toFile: reversed, atomically: true, encoding: .utf8)
         let otherTokenizer = dir.appendingPathComponent("other.json").path, otherShards = dir.appendingPathComponent("other-tokens").path
-        XCTAssertEqual(try DaptProcess.dapt(["tokenizer", "train", "--input", reversed, "--vocab-size", "300", "--output", otherTokenizer]).status, 0)
-        XCTAssertEqual(try DaptProcess.dapt(["tokenizer", "encode", "--tokenizer", otherTokenizer, "--input", corpus, "--output", otherShards]).status, 0)
+        let trained = try DaptProcess.dapt(["tokenizer", "train", "--input", reversed, "--vocab-size", "300", "--output", otherTokenizer])
+        XCTAssertEqual(trained.status, 0, trained.report)
+        let encoded = try DaptProcess.dapt(["tokenizer", "encode", "--tokenizer", otherTokenizer, "--input", corpus, "--output", otherShards])
+        XCTAssertEqual(encoded.status, 0, encoded.report)
         let mismatch = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", run, "--input", otherShards, "--sequence-length", "32"])
-        XCTAssertNotEqual(mismatch.status, 0)
-        XCTAssertTrue(mismatch.stderr.contains("tokenizer mismatch") && mismatch.stderr.contains(otherShards) && mismatch.stderr.contains(checkpoint + "/tokenizer.json"), mismatch.stderr)
-        XCTAssertEqual(mismatch.stdout, "")
+        XCTAssertNotEqual(mismatch.status, 0, mismatch.report)
+        XCTAssertTrue(mismatch.stderr.contains("tokenizer mismatch") && mismatch.stderr.contains(otherShards) && mismatch.stderr.contains(checkpoint + "/tokenizer.json"), mismatch.report)
+        XCTAssertEqual(mismatch.stdout, "", mismatch.report)
         let resumeOther = try DaptProcess.dapt(["pretrain", "--resume", run, "--input", otherShards, "--steps", "4"])
-        XCTAssertNotEqual(resumeOther.status, 0)
-        XCTAssertTrue(resumeOther.stderr.contains("tokenizer mismatch"), resumeOther.stderr)
+        XCTAssertNotEqual(resumeOther.status, 0, resumeOther.report)
+        XCTAssertTrue(resumeOther.stderr.contains("tokenizer mismatch"), resumeOther.report)
 
         // A folder with a config.json that is not a Llama config.
         let foreign = dir.appendingPathComponent("foreign").path
         try FileManager.default.createDirectory(atPath: foreign, withIntermediateDirectories: true)
         try "{\"hidden_size\": \"wide\"}".write(toFile: foreign + "/config.json", atomically: true, encoding: .utf8)
         let notLlama = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", foreign, "--input", shards])
-        XCTAssertNotEqual(notLlama.status, 0)
-        XCTAssertTrue(notLlama.stderr.contains(foreign + "/config.json: hidden_size:"), notLlama.stderr)
-        XCTAssertFalse(notLlama.stderr.contains("CodingKeys"), notLlama.stderr)
+        XCTAssertNotEqual(notLlama.status, 0, notLlama.report)
+        XCTAssertTrue(notLlama.stderr.contains(foreign + "/config.json: hidden_size:"), notLlama.report)
+        XCTAssertFalse(notLlama.stderr.contains("CodingKeys"), notLlama.report)
 
         // The manifest deleted: not a checkpoint any more.
         try FileManager.default.removeItem(atPath: checkpoint + "/manifest.json")
         let noManifest = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", checkpoint, "--input", shards, "--sequence-length", "32"])
-        XCTAssertNotEqual(noManifest.status, 0)
-        XCTAssertTrue(noManifest.stderr.contains(checkpoint) && noManifest.stderr.contains("manifest.json"), noManifest.stderr)
-        XCTAssertEqual(noManifest.stdout, "")
+        XCTAssertNotEqual(noManifest.status, 0, noManifest.report)
+        XCTAssertTrue(noManifest.stderr.contains(checkpoint) && noManifest.stderr.contains("manifest.json"), noManifest.report)
+        XCTAssertEqual(noManifest.stdout, "", noManifest.report)
     }
 
     func testBadSettingsNameTheField() throws {
         let r = try DaptProcess.dapt(["pretrain", "--input", "/nonexistent", "--set", "optimizer.lr=-1"])
-        XCTAssertEqual(r.status, 2)
-        XCTAssertTrue(r.stderr.contains("pretrain.optimizer.lr: must be > 0"), r.stderr)
+        XCTAssertEqual(r.status, 2, r.report)
+        XCTAssertTrue(r.stderr.contains("pretrain.optimizer.lr: must be > 0"), r.report)
         let nan = try DaptProcess.dapt(["pretrain", "--input", "/nonexistent", "--set", "optimizer.lr=nan"])
-        XCTAssertEqual(nan.status, 2)
-        XCTAssertTrue(nan.stderr.contains("pretrain.optimizer.lr: must be a finite number"), nan.stderr)
+        XCTAssertEqual(nan.status, 2, nan.report)
+        XCTAssertTrue(nan.stderr.contains("pretrain.optimizer.lr: must be a finite number"), nan.report)
         let long = try DaptProcess.dapt(["pretrain", "--input", "/nonexistent", "--set", "data.sequence_length=4096"])
-        XCTAssertEqual(long.status, 2)
-        XCTAssertTrue(long.stderr.contains("pretrain.data.sequence_length: 4096 exceeds model.max_position_embeddings (2048)"), long.stderr)
+        XCTAssertEqual(long.status, 2, long.report)
+        XCTAssertTrue(long.stderr.contains("pretrain.data.sequence_length: 4096 exceeds model.max_position_embeddings (2048)"), long.report)
         let typo = try DaptProcess.dapt(["pretrain", "--set", "optimizer.learning_rate=1"])
-        XCTAssertEqual(typo.status, 2)
-        XCTAssertTrue(typo.stderr.contains("learning_rate"), typo.stderr)
+        XCTAssertEqual(typo.status, 2, typo.report)
+        XCTAssertTrue(typo.stderr.contains("learning_rate"), typo.report)
     }
 
     /// SIGKILL while the run writes a checkpoint every step: every
@@ -216,19 +218,19 @@ final class PretrainCommandTests: XCTestCase {
             Thread.sleep(forTimeInterval: Double.random(in: 0...0.05))
             kill(process.processIdentifier, SIGKILL)
         }
-        XCTAssertEqual(killed.status, SIGKILL)
+        XCTAssertEqual(killed.status, SIGKILL, killed.report)
         let names = try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.hasPrefix("checkpoint-") }.sorted()
         XCTAssertFalse(names.isEmpty)
         for name in names {
             let r = try DaptProcess.dapt(["eval", "ppl", "--checkpoint", run + "/" + name, "--input", shards, "--sequence-length", "32", "--max-sequences", "2"])
-            XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
+            XCTAssertEqual(r.status, 0, "\(name): \(r.report)")
         }
         // Resume to a few steps past the newest checkpoint: how far the run got before
         // the kill depends on the machine, so the target is taken from what is there.
         let newest = try XCTUnwrap(names.compactMap { Int($0.dropFirst("checkpoint-".count)) }.max())
         let target = newest + 4
         let resumed = try DaptProcess.dapt(args.map { $0 == "500" ? String(target) : $0 } + ["--resume", run])
-        XCTAssertEqual(resumed.status, 0, resumed.stderr)
-        XCTAssertTrue(resumed.stderr.contains("step \(target)/\(target)"), resumed.stderr)
+        XCTAssertEqual(resumed.status, 0, resumed.report)
+        XCTAssertTrue(resumed.stderr.contains("step \(target)/\(target)"), resumed.report)
     }
 }

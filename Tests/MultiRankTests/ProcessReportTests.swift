@@ -26,6 +26,24 @@ final class ProcessReportTests: XCTestCase {
         XCTAssertTrue(result.report.contains("stdout (0 bytes, last lines):\n  (empty)\nstderr (0 bytes, last lines):\n  (empty)"), result.report)
     }
 
+    /// The multi-rank tests' assertions on a process print its report, not
+    /// one raw stream: a line whose failure message is a bare `.stderr` or
+    /// `.stdout`, or interpolates one, is named here.
+    func testAssertionsPrintTheReportNotARawStream() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        let raw = try NSRegularExpression(pattern: #"(, \w+(\[\d+\])?\.(stderr|stdout)\)\s*$)|(\\\(\w+(\[\d+\])?\.(stderr|stdout)\))|(\.stdout \+ \w+\.stderr)"#)
+        var found: [String] = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+        where name.hasSuffix(".swift") && !["MPIRun.swift", "ProcessReportTests.swift"].contains(name) {
+            let lines = try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+            for (i, line) in lines.enumerated() where raw.firstMatch(in: String(line), range: NSRange(line.startIndex..., in: line)) != nil {
+                found.append("\(name):\(i + 1): \(line.trimmingCharacters(in: .whitespaces))")
+            }
+        }
+        XCTAssertEqual(found, [], found.joined(separator: "\n"))
+        XCTAssertNotNil(raw.firstMatch(in: "XCTAssertEqual(r.status, 0, r.stderr)", range: NSRange(location: 0, length: 37)), "the pattern finds what it is for")
+    }
+
     func testTimeoutIsReported() throws {
         let result = try DaptProcess.run("/bin/sh", ["-c", "echo started; exec sleep 30"], timeout: 0.5)
         XCTAssertTrue(result.timedOut)

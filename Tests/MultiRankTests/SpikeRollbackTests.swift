@@ -27,9 +27,9 @@ final class SpikeRollbackTests: XCTestCase, PretrainRunChecks {
         try (lines.joined(separator: "\n") + "\n").write(toFile: corpus, atomically: true, encoding: .utf8)
         let tokenizer = dir.appendingPathComponent("tokenizer.json").path, shards = dir.appendingPathComponent("tokens").path
         let t = try DaptProcess.dapt(["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--output", tokenizer])
-        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertEqual(t.status, 0, t.report)
         let e = try DaptProcess.dapt(["tokenizer", "encode", "--tokenizer", tokenizer, "--input", corpus, "--output", shards])
-        XCTAssertEqual(e.status, 0, e.stderr)
+        XCTAssertEqual(e.status, 0, e.report)
         return shards
     }
 
@@ -61,9 +61,9 @@ final class SpikeRollbackTests: XCTestCase, PretrainRunChecks {
         let model = "/checkpoint-00000040/model.safetensors"
 
         let single = try pretrain(np: 1, ["--input", shards, "--output", run("r1")] + Self.settings)
-        XCTAssertEqual(single.status, 0, single.stderr)
+        XCTAssertEqual(single.status, 0, single.report)
         let reference = try rollbacks(run("r1"))
-        XCTAssertEqual(reference.count, 1, single.stderr)
+        XCTAssertEqual(reference.count, 1, single.report)
         let first = try XCTUnwrap(reference.first)
         // The burst starts in step 32, found after two suspicious steps; back to the rollback point
         // before it (step 28), skipping its data to 4 steps past the detection (past the burst's end).
@@ -76,12 +76,12 @@ final class SpikeRollbackTests: XCTestCase, PretrainRunChecks {
         let referenceWeights = try weights(run("r1"), step: 40)
         // Without the detector the same data is trained through.
         let off = try pretrain(np: 1, ["--input", shards, "--output", run("off"), "--set", "spikes.enabled=false"] + Self.settings)
-        XCTAssertEqual(off.status, 0, off.stderr)
+        XCTAssertEqual(off.status, 0, off.report)
         XCTAssertFalse(FileManager.default.fileExists(atPath: run("off") + "/rollbacks.jsonl"))
 
         for (name, np, layout) in [("d2", 2, [String]()), ("t2", 2, ["--set", "parallel.tensor=2"])] {
             let r = try pretrain(np: np, ["--input", shards, "--output", run(name)] + Self.settings + layout)
-            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertEqual(r.status, 0, r.report)
             XCTAssertEqual(try rollbacks(run(name)), reference, "\(name): the same rollback point and skipped range")
             // Every rank restored the same state: what follows is the single-rank run.
             assertClose(try PretrainCommandTests.metrics(run(name)), referenceLines, name)
@@ -90,11 +90,11 @@ final class SpikeRollbackTests: XCTestCase, PretrainRunChecks {
             // Stopped after the rollback (with the rewritten checkpoints), resumed under the same layout: the same bytes.
             let stopped = try pretrain(np: np, ["--input", shards, "--output", run(name + "-resumed"), "--stop-after", String(first.step + 4)]
                                        + Self.settings + layout)
-            XCTAssertEqual(stopped.status, 0, stopped.stderr)
+            XCTAssertEqual(stopped.status, 0, stopped.report)
             XCTAssertEqual(try rollbacks(run(name + "-resumed")), reference, "\(name): the rollback happened before the stop")
             let resumed = try pretrain(np: np, ["--resume", run(name + "-resumed")] + layout)
-            XCTAssertEqual(resumed.status, 0, resumed.stderr)
-            XCTAssertTrue(resumed.stderr.contains("at step \(first.step + 4)"), resumed.stderr)
+            XCTAssertEqual(resumed.status, 0, resumed.report)
+            XCTAssertTrue(resumed.stderr.contains("at step \(first.step + 4)"), resumed.report)
             XCTAssertEqual(try rollbacks(run(name + "-resumed")), reference, "\(name): no second rollback after the resume")
             XCTAssertEqual(try PretrainCommandTests.metrics(run(name + "-resumed")), try PretrainCommandTests.metrics(run(name)), name)
             XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run(name + "-resumed") + model)),
@@ -121,10 +121,10 @@ final class SpikeRollbackTests: XCTestCase, PretrainRunChecks {
         func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
         let lowering = ["--set", "spikes.lr_factor=0.5", "--set", "spikes.lr_steps=10"]
         let plain = try pretrain(np: 1, ["--input", shards, "--output", run("plain")] + Self.settings)
-        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertEqual(plain.status, 0, plain.report)
         let lowered = try pretrain(np: 1, ["--input", shards, "--output", run("lowered")] + Self.settings + lowering)
-        XCTAssertEqual(lowered.status, 0, lowered.stderr)
-        XCTAssertTrue(lowered.stderr.contains("rolled back to step 28") && lowered.stderr.contains("lr × 0.5 until step 38"), lowered.stderr)
+        XCTAssertEqual(lowered.status, 0, lowered.report)
+        XCTAssertTrue(lowered.stderr.contains("rolled back to step 28") && lowered.stderr.contains("lr × 0.5 until step 38"), lowered.report)
 
         // The full rate of every step, from the run without the factor (same rollback, same schedule).
         let full = Dictionary(try entries(run("plain")).compactMap { e in e.lr.map { (e.step, $0) } }, uniquingKeysWith: { _, last in last })
@@ -144,10 +144,10 @@ final class SpikeRollbackTests: XCTestCase, PretrainRunChecks {
 
         // Stopped at step 35 (after the rollback, inside the lowered stretch) and resumed.
         let stopped = try pretrain(np: 1, ["--input", shards, "--output", run("resumed"), "--stop-after", "35"] + Self.settings + lowering)
-        XCTAssertEqual(stopped.status, 0, stopped.stderr)
+        XCTAssertEqual(stopped.status, 0, stopped.report)
         let resumed = try pretrain(np: 1, ["--resume", run("resumed")])
-        XCTAssertEqual(resumed.status, 0, resumed.stderr)
-        XCTAssertTrue(resumed.stderr.contains("at step 35"), resumed.stderr)
+        XCTAssertEqual(resumed.status, 0, resumed.report)
+        XCTAssertTrue(resumed.stderr.contains("at step 35"), resumed.report)
         let tail = try entries(run("resumed")).filter { $0.step > 35 && $0.lr != nil }
         XCTAssertEqual(tail.map(\.step), Array(36...40))
         for e in tail {

@@ -43,10 +43,10 @@ final class TokenizerMultiRankTests: XCTestCase {
         for np in [1, 2, 3] {
             let out = dir + "/tok\(np).json"
             let r = try DaptProcess.mpirun(np: np, ["tokenizer", "train", "--input", a, "--input", b, "--output", out, "--vocab-size", "600"], timeout: 120)
-            XCTAssertEqual(r.status, 0, r.stderr)
-            XCTAssertTrue(r.stdout.contains("counted 457 texts"), r.stdout)
+            XCTAssertEqual(r.status, 0, r.report)
+            XCTAssertTrue(r.stdout.contains("counted 457 texts"), r.report)
             // The ranks formed one job of np (not np separate one-rank runs).
-            XCTAssertTrue(r.stdout.contains(" on \(np) rank(s)"), r.stdout)
+            XCTAssertTrue(r.stdout.contains(" on \(np) rank(s)"), r.report)
             tokenizers.append(try Data(contentsOf: URL(fileURLWithPath: out)))
         }
         for k in 1..<tokenizers.count { XCTAssertEqual(tokenizers[k], tokenizers[0], "tokenizer.json differs between 1 and \(k + 1) ranks") }
@@ -56,10 +56,10 @@ final class TokenizerMultiRankTests: XCTestCase {
             let out = dir + "/shards\(np)"
             let r = try DaptProcess.mpirun(np: np, ["tokenizer", "encode", "--tokenizer", dir + "/tok1.json", "--input", a, "--input", b,
                                                     "--output", out, "--shard-lines", "50"], timeout: 120)
-            XCTAssertEqual(r.status, 0, r.stderr)
-            XCTAssertTrue(r.stdout.contains("encoded 457 lines: 457 documents, 0 rejected"), r.stdout)
-            XCTAssertTrue(r.stdout.contains("over \(np) ranks)"), r.stdout)
-            XCTAssertTrue(r.stdout.contains("tokens/Han character"), r.stdout)
+            XCTAssertEqual(r.status, 0, r.report)
+            XCTAssertTrue(r.stdout.contains("encoded 457 lines: 457 documents, 0 rejected"), r.report)
+            XCTAssertTrue(r.stdout.contains("over \(np) ranks)"), r.report)
+            XCTAssertTrue(r.stdout.contains("tokens/Han character"), r.report)
             outputs.append(try files(out))
         }
         XCTAssertEqual(outputs[0].keys.filter { $0.hasSuffix(".tokens") }.count, 10)
@@ -68,15 +68,15 @@ final class TokenizerMultiRankTests: XCTestCase {
             for (name, data) in outputs[0] { XCTAssertEqual(outputs[k][name], data, "\(name) differs with \(k + 1) ranks") }
         }
         let verify = try DaptProcess.dapt(["tokenizer", "verify", "--input", dir + "/shards2"])
-        XCTAssertEqual(verify.status, 0, verify.stderr)
-        XCTAssertTrue(verify.stdout.contains("ok: 10 shards, 457 documents"), verify.stdout)
+        XCTAssertEqual(verify.status, 0, verify.report)
+        XCTAssertTrue(verify.stdout.contains("ok: 10 shards, 457 documents"), verify.report)
 
         // A document decodes back to its text (plus the end-of-document marker).
         let decoded = try DaptProcess.dapt(["tokenizer", "decode", "--input", dir + "/shards3", "--document", "300"])
-        XCTAssertEqual(decoded.status, 0, decoded.stderr)
+        XCTAssertEqual(decoded.status, 0, decoded.report)
         let firstOfB = try String(contentsOfFile: b, encoding: .utf8).split(separator: "\n")[0]
         let text = (try JSONSerialization.jsonObject(with: Data(firstOfB.utf8)) as! [String: Any])["text"] as! String
-        XCTAssertEqual(decoded.stdout, text + "<|eos|>\n")
+        XCTAssertEqual(decoded.stdout, text + "<|eos|>\n", decoded.report)
     }
 
     /// --strict under mpirun stops train and encode at the first bad record in
@@ -89,19 +89,19 @@ final class TokenizerMultiRankTests: XCTestCase {
         for k in [5, 7, 9] { lines[k] = "{\"id\": \"broken\(k)\", \"text\": \(k)}" }
         try (lines.joined(separator: "\n") + "\n").write(toFile: a, atomically: true, encoding: .utf8)
         let train = try DaptProcess.mpirun(np: 3, ["tokenizer", "train", "--input", a, "--output", dir + "/t.json", "--vocab-size", "400", "--strict"], timeout: 120)
-        XCTAssertNotEqual(train.status, 0)
+        XCTAssertNotEqual(train.status, 0, train.report)
         // Once: one job of three ranks agreeing on the error, printed by rank 0.
-        XCTAssertEqual(train.stderr.components(separatedBy: "a.jsonl:6: text: must be a string, not number (--strict)").count - 1, 1, train.stderr)
-        XCTAssertFalse(train.stderr.contains("a.jsonl:8:") || train.stderr.contains("a.jsonl:10:"), train.stderr)
+        XCTAssertEqual(train.stderr.components(separatedBy: "a.jsonl:6: text: must be a string, not number (--strict)").count - 1, 1, train.report)
+        XCTAssertFalse(train.stderr.contains("a.jsonl:8:") || train.stderr.contains("a.jsonl:10:"), train.report)
         let ok = try DaptProcess.dapt(["tokenizer", "train", "--input", a, "--output", dir + "/t.json", "--vocab-size", "400", "--no-strict"])
-        XCTAssertEqual(ok.status, 0, ok.stderr)
-        XCTAssertTrue(ok.stdout.contains("lines: 60 = 57 texts + 3 rejected + 0 blank: ok"), ok.stdout)
+        XCTAssertEqual(ok.status, 0, ok.report)
+        XCTAssertTrue(ok.stdout.contains("lines: 60 = 57 texts + 3 rejected + 0 blank: ok"), ok.report)
         // Encode: one line per shard, so shards 5, 7 and 9 go to ranks 2, 1 and 0.
         let encode = try DaptProcess.mpirun(np: 3, ["tokenizer", "encode", "--tokenizer", dir + "/t.json", "--input", a, "--output", dir + "/s",
                                                     "--shard-lines", "1", "--strict"], timeout: 120)
-        XCTAssertNotEqual(encode.status, 0)
-        XCTAssertEqual(encode.stderr.components(separatedBy: "a.jsonl:6: text: must be a string, not number (--strict)").count - 1, 1, encode.stderr)
-        XCTAssertFalse(encode.stderr.contains("a.jsonl:8:") || encode.stderr.contains("a.jsonl:10:"), encode.stderr)
+        XCTAssertNotEqual(encode.status, 0, encode.report)
+        XCTAssertEqual(encode.stderr.components(separatedBy: "a.jsonl:6: text: must be a string, not number (--strict)").count - 1, 1, encode.report)
+        XCTAssertFalse(encode.stderr.contains("a.jsonl:8:") || encode.stderr.contains("a.jsonl:10:"), encode.report)
     }
 
     /// A bad record under mpirun stops the job with its file and line.
@@ -113,9 +113,9 @@ final class TokenizerMultiRankTests: XCTestCase {
         lines[100] = #"{"id": "broken", "text": 7}"#
         try (lines.joined(separator: "\n") + "\n").write(toFile: a, atomically: true, encoding: .utf8)
         let train = try DaptProcess.dapt(["tokenizer", "train", "--input", a, "--output", dir + "/t.json", "--vocab-size", "400", "--no-strict"])
-        XCTAssertEqual(train.status, 0, train.stderr)
+        XCTAssertEqual(train.status, 0, train.report)
         let r = try DaptProcess.mpirun(np: 2, ["tokenizer", "encode", "--tokenizer", dir + "/t.json", "--input", a, "--output", dir + "/s", "--shard-lines", "30"], timeout: 120)
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssertEqual(r.stderr.components(separatedBy: "a.jsonl:101: text: must be a string").count - 1, 1, r.stderr)
+        XCTAssertNotEqual(r.status, 0, r.report)
+        XCTAssertEqual(r.stderr.components(separatedBy: "a.jsonl:101: text: must be a string").count - 1, 1, r.report)
     }
 }
