@@ -50,10 +50,12 @@ public final class GrammarMasks: @unchecked Sendable {
         var deferred: [(node: Int32, prefix: [UInt8])] = []
     }
 
-    private var cache: [[UInt32]: TokenMask] = [:]
-    private var topCache: [[UInt32]: TopFrameMask] = [:]
+    private var cache = WordKeyTable<TokenMask>()
+    private var topCache = WordKeyTable<TopFrameMask>()
     /// Top-frame masks computed by `init` (never changed after it, so read without the lock).
-    private var precomputed: [[UInt32]: TopFrameMask] = [:]
+    private var precomputed = WordKeyTable<TopFrameMask>()
+    /// How top frames with equal masks share a key.
+    let folding: TopKeyFolding
     private let lock = NSLock()
     private var hits = 0, misses = 0, topHits = 0, topMisses = 0, precomputedHits = 0
 
@@ -80,29 +82,31 @@ public final class GrammarMasks: @unchecked Sendable {
         self.grammar = grammar
         self.vocabulary = vocabulary
         self.cacheLimit = cacheLimit
+        folding = TopKeyFolding(grammar, vocabulary)
         // Precomputed masks are made far from the nesting limit; a horizon
         // reaching it from the shallowest stacks would key every stack by depth.
         if precomputeLimit > 0 && 2 + Int(horizon) < JSON.maxDepth {
             let start = monotonicSeconds()
-            let (frames, complete) = grammar.reachableTopFrames(horizon: horizon, limit: precomputeLimit)
+            let (frames, complete) = grammar.reachableTopFrames(folding: folding, limit: precomputeLimit)
             let searched = monotonicSeconds()
-            var masks: [[UInt32]: TopFrameMask] = [:]
-            masks.reserveCapacity(frames.count)
-            // A bounded string's frames that differ only in their count share one walk.
-            var byCharacters: [CountKey: CharacterSortedMasks] = [:]
+            var masks = WordKeyTable<TopFrameMask>(minimumCapacity: frames.count)
+            // A string's frames that differ only in their count (or their
+            // string: the walk lifts the bounds) share one walk, found by
+            // phase and partial character (`b`).
+            var byCharacters = WordKeyTable<CharacterSortedMasks>()
             // One run and prefix for every walk (each walk leaves them as it found them).
             var scratch = TopWalkScratch()
             let nodes = grammar.nodes
             for frame in frames {
-                let key = grammar.topCacheKey(frame, nearLimitDepth: 0, horizon: horizon)
+                let key = grammar.topCacheKey(frame, nearLimitDepth: 0, folding: folding)
                 guard frame.node >= 0, nodes[Int(frame.node)].kind == .string else {
-                    masks[key] = walkTopFrame(frame, hiddenDepth: 0, &scratch)
+                    masks.set(key, walkTopFrame(frame, hiddenDepth: 0, &scratch))
                     continue
                 }
-                let countKey = CountKey(node: frame.node, phase: frame.phase, b: frame.b)
+                let countKey = [UInt32(frame.phase), UInt32(bitPattern: frame.b)]
                 let sorted: CharacterSortedMasks
-                if let known = byCharacters[countKey] { sorted = known } else { sorted = sortByCharacters(frame); byCharacters[countKey] = sorted }
-                masks[key] = sorted.mask(for: frame, nodes[Int(frame.node)], vocabulary)
+                if let known = byCharacters[countKey] { sorted = known } else { sorted = sortByCharacters(frame); byCharacters.set(countKey, sorted) }
+                masks.set(key, sorted.mask(for: frame, nodes[Int(frame.node)], vocabulary))
             }
             precomputed = masks
             precomputation = Precomputation(topFrames: frames.count, complete: complete, searchSeconds: searched - start, seconds: monotonicSeconds() - start)
@@ -110,7 +114,7 @@ public final class GrammarMasks: @unchecked Sendable {
     }
 
     /// The precomputed top frames and their masks (for tests).
-    var precomputedTopFrames: [[UInt32]: TopFrameMask] { precomputed }
+    var precomputedTopFrames: WordKeyTable<TopFrameMask> { precomputed }
 
     /// A fresh constraint at the start of the output.
     public func constraint() -> JSONConstraint { JSONConstraint(masks: self) }
@@ -131,7 +135,7 @@ public final class GrammarMasks: @unchecked Sendable {
         if let m = cache[key] { hits += 1; lock.unlock(); return m }
         misses += 1
         lock.unlock()
-        let top = topFrameMask(for: stack)
+        let (top, wasPrecomputed) = topFrameMask(for: stack)
         var mask = top.accepted
         // Each deferred prefix is fed to the real stack and undone (no copy),
         // unless an anyOf forks on it.
@@ -160,29 +164,29 @@ public final class GrammarMasks: @unchecked Sendable {
             }
         }
         lock.lock()
-        if cache.count >= cacheLimit { cache.removeAll(keepingCapacity: true) }
-        cache[key] = mask
+        if wasPrecomputed { precomputedHits += 1 }
+        if cache.count >= cacheLimit { cache.removeAll() }
+        cache.set(key, mask)
         lock.unlock()
         return mask
     }
 
-    /// The top frame's part of the mask of `stack`, from the cache or a walk.
-    func topFrameMask(for stack: [Frame]) -> TopFrameMask {
-        let key = grammar.topCacheKey(stack, horizon: horizon)
-        if let m = precomputed[key] {
-            lock.lock(); precomputedHits += 1; lock.unlock()
-            return m
-        }
+    /// The top frame's part of the mask of `stack`, from the precomputed
+    /// masks (read without the lock: they never change after `init`; the
+    /// caller counts the hit), the cache or a walk.
+    func topFrameMask(for stack: [Frame]) -> (mask: TopFrameMask, precomputed: Bool) {
+        let key = grammar.topCacheKey(stack, folding: folding)
+        if let m = precomputed[key] { return (m, true) }
         lock.lock()
-        if let m = topCache[key] { topHits += 1; lock.unlock(); return m }
+        if let m = topCache[key] { topHits += 1; lock.unlock(); return (m, false) }
         topMisses += 1
         lock.unlock()
         let top = walkTopFrame(stack[stack.count - 1], hiddenDepth: stack.count - 2)
         lock.lock()
-        if topCache.count >= cacheLimit { topCache.removeAll(keepingCapacity: true) }
-        topCache[key] = top
+        if topCache.count >= cacheLimit { topCache.removeAll() }
+        topCache.set(key, top)
         lock.unlock()
-        return top
+        return (top, false)
     }
 
     /// The top-frame mask of `frame` with `hiddenDepth` frames below it
@@ -211,8 +215,6 @@ public final class GrammarMasks: @unchecked Sendable {
         return TopFrameMask(accepted: sink.mask, deferred: deferred)
     }
 
-    struct CountKey: Hashable { var node: Int32, phase: UInt8, b: Int32 }
-
     /// Where a top-frame walk puts the tokens it accepts.
     protocol TopWalkSink {
         mutating func accept(tokensOf node: Int32, open: Bool, characters: Int32, _ vocabulary: TokenVocabulary)
@@ -226,29 +228,29 @@ public final class GrammarMasks: @unchecked Sendable {
         }
     }
 
-    /// The tokens a string frame (phase and `b` as given) takes alone when
-    /// it has no length bounds, by the characters each adds, apart for those
-    /// that end with the string's closing quote; and the trie nodes whose
-    /// byte needs the frames below. A bounded frame's mask follows from its
-    /// count: the characters it may still add and those it still needs.
+    /// The tokens a string frame (phase and `b` as given; any string node)
+    /// takes alone when it has no length bounds, by the characters each
+    /// adds, apart for those that end with the string's closing quote; and
+    /// the trie nodes whose byte needs the frames below. A bounded frame's
+    /// mask follows from its count: the characters it may still add and
+    /// those it still needs.
     struct CharacterSortedMasks: TopWalkSink {
-        /// inside[c]: tokens staying inside the string that add c characters (until `formUnionsUpTo`).
+        /// inside[c]: tokens staying inside the string that add c characters
+        /// (after `formUnions`: at most c).
         var inside: [TokenMask]
         /// closing[c]: tokens adding c characters, then the closing quote.
         var closing: [TokenMask]
+        /// After `formUnions`: closingUpTo[c], the tokens of closing[0...c]
+        /// (a frame that needs no more characters takes every count up to its room).
+        var closingUpTo: [TokenMask] = []
         var deferred: [(node: Int32, prefix: [UInt8])]
-        /// After `formUnionsUpTo`, inside[c] holds the union of inside[0...c],
-        /// and so does closing[c] of closing[0...c] when `closingUpTo` (a
-        /// string without a minimum: every frame takes every count up to its
-        /// room, one union each rather than one per count).
-        var closingUpTo = false
 
-        mutating func formUnionsUpTo(closingToo: Bool) {
+        mutating func formUnions() {
+            closingUpTo = closing
             for c in inside.indices.dropFirst() {
                 inside[c].formUnion(inside[c - 1])
-                if closingToo { closing[c].formUnion(closing[c - 1]) }
+                closingUpTo[c].formUnion(closingUpTo[c - 1])
             }
-            closingUpTo = closingToo
         }
 
         mutating func accept(tokensOf node: Int32, open: Bool, characters: Int32, _ vocabulary: TokenVocabulary) {
@@ -262,8 +264,8 @@ public final class GrammarMasks: @unchecked Sendable {
             let slots = min(inside.count, room == Int.max ? inside.count : room + 1)
             if slots > 0 {
                 accepted.formUnion(inside[slots - 1])
-                if closingUpTo {
-                    accepted.formUnion(closing[slots - 1])
+                if needed == 0 {
+                    accepted.formUnion(closingUpTo[slots - 1])
                 } else if needed < slots {
                     for c in needed..<slots { accepted.formUnion(closing[c]) }
                 }
@@ -286,7 +288,7 @@ public final class GrammarMasks: @unchecked Sendable {
         var deferred: [(node: Int32, prefix: [UInt8])] = []
         walkTop(0, &run, &deferred, &prefix, skipPlain: frame.phase == 0, characters: 0, &sorted)
         sorted.deferred = deferred
-        sorted.formUnionsUpTo(closingToo: grammar.nodes[Int(frame.node)].minCount <= 0)
+        sorted.formUnions()
         return sorted
     }
 

@@ -521,8 +521,8 @@ extension JSONGrammar {
 
     static func unique(_ stacks: [[Frame]]) -> [[Frame]] {
         if stacks.count < 2 { return stacks }
-        var seen = Set<[UInt32]>()
-        return stacks.filter { seen.insert(exactKey($0)).inserted }
+        var seen = WordKeyTable<Void>()
+        return stacks.filter { seen.insert(exactKey($0), ()) }
     }
 
     static func exactKey(_ stack: [Frame]) -> [UInt32] { stateKey(stack, nodes: nil, horizon: 0) }
@@ -537,21 +537,46 @@ extension JSONGrammar {
     /// The cache key of the top frame alone, for the tokens it decides
     /// without the frames below (`GrammarMasks`): its free object keys or
     /// key bytes left out (only a key's closing quote reads them, and a walk
-    /// of the top frame leaves that quote to the full stack), its depth kept
-    /// only where a token could reach the nesting limit.
-    func topCacheKey(_ stack: [Frame], horizon: Int32) -> [UInt32] {
-        topCacheKey(stack[stack.count - 1], nearLimitDepth: stack.count + Int(horizon) >= JSON.maxDepth ? stack.count : 0, horizon: horizon)
+    /// of the top frame leaves that quote to the full stack), counts and
+    /// whitespace folded as `folding` says, its depth kept only where a
+    /// token could reach the nesting limit.
+    func topCacheKey(_ stack: [Frame], folding: TopKeyFolding) -> [UInt32] {
+        topCacheKey(stack[stack.count - 1], nearLimitDepth: stack.count + Int(folding.characters) >= JSON.maxDepth ? stack.count : 0, folding: folding)
     }
 
     /// The top-frame key of `frame` on a stack `nearLimitDepth` deep, or 0
     /// when a token cannot reach the nesting limit from there.
-    func topCacheKey(_ frame: Frame, nearLimitDepth: Int, horizon: Int32) -> [UInt32] {
-        var top = frame
-        top.extra = nil
-        // (Room for the depth up front: appending past the reserved room reallocates.)
-        var key = Self.stateKey(CollectionOfOne(top), nodes: nodes, horizon: horizon, extraRoom: 1)
+    func topCacheKey(_ frame: Frame, nearLimitDepth: Int, folding: TopKeyFolding) -> [UInt32] {
+        var key: [UInt32] = []
+        key.reserveCapacity(5)
+        key.append(UInt32(bitPattern: frame.node))
+        let ws = countsWhitespace(frame) ? max(frame.ws, folding.whitespaceFloor) : frame.ws
+        key.append(UInt32(frame.phase) | UInt32(ws) << 8)
+        if frame.node >= 0, nodes[Int(frame.node)].kind == .string || nodes[Int(frame.node)].kind == .array {
+            let horizon = nodes[Int(frame.node)].kind == .string ? folding.characters : folding.items
+            let minCount = nodes[Int(frame.node)].minCount, maxCount = nodes[Int(frame.node)].maxCount
+            let toMax = maxCount >= 0 ? min(maxCount - frame.a, horizon) : -1
+            let toMin = min(max(minCount - frame.a, 0), horizon)
+            key.append(UInt32(bitPattern: toMax) ^ UInt32(bitPattern: toMin) << 16)
+        } else {
+            key.append(UInt32(bitPattern: frame.a))
+        }
+        key.append(UInt32(bitPattern: frame.b))
         key.append(UInt32(nearLimitDepth))
         return key
+    }
+
+    /// Whether `frame`'s whitespace count limits the whitespace it takes
+    /// (the document, and objects and arrays between their tokens; inside
+    /// a declared key whitespace is key text).
+    @inline(__always) func countsWhitespace(_ frame: Frame) -> Bool {
+        if frame.node == Frame.document { return true }
+        guard frame.node >= 0 else { return false }
+        switch nodes[Int(frame.node)].kind {
+        case .object: return frame.phase != 2
+        case .freeObject, .array: return true
+        default: return false
+        }
     }
 
     /// Top frames whose masks `GrammarMasks` computes before the first
@@ -561,56 +586,78 @@ extension JSONGrammar {
     /// the text goes on when that one ends). One frame per top-frame key
     /// (equal keys, equal masks), far from the nesting limit; of a string's
     /// or array's frames with one key, the largest count (a string of
-    /// `maxLength` 10,000 meets about `horizon` keys, not 10,000 frames). Left out (their
+    /// `maxLength` 10,000 meets about `folding.characters` keys, not 10,000
+    /// frames), and of the frames whose whitespace counts fold together, the
+    /// largest count. Left out (their
     /// masks are computed when met): a `\u` escape after its first hex
     /// digit (the digits read so far make 4,368 frames per string, each
     /// rarely met), and whatever lies past `limit` frames. `complete` is
     /// false when the limit cut the search.
-    func reachableTopFrames(horizon: Int32, limit: Int) -> (frames: [Frame], complete: Bool) {
+    func reachableTopFrames(folding: TopKeyFolding, limit: Int) -> (frames: [Frame], complete: Bool) {
         // Canonical frames (no `extra`, counts as below) are one per key, so
-        // their fields identify them without building keys.
-        struct FrameID: Hashable { var node: Int32, phase: UInt8, ws: UInt8, a: Int32, b: Int32 }
-        // (Room for a schema's frames up front: growing the set rehashes it.)
-        var seen = Set<FrameID>(minimumCapacity: 2048)
+        // their fields (node, phase | ws, a, b) identify them without building keys.
+        var seen = WordKeyTable<Void>(minimumCapacity: 2048)
+        var id: [UInt32] = [0, 0, 0, 0]
         var frames: [Frame] = []
         frames.reserveCapacity(2048)
+        // Frames fed bytes: each frame found, and for a count shared by
+        // several counts, that count less one too (below).
+        var explore: [Frame] = []
+        explore.reserveCapacity(2048)
         var complete = true
         // The search's state passed in, not captured: captured variables
         // live in boxes checked for exclusive access on every use.
-        func add(_ frame: Frame, _ seen: inout Set<FrameID>, _ frames: inout [Frame], _ complete: inout Bool) {
+        func add(_ frame: Frame, _ seen: inout WordKeyTable<Void>, _ id: inout [UInt32], _ frames: inout [Frame], _ explore: inout [Frame], _ complete: inout Bool) {
             if frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string), (3...5).contains(frame.phase) { return }
             var f = frame
             f.extra = nil
+            var shared = false
             // Of the frames with this key, the one whose next character or
-            // item reaches the next key (smaller counts only reach this one).
+            // item reaches the next key. A byte adds at most one, so the
+            // keys the others reach are this one's and, when the key holds
+            // more than one count, those the count less one reaches (its
+            // next count has this key but may have another phase: after a
+            // string's lead byte, an array's first item).
             if f.node >= 0, nodes[Int(f.node)].kind == .string || nodes[Int(f.node)].kind == .array {
+                let horizon = nodes[Int(f.node)].kind == .string ? folding.characters : folding.items
                 let minCount = nodes[Int(f.node)].minCount, maxCount = nodes[Int(f.node)].maxCount
                 let cap = maxCount >= 0 ? maxCount : minCount
                 var next = Int32.max
                 if f.a < minCount { next = max(f.a + 1, minCount - horizon + 1) }
                 if maxCount >= 0 && f.a < maxCount { next = min(next, max(f.a + 1, maxCount - horizon + 1)) }
                 f.a = next == Int32.max ? cap : min(cap, next - 1)
+                // (The key's count distances, as `topCacheKey` caps them.)
+                func distances(_ a: Int32) -> (Int32, Int32) { (maxCount >= 0 ? min(maxCount - a, horizon) : -1, min(max(minCount - a, 0), horizon)) }
+                shared = f.a > 0 && distances(f.a - 1) == distances(f.a)
             }
-            guard seen.insert(FrameID(node: f.node, phase: f.phase, ws: f.ws, a: f.a, b: f.b)).inserted else { return }
+            if countsWhitespace(f) { f.ws = max(f.ws, folding.whitespaceFloor) }
+            id[0] = UInt32(bitPattern: f.node); id[1] = UInt32(f.phase) | UInt32(f.ws) << 8
+            id[2] = UInt32(bitPattern: f.a); id[3] = UInt32(bitPattern: f.b)
+            guard seen.insert(id, ()) else { return }
             if frames.count >= limit { complete = false; return }
             frames.append(f)
+            explore.append(f)
+            if shared {
+                f.a -= 1
+                explore.append(f)
+            }
         }
-        add(Frame(node: Frame.document), &seen, &frames, &complete)
+        add(Frame(node: Frame.document), &seen, &id, &frames, &explore, &complete)
         let bytes = byteClassRepresentatives()
         var k = 0
         var forks: [[Frame]] = []
         // One run for the whole search: each frame set on the boundary, each byte undone (no copies).
         var run = Run(stack: [Frame(node: Frame.boundary), Frame(node: Frame.document)], logging: true)
-        while k < frames.count {
-            run.stack[1] = frames[k]
+        while k < explore.count {
+            run.stack[1] = explore[k]
             k += 1
-            for b in searchBytes(frames[k - 1], all: bytes) {
+            for b in searchBytes(explore[k - 1], all: bytes) {
                 forks.removeAll(keepingCapacity: true)
                 if feed(b, &run, &forks) {
-                    for i in 1..<run.stack.count { add(run.stack[i], &seen, &frames, &complete) }
+                    for i in 1..<run.stack.count { add(run.stack[i], &seen, &id, &frames, &explore, &complete) }
                 }
                 run.undo(to: 0)
-                for fork in forks { for f in fork.dropFirst() { add(f, &seen, &frames, &complete) } }
+                for fork in forks { for f in fork.dropFirst() { add(f, &seen, &id, &frames, &explore, &complete) } }
             }
         }
         return (frames, complete)
@@ -832,4 +879,37 @@ extension JSONGrammar {
         default: return [UInt8((f.b >> 8) & 0xFF)]
         }
     }
+}
+
+/// How top frames whose masks must be equal share one top-frame key, for
+/// one (grammar, vocabulary): beyond these distances a frame's counts and
+/// whitespace cannot change what one token does.
+struct TopKeyFolding: Sendable, Equatable {
+    /// A string's character count enters the key as its distance to the
+    /// bounds capped here: a token adds at most one character per byte
+    /// (the longest token's length plus one).
+    var characters: Int32
+    /// An array's item count, likewise: a token starts at most one item
+    /// more than it has commas (the most commas in a token plus two).
+    var items: Int32
+    /// Whitespace counts up to this one act alike: a frame only counts the
+    /// whitespace a token starts with (any other byte it takes resets the
+    /// count), and no token starts with more than `maxWhitespace - whitespaceFloor`
+    /// whitespace bytes.
+    var whitespaceFloor: UInt8
+
+    init(characters: Int32, items: Int32, whitespaceFloor: UInt8) {
+        self.characters = characters
+        self.items = items
+        self.whitespaceFloor = whitespaceFloor
+    }
+
+    /// The folding for `grammar` over `vocabulary`.
+    init(_ grammar: JSONGrammar, _ vocabulary: TokenVocabulary) {
+        self.init(characters: vocabulary.maxTokenLength + 1, items: vocabulary.mostCommas + 2,
+                  whitespaceFloor: UInt8(max(0, grammar.maxWhitespace - Int(vocabulary.longestLeadingWhitespace))))
+    }
+
+    /// No folding beyond `horizon` (every whitespace count its own key).
+    static func horizon(_ horizon: Int32) -> TopKeyFolding { TopKeyFolding(characters: horizon, items: horizon, whitespaceFloor: 0) }
 }

@@ -21,13 +21,12 @@ public final class TokenVocabulary: Sendable {
     let tokenIds: [Int32]
     /// The longest allowed token, in bytes.
     let maxTokenLength: Int32
-    /// Tokens that are plain string text: whole UTF-8 characters, none a
-    /// quote, backslash or control character. Inside a string without length
-    /// bounds each is allowed and leaves the state as it was.
-    let plainText: TokenMask
-    /// `plainTextUpTo[c]`: the plain-text tokens of at most `c` characters
-    /// (c up to the longest token): in a string with a length bound, the
-    /// plain tokens that fit are those short enough.
+    /// The most commas in an allowed token (the items it can start in an array).
+    let mostCommas: Int32
+    /// The most whitespace bytes an allowed token starts with.
+    let longestLeadingWhitespace: Int32
+    /// `plainTextUpTo[c]`: the plain-text tokens (`plainText(upTo:)`) of at
+    /// most `c` characters, c up to the longest token (the last: all of them).
     private let plainTextUpTo: [TokenMask]
     /// Trie node i's subtree (i included) spells plain-text tokens only.
     let onlyPlainBelow: [Bool]
@@ -39,7 +38,7 @@ public final class TokenVocabulary: Sendable {
         self.tokens = tokens
         self.endTokens = endTokens
         self.excludedTokens = excludedTokens
-        var longest = 0
+        var longest = 0, commas = 0, leadingWhitespace = 0
         // Build with per-node child lists, then number nodes breadth-first.
         var children: [[(UInt8, Int32)]] = [[]]
         var ending: [[Int32]] = [[]]
@@ -56,6 +55,8 @@ public final class TokenVocabulary: Sendable {
             }
             ending[node].append(Int32(id))
             longest = max(longest, bytes.count)
+            commas = max(commas, bytes.count { $0 == UInt8(ascii: ",") })
+            leadingWhitespace = max(leadingWhitespace, bytes.prefix { isWhitespace($0) }.count)
         }
         var order: [Int32] = [0]
         var number = [Int32](repeating: 0, count: children.count)
@@ -80,9 +81,10 @@ public final class TokenVocabulary: Sendable {
         self.tokenStart = tokenStart
         self.tokenIds = tokenIds
         maxTokenLength = Int32(longest)
+        mostCommas = Int32(commas)
+        longestLeadingWhitespace = Int32(leadingWhitespace)
         var plain = TokenMask(count: tokens.count)
         for id in tokenIds where Self.isPlainText(tokens[Int(id)]) { plain[Int(id)] = true }
-        plainText = plain
         var byCharacters = [[Int32]](repeating: [], count: longest + 1)
         for id in tokenIds where plain[Int(id)] { byCharacters[String(decoding: tokens[Int(id)], as: UTF8.self).unicodeScalars.count].append(id) }
         var upTo: [TokenMask] = []
@@ -104,9 +106,12 @@ public final class TokenVocabulary: Sendable {
 
     public var count: Int { tokens.count }
 
-    /// The plain-text tokens of at most `characters` characters.
+    /// The plain-text tokens of at most `characters` characters: tokens of
+    /// whole UTF-8 characters, none a quote, backslash or control character.
+    /// Inside a string each such token that fits is allowed and leaves the
+    /// state as it was but for the count (all of them without length bounds).
     func plainText(upTo characters: Int32) -> TokenMask {
-        characters >= maxTokenLength ? plainText : plainTextUpTo[Int(max(characters, 0))]
+        plainTextUpTo[Int(min(max(characters, 0), maxTokenLength))]
     }
 
     static func isPlainText(_ bytes: [UInt8]) -> Bool {

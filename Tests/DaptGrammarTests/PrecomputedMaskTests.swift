@@ -21,12 +21,11 @@ extension JSONConstraintTests {
         for vocabulary in try precomputationVocabularies() {
             for (grammar, _) in try grammars() {
                 let masks = GrammarMasks(grammar: grammar, vocabulary: vocabulary)
-                let horizon = vocabulary.maxTokenLength + 1
-                let (reachable, complete) = grammar.reachableTopFrames(horizon: horizon, limit: GrammarMasks.defaultPrecomputeLimit)
+                let (reachable, complete) = grammar.reachableTopFrames(folding: masks.folding, limit: GrammarMasks.defaultPrecomputeLimit)
                 XCTAssertTrue(complete)
                 XCTAssertEqual(masks.precomputedTopFrames.count, reachable.count, "one mask per reachable top frame, no two frames under one key")
                 for frame in reachable {
-                    let key = grammar.topCacheKey(frame, nearLimitDepth: 0, horizon: horizon)
+                    let key = grammar.topCacheKey(frame, nearLimitDepth: 0, folding: masks.folding)
                     let top = try XCTUnwrap(masks.precomputedTopFrames[key])
                     // A bounded string's precomputed mask is derived from one walk shared by
                     // its counts: the same tokens as the walk made when the frame is first met,
@@ -161,7 +160,7 @@ extension JSONConstraintTests {
         for (grammar, _) in try grammars() {
             let representatives = grammar.byteClassRepresentatives()
             XCTAssertLessThan(representatives.count, 200)
-            let frames = grammar.reachableTopFrames(horizon: 6, limit: GrammarMasks.defaultPrecomputeLimit).frames
+            let frames = grammar.reachableTopFrames(folding: .horizon(6), limit: GrammarMasks.defaultPrecomputeLimit).frames
             func outcome(_ frame: Frame, _ b: UInt8) -> [UInt32]? {
                 var run = Run(stack: [Frame(node: Frame.boundary), frame], logging: false)
                 var forks: [[Frame]] = []
@@ -191,7 +190,7 @@ extension JSONConstraintTests {
     func testBytesOutsideAFramesOnlyFirstBytesAreRefusedOutright() throws {
         var filtered = 0
         for (grammar, _) in try grammars() {
-            for frame in grammar.reachableTopFrames(horizon: 6, limit: GrammarMasks.defaultPrecomputeLimit).frames {
+            for frame in grammar.reachableTopFrames(folding: .horizon(6), limit: GrammarMasks.defaultPrecomputeLimit).frames {
                 guard let only = grammar.onlyFirstBytes(frame) else { continue }
                 filtered += 1
                 for b in 0...255 where !only.contains(UInt8(b)) {
@@ -203,5 +202,58 @@ extension JSONConstraintTests {
             }
         }
         XCTAssertGreaterThan(filtered, 0, "no frame has first bytes to filter by")
+    }
+}
+
+extension JSONConstraintTests {
+    /// Top frames fold onto one key where their masks must be equal (counts
+    /// far from the bounds, whitespace counts no token can exhaust): every
+    /// top frame text can reach, with its real counts and whitespace, finds
+    /// its key among the precomputed masks, and that mask equals trying each
+    /// token on the frame itself. The bounds here are far past the fold
+    /// distances, so many frames share a key.
+    func testEveryReachableTopFrameFindsAPrecomputedMaskEqualToTryingEachToken() throws {
+        let vocabulary = Self.crossingVocabulary()
+        let schema = #"{"type":"object","properties":{"s":{"type":"string","minLength":2,"maxLength":40},"l":{"type":"array","items":{"anyOf":[{"type":"integer"},{"type":"array","items":{"type":"string","maxLength":30},"maxItems":25}]},"minItems":1,"maxItems":30}},"required":["s"]}"#
+        let grammar = try JSONGrammar.schema(JSONValue.parse(schema))
+        let masks = GrammarMasks(grammar: grammar, vocabulary: vocabulary)
+        XCTAssertTrue(masks.precomputation.complete)
+        XCTAssertEqual(masks.folding.whitespaceFloor, 3, "the vocabulary's tokens start with at most one whitespace byte")
+        XCTAssertLessThan(masks.folding.items, 10)
+        XCTAssertLessThan(masks.folding.characters, 30)
+        // Every real top frame: fed every byte on a boundary from the document frame.
+        var seen = Set<[UInt32]>(), queue = [Frame(node: Frame.document)]
+        seen.insert(JSONGrammar.exactKey(queue))
+        var keys = Set<[UInt32]>()
+        var k = 0
+        while k < queue.count {
+            let frame = queue[k]
+            k += 1
+            for b in 0...255 {
+                var run = Run(stack: [Frame(node: Frame.boundary), frame], logging: false)
+                var forks: [[Frame]] = []
+                var reached: [Frame] = []
+                if grammar.feed(UInt8(b), &run, &forks) { reached += run.stack.dropFirst() }
+                for fork in forks { reached += fork.dropFirst() }
+                for f in reached {
+                    // (What the search leaves lazy: a \u escape past its first hex digit.)
+                    if f.node >= 0, grammar.nodes[Int(f.node)].kind == .string, (3...5).contains(f.phase) { continue }
+                    if seen.insert(JSONGrammar.exactKey([f])).inserted { queue.append(f) }
+                }
+            }
+        }
+        XCTAssertGreaterThan(queue.count, 2 * masks.precomputation.topFrames, "many real frames share a key")
+        for frame in queue {
+            let key = grammar.topCacheKey(frame, nearLimitDepth: 0, folding: masks.folding)
+            keys.insert(key)
+            guard let top = masks.precomputedTopFrames[key] else {
+                XCTFail("frame node \(frame.node) phase \(frame.phase) ws \(frame.ws) a \(frame.a) b \(frame.b): no precomputed mask"); continue
+            }
+            for t in 0..<vocabulary.count where !vocabulary.tokens[t].isEmpty && !vocabulary.endTokens.contains(t) {
+                XCTAssertEqual(top.accepted[t], Self.tryOnTopFrame(grammar, frame, vocabulary.tokens[t]).alone,
+                               "frame node \(frame.node) phase \(frame.phase) ws \(frame.ws) a \(frame.a) b \(frame.b), token \(String(decoding: vocabulary.tokens[t], as: UTF8.self).debugDescription)")
+            }
+        }
+        XCTAssertEqual(keys.count, masks.precomputation.topFrames, "no precomputed mask that no frame uses")
     }
 }
