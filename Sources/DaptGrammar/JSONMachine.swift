@@ -552,18 +552,22 @@ extension JSONGrammar {
         key.append(UInt32(bitPattern: frame.node))
         let ws = countsWhitespace(frame) ? max(frame.ws, folding.whitespaceFloor) : frame.ws
         key.append(UInt32(frame.phase) | UInt32(ws) << 8)
-        if frame.node >= 0, nodes[Int(frame.node)].kind == .string || nodes[Int(frame.node)].kind == .array {
-            let horizon = nodes[Int(frame.node)].kind == .string ? folding.characters : folding.items
-            let minCount = nodes[Int(frame.node)].minCount, maxCount = nodes[Int(frame.node)].maxCount
-            let toMax = maxCount >= 0 ? min(maxCount - frame.a, horizon) : -1
-            let toMin = min(max(minCount - frame.a, 0), horizon)
-            key.append(UInt32(bitPattern: toMax) ^ UInt32(bitPattern: toMin) << 16)
+        if frame.node >= 0, let horizon = folding.horizon(nodes[Int(frame.node)].kind) {
+            key.append(Self.countWord(nodes[Int(frame.node)], frame.a, horizon: horizon))
         } else {
             key.append(UInt32(bitPattern: frame.a))
         }
         key.append(UInt32(bitPattern: frame.b))
         key.append(UInt32(nearLimitDepth))
         return key
+    }
+
+    /// A string's or array's count `a` as a key holds it: its distances to
+    /// the node's bounds, each capped at `horizon`.
+    @inline(__always) static func countWord(_ node: Node, _ a: Int32, horizon: Int32) -> UInt32 {
+        let toMax = node.maxCount >= 0 ? min(node.maxCount - a, horizon) : -1
+        let toMin = min(max(node.minCount - a, 0), horizon)
+        return UInt32(bitPattern: toMax) ^ UInt32(bitPattern: toMin) << 16
     }
 
     /// Whether `frame`'s whitespace count limits the whitespace it takes
@@ -618,17 +622,14 @@ extension JSONGrammar {
             // more than one count, those the count less one reaches (its
             // next count has this key but may have another phase: after a
             // string's lead byte, an array's first item).
-            if f.node >= 0, nodes[Int(f.node)].kind == .string || nodes[Int(f.node)].kind == .array {
-                let horizon = nodes[Int(f.node)].kind == .string ? folding.characters : folding.items
+            if f.node >= 0, let horizon = folding.horizon(nodes[Int(f.node)].kind) {
                 let minCount = nodes[Int(f.node)].minCount, maxCount = nodes[Int(f.node)].maxCount
                 let cap = maxCount >= 0 ? maxCount : minCount
                 var next = Int32.max
                 if f.a < minCount { next = max(f.a + 1, minCount - horizon + 1) }
                 if maxCount >= 0 && f.a < maxCount { next = min(next, max(f.a + 1, maxCount - horizon + 1)) }
                 f.a = next == Int32.max ? cap : min(cap, next - 1)
-                // (The key's count distances, as `topCacheKey` caps them.)
-                func distances(_ a: Int32) -> (Int32, Int32) { (maxCount >= 0 ? min(maxCount - a, horizon) : -1, min(max(minCount - a, 0), horizon)) }
-                shared = f.a > 0 && distances(f.a - 1) == distances(f.a)
+                shared = f.a > 0 && Self.countWord(nodes[Int(f.node)], f.a - 1, horizon: horizon) == Self.countWord(nodes[Int(f.node)], f.a, horizon: horizon)
             }
             if countsWhitespace(f) { f.ws = max(f.ws, folding.whitespaceFloor) }
             id[0] = UInt32(bitPattern: f.node); id[1] = UInt32(f.phase) | UInt32(f.ws) << 8
@@ -747,10 +748,7 @@ extension JSONGrammar {
             key.append(UInt32(bitPattern: f.node))
             key.append(UInt32(f.phase) | UInt32(f.ws) << 8)
             if let nodes, f.node >= 0, nodes[Int(f.node)].kind == .string || nodes[Int(f.node)].kind == .array {
-                let minCount = nodes[Int(f.node)].minCount, maxCount = nodes[Int(f.node)].maxCount
-                let toMax = maxCount >= 0 ? min(maxCount - f.a, horizon) : -1
-                let toMin = min(max(minCount - f.a, 0), horizon)
-                key.append(UInt32(bitPattern: toMax) ^ UInt32(bitPattern: toMin) << 16)
+                key.append(countWord(nodes[Int(f.node)], f.a, horizon: horizon))
             } else {
                 key.append(UInt32(bitPattern: f.a))
             }
@@ -908,6 +906,15 @@ struct TopKeyFolding: Sendable, Equatable {
     init(_ grammar: JSONGrammar, _ vocabulary: TokenVocabulary) {
         self.init(characters: vocabulary.maxTokenLength + 1, items: vocabulary.mostCommas + 2,
                   whitespaceFloor: UInt8(max(0, grammar.maxWhitespace - Int(vocabulary.longestLeadingWhitespace))))
+    }
+
+    /// The cap on the count distances of a frame of `kind` (nil: it has no count).
+    @inline(__always) func horizon(_ kind: JSONGrammar.Kind) -> Int32? {
+        switch kind {
+        case .string: return characters
+        case .array: return items
+        default: return nil
+        }
     }
 
     /// No folding beyond `horizon` (every whitespace count its own key).
