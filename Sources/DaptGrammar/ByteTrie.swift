@@ -1,6 +1,6 @@
 /// A small trie over byte strings with a payload at each complete string:
 /// the alternatives of an `enum`/`const`, the keys an object may take next.
-/// Nodes are numbered from 0 (the root).
+/// Nodes are numbered from 0 (the root); `JSONGrammar.trieChild` follows an edge.
 struct ByteTrie: Sendable {
     /// Children of each node, sorted by byte.
     private(set) var children: [[(byte: UInt8, node: Int32)]] = [[]]
@@ -44,11 +44,4 @@ struct ByteTrie: Sendable {
             }
         }
     }
-
-    @inline(__always) func child(_ node: Int32, _ byte: UInt8) -> Int32? {
-        for edge in children[Int(node)] where edge.byte == byte { return edge.node }
-        return nil
-    }
-
-    @inline(__always) func hasChildren(_ node: Int32) -> Bool { !children[Int(node)].isEmpty }
 }

@@ -300,33 +300,51 @@ public final class GrammarMasks: @unchecked Sendable {
     private func walkTop(_ node: Int32, _ run: inout Run, _ deferred: inout [(node: Int32, prefix: [UInt8])], _ prefix: inout [UInt8],
                          skipPlain: Bool, characters: Int32, _ sink: inout some TopWalkSink, firstBytes: ByteSet? = nil) {
         let v = vocabulary
+        // Inside a literal or a declared key the top frame refuses every
+        // byte but its trie's next ones outright: look those children up
+        // instead of feeding every child.
+        if let (t, trieNode) = grammar.trieToFollow(run.stack[run.stack.count - 1]) {
+            for edge in grammar.tries[t].children[Int(trieNode)] {
+                guard let e = v.edge(node, edge.byte), !(skipPlain && v.onlyPlainBelow[Int(v.childNode[e])]) else { continue }
+                walkTopEdge(e, &run, &deferred, &prefix, skipPlain: skipPlain, characters: characters, &sink)
+            }
+            return
+        }
         for e in Int(v.childStart[Int(node)])..<Int(v.childStart[Int(node) + 1]) {
-            let child = v.childNode[e]
-            if skipPlain && v.onlyPlainBelow[Int(child)] { continue }
+            if skipPlain && v.onlyPlainBelow[Int(v.childNode[e])] { continue }
             // Bytes the frame refuses outright (no boundary, no fork) are not fed.
             if let firstBytes, !firstBytes.contains(v.childByte[e]) { continue }
-            prefix.append(v.childByte[e])
-            let undoMark = run.log.count
-            var forks: [[Frame]] = []
-            run.hitBoundary = false
-            let accepted = grammar.feed(v.childByte[e], &run, &forks)
-            if run.hitBoundary { deferred.append((child, prefix)) }
-            if accepted {
-                let open = run.stack.count >= 2
-                // A string's count once its closing quote has popped it: the characters before the quote.
-                let count = run.countingCharacters && open ? run.stack[1].a : characters
-                sink.accept(tokensOf: child, open: open, characters: count, v)
-                if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walkTop(child, &run, &deferred, &prefix, skipPlain: skipPlain, characters: count, &sink) }
-            }
-            run.undo(to: undoMark)
-            for fork in forks {
-                var forked = Run(stack: fork, logging: true)
-                forked.hiddenDepth = run.hiddenDepth
-                sink.accept(tokensOf: child, open: true, characters: characters, v)
-                walkTop(child, &forked, &deferred, &prefix, skipPlain: false, characters: characters, &sink)
-            }
-            prefix.removeLast()
+            walkTopEdge(e, &run, &deferred, &prefix, skipPlain: skipPlain, characters: characters, &sink)
         }
+    }
+
+    /// `walkTop`'s step along trie edge `e`: feeds its byte, hands the child
+    /// to the sink or notes it deferred, descends, undoes the byte.
+    private func walkTopEdge(_ e: Int, _ run: inout Run, _ deferred: inout [(node: Int32, prefix: [UInt8])], _ prefix: inout [UInt8],
+                             skipPlain: Bool, characters: Int32, _ sink: inout some TopWalkSink) {
+        let v = vocabulary
+        let child = v.childNode[e]
+        prefix.append(v.childByte[e])
+        let undoMark = run.log.count
+        var forks: [[Frame]] = []
+        run.hitBoundary = false
+        let accepted = grammar.feed(v.childByte[e], &run, &forks)
+        if run.hitBoundary { deferred.append((child, prefix)) }
+        if accepted {
+            let open = run.stack.count >= 2
+            // A string's count once its closing quote has popped it: the characters before the quote.
+            let count = run.countingCharacters && open ? run.stack[1].a : characters
+            sink.accept(tokensOf: child, open: open, characters: count, v)
+            if v.childStart[Int(child)] < v.childStart[Int(child) + 1] { walkTop(child, &run, &deferred, &prefix, skipPlain: skipPlain, characters: count, &sink) }
+        }
+        run.undo(to: undoMark)
+        for fork in forks {
+            var forked = Run(stack: fork, logging: true)
+            forked.hiddenDepth = run.hiddenDepth
+            sink.accept(tokensOf: child, open: true, characters: characters, v)
+            walkTop(child, &forked, &deferred, &prefix, skipPlain: false, characters: characters, &sink)
+        }
+        prefix.removeLast()
     }
 
     /// Feeds each child byte of trie node `node` to `run` (a whole stack),

@@ -209,10 +209,9 @@ public struct JSONGrammar: Sendable {
                 case .string: text = [0x22] + [UInt8](repeating: UInt8(ascii: "a"), count: Int(n.minCount)) + [0x22]
                 case .number, .integer: text = [UInt8(ascii: "0")]
                 case .literal:
-                    let trie = tries[Int(n.trie)]
                     var out: [UInt8] = []
                     var node: Int32 = 0
-                    while let b = trie.towardTerminal[Int(node)] { out.append(b); node = trie.child(node, b)! }
+                    while let b = tries[Int(n.trie)].towardTerminal[Int(node)] { out.append(b); node = trieChild(Int(n.trie), node, b)! }
                     text = out
                 case .anyOf:
                     text = n.alternatives.compactMap { best[Int($0)] }.min { $0.count < $1.count }

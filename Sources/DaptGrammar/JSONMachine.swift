@@ -169,8 +169,9 @@ extension JSONGrammar {
 
     enum StepResult { case consumed, refeed, rejected }
 
-    /// `tries[t].child(node, byte)` without copying the trie (a call into
-    /// another file copies it, retaining each of its arrays, on every byte).
+    /// The child of node `node` of trie `t` on `byte`, nil if none. (Here
+    /// rather than a method of `ByteTrie`: calling one on `tries[t]` copies
+    /// the trie, retaining each of its arrays, on every byte.)
     @inline(__always) func trieChild(_ t: Int, _ node: Int32, _ byte: UInt8) -> Int32? {
         for edge in tries[t].children[Int(node)] where edge.byte == byte { return edge.node }
         return nil
@@ -693,33 +694,45 @@ extension JSONGrammar {
         return bytes
     }()
 
+    /// The trie and node whose next bytes are the only ones `frame` takes
+    /// (refusing the others outright, without reaching the frames below):
+    /// inside a declared key, or inside a literal short of its end. Nil for
+    /// other frames.
+    @inline(__always) func trieToFollow(_ frame: Frame) -> (trie: Int, node: Int32)? {
+        guard frame.node >= 0 else { return nil }
+        switch nodes[Int(frame.node)].kind {
+        case .object where frame.phase == 2: return (Int(nodes[Int(frame.node)].keyTries[Int(frame.a)]), frame.b)
+        case .literal:
+            let t = Int(nodes[Int(frame.node)].trie)
+            // At a complete literal, another byte ends it and reaches the frame below.
+            return tries[t].payload[Int(frame.a)] < 0 ? (t, frame.a) : nil
+        default: return nil
+        }
+    }
+
     /// Bytes outside which `frame` (on a boundary) refuses every byte
     /// outright, without reaching the boundary: inside a declared key, or
     /// inside a literal short of its end, the trie's next bytes; between
     /// the tokens of a declared object or an array, whitespace, punctuation
     /// and the bytes starting a value there. Nil for other frames.
     func onlyFirstBytes(_ frame: Frame) -> ByteSet? {
+        var bytes = ByteSet()
+        if let (t, trieNode) = trieToFollow(frame) {
+            for edge in tries[t].children[Int(trieNode)] { bytes.insert(edge.byte) }
+            return bytes
+        }
         guard frame.node >= 0 else { return nil }
         let node = nodes[Int(frame.node)]
-        let t: Int, trieNode: Int32
-        var bytes = ByteSet()
         switch node.kind {
-        case .object where frame.phase != 2, .array:
+        case .object, .array:
             // Between the tokens of an object or array: whitespace, its
             // punctuation, and the bytes that can start a value here (a superset).
             bytes = Self.betweenTokensBytes
             if node.kind == .array { bytes.formUnion(nodes[Int(node.items)].firstBytes) }
             else if frame.phase == 4 { bytes.formUnion(nodes[Int(node.properties[Int(frame.a)].node)].firstBytes) }
             return bytes
-        case .object: t = Int(node.keyTries[Int(frame.a)]); trieNode = frame.b
-        case .literal:
-            t = Int(node.trie); trieNode = frame.a
-            // At a complete literal, another byte ends it and reaches the boundary.
-            guard tries[t].payload[Int(trieNode)] < 0 else { return nil }
         default: return nil
         }
-        for edge in tries[t].children[Int(trieNode)] { bytes.insert(edge.byte) }
-        return bytes
     }
 
     /// One byte of each class of bytes `feed` treats alike in every frame:

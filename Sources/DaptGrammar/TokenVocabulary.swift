@@ -153,12 +153,18 @@ public final class TokenVocabulary: Sendable {
     }
 
     @inline(__always) func child(_ node: Int32, _ b: UInt8) -> Int32? {
+        edge(node, b).map { childNode[$0] }
+    }
+
+    /// The index of trie node `node`'s edge on byte `b` (into `childByte`/`childNode`), nil if none.
+    @inline(__always) func edge(_ node: Int32, _ b: UInt8) -> Int? {
         var lo = Int(childStart[Int(node)]), hi = Int(childStart[Int(node) + 1])
+        let end = hi
         while lo < hi {
             let mid = (lo + hi) >> 1
             if childByte[mid] < b { lo = mid + 1 } else { hi = mid }
         }
-        return lo < Int(childStart[Int(node) + 1]) && childByte[lo] == b ? childNode[lo] : nil
+        return lo < end && childByte[lo] == b ? lo : nil
     }
 }
 
