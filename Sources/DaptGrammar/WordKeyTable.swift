@@ -15,10 +15,13 @@ struct WordKeyTable<Value> {
     private var hashes: [UInt64] = []
     /// Values in insertion order (entry i's value is `values[i]`).
     private(set) var values: [Value] = []
-    /// Entry index per slot, -1 when empty; a power of two, at most half full.
-    private var slots: [Int32]
+    /// Entry index per slot, -1 when empty; a power of two, at most half
+    /// full (empty until the first key: a table never used costs nothing).
+    private var slots: [Int32] = []
 
-    init(minimumCapacity: Int = 8) {
+    init() {}
+
+    init(minimumCapacity: Int) {
         var size = 16
         while size < minimumCapacity * 2 { size <<= 1 }
         slots = [Int32](repeating: -1, count: size)
@@ -42,6 +45,7 @@ struct WordKeyTable<Value> {
 
     /// The slot holding `key`, or the empty slot where it would go.
     @inline(__always) private func slot(of key: [UInt32], hash h: UInt64) -> (slot: Int, entry: Int32) {
+        if slots.isEmpty { return (-1, -1) }
         let mask = slots.count - 1
         var s = Int(truncatingIfNeeded: h) & mask
         while true {
@@ -82,7 +86,12 @@ struct WordKeyTable<Value> {
         return true
     }
 
-    private mutating func append(_ key: [UInt32], _ value: Value, hash h: UInt64, slot s: Int) {
+    private mutating func append(_ key: [UInt32], _ value: Value, hash h: UInt64, slot: Int) {
+        var s = slot
+        if slots.isEmpty {
+            slots = [Int32](repeating: -1, count: 16)
+            s = Int(truncatingIfNeeded: h) & 15
+        }
         slots[s] = Int32(values.count)
         words.append(contentsOf: key)
         starts.append(Int32(words.count))
