@@ -3,8 +3,8 @@
 # intermediate 1376, vocabulary 512: 26.4M parameters, 317 MB of weights and
 # moments) under several layouts, against the raw write (dd with fsync) and
 # read of the same number of bytes on the same file system, and each
-# rank's peak resident memory (/usr/bin/time -v, "Maximum resident set
-# size") for a run of one step that ends with a checkpoint.
+# rank's peak resident memory (/usr/bin/time's %M, one file per rank) for a
+# run of one step that ends with a checkpoint.
 #   - save_s: the run's own "saved ... in X s" (gathering included);
 #   - load_s: the resumed run's "loaded and verified in X s" (checksums
 #     of every file, then each rank reads its slices);
@@ -19,10 +19,10 @@ source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 layouts="${1:-1 t2 t4 t2d2}"
-dapt="${DAPT_BIN:-$(swift build -c release --show-bin-path)/dapt}"
-[ -x "$dapt" ] || { echo "checkpoint bench: $dapt not built" >&2; exit 2; }
+bench_dapt
+bench_mpirun
 export OPENBLAS_NUM_THREADS=1
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/dapt-ckpt-bench.XXXXXX")"; trap 'rm -rf "$tmp"' EXIT
+bench_tmp checkpoint
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ), load: $(cut -d' ' -f1-3 /proc/loadavg), binary: $dapt${OLD_BIN:+, old binary: $OLD_BIN}"
 awk 'BEGIN { srand(5); split("claim device signal layer method first second wherein circuit apparatus", w, " ");
   for (d = 0; d < 600; d++) { line = ""; for (i = 0; i < 80; i++) line = line (i ? " " : "") w[1 + int(rand() * 10)]; printf "{\"text\": \"%s\"}\n", line } }' > "$tmp/corpus.jsonl"
@@ -32,14 +32,13 @@ model=(--set model.hidden_size=512 --set model.intermediate_size=1376 --set mode
        --set eval.sequences=0 --set log_every_steps=1000)
 echo "config: hidden 512, 8 layers, intermediate 1376, vocabulary 512, fp32, 1 step then a checkpoint"
 
-# Runs `dapt pretrain` on $1 ranks under /usr/bin/time -v per rank (peak RSS into $2.<rank>).
+# Runs `dapt pretrain` on $1 ranks under /usr/bin/time per rank (peak RSS into $2.<rank>).
 run() {
-  local np="$1" rss="$2"; shift 2
-  local wrap=(sh -c '/usr/bin/time -v -o "$0.${OMPI_COMM_WORLD_RANK:-0}" "$@"' "$rss")
-  if [ "$np" -eq 1 ]; then "${wrap[@]}" "$bin" pretrain "$@"
-  else mpirun -np "$np" --oversubscribe --mca btl self,vader,tcp -x OPENBLAS_NUM_THREADS=1 $( [ "$(id -u)" -eq 0 ] && echo --allow-run-as-root ) "${wrap[@]}" "$bin" pretrain "$@"; fi
+  local np="$1"; bench_rank_rss "$2"; shift 2
+  if [ "$np" -eq 1 ]; then "${rank_rss[@]}" "$bin" pretrain "$@"
+  else "${mpi[@]}" -np "$np" "${rank_rss[@]}" "$bin" pretrain "$@"; fi
 }
-peak() { grep "Maximum resident set size" "$1" | awk '{ printf "%.0f", $NF / 1024 }'; }
+peak() { bench_peak_mb %.0f "$1"; }
 layout_args() {
   case "$1" in
     1) echo 1 ;;

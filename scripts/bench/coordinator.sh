@@ -15,10 +15,9 @@ source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-40}"; ranks="${2:-1 2 4}"
-dapt="${DAPT_BIN:-$(swift build -c release --show-bin-path)/dapt}"
-[ -x "$dapt" ] || { echo "coordinator bench: $dapt not built" >&2; exit 2; }
+bench_dapt
 export DAPT_BIN="$dapt" OPENBLAS_NUM_THREADS=1
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/dapt-coord-bench.XXXXXX")"; trap 'rm -rf "$tmp"' EXIT
+bench_tmp coordinator
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ), load: $(cut -d' ' -f1-3 /proc/loadavg), binary: $dapt"
 awk 'BEGIN { srand(3); split("claim device signal layer method first second wherein circuit apparatus", w, " ");
   for (d = 0; d < 2000; d++) { line = ""; for (i = 0; i < 60; i++) line = line (i ? " " : "") w[1 + int(rand() * 10)]; printf "{\"text\": \"%s\"}\n", line } }' > "$tmp/corpus.jsonl"

@@ -13,3 +13,43 @@ bench_tokens() {
   "$dapt" tokenizer train --input "$corpus" --vocab-size "$vocab" --output "$dir/tokenizer.json" >/dev/null 2>&1
   "$dapt" tokenizer encode --tokenizer "$dir/tokenizer.json" --input "$corpus" --output "$dir/tokens" >/dev/null 2>&1
 }
+
+# bench_dapt: sets `dapt` to the release build, built first, or to $DAPT_BIN
+# (another build, used as it is).
+bench_dapt() {
+  if [ -z "${DAPT_BIN:-}" ]; then swift build -c release --product dapt >/dev/null; fi
+  dapt="${DAPT_BIN:-$(swift build -c release --show-bin-path)/dapt}"
+  [ -x "$dapt" ] || { echo "$(basename "$0"): $dapt is not an executable" >&2; exit 2; }
+}
+
+# bench_mpirun [ARGS...]: sets the array `mpi` to mpirun on this host
+# (oversubscribed, shared memory, one BLAS thread per rank, root allowed),
+# followed by ARGS.
+bench_mpirun() {
+  mpi=(mpirun --oversubscribe --mca btl self,vader,tcp -x OPENBLAS_NUM_THREADS=1 "$@")
+  [ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
+}
+
+# bench_tmp NAME: sets `tmp` to a fresh directory, removed when the script exits.
+bench_tmp() {
+  tmp="$(mktemp -d "${TMPDIR:-/tmp}/dapt-$1-bench.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
+}
+
+# bench_rank_rss PREFIX: sets the array `rank_rss` to a command prefix that
+# runs a command under /usr/bin/time and writes its peak resident set (KB) to
+# PREFIX.<rank> (OMPI_COMM_WORLD_RANK; 0 alone): one file per rank, so the
+# ranks' figures cannot interleave as lines of a shared stream can.
+bench_rank_rss() {
+  rank_rss=(sh -c '/usr/bin/time -f "rss-kb %M" -o "$0.${OMPI_COMM_WORLD_RANK:-0}" "$@"' "$1")
+}
+
+# bench_peak_mb FORMAT FILE...: the largest peak in these bench_rank_rss files
+# in MB (printf FORMAT), or "-" when there is none (e.g. no other ranks).
+bench_peak_mb() {
+  local format="$1" files=() f
+  shift
+  for f in "$@"; do if [ -f "$f" ]; then files+=("$f"); fi; done
+  if [ ${#files[@]} -eq 0 ]; then echo -; return 0; fi
+  awk -v format="$format" '$1 == "rss-kb" && $2 > m { m = $2 } END { if (m) printf format, m / 1024; else printf "-" }' "${files[@]}"
+}

@@ -15,12 +15,9 @@ source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-8}"
-# DAPT_BIN: another build of dapt (default: the release build).
-if [ -z "${DAPT_BIN:-}" ]; then swift build -c release --product dapt >/dev/null; fi
-dapt="${DAPT_BIN:-$(swift build -c release --show-bin-path)/dapt}"
-mpi=(mpirun --oversubscribe --mca btl self,vader,tcp -np 2 -x OPENBLAS_NUM_THREADS=1)
-[ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+bench_dapt
+bench_mpirun -np 2
+bench_tmp overlap
 
 bench_header
 

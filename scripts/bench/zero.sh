@@ -4,18 +4,16 @@
 # state each rank holds (AdamW moments, and bf16's fp32 master weights; the
 # run's own count), the peak resident set of rank 0 (which also gathers the
 # whole state to save the checkpoint) and the largest of the other ranks
-# (measured by /usr/bin/time), tokens/s, and the final loss (equal with and
+# (measured by /usr/bin/time, one file per rank), tokens/s, and the final loss (equal with and
 # without ZeRO).
-# Usage: scripts/bench/zero.sh [steps]   (default 4)
+# Usage: scripts/bench/zero.sh [steps]   (default 4; DAPT_BIN=path to use another build)
 source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-4}"
-swift build -c release --product dapt >/dev/null
-dapt="$(swift build -c release --show-bin-path)/dapt"
-mpi=(mpirun --oversubscribe --mca btl self,vader,tcp --tag-output -x OPENBLAS_NUM_THREADS=1)
-[ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+bench_dapt
+bench_mpirun
+bench_tmp zero
 
 bench_header
 
@@ -29,18 +27,18 @@ settings=(--set model.vocab_size=4096 --set model.hidden_size=256 --set model.in
           --set eval.sequences=0 --set log_every_steps=1000 --set checkpoint.every_steps=0)
 echo "config: vocab 4096, hidden 256, 4 layers, seq 256, global batch 16, $steps steps, 1 BLAS thread per rank"
 printf "%-9s %2s %5s %18s %16s %18s %10s %10s\n" precision D zero "optimizer B/rank" "rank 0 RSS MB" "others' RSS MB" "tokens/s" "loss"
-set +o pipefail  # a D=1 run has no other ranks to grep for
 for precision in fp32 bf16; do
   for d in 1 2 4; do
     for zero in 0 1; do
       run="$tmp/run-$precision-$d-$zero"
       launch=("${mpi[@]}" -np "$d")
       [ "$d" -gt 1 ] || launch=(env OPENBLAS_NUM_THREADS=1)
-      "${launch[@]}" /usr/bin/time -f "rss-kb %M" "$dapt" pretrain --input "$tmp/tokens" --output "$run" --steps "$steps" \
+      bench_rank_rss "$run.rss"
+      "${launch[@]}" "${rank_rss[@]}" "$dapt" pretrain --input "$tmp/tokens" --output "$run" --steps "$steps" \
         --precision "$precision" "${settings[@]}" --set parallel.zero=$zero 2> "$tmp/log" || { cat "$tmp/log"; exit 1; }
       state=$(grep -o '[0-9]* bytes of optimizer state per rank' "$tmp/log" | head -1 | cut -d' ' -f1)
-      rss0=$( (grep 'rss-kb' "$tmp/log" | grep -v '^\[1,[1-9]' || true) | grep -o 'rss-kb [0-9]*' | awk '{ printf "%.1f", $2 / 1024 }')
-      rss1=$( (grep '^\[1,[1-9][0-9]*\]<stderr>:rss-kb' "$tmp/log" || true) | grep -o 'rss-kb [0-9]*' | awk '{ if ($2 > m) m = $2 } END { if (m) printf "%.1f", m / 1024; else printf "-" }')
+      rss0=$(bench_peak_mb %.1f "$run.rss.0")
+      rss1=$(bench_peak_mb %.1f "$run".rss.[1-9]*)
       read -r tps loss <<< "$(python3 -c "
 import json,sys
 m=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
