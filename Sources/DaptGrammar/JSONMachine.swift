@@ -613,7 +613,7 @@ extension JSONGrammar {
         // The search's state passed in, not captured: captured variables
         // live in boxes checked for exclusive access on every use.
         func add(_ frame: Frame, _ seen: inout WordKeyTable<Void>, _ id: inout [UInt32], _ frames: inout [Frame], _ explore: inout [Frame], _ complete: inout Bool) {
-            if frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string), (3...5).contains(frame.phase) { return }
+            if leftLazy(frame) { return }
             var f = frame
             f.extra = nil
             var shared = false
@@ -681,8 +681,16 @@ extension JSONGrammar {
         case 1: return [quote, UInt8(ascii: "u")]
         // Continuation bytes by range; all in the frame's range act alike.
         case 12: return [0x80, 0x90, 0xA0]
+        // After `\u` every byte taken (a hex digit) leads to a frame left lazy.
+        case 2: return []
         default: return all
         }
+    }
+
+    /// Whether the search leaves `frame` to be computed when met: a `\u`
+    /// escape past its first hex digit (in a string or a free object's key).
+    func leftLazy(_ frame: Frame) -> Bool {
+        (3...5).contains(frame.phase) && (frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string))
     }
 
     static let textBytes: [UInt8] = [quote, backslash, UInt8(ascii: "a"), 0xC2, 0xE0, 0xE1, 0xED, 0xF0, 0xF1, 0xF4]
