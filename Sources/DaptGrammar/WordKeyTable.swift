@@ -9,9 +9,10 @@ import DaptCore
 /// mask), and every look-up seeds a `Hasher`. Keys are hashed with
 /// `StableHash.mix64`, so iteration order is the same in every process.
 struct WordKeyTable<Value> {
-    /// Every key's words, one after another: entry i's are `words[starts[i]..<starts[i + 1]]`.
+    /// Every key's words, one after another: entry i's end at `ends[i]`
+    /// (and start at `ends[i - 1]`, or 0).
     private var words: [UInt32] = []
-    private var starts: [Int32] = [0]
+    private var ends: [Int32] = []
     private var hashes: [UInt64] = []
     /// Values in insertion order (entry i's value is `values[i]`).
     private(set) var values: [Value] = []
@@ -27,7 +28,7 @@ struct WordKeyTable<Value> {
         slots = [Int32](repeating: -1, count: size)
         values.reserveCapacity(minimumCapacity)
         hashes.reserveCapacity(minimumCapacity)
-        starts.reserveCapacity(minimumCapacity + 1)
+        ends.reserveCapacity(minimumCapacity)
     }
 
     var count: Int { values.count }
@@ -57,7 +58,7 @@ struct WordKeyTable<Value> {
     }
 
     @inline(__always) private func equals(_ entry: Int, _ key: [UInt32]) -> Bool {
-        let start = Int(starts[entry]), end = Int(starts[entry + 1])
+        let start = entry == 0 ? 0 : Int(ends[entry - 1]), end = Int(ends[entry])
         guard end - start == key.count else { return false }
         for k in 0..<key.count where words[start + k] != key[k] { return false }
         return true
@@ -94,7 +95,7 @@ struct WordKeyTable<Value> {
         }
         slots[s] = Int32(values.count)
         words.append(contentsOf: key)
-        starts.append(Int32(words.count))
+        ends.append(Int32(words.count))
         hashes.append(h)
         values.append(value)
         if values.count * 2 > slots.count { grow() }
@@ -113,13 +114,12 @@ struct WordKeyTable<Value> {
     /// Empties the table, keeping its storage.
     mutating func removeAll() {
         words.removeAll(keepingCapacity: true)
-        starts.removeAll(keepingCapacity: true)
-        starts.append(0)
+        ends.removeAll(keepingCapacity: true)
         hashes.removeAll(keepingCapacity: true)
         values.removeAll(keepingCapacity: true)
         for s in slots.indices { slots[s] = -1 }
     }
 
     /// The key of entry `i` (for tests).
-    func key(at i: Int) -> [UInt32] { Array(words[Int(starts[i])..<Int(starts[i + 1])]) }
+    func key(at i: Int) -> [UInt32] { Array(words[(i == 0 ? 0 : Int(ends[i - 1]))..<Int(ends[i])]) }
 }
