@@ -666,13 +666,25 @@ extension JSONGrammar {
     }
 
     /// The bytes the search feeds `frame`: inside a key or a literal (see
-    /// `onlyFirstBytes`), the trie's next bytes; in a string's text, after its
+    /// `onlyFirstBytes`), the trie's next bytes; in a number, the bytes that
+    /// continue it (any other ends it or is refused); in a string's text, after its
     /// backslash, or inside a UTF-8 character (a free object's key too),
     /// one byte per class that frame tells apart, else `all` (one byte per
     /// class any frame tells apart). Strings are most of a schema's frames.
     func searchBytes(_ frame: Frame, all: [UInt8]) -> [UInt8] {
         // In a key or literal trie, the trie's next bytes (each its own class in `all`).
         if let only = onlyFirstBytes(frame) { return all.filter { only.contains($0) } }
+        if frame.node >= 0 {
+            switch nodes[Int(frame.node)].kind {
+            // A number's other bytes are refused or end it and go to the frame below: nothing to find.
+            case .number, .integer: return Self.numberBytes
+            // So do a complete literal's bytes but those going on in its trie.
+            case .literal:
+                let t = Int(nodes[Int(frame.node)].trie)
+                return tries[t].children[Int(frame.a)].map(\.byte)
+            default: break
+            }
+        }
         guard frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string) else { return all }
         switch frame.phase {
         // Closing quote, backslash, any other ASCII text byte, and a lead byte per continuation range it calls for.
@@ -692,6 +704,9 @@ extension JSONGrammar {
     func leftLazy(_ frame: Frame) -> Bool {
         (3...5).contains(frame.phase) && (frame.node == Frame.key || (frame.node >= 0 && nodes[Int(frame.node)].kind == .string))
     }
+
+    /// The bytes a number goes on with (each its own class).
+    static let numberBytes: [UInt8] = Array("0123456789+-.eE".utf8)
 
     static let textBytes: [UInt8] = [quote, backslash, UInt8(ascii: "a"), 0xC2, 0xE0, 0xE1, 0xED, 0xF0, 0xF1, 0xF4]
 
