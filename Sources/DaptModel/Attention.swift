@@ -217,31 +217,17 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
                         while s < e { m = max(m, row[s]); s += 1 }
                         let alpha = scalarExp(rowMax[r] - m)
                         rowMax[r] = m
-                        var sum: Float = 0
-                        let mv = Vec8(repeating: m)
-                        s = a
                         if a > 0 { row.update(repeating: 0, count: a) }
-                        var sv = Vec8()
-                        while s + 8 <= e { let p = vectorExp(load8(row + s) - mv); store8(p, row + s); sv += p; s += 8 }
-                        sum = sv.sum()
-                        while s < e { let p = scalarExp(row[s] - m); row[s] = p; sum += p; s += 1 }
+                        let sum = exponentiate(row, a..<e, minus: m)
                         if e < nk { (row + e).update(repeating: 0, count: nk - e) }
                         rowSum[r] = rowSum[r] * alpha + sum
-                        if alpha != 1 {
-                            let av = Vec8(repeating: alpha)
-                            let o = acc + r * D
-                            var d = 0
-                            while d + 8 <= D { store8(load8(o + d) * av, o + d); d += 8 }
-                            while d < D { o[d] *= alpha; d += 1 }
-                        }
+                        if alpha != 1 { scale(acc + r * D, by: alpha, count: D, into: acc + r * D) }
                     }
                     BLAS.sgemm(.none, .none, m: nq, n: D, k: nk, a: scores, lda: nk,
                                b: vBase + j0 * shape.kvStride, ldb: shape.kvStride, beta: 1, c: acc, ldc: D)
                 }
                 for r in 0..<nq {
-                    let o = out + (b * T + i0 + r) * shape.outStride + h * D
-                    let inv = 1 / rowSum[r]
-                    for d in 0..<D { o[d] = acc[r * D + d] * inv }
+                    scale(acc + r * D, by: 1 / rowSum[r], count: D, into: out + (b * T + i0 + r) * shape.outStride + h * D)
                     lse[(b * shape.heads + h) * T + i0 + r] = rowMax[r] + Foundation.log(rowSum[r])
                 }
             }
@@ -251,24 +237,37 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
 }
 
 /// Backward of `attentionForward` (FlashAttention-2 style: scores are
-/// recomputed per tile from q, k and the saved lse). dq, dk, dv += gradients.
-/// For GQA several query heads add into one kv head, so a parallel split
-/// must be by kv-head groups.
+/// recomputed per tile from q, k and the saved lse). Writes dq for the heads
+/// of `headRange` and dk, dv for their kv heads (whatever the buffers held:
+/// a kv head's gradient rows are zeroed just before its first tile, while
+/// they are about to be cached anyway, and each dq block's first product
+/// overwrites it). For GQA several query heads add into one kv head, so
+/// `headRange` must hold whole kv-head groups, and a parallel split must be
+/// by kv-head groups.
 public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                               out: UnsafePointer<Float>, lse: UnsafePointer<Float>, dOut: UnsafePointer<Float>,
                               shape: AttentionShape, documentStarts: UnsafePointer<Int32>,
                               headRange: Range<Int>? = nil, tiles: AttentionTiles = AttentionTiles(),
                               dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
     let T = shape.seqLen, D = shape.headDim, BQ = tiles.query, BK = tiles.key
+    let heads = headRange ?? 0..<shape.heads
+    precondition(heads.lowerBound % shape.group == 0 && heads.upperBound % shape.group == 0,
+                 "heads \(heads) split a kv-head group of \(shape.group)")
     let probs = UnsafeMutablePointer<Float>.allocate(capacity: BQ * BK)
     let dProbs = UnsafeMutablePointer<Float>.allocate(capacity: BQ * BK)
     let rowDot = UnsafeMutablePointer<Float>.allocate(capacity: BQ)
     defer { probs.deallocate(); dProbs.deallocate(); rowDot.deallocate() }
     for b in 0..<shape.batch {
         let starts = documentStarts + b * T
-        for h in headRange ?? 0..<shape.heads {
+        for h in heads {
             let kvh = h / shape.group
             let kvOffset = b * T * shape.kvStride + kvh * D
+            if h % shape.group == 0 {
+                for t in 0..<T {
+                    (dk + kvOffset + t * shape.kvStride).update(repeating: 0, count: D)
+                    (dv + kvOffset + t * shape.kvStride).update(repeating: 0, count: D)
+                }
+            }
             for i0 in stride(from: 0, to: T, by: BQ) {
                 let i1 = min(i0 + BQ, T), nq = i1 - i0
                 let qOffset = (b * T + i0) * shape.qStride + h * D
@@ -277,6 +276,8 @@ public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, 
                 var lo = i0
                 for t in i0..<i1 { lo = min(lo, Int(starts[t])) }
                 for r in 0..<nq { rowDot[r] = dot(dOut + outOffset + r * shape.outStride, out + outOffset + r * shape.outStride, count: D) }
+                // Every query sees itself, so some tile is computed; the first writes the dq block.
+                var dqBeta: Float = 0
                 for j0 in stride(from: lo, to: i1, by: BK) {
                     let j1 = min(j0 + BK, i1), nk = j1 - j0
                     let status = tileStatus(starts: starts, i0: i0, i1: i1, j0: j0, j1: j1)
@@ -292,26 +293,14 @@ public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, 
                         if a >= e { p.update(repeating: 0, count: nk); dp.update(repeating: 0, count: nk); continue }
                         if a > 0 { p.update(repeating: 0, count: a); dp.update(repeating: 0, count: a) }
                         if e < nk { (p + e).update(repeating: 0, count: nk - e); (dp + e).update(repeating: 0, count: nk - e) }
-                        let l = Vec8(repeating: lseRow[r]), dd = Vec8(repeating: rowDot[r]), sc = Vec8(repeating: shape.scale)
-                        var s = a
-                        while s + 8 <= e {
-                            let pv = vectorExp(load8(p + s) - l)
-                            store8(pv, p + s)
-                            store8(pv * (load8(dp + s) - dd) * sc, dp + s)
-                            s += 8
-                        }
-                        while s < e {
-                            let pv = scalarExp(p[s] - lseRow[r])
-                            p[s] = pv
-                            dp[s] = pv * (dp[s] - rowDot[r]) * shape.scale
-                            s += 1
-                        }
+                        softmaxBackwardRow(scores: p, scoreGradients: dp, a..<e, logSumExp: lseRow[r], rowDot: rowDot[r], scale: shape.scale)
                     }
                     // dV += Pᵀ dO; dQ += dS K; dK += dSᵀ Q
                     BLAS.sgemm(.transpose, .none, m: nk, n: D, k: nq, a: probs, lda: nk,
                                b: dOut + outOffset, ldb: shape.outStride, beta: 1, c: dv + kTile, ldc: shape.kvStride)
                     BLAS.sgemm(.none, .none, m: nq, n: D, k: nk, a: dProbs, lda: nk,
-                               b: k + kTile, ldb: shape.kvStride, beta: 1, c: dq + qOffset, ldc: shape.qStride)
+                               b: k + kTile, ldb: shape.kvStride, beta: dqBeta, c: dq + qOffset, ldc: shape.qStride)
+                    dqBeta = 1
                     BLAS.sgemm(.transpose, .none, m: nk, n: D, k: nq, a: dProbs, lda: nk,
                                b: q + qOffset, ldb: shape.qStride, beta: 1, c: dk + kTile, ldc: shape.kvStride)
                 }

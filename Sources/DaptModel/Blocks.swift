@@ -172,7 +172,6 @@ public struct Attention {
         let n = a.n, qD = qDim, width = qkv.outFeatures
         o.backward(x: s.attention, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dAttnOut)
         settings.round(a.dAttnOut, n * qD)
-        a.dqkv.update(repeating: 0, count: n * width)
         let shape = a.attentionShape
         let q = s.qkv, k = s.qkv + qD, v = s.qkv + qD + kvDim
         let dq = a.dqkv, dk = a.dqkv + qD, dv = a.dqkv + qD + kvDim
@@ -186,6 +185,8 @@ public struct Attention {
                                       documentStarts: st, headRange: heads, tiles: tiles, dq: dq, dk: dk, dv: dv)
                 }
             case .reference:
+                // The reference accumulates; the tiled kernel writes every q/k/v gradient column itself.
+                a.dqkv.update(repeating: 0, count: n * width)
                 attentionReferenceBackward(q: q, k: k, v: v, dOut: a.dAttnOut, shape: shape, documentStarts: st.baseAddress!,
                                            dq: dq, dk: dk, dv: dv)
             }
@@ -290,16 +291,14 @@ public struct DecoderBlock {
     /// Layer `l` of `a`: hidden[l] → hidden[l + 1].
     func forward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
         let s = a.layer(l), n = a.n, H = a.dims.hidden
-        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1, settings: settings)
+        // mid = x + attention(norm(x)): the norm's pass also starts mid at x.
+        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1, copy: s.mid, settings: settings)
         settings.round(a.normOut, n * H)
-        // mid = x + attention(norm(x))
-        s.mid.update(from: s.x, count: n * H)
         try attention.forward(input: a.normOut, saved: s, out: s.mid, a, weights: w, settings: settings)
         settings.round(s.mid, n * H)
-        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2, settings: settings)
+        // out = mid + mlp(norm(mid)), likewise.
+        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2, copy: s.out, settings: settings)
         settings.round(a.normOut, n * H)
-        // out = mid + mlp(norm(mid))
-        s.out.update(from: s.mid, count: n * H)
         try mlp.forward(input: a.normOut, saved: s, out: s.out, a, weights: w, settings: settings)
         settings.round(s.out, n * H)
     }
@@ -354,12 +353,13 @@ extension RMSNorm {
     /// `forward` with the rows shared among the pass's threads (each row is
     /// normalised alone, so the result does not depend on the split).
     func forward(x: UnsafePointer<Float>, rows: Int, weights: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                 rstd: UnsafeMutablePointer<Float>, settings: PassSettings) {
-        let ptrs = Unchecked((self, x, weights, out, rstd))
+                 rstd: UnsafeMutablePointer<Float>, copy: UnsafeMutablePointer<Float>? = nil, settings: PassSettings) {
+        let ptrs = Unchecked((self, x, weights, out, rstd, copy))
         settings.forEachRowChunk(rows) { chunk in
-            let (norm, x, w, out, rstd) = ptrs.value
+            let (norm, x, w, out, rstd, copy) = ptrs.value
             let r0 = chunk.lowerBound
-            norm.forward(x: x + r0 * norm.dim, rows: chunk.count, weights: w, out: out + r0 * norm.dim, rstd: rstd + r0)
+            norm.forward(x: x + r0 * norm.dim, rows: chunk.count, weights: w, out: out + r0 * norm.dim, rstd: rstd + r0,
+                         copy: copy.map { $0 + r0 * norm.dim })
         }
     }
 }

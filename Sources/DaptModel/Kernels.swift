@@ -14,27 +14,31 @@ public typealias Vec8 = SIMD8<Float>
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec8.self)
 }
 
+/// a·b + c in one rounding (a fused multiply-add instruction on CPUs that have one).
+@inline(__always) func multiplyAdd(_ a: Vec8, _ b: Vec8, _ c: Vec8) -> Vec8 { c.addingProduct(a, b) }
+
 /// e^x for eight lanes (Cephes' expf: range reduction by ln 2 and a degree-6
-/// polynomial; within 2 ulp of `expf`). Inputs below -87.3 give exactly 0,
-/// so masked scores (-inf) vanish.
+/// polynomial, evaluated with fused multiply-adds; within 2 ulp of `expf`).
+/// Inputs below -87.3 give exactly 0, so masked scores (-inf) vanish.
 @inline(__always) public func vectorExp(_ x: Vec8) -> Vec8 {
     let low = Vec8(repeating: -87.3), high = Vec8(repeating: 88.0)
     let clamped = x.replacing(with: low, where: x .< low).replacing(with: high, where: x .> high)
     // Round x·log2(e) to the nearest integer by adding 1.5·2²³: the integer
     // lands in the low mantissa bits (avoids slow generic SIMD conversions).
     let magic = Vec8(repeating: 12582912.0)
-    let shifted = clamped * 1.44269504088896341 + magic
+    let shifted = multiplyAdd(clamped, Vec8(repeating: 1.44269504088896341), magic)
     let n = shifted - magic
-    var r = clamped - n * 0.693359375
-    r = r + n * 2.12194440e-4
+    // r = x − n·ln 2, with ln 2 in two parts so r keeps its low bits.
+    var r = multiplyAdd(n, Vec8(repeating: -0.693359375), clamped)
+    r = multiplyAdd(n, Vec8(repeating: 2.12194440e-4), r)
     let r2 = r * r
     var p = Vec8(repeating: 1.9875691500e-4)
-    p = p * r + 1.3981999507e-3
-    p = p * r + 8.3334519073e-3
-    p = p * r + 4.1665795894e-2
-    p = p * r + 1.6666665459e-1
-    p = p * r + 5.0000001201e-1
-    p = p * r2 + r + 1
+    p = multiplyAdd(p, r, Vec8(repeating: 1.3981999507e-3))
+    p = multiplyAdd(p, r, Vec8(repeating: 8.3334519073e-3))
+    p = multiplyAdd(p, r, Vec8(repeating: 4.1665795894e-2))
+    p = multiplyAdd(p, r, Vec8(repeating: 1.6666665459e-1))
+    p = multiplyAdd(p, r, Vec8(repeating: 5.0000001201e-1))
+    p = multiplyAdd(p, r2, r) + 1
     let integer = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
     let scale = unsafeBitCast((integer &+ 127) &<< 23, to: Vec8.self)
     return (p * scale).replacing(with: 0, where: x .< low)
@@ -88,12 +92,62 @@ public func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int
     return s
 }
 
+/// out[i] = x[i] · factor (out may alias x).
+public func scale(_ x: UnsafePointer<Float>, by factor: Float, count: Int, into out: UnsafeMutablePointer<Float>) {
+    let f = Vec8(repeating: factor)
+    var i = 0
+    while i + 8 <= count { store8(load8(x + i) * f, out + i); i += 8 }
+    while i < count { out[i] = x[i] * factor; i += 1 }
+}
+
+// MARK: - Softmax
+
+// The attention kernels' row loops call these rather than `vectorExp`
+// directly: in a large caller the optimiser leaves `vectorExp` as a call per
+// eight lanes; in these small functions it is inlined.
+
+/// row[i] = e^(row[i] − shift) for i in `range`; returns their sum (the
+/// vector lanes summed first, then the tail in order).
+public func exponentiate(_ row: UnsafeMutablePointer<Float>, _ range: Range<Int>, minus shift: Float) -> Float {
+    let sv = Vec8(repeating: shift)
+    var acc = Vec8()
+    var i = range.lowerBound
+    while i + 8 <= range.upperBound { let e = vectorExp(load8(row + i) - sv); store8(e, row + i); acc += e; i += 8 }
+    var sum = acc.sum()
+    while i < range.upperBound { let e = scalarExp(row[i] - shift); row[i] = e; sum += e; i += 1 }
+    return sum
+}
+
+/// One row of attention's backward over the visible keys `range`: the
+/// probabilities p = e^(score − logSumExp) over the raw scores, and the score
+/// gradients dS = p · (dP − rowDot) · scale over dP, both in place.
+public func softmaxBackwardRow(scores p: UnsafeMutablePointer<Float>, scoreGradients dp: UnsafeMutablePointer<Float>, _ range: Range<Int>,
+                               logSumExp: Float, rowDot: Float, scale: Float) {
+    let l = Vec8(repeating: logSumExp), dd = Vec8(repeating: rowDot), sc = Vec8(repeating: scale)
+    var s = range.lowerBound
+    while s + 8 <= range.upperBound {
+        let pv = vectorExp(load8(p + s) - l)
+        store8(pv, p + s)
+        store8(pv * (load8(dp + s) - dd) * sc, dp + s)
+        s += 8
+    }
+    while s < range.upperBound {
+        let pv = scalarExp(p[s] - logSumExp)
+        p[s] = pv
+        dp[s] = pv * (dp[s] - rowDot) * scale
+        s += 1
+    }
+}
+
 // MARK: - RMSNorm
 
 /// out = weight · x / sqrt(mean(x²) + eps) per row; rstd[r] keeps the
-/// reciprocal root for backward.
+/// reciprocal root for backward. `copy`, when given, receives x as well: a
+/// pre-norm layer's residual stream starts from its input, and copying it
+/// while the row is cached saves a pass over memory.
 public func rmsNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, rows: Int, dim: Int,
-                           eps: Float, out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
+                           eps: Float, out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                           copy: UnsafeMutablePointer<Float>? = nil) {
     for r in 0..<rows {
         let xr = x + r * dim, yr = out + r * dim
         let ms = dot(xr, xr, count: dim) / Float(dim)
@@ -103,6 +157,7 @@ public func rmsNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>
         var i = 0
         while i + 8 <= dim { store8(load8(weight + i) * (load8(xr + i) * sv), yr + i); i += 8 }
         while i < dim { yr[i] = weight[i] * (xr[i] * s); i += 1 }
+        if let copy { (copy + r * dim).update(from: xr, count: dim) }
     }
 }
 

@@ -172,9 +172,10 @@ public struct RMSNorm {
         dim = slice.shape[0]; offset = slice.offset; self.eps = eps
     }
 
+    /// out = norm(x), and `copy` = x when given (see `rmsNormForward`).
     public func forward(x: UnsafePointer<Float>, rows: Int, weights: UnsafePointer<Float>,
-                        out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>) {
-        rmsNormForward(x: x, weight: weights + offset, rows: rows, dim: dim, eps: eps, out: out, rstd: rstd)
+                        out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, copy: UnsafeMutablePointer<Float>? = nil) {
+        rmsNormForward(x: x, weight: weights + offset, rows: rows, dim: dim, eps: eps, out: out, rstd: rstd, copy: copy)
     }
 
     /// dx += ∂/∂x; the gain's gradient accumulates (into a scratch row when

@@ -100,6 +100,31 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// The tiled backward writes dq, dk and dv whatever the buffers held
+    /// (no zeroing pass before it), also when run on kv-head groups apart.
+    func testTiledBackwardWritesTheGradientsOverAnyContents() {
+        for (ci, c) in Self.cases.enumerated() {
+            let s = c.shape, n = s.batch * s.seqLen
+            let x = inputs(c, seed: UInt64(500 + ci))
+            let starts = documentStarts(documentIds: c.documentIds, batch: s.batch, seqLen: s.seqLen)
+            for tiles in [AttentionTiles(query: 5, key: 3), AttentionTiles()] {
+                let zeroed = run(c, tiles: tiles, q: x.q, k: x.k, v: x.v, dOut: x.dOut)
+                // One call over all heads, then one call per kv-head group.
+                for groups in [[0..<s.heads], (0..<s.kvHeads).map { ($0 * s.group)..<(($0 + 1) * s.group) }] {
+                    var dq = [Float](repeating: .nan, count: n * s.qStride), dk = [Float](repeating: .nan, count: n * s.kvStride), dv = dk
+                    for heads in groups {
+                        attentionBackward(q: x.q, k: x.k, v: x.v, out: zeroed.out, lse: zeroed.lse, dOut: x.dOut, shape: s,
+                                          documentStarts: starts, headRange: heads, tiles: tiles, dq: &dq, dk: &dk, dv: &dv)
+                    }
+                    let label = "case \(ci) tiles \(tiles.query)x\(tiles.key) in \(groups.count) call(s)"
+                    XCTAssertEqual(dq, zeroed.dq, "\(label): dq")
+                    XCTAssertEqual(dk, zeroed.dk, "\(label): dk")
+                    XCTAssertEqual(dv, zeroed.dv, "\(label): dv")
+                }
+            }
+        }
+    }
+
     func testTiledEqualsReferenceForwardAndBackward() {
         for (ci, c) in Self.cases.enumerated() {
             let x = inputs(c, seed: UInt64(100 + ci))

@@ -43,19 +43,20 @@ func weightedSum(_ y: [Float], _ r: [Float]) -> Double {
 }
 
 final class KernelTests: XCTestCase {
+    /// Within 2 ulp of the correctly rounded e^x (the exact value rounded to Float).
     func testVectorExpMatchesExp() {
         var worst: Float = 0
         var x: Float = -87
         while x < 88 {
             let v = vectorExp(Vec8(repeating: x) + Vec8(0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07))
-            for lane in 0..<8 {
+            for lane in 0..<8 where x + Float(lane) * 0.01 < 88 {
                 let xi = x + Float(lane) * 0.01
-                let e = Foundation.exp(xi)
-                worst = max(worst, abs(v[lane] - e) / e)
+                let e = Float(Foundation.exp(Double(xi)))
+                worst = max(worst, abs(v[lane] - e) / e.ulp)
             }
-            x += 0.173
+            x += 0.0173
         }
-        XCTAssertLessThan(worst, 5e-7)
+        XCTAssertLessThanOrEqual(worst, 2)
         let special = vectorExp(Vec8(-.infinity, -100, -87.4, 0, 1, -1, 10, -10))
         XCTAssertEqual(special[0], 0); XCTAssertEqual(special[1], 0); XCTAssertEqual(special[2], 0)
         XCTAssertEqual(special[3], 1)
