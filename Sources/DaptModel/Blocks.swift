@@ -205,25 +205,45 @@ public struct MLP {
     public var down: Linear
     public var intermediate: Int { down.inFeatures }
 
+    /// Rows the passes take through the products and SwiGLU at a time, so a
+    /// block's [gate | up] rows, activations and their gradients are still
+    /// cached when the next product or kernel reads them (and OpenBLAS's
+    /// zeroing of a beta-0 product's output meets cached rows). Much larger
+    /// blocks fall out of the cache; much smaller ones repack the weights
+    /// too often.
+    var blockRows = 256
+
+    /// The row blocks of a pass over `n` rows: one block under an adapter
+    /// (LoRA's dropout masks are drawn per call over all rows) or a tensor
+    /// split (one all-reduce of the row-parallel product per pass).
+    func rowBlocks(_ n: Int, _ settings: PassSettings) -> [Range<Int>] {
+        guard gateUp.adapter == nil && down.adapter == nil && settings.tensorGroup == nil else { return [0..<n] }
+        return stride(from: 0, to: n, by: blockRows).map { $0..<min($0 + blockRows, n) }
+    }
+
     /// out += mlp(input), keeping the [gate | up] rows in `saved.gateUp`.
     func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
                  _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
-        let n = a.n, I = intermediate
-        gateUp.forward(x: input, rows: n, weights: w, y: s.gateUp)
-        settings.round(s.gateUp, n * 2 * I)
-        activate(s.gateUp, a, settings: settings)
-        try down.addRowParallel(x: a.hAct, rows: n, weights: w, out: out, scratch: a.partial, settings: settings)
+        let I = intermediate, H = gateUp.inFeatures
+        for rows in rowBlocks(a.n, settings) {
+            let r0 = rows.lowerBound, m = rows.count
+            gateUp.forward(x: input + r0 * H, rows: m, weights: w, y: s.gateUp + r0 * 2 * I)
+            settings.round(s.gateUp + r0 * 2 * I, m * 2 * I)
+            activate(rows, s.gateUp, a, settings: settings)
+            try down.addRowParallel(x: a.hAct + r0 * I, rows: m, weights: w, out: out + r0 * down.outFeatures,
+                                    scratch: a.partial + r0 * down.outFeatures, settings: settings)
+        }
     }
 
-    /// hAct = silu(gate) ⊙ up, rounded.
-    private func activate(_ gateUp: UnsafeMutablePointer<Float>, _ a: Activations, settings: PassSettings) {
-        let I = intermediate
-        let swiglu = Unchecked((gateUp, a.hAct))
-        settings.forEachRowChunk(a.n) { rows in
+    /// hAct = silu(gate) ⊙ up over `rows`, rounded.
+    private func activate(_ rows: Range<Int>, _ gateUp: UnsafeMutablePointer<Float>, _ a: Activations, settings: PassSettings) {
+        let I = intermediate, r0 = rows.lowerBound
+        let swiglu = Unchecked((gateUp + r0 * 2 * I, a.hAct + r0 * I))
+        settings.forEachRowChunk(rows.count) { chunk in
             let (gateUp, hAct) = swiglu.value
-            for r in rows { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: hAct + r * I) }
+            for r in chunk { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: hAct + r * I) }
         }
-        settings.round(a.hAct, a.n * I)
+        settings.round(a.hAct + r0 * I, rows.count * I)
     }
 
     /// Given dOut and the recomputed `input`, accumulates the weight
@@ -231,24 +251,30 @@ public struct MLP {
     func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
                   dInput: UnsafeMutablePointer<Float>, _ a: Activations,
                   weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?, settings: PassSettings) throws {
-        let n = a.n, I = intermediate
+        let n = a.n, I = intermediate, H = gateUp.inFeatures
         if down.adapter == nil {
-            // ∂/∂hAct first, so one pass recomputes hAct (for down's weight
-            // gradient) and computes [dGate | dUp] with one exp per element.
-            down.backwardInput(dy: dOut, rows: n, weights: w, dx: a.dHAct)
-            settings.round(a.dHAct, n * I)
-            let ptrs = Unchecked((s.gateUp, a.dHAct, a.dGateUp, a.hAct))
-            settings.forEachRowChunk(n) { rows in
-                let (gateUp, dHAct, dGateUp, hAct) = ptrs.value
-                for r in rows {
-                    let gu = gateUp + r * 2 * I, d = dGateUp + r * 2 * I
-                    swigluRecomputeBackward(gate: gu, up: gu + I, dOut: dHAct + r * I, count: I, out: hAct + r * I, dGate: d, dUp: d + I)
+            for rows in rowBlocks(n, settings) {
+                let r0 = rows.lowerBound, m = rows.count
+                let dy = dOut + r0 * H, hAct = a.hAct + r0 * I, dHAct = a.dHAct + r0 * I, dGateUp = a.dGateUp + r0 * 2 * I
+                // ∂/∂hAct first, so one pass recomputes hAct (for down's weight
+                // gradient) and computes [dGate | dUp] with one exp per element.
+                down.backwardInput(dy: dy, rows: m, weights: w, dx: dHAct)
+                settings.round(dHAct, m * I)
+                let ptrs = Unchecked((s.gateUp + r0 * 2 * I, dHAct, dGateUp, hAct))
+                settings.forEachRowChunk(m) { chunk in
+                    let (gateUp, dHAct, dGateUp, hAct) = ptrs.value
+                    for r in chunk {
+                        let gu = gateUp + r * 2 * I, d = dGateUp + r * 2 * I
+                        swigluRecomputeBackward(gate: gu, up: gu + I, dOut: dHAct + r * I, count: I, out: hAct + r * I, dGate: d, dUp: d + I)
+                    }
                 }
+                settings.round(hAct, m * I)
+                down.backwardWeights(x: hAct, dy: dy, rows: m, gradients: g)
+                settings.round(dGateUp, m * 2 * I)
+                gateUp.backward(x: input + r0 * H, dy: dGateUp, rows: m, weights: w, gradients: g, dx: dInput + r0 * H)
             }
-            settings.round(a.hAct, n * I)
-            down.backwardWeights(x: a.hAct, dy: dOut, rows: n, gradients: g)
         } else {
-            activate(s.gateUp, a, settings: settings)
+            activate(0..<n, s.gateUp, a, settings: settings)
             down.backward(x: a.hAct, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dHAct)
             settings.round(a.dHAct, n * I)
             // Rows of [dGate | dUp], then one product each for the weight and input gradients.
@@ -260,10 +286,10 @@ public struct MLP {
                     swigluBackward(gate: gu, up: gu + I, dOut: dHAct + r * I, count: I, dGate: d, dUp: d + I)
                 }
             }
+            settings.round(a.dGateUp, n * 2 * I)
+            gateUp.backward(x: input, dy: a.dGateUp, rows: n, weights: w, gradients: g, dx: dInput)
         }
-        settings.round(a.dGateUp, n * 2 * I)
-        gateUp.backward(x: input, dy: a.dGateUp, rows: n, weights: w, gradients: g, dx: dInput)
-        try settings.sumOverTensorGroup(dInput, n * gateUp.inFeatures)
+        try settings.sumOverTensorGroup(dInput, n * H)
     }
 }
 

@@ -1,6 +1,6 @@
 import DaptBLAS
 import DaptCore
-import DaptModel
+@testable import DaptModel
 import XCTest
 
 /// The layer types under `LlamaModel`: a frozen `Linear`, an adapter on a
@@ -80,6 +80,26 @@ final class LayerTests: XCTestCase {
         for s in merged.layout.slices where s != o {
             XCTAssertLessThanOrEqual(ModelFixtures.relativeError(adapted.gradients.values(s), merged.gradients.values(s)), 1e-4, s.name)
         }
+    }
+
+    /// The MLP's passes in row blocks (cached between its products and
+    /// SwiGLU) give the loss and gradients of one pass over all rows, also
+    /// when the blocks do not divide the rows; an adapter keeps one block.
+    func testMLPRowBlocksMatchOnePassOverAllRows() throws {
+        let batch = try ModelGradientTests.tinyBatch()
+        let whole = try model()
+        XCTAssertEqual(whole.blocks[0].mlp.rowBlocks(batch.tokenCount, whole.settings), [0..<20], "256-row blocks hold the 20 rows")
+        let wholeLoss = try whole.forwardBackward(batch)
+        let blocked = try model()
+        for l in blocked.blocks.indices { blocked.blocks[l].mlp.blockRows = 3 }
+        XCTAssertEqual(blocked.blocks[0].mlp.rowBlocks(batch.tokenCount, blocked.settings).count, 7)
+        let blockedLoss = try blocked.forwardBackward(batch)
+        XCTAssertEqual(blockedLoss.sum, wholeLoss.sum, accuracy: 1e-6 * abs(wholeLoss.sum))
+        for s in whole.layout.slices {
+            XCTAssertLessThanOrEqual(ModelFixtures.relativeError(blocked.gradients.values(s), whole.gradients.values(s)), 1e-5, s.name)
+        }
+        blocked.blocks[1].mlp.down.adapter = MatrixAdapter([Float](repeating: 0, count: 16 * 20), inFeatures: 20, outFeatures: 16)
+        XCTAssertEqual(blocked.blocks[1].mlp.rowBlocks(batch.tokenCount, blocked.settings), [0..<20])
     }
 
     /// Two micro-batches held at once (both forward, then both backward, as
