@@ -209,12 +209,7 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
                         let row = scores + r * nk
                         let (a, e) = status.masked ? visibleRange(start: Int(starts[i0 + r]), t: i0 + r, j0: j0, j1: j1) : (0, nk)
                         if a >= e { row.update(repeating: 0, count: nk); continue }
-                        var m = rowMax[r]
-                        var s = a
-                        var mv8 = Vec8(repeating: m)
-                        while s + 8 <= e { let x = load8(row + s); mv8.replace(with: x, where: x .> mv8); s += 8 }
-                        m = mv8.max()
-                        while s < e { m = max(m, row[s]); s += 1 }
+                        let m = max(rowMax[r], maximum(row, a..<e))
                         let alpha = scalarExp(rowMax[r] - m)
                         rowMax[r] = m
                         if a > 0 { row.update(repeating: 0, count: a) }

@@ -60,7 +60,7 @@ extension LlamaModel {
     /// training precision.
     public func decode(_ tokens: [[Int32]], cache: KVCache, allPositions: Bool = false) throws -> [[Float]] {
         let c = config, H = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize
-        let qD = c.qDimension, kvD = c.kvDimension, D = c.headDimension
+        let qD = c.qDimension, kvD = c.kvDimension, qkvD = qD + 2 * kvD, D = c.headDimension
         let heads = c.numAttentionHeads, group = heads / c.numKeyValueHeads
         guard tokens.count == cache.batch else { throw DecodeError.wrongBatch(expected: cache.batch, found: tokens.count) }
         precondition(cache.config == config, "decode: the cache was made for another model shape")
@@ -85,7 +85,7 @@ extension LlamaModel {
 
         let scratch = DecodeScratch(rows: n, config: c, keys: cache.capacity)
         defer { scratch.deallocate() }
-        let x = scratch.x, norm = scratch.norm, mid = scratch.mid, q = scratch.q, k = scratch.k, v = scratch.v
+        let x = scratch.x, norm = scratch.norm, mid = scratch.mid, q = scratch.qkv, k = q + qD, v = k + kvD
         let att = scratch.att, gateUp = scratch.gateUp, hAct = scratch.hAct, rstd = scratch.rstd, scores = scratch.scores
         let eps = Float(c.rmsNormEps)
         return parameters.withBuffer { buffer -> [[Float]] in
@@ -95,40 +95,41 @@ extension LlamaModel {
             }
             for l in 0..<c.numHiddenLayers {
                 let s = layout.layers[l]
-                rmsNormForward(x: x, weight: w + s.inputNorm.offset, rows: n, dim: H, eps: eps, out: norm, rstd: rstd)
-                BLAS.sgemm(.none, .transpose, m: n, n: qD, k: H, a: norm, lda: H, b: w + s.q.offset, ldb: H, c: q, ldc: qD)
-                BLAS.sgemm(.none, .transpose, m: n, n: kvD, k: H, a: norm, lda: H, b: w + s.k.offset, ldb: H, c: k, ldc: kvD)
-                BLAS.sgemm(.none, .transpose, m: n, n: kvD, k: H, a: norm, lda: H, b: w + s.v.offset, ldb: H, c: v, ldc: kvD)
+                // mid starts at x (the residual), copied in the norm's pass.
+                rmsNormForward(x: x, weight: w + s.inputNorm.offset, rows: n, dim: H, eps: eps, out: norm, rstd: rstd, copy: mid)
+                // q_proj, k_proj and v_proj are adjacent (as training relies on): one product gives rows of [q | k | v].
+                BLAS.sgemm(.none, .transpose, m: n, n: qkvD, k: H, a: norm, lda: H, b: w + s.q.offset, ldb: H, c: q, ldc: qkvD)
                 rope.cos.withUnsafeBufferPointer { cosT in
                     rope.sin.withUnsafeBufferPointer { sinT in
-                        ropeForward(x: q, rows: n, heads: heads, headDim: D, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
-                        ropeForward(x: k, rows: n, heads: c.numKeyValueHeads, headDim: D, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+                        ropeForward(x: q, rows: n, heads: heads, headDim: D, stride: qkvD, cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+                        ropeForward(x: k, rows: n, heads: c.numKeyValueHeads, headDim: D, stride: qkvD,
+                                    cos: cosT.baseAddress!, sin: sinT.baseAddress!)
                     }
                 }
                 for (i, rows) in rowRanges.enumerated() where !rows.isEmpty {
                     let start = cache.lengths[i], base = cache.offset(layer: l, sequence: i)
                     let kCache = cache.keys + base, vCache = cache.values + base
-                    (kCache + start * kvD).update(from: k + rows.lowerBound * kvD, count: rows.count * kvD)
-                    (vCache + start * kvD).update(from: v + rows.lowerBound * kvD, count: rows.count * kvD)
+                    for (j, r) in rows.enumerated() {
+                        (kCache + (start + j) * kvD).update(from: k + r * qkvD, count: kvD)
+                        (vCache + (start + j) * kvD).update(from: v + r * qkvD, count: kvD)
+                    }
                     // Row j (position start + j) sees keys 0...start + j.
                     let nq = rows.count, nk = start + nq
                     for h in 0..<heads {
                         let kvh = h / group
-                        let qRows = q + rows.lowerBound * qD + h * D
+                        let qRows = q + rows.lowerBound * qkvD + h * D
                         BLAS.sgemm(.none, .transpose, m: nq, n: nk, k: D, alpha: 1 / Float(D).squareRoot(),
-                                   a: qRows, lda: qD, b: kCache + kvh * D, ldb: kvD, c: scores, ldc: nk)
+                                   a: qRows, lda: qkvD, b: kCache + kvh * D, ldb: kvD, c: scores, ldc: nk)
                         for j in 0..<nq { softmaxRow(scores + j * nk, visible: start + j + 1, count: nk) }
                         BLAS.sgemm(.none, .none, m: nq, n: D, k: nk, a: scores, lda: nk, b: vCache + kvh * D, ldb: kvD,
                                    c: att + rows.lowerBound * qD + h * D, ldc: qD)
                     }
                 }
-                mid.update(from: x, count: n * H)
                 BLAS.sgemm(.none, .transpose, m: n, n: H, k: qD, a: att, lda: qD, b: w + s.o.offset, ldb: qD, beta: 1, c: mid, ldc: H)
-                rmsNormForward(x: mid, weight: w + s.postAttentionNorm.offset, rows: n, dim: H, eps: eps, out: norm, rstd: rstd)
+                rmsNormForward(x: mid, weight: w + s.postAttentionNorm.offset, rows: n, dim: H, eps: eps, out: norm, rstd: rstd, copy: x)
                 // gate_proj and up_proj are adjacent: one product gives rows of [gate | up].
                 BLAS.sgemm(.none, .transpose, m: n, n: 2 * I, k: H, a: norm, lda: H, b: w + s.gate.offset, ldb: H, c: gateUp, ldc: 2 * I)
                 for r in 0..<n { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: hAct + r * I) }
-                x.update(from: mid, count: n * H)
                 BLAS.sgemm(.none, .transpose, m: n, n: H, k: I, a: hAct, lda: I, b: w + s.down.offset, ldb: I, beta: 1, c: x, ldc: H)
             }
             for i in 0..<cache.batch { cache.lengths[i] += tokens[i].count }
@@ -157,18 +158,14 @@ extension LlamaModel {
 /// Softmax in place over the first `visible` entries of a row of `count`
 /// scores; the rest (future positions) become 0.
 @inline(__always) private func softmaxRow(_ row: UnsafeMutablePointer<Float>, visible: Int, count: Int) {
-    var m = -Float.infinity
-    for s in 0..<visible { m = max(m, row[s]) }
-    var sum: Float = 0
-    for s in 0..<visible { let e = scalarExp(row[s] - m); row[s] = e; sum += e }
-    let inv = 1 / sum
-    for s in 0..<visible { row[s] *= inv }
+    let sum = exponentiate(row, 0..<visible, minus: maximum(row, 0..<visible))
+    scale(row, by: 1 / sum, count: visible, into: row)
     if visible < count { (row + visible).update(repeating: 0, count: count - visible) }
 }
 
 /// Activation buffers of one decoding call.
 private struct DecodeScratch {
-    let x, norm, mid, q, k, v, att, gateUp, hAct, rstd, scores: UnsafeMutablePointer<Float>
+    let x, norm, mid, qkv, att, gateUp, hAct, rstd, scores: UnsafeMutablePointer<Float>
 
     init(rows n: Int, config c: LlamaConfig, keys: Int) {
         func make(_ count: Int) -> UnsafeMutablePointer<Float> {
@@ -177,10 +174,10 @@ private struct DecodeScratch {
             return p
         }
         x = make(n * c.hiddenSize); norm = make(n * c.hiddenSize); mid = make(n * c.hiddenSize)
-        q = make(n * c.qDimension); k = make(n * c.kvDimension); v = make(n * c.kvDimension); att = make(n * c.qDimension)
+        qkv = make(n * (c.qDimension + 2 * c.kvDimension)); att = make(n * c.qDimension)
         gateUp = make(n * 2 * c.intermediateSize); hAct = make(n * c.intermediateSize); rstd = make(n)
         scores = make(n * keys)
     }
 
-    func deallocate() { [x, norm, mid, q, k, v, att, gateUp, hAct, rstd, scores].forEach { $0.deallocate() } }
+    func deallocate() { [x, norm, mid, qkv, att, gateUp, hAct, rstd, scores].forEach { $0.deallocate() } }
 }

@@ -106,6 +106,17 @@ public func scale(_ x: UnsafePointer<Float>, by factor: Float, count: Int, into 
 // directly: in a large caller the optimiser leaves `vectorExp` as a call per
 // eight lanes; in these small functions it is inlined.
 
+/// The largest of row[i] for i in `range` (−inf when empty).
+public func maximum(_ row: UnsafePointer<Float>, _ range: Range<Int>) -> Float {
+    var mv = Vec8(repeating: -.infinity)
+    var i = range.lowerBound
+    while i + 8 <= range.upperBound { let x = load8(row + i); mv.replace(with: x, where: x .> mv); i += 8 }
+    var m = -Float.infinity
+    for lane in 0..<8 { m = max(m, mv[lane]) }
+    while i < range.upperBound { m = max(m, row[i]); i += 1 }
+    return m
+}
+
 /// row[i] = e^(row[i] − shift) for i in `range`; returns their sum (the
 /// vector lanes summed first, then the tail in order).
 public func exponentiate(_ row: UnsafeMutablePointer<Float>, _ range: Range<Int>, minus shift: Float) -> Float {
