@@ -36,14 +36,21 @@ public struct StepBreakdown: Sendable {
         }
     }
 
+    /// What a product's calls are grouped by.
+    struct ShapeKey: Hashable {
+        let transA, transB: BLAS.Transpose
+        let m, n, k: Int
+    }
+
     /// Groups `calls` by shape with each call's replay time beside its step time.
     static func shapes(_ calls: [SgemmCall], replayed: [Double]) -> [ShapeTime] {
-        var groups: [String: ShapeTime] = [:]
+        var groups: [ShapeKey: ShapeTime] = [:]
         for (c, plain) in zip(calls, replayed) {
-            var g = ShapeTime(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, calls: 0, stepSeconds: 0, plainSeconds: 0, flops: 0)
-            g = groups[g.label] ?? g
+            let key = ShapeKey(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k)
+            var g = groups[key]
+                ?? ShapeTime(transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, calls: 0, stepSeconds: 0, plainSeconds: 0, flops: 0)
             g.calls += 1; g.stepSeconds += c.seconds; g.plainSeconds += plain; g.flops += c.flops
-            groups[g.label] = g
+            groups[key] = g
         }
         return groups.values.sorted { ($0.stepSeconds - $0.plainSeconds, $0.label) > ($1.stepSeconds - $1.plainSeconds, $1.label) }
     }
