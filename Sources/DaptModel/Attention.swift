@@ -194,9 +194,9 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
                 let qTile = q + (b * T + i0) * shape.qStride + h * D
                 var lo = i0
                 for t in i0..<i1 { lo = min(lo, Int(starts[t])) }
-                acc.update(repeating: 0, count: nq * D)
+                zero(acc, count: nq * D)
                 rowMax.update(repeating: -.infinity, count: nq)
-                rowSum.update(repeating: 0, count: nq)
+                zero(rowSum, count: nq)
                 for j0 in stride(from: lo, to: i1, by: BK) {
                     let j1 = min(j0 + BK, i1), nk = j1 - j0
                     let status = tileStatus(starts: starts, i0: i0, i1: i1, j0: j0, j1: j1)
@@ -208,13 +208,13 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
                     for r in 0..<nq {
                         let row = scores + r * nk
                         let (a, e) = status.masked ? visibleRange(start: Int(starts[i0 + r]), t: i0 + r, j0: j0, j1: j1) : (0, nk)
-                        if a >= e { row.update(repeating: 0, count: nk); continue }
+                        if a >= e { zero(row, count: nk); continue }
                         let m = max(rowMax[r], maximum(row, a..<e))
                         let alpha = scalarExp(rowMax[r] - m)
                         rowMax[r] = m
-                        if a > 0 { row.update(repeating: 0, count: a) }
+                        if a > 0 { zero(row, count: a) }
                         let sum = exponentiate(row, a..<e, minus: m)
-                        if e < nk { (row + e).update(repeating: 0, count: nk - e) }
+                        if e < nk { zero(row + e, count: nk - e) }
                         rowSum[r] = rowSum[r] * alpha + sum
                         if alpha != 1 { scale(acc + r * D, by: alpha, count: D, into: acc + r * D) }
                     }
@@ -259,8 +259,8 @@ public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, 
             let kvOffset = b * T * shape.kvStride + kvh * D
             if h % shape.group == 0 {
                 for t in 0..<T {
-                    (dk + kvOffset + t * shape.kvStride).update(repeating: 0, count: D)
-                    (dv + kvOffset + t * shape.kvStride).update(repeating: 0, count: D)
+                    zero(dk + kvOffset + t * shape.kvStride, count: D)
+                    zero(dv + kvOffset + t * shape.kvStride, count: D)
                 }
             }
             for i0 in stride(from: 0, to: T, by: BQ) {
@@ -285,9 +285,9 @@ public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, 
                     for r in 0..<nq {
                         let p = probs + r * nk, dp = dProbs + r * nk
                         let (a, e) = status.masked ? visibleRange(start: Int(starts[i0 + r]), t: i0 + r, j0: j0, j1: j1) : (0, nk)
-                        if a >= e { p.update(repeating: 0, count: nk); dp.update(repeating: 0, count: nk); continue }
-                        if a > 0 { p.update(repeating: 0, count: a); dp.update(repeating: 0, count: a) }
-                        if e < nk { (p + e).update(repeating: 0, count: nk - e); (dp + e).update(repeating: 0, count: nk - e) }
+                        if a >= e { zero(p, count: nk); zero(dp, count: nk); continue }
+                        if a > 0 { zero(p, count: a); zero(dp, count: a) }
+                        if e < nk { zero(p + e, count: nk - e); zero(dp + e, count: nk - e) }
                         softmaxBackwardRow(scores: p, scoreGradients: dp, a..<e, logSumExp: lseRow[r], rowDot: rowDot[r], scale: shape.scale)
                     }
                     // dV += Pᵀ dO; dQ += dS K; dK += dSᵀ Q

@@ -69,6 +69,15 @@ public func embeddingBackward(tokens: UnsafePointer<Int32>, count: Int, dOut: Un
 
 // MARK: - Vector helpers
 
+/// p[0..<count] = 0 with vector stores: for the short runs of the attention
+/// kernels (a head's columns of a row, a row's masked keys), where a call
+/// to memset per run costs more than the stores.
+@inline(__always) public func zero(_ p: UnsafeMutablePointer<Float>, count: Int) {
+    var i = 0
+    while i + 8 <= count { store8(Vec8(), p + i); i += 8 }
+    while i < count { p[i] = 0; i += 1 }
+}
+
 /// a[i] += b[i].
 public func addInPlace(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
     var i = 0
