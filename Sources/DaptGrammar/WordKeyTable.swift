@@ -5,7 +5,7 @@ import DaptCore
 /// top-frame search use it instead of `Dictionary`/`Set`: the first
 /// `Dictionary` or `Set` of a new key type in a process looks the key's
 /// `Hashable` conformance up at run time, a scan of every conformance in
-/// the binary (about 0.1 ms each, paid inside the first compile or the first
+/// the binary (0.05-0.2 ms each, paid inside the first compile or the first
 /// mask), and every look-up seeds a `Hasher`. Keys are hashed with
 /// `StableHash.mix64`, so iteration order is the same in every process.
 struct WordKeyTable<Value> {
