@@ -232,7 +232,8 @@ public func attentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v
 }
 
 /// Backward of `attentionForward` (FlashAttention-2 style: scores are
-/// recomputed per tile from q, k and the saved lse). Writes dq for the heads
+/// recomputed per tile from q, k and the saved lse), and of the RoPE before
+/// it when given its tables. Writes dq for the heads
 /// of `headRange` and dk, dv for their kv heads (whatever the buffers held:
 /// a kv head's gradient rows are zeroed just before its first tile, while
 /// they are about to be cached anyway, and each dq block's first product
@@ -243,6 +244,7 @@ public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, 
                               out: UnsafePointer<Float>, lse: UnsafePointer<Float>, dOut: UnsafePointer<Float>,
                               shape: AttentionShape, documentStarts: UnsafePointer<Int32>,
                               headRange: Range<Int>? = nil, tiles: AttentionTiles = AttentionTiles(),
+                              rope: RopeTables? = nil,
                               dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>) {
     let T = shape.seqLen, D = shape.headDim, BQ = tiles.query, BK = tiles.key
     let heads = headRange ?? 0..<shape.heads
@@ -300,6 +302,24 @@ public func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, 
                                b: q + qOffset, ldb: shape.qStride, beta: 1, c: dk + kTile, ldc: shape.kvStride)
                 }
             }
+            // This head's dq rows are final, and after the group's last head
+            // its kv head's dk rows: rotate them back while they are cached.
+            if let rope {
+                let half = D / 2, cos = rope.cos + b * T * half, sin = rope.sin + b * T * half
+                ropeBackward(dX: dq + b * T * shape.qStride + h * D, rows: T, heads: 1, headDim: D, stride: shape.qStride, cos: cos, sin: sin)
+                if h % shape.group == shape.group - 1 {
+                    ropeBackward(dX: dk + kvOffset, rows: T, heads: 1, headDim: D, stride: shape.kvStride, cos: cos, sin: sin)
+                }
+            }
         }
     }
+}
+
+/// RoPE's cos and sin tables of an attention call's rows ([batch·seqLen,
+/// headDim/2] each, as `RopeFrequencies.tables` makes them): given to
+/// `attentionBackward`, it turns the gradients of the rotated q and k into
+/// those of the unrotated ones (`ropeBackward`) head by head.
+public struct RopeTables {
+    public var cos, sin: UnsafePointer<Float>
+    public init(cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) { self.cos = cos; self.sin = sin }
 }

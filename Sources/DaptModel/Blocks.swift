@@ -178,20 +178,26 @@ public struct Attention {
         a.starts.withUnsafeBufferPointer { st in
             switch settings.kernel {
             case .tiled(let tiles):
-                let ptrs = Unchecked((q, k, v, s.attention, s.lse, a.dAttnOut, st.baseAddress!, dq, dk, dv))
-                settings.forEachKVHeadGroup(heads: heads, kvHeads: kvHeads) { heads in
-                    let (q, k, v, att, lse, dOut, st, dq, dk, dv) = ptrs.value
-                    attentionBackward(q: q, k: k, v: v, out: att, lse: lse, dOut: dOut, shape: shape,
-                                      documentStarts: st, headRange: heads, tiles: tiles, dq: dq, dk: dk, dv: dv)
+                // The kernel also takes RoPE back off each head's dq and dk rows.
+                a.ropeCos.withUnsafeBufferPointer { cosT in
+                    a.ropeSin.withUnsafeBufferPointer { sinT in
+                        let rope = RopeTables(cos: cosT.baseAddress!, sin: sinT.baseAddress!)
+                        let ptrs = Unchecked((q, k, v, s.attention, s.lse, a.dAttnOut, st.baseAddress!, dq, dk, dv, rope))
+                        settings.forEachKVHeadGroup(heads: heads, kvHeads: kvHeads) { heads in
+                            let (q, k, v, att, lse, dOut, st, dq, dk, dv, rope) = ptrs.value
+                            attentionBackward(q: q, k: k, v: v, out: att, lse: lse, dOut: dOut, shape: shape,
+                                              documentStarts: st, headRange: heads, tiles: tiles, rope: rope, dq: dq, dk: dk, dv: dv)
+                        }
+                    }
                 }
             case .reference:
                 // The reference accumulates; the tiled kernel writes every q/k/v gradient column itself.
                 a.dqkv.update(repeating: 0, count: n * width)
                 attentionReferenceBackward(q: q, k: k, v: v, dOut: a.dAttnOut, shape: shape, documentStarts: st.baseAddress!,
                                            dq: dq, dk: dk, dv: dv)
+                rotate(a.dqkv, a, settings: settings, backward: true)
             }
         }
-        rotate(a.dqkv, a, settings: settings, backward: true)
         settings.round(a.dqkv, n * width)
         qkv.backward(x: input, dy: a.dqkv, rows: n, weights: w, gradients: g, dx: dInput)
         try settings.sumOverTensorGroup(dInput, n * qkv.inFeatures)

@@ -125,6 +125,38 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// Given RoPE's tables, the tiled backward takes RoPE back off dq and dk
+    /// head by head: bit for bit its plain gradients followed by `ropeBackward`
+    /// over all rows, also when run on kv-head groups apart; dv is untouched by RoPE.
+    func testTiledBackwardAppliesRopeBackwardPerHead() {
+        for (ci, c) in Self.cases.enumerated() {
+            let s = c.shape, n = s.batch * s.seqLen, half = s.headDim / 2
+            let x = inputs(c, seed: UInt64(600 + ci))
+            let starts = documentStarts(documentIds: c.documentIds, batch: s.batch, seqLen: s.seqLen)
+            let cos = randomValues(n * half, seed: 700), sin = randomValues(n * half, seed: 701)
+            let tiles = AttentionTiles(query: 5, key: 3)
+            var plain = run(c, tiles: tiles, q: x.q, k: x.k, v: x.v, dOut: x.dOut)
+            ropeBackward(dX: &plain.dq, rows: n, heads: s.heads, headDim: s.headDim, stride: s.qStride, cos: cos, sin: sin)
+            ropeBackward(dX: &plain.dk, rows: n, heads: s.kvHeads, headDim: s.headDim, stride: s.kvStride, cos: cos, sin: sin)
+            for groups in [[0..<s.heads], (0..<s.kvHeads).map { ($0 * s.group)..<(($0 + 1) * s.group) }] {
+                var dq = [Float](repeating: .nan, count: n * s.qStride), dk = [Float](repeating: .nan, count: n * s.kvStride), dv = dk
+                cos.withUnsafeBufferPointer { cosT in
+                    sin.withUnsafeBufferPointer { sinT in
+                        for heads in groups {
+                            attentionBackward(q: x.q, k: x.k, v: x.v, out: plain.out, lse: plain.lse, dOut: x.dOut, shape: s,
+                                              documentStarts: starts, headRange: heads, tiles: tiles,
+                                              rope: RopeTables(cos: cosT.baseAddress!, sin: sinT.baseAddress!), dq: &dq, dk: &dk, dv: &dv)
+                        }
+                    }
+                }
+                let label = "case \(ci) in \(groups.count) call(s)"
+                XCTAssertEqual(dq.map(\.bitPattern), plain.dq.map(\.bitPattern), "\(label): dq")
+                XCTAssertEqual(dk.map(\.bitPattern), plain.dk.map(\.bitPattern), "\(label): dk")
+                XCTAssertEqual(dv.map(\.bitPattern), plain.dv.map(\.bitPattern), "\(label): dv")
+            }
+        }
+    }
+
     func testTiledEqualsReferenceForwardAndBackward() {
         for (ci, c) in Self.cases.enumerated() {
             let x = inputs(c, seed: UInt64(100 + ci))
