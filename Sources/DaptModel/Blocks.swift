@@ -35,7 +35,9 @@ public final class Activations {
     public let n: Int
     public internal(set) var batch: TokenBatch?
     let residual, mid, qkv, attnOut, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
-    let finalOut, finalRstd, logits: UnsafeMutablePointer<Float>
+    /// The final norm's output and scales (the head's logits are computed in
+    /// chunks into the model's own scratch, not held per micro-batch).
+    let finalOut, finalRstd: UnsafeMutablePointer<Float>
     // Scratch reused by every layer.
     let normOut, hAct, dResidual, dNorm, dAttnOut, dqkv, dHAct, dGateUp: UnsafeMutablePointer<Float>
     /// A row-parallel product's part, before it is summed over the tensor group.
@@ -67,7 +69,7 @@ public final class Activations {
         rstd1 = make(L * n); rstd2 = make(L * n)
         // Rows of [gate | up]: one product with the adjacent gate_proj and up_proj weights.
         gateUp = make(L * n * 2 * I)
-        finalOut = make(n * H); finalRstd = make(n); logits = make(n * d.vocab)
+        finalOut = make(n * H); finalRstd = make(n)
         normOut = make(n * H); hAct = make(n * I); dResidual = make(n * H); dNorm = make(n * H)
         dAttnOut = make(n * d.qDim); dqkv = make(n * d.qkvDim); dHAct = make(n * I)
         dGateUp = make(n * 2 * I)

@@ -153,6 +153,10 @@ public final class LlamaModel: @unchecked Sendable {
     /// Whether a frozen head runs on the rows with a target only when at
     /// most three quarters have one (off: the reference, in tests).
     var gathersHeadRows = true
+    /// Rows the output head and its loss compute at once (nil: about
+    /// `HeadChunking.defaultLogitBytes` of logits; see `headChunks`).
+    public var headChunkRows: Int?
+    let headScratch = HeadScratch()
 
     /// A model, whole or — given a tensor group of T > 1 ranks — this rank's
     /// part of it: 1/T of the attention heads, kv heads, intermediate size
@@ -245,7 +249,7 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// Where backward accumulates base gradients; nil when the whole base is frozen.
-    private var gradientPointer: UnsafeMutablePointer<Float>? {
+    var gradientPointer: UnsafeMutablePointer<Float>? {
         trainsBaseParameters ? gradients.storage.baseAddress! : nil
     }
 
@@ -288,13 +292,10 @@ public final class LlamaModel: @unchecked Sendable {
     public func tokenLosses(_ batch: TokenBatch) throws -> [Float] {
         precondition(!layout.isSplit, "per-token losses are computed by a whole model")
         try prepare(batch)
-        let a = current!, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
+        let a = current!
         try embedForward(a)
         try forwardLayers(layout.stage.layers, a)
-        let w = UnsafePointer(parameters.storage.baseAddress!)
-        let head = self.head!
-        head.norm.forward(x: a.hidden(config.numHiddenLayers), rows: a.n, weights: w, out: a.finalOut, rstd: a.finalRstd)
-        settings.round(a.finalOut, a.n * H)
+        headNormForward(a)
         // Only positions with a target need the LM head: gather their rows
         // (padding and window overlaps have none), so the head's matrix
         // product and the softmax cover just the predicted tokens.
@@ -302,17 +303,10 @@ public final class LlamaModel: @unchecked Sendable {
         var losses = [Float](repeating: 0, count: a.n)
         let m = rows.count
         guard m > 0 else { return losses }
-        head.projection.forward(x: a.finalOut, rows: m, weights: w, y: a.logits)
-        settings.round(a.logits, m * V)
         var compact = [Float](repeating: 0, count: m)
-        compact.withUnsafeMutableBufferPointer { out in
-            targets.withUnsafeBufferPointer { t in
-                let ptrs = Unchecked((a.logits, t.baseAddress!, out.baseAddress!))
-                settings.forEachRowChunk(m) { rows in
-                    let (logits, t, out) = ptrs.value
-                    _ = crossEntropy(logits: logits + rows.lowerBound * V, targets: t + rows.lowerBound, rows: rows.count, vocab: V,
-                                     gradientScale: nil, rowLoss: out + rows.lowerBound)
-                }
+        _ = try compact.withUnsafeMutableBufferPointer { out in
+            try targets.withUnsafeBufferPointer { t in
+                try headChunks(x: a.finalOut, targets: t.baseAddress!, rows: m, gradientScale: nil, dx: nil, rowLoss: out.baseAddress!)
             }
         }
         for (k, r) in rows.enumerated() { losses[r] = compact[k] }
@@ -338,8 +332,8 @@ public final class LlamaModel: @unchecked Sendable {
         let a = current!
         try embedForward(a)
         try forwardLayers(layout.stage.layers, a)
-        headLogits(a)
-        return Array(UnsafeBufferPointer(start: a.logits, count: a.n * dimensions.vocab))
+        headNormForward(a)
+        return headLogits(a, rows: a.n)
     }
 
     /// Forward only: the logits at positions `rows` (ascending indices into
@@ -350,20 +344,14 @@ public final class LlamaModel: @unchecked Sendable {
         precondition(zip(rows, rows.dropFirst()).allSatisfy { $0 < $1 } && rows.allSatisfy { $0 >= 0 && $0 < batch.tokenCount },
                      "rows must be ascending positions of the batch")
         try prepare(batch)
-        let a = current!, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
+        let a = current!, H = dimensions.hidden
         try embedForward(a)
         try forwardLayers(layout.stage.layers, a)
-        let m = rows.count
-        guard m > 0 else { return [] }
-        let w = UnsafePointer(parameters.storage.baseAddress!)
-        let head = self.head!
-        head.norm.forward(x: a.hidden(config.numHiddenLayers), rows: a.n, weights: w, out: a.finalOut, rstd: a.finalRstd)
-        settings.round(a.finalOut, a.n * H)
+        guard !rows.isEmpty else { return [] }
+        headNormForward(a)
         // Compact in place, as tokenLosses does (row i moves to slot k ≤ i).
         for (k, r) in rows.enumerated() where k != r { (a.finalOut + k * H).update(from: a.finalOut + r * H, count: H) }
-        head.projection.forward(x: a.finalOut, rows: m, weights: w, y: a.logits)
-        settings.round(a.logits, m * V)
-        return Array(UnsafeBufferPointer(start: a.logits, count: m * V))
+        return headLogits(a, rows: rows.count)
     }
 
     // MARK: Stages
@@ -487,13 +475,24 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    private func headLogits(_ a: Activations) {
-        let n = a.n, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
-        let w = UnsafePointer(parameters.storage.baseAddress!), head = self.head!
-        head.norm.forward(x: a.hidden(config.numHiddenLayers), rows: n, weights: w, out: a.finalOut, rstd: a.finalRstd)
-        settings.round(a.finalOut, n * H)
-        head.projection.forward(x: a.finalOut, rows: n, weights: w, y: a.logits)
-        settings.round(a.logits, n * V)
+    /// The final norm over all rows of `a` into `finalOut` (rounded).
+    private func headNormForward(_ a: Activations) {
+        let w = UnsafePointer(parameters.storage.baseAddress!)
+        head!.norm.forward(x: a.hidden(config.numHiddenLayers), rows: a.n, weights: w, out: a.finalOut, rstd: a.finalRstd)
+        settings.round(a.finalOut, a.n * dimensions.hidden)
+    }
+
+    /// The logits of the first `rows` rows of `finalOut`, [rows, vocab] (rounded).
+    private func headLogits(_ a: Activations, rows: Int) -> [Float] {
+        let V = dimensions.vocab, settings = self.settings, head = self.head!
+        let w = UnsafePointer(parameters.storage.baseAddress!)
+        return [Float](unsafeUninitializedCapacity: rows * V) { out, count in
+            if rows > 0 {
+                head.projection.forward(x: a.finalOut, rows: rows, weights: w, y: out.baseAddress!)
+                settings.round(out.baseAddress!, rows * V)
+            }
+            count = rows * V
+        }
     }
 
     /// Final norm, LM head and loss (no gradient).
@@ -502,41 +501,11 @@ public final class LlamaModel: @unchecked Sendable {
 
     @discardableResult
     public func headForward(_ a: Activations) throws -> LossResult {
-        headLogits(a)
-        let r = try headLoss(a, gradientScale: nil)
+        headNormForward(a)
+        let r = try a.batch!.targets.withUnsafeBufferPointer {
+            try headChunks(x: a.finalOut, targets: $0.baseAddress!, rows: a.n, gradientScale: nil, dx: nil)
+        }
         return LossResult(sum: r.sum, count: r.count)
-    }
-
-    /// The loss of `a`'s logits, reduced over the tensor group when the vocabulary is split.
-    private func headLoss(_ a: Activations, gradientScale: Float?) throws -> (sum: Double, count: Int) {
-        let n = a.n, V = dimensions.vocab, first = head!.firstToken
-        return try a.batch!.targets.withUnsafeBufferPointer { t in
-            guard let group = tensorGroup else {
-                return threadedCrossEntropy(logits: a.logits, targets: t.baseAddress!, rows: n, vocab: V, gradientScale: gradientScale)
-            }
-            return try vocabParallelCrossEntropy(logits: a.logits, targets: t.baseAddress!, rows: n, vocab: V, firstToken: first,
-                                                 gradientScale: gradientScale, group: group)
-        }
-    }
-
-    /// `crossEntropy` with the rows shared among the pass's threads; the
-    /// row losses are summed in row order afterwards, so the total is the
-    /// single-threaded one bit for bit whatever the thread count.
-    private func threadedCrossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, rows: Int, vocab: Int,
-                                      gradientScale: Float?) -> (sum: Double, count: Int) {
-        var rowLoss = [Float](repeating: 0, count: rows)
-        rowLoss.withUnsafeMutableBufferPointer { out in
-            let ptrs = Unchecked((logits, targets, out.baseAddress!))
-            settings.forEachRowChunk(rows) { chunk in
-                let (logits, targets, out) = ptrs.value
-                let r0 = chunk.lowerBound
-                _ = crossEntropy(logits: logits + r0 * vocab, targets: targets + r0, rows: chunk.count, vocab: vocab,
-                                 gradientScale: gradientScale, rowLoss: out + r0)
-            }
-        }
-        var total = 0.0, counted = 0
-        for r in 0..<rows where targets[r] != ignoreIndex { total += Double(rowLoss[r]); counted += 1 }
-        return (total, counted)
     }
 
     /// Head forward, loss, and head backward: leaves ∂/∂hidden[layers] in
@@ -547,21 +516,22 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     public func headForwardBackward(_ a: Activations, lossScale: Float = 1, normalizer: Double? = nil) throws -> LossResult {
-        let n = a.n, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
+        let n = a.n, H = dimensions.hidden, settings = self.settings
         let w = UnsafePointer(parameters.storage.baseAddress!), g = gradientPointer
         let batch = a.batch!, head = self.head!
         let counted = batch.targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
         let denominator = normalizer ?? Double(max(counted, 1))
+        let gradientScale = Float(Double(lossScale) / denominator)
         // A frozen head (fine-tuning, whose loss covers the assistant tokens
-        // only) runs on the rows with a target. A trained head keeps one
-        // product over all rows, so its loss has the bits of `loss`.
+        // only) runs on the rows with a target. A trained head runs over all
+        // rows, so its loss has the bits of `loss`.
         if gathersHeadRows && tensorGroup == nil && !head.projection.trainable && counted * 4 <= n * 3 {
-            return try headForwardBackwardGathered(a, gradientScale: Float(Double(lossScale) / denominator))
+            return try headForwardBackwardGathered(a, gradientScale: gradientScale)
         }
-        headLogits(a)
-        let r = try headLoss(a, gradientScale: Float(Double(lossScale) / denominator))
-        settings.round(a.logits, n * V)
-        head.projection.backward(x: a.finalOut, dy: a.logits, rows: n, weights: w, gradients: g, dx: a.dNorm)
+        headNormForward(a)
+        let r = try batch.targets.withUnsafeBufferPointer {
+            try headChunks(x: a.finalOut, targets: $0.baseAddress!, rows: n, gradientScale: gradientScale, dx: a.dNorm)
+        }
         try settings.sumOverTensorGroup(a.dNorm, n * H)
         settings.round(a.dNorm, n * H)
         a.dResidual.update(repeating: 0, count: n * H)
@@ -575,20 +545,15 @@ public final class LlamaModel: @unchecked Sendable {
     /// fine-tuning batch whose loss covers the assistant tokens): the LM
     /// head's products and the softmax skip the rest, whose gradient is zero.
     private func headForwardBackwardGathered(_ a: Activations, gradientScale: Float) throws -> LossResult {
-        let n = a.n, H = dimensions.hidden, V = dimensions.vocab, settings = self.settings
+        let n = a.n, H = dimensions.hidden, settings = self.settings
         let w = UnsafePointer(parameters.storage.baseAddress!), g = gradientPointer, head = self.head!
         let last = a.hidden(config.numHiddenLayers)
-        head.norm.forward(x: last, rows: n, weights: w, out: a.finalOut, rstd: a.finalRstd)
-        settings.round(a.finalOut, n * H)
+        headNormForward(a)
         let (rows, targets) = compactTargetRows(a)
         let m = rows.count
-        head.projection.forward(x: a.finalOut, rows: m, weights: w, y: a.logits)
-        settings.round(a.logits, m * V)
-        let r = targets.withUnsafeBufferPointer {
-            DaptModel.crossEntropy(logits: a.logits, targets: $0.baseAddress!, rows: m, vocab: V, gradientScale: gradientScale)
+        let r = try targets.withUnsafeBufferPointer {
+            try headChunks(x: a.finalOut, targets: $0.baseAddress!, rows: m, gradientScale: gradientScale, dx: a.dNorm)
         }
-        settings.round(a.logits, m * V)
-        head.projection.backward(x: a.finalOut, dy: a.logits, rows: m, weights: w, gradients: g, dx: a.dNorm)
         settings.round(a.dNorm, m * H)
         // Scatter the rows back (slot k to row rows[k] ≥ k, last first); rows without a target get zero.
         var next = n
@@ -605,7 +570,6 @@ public final class LlamaModel: @unchecked Sendable {
         return LossResult(sum: r.sum, count: r.count)
     }
 }
-
 
 extension LlamaConfig {
     /// Floating-point operations of one forward + backward pass over `batch`

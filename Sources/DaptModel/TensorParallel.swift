@@ -32,9 +32,11 @@ extension Linear {
 /// The row maxima, the sums of exponentials and the target logits are
 /// reduced over the group; each rank's gradient (when `gradientScale` is
 /// given, written over its logits as in `crossEntropy`) covers its columns.
-/// Returns the summed loss and counted rows, the same on every rank.
+/// Returns the summed loss and counted rows, the same on every rank;
+/// `rowLoss`, when given, receives each row's loss (0 for ignored rows).
 public func vocabParallelCrossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, rows: Int, vocab: Int,
-                               firstToken: Int, gradientScale: Float?, group: any Communicator) throws -> (sum: Double, count: Int) {
+                               firstToken: Int, gradientScale: Float?, group: any Communicator,
+                               rowLoss: UnsafeMutablePointer<Float>? = nil) throws -> (sum: Double, count: Int) {
     func local(_ r: Int) -> Int? {
         let t = Int(targets[r]) - firstToken
         return t >= 0 && t < vocab ? t : nil
@@ -66,10 +68,12 @@ public func vocabParallelCrossEntropy(logits: UnsafeMutablePointer<Float>, targe
     for r in 0..<rows {
         let row = logits + r * vocab
         guard targets[r] != ignoreIndex else {
+            rowLoss?[r] = 0
             if gradientScale != nil { row.update(repeating: 0, count: vocab) }
             continue
         }
         let loss = Foundation.log(sums[r]) + maxima[r] - sums[rows + r]
+        rowLoss?[r] = loss
         total += Double(loss)
         counted += 1
         if let scale = gradientScale {

@@ -183,7 +183,8 @@ public struct LayoutPlanner: Sendable {
             stageMemory.snapshots = Double(assumptions.rollbackSnapshots) * (count + 2 * owned + (mixed && layout.zero1 ? owned : 0)) * e
             // 1F1B: stage i holds the activations of min(P − i, m) micro-batches at its peak.
             let inFlight = Double(min(P - stage, m))
-            stageMemory.activations = inFlight * activationElements(layers: L, rows: b * s, tensor: T) * e
+            stageMemory.activations = (inFlight * activationElements(layers: L, rows: b * s, tensor: T)
+                + (last ? headElements(rows: b * s, tensor: T) : 0)) * e
             if stageMemory.total > memory.total { memory = stageMemory }
             stageParameters = max(stageParameters, count)
 
@@ -219,16 +220,24 @@ public struct LayoutPlanner: Sendable {
     /// Floats one `Activations` holds for `layers` layers of `rows` tokens on
     /// one of T tensor ranks: per layer the residual input, mid, q, k, v, the
     /// attention output, its log-sum-exp, two norm scales and [gate | up];
-    /// the stage output; the final norm's output and the logits (allocated
-    /// on every pipeline stage, used on the last); and the layers' scratch.
+    /// the stage output; the final norm's output and scales (allocated on
+    /// every pipeline stage, used on the last); and the layers' scratch.
     func activationElements(layers L: Int, rows n: Int, tensor T: Int) -> Double {
         let c = workload.model
         let H = Double(c.hiddenSize), q = Double(c.qDimension / T), kv = Double(c.kvDimension / T)
         let I = Double(c.intermediateSize / T), heads = Double(c.numAttentionHeads / T), N = Double(n)
         let perLayer = N * (2 * H + q + 2 * kv + q + heads + 2 + 2 * I)
-        let total = Double(L) * perLayer + N * H + N * (H + 1 + Double(c.vocabSize / T))
+        let total = Double(L) * perLayer + N * H + N * (H + 1)
         let scratch = N * (4 * H + 2 * q + 2 * kv + 4 * I)
         return total + scratch
+    }
+
+    /// Floats the last stage's head holds once, whatever the micro-batches
+    /// in flight: one chunk of logits of its 1/T of the vocabulary and a
+    /// loss per row of a micro-batch of `rows` tokens.
+    func headElements(rows n: Int, tensor T: Int) -> Double {
+        let V = workload.model.vocabSize / T
+        return Double(min(n, HeadChunking.rows(vocab: V)) * V + n)
     }
 
     /// Why dapt refuses the layout today, from the trainer's own checks.

@@ -33,6 +33,8 @@ struct BenchCommand: ParsableCommand {
         @Option var threads = 1
         @Option(name: .customLong("query-tile")) var queryTile = AttentionTiles().query
         @Option(name: .customLong("key-tile")) var keyTile = AttentionTiles().key
+        @Option(name: .customLong("head-rows"), help: "Rows the output head and its loss compute at once (default: about 1 MiB of logits).")
+        var headRows: Int?
         @Flag(help: "Add the step's time inside sgemm and the rate of plain sgemm on the same shapes, measured in this run.")
         var breakdown = false
 
@@ -44,6 +46,7 @@ struct BenchCommand: ParsableCommand {
             let model = try LlamaModel(config: config)
             model.attentionKernel = .tiled(AttentionTiles(query: queryTile, key: keyTile))
             model.threads = threads
+            model.headChunkRows = headRows
             model.initializeRandom(seed: 1)
             let data = try TokenBatch.synthetic(vocab: vocab, batchSize: batch, seqLen: seq, documentLength: documentLength)
             var times: [Double] = []

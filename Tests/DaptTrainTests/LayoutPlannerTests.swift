@@ -38,8 +38,9 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(plan.memory.optimizer, 2 * 404 * 4)
         // Two rollback points of weights and both moments.
         XCTAssertEqual(plan.memory.snapshots, 2 * 3 * 404 * 4)
-        // 8 rows: per layer 8·44, the stage output 8·4, final norm and logits 8·13, scratch 8·64.
-        XCTAssertEqual(plan.memory.activations, 1352 * 4)
+        // 8 rows: per layer 8·44, the stage output 8·4, final norm 8·5, scratch 8·64;
+        // the head's one chunk of logits (all 8 rows) 8·8 and 8 row losses.
+        XCTAssertEqual(plan.memory.activations, 1360 * 4)
         // 6·(2·160 + 32)·8 matrix FLOPs + 12·4·(2·(1+2+3+4))·2 attention FLOPs at 1 GFLOP/s.
         XCTAssertEqual(plan.time.compute, 18816e-9, accuracy: 1e-15)
         XCTAssertEqual(plan.time.tensorCommunication, 0)
@@ -57,7 +58,8 @@ final class LayoutPlannerTests: XCTestCase {
         let plan = try planner().estimate(PlannedLayout(tensor: 2, pipeline: 1, data: 1, microBatch: 4))
         // (2·160)/2 + 2·2·4 norm gains + 32/2 embedding + 4 final norm + 32/2 head.
         XCTAssertEqual(plan.memory.parameters, 212 * 4)
-        XCTAssertEqual(plan.memory.activations, 1712 * 4)
+        // 16 rows: 2·16·30 per layer, 16·4 stage output, 16·5 final norm, 16·44 scratch; 16·4 logits + 16 row losses.
+        XCTAssertEqual(plan.memory.activations, 1728 * 4)
         XCTAssertEqual(plan.time.compute, 18816e-9, accuracy: 1e-15)
         let allReduce256: Double = 256e-9 + 2e-6, rows: Double = 64e-9 + 2e-6, twoRows: Double = 128e-9 + 2e-6
         XCTAssertEqual(plan.time.tensorCommunication, 10 * allReduce256 + rows + twoRows, accuracy: 1e-15)
@@ -84,6 +86,13 @@ final class LayoutPlannerTests: XCTestCase {
             XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, rows: 15, tensor: t), Double(allocated),
                            "LayoutPlanner.activationElements must count what Activations allocates (T=\(t))")
         }
+        // The head's scratch: one chunk of logits (64 rows of 16384 here, fewer than the batch's 90) and each row's loss.
+        let wide = LlamaConfig(vocabSize: 16384, hiddenSize: 8, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2)
+        let model = try LlamaModel(config: wide)
+        model.initializeRandom(seed: 1)
+        try model.forwardBackward(TokenBatch.synthetic(vocab: wide.vocabSize, batchSize: 3, seqLen: 30))
+        XCTAssertEqual(model.headScratchFloats, 64 * 16384 + 90)
+        XCTAssertEqual(try planner(model: wide).headElements(rows: 90, tensor: 1), Double(model.headScratchFloats))
     }
 
     /// Pipeline: the first stage holds P micro-batches at the 1F1B peak; the bubble is (P−1) micro-batch times.
@@ -91,9 +100,10 @@ final class LayoutPlannerTests: XCTestCase {
         let p = try planner(batch: 8)
         let plan = p.estimate(PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 2))
         // 4 micro-batches of 8 rows; stage 0: layer 0 + embedding, stage 1: layer 1 + head.
-        // Every stage's activations hold the final norm's output and logits (8·13).
+        // Every stage's activations hold the final norm's output and scales (8·5);
+        // the head's logits are the last stage's alone, once.
         XCTAssertEqual(try PipelineStage.partition(Self.tiny, stages: 2).map(\.layers), [0..<1, 1..<2])
-        let firstStage: Double = 2 * 8 * (44 + 4 + 13 + 64) * 4
+        let firstStage: Double = 2 * 8 * (44 + 4 + 5 + 64) * 4
         XCTAssertEqual(plan.memory.activations, firstStage)
         // The last stage is the slowest (layer + LM head): per micro-batch 6·(160+32)·8 + 12·4·20.
         let micro: Double = (6 * 192 * 8 + 12 * 4 * 20) * 1e-9

@@ -1,0 +1,110 @@
+import DaptBLAS
+import Foundation
+
+// The output head and its loss run over chunks of rows: a chunk's logits
+// product, its cross-entropy (and gradient, written over the logits while
+// they are still in cache), then the head's weight gradient (beta 1) and the
+// chunk's input-gradient rows, before the next chunk. The logits of the whole
+// batch (batch·seqLen × vocab, the largest activation) never exist at once.
+
+/// The head pass's reused buffers (its passes run one after another): one
+/// chunk of logits and each row's loss, grown on demand.
+final class HeadScratch {
+    private(set) var logitsCapacity = 0
+    private(set) var logits = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private(set) var rowCapacity = 0
+    private(set) var rowLoss = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+
+    /// Makes room for `logits` logits and `rows` row losses.
+    func reserve(logits count: Int, rows: Int) {
+        if count > logitsCapacity {
+            logits.deallocate()
+            logits = .allocate(capacity: count)
+            logitsCapacity = count
+        }
+        if rows > rowCapacity {
+            rowLoss.deallocate()
+            rowLoss = .allocate(capacity: rows)
+            rowCapacity = rows
+        }
+    }
+
+    /// Floats held (the layout planner counts them on the last stage).
+    var allocatedFloats: Int { logitsCapacity + rowCapacity }
+
+    deinit { logits.deallocate(); rowLoss.deallocate() }
+}
+
+/// How many rows the output head computes at once.
+public enum HeadChunking {
+    /// Logits per chunk by default: 1 MiB, half this machine's per-core L2
+    /// (the loss reads each logit three times and the two backward products
+    /// read it again), whatever the vocabulary.
+    public static let defaultLogitBytes = 1 << 20
+    /// Fewer rows than this make the weight gradient's product (whose inner
+    /// dimension is the chunk) too thin to run at full sgemm rate.
+    public static let minimumRows = 64
+
+    /// Rows per chunk for a vocabulary of `vocab` (this rank's part when
+    /// split): `rows` if set, else about `defaultLogitBytes` of logits.
+    public static func rows(vocab: Int, setting rows: Int? = nil) -> Int {
+        if let rows { return max(rows, 1) }
+        return max(minimumRows, defaultLogitBytes / (MemoryLayout<Float>.size * max(vocab, 1)))
+    }
+}
+
+extension LlamaModel {
+    /// Floats the head's scratch holds (one chunk of logits, a loss per row).
+    public var headScratchFloats: Int { headScratch.allocatedFloats }
+
+    /// Rows the head computes at once over `rows` rows.
+    func headChunkRows(_ rows: Int) -> Int {
+        min(max(rows, 1), HeadChunking.rows(vocab: dimensions.vocab, setting: headChunkRows))
+    }
+
+    /// The LM head over `rows` normed rows `x` ([rows, hidden]) against
+    /// `targets`, chunk by chunk: logits, then their loss (each row's into
+    /// `rowLoss`, or the scratch's when nil; 0 when ignored). Given `dx`, also backward: the loss's
+    /// gradient (scaled by `gradientScale`) written over the chunk's logits,
+    /// the head weight's gradient accumulated (when trainable), and
+    /// dx = ∂/∂x for the chunk's rows (this rank's part when the vocabulary
+    /// is split; the caller sums it over the tensor group and rounds it).
+    /// The total is summed in row order, so it is the same bits for any
+    /// chunk size and thread count.
+    func headChunks(x: UnsafePointer<Float>, targets: UnsafePointer<Int32>, rows: Int, gradientScale: Float?,
+                    dx: UnsafeMutablePointer<Float>?, rowLoss out: UnsafeMutablePointer<Float>? = nil) throws -> (sum: Double, count: Int) {
+        let H = dimensions.hidden, V = dimensions.vocab, settings = self.settings, head = self.head!
+        let w = UnsafePointer(parameters.storage.baseAddress!)
+        let g = dx == nil ? nil : gradientPointer
+        let chunk = headChunkRows(rows)
+        headScratch.reserve(logits: chunk * V, rows: out == nil ? rows : 0)
+        let logits = headScratch.logits, rowLoss = out ?? headScratch.rowLoss
+        var r0 = 0
+        while r0 < rows {
+            let m = min(chunk, rows - r0)
+            head.projection.forward(x: x + r0 * H, rows: m, weights: w, y: logits)
+            settings.round(logits, m * V)
+            let scale = dx == nil ? nil : gradientScale
+            if let group = tensorGroup {
+                _ = try vocabParallelCrossEntropy(logits: logits, targets: targets + r0, rows: m, vocab: V, firstToken: head.firstToken,
+                                                  gradientScale: scale, group: group, rowLoss: rowLoss + r0)
+            } else {
+                let ptrs = Unchecked((logits, targets + r0, rowLoss + r0))
+                settings.forEachRowChunk(m) { part in
+                    let (logits, targets, rowLoss) = ptrs.value
+                    let p0 = part.lowerBound
+                    _ = crossEntropy(logits: logits + p0 * V, targets: targets + p0, rows: part.count, vocab: V,
+                                     gradientScale: scale, rowLoss: rowLoss + p0)
+                }
+            }
+            if let dx {
+                settings.round(logits, m * V)
+                head.projection.backward(x: x + r0 * H, dy: logits, rows: m, weights: w, gradients: g, dx: dx + r0 * H)
+            }
+            r0 += m
+        }
+        var total = 0.0, counted = 0
+        for r in 0..<rows where targets[r] != ignoreIndex { total += Double(rowLoss[r]); counted += 1 }
+        return (total, counted)
+    }
+}
