@@ -153,8 +153,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// Whether a frozen head runs on the rows with a target only when at
     /// most three quarters have one (off: the reference, in tests).
     var gathersHeadRows = true
-    /// Rows the output head and its loss compute at once (nil: about
-    /// `HeadChunking.defaultLogitBytes` of logits; see `headChunks`).
+    /// Rows the output head and its loss compute at once (nil:
+    /// `HeadChunking.defaultRows`; see `headChunks`).
     public var headChunkRows: Int?
     let headScratch = HeadScratch()
 

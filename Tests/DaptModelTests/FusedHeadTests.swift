@@ -58,7 +58,7 @@ final class FusedHeadTests: XCTestCase {
             for precision in [Precision.fp32, .bf16] {
                 let model = try model(tied: tied, precision: precision)
                 let whole = try pass(model, batch, chunk: nil)
-                XCTAssertEqual(model.headScratchFloats, 30 * 40 + 30, "the default chunk of a small vocabulary is every row")
+                XCTAssertEqual(model.headScratchFloats, 30 * 40 + 30, "the default chunk holds all 30 rows")
                 XCTAssertEqual(whole.loss.count, 25)
                 XCTAssertEqual(whole.eval, whole.loss, "evaluation and training compute the same loss")
                 for chunk in [1, 6, 7, 29, 64] {
@@ -85,9 +85,8 @@ final class FusedHeadTests: XCTestCase {
         model.headChunkRows = 7
         try model.forwardBackward(try Self.batch())
         XCTAssertEqual(model.headScratchFloats, 7 * 40 + 30)
-        XCTAssertEqual(HeadChunking.rows(vocab: 4096), 64)
-        XCTAssertEqual(HeadChunking.rows(vocab: 32000), HeadChunking.minimumRows)
-        XCTAssertEqual(HeadChunking.rows(vocab: 32000, setting: 300), 300)
+        XCTAssertEqual(HeadChunking.rows(), HeadChunking.defaultRows)
+        XCTAssertEqual(HeadChunking.rows(setting: 300), 300)
     }
 
     /// A frozen head over the rows with a target only (fine-tuning): chunked

@@ -86,13 +86,13 @@ final class LayoutPlannerTests: XCTestCase {
             XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, rows: 15, tensor: t), Double(allocated),
                            "LayoutPlanner.activationElements must count what Activations allocates (T=\(t))")
         }
-        // The head's scratch: one chunk of logits (64 rows of 16384 here, fewer than the batch's 90) and each row's loss.
-        let wide = LlamaConfig(vocabSize: 16384, hiddenSize: 8, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2)
+        // The head's scratch: one chunk of logits (512 rows, fewer than the batch's 600) and each row's loss.
+        let wide = LlamaConfig(vocabSize: 64, hiddenSize: 8, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2)
         let model = try LlamaModel(config: wide)
         model.initializeRandom(seed: 1)
-        try model.forwardBackward(TokenBatch.synthetic(vocab: wide.vocabSize, batchSize: 3, seqLen: 30))
-        XCTAssertEqual(model.headScratchFloats, 64 * 16384 + 90)
-        XCTAssertEqual(try planner(model: wide).headElements(rows: 90, tensor: 1), Double(model.headScratchFloats))
+        try model.forwardBackward(TokenBatch.synthetic(vocab: wide.vocabSize, batchSize: 3, seqLen: 200))
+        XCTAssertEqual(model.headScratchFloats, 512 * 64 + 600)
+        XCTAssertEqual(try planner(model: wide).headElements(rows: 600, tensor: 1), Double(model.headScratchFloats))
     }
 
     /// Pipeline: the first stage holds P micro-batches at the 1F1B peak; the bubble is (P−1) micro-batch times.
