@@ -336,6 +336,18 @@ public func ropeBackward(dX: UnsafeMutablePointer<Float>, rows: Int, heads: Int,
 
 // MARK: - Cross-entropy
 
+/// Σ e^(row[i] − shift) over `count` values, summed as `exponentiate` sums
+/// (lanes first, then the tail in order), the row left as it is.
+func exponentialSum(_ row: UnsafePointer<Float>, _ count: Int, minus shift: Float) -> Float {
+    let sv = Vec8(repeating: shift)
+    var acc = Vec8()
+    var i = 0
+    while i + 8 <= count { acc += vectorExp(load8(row + i) - sv); i += 8 }
+    var sum = acc.sum()
+    while i < count { sum += scalarExp(row[i] - shift); i += 1 }
+    return sum
+}
+
 /// The token id that contributes no loss (PyTorch's default ignore_index).
 public let ignoreIndex: Int32 = -100
 
@@ -358,40 +370,17 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePoi
             continue
         }
         precondition(t >= 0 && t < vocab, "target id \(t) outside the vocabulary of \(vocab)")
-        var mv = Vec8(repeating: -.infinity)
-        var i = 0
-        while i + 8 <= vocab { let v = load8(row + i); mv.replace(with: v, where: v .> mv); i += 8 }
-        var m = mv.max()
-        while i < vocab { m = max(m, row[i]); i += 1 }
-        let mVec = Vec8(repeating: m)
+        let m = maximum(row, 0..<vocab)
         let target = row[t]
         // With a gradient, keep e^(x−m) in the row so each logit takes one exp.
-        var sv = Vec8()
-        i = 0
-        if gradientScale != nil {
-            while i + 8 <= vocab { let e = vectorExp(load8(row + i) - mVec); store8(e, row + i); sv += e; i += 8 }
-        } else {
-            while i + 8 <= vocab { sv += vectorExp(load8(row + i) - mVec); i += 8 }
-        }
-        var sum = sv.sum()
-        while i < vocab {
-            let e = scalarExp(row[i] - m)
-            if gradientScale != nil { row[i] = e }
-            sum += e
-            i += 1
-        }
-        let logSum = Foundation.log(sum)
-        let loss = logSum + m - target
+        let sum = gradientScale == nil ? exponentialSum(row, vocab, minus: m) : exponentiate(row, 0..<vocab, minus: m)
+        let loss = Foundation.log(sum) + m - target
         rowLoss?[r] = loss
         total += Double(loss)
         counted += 1
-        if let scale = gradientScale {
-            let k = scale / sum
-            let kv = Vec8(repeating: k)
-            i = 0
-            while i + 8 <= vocab { store8(load8(row + i) * kv, row + i); i += 8 }
-            while i < vocab { row[i] *= k; i += 1 }
-            row[t] -= scale
+        if let g = gradientScale {
+            scale(row, by: g / sum, count: vocab, into: row)
+            row[t] -= g
         }
     }
     return (total, counted)
