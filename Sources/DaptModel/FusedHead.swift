@@ -37,19 +37,32 @@ final class HeadScratch {
 
 /// How many rows the output head computes at once.
 public enum HeadChunking {
-    /// Rows per chunk by default, whatever the vocabulary. Each chunk's
-    /// products pack the head weight (vocab × hidden) again and read and
-    /// write its whole gradient, a cost per chunk that fewer rows amortise
-    /// worse. On this machine (one thread, CPU time, under load) the head
-    /// took 2–3% longer in 512-row chunks than in one 2048-row product at
-    /// vocab 32000 (hidden 256), 10% longer in 128-row chunks and 20% in
-    /// 64-row ones, while at vocab 4096 512-row chunks were 2% faster than
-    /// one product. The logits held are 512 × vocab floats: 8 MiB at 4096,
-    /// 62.5 MiB at 32000, against batch·seqLen × vocab unchunked.
-    public static let defaultRows = 512
+    /// Rows per chunk when the head weight and its gradient stay cached
+    /// from chunk to chunk. Each chunk's products pack the head weight
+    /// (vocab × hidden) again and read and write its whole gradient: cheap
+    /// while both fit in `cachedWeightBytes`, a stream from memory per chunk
+    /// when they do not. On this machine (one thread, under load) 512-row
+    /// chunks made the small benchmark's step 2–3% faster (vocab 4096,
+    /// hidden 256: 8 MiB of weight and gradient) and the medium one's 3%
+    /// slower (vocab 8192, hidden 512: 32 MiB), and at vocab 32000 (hidden
+    /// 256) the head took 2–3% longer in 512-row chunks, 10% in 128-row
+    /// ones, 20% in 64-row ones than in one 2048-row product.
+    public static let cachedRows = 512
+    /// Head weight and gradient bytes that stay cached between chunks: half
+    /// the 32 MiB L3 of the machine the figures above come from.
+    public static let cachedWeightBytes = 16 << 20
+    /// Otherwise chunks hold at most this many bytes of logits (at least
+    /// `cachedRows` rows): memory bounded, few chunks.
+    public static let largeLogitBytes = 64 << 20
 
-    /// Rows per chunk: `rows` if set, else `defaultRows`.
-    public static func rows(setting rows: Int? = nil) -> Int { max(rows ?? defaultRows, 1) }
+    /// Rows per chunk for a head of `vocab` × `hidden` (this rank's part
+    /// when split): `rows` if set.
+    public static func rows(vocab: Int, hidden: Int, setting rows: Int? = nil) -> Int {
+        if let rows { return max(rows, 1) }
+        let floatBytes = MemoryLayout<Float>.size
+        if 2 * vocab * hidden * floatBytes <= cachedWeightBytes { return cachedRows }
+        return max(cachedRows, largeLogitBytes / (floatBytes * max(vocab, 1)))
+    }
 }
 
 extension LlamaModel {
@@ -58,7 +71,7 @@ extension LlamaModel {
 
     /// Rows the head computes at once over `rows` rows.
     func headChunkRows(_ rows: Int) -> Int {
-        min(max(rows, 1), HeadChunking.rows(setting: headChunkRows))
+        min(max(rows, 1), HeadChunking.rows(vocab: dimensions.vocab, hidden: dimensions.hidden, setting: headChunkRows))
     }
 
     /// The LM head over `rows` normed rows `x` ([rows, hidden]) against

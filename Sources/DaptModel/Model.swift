@@ -153,8 +153,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// Whether a frozen head runs on the rows with a target only when at
     /// most three quarters have one (off: the reference, in tests).
     var gathersHeadRows = true
-    /// Rows the output head and its loss compute at once (nil:
-    /// `HeadChunking.defaultRows`; see `headChunks`).
+    /// Rows the output head and its loss compute at once (nil: chosen by
+    /// `HeadChunking.rows` from the head's size; see `headChunks`).
     public var headChunkRows: Int?
     let headScratch = HeadScratch()
 

@@ -237,7 +237,7 @@ public struct LayoutPlanner: Sendable {
     /// loss per row of a micro-batch of `rows` tokens.
     func headElements(rows n: Int, tensor T: Int) -> Double {
         let V = workload.model.vocabSize / T
-        return Double(min(n, HeadChunking.defaultRows) * V + n)
+        return Double(min(n, HeadChunking.rows(vocab: V, hidden: workload.model.hiddenSize)) * V + n)
     }
 
     /// Why dapt refuses the layout today, from the trainer's own checks.

@@ -33,7 +33,7 @@ struct BenchCommand: ParsableCommand {
         @Option var threads = 1
         @Option(name: .customLong("query-tile")) var queryTile = AttentionTiles().query
         @Option(name: .customLong("key-tile")) var keyTile = AttentionTiles().key
-        @Option(name: .customLong("head-rows"), help: "Rows the output head and its loss compute at once (default: \(HeadChunking.defaultRows)).")
+        @Option(name: .customLong("head-rows"), help: "Rows the output head and its loss compute at once (default: chosen from the head's size).")
         var headRows: Int?
         @Flag(help: "Add the step's time inside sgemm and the rate of plain sgemm on the same shapes, measured in this run.")
         var breakdown = false

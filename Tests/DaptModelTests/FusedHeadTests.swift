@@ -85,8 +85,12 @@ final class FusedHeadTests: XCTestCase {
         model.headChunkRows = 7
         try model.forwardBackward(try Self.batch())
         XCTAssertEqual(model.headScratchFloats, 7 * 40 + 30)
-        XCTAssertEqual(HeadChunking.rows(), HeadChunking.defaultRows)
-        XCTAssertEqual(HeadChunking.rows(setting: 300), 300)
+        // Small heads: 512 rows; larger ones: 64 MiB of logits, at least 512 rows.
+        XCTAssertEqual(HeadChunking.rows(vocab: 4096, hidden: 256), 512)
+        XCTAssertEqual(HeadChunking.rows(vocab: 8192, hidden: 512), 2048)
+        XCTAssertEqual(HeadChunking.rows(vocab: 32000, hidden: 4096), 524)
+        XCTAssertEqual(HeadChunking.rows(vocab: 128256, hidden: 4096), 512)
+        XCTAssertEqual(HeadChunking.rows(vocab: 32000, hidden: 4096, setting: 300), 300)
     }
 
     /// A frozen head over the rows with a target only (fine-tuning): chunked
