@@ -83,9 +83,9 @@ public final class GrammarMasks: @unchecked Sendable {
         self.vocabulary = vocabulary
         self.cacheLimit = cacheLimit
         folding = TopKeyFolding(grammar, vocabulary)
-        // Precomputed masks are made far from the nesting limit; a horizon
-        // reaching it from the shallowest stacks would key every stack by depth.
-        if precomputeLimit > 0 && 2 + Int(horizon) < JSON.maxDepth {
+        // Precomputed masks are made far from the nesting limit; a longest
+        // token reaching it from the shallowest stacks would key every stack by depth.
+        if precomputeLimit > 0 && 2 + Int(folding.characters) < JSON.maxDepth {
             let start = monotonicSeconds()
             let (frames, complete) = grammar.reachableTopFrames(folding: folding, limit: precomputeLimit)
             let searched = monotonicSeconds()
@@ -126,11 +126,9 @@ public final class GrammarMasks: @unchecked Sendable {
     /// whole-state miss); a precomputed mask counts as a hit.
     public var topFrameCacheCounts: (hits: Int, misses: Int) { lock.lock(); defer { lock.unlock() }; return (topHits + precomputedHits, topMisses) }
 
-    private var horizon: Int32 { vocabulary.maxTokenLength + 1 }
-
     /// The tokens (end tokens aside) whose bytes keep `stack` alive.
     func mask(for stack: [Frame]) -> TokenMask {
-        let key = grammar.cacheKey(stack, horizon: horizon)
+        let key = grammar.cacheKey(stack, horizon: folding.characters)
         lock.lock()
         if let m = cache[key] { hits += 1; lock.unlock(); return m }
         misses += 1

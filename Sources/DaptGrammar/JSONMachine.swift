@@ -550,17 +550,25 @@ extension JSONGrammar {
     func topCacheKey(_ frame: Frame, nearLimitDepth: Int, folding: TopKeyFolding) -> [UInt32] {
         var key: [UInt32] = []
         key.reserveCapacity(5)
-        key.append(UInt32(bitPattern: frame.node))
-        let ws = countsWhitespace(frame) ? max(frame.ws, folding.whitespaceFloor) : frame.ws
-        key.append(UInt32(frame.phase) | UInt32(ws) << 8)
-        if frame.node >= 0, let horizon = folding.horizon(nodes[Int(frame.node)].kind) {
-            key.append(Self.countWord(nodes[Int(frame.node)], frame.a, horizon: horizon))
+        var f = frame
+        if countsWhitespace(f) { f.ws = max(f.ws, folding.whitespaceFloor) }
+        if f.node >= 0, let horizon = folding.horizon(nodes[Int(f.node)].kind) {
+            Self.appendFrameWords(f, count: Self.countWord(nodes[Int(f.node)], f.a, horizon: horizon), to: &key)
         } else {
-            key.append(UInt32(bitPattern: frame.a))
+            Self.appendFrameWords(f, count: UInt32(bitPattern: f.a), to: &key)
         }
-        key.append(UInt32(bitPattern: frame.b))
         key.append(UInt32(nearLimitDepth))
         return key
+    }
+
+    /// Appends the four words a key holds for `frame`: its node, its phase
+    /// and whitespace count, `count` (its count `a` as the key holds it),
+    /// and `b`.
+    @inline(__always) static func appendFrameWords(_ frame: Frame, count: UInt32, to key: inout [UInt32]) {
+        key.append(UInt32(bitPattern: frame.node))
+        key.append(UInt32(frame.phase) | UInt32(frame.ws) << 8)
+        key.append(count)
+        key.append(UInt32(bitPattern: frame.b))
     }
 
     /// A string's or array's count `a` as a key holds it: its distances to
@@ -600,9 +608,10 @@ extension JSONGrammar {
     /// false when the limit cut the search.
     func reachableTopFrames(folding: TopKeyFolding, limit: Int) -> (frames: [Frame], complete: Bool) {
         // Canonical frames (no `extra`, counts as below) are one per key, so
-        // their fields (node, phase | ws, a, b) identify them without building keys.
+        // their frame words with the count `a` itself identify them without building keys.
         var seen = WordKeyTable<Void>(minimumCapacity: 2048)
-        var id: [UInt32] = [0, 0, 0, 0]
+        var id: [UInt32] = []
+        id.reserveCapacity(4)
         var frames: [Frame] = []
         frames.reserveCapacity(2048)
         // Frames fed bytes: each frame found, and for a count shared by
@@ -633,8 +642,8 @@ extension JSONGrammar {
                 shared = f.a > 0 && Self.countWord(nodes[Int(f.node)], f.a - 1, horizon: horizon) == Self.countWord(nodes[Int(f.node)], f.a, horizon: horizon)
             }
             if countsWhitespace(f) { f.ws = max(f.ws, folding.whitespaceFloor) }
-            id[0] = UInt32(bitPattern: f.node); id[1] = UInt32(f.phase) | UInt32(f.ws) << 8
-            id[2] = UInt32(bitPattern: f.a); id[3] = UInt32(bitPattern: f.b)
+            id.removeAll(keepingCapacity: true)
+            Self.appendFrameWords(f, count: UInt32(bitPattern: f.a), to: &id)
             guard seen.insert(id, ()) else { return }
             if frames.count >= limit { complete = false; return }
             frames.append(f)
@@ -781,14 +790,11 @@ extension JSONGrammar {
         var key: [UInt32] = []
         key.reserveCapacity(stack.count * 4 + extraRoom)
         for f in stack {
-            key.append(UInt32(bitPattern: f.node))
-            key.append(UInt32(f.phase) | UInt32(f.ws) << 8)
             if let nodes, f.node >= 0, nodes[Int(f.node)].kind == .string || nodes[Int(f.node)].kind == .array {
-                key.append(countWord(nodes[Int(f.node)], f.a, horizon: horizon))
+                appendFrameWords(f, count: countWord(nodes[Int(f.node)], f.a, horizon: horizon), to: &key)
             } else {
-                key.append(UInt32(bitPattern: f.a))
+                appendFrameWords(f, count: UInt32(bitPattern: f.a), to: &key)
             }
-            key.append(UInt32(bitPattern: f.b))
             if let extra = f.extra {
                 key.append(0xFFFF_FFFF)
                 key.append(UInt32(extra.keys.count))
@@ -918,7 +924,7 @@ extension JSONGrammar {
 /// How top frames whose masks must be equal share one top-frame key, for
 /// one (grammar, vocabulary): beyond these distances a frame's counts and
 /// whitespace cannot change what one token does.
-struct TopKeyFolding: Sendable, Equatable {
+struct TopKeyFolding: Sendable {
     /// A string's character count enters the key as its distance to the
     /// bounds capped here: a token adds at most one character per byte
     /// (the longest token's length plus one).
@@ -953,6 +959,7 @@ struct TopKeyFolding: Sendable, Equatable {
         }
     }
 
-    /// No folding beyond `horizon` (every whitespace count its own key).
-    static func horizon(_ horizon: Int32) -> TopKeyFolding { TopKeyFolding(characters: horizon, items: horizon, whitespaceFloor: 0) }
+    /// Both counts capped at `horizon` and no whitespace folded (every
+    /// whitespace count its own key).
+    static func uniform(_ horizon: Int32) -> TopKeyFolding { TopKeyFolding(characters: horizon, items: horizon, whitespaceFloor: 0) }
 }

@@ -117,7 +117,7 @@ struct WordKeyTable<Value> {
         ends.removeAll(keepingCapacity: true)
         hashes.removeAll(keepingCapacity: true)
         values.removeAll(keepingCapacity: true)
-        for s in slots.indices { slots[s] = -1 }
+        slots.withUnsafeMutableBufferPointer { $0.update(repeating: -1) }
     }
 
     /// The key of entry `i` (for tests).

@@ -161,7 +161,7 @@ extension JSONConstraintTests {
         for (grammar, _) in try grammars() {
             let representatives = grammar.byteClassRepresentatives()
             XCTAssertLessThan(representatives.count, 200)
-            let frames = grammar.reachableTopFrames(folding: .horizon(6), limit: GrammarMasks.defaultPrecomputeLimit).frames
+            let frames = grammar.reachableTopFrames(folding: .uniform(6), limit: GrammarMasks.defaultPrecomputeLimit).frames
             func outcome(_ frame: Frame, _ b: UInt8) -> [UInt32]? {
                 var run = Run(stack: [Frame(node: Frame.boundary), frame], logging: false)
                 var forks: [[Frame]] = []
@@ -194,7 +194,7 @@ extension JSONConstraintTests {
     func testBytesOutsideAFramesOnlyFirstBytesAreRefusedOutright() throws {
         var filtered = 0
         for (grammar, _) in try grammars() {
-            for frame in grammar.reachableTopFrames(folding: .horizon(6), limit: GrammarMasks.defaultPrecomputeLimit).frames {
+            for frame in grammar.reachableTopFrames(folding: .uniform(6), limit: GrammarMasks.defaultPrecomputeLimit).frames {
                 guard let only = grammar.onlyFirstBytes(frame) else { continue }
                 filtered += 1
                 for b in 0...255 where !only.contains(UInt8(b)) {
@@ -215,7 +215,10 @@ extension JSONConstraintTests {
     /// top frame text can reach, with its real counts and whitespace, finds
     /// its key among the precomputed masks, and that mask equals trying each
     /// token on the frame itself. The bounds here are far past the fold
-    /// distances, so many frames share a key.
+    /// distances, so many frames share a key. The walk feeds all 256 bytes,
+    /// not the search's byte classes, so that it finds the real frames
+    /// without trusting the classes it checks the search against
+    /// (`testEveryByteActsLikeOneOfTheBytesTheSearchFeeds` checks those).
     func testEveryReachableTopFrameFindsAPrecomputedMaskEqualToTryingEachToken() throws {
         let vocabulary = Self.crossingVocabulary()
         let schema = #"{"type":"object","properties":{"s":{"type":"string","minLength":2,"maxLength":40},"l":{"type":"array","items":{"anyOf":[{"type":"integer"},{"type":"array","items":{"type":"string","maxLength":30},"maxItems":25}]},"minItems":1,"maxItems":30}},"required":["s"]}"#
