@@ -50,8 +50,17 @@ public final class PipelineStageRunner {
     /// neighbouring stage, whose tensor group all-gathers the rest (blocks
     /// of `counts`): T times fewer bytes between stages, the same values.
     struct HiddenShares {
-        let part: Range<Int>
+        /// Every tensor rank's block, in rank order.
         let counts: [Int]
+        /// This tensor rank's block (its share to send), cut from `counts`
+        /// so that the send and the all-gather cannot cut apart.
+        let part: Range<Int>
+
+        init(counts: [Int], rank: Int) {
+            self.counts = counts
+            let start = counts[..<rank].reduce(0, +)
+            part = start..<(start + counts[rank])
+        }
     }
 
     /// The shares of a hidden state of `count` floats, made on first use.
@@ -59,10 +68,9 @@ public final class PipelineStageRunner {
         if let known = shares[count] { return known }
         let made: HiddenShares
         if let tensor = model.tensorGroup {
-            made = HiddenShares(part: dataShare(globalBatch: count, rank: tensor.rank, of: tensor.size),
-                                counts: ZeroSharding.counts(total: count, ranks: tensor.size))
+            made = HiddenShares(counts: ZeroSharding.counts(total: count, ranks: tensor.size), rank: tensor.rank)
         } else {
-            made = HiddenShares(part: 0..<count, counts: [count])
+            made = HiddenShares(counts: [count], rank: 0)
         }
         shares[count] = made
         return made

@@ -93,8 +93,9 @@ public enum PretrainRun {
         trainer.state.corpusChecksum = shards.corpusChecksum
         if let resumeFrom {
             let started = monotonicSeconds()
-            // Rank 0 restores the state `check` read and compared; the other ranks read it once here (the
-            // data settings, seed included, are agreed by then, so no rank compares them again).
+            // Rank 0 restores the state `check` read and compared; every other rank reads training_state.json
+            // itself here, once per rank (the data settings, seed included, are agreed by then, so no rank
+            // compares them again).
             let state = try checkedState ?? TrainingState.load(checkpoint: resumeFrom, dataSeed: nil)
             try trainer.restore(checkpoint: resumeFrom, checkedState: state)
             sink.report(.notice(stage: stage, message: String(format: "resumed from %@ at step %d (loaded and verified in %.3f s)",

@@ -62,18 +62,18 @@ public final class ZeroSharding {
     /// `bucket ∩ owned_d` (empty when the bucket misses its slice), and this
     /// rank's block lands at `destination` in its slice. Fixed by the bucket
     /// and the slices, so made once per run (`GradientReducer`'s init).
-    public struct BucketScatter: Equatable, Sendable {
-        public let bucket: Range<Int>
+    struct BucketScatter: Sendable {
+        let bucket: Range<Int>
         /// Every data rank's block of the bucket, in rank order.
-        public let blocks: [Int]
+        let blocks: [Int]
         /// Where this rank's block goes in `reduced` (relative to `owned`).
-        public let destination: Range<Int>
+        let destination: Range<Int>
     }
 
     /// The reduce-scatter of `bucket`, a range of the flat buffer. Buckets
     /// thus need no alignment with the slices and the ownership stays the
     /// one contiguous slice per rank.
-    public func scatter(of bucket: Range<Int>) -> BucketScatter {
+    func scatter(of bucket: Range<Int>) -> BucketScatter {
         var first = 0
         let blocks = counts.map { count in
             defer { first += count }
@@ -85,7 +85,7 @@ public final class ZeroSharding {
 
     /// Starts one bucket's reduce-scatter without waiting; once every
     /// bucket has finished, `adoptReduced` holds what `reduceGradients` would.
-    public func startReducing(_ gradients: ParameterBuffer, _ scatter: BucketScatter) throws -> any PendingCollective {
+    func startReducing(_ gradients: ParameterBuffer, _ scatter: BucketScatter) throws -> any PendingCollective {
         try group.startReduceScatter(gradients, range: scatter.bucket, into: reduced, at: scatter.destination, counts: scatter.blocks, op: .sum)
     }
 

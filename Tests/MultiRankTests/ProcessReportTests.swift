@@ -28,7 +28,10 @@ final class ProcessReportTests: XCTestCase {
 
     /// The multi-rank tests' assertions on a process print its report, not
     /// one raw stream: a line whose failure message is a bare `.stderr` or
-    /// `.stdout`, or interpolates one, is named here.
+    /// `.stdout`, or interpolates one, is named here. It reads one line at a
+    /// time, so it cannot see a message wrapped onto a following line, nor a
+    /// stream passed through a local (`let err = result.stderr` and then
+    /// `err` as the message).
     func testAssertionsPrintTheReportNotARawStream() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         let raw = try NSRegularExpression(pattern: #"(, \w+(\[\d+\])?\.(stderr|stdout)\)\s*$)|(\\\(\w+(\[\d+\])?\.(stderr|stdout)\))|(\.stdout \+ \w+\.stderr)"#)

@@ -30,7 +30,8 @@ bench_mpirun() {
   [ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
 }
 
-# bench_tmp NAME: sets `tmp` to a fresh directory, removed when the script exits.
+# bench_tmp NAME: sets `tmp` to a fresh directory, removed when the script
+# exits. Its EXIT trap replaces any the script set before (set yours after).
 bench_tmp() {
   tmp="$(mktemp -d "${TMPDIR:-/tmp}/dapt-$1-bench.XXXXXX")"
   trap 'rm -rf "$tmp"' EXIT

@@ -18,27 +18,26 @@
 # bandwidth, latency). The PyTorch peer (torchrun, gloo, CPU, one thread per
 # process, transformers LlamaForCausalLM of the same shape) trains the same
 # global batch on 1 and 2 processes.
-# Usage: scripts/bench/parallel.sh [steps]   (default 6)
+# Usage: scripts/bench/parallel.sh [steps]   (default 6; DAPT_BIN=path to use another build)
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-6}"
 echo "torch==2.13.0" > /tmp/dapt-bench-constraints.txt
 python3 -m pip install -q -c /tmp/dapt-bench-constraints.txt torch==2.13.0 transformers numpy 2>&1 | grep -v -i "warning" || true
-swift build -c release --product dapt >/dev/null
-dapt="$(swift build -c release --show-bin-path)/dapt"
-mpi=(mpirun --oversubscribe --mca btl self,vader,tcp -x OPENBLAS_NUM_THREADS=1)
-[ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+bench_dapt
+bench_mpirun
+bench_tmp parallel
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load: $(load)"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ), $steps steps per run, median of steps 3..$steps"
+bench_header
+echo "$steps steps per run, median of steps 3..$steps"
 
 corpus="$tmp/corpus.jsonl"
 python3 scripts/fixtures/tokenizer_corpus.py "$corpus" --records 3000 --seed 1 >/dev/null
 for vocab in 4096 8192; do
-  "$dapt" tokenizer train --input "$corpus" --vocab-size $vocab --output "$tmp/tokenizer$vocab.json" >/dev/null 2>&1
-  "$dapt" tokenizer encode --tokenizer "$tmp/tokenizer$vocab.json" --input "$corpus" --output "$tmp/tokens$vocab" >/dev/null 2>&1
+  mkdir "$tmp/vocab$vocab"
+  bench_tokens "$dapt" "$corpus" $vocab "$tmp/vocab$vocab"
 done
 
 median_tps() {
@@ -67,7 +66,7 @@ for name in small comm; do
   else
     vocab=8192 hidden=512 inter=1376 heads=8 seq=32 batch=16 micro=4
   fi
-  tokens="$tmp/tokens$vocab"
+  tokens="$tmp/vocab$vocab/tokens"
   cfg="$tmp/$name.json"
   printf '{"model_type": "llama", "vocab_size": %d, "hidden_size": %d, "intermediate_size": %d, "num_hidden_layers": 4, "num_attention_heads": %d, "num_key_value_heads": %d}\n' \
     $vocab $hidden $inter $heads $heads > "$cfg"

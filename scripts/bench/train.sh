@@ -3,26 +3,24 @@
 # dapt pretrain vs PyTorch (transformers LlamaForCausalLM + torch.optim.AdamW)
 # on the same config, token shards, batch and thread count; and checkpoint
 # save/load time against the raw write speed (write + fsync) of the same bytes.
-# Usage: scripts/bench/train.sh [steps]   (default 12; the first 2 steps are warm-up)
+# Usage: scripts/bench/train.sh [steps]   (default 12; the first 2 steps are warm-up; DAPT_BIN=path to use another build)
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-12}"
 echo "torch==2.13.0" > /tmp/dapt-bench-constraints.txt
 python3 -m pip install -q -c /tmp/dapt-bench-constraints.txt torch==2.13.0 transformers safetensors numpy jieba 2>&1 | grep -v -i "warning" || true
-swift build -c release --product dapt >/dev/null
-dapt="$(swift build -c release --show-bin-path)/dapt"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+bench_dapt
+bench_tmp train
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+bench_header
 
 # Corpus and shards: a synthetic patent-like corpus (the bundled sample is too
 # small for a vocabulary of 4096 and 2048-token steps, and some of its records
 # carry pages rather than text).
 corpus="$tmp/corpus.jsonl"
 python3 scripts/fixtures/tokenizer_corpus.py "$corpus" --records 3000 --seed 1 >/dev/null
-"$dapt" tokenizer train --input "$corpus" --vocab-size 4096 --output "$tmp/tokenizer.json" >/dev/null 2>&1
-"$dapt" tokenizer encode --tokenizer "$tmp/tokenizer.json" --input "$corpus" --output "$tmp/tokens" >/dev/null 2>&1
+bench_tokens "$dapt" "$corpus" 4096 "$tmp"
 
 model=(--set model.vocab_size=4096 --set model.hidden_size=256 --set model.intermediate_size=688
        --set model.num_hidden_layers=4 --set model.num_attention_heads=4 --set model.num_key_value_heads=4)
