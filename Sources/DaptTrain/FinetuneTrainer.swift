@@ -176,7 +176,7 @@ public final class FinetuneTrainer {
         }
         adapters.parameters.update(fromContentsOf: saved.parameters)
         try optimizer.loadMoments(path: dir + "/" + Trainer.optimizerFile, slices: adapters.slices)
-        let restored = try TrainingState.load(checkpoint: dir, dataSeed: config.data.seed)
+        let restored = try TrainingState.load(checkpoint: dir, dataSeed: config.data.seed, seedField: "finetune.data.seed")
         state = restored
         optimizer.stepCount = restored.appliedSteps
     }

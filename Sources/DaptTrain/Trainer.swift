@@ -104,7 +104,8 @@ extension TrainingState {
     /// by `ResumeCheck`). This is the one seed check of a restore that did
     /// not come through `ResumeCheck`: `Trainer.restore(checkpoint:)` called
     /// by a library caller or a rollback, and `FinetuneTrainer.restore`.
-    static func load(checkpoint dir: String, dataSeed: UInt64?) throws -> TrainingState {
+    /// `seedField` names the setting in the refusal (pretrain's or finetune's).
+    static func load(checkpoint dir: String, dataSeed: UInt64?, seedField: String = "pretrain.data.seed") throws -> TrainingState {
         let path = dir + "/" + Trainer.stateFile
         let restored: TrainingState
         do {
@@ -114,7 +115,7 @@ extension TrainingState {
         }
         if let dataSeed, restored.dataSeed != dataSeed {
             throw TrainingError.checkpointIncompatible(path: path,
-                reason: "pretrain.data.seed \(restored.dataSeed) in the checkpoint, \(dataSeed) in this run: the data order would change")
+                reason: "\(seedField) \(restored.dataSeed) in the checkpoint, \(dataSeed) in this run: the data order would change")
         }
         return restored
     }

@@ -198,7 +198,7 @@ final class LoraTests: XCTestCase {
         var reseeded = halves
         reseeded.data.seed += 1
         XCTAssertThrowsError(try FinetuneRun.run(config: reseeded, options: FinetuneOptions(resume: root + "/halves"))) { error in
-            XCTAssertTrue("\(error)".contains("data.seed 42 in the checkpoint, 43 in this run: the data order would change"), "\(error)")
+            XCTAssertTrue("\(error)".contains("finetune.data.seed 42 in the checkpoint, 43 in this run: the data order would change"), "\(error)")
         }
         try FinetuneRun.run(config: halves, options: FinetuneOptions(resume: root + "/halves"))
         let a = try FileSystem.readAll(root + "/full/checkpoint-00000004/adapter_model.safetensors")
