@@ -218,23 +218,25 @@ public struct MLP {
     /// cached when the next product or kernel reads them (and OpenBLAS's
     /// zeroing of a beta-0 product's output meets cached rows). Much larger
     /// blocks fall out of the cache; much smaller ones repack the weights
-    /// too often.
+    /// too often. With several threads a block has at least
+    /// `PassSettings.rowsPerWorker` rows per thread, so SwiGLU's rows are
+    /// shared among them all.
     var blockRows = 256
 
-    /// The row blocks of a pass over `n` rows: one block under an adapter
+    /// Rows per block of a pass over `n` rows: all of them under an adapter
     /// (LoRA's dropout masks are drawn per call over all rows) or a tensor
     /// split (one all-reduce of the row-parallel product per pass).
-    func rowBlocks(_ n: Int, _ settings: PassSettings) -> [Range<Int>] {
-        guard gateUp.adapter == nil && down.adapter == nil && settings.tensorGroup == nil else { return [0..<n] }
-        return stride(from: 0, to: n, by: blockRows).map { $0..<min($0 + blockRows, n) }
+    func rowsPerBlock(_ n: Int, _ settings: PassSettings) -> Int {
+        if gateUp.adapter != nil || down.adapter != nil || settings.tensorGroup != nil { return max(n, 1) }
+        return settings.threads > 1 ? max(blockRows, settings.threads * PassSettings.rowsPerWorker) : blockRows
     }
 
     /// out += mlp(input), keeping the [gate | up] rows in `saved.gateUp`.
     func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
                  _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
-        let I = intermediate, H = gateUp.inFeatures
-        for rows in rowBlocks(a.n, settings) {
-            let r0 = rows.lowerBound, m = rows.count
+        let n = a.n, I = intermediate, H = gateUp.inFeatures, block = rowsPerBlock(n, settings)
+        for r0 in stride(from: 0, to: n, by: block) {
+            let rows = r0..<min(r0 + block, n), m = rows.count
             gateUp.forward(x: input + r0 * H, rows: m, weights: w, y: s.gateUp + r0 * 2 * I)
             settings.round(s.gateUp + r0 * 2 * I, m * 2 * I)
             activate(rows, s.gateUp, a, settings: settings)
@@ -261,8 +263,9 @@ public struct MLP {
                   weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?, settings: PassSettings) throws {
         let n = a.n, I = intermediate, H = gateUp.inFeatures
         if down.adapter == nil {
-            for rows in rowBlocks(n, settings) {
-                let r0 = rows.lowerBound, m = rows.count
+            let block = rowsPerBlock(n, settings)
+            for r0 in stride(from: 0, to: n, by: block) {
+                let m = min(block, n - r0)
                 let dy = dOut + r0 * H, hAct = a.hAct + r0 * I, dHAct = a.dHAct + r0 * I, dGateUp = a.dGateUp + r0 * 2 * I
                 // ∂/∂hAct first, so one pass recomputes hAct (for down's weight
                 // gradient) and computes [dGate | dUp] with one exp per element.

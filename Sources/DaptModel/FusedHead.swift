@@ -5,18 +5,25 @@ import Foundation
 // product, its cross-entropy (and gradient, written over the logits while
 // they are still in cache), then the head's weight gradient (beta 1) and the
 // chunk's input-gradient rows, before the next chunk. The logits of the whole
-// batch (batch·seqLen × vocab, the largest activation) never exist at once.
+// batch (batch·seqLen × vocab, the largest activation) never exist at once,
+// except under a vocabulary split: there the head takes all rows in one chunk
+// (of its 1/T of the vocabulary), as chunks would each reduce over the group.
 
 /// The head pass's reused buffers (its passes run one after another): one
-/// chunk of logits and each row's loss, grown on demand.
+/// chunk of logits, each row's loss and, under a vocabulary split, the
+/// cross-entropy's per-row statistics reduced over the tensor group; grown
+/// on demand.
 final class HeadScratch {
     private(set) var logitsCapacity = 0
     private(set) var logits = UnsafeMutablePointer<Float>.allocate(capacity: 1)
     private(set) var rowCapacity = 0
     private(set) var rowLoss = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private(set) var statisticsCapacity = 0
+    private(set) var statistics = UnsafeMutablePointer<Float>.allocate(capacity: 1)
 
-    /// Makes room for `logits` logits and `rows` row losses.
-    func reserve(logits count: Int, rows: Int) {
+    /// Makes room for `logits` logits, `rows` row losses and `statistics`
+    /// floats of `vocabParallelCrossEntropy`'s reductions.
+    func reserve(logits count: Int, rows: Int, statistics: Int = 0) {
         if count > logitsCapacity {
             logits.deallocate()
             logits = .allocate(capacity: count)
@@ -27,12 +34,17 @@ final class HeadScratch {
             rowLoss = .allocate(capacity: rows)
             rowCapacity = rows
         }
+        if statistics > statisticsCapacity {
+            self.statistics.deallocate()
+            self.statistics = .allocate(capacity: statistics)
+            statisticsCapacity = statistics
+        }
     }
 
     /// Floats held (the layout planner counts them on the last stage).
-    var allocatedFloats: Int { logitsCapacity + rowCapacity }
+    var allocatedFloats: Int { logitsCapacity + rowCapacity + statisticsCapacity }
 
-    deinit { logits.deallocate(); rowLoss.deallocate() }
+    deinit { logits.deallocate(); rowLoss.deallocate(); statistics.deallocate() }
 }
 
 /// How many rows the output head computes at once.
@@ -66,40 +78,48 @@ public enum HeadChunking {
 }
 
 extension LlamaModel {
-    /// Floats the head's scratch holds (one chunk of logits, a loss per row).
+    /// Floats the head's scratch holds (one chunk of logits, a loss per row,
+    /// and under a vocabulary split three reduced values per row).
     public var headScratchFloats: Int { headScratch.allocatedFloats }
 
-    /// Rows the head computes at once over `rows` rows.
+    /// Rows the head computes at once over `rows` rows: all of them under a
+    /// vocabulary split, so the cross-entropy's two all-reduces run once per
+    /// pass rather than once per chunk (`headChunkRows` is not consulted).
     func headChunkRows(_ rows: Int) -> Int {
-        min(max(rows, 1), HeadChunking.rows(vocab: dimensions.vocab, hidden: dimensions.hidden, setting: headChunkRows))
+        guard tensorGroup == nil else { return max(rows, 1) }
+        return min(max(rows, 1), HeadChunking.rows(vocab: dimensions.vocab, hidden: dimensions.hidden, setting: headChunkRows))
     }
 
     /// The LM head over `rows` normed rows `x` ([rows, hidden]) against
     /// `targets`, chunk by chunk: logits, then their loss (each row's into
-    /// `rowLoss`, or the scratch's when nil; 0 when ignored). Given `dx`, also backward: the loss's
-    /// gradient (scaled by `gradientScale`) written over the chunk's logits,
-    /// the head weight's gradient accumulated (when trainable), and
-    /// dx = ∂/∂x for the chunk's rows (this rank's part when the vocabulary
-    /// is split; the caller sums it over the tensor group and rounds it).
-    /// The total is summed in row order, so it is the same bits for any
-    /// chunk size and thread count.
-    func headChunks(x: UnsafePointer<Float>, targets: UnsafePointer<Int32>, rows: Int, gradientScale: Float?,
-                    dx: UnsafeMutablePointer<Float>?, rowLoss out: UnsafeMutablePointer<Float>? = nil) throws -> (sum: Double, count: Int) {
+    /// `rowLoss`, or the scratch's when nil; 0 when ignored). Given
+    /// `backward`, also the loss's gradient (times its `scale`) written over
+    /// the chunk's logits, the head weight's gradient accumulated (when
+    /// trainable), and its `dx` = ∂/∂x for the chunk's rows (this rank's part
+    /// when the vocabulary is split; the caller sums it over the tensor group
+    /// and rounds it). The total is summed in row order; at a given chunk size
+    /// it is the same bits for any thread count (another chunk size may
+    /// change a row's products in the last bits).
+    func headChunks(x: UnsafePointer<Float>, targets: UnsafePointer<Int32>, rows: Int,
+                    backward: (scale: Float, dx: UnsafeMutablePointer<Float>)?,
+                    rowLoss out: UnsafeMutablePointer<Float>? = nil) throws -> (sum: Double, count: Int) {
         let H = dimensions.hidden, V = dimensions.vocab, settings = self.settings, head = self.head!
         let w = UnsafePointer(parameters.storage.baseAddress!)
-        let g = dx == nil ? nil : gradientPointer
+        let g = backward == nil ? nil : gradientPointer
+        let scale = backward?.scale
         let chunk = headChunkRows(rows)
-        headScratch.reserve(logits: chunk * V, rows: out == nil ? rows : 0)
+        headScratch.reserve(logits: chunk * V, rows: out == nil ? rows : 0,
+                            statistics: tensorGroup == nil ? 0 : VocabParallelStatistics.floats(rows: chunk))
         let logits = headScratch.logits, rowLoss = out ?? headScratch.rowLoss
         var r0 = 0
         while r0 < rows {
             let m = min(chunk, rows - r0)
             head.projection.forward(x: x + r0 * H, rows: m, weights: w, y: logits)
             settings.round(logits, m * V)
-            let scale = dx == nil ? nil : gradientScale
             if let group = tensorGroup {
                 _ = try vocabParallelCrossEntropy(logits: logits, targets: targets + r0, rows: m, vocab: V, firstToken: head.firstToken,
-                                                  gradientScale: scale, group: group, rowLoss: rowLoss + r0)
+                                                  gradientScale: scale, group: group, rowLoss: rowLoss + r0,
+                                                  statistics: headScratch.statistics)
             } else {
                 let ptrs = Unchecked((logits, targets + r0, rowLoss + r0))
                 settings.forEachRowChunk(m) { part in
@@ -109,7 +129,7 @@ extension LlamaModel {
                                      gradientScale: scale, rowLoss: rowLoss + p0)
                 }
             }
-            if let dx {
+            if let dx = backward?.dx {
                 settings.round(logits, m * V)
                 head.projection.backward(x: x + r0 * H, dy: logits, rows: m, weights: w, gradients: g, dx: dx + r0 * H)
             }

@@ -34,10 +34,14 @@ public struct PassSettings {
         if precision != .fp32 { roundInPlace(UnsafeMutableBufferPointer(start: p, count: count), to: precision) }
     }
 
-    /// Runs `body` on row ranges covering 0..<rows, on `threads` threads
-    /// when > 1 (rows are independent; BLAS is idle meanwhile).
+    /// The fewest rows `forEachRowChunk` hands one thread.
+    static let rowsPerWorker = 64
+
+    /// Runs `body` on row ranges covering 0..<rows, on up to `threads`
+    /// threads, each taking at least `rowsPerWorker` rows (rows are
+    /// independent; BLAS is idle meanwhile).
     func forEachRowChunk(_ rows: Int, _ body: @escaping @Sendable (Range<Int>) -> Void) {
-        let workers = min(threads, rows / 64)
+        let workers = min(threads, rows / Self.rowsPerWorker)
         if workers <= 1 {
             body(0..<rows)
             return

@@ -154,7 +154,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// most three quarters have one (off: the reference, in tests).
     var gathersHeadRows = true
     /// Rows the output head and its loss compute at once (nil: chosen by
-    /// `HeadChunking.rows` from the head's size; see `headChunks`).
+    /// `HeadChunking.rows` from the head's size; see `headChunks`). Not
+    /// used under a tensor split, where the head takes all rows at once.
     public var headChunkRows: Int?
     let headScratch = HeadScratch()
 
@@ -306,7 +307,7 @@ public final class LlamaModel: @unchecked Sendable {
         var compact = [Float](repeating: 0, count: m)
         _ = try compact.withUnsafeMutableBufferPointer { out in
             try targets.withUnsafeBufferPointer { t in
-                try headChunks(x: a.finalOut, targets: t.baseAddress!, rows: m, gradientScale: nil, dx: nil, rowLoss: out.baseAddress!)
+                try headChunks(x: a.finalOut, targets: t.baseAddress!, rows: m, backward: nil, rowLoss: out.baseAddress!)
             }
         }
         for (k, r) in rows.enumerated() { losses[r] = compact[k] }
@@ -503,7 +504,7 @@ public final class LlamaModel: @unchecked Sendable {
     public func headForward(_ a: Activations) throws -> LossResult {
         headNormForward(a)
         let r = try a.batch!.targets.withUnsafeBufferPointer {
-            try headChunks(x: a.finalOut, targets: $0.baseAddress!, rows: a.n, gradientScale: nil, dx: nil)
+            try headChunks(x: a.finalOut, targets: $0.baseAddress!, rows: a.n, backward: nil)
         }
         return LossResult(sum: r.sum, count: r.count)
     }
@@ -530,7 +531,7 @@ public final class LlamaModel: @unchecked Sendable {
         }
         headNormForward(a)
         let r = try batch.targets.withUnsafeBufferPointer {
-            try headChunks(x: a.finalOut, targets: $0.baseAddress!, rows: n, gradientScale: gradientScale, dx: a.dNorm)
+            try headChunks(x: a.finalOut, targets: $0.baseAddress!, rows: n, backward: (gradientScale, a.dNorm))
         }
         try settings.sumOverTensorGroup(a.dNorm, n * H)
         settings.round(a.dNorm, n * H)
@@ -552,7 +553,7 @@ public final class LlamaModel: @unchecked Sendable {
         let (rows, targets) = compactTargetRows(a)
         let m = rows.count
         let r = try targets.withUnsafeBufferPointer {
-            try headChunks(x: a.finalOut, targets: $0.baseAddress!, rows: m, gradientScale: gradientScale, dx: a.dNorm)
+            try headChunks(x: a.finalOut, targets: $0.baseAddress!, rows: m, backward: (gradientScale, a.dNorm))
         }
         settings.round(a.dNorm, m * H)
         // Scatter the rows back (slot k to row rows[k] ≥ k, last first); rows without a target get zero.

@@ -27,43 +27,47 @@ extension Linear {
     }
 }
 
+/// Floats of `vocabParallelCrossEntropy`'s per-row statistics.
+public enum VocabParallelStatistics {
+    /// Over `rows` rows: each row's maximum, sum of exponentials and target logit.
+    public static func floats(rows: Int) -> Int { 3 * rows }
+}
+
 /// Softmax cross-entropy over a vocabulary split among the tensor group:
 /// each rank holds the logits of tokens `firstToken ..< firstToken + vocab`.
 /// The row maxima, the sums of exponentials and the target logits are
-/// reduced over the group; each rank's gradient (when `gradientScale` is
-/// given, written over its logits as in `crossEntropy`) covers its columns.
-/// Returns the summed loss and counted rows, the same on every rank;
-/// `rowLoss`, when given, receives each row's loss (0 for ignored rows).
+/// reduced over the group (two all-reduces); each rank's gradient (when
+/// `gradientScale` is given, written over its logits as in `crossEntropy`)
+/// covers its columns. Returns the summed loss and counted rows, the same on
+/// every rank; `rowLoss`, when given, receives each row's loss (0 for
+/// ignored rows). `statistics` (`VocabParallelStatistics.floats(rows:)`
+/// floats) holds the reduced values; nil: allocated for the call.
 public func vocabParallelCrossEntropy(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, rows: Int, vocab: Int,
-                               firstToken: Int, gradientScale: Float?, group: any Communicator,
-                               rowLoss: UnsafeMutablePointer<Float>? = nil) throws -> (sum: Double, count: Int) {
+                                      firstToken: Int, gradientScale: Float?, group: any Communicator,
+                                      rowLoss: UnsafeMutablePointer<Float>? = nil,
+                                      statistics: UnsafeMutablePointer<Float>? = nil) throws -> (sum: Double, count: Int) {
+    guard let statistics else {
+        return try withUnsafeTemporaryAllocation(of: Float.self, capacity: max(VocabParallelStatistics.floats(rows: rows), 1)) {
+            try vocabParallelCrossEntropy(logits: logits, targets: targets, rows: rows, vocab: vocab, firstToken: firstToken,
+                                          gradientScale: gradientScale, group: group, rowLoss: rowLoss, statistics: $0.baseAddress!)
+        }
+    }
     func local(_ r: Int) -> Int? {
         let t = Int(targets[r]) - firstToken
         return t >= 0 && t < vocab ? t : nil
     }
-    var maxima = [Float](repeating: 0, count: rows)
-    for r in 0..<rows where targets[r] != ignoreIndex {
-        let row = logits + r * vocab
-        var m = -Float.infinity
-        for i in 0..<vocab { m = max(m, row[i]) }
-        maxima[r] = m
-    }
-    try group.allReduce(&maxima, op: .max)
-    // [Σ e^(x−m) | target logit] per row, summed over the group together.
-    var sums = [Float](repeating: 0, count: 2 * rows)
+    // [maximum | Σ e^(x−m) | target logit] per row; the last two summed over the group together.
+    let maxima = statistics, sums = statistics + rows, targetLogits = statistics + 2 * rows
+    statistics.update(repeating: 0, count: VocabParallelStatistics.floats(rows: rows))
+    for r in 0..<rows where targets[r] != ignoreIndex { maxima[r] = maximum(logits + r * vocab, 0..<vocab) }
+    try group.allReduce(UnsafeMutableBufferPointer(start: maxima, count: rows), op: .max)
     for r in 0..<rows where targets[r] != ignoreIndex {
         let row = logits + r * vocab, m = maxima[r]
-        if let t = local(r) { sums[rows + r] = row[t] }
-        var sum: Float = 0
-        for i in 0..<vocab {
-            // With a gradient, keep e^(x−m) in the row so each logit takes one exp.
-            let e = scalarExp(row[i] - m)
-            if gradientScale != nil { row[i] = e }
-            sum += e
-        }
-        sums[r] = sum
+        if let t = local(r) { targetLogits[r] = row[t] }
+        // With a gradient, keep e^(x−m) in the row so each logit takes one exp.
+        sums[r] = gradientScale == nil ? exponentialSum(row, vocab, minus: m) : exponentiate(row, 0..<vocab, minus: m)
     }
-    try group.allReduce(&sums, op: .sum)
+    try group.allReduce(UnsafeMutableBufferPointer(start: sums, count: 2 * rows), op: .sum)
     var total = 0.0, counted = 0
     for r in 0..<rows {
         let row = logits + r * vocab
@@ -72,14 +76,13 @@ public func vocabParallelCrossEntropy(logits: UnsafeMutablePointer<Float>, targe
             if gradientScale != nil { row.update(repeating: 0, count: vocab) }
             continue
         }
-        let loss = Foundation.log(sums[r]) + maxima[r] - sums[rows + r]
+        let loss = Foundation.log(sums[r]) + maxima[r] - targetLogits[r]
         rowLoss?[r] = loss
         total += Double(loss)
         counted += 1
-        if let scale = gradientScale {
-            let k = scale / sums[r]
-            for i in 0..<vocab { row[i] *= k }
-            if let t = local(r) { row[t] -= scale }
+        if let g = gradientScale {
+            scale(row, by: g / sums[r], count: vocab, into: row)
+            if let t = local(r) { row[t] -= g }
         }
     }
     return (total, counted)

@@ -234,9 +234,11 @@ public struct LayoutPlanner: Sendable {
 
     /// Floats the last stage's head holds once, whatever the micro-batches
     /// in flight: one chunk of logits of its 1/T of the vocabulary and a
-    /// loss per row of a micro-batch of `rows` tokens.
+    /// loss per row of a micro-batch of `rows` tokens; split (T > 1), one
+    /// chunk of all rows and the cross-entropy's statistics per row.
     func headElements(rows n: Int, tensor T: Int) -> Double {
         let V = workload.model.vocabSize / T
+        guard T == 1 else { return Double(n * V + n + VocabParallelStatistics.floats(rows: n)) }
         return Double(min(n, HeadChunking.rows(vocab: V, hidden: workload.model.hiddenSize)) * V + n)
     }
 

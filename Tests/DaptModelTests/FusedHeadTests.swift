@@ -111,42 +111,66 @@ final class FusedHeadTests: XCTestCase {
         XCTAssertEqual(model.layout.slice(named: "lm_head.weight").map { model.gradients.values($0).allSatisfy { $0 == 0 } }, true)
     }
 
-    /// The vocabulary split between two tensor ranks: the cross-entropy's
-    /// reductions run per chunk, with the loss of the unchunked split.
-    func testVocabularyParallelHeadChunked() throws {
+    /// The vocabulary split between two tensor ranks: the head takes all
+    /// rows at once whatever `headChunkRows` says, so its cross-entropy
+    /// reduces over the group twice per pass (and its input gradient once),
+    /// and the scratch holds all rows' logits of the rank's half of the
+    /// vocabulary, each row's loss and the three reduced values per row.
+    func testVocabularyParallelHeadRunsOneChunk() throws {
         let batch = try Self.batch()
         for tied in [false, true] {
             let config = Self.config(tied: tied)
-            let results = try InProcessGroup(size: 2).run { rank -> (LossResult, LossResult, [Float], [Float]) in
+            let results = try InProcessGroup(size: 2).run { rank -> [SplitPass] in
                 let part = try LlamaModel(config: config, tensorGroup: rank)
                 part.initializeRandom(seed: 11, std: 0.4)
-                part.gradients.zero()
-                let whole = try part.forwardBackward(batch)
-                let wholeGradients = part.gradients.withBuffer { Array($0) }
-                part.headChunkRows = 7
-                part.gradients.zero()
-                let chunked = try part.forwardBackward(batch)
-                return (whole, chunked, wholeGradients, part.gradients.withBuffer { Array($0) })
+                return try ([nil, 7] as [Int?]).map { chunk in
+                    part.headChunkRows = chunk
+                    part.gradients.zero()
+                    let a = try part.makeActivations(batch)
+                    try part.embedForward(a)
+                    try part.forwardLayers(0..<config.numHiddenLayers, a)
+                    var counts = [rank.group.collectives]
+                    let eval = try part.headForward(a)
+                    counts.append(rank.group.collectives)
+                    let loss = try part.headForwardBackward(a)
+                    counts.append(rank.group.collectives)
+                    return SplitPass(eval: eval, loss: loss, collectives: zip(counts.dropFirst(), counts).map { $0 - $1 },
+                                     scratch: part.headScratchFloats, gradients: part.gradients.withBuffer { Array($0) })
+                }
             }
-            for (r, result) in results.enumerated() {
-                XCTAssertEqual(result.1.count, result.0.count)
-                XCTAssertEqual(result.1.sum, result.0.sum, accuracy: 1e-6 * result.0.sum, "tied \(tied) rank \(r)")
-                XCTAssertEqual(result.1, results[0].1, "every rank has the same loss")
-                XCTAssertLessThanOrEqual(ModelFixtures.relativeError(result.3, result.2), 1e-6, "tied \(tied) rank \(r)")
+            for (r, passes) in results.enumerated() {
+                for (pass, setting) in zip(passes, ["nil", "7"]) {
+                    let label = "tied \(tied) rank \(r) headChunkRows \(setting)"
+                    XCTAssertEqual(pass.collectives, [2, 3], "\(label): evaluation, then training")
+                    XCTAssertEqual(pass.scratch, 30 * 20 + 30 + 3 * 30, label)
+                    XCTAssertEqual(pass.eval, pass.loss, label)
+                    XCTAssertEqual(pass.loss.count, 25, label)
+                    XCTAssertEqual(pass.loss, results[0][0].loss, "\(label): every rank has the same loss")
+                }
+                XCTAssertEqual(passes[1].gradients, passes[0].gradients, "tied \(tied) rank \(r)")
             }
         }
     }
 
-    /// The cross-entropy of each chunk shared among threads: the loss and
-    /// gradients of one thread, bit for bit.
+    struct SplitPass: Equatable {
+        var eval: LossResult
+        var loss: LossResult
+        var collectives: [Int]
+        var scratch: Int
+        var gradients: [Float]
+    }
+
+    /// The cross-entropy of each chunk shared among threads, over 600 rows:
+    /// three MLP blocks and, in 256-row head chunks, two chunks shared
+    /// between the threads and an 88-row rest on one. The loss and gradients
+    /// of one thread, bit for bit.
     func testChunksOnThreadsMatchOneThread() throws {
-        let rows = 24, seqLen = 10, n = rows * seqLen
+        let rows = 60, seqLen = 10, n = rows * seqLen
         let tokens: [Int32] = (0..<n).map { (i: Int) -> Int32 in Int32((i * 7 + i / 5) % 40) }
         let targets: [Int32] = (0..<n).map { (i: Int) -> Int32 in i % 11 == 0 ? ignoreIndex : Int32((i * 5 + 3) % 40) }
         let batch = try TokenBatch(batchSize: rows, seqLen: seqLen, tokens: tokens, targets: targets)
         let model = try model(tied: false)
-        // 150-row chunks: the first splits among two threads, the 90-row rest runs on one.
-        model.headChunkRows = 150
+        model.headChunkRows = 256
         model.gradients.zero()
         let one = try model.forwardBackward(batch)
         let gradients = model.gradients.withBuffer { Array($0) }

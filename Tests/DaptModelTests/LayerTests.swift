@@ -37,11 +37,14 @@ final class LayerTests: XCTestCase {
     final class MatrixAdapter: LinearAdapter {
         let a: [Float], inFeatures: Int, outFeatures: Int
         var gradient: [Float]
+        /// The rows of each forward call.
+        var forwardRows: [Int] = []
         init(_ a: [Float], inFeatures: Int, outFeatures: Int) {
             self.a = a; self.inFeatures = inFeatures; self.outFeatures = outFeatures
             gradient = [Float](repeating: 0, count: a.count)
         }
         func forward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, rows: Int) {
+            forwardRows.append(rows)
             a.withUnsafeBufferPointer {
                 BLAS.sgemm(.none, .transpose, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: $0.baseAddress!,
                            ldb: inFeatures, beta: 1, c: y, ldc: outFeatures)
@@ -84,22 +87,52 @@ final class LayerTests: XCTestCase {
 
     /// The MLP's passes in row blocks (cached between its products and
     /// SwiGLU) give the loss and gradients of one pass over all rows, also
-    /// when the blocks do not divide the rows; an adapter keeps one block.
+    /// when the blocks do not divide the rows.
     func testMLPRowBlocksMatchOnePassOverAllRows() throws {
         let batch = try ModelGradientTests.tinyBatch()
         let whole = try model()
-        XCTAssertEqual(whole.blocks[0].mlp.rowBlocks(batch.tokenCount, whole.settings), [0..<20], "256-row blocks hold the 20 rows")
+        XCTAssertEqual(whole.blocks[0].mlp.rowsPerBlock(batch.tokenCount, whole.settings), 256, "one block holds the 20 rows")
         let wholeLoss = try whole.forwardBackward(batch)
         let blocked = try model()
         for l in blocked.blocks.indices { blocked.blocks[l].mlp.blockRows = 3 }
-        XCTAssertEqual(blocked.blocks[0].mlp.rowBlocks(batch.tokenCount, blocked.settings).count, 7)
+        XCTAssertEqual(blocked.blocks[0].mlp.rowsPerBlock(batch.tokenCount, blocked.settings), 3, "7 blocks, the last of 2 rows")
         let blockedLoss = try blocked.forwardBackward(batch)
         XCTAssertEqual(blockedLoss.sum, wholeLoss.sum, accuracy: 1e-6 * abs(wholeLoss.sum))
         for s in whole.layout.slices {
             XCTAssertLessThanOrEqual(ModelFixtures.relativeError(blocked.gradients.values(s), whole.gradients.values(s)), 1e-5, s.name)
         }
-        blocked.blocks[1].mlp.down.adapter = MatrixAdapter([Float](repeating: 0, count: 16 * 20), inFeatures: 20, outFeatures: 16)
-        XCTAssertEqual(blocked.blocks[1].mlp.rowBlocks(batch.tokenCount, blocked.settings), [0..<20])
+    }
+
+    /// SwiGLU gives each thread 64 rows of a block or more, so with many
+    /// threads a block grows past 256 rows to keep every thread busy.
+    func testMLPRowBlocksHoldRowsForEveryThread() throws {
+        let mlp = try model().blocks[0].mlp
+        var settings = PassSettings(threads: 2)
+        XCTAssertEqual(mlp.rowsPerBlock(600, settings), 256)
+        settings.threads = 8
+        XCTAssertEqual(mlp.rowsPerBlock(1100, settings), 512)
+    }
+
+    /// An adapter on the MLP keeps one block of all rows (LoRA draws its
+    /// dropout masks per call): it sees one forward call over the 20 rows,
+    /// and the pass has the bits of the unblocked model's.
+    func testMLPAdapterRunsOneBlock() throws {
+        let batch = try ModelGradientTests.tinyBatch()
+        let delta: [Float] = (0..<16 * 20).map { (i: Int) -> Float in Float((i * 29) % 13 - 6) * 0.01 }
+        var passes: [(LossResult, [Float], MatrixAdapter)] = []
+        for blockRows in [256, 3] {
+            let model = try model()
+            model.blocks[1].mlp.blockRows = blockRows
+            let adapter = MatrixAdapter(delta, inFeatures: 20, outFeatures: 16)
+            model.blocks[1].mlp.down.adapter = adapter
+            let loss = try model.forwardBackward(batch)
+            XCTAssertEqual(adapter.forwardRows, [20], "block rows \(blockRows)")
+            passes.append((loss, model.gradients.withBuffer { Array($0) }, adapter))
+        }
+        XCTAssertEqual(passes[1].0, passes[0].0)
+        XCTAssertEqual(passes[1].1, passes[0].1)
+        XCTAssertEqual(passes[1].2.gradient, passes[0].2.gradient)
+        XCTAssertNotEqual(passes[1].2.gradient, [Float](repeating: 0, count: delta.count))
     }
 
     /// Two micro-batches held at once (both forward, then both backward, as

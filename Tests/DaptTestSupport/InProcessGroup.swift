@@ -16,6 +16,15 @@ public final class InProcessGroup: @unchecked Sendable {
         deposits = Array(repeating: nil, count: size)
     }
 
+    /// Collectives completed so far. Read by a rank between its own
+    /// collectives, it counts exactly those it has taken part in: no other
+    /// can complete without it.
+    public var collectives: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return generation
+    }
+
     func exchange(rank: Int, _ bytes: [UInt8]) -> [[UInt8]] {
         condition.lock()
         defer { condition.unlock() }

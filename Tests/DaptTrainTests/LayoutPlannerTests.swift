@@ -58,8 +58,9 @@ final class LayoutPlannerTests: XCTestCase {
         let plan = try planner().estimate(PlannedLayout(tensor: 2, pipeline: 1, data: 1, microBatch: 4))
         // (2·160)/2 + 2·2·4 norm gains + 32/2 embedding + 4 final norm + 32/2 head.
         XCTAssertEqual(plan.memory.parameters, 212 * 4)
-        // 16 rows: 2·16·30 per layer, 16·4 stage output, 16·5 final norm, 16·44 scratch; 16·4 logits + 16 row losses.
-        XCTAssertEqual(plan.memory.activations, 1728 * 4)
+        // 16 rows: 2·16·30 per layer, 16·4 stage output, 16·5 final norm, 16·44 scratch; 16·4 logits + 16 row losses
+        // + 16·3 values the cross-entropy reduces.
+        XCTAssertEqual(plan.memory.activations, 1776 * 4)
         XCTAssertEqual(plan.time.compute, 18816e-9, accuracy: 1e-15)
         let allReduce256: Double = 256e-9 + 2e-6, rows: Double = 64e-9 + 2e-6, twoRows: Double = 128e-9 + 2e-6
         XCTAssertEqual(plan.time.tensorCommunication, 10 * allReduce256 + rows + twoRows, accuracy: 1e-15)
@@ -93,6 +94,15 @@ final class LayoutPlannerTests: XCTestCase {
         try model.forwardBackward(TokenBatch.synthetic(vocab: wide.vocabSize, batchSize: 3, seqLen: 200))
         XCTAssertEqual(model.headScratchFloats, 512 * 64 + 600)
         XCTAssertEqual(try planner(model: wide).headElements(rows: 600, tensor: 1), Double(model.headScratchFloats))
+        // Split over two tensor ranks: all 600 rows of logits of half the vocabulary, a loss and three reduced values per row.
+        let split = try InProcessGroup(size: 2).run { rank -> Int in
+            let part = try LlamaModel(config: wide, tensorGroup: rank)
+            part.initializeRandom(seed: 1)
+            try part.forwardBackward(TokenBatch.synthetic(vocab: wide.vocabSize, batchSize: 3, seqLen: 200))
+            return part.headScratchFloats
+        }
+        XCTAssertEqual(split, [600 * 32 + 600 + 3 * 600, 600 * 32 + 600 + 3 * 600])
+        XCTAssertEqual(try planner(model: wide).headElements(rows: 600, tensor: 2), Double(split[0]))
     }
 
     /// Pipeline: the first stage holds P micro-batches at the 1F1B peak; the bubble is (P−1) micro-batch times.

@@ -14,6 +14,11 @@ bench_tokens() {
   "$dapt" tokenizer encode --tokenizer "$dir/tokenizer.json" --input "$corpus" --output "$dir/tokens" >/dev/null 2>&1
 }
 
+# A relative DAPT_BIN names a path from where the script was started: made
+# absolute here, as the scripts source this file before they cd to the
+# repository root.
+case "${DAPT_BIN:-}" in ''|/*) ;; *) DAPT_BIN="$PWD/$DAPT_BIN" ;; esac
+
 # bench_dapt: sets `dapt` to the release build, built first, or to $DAPT_BIN
 # (another build, used as it is).
 bench_dapt() {
