@@ -14,37 +14,16 @@ import Foundation
 /// cross-entropy's per-row statistics reduced over the tensor group; grown
 /// on demand.
 final class HeadScratch {
-    private(set) var logitsCapacity = 0
-    private(set) var logits = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    private(set) var rowCapacity = 0
-    private(set) var rowLoss = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    private(set) var statisticsCapacity = 0
-    private(set) var statistics = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    let logits = GrowableFloats(), rowLoss = GrowableFloats(), statistics = GrowableFloats()
 
     /// Makes room for `logits` logits, `rows` row losses and `statistics`
     /// floats of `vocabParallelCrossEntropy`'s reductions.
     func reserve(logits count: Int, rows: Int, statistics: Int = 0) {
-        if count > logitsCapacity {
-            logits.deallocate()
-            logits = .allocate(capacity: count)
-            logitsCapacity = count
-        }
-        if rows > rowCapacity {
-            rowLoss.deallocate()
-            rowLoss = .allocate(capacity: rows)
-            rowCapacity = rows
-        }
-        if statistics > statisticsCapacity {
-            self.statistics.deallocate()
-            self.statistics = .allocate(capacity: statistics)
-            statisticsCapacity = statistics
-        }
+        logits.reserve(count); rowLoss.reserve(rows); self.statistics.reserve(statistics)
     }
 
     /// Floats held (the layout planner counts them on the last stage).
-    var allocatedFloats: Int { logitsCapacity + rowCapacity + statisticsCapacity }
-
-    deinit { logits.deallocate(); rowLoss.deallocate(); statistics.deallocate() }
+    var allocatedFloats: Int { logits.capacity + rowLoss.capacity + statistics.capacity }
 }
 
 /// How many rows the output head computes at once.
@@ -110,7 +89,7 @@ extension LlamaModel {
         let chunk = headChunkRows(rows)
         headScratch.reserve(logits: chunk * V, rows: out == nil ? rows : 0,
                             statistics: tensorGroup == nil ? 0 : VocabParallelStatistics.floats(rows: chunk))
-        let logits = headScratch.logits, rowLoss = out ?? headScratch.rowLoss
+        let logits = headScratch.logits.pointer, rowLoss = out ?? headScratch.rowLoss.pointer
         var r0 = 0
         while r0 < rows {
             let m = min(chunk, rows - r0)
@@ -119,7 +98,7 @@ extension LlamaModel {
             if let group = tensorGroup {
                 _ = try vocabParallelCrossEntropy(logits: logits, targets: targets + r0, rows: m, vocab: V, firstToken: head.firstToken,
                                                   gradientScale: scale, group: group, rowLoss: rowLoss + r0,
-                                                  statistics: headScratch.statistics)
+                                                  statistics: headScratch.statistics.pointer)
             } else {
                 let ptrs = Unchecked((logits, targets + r0, rowLoss + r0))
                 settings.forEachRowChunk(m) { part in

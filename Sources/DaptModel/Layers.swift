@@ -197,3 +197,19 @@ public struct RMSNorm {
         }
     }
 }
+
+/// A float buffer reused across passes, grown (never shrunk) on demand; its
+/// contents are not kept when it grows.
+final class GrowableFloats {
+    private(set) var capacity = 0
+    private(set) var pointer = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+
+    func reserve(_ count: Int) {
+        guard count > capacity else { return }
+        pointer.deallocate()
+        pointer = .allocate(capacity: count)
+        capacity = count
+    }
+
+    deinit { pointer.deallocate() }
+}

@@ -338,28 +338,18 @@ struct LoraDropout {
 /// one after another): the dropped input, its input gradient, and the
 /// rank-r intermediates.
 final class LoraScratch {
-    private(set) var capacity = 0
-    private(set) var dropped = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    private(set) var droppedGradient = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    private(set) var rankCapacity = 0
-    private(set) var h = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    private(set) var dh = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private let droppedBuffer = GrowableFloats(), droppedGradientBuffer = GrowableFloats()
+    private let hBuffer = GrowableFloats(), dhBuffer = GrowableFloats()
+    var dropped: UnsafeMutablePointer<Float> { droppedBuffer.pointer }
+    var droppedGradient: UnsafeMutablePointer<Float> { droppedGradientBuffer.pointer }
+    var h: UnsafeMutablePointer<Float> { hBuffer.pointer }
+    var dh: UnsafeMutablePointer<Float> { dhBuffer.pointer }
 
     /// Makes room for `inputs` input values and `ranks` rank-r values.
     func reserve(inputs: Int, ranks: Int) {
-        if inputs > capacity {
-            dropped.deallocate(); droppedGradient.deallocate()
-            dropped = .allocate(capacity: inputs); droppedGradient = .allocate(capacity: inputs)
-            capacity = inputs
-        }
-        if ranks > rankCapacity {
-            h.deallocate(); dh.deallocate()
-            h = .allocate(capacity: ranks); dh = .allocate(capacity: ranks)
-            rankCapacity = ranks
-        }
+        droppedBuffer.reserve(inputs); droppedGradientBuffer.reserve(inputs)
+        hBuffer.reserve(ranks); dhBuffer.reserve(ranks)
     }
-
-    deinit { dropped.deallocate(); droppedGradient.deallocate(); h.deallocate(); dh.deallocate() }
 }
 
 /// The LoRA branch on one `Linear`: y += scale · dropout(x)·Aᵀ·Bᵀ for each
