@@ -221,7 +221,8 @@ public struct MLP {
     /// too often. With several threads a block has at least
     /// `PassSettings.rowsPerWorker` rows per thread, so SwiGLU's rows are
     /// shared among them all.
-    var blockRows = 256
+    var blockRows = MLP.defaultBlockRows
+    public static let defaultBlockRows = 256
 
     /// Rows per block of a pass over `n` rows: all of them under an adapter
     /// (LoRA's dropout masks are drawn per call over all rows) or a tensor

@@ -213,16 +213,17 @@ public func rmsNormBackward(dOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
 
 // MARK: - SwiGLU
 
-/// out = silu(gate) · up = gate / (1 + e^−gate) · up.
+/// out = silu(gate) · up = gate · σ(gate) · up, σ(g) = 1 / (1 + e^−g): one
+/// division per element, as in the backward kernels, which share σ.
 public func swigluForward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int, out: UnsafeMutablePointer<Float>) {
     var i = 0
     let one = Vec8(repeating: 1)
     while i + 8 <= count {
         let g = load8(gate + i)
-        store8(g / (one + vectorExp(-g)) * load8(up + i), out + i)
+        store8(g * (one / (one + vectorExp(-g))) * load8(up + i), out + i)
         i += 8
     }
-    while i < count { out[i] = gate[i] / (1 + scalarExp(-gate[i])) * up[i]; i += 1 }
+    while i < count { out[i] = gate[i] * (1 / (1 + scalarExp(-gate[i]))) * up[i]; i += 1 }
 }
 
 /// dGate, dUp of `swigluForward` given dOut. dGate/dUp may alias gate/up
@@ -249,8 +250,8 @@ public func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
 
 /// Backward of SwiGLU that also recomputes its output: hAct = silu(gate)·up
 /// (bit for bit `swigluForward`'s) and dGate, dUp given dHAct, with one
-/// exponential per element where `swigluForward` then `swigluBackward`
-/// take two. A backward pass that computes dHAct before it needs hAct
+/// exponential and one division per element where `swigluForward` then
+/// `swigluBackward` take two of each. A backward pass that computes dHAct before it needs hAct
 /// (the down projection's input gradient first, its weight gradient after)
 /// saves a pass. dGate/dUp may alias gate/up.
 public func swigluRecomputeBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, count: Int,
@@ -259,18 +260,16 @@ public func swigluRecomputeBackward(gate: UnsafePointer<Float>, up: UnsafePointe
     let one = Vec8(repeating: 1)
     while i + 8 <= count {
         let g = load8(gate + i), u = load8(up + i), d = load8(dOut + i)
-        let denominator = one + vectorExp(-g)
-        let s = one / denominator
-        store8(g / denominator * u, out + i)
+        let s = one / (one + vectorExp(-g))
+        store8(g * s * u, out + i)
         store8(d * u * s * (one + g * (one - s)), dGate + i)
         store8(d * g * s, dUp + i)
         i += 8
     }
     while i < count {
         let g = gate[i], u = up[i], d = dOut[i]
-        let denominator = 1 + scalarExp(-g)
-        let s = 1 / denominator
-        out[i] = g / denominator * u
+        let s = 1 / (1 + scalarExp(-g))
+        out[i] = g * s * u
         dGate[i] = d * u * s * (1 + g * (1 - s))
         dUp[i] = d * g * s
         i += 1

@@ -157,6 +157,15 @@ public final class LlamaModel: @unchecked Sendable {
     /// `HeadChunking.rows` from the head's size; see `headChunks`). Not
     /// used under a tensor split, where the head takes all rows at once.
     public var headChunkRows: Int?
+    /// Rows each layer's MLP takes through its products and SwiGLU at a
+    /// time (`MLP.blockRows`); for tuning against a machine's caches.
+    public var mlpBlockRows: Int {
+        get { blocks.first?.mlp.blockRows ?? MLP.defaultBlockRows }
+        set {
+            precondition(newValue > 0, "MLP block rows \(newValue)")
+            for i in blocks.indices { blocks[i].mlp.blockRows = newValue }
+        }
+    }
     let headScratch = HeadScratch()
 
     /// A model, whole or — given a tensor group of T > 1 ranks — this rank's

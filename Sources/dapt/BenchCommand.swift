@@ -35,6 +35,8 @@ struct BenchCommand: ParsableCommand {
         @Option(name: .customLong("key-tile")) var keyTile = AttentionTiles().key
         @Option(name: .customLong("head-rows"), help: "Rows the output head and its loss compute at once (default: chosen from the head's size).")
         var headRows: Int?
+        @Option(name: .customLong("mlp-rows"), help: "Rows each MLP takes through its products at a time (default \(MLP.defaultBlockRows)).")
+        var mlpRows: Int?
         @Flag(help: "Add the step's time inside sgemm and the rate of plain sgemm on the same shapes, measured in this run.")
         var breakdown = false
 
@@ -47,6 +49,7 @@ struct BenchCommand: ParsableCommand {
             model.attentionKernel = .tiled(AttentionTiles(query: queryTile, key: keyTile))
             model.threads = threads
             model.headChunkRows = headRows
+            if let mlpRows { model.mlpBlockRows = mlpRows }
             model.initializeRandom(seed: 1)
             let data = try TokenBatch.synthetic(vocab: vocab, batchSize: batch, seqLen: seq, documentLength: documentLength)
             var times: [Double] = []

@@ -94,7 +94,8 @@ final class LayerTests: XCTestCase {
         XCTAssertEqual(whole.blocks[0].mlp.rowsPerBlock(batch.tokenCount, whole.settings), 256, "one block holds the 20 rows")
         let wholeLoss = try whole.forwardBackward(batch)
         let blocked = try model()
-        for l in blocked.blocks.indices { blocked.blocks[l].mlp.blockRows = 3 }
+        blocked.mlpBlockRows = 3
+        XCTAssertEqual(blocked.blocks.map(\.mlp.blockRows), Array(repeating: 3, count: blocked.blocks.count), "every layer's MLP")
         XCTAssertEqual(blocked.blocks[0].mlp.rowsPerBlock(batch.tokenCount, blocked.settings), 3, "7 blocks, the last of 2 rows")
         let blockedLoss = try blocked.forwardBackward(batch)
         XCTAssertEqual(blockedLoss.sum, wholeLoss.sum, accuracy: 1e-6 * abs(wholeLoss.sum))

@@ -8,6 +8,7 @@
 #   MODEL_DIR: a dapt checkpoint or Hugging Face Llama directory with tokenizer.json
 #   (e.g. out/sample/pretrain/checkpoint-00000150 after scripts/run-sample.sh);
 #   INPUT_DIR default data/eval/mc/mmlu; SHOTS default 0.
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 model="${1:?usage: scripts/bench/eval-mc.sh MODEL_DIR [INPUT_DIR] [SHOTS]}"
@@ -19,10 +20,7 @@ venv="${MC_VENV:-/tmp/dapt-bench-lmeval}"
 [ -x "$venv/bin/python" ] || python3 -m venv --system-site-packages "$venv"
 "$venv/bin/python" -c "import lm_eval" 2>/dev/null || "$venv/bin/pip" install -q lm-eval
 # DAPT_BIN: a dapt binary to use instead of building the release one.
-if [ -n "${DAPT_BIN:-}" ]; then dapt="$DAPT_BIN"; else
-  swift build -c release --product dapt >/dev/null
-  dapt="$(swift build -c release --show-bin-path)/dapt"
-fi
+bench_dapt
 echo "machine: $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "dapt: $dapt"

@@ -13,6 +13,7 @@
 # the same tokens (checked); dapt packs several short windows into each of
 # its BATCH rows, the peer pads BATCH windows.
 # Usage: scripts/bench/filter.sh   (STEPS=300: the reference model's training steps)
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 echo "torch==2.13.0" > /tmp/dapt-bench-constraints.txt
@@ -23,7 +24,7 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 echo "machine: $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
 
-python3 scripts/fixtures/tokenizer_corpus.py "$tmp/corpus.jsonl" --records 3000 --seed 3 >/dev/null
+bench_corpus "$tmp/corpus.jsonl" 3000 3
 python3 scripts/bench/filter_noise.py make "$tmp/corpus.jsonl" "$tmp/ref.jsonl" "$tmp/eval.jsonl"
 "$dapt" tokenizer train --input "$tmp/ref.jsonl" --vocab-size 2048 --output "$tmp/tokenizer.json" >/dev/null 2>&1
 "$dapt" tokenizer encode --tokenizer "$tmp/tokenizer.json" --input "$tmp/ref.jsonl" --output "$tmp/tokens" >/dev/null 2>&1

@@ -4,6 +4,7 @@
 # rank, batch, sequence length and thread count; and peak memory (max RSS)
 # of dapt LoRA against dapt full fine-tuning (pretrain --from) of the same model.
 # Usage: scripts/bench/finetune.sh [steps]   (default 12; the first 2 steps are warm-up)
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-12}"
@@ -18,7 +19,7 @@ echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
 
 # The base: a Llama with a dapt tokenizer (chat markers included), one pretrain step from random weights.
 corpus="$tmp/corpus.jsonl"
-python3 scripts/fixtures/tokenizer_corpus.py "$corpus" --records 3000 --seed 1 >/dev/null
+bench_corpus "$corpus" 3000 1
 "$dapt" tokenizer train --input "$corpus" --vocab-size 4096 --output "$tmp/tokenizer.json" >/dev/null 2>&1
 "$dapt" tokenizer encode --tokenizer "$tmp/tokenizer.json" --input "$corpus" --output "$tmp/tokens" >/dev/null 2>&1
 OPENBLAS_NUM_THREADS=2 "$dapt" pretrain --input "$tmp/tokens" --output "$tmp/base-run" --steps 1 \

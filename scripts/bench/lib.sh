@@ -14,10 +14,19 @@ bench_tokens() {
   "$dapt" tokenizer encode --tokenizer "$dir/tokenizer.json" --input "$corpus" --output "$dir/tokens" >/dev/null 2>&1
 }
 
-# A relative DAPT_BIN names a path from where the script was started: made
-# absolute here, as the scripts source this file before they cd to the
-# repository root.
+# A relative DAPT_BIN (or checkpoint.sh's OLD_BIN) names a path from where
+# the script was started: made absolute here, as the scripts source this file
+# before they cd to the repository root.
 case "${DAPT_BIN:-}" in ''|/*) ;; *) DAPT_BIN="$PWD/$DAPT_BIN" ;; esac
+case "${OLD_BIN:-}" in ''|/*) ;; *) OLD_BIN="$PWD/$OLD_BIN" ;; esac
+
+# bench_corpus FILE RECORDS SEED: the bilingual patent-like JSONL corpus of
+# scripts/fixtures/tokenizer_corpus.py (which draws Chinese words from jieba's
+# dictionary: installed first when missing).
+bench_corpus() {
+  python3 -c "import jieba" 2>/dev/null || python3 -m pip install -q jieba 2>&1 | grep -v -i "warning" || true
+  python3 scripts/fixtures/tokenizer_corpus.py "$1" --records "$2" --seed "$3" >/dev/null
+}
 
 # bench_dapt: sets `dapt` to the release build, built first, or to $DAPT_BIN
 # (another build, used as it is).

@@ -22,7 +22,7 @@ bench_tmp overlap
 bench_header
 
 corpus="$tmp/corpus.jsonl"
-python3 scripts/fixtures/tokenizer_corpus.py "$corpus" --records 1500 --seed 1 >/dev/null
+bench_corpus "$corpus" 1500 1
 bench_tokens "$dapt" "$corpus" 4096 "$tmp"
 
 settings=(--set model.vocab_size=4096 --set model.hidden_size=512 --set model.intermediate_size=1376

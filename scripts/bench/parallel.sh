@@ -34,7 +34,7 @@ bench_header
 echo "$steps steps per run, median of steps 3..$steps"
 
 corpus="$tmp/corpus.jsonl"
-python3 scripts/fixtures/tokenizer_corpus.py "$corpus" --records 3000 --seed 1 >/dev/null
+bench_corpus "$corpus" 3000 1
 for vocab in 4096 8192; do
   mkdir "$tmp/vocab$vocab"
   bench_tokens "$dapt" "$corpus" $vocab "$tmp/vocab$vocab"

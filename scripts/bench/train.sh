@@ -19,7 +19,7 @@ bench_header
 # small for a vocabulary of 4096 and 2048-token steps, and some of its records
 # carry pages rather than text).
 corpus="$tmp/corpus.jsonl"
-python3 scripts/fixtures/tokenizer_corpus.py "$corpus" --records 3000 --seed 1 >/dev/null
+bench_corpus "$corpus" 3000 1
 bench_tokens "$dapt" "$corpus" 4096 "$tmp"
 
 model=(--set model.vocab_size=4096 --set model.hidden_size=256 --set model.intermediate_size=688
