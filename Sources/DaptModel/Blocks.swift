@@ -269,7 +269,8 @@ public struct MLP {
                 let m = min(block, n - r0)
                 let dy = dOut + r0 * H, hAct = a.hAct + r0 * I, dHAct = a.dHAct + r0 * I, dGateUp = a.dGateUp + r0 * 2 * I
                 // ∂/∂hAct first, so one pass recomputes hAct (for down's weight
-                // gradient) and computes [dGate | dUp] with one exp per element.
+                // gradient) and computes [dGate | dUp] with one exp and one
+                // division per element.
                 down.backwardInput(dy: dy, rows: m, weights: w, dx: dHAct)
                 settings.round(dHAct, m * I)
                 let ptrs = Unchecked((s.gateUp + r0 * 2 * I, dHAct, dGateUp, hAct))

@@ -213,8 +213,9 @@ public func rmsNormBackward(dOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
 
 // MARK: - SwiGLU
 
-/// out = silu(gate) · up = gate · σ(gate) · up, σ(g) = 1 / (1 + e^−g): one
-/// division per element, as in the backward kernels, which share σ.
+/// out = silu(gate) · up = gate · σ(gate) · up, σ(g) = 1 / (1 + e^−g),
+/// computed as (g · σ) · up so `swigluRecomputeBackward`'s output equals it
+/// bit for bit.
 public func swigluForward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int, out: UnsafeMutablePointer<Float>) {
     var i = 0
     let one = Vec8(repeating: 1)
@@ -251,9 +252,9 @@ public func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
 /// Backward of SwiGLU that also recomputes its output: hAct = silu(gate)·up
 /// (bit for bit `swigluForward`'s) and dGate, dUp given dHAct, with one
 /// exponential and one division per element where `swigluForward` then
-/// `swigluBackward` take two of each. A backward pass that computes dHAct before it needs hAct
-/// (the down projection's input gradient first, its weight gradient after)
-/// saves a pass. dGate/dUp may alias gate/up.
+/// `swigluBackward` take two of each. A backward pass that computes dHAct
+/// before it needs hAct (the down projection's input gradient first, its
+/// weight gradient after) saves a pass. dGate/dUp may alias gate/up.
 public func swigluRecomputeBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, count: Int,
                                     out: UnsafeMutablePointer<Float>, dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>) {
     var i = 0

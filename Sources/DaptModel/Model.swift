@@ -158,7 +158,10 @@ public final class LlamaModel: @unchecked Sendable {
     /// used under a tensor split, where the head takes all rows at once.
     public var headChunkRows: Int?
     /// Rows each layer's MLP takes through its products and SwiGLU at a
-    /// time (`MLP.blockRows`); for tuning against a machine's caches.
+    /// time (`MLP.blockRows`); for tuning against a machine's caches. A
+    /// pass may take more (`MLP.rowsPerBlock`): at least
+    /// `PassSettings.rowsPerWorker` per thread, and all rows under an
+    /// adapter or a tensor split.
     public var mlpBlockRows: Int {
         get { blocks.first?.mlp.blockRows ?? MLP.defaultBlockRows }
         set {

@@ -35,10 +35,14 @@ struct BenchCommand: ParsableCommand {
         @Option(name: .customLong("key-tile")) var keyTile = AttentionTiles().key
         @Option(name: .customLong("head-rows"), help: "Rows the output head and its loss compute at once (default: chosen from the head's size).")
         var headRows: Int?
-        @Option(name: .customLong("mlp-rows"), help: "Rows each MLP takes through its products at a time (default \(MLP.defaultBlockRows)).")
+        @Option(name: .customLong("mlp-rows"), help: "Rows each MLP takes through its products at a time (default \(MLP.defaultBlockRows); with several threads at least 64 per thread).")
         var mlpRows: Int?
         @Flag(help: "Add the step's time inside sgemm and the rate of plain sgemm on the same shapes, measured in this run.")
         var breakdown = false
+
+        func validate() throws {
+            if let mlpRows, mlpRows < 1 { throw ValidationError("--mlp-rows must be at least 1, got \(mlpRows)") }
+        }
 
         func run() throws {
             BLAS.setThreads(threads)
@@ -81,8 +85,8 @@ struct BenchCommand: ParsableCommand {
                 }
                 extra += ", \"slowest_shapes\": [" + shapes.joined(separator: ", ") + "]"
             }
-            Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.5f, \"threads\": %d",
-                               tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads) + extra + "}")
+            Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.5f, \"threads\": %d, \"mlp_rows\": %d",
+                               tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads, model.mlpBlockRows) + extra + "}")
         }
     }
 }

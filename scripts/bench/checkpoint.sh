@@ -20,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 layouts="${1:-1 t2 t4 t2d2}"
 bench_dapt
+[ -z "${OLD_BIN:-}" ] || [ -x "$OLD_BIN" ] || { echo "checkpoint.sh: OLD_BIN $OLD_BIN is not an executable" >&2; exit 2; }
 bench_mpirun
 export OPENBLAS_NUM_THREADS=1
 bench_tmp checkpoint

@@ -5,9 +5,10 @@
 #   exchange      dapt (ZeroMQ, 1 KiB records batched)   2 ranks
 #                 vs pyzmq PUSH/PULL of pre-batched 256 KiB messages (the raw transport)
 # Usage: scripts/bench/cluster.sh
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-python3 -m pip install -q mpi4py pyzmq numpy 2>&1 | grep -v -i "warning" || true
+bench_pip mpi4py pyzmq numpy
 swift build -c release --product dapt >/dev/null
 dapt="$(swift build -c release --show-bin-path)/dapt"
 mpi=(mpirun --oversubscribe --mca btl self,vader,tcp)

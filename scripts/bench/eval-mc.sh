@@ -14,15 +14,14 @@ cd "$(dirname "$0")/../.."
 model="${1:?usage: scripts/bench/eval-mc.sh MODEL_DIR [INPUT_DIR] [SHOTS]}"
 input="${2:-data/eval/mc/mmlu}"
 shots="${3:-0}"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+bench_tmp eval-mc
 # lm-eval in a virtual environment that sees the installed torch/transformers.
 venv="${MC_VENV:-/tmp/dapt-bench-lmeval}"
 [ -x "$venv/bin/python" ] || python3 -m venv --system-site-packages "$venv"
 "$venv/bin/python" -c "import lm_eval" 2>/dev/null || "$venv/bin/pip" install -q lm-eval
 # DAPT_BIN: a dapt binary to use instead of building the release one.
 bench_dapt
-echo "machine: $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+bench_header
 echo "dapt: $dapt"
 echo "model: $model; items: $input; shots: $shots; lm-eval $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("lm_eval"))'), 1 thread each"
 

@@ -12,17 +12,14 @@
 # summary line "scoring alone"); and dapt on 1 and 2 ranks. Both sides score
 # the same tokens (checked); dapt packs several short windows into each of
 # its BATCH rows, the peer pads BATCH windows.
-# Usage: scripts/bench/filter.sh   (STEPS=300: the reference model's training steps)
+# Usage: scripts/bench/filter.sh   (STEPS=300: the reference model's training steps; DAPT_BIN=path to use another build)
 source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-echo "torch==2.13.0" > /tmp/dapt-bench-constraints.txt
-python3 -m pip install -q -c /tmp/dapt-bench-constraints.txt torch==2.13.0 transformers==5.24.0 tokenizers safetensors jieba 2>&1 | grep -v -i "warning" || true
-swift build -c release --product dapt >/dev/null
-dapt="$(swift build -c release --show-bin-path)/dapt"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-echo "machine: $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+bench_pip torch==2.13.0 transformers==5.24.0 tokenizers safetensors
+bench_dapt
+bench_tmp filter
+bench_header
 
 bench_corpus "$tmp/corpus.jsonl" 3000 3
 python3 scripts/bench/filter_noise.py make "$tmp/corpus.jsonl" "$tmp/ref.jsonl" "$tmp/eval.jsonl"

@@ -3,19 +3,16 @@
 # (LlamaForCausalLM, torch.optim.AdamW) on the same base model, LoRA targets,
 # rank, batch, sequence length and thread count; and peak memory (max RSS)
 # of dapt LoRA against dapt full fine-tuning (pretrain --from) of the same model.
-# Usage: scripts/bench/finetune.sh [steps]   (default 12; the first 2 steps are warm-up)
+# Usage: scripts/bench/finetune.sh [steps]   (default 12; the first 2 steps are warm-up; DAPT_BIN=path to use another build)
 source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-12}"
-echo "torch==2.13.0" > /tmp/dapt-bench-constraints.txt
-python3 -m pip install -q -c /tmp/dapt-bench-constraints.txt torch==2.13.0 transformers peft safetensors numpy 2>&1 | grep -v -i "warning" || true
-swift build -c release --product dapt >/dev/null
-dapt="$(swift build -c release --show-bin-path)/dapt"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+bench_pip torch==2.13.0 transformers peft safetensors numpy
+bench_dapt
+bench_tmp finetune
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+bench_header
 
 # The base: a Llama with a dapt tokenizer (chat markers included), one pretrain step from random weights.
 corpus="$tmp/corpus.jsonl"

@@ -16,10 +16,11 @@
 # `tokenizers` on data/corpus + data/sample (VOCAB, default 32000; fewer if the
 # text runs out of merges — the figure printed is the real size).
 # usage: scripts/bench/grammar.sh   (env: VOCAB=32000 DAPT=path/to/dapt to skip the release build)
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VOCAB="${VOCAB:-32000}"
-python3 -m pip install -q tokenizers xgrammar==0.2.9 2>&1 | grep -v -i "warning" || true
+bench_pip tokenizers xgrammar==0.2.9
 export OPENBLAS_NUM_THREADS=1
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

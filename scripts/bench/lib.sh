@@ -20,11 +20,20 @@ bench_tokens() {
 case "${DAPT_BIN:-}" in ''|/*) ;; *) DAPT_BIN="$PWD/$DAPT_BIN" ;; esac
 case "${OLD_BIN:-}" in ''|/*) ;; *) OLD_BIN="$PWD/$OLD_BIN" ;; esac
 
+# bench_pip PKG...: installs the peers' Python packages quietly (those
+# present are left as they are), with torch held at the fixtures' version.
+bench_pip() {
+  local constraints="${TMPDIR:-/tmp}/dapt-bench-constraints.txt"
+  echo "torch==2.13.0" > "$constraints"
+  python3 -m pip install -q -c "$constraints" "$@" 2>&1 | grep -v -i "warning" || true
+}
+
 # bench_corpus FILE RECORDS SEED: the bilingual patent-like JSONL corpus of
 # scripts/fixtures/tokenizer_corpus.py (which draws Chinese words from jieba's
-# dictionary: installed first when missing).
+# dictionary: installed first when missing). Run from the repository root,
+# as the scripts are once they have cd'd there.
 bench_corpus() {
-  python3 -c "import jieba" 2>/dev/null || python3 -m pip install -q jieba 2>&1 | grep -v -i "warning" || true
+  python3 -c "import jieba" 2>/dev/null || bench_pip jieba
   python3 scripts/fixtures/tokenizer_corpus.py "$1" --records "$2" --seed "$3" >/dev/null
 }
 

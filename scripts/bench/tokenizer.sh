@@ -10,11 +10,12 @@
 # usage: scripts/bench/tokenizer.sh [CORPUS.jsonl]   (env: VOCAB=16000 RECORDS=20000)
 # BASELINE=/path/to/other/dapt also times that binary (say, a release build of
 # main) on the same training and one-thread encode, to compare two versions.
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VOCAB="${VOCAB:-16000}"
 RECORDS="${RECORDS:-20000}"
-python3 -m pip install -q tokenizers jieba 2>&1 | grep -v -i "warning" || true
+bench_pip tokenizers
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export OPENBLAS_NUM_THREADS=1
 
@@ -23,7 +24,7 @@ trap 'rm -rf "$work"' EXIT
 corpus="${1:-}"
 if [ -z "$corpus" ]; then
   corpus="$work/corpus.jsonl"
-  python3 scripts/fixtures/tokenizer_corpus.py "$corpus" --records "$RECORDS" --seed 2026
+  bench_corpus "$corpus" "$RECORDS" 2026
 fi
 swift build -c release --product dapt >/dev/null
 dapt="$(swift build -c release --show-bin-path)/dapt"

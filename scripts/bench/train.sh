@@ -8,8 +8,7 @@ source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 steps="${1:-12}"
-echo "torch==2.13.0" > /tmp/dapt-bench-constraints.txt
-python3 -m pip install -q -c /tmp/dapt-bench-constraints.txt torch==2.13.0 transformers safetensors numpy jieba 2>&1 | grep -v -i "warning" || true
+bench_pip torch==2.13.0 transformers safetensors numpy
 bench_dapt
 bench_tmp train
 
