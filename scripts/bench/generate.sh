@@ -5,15 +5,12 @@
 # synthetic prompts and the same thread count; ratios dapt / transformers, and the
 # time of one decoding step (step_ms = decode time / new tokens, for the whole batch).
 # Usage: scripts/bench/generate.sh [THREADS]   (default 1); REPEATS=N (default 3).
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS="${1:-1}"
 REPEATS="${REPEATS:-3}"
-echo "torch==2.13.0" > /tmp/dapt-bench-torch-constraint.txt
-python3 -c "import torch, transformers, safetensors" 2>/dev/null || {
-  pip install -q torch==2.13.0 safetensors numpy
-  pip install -q -c /tmp/dapt-bench-torch-constraint.txt transformers
-}
+python3 -c "import torch, transformers, safetensors" 2>/dev/null || bench_pip torch==2.13.0 safetensors numpy transformers
 swift build -c release --product dapt >/dev/null
 DAPT="$(swift build -c release --show-bin-path)/dapt"
 MODEL="$(mktemp -d)/tiny"

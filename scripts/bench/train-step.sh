@@ -4,16 +4,13 @@
 # config, batch and thread count, median of STEPS steps after 2 warm-up steps.
 # Usage: scripts/bench/train-step.sh [THREADS...]   (default: 1)
 #        ONLY=small|medium|long-packed runs one config; STEPS=N sets the measured steps.
+source "$(dirname "$0")/lib.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS=("${@:-1}")
 STEPS="${STEPS:-10}"
 
-echo "torch==2.13.0" > /tmp/dapt-bench-torch-constraint.txt
-python3 -c "import torch, transformers, safetensors" 2>/dev/null || {
-  pip install -q torch==2.13.0 safetensors numpy
-  pip install -q -c /tmp/dapt-bench-torch-constraint.txt transformers
-}
+python3 -c "import torch, transformers, safetensors" 2>/dev/null || bench_pip torch==2.13.0 safetensors numpy transformers
 swift build -c release --product dapt >/dev/null
 DAPT="$(swift build -c release --show-bin-path)/dapt"
 
