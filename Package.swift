@@ -10,8 +10,12 @@ let optimised: [SwiftSetting] = [.unsafeFlags(["-O"])]
 // x86-64; the binary then needs an AVX2 CPU (x86-64 since 2013).
 #if arch(x86_64)
 let kernels: [SwiftSetting] = [.unsafeFlags(["-O", "-target-cpu", "haswell"])]
+// The second build of the exponential kernels (DaptKernelsWide): 512-bit
+// AVX-512, run only where the CPU has it (DaptModel checks at start-up).
+let wideKernels: [SwiftSetting] = [.unsafeFlags(["-O", "-target-cpu", "skylake-avx512"])]
 #else
 let kernels = optimised
+let wideKernels = optimised
 #endif
 
 let package = Package(
@@ -41,7 +45,12 @@ let package = Package(
         .target(name: "DaptPrepare", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
         .target(name: "DaptDedup", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised + [.unsafeFlags(["-Xcc", "-mavx2"], .when(platforms: [.linux]))]),
         .target(name: "DaptTokenizer", dependencies: ["DaptCore", "DaptCluster"], swiftSettings: optimised),
-        .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS", "DaptCluster"], swiftSettings: kernels),
+        // The exponential kernels, one source built at two vector widths
+        // (DaptKernelsWide's file is a link to DaptKernels'); DaptModel
+        // calls the one this CPU runs best.
+        .target(name: "DaptKernels", swiftSettings: kernels),
+        .target(name: "DaptKernelsWide", swiftSettings: wideKernels),
+        .target(name: "DaptModel", dependencies: ["DaptCore", "DaptBLAS", "DaptCluster", "DaptKernels", "DaptKernelsWide"], swiftSettings: kernels),
         .target(name: "DaptTrain", dependencies: ["DaptBLAS", "DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer"], swiftSettings: optimised),
         .target(name: "DaptGenerate", dependencies: ["DaptCore", "DaptCluster", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptGrammar"], swiftSettings: optimised),
         .target(name: "DaptGrammar", dependencies: ["DaptCore", "DaptTokenizer"], swiftSettings: optimised),
@@ -65,7 +74,7 @@ let package = Package(
         .testTarget(name: "DaptPrepareTests", dependencies: ["DaptTestSupport", "DaptPrepare", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptDedupTests", dependencies: ["DaptTestSupport", "DaptDedup", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptTokenizerTests", dependencies: ["DaptTestSupport", "DaptTokenizer", "DaptCore", "DaptCluster"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DaptModelTests", dependencies: ["DaptTestSupport", "DaptModel", "DaptCore", "DaptBLAS", "DaptCluster"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DaptModelTests", dependencies: ["DaptTestSupport", "DaptModel", "DaptKernels", "DaptKernelsWide", "DaptCore", "DaptBLAS", "DaptCluster"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptTrainTests", dependencies: ["DaptTestSupport", "DaptTrain", "DaptModel", "DaptTokenizer", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptFilterTests", dependencies: ["DaptTestSupport", "DaptFilter", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCluster", "DaptCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DaptGenerateTests", dependencies: ["DaptTestSupport", "DaptGenerate", "DaptGrammar", "DaptModel", "DaptTokenizer", "DaptTrain", "DaptCore"], resources: [.copy("Fixtures")]),

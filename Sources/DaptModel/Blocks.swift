@@ -241,20 +241,22 @@ public struct MLP {
             gateUp.forward(x: input + r0 * H, rows: m, weights: w, y: s.gateUp + r0 * 2 * I)
             settings.round(s.gateUp + r0 * 2 * I, m * 2 * I)
             activate(rows, s.gateUp, a, settings: settings)
-            try down.addRowParallel(x: a.hAct + r0 * I, rows: m, weights: w, out: out + r0 * down.outFeatures,
+            try down.addRowParallel(x: a.hAct, rows: m, weights: w, out: out + r0 * down.outFeatures,
                                     scratch: a.partial + r0 * down.outFeatures, settings: settings)
         }
     }
 
-    /// hAct = silu(gate) ⊙ up over `rows`, rounded.
+    /// hAct[0 ..< rows.count] = silu(gate) ⊙ up over `rows`, rounded: a
+    /// block's activations start at hAct's first row, so every block reuses
+    /// the same (still cached) scratch rather than touching new memory.
     private func activate(_ rows: Range<Int>, _ gateUp: UnsafeMutablePointer<Float>, _ a: Activations, settings: PassSettings) {
         let I = intermediate, r0 = rows.lowerBound
-        let swiglu = Unchecked((gateUp + r0 * 2 * I, a.hAct + r0 * I))
+        let swiglu = Unchecked((gateUp + r0 * 2 * I, a.hAct))
         settings.forEachRowChunk(rows.count) { chunk in
             let (gateUp, hAct) = swiglu.value
             for r in chunk { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: hAct + r * I) }
         }
-        settings.round(a.hAct + r0 * I, rows.count * I)
+        settings.round(a.hAct, rows.count * I)
     }
 
     /// Given dOut and the recomputed `input`, accumulates the weight
@@ -267,7 +269,7 @@ public struct MLP {
             let block = rowsPerBlock(n, settings)
             for r0 in stride(from: 0, to: n, by: block) {
                 let m = min(block, n - r0)
-                let dy = dOut + r0 * H, hAct = a.hAct + r0 * I, dHAct = a.dHAct + r0 * I, dGateUp = a.dGateUp + r0 * 2 * I
+                let dy = dOut + r0 * H, hAct = a.hAct, dHAct = a.dHAct, dGateUp = a.dGateUp
                 // ∂/∂hAct first, so one pass recomputes hAct (for down's weight
                 // gradient) and computes [dGate | dUp] with one exp and one
                 // division per element.

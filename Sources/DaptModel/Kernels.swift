@@ -1,3 +1,5 @@
+import DaptKernels
+import DaptKernelsWide
 import Foundation
 
 // Element-wise kernels: free functions over raw pointers with explicit
@@ -17,35 +19,91 @@ public typealias Vec8 = SIMD8<Float>
 /// a·b + c in one rounding (a fused multiply-add instruction on CPUs that have one).
 @inline(__always) func multiplyAdd(_ a: Vec8, _ b: Vec8, _ c: Vec8) -> Vec8 { c.addingProduct(a, b) }
 
-/// e^x for eight lanes (Cephes' expf: range reduction by ln 2 and a degree-6
-/// polynomial, evaluated with fused multiply-adds; within 2 ulp of `expf`).
-/// Inputs below -87.3 give exactly 0, so masked scores (-inf) vanish.
-@inline(__always) public func vectorExp(_ x: Vec8) -> Vec8 {
-    let low = Vec8(repeating: -87.3), high = Vec8(repeating: 88.0)
-    let clamped = x.replacing(with: low, where: x .< low).replacing(with: high, where: x .> high)
-    // Round x·log2(e) to the nearest integer by adding 1.5·2²³: the integer
-    // lands in the low mantissa bits (avoids slow generic SIMD conversions).
-    let magic = Vec8(repeating: 12582912.0)
-    let shifted = multiplyAdd(clamped, Vec8(repeating: 1.44269504088896341), magic)
-    let n = shifted - magic
-    // r = x − n·ln 2, with ln 2 in two parts so r keeps its low bits.
-    var r = multiplyAdd(n, Vec8(repeating: -0.693359375), clamped)
-    r = multiplyAdd(n, Vec8(repeating: 2.12194440e-4), r)
-    let r2 = r * r
-    var p = Vec8(repeating: 1.9875691500e-4)
-    p = multiplyAdd(p, r, Vec8(repeating: 1.3981999507e-3))
-    p = multiplyAdd(p, r, Vec8(repeating: 8.3334519073e-3))
-    p = multiplyAdd(p, r, Vec8(repeating: 4.1665795894e-2))
-    p = multiplyAdd(p, r, Vec8(repeating: 1.6666665459e-1))
-    p = multiplyAdd(p, r, Vec8(repeating: 5.0000001201e-1))
-    p = multiplyAdd(p, r2, r) + 1
-    let integer = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
-    let scale = unsafeBitCast((integer &+ 127) &<< 23, to: Vec8.self)
-    return (p * scale).replacing(with: 0, where: x .< low)
+/// Scalar e^x with the same special-casing as the vector kernels' (0 below -87.3).
+@inline(__always) public func scalarExp(_ x: Float) -> Float { DaptKernels.scalarExp(x) }
+
+// MARK: - The exponential kernels, at the width this CPU runs best
+
+/// Which build of the element-wise exponential kernels (SwiGLU and
+/// attention's softmax rows) this process calls: DaptKernelsWide's sixteen
+/// lanes where the CPU has AVX-512 (F, CD, BW, DQ, VL, as the build's
+/// `skylake-avx512` target assumes), else DaptKernels' eight. Both give the
+/// same bits, so the choice changes speed only. `DAPT_KERNEL_LANES=8`
+/// keeps the eight-lane build (to compare the two).
+public enum ExponentialKernels {
+    public static let lanes: Int = {
+        if ProcessInfo.processInfo.environment["DAPT_KERNEL_LANES"] == "8" { return DaptKernels.laneCount }
+        return cpuHasAVX512() ? DaptKernelsWide.laneCount : DaptKernels.laneCount
+    }()
+    @usableFromInline static let wide = lanes > DaptKernels.laneCount
+
+    /// The AVX-512 subsets the wide build needs, from the kernel's CPU flags
+    /// (listed only when the OS also saves the 512-bit registers).
+    static func cpuHasAVX512() -> Bool {
+        #if arch(x86_64) && os(Linux)
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
+        let flags = Set(line.split(separator: " ").map(String.init))
+        return ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains)
+        #else
+        return false
+        #endif
+    }
 }
 
-/// Scalar e^x with the same special-casing as `vectorExp`.
-@inline(__always) public func scalarExp(_ x: Float) -> Float { x < -87.3 ? 0 : Foundation.exp(x) }
+// The two sums stay at eight lanes: adding a wide vector's halves in an
+// eight-lane loop's order splits its exponential into halves too, and the
+// head's step ran slower in the wide build (perf, this machine).
+
+/// row[i] = e^(row[i] − shift) for i in `range`; returns their sum.
+@inline(__always) public func exponentiate(_ row: UnsafeMutablePointer<Float>, _ range: Range<Int>, minus shift: Float) -> Float {
+    DaptKernels.exponentiate(row, range, minus: shift)
+}
+
+/// Σ e^(row[i] − shift) over `count` values, summed as `exponentiate` sums.
+@inline(__always) func exponentialSum(_ row: UnsafePointer<Float>, _ count: Int, minus shift: Float) -> Float {
+    DaptKernels.exponentialSum(row, count, minus: shift)
+}
+
+/// Attention backward's row: p = e^(score − logSumExp), dS = p · (dP − rowDot) · scale, in place.
+@inline(__always) public func softmaxBackwardRow(scores p: UnsafeMutablePointer<Float>, scoreGradients dp: UnsafeMutablePointer<Float>,
+                                                 _ range: Range<Int>, logSumExp: Float, rowDot: Float, scale: Float) {
+    if ExponentialKernels.wide {
+        DaptKernelsWide.softmaxBackwardRow(scores: p, scoreGradients: dp, range, logSumExp: logSumExp, rowDot: rowDot, scale: scale)
+    } else {
+        DaptKernels.softmaxBackwardRow(scores: p, scoreGradients: dp, range, logSumExp: logSumExp, rowDot: rowDot, scale: scale)
+    }
+}
+
+/// out = silu(gate) · up.
+@inline(__always) public func swigluForward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int, out: UnsafeMutablePointer<Float>) {
+    if ExponentialKernels.wide {
+        DaptKernelsWide.swigluForward(gate: gate, up: up, count: count, out: out)
+    } else {
+        DaptKernels.swigluForward(gate: gate, up: up, count: count, out: out)
+    }
+}
+
+/// dGate, dUp of `swigluForward` given dOut.
+@inline(__always) public func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, count: Int,
+                                             dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>) {
+    if ExponentialKernels.wide {
+        DaptKernelsWide.swigluBackward(gate: gate, up: up, dOut: dOut, count: count, dGate: dGate, dUp: dUp)
+    } else {
+        DaptKernels.swigluBackward(gate: gate, up: up, dOut: dOut, count: count, dGate: dGate, dUp: dUp)
+    }
+}
+
+/// SwiGLU's output recomputed with dGate, dUp (one exponential per element).
+@inline(__always) public func swigluRecomputeBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, count: Int,
+                                                      out: UnsafeMutablePointer<Float>, dGate: UnsafeMutablePointer<Float>,
+                                                      dUp: UnsafeMutablePointer<Float>) {
+    if ExponentialKernels.wide {
+        DaptKernelsWide.swigluRecomputeBackward(gate: gate, up: up, dOut: dOut, count: count, out: out, dGate: dGate, dUp: dUp)
+    } else {
+        DaptKernels.swigluRecomputeBackward(gate: gate, up: up, dOut: dOut, count: count, out: out, dGate: dGate, dUp: dUp)
+    }
+}
 
 // MARK: - Embedding
 
@@ -111,52 +169,24 @@ public func scale(_ x: UnsafePointer<Float>, by factor: Float, count: Int, into 
 
 // MARK: - Softmax
 
-// The attention kernels' row loops call these rather than `vectorExp`
-// directly: in a large caller the optimiser leaves `vectorExp` as a call per
-// eight lanes; in these small functions it is inlined.
-
-/// The largest of row[i] for i in `range` (−inf when empty).
+/// The largest of row[i] for i in `range` (−inf when empty). Four running
+/// maxima, so each compare-and-select waits on the one four loads back rather
+/// than the one before (the head's rows of a whole vocabulary are long).
 public func maximum(_ row: UnsafePointer<Float>, _ range: Range<Int>) -> Float {
-    var mv = Vec8(repeating: -.infinity)
+    var m0 = Vec8(repeating: -.infinity), m1 = m0, m2 = m0, m3 = m0
     var i = range.lowerBound
-    while i + 8 <= range.upperBound { let x = load8(row + i); mv.replace(with: x, where: x .> mv); i += 8 }
+    while i + 32 <= range.upperBound {
+        let a = load8(row + i), b = load8(row + i + 8), c = load8(row + i + 16), d = load8(row + i + 24)
+        m0.replace(with: a, where: a .> m0); m1.replace(with: b, where: b .> m1)
+        m2.replace(with: c, where: c .> m2); m3.replace(with: d, where: d .> m3)
+        i += 32
+    }
+    while i + 8 <= range.upperBound { let x = load8(row + i); m0.replace(with: x, where: x .> m0); i += 8 }
+    m0.replace(with: m1, where: m1 .> m0); m2.replace(with: m3, where: m3 .> m2); m0.replace(with: m2, where: m2 .> m0)
     var m = -Float.infinity
-    for lane in 0..<8 { m = max(m, mv[lane]) }
+    for lane in 0..<8 { m = max(m, m0[lane]) }
     while i < range.upperBound { m = max(m, row[i]); i += 1 }
     return m
-}
-
-/// row[i] = e^(row[i] − shift) for i in `range`; returns their sum (the
-/// vector lanes summed first, then the tail in order).
-public func exponentiate(_ row: UnsafeMutablePointer<Float>, _ range: Range<Int>, minus shift: Float) -> Float {
-    let sv = Vec8(repeating: shift)
-    var acc = Vec8()
-    var i = range.lowerBound
-    while i + 8 <= range.upperBound { let e = vectorExp(load8(row + i) - sv); store8(e, row + i); acc += e; i += 8 }
-    var sum = acc.sum()
-    while i < range.upperBound { let e = scalarExp(row[i] - shift); row[i] = e; sum += e; i += 1 }
-    return sum
-}
-
-/// One row of attention's backward over the visible keys `range`: the
-/// probabilities p = e^(score − logSumExp) over the raw scores, and the score
-/// gradients dS = p · (dP − rowDot) · scale over dP, both in place.
-public func softmaxBackwardRow(scores p: UnsafeMutablePointer<Float>, scoreGradients dp: UnsafeMutablePointer<Float>, _ range: Range<Int>,
-                               logSumExp: Float, rowDot: Float, scale: Float) {
-    let l = Vec8(repeating: logSumExp), dd = Vec8(repeating: rowDot), sc = Vec8(repeating: scale)
-    var s = range.lowerBound
-    while s + 8 <= range.upperBound {
-        let pv = vectorExp(load8(p + s) - l)
-        store8(pv, p + s)
-        store8(pv * (load8(dp + s) - dd) * sc, dp + s)
-        s += 8
-    }
-    while s < range.upperBound {
-        let pv = scalarExp(p[s] - logSumExp)
-        p[s] = pv
-        dp[s] = pv * (dp[s] - rowDot) * scale
-        s += 1
-    }
 }
 
 // MARK: - RMSNorm
@@ -170,15 +200,36 @@ public func rmsNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>
                            copy: UnsafeMutablePointer<Float>? = nil) {
     for r in 0..<rows {
         let xr = x + r * dim, yr = out + r * dim
-        let ms = dot(xr, xr, count: dim) / Float(dim)
+        let ms = sumOfSquares(xr, count: dim) / Float(dim)
         let s = 1 / (ms + eps).squareRoot()
         rstd[r] = s
         let sv = Vec8(repeating: s)
         var i = 0
-        while i + 8 <= dim { store8(load8(weight + i) * (load8(xr + i) * sv), yr + i); i += 8 }
-        while i < dim { yr[i] = weight[i] * (xr[i] * s); i += 1 }
-        if let copy { (copy + r * dim).update(from: xr, count: dim) }
+        if let copy {
+            let cr = copy + r * dim
+            while i + 8 <= dim { let xv = load8(xr + i); store8(xv, cr + i); store8(load8(weight + i) * (xv * sv), yr + i); i += 8 }
+            while i < dim { cr[i] = xr[i]; yr[i] = weight[i] * (xr[i] * s); i += 1 }
+        } else {
+            while i + 8 <= dim { store8(load8(weight + i) * (load8(xr + i) * sv), yr + i); i += 8 }
+            while i < dim { yr[i] = weight[i] * (xr[i] * s); i += 1 }
+        }
     }
+}
+
+/// Σ x[i]² in four interleaved vector sums (a row's sum is a chain of
+/// dependent adds otherwise), added pairwise, then the tail in order.
+@inline(__always) func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    var s0 = Vec8(), s1 = Vec8(), s2 = Vec8(), s3 = Vec8()
+    var i = 0
+    while i + 32 <= count {
+        let a = load8(x + i), b = load8(x + i + 8), c = load8(x + i + 16), d = load8(x + i + 24)
+        s0 = multiplyAdd(a, a, s0); s1 = multiplyAdd(b, b, s1); s2 = multiplyAdd(c, c, s2); s3 = multiplyAdd(d, d, s3)
+        i += 32
+    }
+    while i + 8 <= count { let a = load8(x + i); s0 = multiplyAdd(a, a, s0); i += 8 }
+    var s = ((s0 + s1) + (s2 + s3)).sum()
+    while i < count { s += x[i] * x[i]; i += 1 }
+    return s
 }
 
 /// dX += ∂/∂x, dWeight += ∂/∂w of `rmsNormForward` given dOut.
@@ -208,72 +259,6 @@ public func rmsNormBackward(dOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
             i += 8
         }
         while i < dim { dxr[i] += s * weight[i] * gr[i] - k * xr[i]; i += 1 }
-    }
-}
-
-// MARK: - SwiGLU
-
-/// out = silu(gate) · up = gate · σ(gate) · up, σ(g) = 1 / (1 + e^−g),
-/// computed as (g · σ) · up so `swigluRecomputeBackward`'s output equals it
-/// bit for bit.
-public func swigluForward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int, out: UnsafeMutablePointer<Float>) {
-    var i = 0
-    let one = Vec8(repeating: 1)
-    while i + 8 <= count {
-        let g = load8(gate + i)
-        store8(g * (one / (one + vectorExp(-g))) * load8(up + i), out + i)
-        i += 8
-    }
-    while i < count { out[i] = gate[i] * (1 / (1 + scalarExp(-gate[i]))) * up[i]; i += 1 }
-}
-
-/// dGate, dUp of `swigluForward` given dOut. dGate/dUp may alias gate/up
-/// (each element is read before it is written).
-public func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, count: Int,
-                           dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>) {
-    var i = 0
-    let one = Vec8(repeating: 1)
-    while i + 8 <= count {
-        let g = load8(gate + i), u = load8(up + i), d = load8(dOut + i)
-        let s = one / (one + vectorExp(-g))
-        store8(d * u * s * (one + g * (one - s)), dGate + i)
-        store8(d * g * s, dUp + i)
-        i += 8
-    }
-    while i < count {
-        let g = gate[i], u = up[i], d = dOut[i]
-        let s = 1 / (1 + scalarExp(-g))
-        dGate[i] = d * u * s * (1 + g * (1 - s))
-        dUp[i] = d * g * s
-        i += 1
-    }
-}
-
-/// Backward of SwiGLU that also recomputes its output: hAct = silu(gate)·up
-/// (bit for bit `swigluForward`'s) and dGate, dUp given dHAct, with one
-/// exponential and one division per element where `swigluForward` then
-/// `swigluBackward` take two of each. A backward pass that computes dHAct
-/// before it needs hAct (the down projection's input gradient first, its
-/// weight gradient after) saves a pass. dGate/dUp may alias gate/up.
-public func swigluRecomputeBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, count: Int,
-                                    out: UnsafeMutablePointer<Float>, dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>) {
-    var i = 0
-    let one = Vec8(repeating: 1)
-    while i + 8 <= count {
-        let g = load8(gate + i), u = load8(up + i), d = load8(dOut + i)
-        let s = one / (one + vectorExp(-g))
-        store8(g * s * u, out + i)
-        store8(d * u * s * (one + g * (one - s)), dGate + i)
-        store8(d * g * s, dUp + i)
-        i += 8
-    }
-    while i < count {
-        let g = gate[i], u = up[i], d = dOut[i]
-        let s = 1 / (1 + scalarExp(-g))
-        out[i] = g * s * u
-        dGate[i] = d * u * s * (1 + g * (1 - s))
-        dUp[i] = d * g * s
-        i += 1
     }
 }
 
@@ -335,18 +320,6 @@ public func ropeBackward(dX: UnsafeMutablePointer<Float>, rows: Int, heads: Int,
 }
 
 // MARK: - Cross-entropy
-
-/// Σ e^(row[i] − shift) over `count` values, summed as `exponentiate` sums
-/// (lanes first, then the tail in order), the row left as it is.
-func exponentialSum(_ row: UnsafePointer<Float>, _ count: Int, minus shift: Float) -> Float {
-    let sv = Vec8(repeating: shift)
-    var acc = Vec8()
-    var i = 0
-    while i + 8 <= count { acc += vectorExp(load8(row + i) - sv); i += 8 }
-    var sum = acc.sum()
-    while i < count { sum += scalarExp(row[i] - shift); i += 1 }
-    return sum
-}
 
 /// The token id that contributes no loss (PyTorch's default ignore_index).
 public let ignoreIndex: Int32 = -100

@@ -43,24 +43,42 @@ func weightedSum(_ y: [Float], _ r: [Float]) -> Double {
 }
 
 final class KernelTests: XCTestCase {
-    /// Within 2 ulp of the correctly rounded e^x (the exact value rounded to Float).
-    func testVectorExpMatchesExp() {
-        var worst: Float = 0
-        var x: Float = -87
-        while x < 88 {
-            let v = vectorExp(Vec8(repeating: x) + Vec8(0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07))
-            for lane in 0..<8 where x + Float(lane) * 0.01 < 88 {
-                let xi = x + Float(lane) * 0.01
-                let e = Float(Foundation.exp(Double(xi)))
-                worst = max(worst, abs(v[lane] - e) / e.ulp)
+    /// The four-chain maximum equals a plain scan for every length (the
+    /// 32-wide body, the 8-wide loop and the tail), wherever the largest
+    /// value sits, masked (−inf) entries included; an empty range is −inf.
+    func testMaximumMatchesAPlainScan() {
+        for count in [0, 1, 7, 8, 9, 31, 32, 33, 40, 63, 64, 100, 4099] {
+            var row = randomValues(count, seed: UInt64(count + 11))
+            for i in stride(from: 0, to: count, by: 5) { row[i] = -.infinity }
+            for position in Set([0, count / 2, count - 1]) where count > 0 {
+                var r = row
+                r[position] = 50
+                let plain = r.reduce(-Float.infinity) { max($0, $1) }
+                XCTAssertEqual(r.withUnsafeBufferPointer { maximum($0.baseAddress!, 0..<count) }, plain, "count \(count), largest at \(position)")
+                if count > 3 {
+                    XCTAssertEqual(r.withUnsafeBufferPointer { maximum($0.baseAddress!, 2..<count - 1) }, r[2..<count - 1].max()!,
+                                   "count \(count), range 2..<\(count - 1)")
+                }
             }
-            x += 0.0173
         }
-        XCTAssertLessThanOrEqual(worst, 2)
-        let special = vectorExp(Vec8(-.infinity, -100, -87.4, 0, 1, -1, 10, -10))
-        XCTAssertEqual(special[0], 0); XCTAssertEqual(special[1], 0); XCTAssertEqual(special[2], 0)
-        XCTAssertEqual(special[3], 1)
-        XCTAssertEqual(special[4], Foundation.exp(Float(1)), accuracy: 1e-6)
+        XCTAssertEqual([Float]().withUnsafeBufferPointer { maximum($0.baseAddress ?? UnsafePointer(bitPattern: 8)!, 0..<0) }, -.infinity)
+    }
+
+    /// RMSNorm's sum of squares (four chains) is the row's Σx² to float
+    /// accuracy, and the optional copy is the input row for row.
+    func testRMSNormScalesAndCopiesEveryRow() {
+        for dim in [19, 32, 72, 256] {
+            let rows = 3, x = randomValues(rows * dim, seed: UInt64(dim))
+            let w = randomValues(dim, seed: 2).map { 1 + 0.3 * $0 }
+            var y = [Float](repeating: 0, count: rows * dim), rstd = [Float](repeating: 0, count: rows), copy = y
+            rmsNormForward(x: x, weight: w, rows: rows, dim: dim, eps: 1e-5, out: &y, rstd: &rstd, copy: &copy)
+            XCTAssertEqual(copy.map(\.bitPattern), x.map(\.bitPattern), "dim \(dim)")
+            for r in 0..<rows {
+                let ms = (0..<dim).map { Double(x[r * dim + $0]) * Double(x[r * dim + $0]) }.reduce(0, +) / Double(dim)
+                XCTAssertEqual(Double(rstd[r]), 1 / (ms + 1e-5).squareRoot(), accuracy: 1e-6 / ms.squareRoot(), "dim \(dim) row \(r)")
+                for i in 0..<dim { XCTAssertEqual(y[r * dim + i], w[i] * (x[r * dim + i] * rstd[r]), "dim \(dim) row \(r) col \(i)") }
+            }
+        }
     }
 
     func testRMSNormGradients() {

@@ -50,12 +50,27 @@ if b:
           f"({b['step_vs_plain_sgemm']:.2f}x), {b['cold_sgemm_gflops']:.1f} GF/s cold ({b['step_vs_cold_sgemm']:.2f}x)")
     print(f"{'':<12} goals: outside sgemm {b['outside_sgemm_share']*100:.1f}% (< 10%), step products {b['step_vs_plain_sgemm']:.2f}x "
           f"the same-run sgemm rate (>= 0.90x)")
+    print(f"{'':<12} exponential kernels: {d['kernel_lanes']} lanes")
     for s in d.get("slowest_shapes", [])[:5]:
         print(f"{'':<12}   {s['shape']:<20} {s['calls']:>5} calls  step {s['step_s']*1e3:8.2f} ms  replay {s['plain_s']*1e3:8.2f} ms  "
               f"({s['plain_s']/s['step_s']:.2f}x)")
 PY
   done
 done
+
+# Where the CPU has AVX-512, dapt runs SwiGLU and attention's softmax rows
+# at sixteen lanes: the small config once more at eight (DAPT_KERNEL_LANES=8),
+# then at sixteen, for the ratio (the two give the same loss, bit for bit).
+lanes="$(OPENBLAS_NUM_THREADS=1 "$DAPT" bench train-step --steps 1 --warmup 0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["kernel_lanes"])')"
+if [ "$lanes" != 8 ]; then
+  echo "exponential kernels, small config, ${THREADS[0]} thread(s): eight lanes, then $lanes"
+  small="${CONFIGS[0]#*|}"
+  for l in 8 ""; do
+    load="$(cut -d' ' -f1-3 /proc/loadavg)"
+    DAPT_KERNEL_LANES=$l OPENBLAS_NUM_THREADS=${THREADS[0]} "$DAPT" bench train-step $small --threads "${THREADS[0]}" --steps "$STEPS" --breakdown |
+      python3 -c "import json,sys; d=json.load(sys.stdin); b=d['breakdown']; print(f\"  {d['kernel_lanes']:>2} lanes: {d['tokens_per_s']:8.1f} tokens/s, {b['outside_sgemm_share']*100:.1f}% outside sgemm, loss {d['loss']:.5f}  ({sys.argv[1]})\")" "$load"
+  done
+fi
 
 # dapt alone: memory against context length (batch 1, packed 1024-token
 # documents): tiled attention keeps per-head state O(T), so peak RSS grows

@@ -1,0 +1,1 @@
+../DaptKernels/ExponentialKernels.swift
