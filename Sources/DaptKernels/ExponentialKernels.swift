@@ -8,7 +8,10 @@ import Foundation
 // element takes the same operations in either build, a run of eight that
 // does not fill the wide vector takes its low half, and sums are added
 // into eight lanes in the order an eight-lane loop adds them: the two
-// builds give the same bits (DaptModel picks one per CPU).
+// builds give the same bits. DaptModel runs SwiGLU and the softmax rows
+// from the build its CPU has, and the two sums from the eight-lane build
+// (there the wide build, splitting each vector to add its halves in order,
+// was slower).
 
 @inline(__always) func load(_ p: UnsafePointer<Float>) -> Lanes { UnsafeRawPointer(p).loadUnaligned(as: Lanes.self) }
 @inline(__always) func store(_ v: Lanes, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Lanes.self) }
@@ -54,7 +57,7 @@ import Foundation
 @inline(__always) public func vectorExp(_ x: SIMD8<Float>) -> SIMD8<Float> { low8(exponential(widen(x))) }
 
 /// Scalar e^x with the same special-casing as `vectorExp`.
-@inline(__always) public func scalarExp(_ x: Float) -> Float { x < -87.3 ? 0 : Foundation.exp(x) }
+@inlinable public func scalarExp(_ x: Float) -> Float { x < -87.3 ? 0 : Foundation.exp(x) }
 
 // MARK: - Softmax and cross-entropy
 

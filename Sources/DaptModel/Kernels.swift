@@ -26,28 +26,37 @@ public typealias Vec8 = SIMD8<Float>
 
 /// Which build of the element-wise exponential kernels (SwiGLU and
 /// attention's softmax rows) this process calls: DaptKernelsWide's sixteen
-/// lanes where the CPU has AVX-512 (F, CD, BW, DQ, VL, as the build's
-/// `skylake-avx512` target assumes), else DaptKernels' eight. Both give the
-/// same bits, so the choice changes speed only. `DAPT_KERNEL_LANES=8`
-/// keeps the eight-lane build (to compare the two).
+/// lanes on Linux where the CPU has AVX-512 (F, CD, BW, DQ, VL, as the
+/// build's `skylake-avx512` target assumes), else DaptKernels' eight. Both
+/// give the same bits, so the choice changes speed only.
+/// `DAPT_KERNEL_LANES=8` keeps the eight-lane build (to compare the two);
+/// other values are ignored (sixteen lanes cannot be forced on a CPU
+/// without AVX-512).
 public enum ExponentialKernels {
     public static let lanes: Int = {
-        if ProcessInfo.processInfo.environment["DAPT_KERNEL_LANES"] == "8" { return DaptKernels.laneCount }
-        return cpuHasAVX512() ? DaptKernelsWide.laneCount : DaptKernels.laneCount
+        if ProcessInfo.processInfo.environment["DAPT_KERNEL_LANES"] == "8" { return 8 }
+        return cpuHasAVX512() ? 16 : 8
     }()
-    @usableFromInline static let wide = lanes > DaptKernels.laneCount
+    static let wide = lanes == 16
 
     /// The AVX-512 subsets the wide build needs, from the kernel's CPU flags
     /// (listed only when the OS also saves the 512-bit registers).
     static func cpuHasAVX512() -> Bool {
         #if arch(x86_64) && os(Linux)
-        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
-        let flags = Set(line.split(separator: " ").map(String.init))
-        return ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains)
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return false }
+        return hasAVX512(cpuinfo: info)
         #else
         return false
         #endif
+    }
+
+    /// Whether the first `flags` line of a /proc/cpuinfo text lists every
+    /// subset the wide build needs.
+    static func hasAVX512(cpuinfo: String) -> Bool {
+        guard let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
+              let colon = line.firstIndex(of: ":") else { return false }
+        let flags = Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
+        return ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains)
     }
 }
 
@@ -192,15 +201,16 @@ public func maximum(_ row: UnsafePointer<Float>, _ range: Range<Int>) -> Float {
 // MARK: - RMSNorm
 
 /// out = weight · x / sqrt(mean(x²) + eps) per row; rstd[r] keeps the
-/// reciprocal root for backward. `copy`, when given, receives x as well: a
-/// pre-norm layer's residual stream starts from its input, and copying it
-/// while the row is cached saves a pass over memory.
+/// reciprocal root for backward. `copy`, when given, receives the input x
+/// (read before `out` is written, should they alias): a pre-norm layer's
+/// residual stream starts from its input, and copying it while the row is
+/// cached saves a pass over memory.
 public func rmsNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, rows: Int, dim: Int,
                            eps: Float, out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
                            copy: UnsafeMutablePointer<Float>? = nil) {
     for r in 0..<rows {
         let xr = x + r * dim, yr = out + r * dim
-        let ms = sumOfSquares(xr, count: dim) / Float(dim)
+        let ms = squaredNorm(xr, count: dim) / Float(dim)
         let s = 1 / (ms + eps).squareRoot()
         rstd[r] = s
         let sv = Vec8(repeating: s)
@@ -218,7 +228,7 @@ public func rmsNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>
 
 /// Σ x[i]² in four interleaved vector sums (a row's sum is a chain of
 /// dependent adds otherwise), added pairwise, then the tail in order.
-@inline(__always) func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Float {
+@inline(__always) func squaredNorm(_ x: UnsafePointer<Float>, count: Int) -> Float {
     var s0 = Vec8(), s1 = Vec8(), s2 = Vec8(), s3 = Vec8()
     var i = 0
     while i + 32 <= count {

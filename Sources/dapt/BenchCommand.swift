@@ -85,7 +85,7 @@ struct BenchCommand: ParsableCommand {
                 }
                 extra += ", \"slowest_shapes\": [" + shapes.joined(separator: ", ") + "]"
             }
-            Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.5f, \"threads\": %d, \"mlp_rows\": %d, \"kernel_lanes\": %d",
+            Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.9g, \"threads\": %d, \"mlp_rows\": %d, \"kernel_lanes\": %d",
                                tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads, model.mlpBlockRows,
                                ExponentialKernels.lanes) + extra + "}")
         }

@@ -27,53 +27,93 @@ final class ExponentialKernelTests: XCTestCase {
     }
 
     /// The process runs the wide build exactly where the CPU has AVX-512
-    /// (the tests run without DAPT_KERNEL_LANES).
+    /// (the tests run without DAPT_KERNEL_LANES); the narrow build's own
+    /// width is eight (the wide module's code is not run here: this CPU may
+    /// lack AVX-512).
     func testTheWideBuildIsChosenWhereTheCPUHasIt() throws {
         try XCTSkipIf(ProcessInfo.processInfo.environment["DAPT_KERNEL_LANES"] != nil, "DAPT_KERNEL_LANES is set")
         XCTAssertEqual(DaptKernels.laneCount, 8)
-        XCTAssertEqual(DaptKernelsWide.laneCount, 16)
         XCTAssertEqual(ExponentialKernels.lanes, ExponentialKernels.cpuHasAVX512() ? 16 : 8)
+    }
+
+    /// The CPU check reads the first `flags` line and needs all five subsets.
+    func testAVX512NeedsEverySubsetOnTheFlagsLine() {
+        let all = "fpu sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_bf16"
+        let cpuinfo = { (flags: String) in "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: \(flags)\nbugs\t\t: sysret_ss_attrs\n" }
+        XCTAssertTrue(ExponentialKernels.hasAVX512(cpuinfo: cpuinfo(all)))
+        XCTAssertFalse(ExponentialKernels.hasAVX512(cpuinfo: cpuinfo(all.replacingOccurrences(of: " avx512vl", with: ""))))
+        XCTAssertFalse(ExponentialKernels.hasAVX512(cpuinfo: cpuinfo("fpu sse2 avx avx2 fma")))
+        // A `vmx flags` line (virtualisation features) is not the CPU's flags.
+        XCTAssertFalse(ExponentialKernels.hasAVX512(cpuinfo: "vmx flags\t: avx512f avx512dq avx512cd avx512bw avx512vl\nflags\t\t: fpu avx2\n"))
+        XCTAssertFalse(ExponentialKernels.hasAVX512(cpuinfo: ""))
     }
 
     /// Every kernel gives the same bits in both builds, for lengths that end
     /// in the wide body, in a run of eight that takes a wide vector's low
-    /// half, and in the scalar tail, over values that reach both of the
-    /// exponential's clamps and −inf (masked scores).
+    /// half, and in the scalar tail, for ranges from 0 and from inside the
+    /// row (as attention's tiles call them), in place (dGate, dUp over gate,
+    /// up) and not, over values that reach both of the exponential's clamps
+    /// and −inf (masked scores).
     func testBothBuildsGiveTheSameBits() throws {
         try XCTSkipUnless(ExponentialKernels.cpuHasAVX512(), "this CPU has no AVX-512: the wide build cannot run")
+        func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }
         for count in [0, 1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 33, 47, 64, 688, 4099] {
             var g = randomValues(count, seed: UInt64(count) + 1, std: 4)
             for i in stride(from: 3, to: count, by: 11) { g[i] = i % 2 == 0 ? 95 : -95 }
             let u = randomValues(count, seed: UInt64(count) + 2), d = randomValues(count, seed: UInt64(count) + 3)
-            func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }
-            func run(_ wide: Bool) -> [[UInt32]] {
+            var scores = g
+            for i in stride(from: 5, to: count, by: 13) { scores[i] = -.infinity }
+            let ranges = [0..<count] + (count > 8 ? [3..<count, 5..<(count - 2)] : [])
+            func run(_ wide: Bool) -> [String: [UInt32]] {
+                var out: [String: [UInt32]] = [:]
                 var y = [Float](repeating: .nan, count: count), dg = y, du = y, ry = y, rdg = y, rdu = y
-                var scores = g, grads = d
-                for i in stride(from: 5, to: count, by: 13) { scores[i] = -.infinity }
-                var exps = scores
-                let sum: Float, plainSum: Float
+                var ig = g, iu = u  // in place: the gradients written over gate and up
                 if wide {
                     DaptKernelsWide.swigluForward(gate: g, up: u, count: count, out: &y)
                     DaptKernelsWide.swigluBackward(gate: g, up: u, dOut: d, count: count, dGate: &dg, dUp: &du)
                     DaptKernelsWide.swigluRecomputeBackward(gate: g, up: u, dOut: d, count: count, out: &ry, dGate: &rdg, dUp: &rdu)
-                    DaptKernelsWide.softmaxBackwardRow(scores: &scores, scoreGradients: &grads, 0..<count, logSumExp: 1.5, rowDot: 0.25, scale: 0.125)
-                    plainSum = DaptKernelsWide.exponentialSum(exps, count, minus: 2)
-                    sum = DaptKernelsWide.exponentiate(&exps, 0..<count, minus: 2)
+                    ig.withUnsafeMutableBufferPointer { gp in iu.withUnsafeMutableBufferPointer { up in
+                        DaptKernelsWide.swigluBackward(gate: gp.baseAddress!, up: up.baseAddress!, dOut: d, count: count,
+                                                       dGate: gp.baseAddress!, dUp: up.baseAddress!)
+                    } }
                 } else {
                     DaptKernels.swigluForward(gate: g, up: u, count: count, out: &y)
                     DaptKernels.swigluBackward(gate: g, up: u, dOut: d, count: count, dGate: &dg, dUp: &du)
                     DaptKernels.swigluRecomputeBackward(gate: g, up: u, dOut: d, count: count, out: &ry, dGate: &rdg, dUp: &rdu)
-                    DaptKernels.softmaxBackwardRow(scores: &scores, scoreGradients: &grads, 0..<count, logSumExp: 1.5, rowDot: 0.25, scale: 0.125)
-                    plainSum = DaptKernels.exponentialSum(exps, count, minus: 2)
-                    sum = DaptKernels.exponentiate(&exps, 0..<count, minus: 2)
+                    ig.withUnsafeMutableBufferPointer { gp in iu.withUnsafeMutableBufferPointer { up in
+                        DaptKernels.swigluBackward(gate: gp.baseAddress!, up: up.baseAddress!, dOut: d, count: count,
+                                                   dGate: gp.baseAddress!, dUp: up.baseAddress!)
+                    } }
                 }
-                return [bits(y), bits(dg), bits(du), bits(ry), bits(rdg), bits(rdu), bits(scores), bits(grads), bits(exps), [sum.bitPattern, plainSum.bitPattern]]
+                out["swiglu out"] = bits(y); out["swiglu dGate"] = bits(dg); out["swiglu dUp"] = bits(du)
+                out["recompute out"] = bits(ry); out["recompute dGate"] = bits(rdg); out["recompute dUp"] = bits(rdu)
+                out["in-place dGate"] = bits(ig); out["in-place dUp"] = bits(iu)
+                for range in ranges {
+                    // The sums' row without the +95s: one e^88 would swamp every rounding.
+                    var p = scores, dp = d, e = scores.map { min($0, 10) }
+                    let sum: Float, plainSum: Float
+                    if wide {
+                        DaptKernelsWide.softmaxBackwardRow(scores: &p, scoreGradients: &dp, range, logSumExp: 1.5, rowDot: 0.25, scale: 0.125)
+                        plainSum = e.withUnsafeBufferPointer { DaptKernelsWide.exponentialSum($0.baseAddress! + range.lowerBound, range.count, minus: 2) }
+                        sum = DaptKernelsWide.exponentiate(&e, range, minus: 2)
+                    } else {
+                        DaptKernels.softmaxBackwardRow(scores: &p, scoreGradients: &dp, range, logSumExp: 1.5, rowDot: 0.25, scale: 0.125)
+                        plainSum = e.withUnsafeBufferPointer { DaptKernels.exponentialSum($0.baseAddress! + range.lowerBound, range.count, minus: 2) }
+                        sum = DaptKernels.exponentiate(&e, range, minus: 2)
+                    }
+                    out["softmax p \(range)"] = bits(p); out["softmax dS \(range)"] = bits(dp)
+                    out["exponentiate row \(range)"] = bits(e); out["sums \(range)"] = [sum.bitPattern, plainSum.bitPattern]
+                }
+                return out
             }
             let narrow = run(false), wide = run(true)
-            let names = ["swiglu out", "swiglu dGate", "swiglu dUp", "recompute out", "recompute dGate", "recompute dUp",
-                         "softmax p", "softmax dS", "exponentiate row", "sums"]
-            for (k, name) in names.enumerated() { XCTAssertEqual(wide[k], narrow[k], "\(name), count \(count)") }
-            if count >= 8 { XCTAssertTrue(narrow[0].contains { Float(bitPattern: $0) != 0 }, "count \(count): all outputs zero") }
+            XCTAssertEqual(Set(wide.keys), Set(narrow.keys))
+            for (name, value) in narrow.sorted(by: { $0.key < $1.key }) { XCTAssertEqual(wide[name], value, "\(name), count \(count)") }
+            // Every output element was written (none left at the NaN it started as).
+            for name in ["swiglu out", "swiglu dGate", "swiglu dUp", "recompute out", "recompute dGate", "recompute dUp"] {
+                XCTAssertFalse(narrow[name]!.contains { Float(bitPattern: $0).isNaN }, "\(name), count \(count): an element not written")
+            }
+            if count >= 8 { XCTAssertTrue(narrow["swiglu out"]!.contains { Float(bitPattern: $0) != 0 }, "count \(count): all outputs zero") }
         }
     }
 }
