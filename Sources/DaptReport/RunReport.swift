@@ -279,7 +279,7 @@ public struct RunReport: Sendable {
                 run.sections.append(EvalSectionSummary(
                     kind: kind, counts: countMembers.map { ($0.0, $0.1.string ?? $0.1.text()) },
                     results: flatten(try sd.value("results"))))
-                s.figures.append((kind, run.sections.last!.results.prefix(3).map { "\($0.name) \($0.value)" }.joined(separator: ", ")))
+                s.figures.append((kind, headline(run.sections.last!.results).map { "\($0.name) \($0.value)" }.joined(separator: ", ")))
             }
             report.evals.append(run)
             report.stages.append(s)
@@ -289,6 +289,15 @@ public struct RunReport: Sendable {
             throw RunReportError(file: directory, field: "", reason: "no stage outputs found (is this a run directory of scripts/run-sample.sh?)")
         }
         return report
+    }
+
+    /// The results an evaluation's summary line shows: its rates,
+    /// accuracies and perplexity (for JSON, each decoding mode's validity
+    /// rates), else the first three.
+    static func headline(_ results: [(name: String, value: String)]) -> [(name: String, value: String)] {
+        let keys = ["loss", "perplexity", "accuracy_micro", "accuracy_macro", "json_valid_rate", "schema_valid_rate"]
+        let picked = results.filter { r in keys.contains { r.name == $0 || r.name.hasSuffix("." + $0) } }
+        return Array((picked.isEmpty ? results : picked).prefix(4))
     }
 
     /// A JSON value's scalar leaves as `a.b: value` rows (lists of scalars

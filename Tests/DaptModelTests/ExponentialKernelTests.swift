@@ -64,49 +64,31 @@ final class ExponentialKernelTests: XCTestCase {
             var scores = g
             for i in stride(from: 5, to: count, by: 13) { scores[i] = -.infinity }
             let ranges = [0..<count] + (count > 8 ? [3..<count, 5..<(count - 2)] : [])
-            func run(_ wide: Bool) -> [String: [UInt32]] {
+            func run(_ k: KernelBuild) -> [String: [UInt32]] {
                 var out: [String: [UInt32]] = [:]
                 var y = [Float](repeating: .nan, count: count), dg = y, du = y, ry = y, rdg = y, rdu = y
                 var ig = g, iu = u  // in place: the gradients written over gate and up
-                if wide {
-                    DaptKernelsWide.swigluForward(gate: g, up: u, count: count, out: &y)
-                    DaptKernelsWide.swigluBackward(gate: g, up: u, dOut: d, count: count, dGate: &dg, dUp: &du)
-                    DaptKernelsWide.swigluRecomputeBackward(gate: g, up: u, dOut: d, count: count, out: &ry, dGate: &rdg, dUp: &rdu)
-                    ig.withUnsafeMutableBufferPointer { gp in iu.withUnsafeMutableBufferPointer { up in
-                        DaptKernelsWide.swigluBackward(gate: gp.baseAddress!, up: up.baseAddress!, dOut: d, count: count,
-                                                       dGate: gp.baseAddress!, dUp: up.baseAddress!)
-                    } }
-                } else {
-                    DaptKernels.swigluForward(gate: g, up: u, count: count, out: &y)
-                    DaptKernels.swigluBackward(gate: g, up: u, dOut: d, count: count, dGate: &dg, dUp: &du)
-                    DaptKernels.swigluRecomputeBackward(gate: g, up: u, dOut: d, count: count, out: &ry, dGate: &rdg, dUp: &rdu)
-                    ig.withUnsafeMutableBufferPointer { gp in iu.withUnsafeMutableBufferPointer { up in
-                        DaptKernels.swigluBackward(gate: gp.baseAddress!, up: up.baseAddress!, dOut: d, count: count,
-                                                   dGate: gp.baseAddress!, dUp: up.baseAddress!)
-                    } }
-                }
+                k.swigluForward(g, u, count, &y)
+                k.swigluBackward(g, u, d, count, &dg, &du)
+                k.swigluRecomputeBackward(g, u, d, count, &ry, &rdg, &rdu)
+                ig.withUnsafeMutableBufferPointer { gp in iu.withUnsafeMutableBufferPointer { up in
+                    k.swigluBackward(gp.baseAddress!, up.baseAddress!, d, count, gp.baseAddress!, up.baseAddress!)
+                } }
                 out["swiglu out"] = bits(y); out["swiglu dGate"] = bits(dg); out["swiglu dUp"] = bits(du)
                 out["recompute out"] = bits(ry); out["recompute dGate"] = bits(rdg); out["recompute dUp"] = bits(rdu)
                 out["in-place dGate"] = bits(ig); out["in-place dUp"] = bits(iu)
                 for range in ranges {
                     // The sums' row without the +95s: one e^88 would swamp every rounding.
                     var p = scores, dp = d, e = scores.map { min($0, 10) }
-                    let sum: Float, plainSum: Float
-                    if wide {
-                        DaptKernelsWide.softmaxBackwardRow(scores: &p, scoreGradients: &dp, range, logSumExp: 1.5, rowDot: 0.25, scale: 0.125)
-                        plainSum = e.withUnsafeBufferPointer { DaptKernelsWide.exponentialSum($0.baseAddress! + range.lowerBound, range.count, minus: 2) }
-                        sum = DaptKernelsWide.exponentiate(&e, range, minus: 2)
-                    } else {
-                        DaptKernels.softmaxBackwardRow(scores: &p, scoreGradients: &dp, range, logSumExp: 1.5, rowDot: 0.25, scale: 0.125)
-                        plainSum = e.withUnsafeBufferPointer { DaptKernels.exponentialSum($0.baseAddress! + range.lowerBound, range.count, minus: 2) }
-                        sum = DaptKernels.exponentiate(&e, range, minus: 2)
-                    }
+                    k.softmaxBackwardRow(&p, &dp, range, 1.5, 0.25, 0.125)
+                    let plainSum = e.withUnsafeBufferPointer { k.exponentialSum($0.baseAddress! + range.lowerBound, range.count, 2) }
+                    let sum = k.exponentiate(&e, range, 2)
                     out["softmax p \(range)"] = bits(p); out["softmax dS \(range)"] = bits(dp)
                     out["exponentiate row \(range)"] = bits(e); out["sums \(range)"] = [sum.bitPattern, plainSum.bitPattern]
                 }
                 return out
             }
-            let narrow = run(false), wide = run(true)
+            let narrow = run(.narrow), wide = run(.wide)
             XCTAssertEqual(Set(wide.keys), Set(narrow.keys))
             for (name, value) in narrow.sorted(by: { $0.key < $1.key }) { XCTAssertEqual(wide[name], value, "\(name), count \(count)") }
             // Every output element was written (none left at the NaN it started as).
@@ -115,5 +97,26 @@ final class ExponentialKernelTests: XCTestCase {
             }
             if count >= 8 { XCTAssertTrue(narrow["swiglu out"]!.contains { Float(bitPattern: $0) != 0 }, "count \(count): all outputs zero") }
         }
+    }
+}
+
+/// One build's kernels, to run the same calls on either.
+private struct KernelBuild {
+    typealias In = UnsafePointer<Float>
+    typealias Out = UnsafeMutablePointer<Float>
+    let swigluForward: (In, In, Int, Out) -> Void, swigluBackward: (In, In, In, Int, Out, Out) -> Void
+    let swigluRecomputeBackward: (In, In, In, Int, Out, Out, Out) -> Void
+    let softmaxBackwardRow: (Out, Out, Range<Int>, Float, Float, Float) -> Void
+    let exponentialSum: (In, Int, Float) -> Float, exponentiate: (Out, Range<Int>, Float) -> Float
+
+    static var narrow: KernelBuild {
+        KernelBuild(swigluForward: DaptKernels.swigluForward, swigluBackward: DaptKernels.swigluBackward,
+                    swigluRecomputeBackward: DaptKernels.swigluRecomputeBackward, softmaxBackwardRow: DaptKernels.softmaxBackwardRow,
+                    exponentialSum: DaptKernels.exponentialSum, exponentiate: DaptKernels.exponentiate)
+    }
+    static var wide: KernelBuild {
+        KernelBuild(swigluForward: DaptKernelsWide.swigluForward, swigluBackward: DaptKernelsWide.swigluBackward,
+                    swigluRecomputeBackward: DaptKernelsWide.swigluRecomputeBackward, softmaxBackwardRow: DaptKernelsWide.softmaxBackwardRow,
+                    exponentialSum: DaptKernelsWide.exponentialSum, exponentiate: DaptKernelsWide.exponentiate)
     }
 }

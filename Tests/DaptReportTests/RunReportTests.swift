@@ -151,7 +151,7 @@ final class RunReportTests: XCTestCase {
         try write(#"{"format": "dapt-eval-report", "version": 1, "model": {"path": "out/pretrain", "weights_xxh64": "ab", "adapter": null}, "sections": {"mc": {"counts": {"items": 4, "rejected": 0}, "results": {"accuracy_micro": 0.5}}}}"#,
                   run + "/eval/report.json")
         try write("", run + "/eval/" + OutputPublisher.marker)
-        try write(#"{"format": "dapt-eval-report", "version": 1, "model": {"path": "out/pretrain", "weights_xxh64": "ab", "adapter": {"path": "out/finetune", "adapter_model_xxh64": "00c0ffee"}}, "sections": {"json": {"counts": {"items": 3, "rejected": 0}, "results": {"constrained": {"json_valid_rate": 1.0}}}}}"#,
+        try write(#"{"format": "dapt-eval-report", "version": 1, "model": {"path": "out/pretrain", "weights_xxh64": "ab", "adapter": {"path": "out/finetune", "adapter_model_xxh64": "00c0ffee"}}, "sections": {"json": {"counts": {"items": 3, "rejected": 0}, "results": {"unconstrained": {"records": 3, "json_valid": 0, "json_valid_rate": 0}, "constrained": {"records": 3, "json_valid": 3, "json_valid_rate": 1}}}}}"#,
                   run + "/eval-json/report.json")
         try write("", run + "/eval-json/" + OutputPublisher.marker)
         let report = try RunReport.load(directory: run)
@@ -169,6 +169,9 @@ final class RunReportTests: XCTestCase {
         let evalAt = try XCTUnwrap(summary.firstIndex { $0.hasPrefix("eval       ") }), jsonEvalAt = try XCTUnwrap(summary.firstIndex { $0.hasPrefix("eval-json  ") })
         XCTAssertEqual(summary[evalAt + 2], "           adapter: none (the model alone)", "\(summary)")
         XCTAssertEqual(summary[jsonEvalAt + 2], "           adapter: out/finetune (adapter_model.safetensors xxh64 00c0ffee)", "\(summary)")
+        // The summary lines show the headline results: accuracy, and each decoding mode's validity past its counts.
+        XCTAssertEqual(summary[evalAt + 3], "           mc: accuracy_micro 0.5", "\(summary)")
+        XCTAssertEqual(summary[jsonEvalAt + 3], "           json: unconstrained.json_valid_rate 0, constrained.json_valid_rate 1", "\(summary)")
         // An adapter without its checksum is refused, naming the file.
         try write(#"{"format": "dapt-eval-report", "version": 1, "model": {"path": "out/pretrain", "weights_xxh64": "ab", "adapter": {"path": "out/finetune"}}, "sections": {}}"#,
                   run + "/eval-json/report.json")
