@@ -5,14 +5,14 @@ import PackageDescription
 // kernel is 10-100x slower and would make the test suite crawl.
 let optimised: [SwiftSetting] = [.unsafeFlags(["-O"])]
 
-// The model's element-wise kernels (SIMD8<Float>: RMSNorm, RoPE, softmax,
+// The model's element-wise kernels (SIMD8<Float>: RMSNorm, RoPE, maxima,
 // and DaptKernels' exponential, SwiGLU and softmax rows) compile to 256-bit
 // AVX2 instead of two SSE halves on x86-64; the binary then needs an AVX2
 // CPU (x86-64 since 2013).
 #if arch(x86_64)
 let kernels: [SwiftSetting] = [.unsafeFlags(["-O", "-target-cpu", "haswell"])]
 // The second build of the exponential kernels (DaptKernelsWide): 512-bit
-// AVX-512, run only where the CPU has it (DaptModel checks at start-up).
+// AVX-512, run only where the CPU has it (DaptModel checks on first use).
 let wideKernels: [SwiftSetting] = [.unsafeFlags(["-O", "-target-cpu", "skylake-avx512"])]
 #else
 let kernels = optimised

@@ -25,7 +25,7 @@ public typealias Vec8 = SIMD8<Float>
 // MARK: - The exponential kernels, at the width this CPU runs best
 
 /// Which build of the element-wise exponential kernels (SwiGLU and
-/// attention's softmax rows) this process calls: DaptKernelsWide's sixteen
+/// attention backward's softmax rows) this process calls: DaptKernelsWide's sixteen
 /// lanes on Linux where the CPU has AVX-512 (F, CD, BW, DQ, VL, as the
 /// build's `skylake-avx512` target assumes), else DaptKernels' eight. Both
 /// give the same bits, so the choice changes speed only.
@@ -60,9 +60,10 @@ public enum ExponentialKernels {
     }
 }
 
-// The two sums stay at eight lanes: adding a wide vector's halves in an
-// eight-lane loop's order splits its exponential into halves too, and the
-// head's step ran slower in the wide build (perf, this machine).
+// The two sums (the loss, attention forward's softmax rows, decoding) stay
+// at eight lanes: adding a wide vector's halves in an eight-lane loop's
+// order splits its exponential into halves too, and `exponentiate` ran
+// slower in the wide build (BENCHMARKS.md, the AVX-512 rerun of issue 12).
 
 /// row[i] = e^(row[i] − shift) for i in `range`; returns their sum.
 @inline(__always) public func exponentiate(_ row: UnsafeMutablePointer<Float>, _ range: Range<Int>, minus shift: Float) -> Float {

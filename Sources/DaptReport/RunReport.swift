@@ -291,9 +291,9 @@ public struct RunReport: Sendable {
         return report
     }
 
-    /// The results an evaluation's summary line shows: its rates,
-    /// accuracies and perplexity (for JSON, each decoding mode's validity
-    /// rates), else the first three.
+    /// The results an evaluation's summary line shows, at most four: its
+    /// loss and perplexity, accuracies and validity rates (for JSON, each
+    /// decoding mode's), else the first four.
     static func headline(_ results: [(name: String, value: String)]) -> [(name: String, value: String)] {
         let keys = ["loss", "perplexity", "accuracy_micro", "accuracy_macro", "json_valid_rate", "schema_valid_rate"]
         let picked = results.filter { r in keys.contains { r.name == $0 || r.name.hasSuffix("." + $0) } }

@@ -1,5 +1,5 @@
 import DaptCore
-import DaptReport
+@testable import DaptReport
 import DaptTestSupport
 import DaptTrain
 import Foundation
@@ -178,6 +178,19 @@ final class RunReportTests: XCTestCase {
         XCTAssertThrowsError(try RunReport.load(directory: run)) { error in
             XCTAssertTrue("\(error)".contains(run + "/eval-json/report.json") && "\(error)".contains("model.adapter"), "\(error)")
         }
+    }
+
+    /// An evaluation's summary line: loss and perplexity for ppl, the two
+    /// accuracies for mc (not the count or a subject's), each mode's two
+    /// validity rates for JSON with a schema, else the first four results.
+    func testSummaryLinesShowEachEvaluationsHeadline() {
+        func names(_ results: [String]) -> [String] { RunReport.headline(results.map { ($0, "1") }).map(\.name) }
+        XCTAssertEqual(names(["loss", "perplexity", "tokens"]), ["loss", "perplexity"])
+        XCTAssertEqual(names(["accuracy_micro", "accuracy_macro", "correct", "by_subject.law.accuracy"]), ["accuracy_micro", "accuracy_macro"])
+        XCTAssertEqual(names(["unconstrained.records", "unconstrained.json_valid_rate", "unconstrained.schema_valid_rate", "unconstrained.fields_correct",
+                              "constrained.records", "constrained.json_valid_rate", "constrained.schema_valid_rate"]),
+                       ["unconstrained.json_valid_rate", "unconstrained.schema_valid_rate", "constrained.json_valid_rate", "constrained.schema_valid_rate"])
+        XCTAssertEqual(names(["a", "b", "c", "d", "e"]), ["a", "b", "c", "d"])
     }
 
     func testMalformedOutputsNameTheFileAndField() throws {
