@@ -5,11 +5,10 @@ import Foundation
 // `Lanes` = SIMD8<Float> (AVX2) and, through a symbolic link, in
 // DaptKernelsWide with `Lanes` = SIMD16<Float> (AVX-512), which covers
 // twice the elements per instruction (SwiGLU's forward took a third less
-// time in a training step). Every
-// element takes the same operations in either build, a run of eight that
-// does not fill the wide vector takes its low half, and sums are added
-// into eight lanes in the order an eight-lane loop adds them: the two
-// builds give the same bits. DaptModel runs SwiGLU and attention
+// time in a training step). Every element takes the same operations in
+// either build, a run of eight that does not fill the wide vector takes its
+// low half, and sums are added into eight lanes in the order an eight-lane
+// loop adds them: the two builds give the same bits. DaptModel runs SwiGLU and attention
 // backward's softmax rows from the build its CPU has, and the two sums from
 // the eight-lane build (there the wide build, splitting each vector to add
 // its halves in order, was slower).

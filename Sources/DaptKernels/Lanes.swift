@@ -3,9 +3,6 @@
 typealias Lanes = SIMD8<Float>
 typealias LaneBits = SIMD8<Int32>
 
-/// The lanes this build computes on, for callers choosing a build.
-public let laneCount = Lanes.scalarCount
-
 @inline(__always) func widen(_ v: SIMD8<Float>) -> Lanes { v }
 @inline(__always) func low8(_ v: Lanes) -> SIMD8<Float> { v }
 /// acc += v, as an eight-lane loop adds.

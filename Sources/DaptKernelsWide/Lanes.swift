@@ -3,9 +3,6 @@
 typealias Lanes = SIMD16<Float>
 typealias LaneBits = SIMD16<Int32>
 
-/// The lanes this build computes on, for callers choosing a build.
-public let laneCount = Lanes.scalarCount
-
 /// Eight lanes in the low half, zeros above.
 @inline(__always) func widen(_ v: SIMD8<Float>) -> Lanes { Lanes(lowHalf: v, highHalf: SIMD8()) }
 @inline(__always) func low8(_ v: Lanes) -> SIMD8<Float> { v.lowHalf }
