@@ -38,7 +38,7 @@ let package = Package(
         // Thin Swift wrappers: each is the only importer of its C module.
         .target(name: "DaptMPI", dependencies: ["CMPI", "DaptCluster"]),
         .target(name: "DaptZMQ", dependencies: ["CZeroMQ", "DaptCluster"], swiftSettings: optimised),
-        .target(name: "DaptBLAS", dependencies: ["COpenBLAS"], swiftSettings: optimised),
+        .target(name: "DaptBLAS", dependencies: ["COpenBLAS", "DaptCore"], swiftSettings: optimised),
 
         // Pure-Swift cores.
         .target(name: "DaptCore", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: optimised),

@@ -1,4 +1,5 @@
 import COpenBLAS
+import DaptCore
 import Foundation
 
 /// Matrix products through OpenBLAS. Row-major throughout; shapes are
@@ -139,7 +140,8 @@ public final class SgemmRecorder: @unchecked Sendable {
     /// `perCall`, when given, receives each call's own replay time.
     public static func replay(_ calls: [SgemmCall], cold: Bool, perCall: UnsafeMutableBufferPointer<Double>? = nil) -> Double {
         precondition(perCall.map { $0.count >= calls.count } ?? true, "replay: perCall holds fewer than \(calls.count) times")
-        func span(rows: Int, cols: Int, ld: Int) -> Int { (rows - 1) * ld + cols }
+        // Each operand starts on a cache line (64 bytes), as the model's buffers do.
+        func span(rows: Int, cols: Int, ld: Int) -> Int { ((rows - 1) * ld + cols + 15) / 16 * 16 }
         let spans = calls.map { c in
             (a: c.transA == .none ? span(rows: c.m, cols: c.k, ld: c.lda) : span(rows: c.k, cols: c.m, ld: c.lda),
              b: c.transB == .none ? span(rows: c.k, cols: c.n, ld: c.ldb) : span(rows: c.n, cols: c.k, ld: c.ldb),
@@ -147,8 +149,10 @@ public final class SgemmRecorder: @unchecked Sendable {
         }
         let largest = spans.map { $0.a + $0.b + $0.c }.max() ?? 0
         let ring = cold ? max(2 * largest, 16 << 20) : max(largest, 1)  // floats: cold, at least 64 MiB
-        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: ring)
-        defer { buffer.deallocate() }
+        // Allocated as the model's activations and parameters are (aligned, on huge pages).
+        let storage = LargeAllocation.allocate(Float.self, count: ring)
+        defer { LargeAllocation.deallocate(storage) }
+        let buffer = storage.baseAddress!
         for i in 0..<ring { buffer[i] = Float(i % 7) * 0.01 }
         var offset = 0
         let start = DispatchTime.now().uptimeNanoseconds

@@ -7,11 +7,9 @@ import Foundation
 // twice the elements per instruction (SwiGLU's forward took a third less
 // time in a training step). Every element takes the same operations in
 // either build, a run of eight that does not fill the wide vector takes its
-// low half, and sums are added into eight lanes in the order an eight-lane
-// loop adds them: the two builds give the same bits. DaptModel runs SwiGLU and attention
-// backward's softmax rows from the build its CPU has, and the two sums from
-// the eight-lane build (there the wide build, splitting each vector to add
-// its halves in order, was slower).
+// low half, and sums keep sixteen running lanes in both builds (`Sums`: one
+// wide vector, or two eight-lane ones): the two builds give the same bits.
+// DaptModel calls the build its CPU has.
 
 @inline(__always) func load(_ p: UnsafePointer<Float>) -> Lanes { UnsafeRawPointer(p).loadUnaligned(as: Lanes.self) }
 @inline(__always) func store(_ v: Lanes, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Lanes.self) }
@@ -61,19 +59,24 @@ import Foundation
 
 // MARK: - Softmax and cross-entropy
 
-/// row[i] = e^(row[i] − shift) for i in `range`; returns their sum (eight
-/// lane sums added first, then the tail in order).
+/// row[i] = e^(row[i] − shift) for i in `range`; returns their sum: sixteen
+/// running lanes over each run of sixteen, a last run of eight added into
+/// the low eight, the halves added lane by lane, then the tail in order.
 public func exponentiate(_ row: UnsafeMutablePointer<Float>, _ range: Range<Int>, minus shift: Float) -> Float {
     let sv = Lanes(repeating: shift)
-    var acc = SIMD8<Float>()
-    var i = range.lowerBound
-    while i + Lanes.scalarCount <= range.upperBound {
+    var sums = Sums()
+    var i = range.lowerBound, part = 0
+    // Runs of sixteen: one vector each in the wide build, two halves in the
+    // narrow one (one loop with one call of `exponential`, which the
+    // compiler then inlines).
+    let runs = range.lowerBound + range.count / 16 * 16
+    while i < runs {
         let e = exponential(load(row + i) - sv)
-        store(e, row + i); addLanes(e, to: &acc)
-        i += Lanes.scalarCount
+        store(e, row + i); sums.add(e, part: part)
+        part = Sums.nextPart(part); i += Lanes.scalarCount
     }
-    while i + 8 <= range.upperBound { let e = low8(exponential(loadLow8(row + i) - sv)); store8(e, row + i); acc += e; i += 8 }
-    var sum = acc.sum()
+    if i + 8 <= range.upperBound { let e = low8(exponential(loadLow8(row + i) - sv)); store8(e, row + i); sums.addLow8(e); i += 8 }
+    var sum = sums.folded.sum()
     while i < range.upperBound { let e = scalarExp(row[i] - shift); row[i] = e; sum += e; i += 1 }
     return sum
 }
@@ -82,11 +85,11 @@ public func exponentiate(_ row: UnsafeMutablePointer<Float>, _ range: Range<Int>
 /// the row left as it is.
 public func exponentialSum(_ row: UnsafePointer<Float>, _ count: Int, minus shift: Float) -> Float {
     let sv = Lanes(repeating: shift)
-    var acc = SIMD8<Float>()
-    var i = 0
-    while i + Lanes.scalarCount <= count { addLanes(exponential(load(row + i) - sv), to: &acc); i += Lanes.scalarCount }
-    while i + 8 <= count { acc += low8(exponential(loadLow8(row + i) - sv)); i += 8 }
-    var sum = acc.sum()
+    var sums = Sums()
+    var i = 0, part = 0
+    while i < count / 16 * 16 { sums.add(exponential(load(row + i) - sv), part: part); part = Sums.nextPart(part); i += Lanes.scalarCount }
+    if i + 8 <= count { sums.addLow8(low8(exponential(loadLow8(row + i) - sv))); i += 8 }
+    var sum = sums.folded.sum()
     while i < count { sum += scalarExp(row[i] - shift); i += 1 }
     return sum
 }

@@ -1,4 +1,5 @@
 import DaptBLAS
+import DaptCore
 import Foundation
 
 /// The sizes one rank's layers compute with. Unsplit, the config's; with
@@ -44,7 +45,7 @@ public final class Activations {
     let partial: UnsafeMutablePointer<Float>
     var ropeCos: [Float] = [], ropeSin: [Float] = [], ropePositions: [Int32] = []
     var starts: [Int32] = []
-    private var owned: [UnsafeMutablePointer<Float>] = []
+    private var owned: [UnsafeMutableBufferPointer<Float>] = []
     /// Floats allocated in all (the layout planner's activation memory follows it).
     public let allocatedFloats: Int
 
@@ -53,14 +54,15 @@ public final class Activations {
         self.batchSize = batchSize; self.seqLen = seqLen
         let n = batchSize * seqLen, H = d.hidden, I = d.intermediate
         self.n = n
-        var all: [UnsafeMutablePointer<Float>] = []
+        var all: [UnsafeMutableBufferPointer<Float>] = []
         var floats = 0
+        // Aligned (and on huge pages from 2 MiB), as parameters are: wide
+        // loads and stores then never straddle two cache lines.
         func make(_ count: Int) -> UnsafeMutablePointer<Float> {
             floats += count
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-            p.initialize(repeating: 0, count: max(count, 1))
-            all.append(p)
-            return p
+            let buffer = LargeAllocation.allocate(repeating: Float(0), count: count)
+            all.append(buffer)
+            return buffer.baseAddress!
         }
         residual = make((L + 1) * n * H); mid = make(L * n * H)
         // Rows of [q | k | v]: one product with the adjacent q_proj, k_proj and v_proj weights.
@@ -78,7 +80,7 @@ public final class Activations {
         allocatedFloats = floats
     }
 
-    deinit { owned.forEach { $0.deallocate() } }
+    deinit { owned.forEach(LargeAllocation.deallocate) }
 
     /// q, k and v (and their gradients) are column blocks of the [q | k | v] rows.
     var attentionShape: AttentionShape {
@@ -118,13 +120,21 @@ public struct Attention {
     var qDim: Int { heads * headDim }
     var kvDim: Int { kvHeads * headDim }
 
-    /// out += attention(input)·Woᵀ for input [n, hidden] (the normed residual).
+    /// out += attention(input)·Woᵀ for input [n, hidden] (the normed
+    /// residual), `prepare` called on each block of rows of `input` just
+    /// before the product reads them (the norm, so its rows are cached).
     func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
-                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
-        let n = a.n, qD = qDim, width = qkv.outFeatures
-        qkv.forward(x: input, rows: n, weights: w, y: s.qkv)
-        rotate(s.qkv, a, settings: settings, backward: false)
-        settings.round(s.qkv, n * width)
+                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings,
+                 prepare: (Range<Int>) -> Void = { _ in }) throws {
+        let n = a.n, qD = qDim, width = qkv.outFeatures, block = rowsPerBlock(n, settings)
+        // RoPE rotates each block of rows while the product's output is still cached.
+        for r0 in stride(from: 0, to: n, by: block) {
+            let rows = r0..<min(r0 + block, n)
+            prepare(rows)
+            qkv.forward(x: input + r0 * qkv.inFeatures, rows: rows.count, weights: w, y: s.qkv + r0 * width)
+            rotate(s.qkv, rows, a, settings: settings, backward: false)
+            settings.round(s.qkv + r0 * width, rows.count * width)
+        }
         let shape = a.attentionShape
         let q = s.qkv, k = s.qkv + qD, v = s.qkv + qD + kvDim
         a.starts.withUnsafeBufferPointer { st in
@@ -143,16 +153,31 @@ public struct Attention {
         try o.addRowParallel(x: s.attention, rows: n, weights: w, out: out, scratch: a.partial, settings: settings)
     }
 
-    /// RoPE (or its transpose, `backward`) on the q and k columns of the
-    /// [q | k | v] rows `rows` (activations or their gradients), the rows
-    /// shared among the pass's threads (each is rotated alone).
-    private func rotate(_ rows: UnsafeMutablePointer<Float>, _ a: Activations, settings: PassSettings, backward: Bool) {
+    /// Rows the forward pass takes through the norm, the q/k/v product and
+    /// RoPE at a time, so RoPE rotates rows the product just wrote and the
+    /// product reads rows the norm just wrote, both still cached.
+    var blockRows = MLP.defaultBlockRows
+
+    /// Rows per block of the forward's q/k/v product: all of them under an
+    /// adapter (LoRA's dropout masks are drawn per call over all rows);
+    /// with several threads at least `PassSettings.rowsPerWorker` per thread.
+    func rowsPerBlock(_ n: Int, _ settings: PassSettings) -> Int {
+        if qkv.adapter != nil { return max(n, 1) }
+        return settings.threads > 1 ? max(blockRows, settings.threads * PassSettings.rowsPerWorker) : blockRows
+    }
+
+    /// RoPE (or its transpose, `backward`) on the q and k columns of rows
+    /// `range` of the [q | k | v] rows `x` (activations or their
+    /// gradients), the rows shared among the pass's threads (each is
+    /// rotated alone).
+    private func rotate(_ x: UnsafeMutablePointer<Float>, _ range: Range<Int>, _ a: Activations, settings: PassSettings, backward: Bool) {
         a.ropeCos.withUnsafeBufferPointer { cosT in
             a.ropeSin.withUnsafeBufferPointer { sinT in
-                let ptrs = Unchecked((rows, cosT.baseAddress!, sinT.baseAddress!, heads, kvHeads, headDim, qDim, qkv.outFeatures))
-                settings.forEachRowChunk(a.n) { chunk in
+                let ptrs = Unchecked((x, cosT.baseAddress!, sinT.baseAddress!, heads, kvHeads, headDim, qDim, qkv.outFeatures))
+                let first = range.lowerBound
+                settings.forEachRowChunk(range.count) { chunk in
                     let (x, cosT, sinT, heads, kvHeads, headDim, qD, width) = ptrs.value
-                    let r0 = chunk.lowerBound, half = headDim / 2, cos = cosT + r0 * half, sin = sinT + r0 * half
+                    let r0 = first + chunk.lowerBound, half = headDim / 2, cos = cosT + r0 * half, sin = sinT + r0 * half
                     let q = x + r0 * width, k = q + qD
                     if backward {
                         ropeBackward(dX: q, rows: chunk.count, heads: heads, headDim: headDim, stride: width, cos: cos, sin: sin)
@@ -197,7 +222,7 @@ public struct Attention {
                 a.dqkv.update(repeating: 0, count: n * width)
                 attentionReferenceBackward(q: q, k: k, v: v, dOut: a.dAttnOut, shape: shape, documentStarts: st.baseAddress!,
                                            dq: dq, dk: dk, dv: dv)
-                rotate(a.dqkv, a, settings: settings, backward: true)
+                rotate(a.dqkv, 0..<n, a, settings: settings, backward: true)
             }
         }
         settings.round(a.dqkv, n * width)
@@ -232,12 +257,16 @@ public struct MLP {
         return settings.threads > 1 ? max(blockRows, settings.threads * PassSettings.rowsPerWorker) : blockRows
     }
 
-    /// out += mlp(input), keeping the [gate | up] rows in `saved.gateUp`.
+    /// out += mlp(input), keeping the [gate | up] rows in `saved.gateUp`;
+    /// `prepare` is called on each block of rows of `input` just before
+    /// the product reads them.
     func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
-                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
+                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings,
+                 prepare: (Range<Int>) -> Void = { _ in }) throws {
         let n = a.n, I = intermediate, H = gateUp.inFeatures, block = rowsPerBlock(n, settings)
         for r0 in stride(from: 0, to: n, by: block) {
             let rows = r0..<min(r0 + block, n), m = rows.count
+            prepare(rows)
             gateUp.forward(x: input + r0 * H, rows: m, weights: w, y: s.gateUp + r0 * 2 * I)
             settings.round(s.gateUp + r0 * 2 * I, m * 2 * I)
             activate(rows, s.gateUp, a, settings: settings)
@@ -259,16 +288,19 @@ public struct MLP {
         settings.round(a.hAct, rows.count * I)
     }
 
-    /// Given dOut and the recomputed `input`, accumulates the weight
-    /// gradients and writes ∂/∂input to `dInput`.
+    /// Given dOut and `input` (recomputed by `prepare`, called on each block
+    /// of rows before they are read), accumulates the weight gradients and
+    /// writes ∂/∂input to `dInput`.
     func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
                   dInput: UnsafeMutablePointer<Float>, _ a: Activations,
-                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?, settings: PassSettings) throws {
+                  weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?, settings: PassSettings,
+                  prepare: (Range<Int>) -> Void = { _ in }) throws {
         let n = a.n, I = intermediate, H = gateUp.inFeatures
         if down.adapter == nil {
             let block = rowsPerBlock(n, settings)
             for r0 in stride(from: 0, to: n, by: block) {
                 let m = min(block, n - r0)
+                prepare(r0..<(r0 + m))
                 let dy = dOut + r0 * H, hAct = a.hAct, dHAct = a.dHAct, dGateUp = a.dGateUp
                 // ∂/∂hAct first, so one pass recomputes hAct (for down's weight
                 // gradient) and computes [dGate | dUp] with one exp and one
@@ -289,6 +321,7 @@ public struct MLP {
                 gateUp.backward(x: input + r0 * H, dy: dGateUp, rows: m, weights: w, gradients: g, dx: dInput + r0 * H)
             }
         } else {
+            prepare(0..<n)
             activate(0..<n, s.gateUp, a, settings: settings)
             down.backward(x: a.hAct, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dHAct)
             settings.round(a.dHAct, n * I)
@@ -333,14 +366,15 @@ public struct DecoderBlock {
     func forward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
         let s = a.layer(l), n = a.n, H = a.dims.hidden
         // mid = x + attention(norm(x)): the norm's pass also starts mid at x.
-        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1, copy: s.mid, settings: settings)
-        settings.round(a.normOut, n * H)
-        try attention.forward(input: a.normOut, saved: s, out: s.mid, a, weights: w, settings: settings)
+        // Each norm runs on the rows its layer's next product reads, just before it.
+        try attention.forward(input: a.normOut, saved: s, out: s.mid, a, weights: w, settings: settings) { rows in
+            inputNorm.forward(x: s.x, rows, weights: w, out: a.normOut, rstd: s.rstd1, copy: s.mid, settings: settings)
+        }
         settings.round(s.mid, n * H)
         // out = mid + mlp(norm(mid)), likewise.
-        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2, copy: s.out, settings: settings)
-        settings.round(a.normOut, n * H)
-        try mlp.forward(input: a.normOut, saved: s, out: s.out, a, weights: w, settings: settings)
+        try mlp.forward(input: a.normOut, saved: s, out: s.out, a, weights: w, settings: settings) { rows in
+            postAttentionNorm.forward(x: s.mid, rows, weights: w, out: a.normOut, rstd: s.rstd2, copy: s.out, settings: settings)
+        }
         settings.round(s.out, n * H)
     }
 
@@ -348,16 +382,17 @@ public struct DecoderBlock {
     func backward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?,
                   settings: PassSettings) throws {
         let s = a.layer(l), n = a.n, H = a.dims.hidden, dy = a.dResidual
-        // The norms' outputs are recomputed rather than saved.
-        postAttentionNorm.forward(x: s.mid, rows: n, weights: w, out: a.normOut, rstd: s.rstd2, settings: settings)
-        settings.round(a.normOut, n * H)
-        try mlp.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
+        // The norms' outputs are recomputed rather than saved (the MLP's
+        // block by block, as its products read them).
+        try mlp.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings) { rows in
+            postAttentionNorm.forward(x: s.mid, rows, weights: w, out: a.normOut, rstd: s.rstd2, settings: settings)
+        }
         settings.round(a.dNorm, n * H)
         postAttentionNorm.backward(dOut: a.dNorm, x: s.mid, rstd: s.rstd2, rows: n, weights: w, gradients: g, dx: dy)
         settings.round(dy, n * H)
 
-        inputNorm.forward(x: s.x, rows: n, weights: w, out: a.normOut, rstd: s.rstd1, settings: settings)
-        settings.round(a.normOut, n * H)
+        // The q/k/v weight gradient is one product over all rows (in blocks it was slower).
+        inputNorm.forward(x: s.x, 0..<n, weights: w, out: a.normOut, rstd: s.rstd1, settings: settings)
         try attention.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings)
         settings.round(a.dNorm, n * H)
         inputNorm.backward(dOut: a.dNorm, x: s.x, rstd: s.rstd1, rows: n, weights: w, gradients: g, dx: dy)
@@ -402,5 +437,15 @@ extension RMSNorm {
             norm.forward(x: x + r0 * norm.dim, rows: chunk.count, weights: w, out: out + r0 * norm.dim, rstd: rstd + r0,
                          copy: copy.map { $0 + r0 * norm.dim })
         }
+    }
+
+    /// `forward` on rows `rows` of x, out, rstd and copy, the output rounded
+    /// to the pass's precision.
+    func forward(x: UnsafePointer<Float>, _ rows: Range<Int>, weights: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                 rstd: UnsafeMutablePointer<Float>, copy: UnsafeMutablePointer<Float>? = nil, settings: PassSettings) {
+        let r0 = rows.lowerBound
+        forward(x: x + r0 * dim, rows: rows.count, weights: weights, out: out + r0 * dim, rstd: rstd + r0,
+                copy: copy.map { $0 + r0 * dim }, settings: settings)
+        settings.round(out + r0 * dim, rows.count * dim)
     }
 }

@@ -24,8 +24,8 @@ public typealias Vec8 = SIMD8<Float>
 
 // MARK: - The exponential kernels, at the width this CPU runs best
 
-/// Which build of the element-wise exponential kernels (SwiGLU and
-/// attention backward's softmax rows) this process calls: DaptKernelsWide's sixteen
+/// Which build of the exponential kernels (SwiGLU, softmax rows and the
+/// sums of cross-entropy and attention) this process calls: DaptKernelsWide's sixteen
 /// lanes on Linux where the CPU has AVX-512 (F, CD, BW, DQ, VL, as the
 /// build's `skylake-avx512` target assumes), else DaptKernels' eight. Both
 /// give the same bits, so the choice changes speed only.
@@ -60,19 +60,14 @@ public enum ExponentialKernels {
     }
 }
 
-// The two sums (the loss, attention forward's softmax rows, decoding) stay
-// at eight lanes: adding a wide vector's halves in an eight-lane loop's
-// order splits its exponential into halves too, and `exponentiate` ran
-// slower in the wide build (BENCHMARKS.md, the AVX-512 rerun of issue 12).
-
 /// row[i] = e^(row[i] − shift) for i in `range`; returns their sum.
 @inline(__always) public func exponentiate(_ row: UnsafeMutablePointer<Float>, _ range: Range<Int>, minus shift: Float) -> Float {
-    DaptKernels.exponentiate(row, range, minus: shift)
+    ExponentialKernels.wide ? DaptKernelsWide.exponentiate(row, range, minus: shift) : DaptKernels.exponentiate(row, range, minus: shift)
 }
 
 /// Σ e^(row[i] − shift) over `count` values, summed as `exponentiate` sums.
 @inline(__always) func exponentialSum(_ row: UnsafePointer<Float>, _ count: Int, minus shift: Float) -> Float {
-    DaptKernels.exponentialSum(row, count, minus: shift)
+    ExponentialKernels.wide ? DaptKernelsWide.exponentialSum(row, count, minus: shift) : DaptKernels.exponentialSum(row, count, minus: shift)
 }
 
 /// Attention backward's row: p = e^(score − logSumExp), dS = p · (dP − rowDot) · scale, in place.

@@ -1,4 +1,5 @@
 import DaptBLAS
+import DaptCore
 import DaptCluster
 import Foundation
 
@@ -202,14 +203,15 @@ public struct RMSNorm {
 /// contents are not kept when it grows.
 final class GrowableFloats {
     private(set) var capacity = 0
-    private(set) var pointer = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private var storage = LargeAllocation.allocate(Float.self, count: 1)
+    var pointer: UnsafeMutablePointer<Float> { storage.baseAddress! }
 
     func reserve(_ count: Int) {
         guard count > capacity else { return }
-        pointer.deallocate()
-        pointer = .allocate(capacity: count)
+        LargeAllocation.deallocate(storage)
+        storage = LargeAllocation.allocate(Float.self, count: count)
         capacity = count
     }
 
-    deinit { pointer.deallocate() }
+    deinit { LargeAllocation.deallocate(storage) }
 }

@@ -157,16 +157,17 @@ public final class LlamaModel: @unchecked Sendable {
     /// `HeadChunking.rows` from the head's size; see `headChunks`). Not
     /// used under a tensor split, where the head takes all rows at once.
     public var headChunkRows: Int?
-    /// Rows each layer's MLP takes through its products and SwiGLU at a
-    /// time (`MLP.blockRows`); for tuning against a machine's caches. A
-    /// pass may take more (`MLP.rowsPerBlock`): at least
+    /// Rows each layer's MLP takes through its norm, products and SwiGLU
+    /// at a time (`MLP.blockRows`), and its attention through its norm, the
+    /// q/k/v product and RoPE (`Attention.blockRows`); for tuning against a
+    /// machine's caches. A pass may take more (`rowsPerBlock`): at least
     /// `PassSettings.rowsPerWorker` per thread, and all rows under an
-    /// adapter or a tensor split.
-    public var mlpBlockRows: Int {
+    /// adapter (or, in the MLP, a tensor split).
+    public var layerBlockRows: Int {
         get { blocks.first?.mlp.blockRows ?? MLP.defaultBlockRows }
         set {
-            precondition(newValue > 0, "MLP block rows \(newValue)")
-            for i in blocks.indices { blocks[i].mlp.blockRows = newValue }
+            precondition(newValue > 0, "layer block rows \(newValue)")
+            for i in blocks.indices { blocks[i].mlp.blockRows = newValue; blocks[i].attention.blockRows = newValue }
         }
     }
     let headScratch = HeadScratch()

@@ -35,13 +35,13 @@ struct BenchCommand: ParsableCommand {
         @Option(name: .customLong("key-tile")) var keyTile = AttentionTiles().key
         @Option(name: .customLong("head-rows"), help: "Rows the output head and its loss compute at once (default: chosen from the head's size).")
         var headRows: Int?
-        @Option(name: .customLong("mlp-rows"), help: "Rows each MLP takes through its products at a time (default \(MLP.defaultBlockRows); with several threads at least 64 per thread).")
-        var mlpRows: Int?
+        @Option(name: .customLong("block-rows"), help: "Rows each layer takes through its norms, products, RoPE and SwiGLU at a time (default \(MLP.defaultBlockRows); with several threads at least 64 per thread).")
+        var blockRows: Int?
         @Flag(help: "Add the step's time inside sgemm and the rate of plain sgemm on the same shapes, measured in this run.")
         var breakdown = false
 
         func validate() throws {
-            if let mlpRows, mlpRows < 1 { throw ValidationError("--mlp-rows must be at least 1, got \(mlpRows)") }
+            if let blockRows, blockRows < 1 { throw ValidationError("--block-rows must be at least 1, got \(blockRows)") }
         }
 
         func run() throws {
@@ -53,7 +53,7 @@ struct BenchCommand: ParsableCommand {
             model.attentionKernel = .tiled(AttentionTiles(query: queryTile, key: keyTile))
             model.threads = threads
             model.headChunkRows = headRows
-            if let mlpRows { model.mlpBlockRows = mlpRows }
+            if let blockRows { model.layerBlockRows = blockRows }
             model.initializeRandom(seed: 1)
             let data = try TokenBatch.synthetic(vocab: vocab, batchSize: batch, seqLen: seq, documentLength: documentLength)
             var times: [Double] = []
@@ -85,8 +85,8 @@ struct BenchCommand: ParsableCommand {
                 }
                 extra += ", \"slowest_shapes\": [" + shapes.joined(separator: ", ") + "]"
             }
-            Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.9g, \"threads\": %d, \"mlp_rows\": %d, \"kernel_lanes\": %d",
-                               tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads, model.mlpBlockRows,
+            Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.9g, \"threads\": %d, \"block_rows\": %d, \"kernel_lanes\": %d",
+                               tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads, model.layerBlockRows,
                                ExponentialKernels.lanes) + extra + "}")
         }
     }

@@ -83,6 +83,13 @@ final class ExponentialKernelTests: XCTestCase {
                     out["softmax p \(range)"] = bits(p); out["softmax dS \(range)"] = bits(dp)
                     out["exponentiate row \(range)"] = bits(e); out["sums \(range)"] = [sum.bitPattern, plainSum.bitPattern]
                 }
+                // A row whose sum depends on the order of its additions: eight
+                // lanes of e^18 (ulp 8), then 1.5s, each of which alone rounds
+                // away against e^18 while two together do not. A last run of
+                // eight added into the other half of the sixteen lanes changes it.
+                var ordered = (0..<count).map { $0 < 8 ? Float(20) : 2 + Float(Foundation.log(1.5)) }
+                let orderedSum = ordered.withUnsafeBufferPointer { k.exponentialSum($0.baseAddress!, count, 2) }
+                out["ordered sums"] = [k.exponentiate(&ordered, 0..<count, 2).bitPattern, orderedSum.bitPattern]
                 return out
             }
             let narrow = run(.narrow), wide = run(.wide)

@@ -85,22 +85,43 @@ final class LayerTests: XCTestCase {
         }
     }
 
-    /// The MLP's passes in row blocks (cached between its products and
-    /// SwiGLU) give the loss and gradients of one pass over all rows, also
-    /// when the blocks do not divide the rows.
-    func testMLPRowBlocksMatchOnePassOverAllRows() throws {
+    /// The passes in row blocks (the MLP's norm, products and SwiGLU; the
+    /// attention's norm, q/k/v product and RoPE) give the loss and
+    /// gradients of one pass over all rows, also when the blocks do not
+    /// divide the rows.
+    func testRowBlocksMatchOnePassOverAllRows() throws {
         let batch = try ModelGradientTests.tinyBatch()
         let whole = try model()
         XCTAssertEqual(whole.blocks[0].mlp.rowsPerBlock(batch.tokenCount, whole.settings), 256, "one block holds the 20 rows")
+        XCTAssertEqual(whole.blocks[0].attention.rowsPerBlock(batch.tokenCount, whole.settings), 256)
         let wholeLoss = try whole.forwardBackward(batch)
         let blocked = try model()
-        blocked.mlpBlockRows = 3
+        blocked.layerBlockRows = 3
         XCTAssertEqual(blocked.blocks.map(\.mlp.blockRows), Array(repeating: 3, count: blocked.blocks.count), "every layer's MLP")
+        XCTAssertEqual(blocked.blocks.map(\.attention.blockRows), Array(repeating: 3, count: blocked.blocks.count), "every layer's attention")
         XCTAssertEqual(blocked.blocks[0].mlp.rowsPerBlock(batch.tokenCount, blocked.settings), 3, "7 blocks, the last of 2 rows")
+        XCTAssertEqual(blocked.blocks[0].attention.rowsPerBlock(batch.tokenCount, blocked.settings), 3)
         let blockedLoss = try blocked.forwardBackward(batch)
         XCTAssertEqual(blockedLoss.sum, wholeLoss.sum, accuracy: 1e-6 * abs(wholeLoss.sum))
         for s in whole.layout.slices {
             XCTAssertLessThanOrEqual(ModelFixtures.relativeError(blocked.gradients.values(s), whole.gradients.values(s)), 1e-5, s.name)
+        }
+    }
+
+    /// The activations and the head's scratch start on cache lines (64
+    /// bytes), as parameters do, so wide loads and stores never straddle two
+    /// lines (malloc's 16-byte alignment made every 64-byte access do so).
+    func testActivationBuffersStartOnCacheLines() throws {
+        let config = try ModelGradientTests.tinyConfig(nil)
+        let a = Activations(dims: LayerDimensions(config: config), layers: config.numHiddenLayers, batchSize: 2, seqLen: 10)
+        let buffers = [a.residual, a.mid, a.qkv, a.attnOut, a.lse, a.rstd1, a.rstd2, a.gateUp, a.finalOut, a.finalRstd,
+                       a.normOut, a.hAct, a.dResidual, a.dNorm, a.dAttnOut, a.dqkv, a.dHAct, a.dGateUp, a.partial]
+        for (i, p) in buffers.enumerated() { XCTAssertEqual(Int(bitPattern: p) % 64, 0, "buffer \(i)") }
+        let scratch = GrowableFloats()
+        for count in [1, 100, 3000] {
+            scratch.reserve(count)
+            XCTAssertEqual(Int(bitPattern: scratch.pointer) % 64, 0, "\(count) floats")
+            XCTAssertEqual(scratch.capacity, count)
         }
     }
 
