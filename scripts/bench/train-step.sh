@@ -58,8 +58,9 @@ PY
   done
 done
 
-# Where the CPU has AVX-512, dapt runs SwiGLU and attention backward's softmax rows
-# at sixteen lanes: the small config once more at eight (DAPT_KERNEL_LANES=8),
+# Where the CPU has AVX-512, dapt runs its exponential kernels (SwiGLU, softmax
+# rows, the loss's and attention's sums) at sixteen lanes: the small config
+# once more at eight (DAPT_KERNEL_LANES=8),
 # then at sixteen, for the ratio (the two give the same loss, bit for bit).
 lanes="$(OPENBLAS_NUM_THREADS=1 "$DAPT" bench train-step --vocab 64 --hidden 32 --layers 1 --heads 1 --seq 8 --batch 1 --steps 1 --warmup 0 |
          python3 -c 'import json,sys; print(json.load(sys.stdin)["kernel_lanes"])')"
