@@ -140,7 +140,7 @@ public final class SgemmRecorder: @unchecked Sendable {
     /// `perCall`, when given, receives each call's own replay time.
     public static func replay(_ calls: [SgemmCall], cold: Bool, perCall: UnsafeMutableBufferPointer<Double>? = nil) -> Double {
         precondition(perCall.map { $0.count >= calls.count } ?? true, "replay: perCall holds fewer than \(calls.count) times")
-        // Each operand starts on a cache line (64 bytes), as the model's buffers do.
+        // Each operand starts on a cache line (64 bytes), as the model's buffers (not every slice of them) do.
         func span(rows: Int, cols: Int, ld: Int) -> Int { ((rows - 1) * ld + cols + 15) / 16 * 16 }
         let spans = calls.map { c in
             (a: c.transA == .none ? span(rows: c.m, cols: c.k, ld: c.lda) : span(rows: c.k, cols: c.m, ld: c.lda),

@@ -2,9 +2,11 @@
 import Glibc
 #endif
 
-/// Memory for large numeric buffers (parameters, gradients, collective
-/// buffers). From 2 MiB up it is aligned to 2 MiB and advised as
-/// transparent huge pages (`MADV_HUGEPAGE`), as NumPy does for its arrays:
+/// Memory for numeric buffers (parameters, gradients, collective buffers,
+/// activations and kernel scratch, the sgemm replay's operands). Below
+/// 2 MiB it starts on a cache line (64 bytes); from 2 MiB up it is aligned
+/// to 2 MiB and advised as transparent huge pages (`MADV_HUGEPAGE`), as
+/// NumPy does for its arrays:
 /// where the kernel gives huge pages only on request (`madvise` mode, the
 /// Debian default), Open MPI's shared-memory copies of a 16 MiB all-reduce
 /// take about half the time on huge pages (BENCHMARKS.md, "Cluster runtime").

@@ -56,8 +56,10 @@ public final class Activations {
         self.n = n
         var all: [UnsafeMutableBufferPointer<Float>] = []
         var floats = 0
-        // Aligned (and on huge pages from 2 MiB), as parameters are: wide
-        // loads and stores then never straddle two cache lines.
+        // Each buffer starts on a cache line (on huge pages from 2 MiB), so
+        // rows whose width is a multiple of 16 floats do too, and their wide
+        // loads and stores never straddle two lines. (Huge pages may round a
+        // buffer's resident memory up by as much as 2 MiB.)
         func make(_ count: Int) -> UnsafeMutablePointer<Float> {
             floats += count
             let buffer = LargeAllocation.allocate(repeating: Float(0), count: count)
@@ -156,7 +158,7 @@ public struct Attention {
     /// Rows the forward pass takes through the norm, the q/k/v product and
     /// RoPE at a time, so RoPE rotates rows the product just wrote and the
     /// product reads rows the norm just wrote, both still cached.
-    var blockRows = MLP.defaultBlockRows
+    var blockRows = DecoderBlock.defaultBlockRows
 
     /// Rows per block of the forward's q/k/v product: all of them under an
     /// adapter (LoRA's dropout masks are drawn per call over all rows);
@@ -238,7 +240,7 @@ public struct MLP {
     public var down: Linear
     public var intermediate: Int { down.inFeatures }
 
-    /// Rows the passes take through the products and SwiGLU at a time, so a
+    /// Rows the passes take through the norm, the products and SwiGLU at a time, so a
     /// block's [gate | up] rows, activations and their gradients are still
     /// cached when the next product or kernel reads them (and OpenBLAS's
     /// zeroing of a beta-0 product's output meets cached rows). Much larger
@@ -246,8 +248,7 @@ public struct MLP {
     /// too often. With several threads a block has at least
     /// `PassSettings.rowsPerWorker` rows per thread, so SwiGLU's rows are
     /// shared among them all.
-    var blockRows = MLP.defaultBlockRows
-    public static let defaultBlockRows = 256
+    var blockRows = DecoderBlock.defaultBlockRows
 
     /// Rows per block of a pass over `n` rows: all of them under an adapter
     /// (LoRA's dropout masks are drawn per call over all rows) or a tensor
@@ -343,6 +344,9 @@ public struct MLP {
 
 /// One pre-norm decoder layer: x + attention(norm(x)), then + mlp(norm(·)).
 public struct DecoderBlock {
+    /// Rows a layer's blocked passes take at a time (`MLP.blockRows`, `Attention.blockRows`).
+    public static let defaultBlockRows = 256
+
     public var inputNorm: RMSNorm
     public var attention: Attention
     public var postAttentionNorm: RMSNorm

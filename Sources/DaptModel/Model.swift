@@ -158,13 +158,15 @@ public final class LlamaModel: @unchecked Sendable {
     /// used under a tensor split, where the head takes all rows at once.
     public var headChunkRows: Int?
     /// Rows each layer's MLP takes through its norm, products and SwiGLU
-    /// at a time (`MLP.blockRows`), and its attention through its norm, the
-    /// q/k/v product and RoPE (`Attention.blockRows`); for tuning against a
-    /// machine's caches. A pass may take more (`rowsPerBlock`): at least
-    /// `PassSettings.rowsPerWorker` per thread, and all rows under an
-    /// adapter (or, in the MLP, a tensor split).
+    /// at a time, forward and backward (`MLP.blockRows`), and its
+    /// attention through its norm, the q/k/v product and RoPE in the
+    /// forward pass (`Attention.blockRows`; its backward takes all rows);
+    /// for tuning against a machine's caches. A pass may take more
+    /// (`rowsPerBlock`): at least `PassSettings.rowsPerWorker` per thread,
+    /// and all rows under an adapter (or, in the MLP, a tensor split). The
+    /// setter sets both; the getter reads the MLP's.
     public var layerBlockRows: Int {
-        get { blocks.first?.mlp.blockRows ?? MLP.defaultBlockRows }
+        get { blocks.first?.mlp.blockRows ?? DecoderBlock.defaultBlockRows }
         set {
             precondition(newValue > 0, "layer block rows \(newValue)")
             for i in blocks.indices { blocks[i].mlp.blockRows = newValue; blocks[i].attention.blockRows = newValue }

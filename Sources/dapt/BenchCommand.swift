@@ -35,7 +35,7 @@ struct BenchCommand: ParsableCommand {
         @Option(name: .customLong("key-tile")) var keyTile = AttentionTiles().key
         @Option(name: .customLong("head-rows"), help: "Rows the output head and its loss compute at once (default: chosen from the head's size).")
         var headRows: Int?
-        @Option(name: .customLong("block-rows"), help: "Rows each layer takes through its norms, products, RoPE and SwiGLU at a time (default \(MLP.defaultBlockRows); with several threads at least 64 per thread).")
+        @Option(name: .customLong("block-rows"), help: "Rows each layer takes at a time through its norms, the q/k/v, gate/up and down products, RoPE and SwiGLU (the attention backward takes all rows; default \(DecoderBlock.defaultBlockRows); with several threads at least 64 per thread).")
         var blockRows: Int?
         @Flag(help: "Add the step's time inside sgemm and the rate of plain sgemm on the same shapes, measured in this run.")
         var breakdown = false

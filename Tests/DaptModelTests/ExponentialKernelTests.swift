@@ -51,6 +51,30 @@ final class ExponentialKernelTests: XCTestCase {
     /// row (as attention's tiles call them), in place (dGate, dUp over gate,
     /// up) and not, over values that reach both of the exponential's clamps
     /// and −inf (masked scores).
+    /// The sums' documented order written out plainly: sixteen running sums
+    /// over each run of sixteen, a last run of eight added into the first
+    /// eight, the two halves added lane by lane and summed, then the tail in
+    /// order. The eight-lane build (run on any CPU) gives its bits, for rows
+    /// that start inside the buffer too.
+    func testSumsFollowTheirDocumentedOrder() {
+        for (count, start) in [(0, 0), (7, 0), (8, 0), (16, 0), (24, 0), (31, 3), (40, 5), (4099, 1)] {
+            // e^18s then 1.5s, as in the row below that catches a sum added
+            // into the wrong half (each lane off by 4, the total by 32).
+            var row = (0..<(start + count)).map { $0 - start < 8 ? Float(20) : 2 + Float(Foundation.log(1.5)) }
+            func exps(_ i: Int) -> SIMD8<Float> { DaptKernels.vectorExp(SIMD8<Float>(row[i..<(i + 8)]) - 2) }
+            var low = SIMD8<Float>(), high = SIMD8<Float>()
+            var i = start
+            while i + 16 <= start + count { low += exps(i); high += exps(i + 8); i += 16 }
+            if i + 8 <= start + count { low += exps(i); i += 8 }
+            var expected = (low + high).sum()
+            while i < start + count { expected += DaptKernels.scalarExp(row[i] - 2); i += 1 }
+            let plain = row.withUnsafeBufferPointer { DaptKernels.exponentialSum($0.baseAddress! + start, count, minus: 2) }
+            let written = DaptKernels.exponentiate(&row, start..<(start + count), minus: 2)
+            XCTAssertEqual(plain.bitPattern, expected.bitPattern, "count \(count) from \(start)")
+            XCTAssertEqual(written.bitPattern, expected.bitPattern, "count \(count) from \(start)")
+        }
+    }
+
     func testBothBuildsGiveTheSameBits() throws {
         try XCTSkipUnless(ExponentialKernels.cpuHasAVX512(), "this CPU has no AVX-512: the wide build cannot run")
         func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }
@@ -84,7 +108,7 @@ final class ExponentialKernelTests: XCTestCase {
                     out["exponentiate row \(range)"] = bits(e); out["sums \(range)"] = [sum.bitPattern, plainSum.bitPattern]
                 }
                 // A row whose sum depends on the order of its additions: eight
-                // lanes of e^18 (ulp 8), then 1.5s, each of which alone rounds
+                // lanes of e^18 (ulp 4), then 1.5s, each of which alone rounds
                 // away against e^18 while two together do not. A last run of
                 // eight added into the other half of the sixteen lanes changes it.
                 var ordered = (0..<count).map { $0 < 8 ? Float(20) : 2 + Float(Foundation.log(1.5)) }

@@ -109,8 +109,8 @@ final class LayerTests: XCTestCase {
     }
 
     /// The activations and the head's scratch start on cache lines (64
-    /// bytes), as parameters do, so wide loads and stores never straddle two
-    /// lines (malloc's 16-byte alignment made every 64-byte access do so).
+    /// bytes), as parameters do (malloc's 16-byte alignment made 64-byte
+    /// accesses to rows of a multiple of 16 floats straddle two lines).
     func testActivationBuffersStartOnCacheLines() throws {
         let config = try ModelGradientTests.tinyConfig(nil)
         let a = Activations(dims: LayerDimensions(config: config), layers: config.numHiddenLayers, batchSize: 2, seqLen: 10)
@@ -125,14 +125,42 @@ final class LayerTests: XCTestCase {
         }
     }
 
-    /// SwiGLU gives each thread 64 rows of a block or more, so with many
-    /// threads a block grows past 256 rows to keep every thread busy.
-    func testMLPRowBlocksHoldRowsForEveryThread() throws {
-        let mlp = try model().blocks[0].mlp
+    /// SwiGLU, RoPE and the norms give each thread 64 rows of a block or
+    /// more, so with many threads a block grows past 256 rows to keep every
+    /// thread busy.
+    func testRowBlocksHoldRowsForEveryThread() throws {
+        let block = try model().blocks[0]
         var settings = PassSettings(threads: 2)
-        XCTAssertEqual(mlp.rowsPerBlock(600, settings), 256)
+        XCTAssertEqual(block.mlp.rowsPerBlock(600, settings), 256)
+        XCTAssertEqual(block.attention.rowsPerBlock(600, settings), 256)
         settings.threads = 8
-        XCTAssertEqual(mlp.rowsPerBlock(1100, settings), 512)
+        XCTAssertEqual(block.mlp.rowsPerBlock(1100, settings), 512)
+        XCTAssertEqual(block.attention.rowsPerBlock(1100, settings), 512)
+    }
+
+    /// An adapter on the q/k/v product keeps the attention's forward in one
+    /// block of all rows (LoRA draws its dropout masks per call, and its
+    /// backward takes all rows at once): one forward call over the 20 rows,
+    /// and the bits of the unblocked model's pass.
+    func testAttentionAdapterRunsOneBlock() throws {
+        let batch = try ModelGradientTests.tinyBatch()
+        var passes: [(LossResult, [Float], MatrixAdapter)] = []
+        for blockRows in [256, 3] {
+            let model = try model()
+            model.blocks[1].attention.blockRows = blockRows
+            let qkv = model.blocks[1].attention.qkv
+            let delta: [Float] = (0..<qkv.inFeatures * qkv.outFeatures).map { (i: Int) -> Float in Float((i * 31) % 11 - 5) * 0.01 }
+            let adapter = MatrixAdapter(delta, inFeatures: qkv.inFeatures, outFeatures: qkv.outFeatures)
+            model.blocks[1].attention.qkv.adapter = adapter
+            XCTAssertEqual(model.blocks[1].attention.rowsPerBlock(batch.tokenCount, model.settings), 20)
+            let loss = try model.forwardBackward(batch)
+            XCTAssertEqual(adapter.forwardRows, [20], "block rows \(blockRows)")
+            passes.append((loss, model.gradients.withBuffer { Array($0) }, adapter))
+        }
+        XCTAssertEqual(passes[1].0, passes[0].0)
+        XCTAssertEqual(passes[1].1, passes[0].1)
+        XCTAssertEqual(passes[1].2.gradient, passes[0].2.gradient)
+        XCTAssertNotEqual(passes[1].2.gradient, [Float](repeating: 0, count: passes[0].2.gradient.count))
     }
 
     /// An adapter on the MLP keeps one block of all rows (LoRA draws its
