@@ -291,11 +291,14 @@ public struct MLP {
 
     /// Given dOut and `input` (recomputed by `prepare`, called on each block
     /// of rows before they are read), accumulates the weight gradients and
-    /// writes ∂/∂input to `dInput`.
+    /// writes ∂/∂input to `dInput`, calling `finish` on each block of rows
+    /// once their ∂/∂input is complete (summed over the tensor group) and
+    /// their dOut rows are read for the last time (the norm's backward, on
+    /// rows still cached).
     func backward(dOut: UnsafeMutablePointer<Float>, input: UnsafeMutablePointer<Float>, saved s: LayerActivations,
                   dInput: UnsafeMutablePointer<Float>, _ a: Activations,
                   weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?, settings: PassSettings,
-                  prepare: (Range<Int>) -> Void = { _ in }) throws {
+                  prepare: (Range<Int>) -> Void = { _ in }, finish: (Range<Int>) -> Void = { _ in }) throws {
         let n = a.n, I = intermediate, H = gateUp.inFeatures
         if down.adapter == nil {
             let block = rowsPerBlock(n, settings)
@@ -320,6 +323,9 @@ public struct MLP {
                 down.backwardWeights(x: hAct, dy: dy, rows: m, gradients: g)
                 settings.round(dGateUp, m * 2 * I)
                 gateUp.backward(x: input + r0 * H, dy: dGateUp, rows: m, weights: w, gradients: g, dx: dInput + r0 * H)
+                // Under a tensor split the block holds every row: one sum, as before blocks.
+                try settings.sumOverTensorGroup(dInput + r0 * H, m * H)
+                finish(r0..<(r0 + m))
             }
         } else {
             prepare(0..<n)
@@ -337,8 +343,9 @@ public struct MLP {
             }
             settings.round(a.dGateUp, n * 2 * I)
             gateUp.backward(x: input, dy: a.dGateUp, rows: n, weights: w, gradients: g, dx: dInput)
+            try settings.sumOverTensorGroup(dInput, n * H)
+            finish(0..<n)
         }
-        try settings.sumOverTensorGroup(dInput, n * H)
     }
 }
 
@@ -388,12 +395,19 @@ public struct DecoderBlock {
         let s = a.layer(l), n = a.n, H = a.dims.hidden, dy = a.dResidual
         // The norms' outputs are recomputed rather than saved (the MLP's
         // block by block, as its products read them).
-        try mlp.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings) { rows in
-            postAttentionNorm.forward(x: s.mid, rows, weights: w, out: a.normOut, rstd: s.rstd2, settings: settings)
-        }
-        settings.round(a.dNorm, n * H)
-        postAttentionNorm.backward(dOut: a.dNorm, x: s.mid, rstd: s.rstd2, rows: n, weights: w, gradients: g, dx: dy)
-        settings.round(dy, n * H)
+        // Its backward too, each block's rows once the MLP has done with them
+        // (the gain's gradient accumulates row by row, in the same order).
+        try mlp.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings,
+                         prepare: { rows in
+                             postAttentionNorm.forward(x: s.mid, rows, weights: w, out: a.normOut, rstd: s.rstd2, settings: settings)
+                         },
+                         finish: { rows in
+                             let r0 = rows.lowerBound
+                             settings.round(a.dNorm + r0 * H, rows.count * H)
+                             postAttentionNorm.backward(dOut: a.dNorm + r0 * H, x: s.mid + r0 * H, rstd: s.rstd2 + r0, rows: rows.count,
+                                                        weights: w, gradients: g, dx: dy + r0 * H)
+                             settings.round(dy + r0 * H, rows.count * H)
+                         })
 
         // The q/k/v weight gradient is one product over all rows (in blocks it was slower).
         inputNorm.forward(x: s.x, 0..<n, weights: w, out: a.normOut, rstd: s.rstd1, settings: settings)

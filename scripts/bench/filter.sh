@@ -32,14 +32,14 @@ echo "reference: configs/pretrain-tiny.yaml (1.3M parameters), ${STEPS:-300} ste
 
 window=256; batch=8
 cuts=(--set high_quantile=0.8 --set low_quantile=0.04 --set window=$window --set batch_size=$batch --set buckets=3)
-# An inherited OPENBLAS_CORETYPE pins OpenBLAS's kernels (Haswell: AVX2 on a
-# CPU with AVX-512, while PyTorch picks its kernels itself): dapt runs once
-# under the pin, for the record, and then under OpenBLAS's own choice.
+# An inherited OPENBLAS_CORETYPE (lifted by lib.sh) pins OpenBLAS's kernels
+# (Haswell: AVX2 on a CPU with AVX-512, while PyTorch picks its kernels
+# itself): dapt runs once under the pin, for the record, and then under
+# OpenBLAS's own choice.
 core() { OPENBLAS_VERBOSE=2 "$dapt" --help 2>&1 | grep -o 'Core: .*' | cut -c7- || echo unknown; }
-if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
-  OPENBLAS_NUM_THREADS=1 "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out1p" "${cuts[@]}" 2>/dev/null > "$tmp/dapt1p.txt"
-  echo "1 thread, OpenBLAS pinned to $(core) by OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE: dapt scoring alone $(grep -o '([0-9]* scoring tokens/s)' "$tmp/dapt1p.txt" | tr -d '()')"
-  unset OPENBLAS_CORETYPE
+if [ -n "$bench_pinned_coretype" ]; then
+  OPENBLAS_CORETYPE="$bench_pinned_coretype" OPENBLAS_NUM_THREADS=1 "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out1p" "${cuts[@]}" 2>/dev/null > "$tmp/dapt1p.txt"
+  echo "1 thread, OpenBLAS pinned to $(OPENBLAS_CORETYPE="$bench_pinned_coretype" core) by OPENBLAS_CORETYPE=$bench_pinned_coretype: dapt scoring alone $(grep -o '([0-9]* scoring tokens/s)' "$tmp/dapt1p.txt" | tr -d '()')"
 fi
 echo "OpenBLAS core (its own choice): $(core)"
 OPENBLAS_NUM_THREADS=1 "$dapt" filter --input "$tmp/eval.jsonl" --model "$ref" --output "$tmp/out1" "${cuts[@]}" 2>/dev/null | tee "$tmp/dapt1.txt"

@@ -1,9 +1,17 @@
 # Shared pieces of the benchmark scripts (sourced, not run).
 
+# An inherited OPENBLAS_CORETYPE pins OpenBLAS's kernels (Haswell: AVX2 on a
+# CPU with AVX-512) while the peers pick theirs for the CPU: every script
+# lifts it, so both sides run the kernels their library picks (filter.sh
+# also runs once under the pin, for the record).
+bench_pinned_coretype="${OPENBLAS_CORETYPE:-}"
+unset OPENBLAS_CORETYPE
+
 # The machine and time a figure was taken on, as every BENCHMARKS.md entry records them.
 bench_header() {
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "OpenBLAS: its own choice of kernels (inherited OPENBLAS_CORETYPE: ${bench_pinned_coretype:-none}, lifted)"
 }
 
 # bench_tokens DAPT CORPUS VOCAB DIR: trains a BPE of VOCAB tokens on CORPUS

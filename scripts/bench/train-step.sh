@@ -14,12 +14,9 @@ python3 -c "import torch, transformers, safetensors" 2>/dev/null || bench_pip to
 swift build -c release --product dapt >/dev/null
 DAPT="$(swift build -c release --show-bin-path)/dapt"
 
-# An inherited OPENBLAS_CORETYPE pins OpenBLAS's kernels (Haswell: AVX2 on a
-# CPU with AVX-512, while PyTorch picks its own): lift it, as filter.sh does,
-# so both sides run the kernels their library picks for this CPU.
-pin="${OPENBLAS_CORETYPE:-none}"; unset OPENBLAS_CORETYPE
+# lib.sh lifted any inherited OPENBLAS_CORETYPE: OpenBLAS picks its kernels for this CPU.
 core="$(OPENBLAS_VERBOSE=2 "$DAPT" --help 2>&1 | grep -o 'Core: .*' | cut -c7- || echo unknown)"
-echo "OpenBLAS core: $core (inherited OPENBLAS_CORETYPE: $pin, lifted)"
+echo "OpenBLAS core: $core (inherited OPENBLAS_CORETYPE: ${bench_pinned_coretype:-none}, lifted)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(date -u '+%Y-%m-%d %H:%M UTC')"
 CONFIGS=(
   "small|--vocab 4096 --hidden 256 --layers 4 --heads 4 --intermediate 688 --seq 256 --batch 8"
