@@ -140,49 +140,51 @@ final class LayerTests: XCTestCase {
 
     /// An adapter on the q/k/v product keeps the attention's forward in one
     /// block of all rows (LoRA draws its dropout masks per call, and its
-    /// backward takes all rows at once): one forward call over the 20 rows,
-    /// and the bits of the unblocked model's pass.
+    /// backward takes all rows at once).
     func testAttentionAdapterRunsOneBlock() throws {
-        let batch = try ModelGradientTests.tinyBatch()
-        var passes: [(LossResult, [Float], MatrixAdapter)] = []
-        for blockRows in [256, 3] {
-            let model = try model()
+        try assertAdapterKeepsOneBlock { model, blockRows in
             model.blocks[1].attention.blockRows = blockRows
             let qkv = model.blocks[1].attention.qkv
             let delta: [Float] = (0..<qkv.inFeatures * qkv.outFeatures).map { (i: Int) -> Float in Float((i * 31) % 11 - 5) * 0.01 }
             let adapter = MatrixAdapter(delta, inFeatures: qkv.inFeatures, outFeatures: qkv.outFeatures)
             model.blocks[1].attention.qkv.adapter = adapter
-            XCTAssertEqual(model.blocks[1].attention.rowsPerBlock(batch.tokenCount, model.settings), 20)
-            let loss = try model.forwardBackward(batch)
-            XCTAssertEqual(adapter.forwardRows, [20], "block rows \(blockRows)")
-            passes.append((loss, model.gradients.withBuffer { Array($0) }, adapter))
+            XCTAssertEqual(model.blocks[1].attention.rowsPerBlock(20, model.settings), 20)
+            return adapter
         }
-        XCTAssertEqual(passes[1].0, passes[0].0)
-        XCTAssertEqual(passes[1].1, passes[0].1)
-        XCTAssertEqual(passes[1].2.gradient, passes[0].2.gradient)
-        XCTAssertNotEqual(passes[1].2.gradient, [Float](repeating: 0, count: passes[0].2.gradient.count))
     }
 
     /// An adapter on the MLP keeps one block of all rows (LoRA draws its
-    /// dropout masks per call): it sees one forward call over the 20 rows,
-    /// and the pass has the bits of the unblocked model's.
+    /// dropout masks per call).
     func testMLPAdapterRunsOneBlock() throws {
+        try assertAdapterKeepsOneBlock { model, blockRows in
+            model.blocks[1].mlp.blockRows = blockRows
+            let delta: [Float] = (0..<16 * 20).map { (i: Int) -> Float in Float((i * 29) % 13 - 6) * 0.01 }
+            let adapter = MatrixAdapter(delta, inFeatures: 20, outFeatures: 16)
+            model.blocks[1].mlp.down.adapter = adapter
+            return adapter
+        }
+    }
+
+    /// With layer 1 set to 256-row blocks, then 3-row ones, and an adapter
+    /// attached by `attach`: the adapter sees one forward call over the tiny
+    /// batch's 20 rows, and the two passes have the same bits (loss, every
+    /// gradient, the adapter's own, not all zero).
+    private func assertAdapterKeepsOneBlock(_ attach: (LlamaModel, Int) -> MatrixAdapter,
+                                            file: StaticString = #filePath, line: UInt = #line) throws {
         let batch = try ModelGradientTests.tinyBatch()
-        let delta: [Float] = (0..<16 * 20).map { (i: Int) -> Float in Float((i * 29) % 13 - 6) * 0.01 }
+        XCTAssertEqual(batch.tokenCount, 20, file: file, line: line)
         var passes: [(LossResult, [Float], MatrixAdapter)] = []
         for blockRows in [256, 3] {
             let model = try model()
-            model.blocks[1].mlp.blockRows = blockRows
-            let adapter = MatrixAdapter(delta, inFeatures: 20, outFeatures: 16)
-            model.blocks[1].mlp.down.adapter = adapter
+            let adapter = attach(model, blockRows)
             let loss = try model.forwardBackward(batch)
-            XCTAssertEqual(adapter.forwardRows, [20], "block rows \(blockRows)")
+            XCTAssertEqual(adapter.forwardRows, [20], "block rows \(blockRows)", file: file, line: line)
             passes.append((loss, model.gradients.withBuffer { Array($0) }, adapter))
         }
-        XCTAssertEqual(passes[1].0, passes[0].0)
-        XCTAssertEqual(passes[1].1, passes[0].1)
-        XCTAssertEqual(passes[1].2.gradient, passes[0].2.gradient)
-        XCTAssertNotEqual(passes[1].2.gradient, [Float](repeating: 0, count: delta.count))
+        XCTAssertEqual(passes[1].0, passes[0].0, file: file, line: line)
+        XCTAssertEqual(passes[1].1, passes[0].1, file: file, line: line)
+        XCTAssertEqual(passes[1].2.gradient, passes[0].2.gradient, file: file, line: line)
+        XCTAssertNotEqual(passes[1].2.gradient, [Float](repeating: 0, count: passes[0].2.gradient.count), file: file, line: line)
     }
 
     /// Two micro-batches held at once (both forward, then both backward, as
