@@ -393,10 +393,10 @@ public struct DecoderBlock {
     func backward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>?,
                   settings: PassSettings) throws {
         let s = a.layer(l), n = a.n, H = a.dims.hidden, dy = a.dResidual
-        // The norms' outputs are recomputed rather than saved (the MLP's
-        // block by block, as its products read them).
-        // Its backward too, each block's rows once the MLP has done with them
-        // (the gain's gradient accumulates row by row, in the same order).
+        // The norms' outputs are recomputed rather than saved. The MLP's norm
+        // runs block by block: forward as its products read the rows, backward
+        // once the MLP has done with them (its gain's gradient accumulates row
+        // by row, in the same order as over all rows at once).
         try mlp.backward(dOut: dy, input: a.normOut, saved: s, dInput: a.dNorm, a, weights: w, gradients: g, settings: settings,
                          prepare: { rows in
                              postAttentionNorm.forward(x: s.mid, rows, weights: w, out: a.normOut, rstd: s.rstd2, settings: settings)
