@@ -9,6 +9,11 @@ public struct ClusterDescription: StageConfig, Equatable {
     /// Ranks (processes, one per accelerator or per core group) on one node.
     public var ranksPerNode = 2
     public var nodes = 1
+    /// Ranks of one node that can compute at the same time (its cores, or
+    /// accelerators); nil: every rank has its own. Fewer than
+    /// `ranksPerNode` oversubscribes the node: its ranks take turns, each at
+    /// `gflopsPerRank` while it runs.
+    public var coresPerNode: Int?
     /// Memory one rank may fill, in GiB (2^30 bytes).
     public var memoryPerRankGiB = 8.0
     /// Dense fp32 (or the precision's) matrix-product rate of one rank, GFLOP/s.
@@ -32,8 +37,11 @@ public struct ClusterDescription: StageConfig, Equatable {
 
     public var world: Int { ranksPerNode * nodes }
 
+    /// How many ranks share each core of a node: 1 unless `coresPerNode` is below `ranksPerNode`.
+    public var oversubscription: Double { max(1, Double(ranksPerNode) / Double(coresPerNode ?? ranksPerNode)) }
+
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case ranksPerNode = "ranks_per_node", nodes
+        case ranksPerNode = "ranks_per_node", nodes, coresPerNode = "cores_per_node"
         case memoryPerRankGiB = "memory_per_rank_gib", gflopsPerRank = "gflops_per_rank"
         case computeEfficiency = "compute_efficiency"
         case intraNodeBandwidthGBs = "intra_node_bandwidth_gbs", intraNodeLatencyUs = "intra_node_latency_us"
@@ -46,6 +54,7 @@ public struct ClusterDescription: StageConfig, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self), d = ClusterDescription()
         ranksPerNode = try c.value(.ranksPerNode, default: d.ranksPerNode)
         nodes = try c.value(.nodes, default: d.nodes)
+        coresPerNode = try c.decodeIfPresent(Int.self, forKey: .coresPerNode)
         memoryPerRankGiB = try c.value(.memoryPerRankGiB, default: d.memoryPerRankGiB)
         gflopsPerRank = try c.value(.gflopsPerRank, default: d.gflopsPerRank)
         computeEfficiency = try c.value(.computeEfficiency, default: d.computeEfficiency)
@@ -59,6 +68,7 @@ public struct ClusterDescription: StageConfig, Equatable {
     public func validate() throws {
         try Check.positive(ranksPerNode, "ranks_per_node")
         try Check.positive(nodes, "nodes")
+        if let coresPerNode { try Check.positive(coresPerNode, "cores_per_node") }
         try Check.positive(memoryPerRankGiB, "memory_per_rank_gib")
         try Check.positive(gflopsPerRank, "gflops_per_rank")
         try Check.positive(computeEfficiency, "compute_efficiency")
@@ -90,6 +100,7 @@ public struct ClusterDescription: StageConfig, Equatable {
             "inter_node_bandwidth_gbs: \(number(interNodeBandwidthGBs))",
             "inter_node_latency_us: \(number(interNodeLatencyUs))",
         ]
+        if let coresPerNode { lines.insert("cores_per_node: \(coresPerNode)", at: 2) }
         if !note.isEmpty { lines.append("note: \(JSONWriter.quoted(note))") }
         return lines.joined(separator: "\n") + "\n"
     }

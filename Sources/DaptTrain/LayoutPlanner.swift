@@ -202,13 +202,21 @@ public struct LayoutPlanner: Sendable {
             tensorMicro = max(tensorMicro, comm)
         }
         var time = StepTimeEstimate()
-        time.compute = Double(m) * computeMicro
+        // Oversubscribed (more ranks than cores on a node), a rank computes
+        // in turns with the others: its compute takes `share` times as long.
+        let share = cluster.oversubscription
+        time.compute = share * Double(m) * computeMicro
         time.tensorCommunication = Double(m) * tensorMicro
         // Each stage sends one activation forward and receives one gradient back per micro-batch;
         // each tensor rank sends its 1/T share, which the receiving stage's tensor group all-gathers.
         let transfer = links.pipeline.send(bytes: activationBytes / Double(T)) + links.tensor.allGather(bytes: activationBytes, ranks: T)
         time.pipelineCommunication = P > 1 ? 2 * Double(m) * transfer : 0
-        time.bubble = Double(P - 1) * (computeMicro + tensorMicro)
+        // The 1F1B critical path at full speed is (m + P − 1) micro-batches;
+        // the bubble is what it holds beyond this rank's own work. With a core
+        // each that is (P − 1) micro-batches; ranks taking turns fill their
+        // bubbles with one another's work.
+        let criticalPath = Double(m + P - 1) * (computeMicro + tensorMicro)
+        time.bubble = P > 1 ? max(0, criticalPath - time.compute - time.tensorCommunication) : 0
         // Reduce-scatter + all-gather move the same bytes as one all-reduce.
         time.dataCommunication = links.data.allReduce(bytes: stageParameters * e, ranks: D)
         return LayoutPlan(layout: layout, memory: memory, time: time,

@@ -14,7 +14,7 @@ struct PlanCommand: ParsableCommand {
         at the 1F1B peak) and step time (compute, tensor-parallel and pipeline communication, pipeline bubble,
         data-parallel gradient all-reduce). Formulas: docs/parallel.md, "Planning".
         --model is a dapt config (its pretrain: section) or a Hugging Face config.json; --cluster a cluster
-        YAML (ranks_per_node, nodes, memory_per_rank_gib, gflops_per_rank, compute_efficiency,
+        YAML (ranks_per_node, nodes, cores_per_node, memory_per_rank_gib, gflops_per_rank, compute_efficiency,
         intra_node_bandwidth_gbs, intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us),
         whose keys --set overrides. `dapt plan --calibrate --output cluster.yaml` (under mpirun with 2 ranks
         to measure the links) writes one for this machine.

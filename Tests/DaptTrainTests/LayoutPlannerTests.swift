@@ -184,6 +184,39 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(pipe.tensor.bandwidth, 1e9)
     }
 
+    /// More ranks than cores: ranks take turns, so compute stretches by ranks ÷ cores, and a
+    /// pipeline rank's bubble is only what the full-speed 1F1B path holds beyond that.
+    func testOversubscribedRanksTakeTurns() throws {
+        var shared = Self.cluster(ranksPerNode: 4)
+        shared.coresPerNode = 2
+        XCTAssertEqual(shared.oversubscription, 2)
+        let alone = try planner(Self.cluster(ranksPerNode: 4), batch: 8), turns = try planner(shared, batch: 8)
+        // Data parallel over 4 ranks on 2 cores: twice the compute, the same communication.
+        let d4 = PlannedLayout(tensor: 1, pipeline: 1, data: 4, microBatch: 2)
+        XCTAssertEqual(turns.estimate(d4).time.compute, 2 * alone.estimate(d4).time.compute, accuracy: 1e-15)
+        XCTAssertEqual(turns.estimate(d4).time.dataCommunication, alone.estimate(d4).time.dataCommunication)
+        XCTAssertEqual(turns.estimate(d4).time.bubble, 0)
+        // P = 2 × D = 2: 2 micro-batches of 8 rows per data rank; the last stage's micro-batch takes
+        // `micro` at full speed. Alone: 2·micro of compute and a bubble of one. In turns: 4·micro of
+        // compute, longer than the full-speed path of 3, so no bubble is left.
+        let micro: Double = (6 * 192 * 8 + 12 * 4 * 20) * 1e-9
+        let pd = PlannedLayout(tensor: 1, pipeline: 2, data: 2, microBatch: 2)
+        XCTAssertEqual(alone.estimate(pd).time.compute, 2 * micro, accuracy: 1e-15)
+        XCTAssertEqual(alone.estimate(pd).time.bubble, micro, accuracy: 1e-15)
+        XCTAssertEqual(turns.estimate(pd).time.compute, 4 * micro, accuracy: 1e-15)
+        XCTAssertEqual(turns.estimate(pd).time.bubble, 0)
+        // Three ranks on two cores (1.5 per core), P = 2 with one micro-batch: 1.5·micro of own
+        // compute against a full-speed path of 2·micro leaves part of the bubble.
+        shared.ranksPerNode = 3
+        XCTAssertEqual(shared.oversubscription, 1.5)
+        let one = try planner(shared, batch: 2).estimate(PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 2))
+        XCTAssertEqual(one.time.compute, 1.5 * micro, accuracy: 1e-15)
+        XCTAssertEqual(one.time.bubble, 0.5 * micro, accuracy: 1e-15, "path 2·micro, own work 1.5·micro")
+        // As many cores as ranks: the plan of a rank per core.
+        shared.coresPerNode = 4; shared.ranksPerNode = 4
+        XCTAssertEqual(try planner(shared, batch: 8).estimate(pd), alone.estimate(pd))
+    }
+
     /// Cluster files: defaults, a round trip through the YAML `--calibrate` writes, errors naming field and value.
     func testClusterDescriptionYAML() throws {
         let dir = try temporaryDirectory(self)
@@ -192,6 +225,13 @@ final class LayoutPlannerTests: XCTestCase {
         let path = dir + "/cluster.yaml"
         try c.yaml.write(toFile: path, atomically: true, encoding: .utf8)
         XCTAssertEqual(try ClusterDescription.load(path: path), c)
+        XCTAssertFalse(c.yaml.contains("cores_per_node"), "unset: a core per rank")
+        c.coresPerNode = 4
+        try c.yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try ClusterDescription.load(path: path), c)
+        XCTAssertEqual(try ClusterDescription.load(path: path).oversubscription, 2)
+        try "cores_per_node: 0\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ClusterDescription.load(path: path)) { XCTAssertTrue("\($0)".contains("cores_per_node: must be > 0, got 0"), "\($0)") }
         try "nodes: 2\n".write(toFile: path, atomically: true, encoding: .utf8)
         XCTAssertEqual(try ClusterDescription.load(path: path).ranksPerNode, ClusterDescription().ranksPerNode)
         try "nodes: 2\ncompute_efficiency: 1.5\n".write(toFile: path, atomically: true, encoding: .utf8)
