@@ -203,9 +203,8 @@ public struct LayoutPlanner: Sendable {
         }
         var time = StepTimeEstimate()
         // Oversubscribed (more ranks than cores on a node), a rank computes
-        // in turns with the others: its compute takes `share` times as long.
-        let share = cluster.oversubscription
-        time.compute = share * Double(m) * computeMicro
+        // in turns with the others: its compute takes `oversubscription` times as long.
+        time.compute = cluster.oversubscription * Double(m) * computeMicro
         time.tensorCommunication = Double(m) * tensorMicro
         // Each stage sends one activation forward and receives one gradient back per micro-batch;
         // each tensor rank sends its 1/T share, which the receiving stage's tensor group all-gathers.
