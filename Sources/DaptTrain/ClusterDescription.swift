@@ -37,8 +37,8 @@ public struct ClusterDescription: StageConfig, Equatable {
 
     public var world: Int { ranksPerNode * nodes }
 
-    /// How many ranks share each core of a node: 1 unless `coresPerNode` is below `ranksPerNode`.
-    public var oversubscription: Double { max(1, Double(ranksPerNode) / Double(coresPerNode ?? ranksPerNode)) }
+    /// Ranks of one node that compute at once: `coresPerNode`, or every rank.
+    public var concurrentRanksPerNode: Int { coresPerNode ?? ranksPerNode }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case ranksPerNode = "ranks_per_node", nodes, coresPerNode = "cores_per_node"

@@ -166,6 +166,7 @@ public struct LayoutPlanner: Sendable {
 
         var memory = MemoryEstimate()
         var computeMicro = 0.0, tensorMicro = 0.0, stageParameters = 0.0
+        var stageMicro = [Double](repeating: 0, count: P)
         // The trainer's own split (layers balanced by cost, the head on the last stage).
         let stages = (try? PipelineStage.partition(c, stages: P)) ?? []
         for stage in 0..<P {
@@ -193,6 +194,7 @@ public struct LayoutPlanner: Sendable {
             let matrixWeights = Double(L * c.layerMatrixWeights + (last ? V * h : 0)) / Double(T)
             let visibleKeys = Double(b) * Double(s) * Double(s + 1) / 2
             let flops = 6 * matrixWeights * Double(b * s) + 12 * Double(c.qDimension / T) * visibleKeys * Double(L)
+            stageMicro[stage] = flops / rate
             computeMicro = max(computeMicro, flops / rate)
             // Four all-reduces of the [b·s, hidden] activations per layer (two forward,
             // two backward), the embedding's sum and the head's input gradient, and the
@@ -202,9 +204,7 @@ public struct LayoutPlanner: Sendable {
             tensorMicro = max(tensorMicro, comm)
         }
         var time = StepTimeEstimate()
-        // Oversubscribed (more ranks than cores on a node), a rank computes
-        // in turns with the others: its compute takes `oversubscription` times as long.
-        time.compute = cluster.oversubscription * Double(m) * computeMicro
+        time.compute = Double(m) * nodeMicroSeconds(stageMicro: stageMicro, layout: layout)
         time.tensorCommunication = Double(m) * tensorMicro
         // Each stage sends one activation forward and receives one gradient back per micro-batch;
         // each tensor rank sends its 1/T share, which the receiving stage's tensor group all-gathers.
@@ -222,6 +222,24 @@ public struct LayoutPlanner: Sendable {
                           tokensPerSecond: Double(workload.tokensPerStep) / max(time.total, 1e-12),
                           fits: memory.total <= cluster.memoryPerRankGiB * 1073741824,
                           notRunnable: notRunnable(layout))
+    }
+
+    /// The slowest node's time for one micro-batch of each of its ranks, at
+    /// `stageMicro[p]` seconds a micro-batch on a stage-p rank. With a core
+    /// per rank, the slowest rank's; on an oversubscribed node (more ranks
+    /// than `cores_per_node`) the ranks take turns, so the node's cores get
+    /// through the sum of its ranks' work (a light stage's rank lends its
+    /// core to a heavy one), and no rank runs on more than one core.
+    func nodeMicroSeconds(stageMicro: [Double], layout: PlannedLayout) -> Double {
+        let ranks = layout.tensor * layout.pipeline * layout.data, perNode = cluster.ranksPerNode
+        let cores = Double(cluster.concurrentRanksPerNode)
+        var slowest = 0.0
+        for first in stride(from: 0, to: ranks, by: perNode) {
+            // Ranks are ordered tensor fastest, then pipeline, then data.
+            let work = (first..<min(first + perNode, ranks)).map { stageMicro[($0 / layout.tensor) % layout.pipeline] }
+            slowest = max(slowest, work.max() ?? 0, Double(work.count) > cores ? work.reduce(0, +) / cores : 0)
+        }
+        return slowest
     }
 
     /// Floats one `Activations` holds for `layers` layers of `rows` tokens on

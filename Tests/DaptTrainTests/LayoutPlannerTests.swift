@@ -189,31 +189,39 @@ final class LayoutPlannerTests: XCTestCase {
     func testOversubscribedRanksTakeTurns() throws {
         var shared = Self.cluster(ranksPerNode: 4)
         shared.coresPerNode = 2
-        XCTAssertEqual(shared.oversubscription, 2)
+        XCTAssertEqual(shared.concurrentRanksPerNode, 2)
+        XCTAssertEqual(Self.cluster(ranksPerNode: 4).concurrentRanksPerNode, 4, "unset: a core per rank")
         let alone = try planner(Self.cluster(ranksPerNode: 4), batch: 8), turns = try planner(shared, batch: 8)
         // Data parallel over 4 ranks on 2 cores: twice the compute, the same communication.
         let d4 = PlannedLayout(tensor: 1, pipeline: 1, data: 4, microBatch: 2)
         XCTAssertEqual(turns.estimate(d4).time.compute, 2 * alone.estimate(d4).time.compute, accuracy: 1e-15)
         XCTAssertEqual(turns.estimate(d4).time.dataCommunication, alone.estimate(d4).time.dataCommunication)
         XCTAssertEqual(turns.estimate(d4).time.bubble, 0)
-        // P = 2 × D = 2: 2 micro-batches of 8 rows per data rank; the last stage's micro-batch takes
-        // `micro` at full speed. Alone: 2·micro of compute and a bubble of one. In turns: 4·micro of
-        // compute, longer than the full-speed path of 3, so no bubble is left.
-        let micro: Double = (6 * 192 * 8 + 12 * 4 * 20) * 1e-9
+        // P = 2 × D = 2: 2 micro-batches of 8 rows per data rank. Stage 0 holds one layer
+        // (`layer` a micro-batch at full speed), stage 1 a layer and the head (`last`). Alone: 2·last
+        // of compute and a bubble of one. In turns the node's two cores share all four ranks' work,
+        // 2·(layer + last) per micro-batch, the light stage's ranks lending their core: 2·(layer + last)
+        // of compute, longer than the full-speed path of 3·last, so no bubble is left.
+        let attention = 12.0 * 4 * 20, layer = (6 * 160 * 8 + attention) * 1e-9, last = (6 * 192 * 8 + attention) * 1e-9
         let pd = PlannedLayout(tensor: 1, pipeline: 2, data: 2, microBatch: 2)
-        XCTAssertEqual(alone.estimate(pd).time.compute, 2 * micro, accuracy: 1e-15)
-        XCTAssertEqual(alone.estimate(pd).time.bubble, micro, accuracy: 1e-15)
-        XCTAssertEqual(turns.estimate(pd).time.compute, 4 * micro, accuracy: 1e-15)
+        XCTAssertEqual(alone.estimate(pd).time.compute, 2 * last, accuracy: 1e-15)
+        XCTAssertEqual(alone.estimate(pd).time.bubble, last, accuracy: 1e-15)
+        XCTAssertEqual(turns.estimate(pd).time.compute, 2 * (layer + last), accuracy: 1e-15)
+        XCTAssertLessThan(turns.estimate(pd).time.compute, 2 * 2 * last, "not the heaviest stage's rank times the ranks per core")
         XCTAssertEqual(turns.estimate(pd).time.bubble, 0)
-        // Three ranks on two cores (1.5 per core), P = 2 with one micro-batch: 1.5·micro of own
-        // compute against a full-speed path of 2·micro leaves part of the bubble.
-        shared.ranksPerNode = 3
-        XCTAssertEqual(shared.oversubscription, 1.5)
-        let one = try planner(shared, batch: 2).estimate(PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 2))
-        XCTAssertEqual(one.time.compute, 1.5 * micro, accuracy: 1e-15)
-        XCTAssertEqual(one.time.bubble, 0.5 * micro, accuracy: 1e-15, "path 2·micro, own work 1.5·micro")
+        // Three stages of one layer on three ranks and two cores, one micro-batch: the cores get
+        // through 2·layer + last in (2·layer + last) ÷ 2, against a full-speed path of 3·last.
+        var three = shared
+        three.ranksPerNode = 3
+        let model3 = LlamaConfig(vocabSize: 8, hiddenSize: 4, intermediateSize: 8, numHiddenLayers: 3, numAttentionHeads: 2)
+        let p3 = try planner(three, model: model3, batch: 2).estimate(PlannedLayout(tensor: 1, pipeline: 3, data: 1, microBatch: 2))
+        XCTAssertEqual(p3.time.compute, (2 * layer + last) / 2, accuracy: 1e-15)
+        XCTAssertEqual(p3.time.bubble, 3 * last - (2 * layer + last) / 2, accuracy: 1e-15)
+        // Two ranks of a P = 2 layout on four ranks' node of two cores: a core each, the plain plan.
+        let two = try planner(shared, batch: 8).estimate(PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 2))
+        XCTAssertEqual(two, try planner(Self.cluster(ranksPerNode: 4), batch: 8).estimate(PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 2)))
         // As many cores as ranks: the plan of a rank per core.
-        shared.coresPerNode = 4; shared.ranksPerNode = 4
+        shared.coresPerNode = 4
         XCTAssertEqual(try planner(shared, batch: 8).estimate(pd), alone.estimate(pd))
     }
 
@@ -229,7 +237,7 @@ final class LayoutPlannerTests: XCTestCase {
         c.coresPerNode = 4
         try c.yaml.write(toFile: path, atomically: true, encoding: .utf8)
         XCTAssertEqual(try ClusterDescription.load(path: path), c)
-        XCTAssertEqual(try ClusterDescription.load(path: path).oversubscription, 2)
+        XCTAssertEqual(try ClusterDescription.load(path: path).concurrentRanksPerNode, 4)
         try "cores_per_node: 0\n".write(toFile: path, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try ClusterDescription.load(path: path)) { XCTAssertTrue("\($0)".contains("cores_per_node: must be > 0, got 0"), "\($0)") }
         try "nodes: 2\n".write(toFile: path, atomically: true, encoding: .utf8)

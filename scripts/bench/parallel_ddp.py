@@ -8,8 +8,9 @@ attention) with DDP over gloo on CPU, one thread per process: each of the N
 ranks takes its contiguous share of every global batch of consecutive
 SEQ-token sequences of the shard tokens, in micro-batches of MICRO_BATCH with
 gradient accumulation (no_sync except on the last), then clipping at 1.0 and
-AdamW (betas 0.9/0.95, eps 1e-8, wd 0.1 off norms). Rank 0 prints the median
-tokens/s (global batch tokens / step time) of steps 3..STEPS.
+AdamW (betas 0.9/0.95, eps 1e-8, wd 0.1 off norms). Rank 0 prints one line:
+the median tokens/s (global batch tokens / step time) of steps 3..STEPS, then
+each of those steps' tokens/s.
 """
 import json, os, statistics, sys, time
 import numpy as np
@@ -60,7 +61,7 @@ def main(shards, config_path, global_batch, seq, micro, steps):
         dist.barrier()
         rates.append(global_batch * seq / (time.perf_counter() - t))
     if rank == 0:
-        print(statistics.median(rates[2:]))
+        print(statistics.median(rates[2:]), " ".join("%.1f" % r for r in rates[2:]))
     dist.destroy_process_group()
 
 if __name__ == "__main__":
