@@ -21,6 +21,10 @@ public struct ClusterDescription: StageConfig, Equatable {
     /// Share of `gflops_per_rank` a whole training step reaches (sgemm is the
     /// best case; element-wise kernels, attention and the optimizer bring it down).
     public var computeEfficiency = 0.6
+    /// Fixed work of each micro-batch, in rows (tokens) of compute: a
+    /// micro-batch of n rows reaches compute_efficiency · n ÷ (n + this).
+    /// 0: every micro-batch size equally efficient.
+    public var microBatchOverheadRows = 0.0
     /// One rank's link to the other ranks of its node, GB/s (10^9 bytes) each way.
     public var intraNodeBandwidthGBs = 5.0
     /// One message's latency between two ranks of one node, microseconds.
@@ -43,7 +47,7 @@ public struct ClusterDescription: StageConfig, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case ranksPerNode = "ranks_per_node", nodes, coresPerNode = "cores_per_node"
         case memoryPerRankGiB = "memory_per_rank_gib", gflopsPerRank = "gflops_per_rank"
-        case computeEfficiency = "compute_efficiency"
+        case computeEfficiency = "compute_efficiency", microBatchOverheadRows = "micro_batch_overhead_rows"
         case intraNodeBandwidthGBs = "intra_node_bandwidth_gbs", intraNodeLatencyUs = "intra_node_latency_us"
         case interNodeBandwidthGBs = "inter_node_bandwidth_gbs", interNodeLatencyUs = "inter_node_latency_us"
         case note
@@ -58,6 +62,7 @@ public struct ClusterDescription: StageConfig, Equatable {
         memoryPerRankGiB = try c.value(.memoryPerRankGiB, default: d.memoryPerRankGiB)
         gflopsPerRank = try c.value(.gflopsPerRank, default: d.gflopsPerRank)
         computeEfficiency = try c.value(.computeEfficiency, default: d.computeEfficiency)
+        microBatchOverheadRows = try c.value(.microBatchOverheadRows, default: d.microBatchOverheadRows)
         intraNodeBandwidthGBs = try c.value(.intraNodeBandwidthGBs, default: d.intraNodeBandwidthGBs)
         intraNodeLatencyUs = try c.value(.intraNodeLatencyUs, default: d.intraNodeLatencyUs)
         interNodeBandwidthGBs = try c.value(.interNodeBandwidthGBs, default: d.interNodeBandwidthGBs)
@@ -75,6 +80,7 @@ public struct ClusterDescription: StageConfig, Equatable {
         if computeEfficiency > 1 {
             throw ConfigError(field: "compute_efficiency", reason: "must be <= 1 (a share of gflops_per_rank), got \(computeEfficiency)")
         }
+        try Check.nonNegative(microBatchOverheadRows, "micro_batch_overhead_rows")
         try Check.positive(intraNodeBandwidthGBs, "intra_node_bandwidth_gbs")
         try Check.nonNegative(intraNodeLatencyUs, "intra_node_latency_us")
         try Check.positive(interNodeBandwidthGBs, "inter_node_bandwidth_gbs")
@@ -100,6 +106,9 @@ public struct ClusterDescription: StageConfig, Equatable {
             "inter_node_bandwidth_gbs: \(number(interNodeBandwidthGBs))",
             "inter_node_latency_us: \(number(interNodeLatencyUs))",
         ]
+        if microBatchOverheadRows > 0 {
+            lines.insert("micro_batch_overhead_rows: \(number(microBatchOverheadRows))", at: lines.firstIndex { $0.hasPrefix("compute_efficiency:") }! + 1)
+        }
         if let coresPerNode { lines.insert("cores_per_node: \(coresPerNode)", at: 2) }
         if !note.isEmpty { lines.append("note: \(JSONWriter.quoted(note))") }
         return lines.joined(separator: "\n") + "\n"

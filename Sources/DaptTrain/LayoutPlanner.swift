@@ -160,7 +160,9 @@ public struct LayoutPlanner: Sendable {
         let m = workload.globalBatch / D / b
         let h = c.hiddenSize, V = c.vocabSize
         let mixed = workload.precision != .fp32
-        let rate = cluster.gflopsPerRank * 1e9 * cluster.computeEfficiency
+        // Smaller micro-batches reach less of the sgemm rate (each carries fixed work).
+        let curve = EfficiencyCurve(efficiency: cluster.computeEfficiency, overheadRows: cluster.microBatchOverheadRows)
+        let rate = cluster.gflopsPerRank * 1e9 * curve.efficiency(rows: Double(b * s))
         let links = Links(cluster: cluster, tensor: T, pipeline: P, data: D)
         let rowsBytes = Double(b * s) * e, activationBytes = rowsBytes * Double(h)
 

@@ -17,6 +17,10 @@ public struct PlanCalibration: Equatable, Sendable {
     /// A forward + backward + AdamW step of `model` per rank (mean over ranks).
     public var stepGFLOPs = 0.0
     public var stepSeconds = 0.0
+    /// Tokens per step: `batch` sequences, and the smaller step's quarter of them (0: not measured).
+    public var stepRows = 0
+    public var smallStepRows = 0
+    public var smallStepGFLOPs = 0.0
     /// Half a ping-pong round trip of one float between ranks 0 and 1.
     public var latencySeconds = 0.0
     /// All-reduce of `allReduceBytes` over every rank, and the bandwidth a ring would need for it.
@@ -26,6 +30,14 @@ public struct PlanCalibration: Equatable, Sendable {
     public var memoryPerRankBytes = 0.0
 
     public var efficiency: Double { sgemmGFLOPs > 0 ? stepGFLOPs / sgemmGFLOPs : 0 }
+
+    /// The step's efficiency at large micro-batches and its fixed work per
+    /// micro-batch in rows, fitted to the two step sizes (`EfficiencyCurve`).
+    public var efficiencyCurve: EfficiencyCurve {
+        guard smallStepRows > 0, sgemmGFLOPs > 0 else { return EfficiencyCurve(efficiency: efficiency, overheadRows: 0) }
+        return EfficiencyCurve.fit(rows: (Double(stepRows), Double(smallStepRows)),
+                                   efficiency: (efficiency, smallStepGFLOPs / sgemmGFLOPs))
+    }
 
     /// Measures on every rank of `communicator`; the step runs `model` on
     /// `batch` sequences of `sequenceLength` synthetic tokens.
@@ -42,22 +54,38 @@ public struct PlanCalibration: Equatable, Sendable {
         let model = try LlamaModel(config: config)
         model.threads = BLAS.threads
         model.initializeRandom(seed: 1)
-        let data = try TokenBatch.synthetic(vocab: config.vocabSize, batchSize: batch, seqLen: sequenceLength)
+        // The step at `batch` sequences and at a quarter of them, in alternating
+        // blocks (a warm-up step, then two timed: a new shape reallocates the
+        // activations), so a drift in the machine's speed falls on both.
+        let small = max(1, batch / 4)
+        let sizes = small < batch ? [batch, small] : [batch]
+        let data = try sizes.map { try TokenBatch.synthetic(vocab: config.vocabSize, batchSize: $0, seqLen: sequenceLength) }
         let optimizer = AdamW(count: model.layout.totalCount, segments: decaySegments(model.layout))
-        var times: [Double] = []
+        var times = [[Double]](repeating: [], count: sizes.count)
         try comm.barrier()
-        for step in 0..<4 {
-            let started = monotonicSeconds()
-            model.gradients.zero()
-            _ = try model.forwardBackward(data)
-            model.parameters.withBuffer { p in
-                model.gradients.withBuffer { optimizer.step(parameters: p, gradients: UnsafeBufferPointer($0), learningRate: 1e-6) }
+        for _ in 0..<2 {
+            for (i, batch) in data.enumerated() {
+                for step in 0..<3 {
+                    let started = monotonicSeconds()
+                    model.gradients.zero()
+                    _ = try model.forwardBackward(batch)
+                    model.parameters.withBuffer { p in
+                        model.gradients.withBuffer { optimizer.step(parameters: p, gradients: UnsafeBufferPointer($0), learningRate: 1e-6) }
+                    }
+                    if step > 0 { times[i].append(monotonicSeconds() - started) }
+                }
             }
-            if step > 0 { times.append(monotonicSeconds() - started) }
         }
-        let seconds = times.sorted()[times.count / 2]
+        // The median of four timed steps: the mean of the middle two.
+        func median(_ t: [Double]) -> Double { let s = t.sorted(); return (s[(s.count - 1) / 2] + s[s.count / 2]) / 2 }
+        let seconds = median(times[0])
+        r.stepRows = batch * sequenceLength
         r.stepSeconds = try comm.allReduce(seconds, op: .sum) / Double(comm.size)
-        r.stepGFLOPs = try comm.allReduce(config.trainingFlops(data) / seconds / 1e9, op: .sum) / Double(comm.size)
+        r.stepGFLOPs = try comm.allReduce(config.trainingFlops(data[0]) / seconds / 1e9, op: .sum) / Double(comm.size)
+        if sizes.count > 1 {
+            r.smallStepRows = small * sequenceLength
+            r.smallStepGFLOPs = try comm.allReduce(config.trainingFlops(data[1]) / median(times[1]) / 1e9, op: .sum) / Double(comm.size)
+        }
 
         guard comm.size > 1 else { return r }
         // Latency: ping-pong of one float between ranks 0 and 1.
@@ -96,8 +124,13 @@ public struct PlanCalibration: Equatable, Sendable {
         c.ranksPerNode = max(1, ranks / hosts)
         c.memoryPerRankGiB = (memoryPerRankBytes / 1073741824 * 10).rounded(.down) / 10
         c.gflopsPerRank = (sgemmGFLOPs * 10).rounded() / 10
-        c.computeEfficiency = min(1, (efficiency * 1000).rounded() / 1000)
+        let curve = efficiencyCurve
+        c.computeEfficiency = max(0.001, min(1, (curve.efficiency * 1000).rounded() / 1000))
+        c.microBatchOverheadRows = curve.overheadRows.rounded()
         var measured = "sgemm \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s per rank (\(blasThreads) BLAS thread\(blasThreads == 1 ? "" : "s")), a training step \(String(format: "%.1f", stepGFLOPs)) GFLOP/s"
+        if smallStepRows > 0 {
+            measured += " at \(stepRows) tokens, \(String(format: "%.1f", smallStepGFLOPs)) at \(smallStepRows)"
+        }
         if ranks > 1 {
             let bandwidth = (bandwidthBytesPerSecond / 1e9 * 1000).rounded() / 1000, latency = (latencySeconds * 1e6 * 10).rounded() / 10
             if hosts == 1 {
@@ -129,4 +162,32 @@ public func sgemmGFLOPs(size n: Int) -> Double {
         if trial > 0 { best = min(best, monotonicSeconds() - t) }
     }
     return 2 * Double(n) * Double(n) * Double(n) / best / 1e9
+}
+
+/// How a training step's share of the sgemm rate depends on the rows (tokens)
+/// of its micro-batches: each micro-batch carries fixed work (packing the
+/// weights for every product, per-layer set-up) worth `overheadRows` rows, so
+/// n rows run at `efficiency` · n ÷ (n + overheadRows).
+public struct EfficiencyCurve: Equatable, Sendable {
+    /// The share of the sgemm rate at large micro-batches.
+    public var efficiency: Double
+    public var overheadRows: Double
+
+    public init(efficiency: Double, overheadRows: Double) {
+        self.efficiency = efficiency; self.overheadRows = overheadRows
+    }
+
+    public func efficiency(rows: Double) -> Double { efficiency * rows / (rows + overheadRows) }
+
+    /// The curve through two measured points: 1/e is linear in 1/n. A small
+    /// step no less efficient than the large one gives no overhead (the
+    /// large one's efficiency); the large-batch efficiency is held to ≤ 1.
+    public static func fit(rows: (Double, Double), efficiency e: (Double, Double)) -> EfficiencyCurve {
+        let slope = (1 / e.1 - 1 / e.0) / (1 / rows.1 - 1 / rows.0)
+        guard slope > 0, slope.isFinite else { return EfficiencyCurve(efficiency: e.0, overheadRows: 0) }
+        let large = 1 / (1 / e.0 - slope / rows.0)
+        if large > 0 && large <= 1 { return EfficiencyCurve(efficiency: large, overheadRows: slope * large) }
+        // Beyond 1 (or unbounded): hold it at 1 and keep the large step's point.
+        return EfficiencyCurve(efficiency: 1, overheadRows: max(0, rows.0 * (1 / e.0 - 1)))
+    }
 }

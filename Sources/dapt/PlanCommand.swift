@@ -15,7 +15,7 @@ struct PlanCommand: ParsableCommand {
         data-parallel gradient all-reduce). Formulas: docs/parallel.md, "Planning".
         --model is a dapt config (its pretrain: section) or a Hugging Face config.json; --cluster a cluster
         YAML (ranks_per_node, nodes, cores_per_node, memory_per_rank_gib, gflops_per_rank, compute_efficiency,
-        intra_node_bandwidth_gbs, intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us),
+        micro_batch_overhead_rows, intra_node_bandwidth_gbs, intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us),
         whose keys --set overrides. `dapt plan --calibrate --output cluster.yaml` (under mpirun with 2 ranks
         to measure the links) writes one for this machine.
         """)
@@ -117,6 +117,12 @@ struct PlanCommand: ParsableCommand {
             Console.out(String(format: "sgemm 1024^3: %.1f GFLOP/s per rank (%d rank(s), %d BLAS thread(s) each)", measured.sgemmGFLOPs, measured.ranks, measured.blasThreads))
             Console.out(String(format: "training step (hidden %d, %d layers, %d × %d tokens, forward + backward + AdamW): %.3f s, %.1f GFLOP/s, %.3f of sgemm",
                                config.hiddenSize, config.numHiddenLayers, batch, length, measured.stepSeconds, measured.stepGFLOPs, measured.efficiency))
+            if measured.smallStepRows > 0 {
+                let curve = measured.efficiencyCurve
+                Console.out(String(format: "the same step at %d tokens: %.1f GFLOP/s, %.3f of sgemm; fitted: %.3f of sgemm at large micro-batches, %.0f tokens of fixed work per micro-batch",
+                                   measured.smallStepRows, measured.smallStepGFLOPs, measured.smallStepGFLOPs / measured.sgemmGFLOPs,
+                                   curve.efficiency, curve.overheadRows))
+            }
             if measured.ranks > 1 {
                 Console.out(String(format: "all-reduce %d MiB over %d ranks: %.2f ms, ring bandwidth %.3f GB/s; ping-pong latency %.1f µs",
                                    measured.allReduceBytes >> 20, measured.ranks, measured.allReduceSeconds * 1e3,

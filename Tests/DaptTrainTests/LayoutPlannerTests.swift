@@ -225,6 +225,34 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(try planner(shared, batch: 8).estimate(pd), alone.estimate(pd))
     }
 
+    /// Micro-batches carry fixed work: the curve fitted to two step sizes, and plans that pay for small micro-batches.
+    func testSmallMicroBatchesPayTheirFixedWork() throws {
+        // Two points of e(n) = 0.8 · n ÷ (n + 256): the curve comes back.
+        let fitted = EfficiencyCurve.fit(rows: (1024, 256), efficiency: (0.8 * 1024 / 1280, 0.8 * 256 / 512))
+        XCTAssertEqual(fitted.efficiency, 0.8, accuracy: 1e-12)
+        XCTAssertEqual(fitted.overheadRows, 256, accuracy: 1e-9)
+        XCTAssertEqual(fitted.efficiency(rows: 512), 0.8 * 512 / 768, accuracy: 1e-12)
+        // A small step as efficient as the large one (or more: noise): no fixed work, the large step's efficiency.
+        XCTAssertEqual(EfficiencyCurve.fit(rows: (1024, 256), efficiency: (0.7, 0.72)), EfficiencyCurve(efficiency: 0.7, overheadRows: 0))
+        // A line whose large-batch end passes 1 is held at 1 through the large step's point.
+        let held = EfficiencyCurve.fit(rows: (1024, 256), efficiency: (0.9, 0.3))
+        XCTAssertEqual(held.efficiency, 1)
+        XCTAssertEqual(held.efficiency(rows: 1024), 0.9, accuracy: 1e-12)
+        // The planner: compute per micro-batch follows the curve; without fixed work the micro-batch size does not matter.
+        var cluster = Self.cluster()
+        let plain = try planner(cluster, batch: 8)
+        cluster.microBatchOverheadRows = 4
+        let paying = try planner(cluster, batch: 8)
+        for b in [1, 2, 4] {
+            let layout = PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: b)
+            let rows = Double(b * 4)  // sequence length 4
+            XCTAssertEqual(paying.estimate(layout).time.compute, plain.estimate(layout).time.compute * (rows + 4) / rows, accuracy: 1e-15)
+        }
+        let mb1 = PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 1), mb4 = PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 4)
+        XCTAssertGreaterThan(plain.estimate(mb1).tokensPerSecond, plain.estimate(mb4).tokensPerSecond, "no fixed work: more micro-batches, less bubble")
+        XCTAssertLessThan(paying.estimate(mb1).tokensPerSecond, paying.estimate(mb4).tokensPerSecond, "4-token micro-batches run at half the rate")
+    }
+
     /// Cluster files: defaults, a round trip through the YAML `--calibrate` writes, errors naming field and value.
     func testClusterDescriptionYAML() throws {
         let dir = try temporaryDirectory(self)
@@ -235,9 +263,13 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(try ClusterDescription.load(path: path), c)
         XCTAssertFalse(c.yaml.contains("cores_per_node"), "unset: a core per rank")
         c.coresPerNode = 4
+        c.microBatchOverheadRows = 300
         try c.yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertTrue(c.yaml.contains("compute_efficiency: 1\nmicro_batch_overhead_rows: 300\n"), c.yaml)
         XCTAssertEqual(try ClusterDescription.load(path: path), c)
         XCTAssertEqual(try ClusterDescription.load(path: path).concurrentRanksPerNode, 4)
+        try "micro_batch_overhead_rows: -1\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ClusterDescription.load(path: path)) { XCTAssertTrue("\($0)".contains("micro_batch_overhead_rows"), "\($0)") }
         try "cores_per_node: 0\n".write(toFile: path, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try ClusterDescription.load(path: path)) { XCTAssertTrue("\($0)".contains("cores_per_node: must be > 0, got 0"), "\($0)") }
         try "nodes: 2\n".write(toFile: path, atomically: true, encoding: .utf8)

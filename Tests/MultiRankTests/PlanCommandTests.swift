@@ -58,6 +58,7 @@ final class PlanCommandTests: XCTestCase {
         let r = try DaptProcess.mpirun(np: 2, ["plan", "--calibrate", "--model", model, "--seq-len", "32", "--micro-batch", "2", "--output", cluster])
         XCTAssertEqual(r.status, 0, r.report)
         XCTAssertTrue(r.stdout.contains("all-reduce 16 MiB over 2 ranks"), r.report)
+        XCTAssertTrue(r.stdout.contains("the same step at 32 tokens:"), "a quarter of 2 × 32 tokens, rounded up to a sequence: \(r.report)")
         let yaml = try String(contentsOfFile: cluster, encoding: .utf8)
         XCTAssertTrue(yaml.contains("ranks_per_node: 2\nnodes: 1\n"), yaml)
         XCTAssertFalse(yaml.contains("intra_node_bandwidth_gbs: 5\n"), "the link is measured, not the default: \(yaml)")
