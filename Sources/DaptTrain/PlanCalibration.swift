@@ -14,10 +14,13 @@ public struct PlanCalibration: Equatable, Sendable {
     public var blasThreads = 1
     /// Square sgemm rate per rank (mean over ranks, all measuring at once).
     public var sgemmGFLOPs = 0.0
-    /// A forward + backward + AdamW step of `model` per rank (mean over ranks).
-    public var stepGFLOPs = 0.0
+    /// A forward + backward + AdamW step of `model` per rank (mean over ranks),
+    /// and the rate of its forward + backward (the optimizer's work is per
+    /// step, not per micro-batch, and the plan's compute term counts the passes).
     public var stepSeconds = 0.0
-    /// Tokens per step: `batch` sequences, and the smaller step's quarter of them (0: not measured).
+    public var stepGFLOPs = 0.0
+    /// Tokens per step: `batch` sequences, and the smaller step's quarter of them (0: not measured);
+    /// the smaller step's forward + backward rate.
     public var stepRows = 0
     public var smallStepRows = 0
     public var smallStepGFLOPs = 0.0
@@ -61,7 +64,7 @@ public struct PlanCalibration: Equatable, Sendable {
         let sizes = small < batch ? [batch, small] : [batch]
         let data = try sizes.map { try TokenBatch.synthetic(vocab: config.vocabSize, batchSize: $0, seqLen: sequenceLength) }
         let optimizer = AdamW(count: model.layout.totalCount, segments: decaySegments(model.layout))
-        var times = [[Double]](repeating: [], count: sizes.count)
+        var times = [[Double]](repeating: [], count: sizes.count), passes = times
         try comm.barrier()
         for _ in 0..<2 {
             for (i, batch) in data.enumerated() {
@@ -69,6 +72,7 @@ public struct PlanCalibration: Equatable, Sendable {
                     let started = monotonicSeconds()
                     model.gradients.zero()
                     _ = try model.forwardBackward(batch)
+                    if step > 0 { passes[i].append(monotonicSeconds() - started) }
                     model.parameters.withBuffer { p in
                         model.gradients.withBuffer { optimizer.step(parameters: p, gradients: UnsafeBufferPointer($0), learningRate: 1e-6) }
                     }
@@ -78,13 +82,12 @@ public struct PlanCalibration: Equatable, Sendable {
         }
         // The median of four timed steps: the mean of the middle two.
         func median(_ t: [Double]) -> Double { let s = t.sorted(); return (s[(s.count - 1) / 2] + s[s.count / 2]) / 2 }
-        let seconds = median(times[0])
         r.stepRows = batch * sequenceLength
-        r.stepSeconds = try comm.allReduce(seconds, op: .sum) / Double(comm.size)
-        r.stepGFLOPs = try comm.allReduce(config.trainingFlops(data[0]) / seconds / 1e9, op: .sum) / Double(comm.size)
+        r.stepSeconds = try comm.allReduce(median(times[0]), op: .sum) / Double(comm.size)
+        r.stepGFLOPs = try comm.allReduce(config.trainingFlops(data[0]) / median(passes[0]) / 1e9, op: .sum) / Double(comm.size)
         if sizes.count > 1 {
             r.smallStepRows = small * sequenceLength
-            r.smallStepGFLOPs = try comm.allReduce(config.trainingFlops(data[1]) / median(times[1]) / 1e9, op: .sum) / Double(comm.size)
+            r.smallStepGFLOPs = try comm.allReduce(config.trainingFlops(data[1]) / median(passes[1]) / 1e9, op: .sum) / Double(comm.size)
         }
 
         guard comm.size > 1 else { return r }
@@ -127,7 +130,7 @@ public struct PlanCalibration: Equatable, Sendable {
         let curve = efficiencyCurve
         c.computeEfficiency = max(0.001, min(1, (curve.efficiency * 1000).rounded() / 1000))
         c.microBatchOverheadRows = curve.overheadRows.rounded()
-        var measured = "sgemm \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s per rank (\(blasThreads) BLAS thread\(blasThreads == 1 ? "" : "s")), a training step \(String(format: "%.1f", stepGFLOPs)) GFLOP/s"
+        var measured = "sgemm \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s per rank (\(blasThreads) BLAS thread\(blasThreads == 1 ? "" : "s")), a training step's forward + backward \(String(format: "%.1f", stepGFLOPs)) GFLOP/s"
         if smallStepRows > 0 {
             measured += " at \(stepRows) tokens, \(String(format: "%.1f", smallStepGFLOPs)) at \(smallStepRows)"
         }

@@ -115,11 +115,11 @@ struct PlanCommand: ParsableCommand {
             let measured = try PlanCalibration.measure(communicator: ctx.communicator, model: config, batch: batch, sequenceLength: length)
             guard ctx.isRoot else { return }
             Console.out(String(format: "sgemm 1024^3: %.1f GFLOP/s per rank (%d rank(s), %d BLAS thread(s) each)", measured.sgemmGFLOPs, measured.ranks, measured.blasThreads))
-            Console.out(String(format: "training step (hidden %d, %d layers, %d × %d tokens, forward + backward + AdamW): %.3f s, %.1f GFLOP/s, %.3f of sgemm",
+            Console.out(String(format: "training step (hidden %d, %d layers, %d × %d tokens, forward + backward + AdamW): %.3f s; forward + backward %.1f GFLOP/s, %.3f of sgemm",
                                config.hiddenSize, config.numHiddenLayers, batch, length, measured.stepSeconds, measured.stepGFLOPs, measured.efficiency))
             if measured.smallStepRows > 0 {
                 let curve = measured.efficiencyCurve
-                Console.out(String(format: "the same step at %d tokens: %.1f GFLOP/s, %.3f of sgemm; fitted: %.3f of sgemm at large micro-batches, %.0f tokens of fixed work per micro-batch",
+                Console.out(String(format: "the same step at %d tokens: forward + backward %.1f GFLOP/s, %.3f of sgemm; fitted: %.3f of sgemm at large micro-batches, %.0f tokens of fixed work per micro-batch",
                                    measured.smallStepRows, measured.smallStepGFLOPs, measured.smallStepGFLOPs / measured.sgemmGFLOPs,
                                    curve.efficiency, curve.overheadRows))
             }
@@ -180,6 +180,9 @@ struct PlanTable {
                    c.nodes, c.ranksPerNode, c.memoryPerRankGiB, c.gflopsPerRank, c.computeEfficiency,
                    c.intraNodeBandwidthGBs, c.intraNodeLatencyUs, c.interNodeBandwidthGBs, c.interNodeLatencyUs),
         ]
+        if c.microBatchOverheadRows > 0 {
+            out[1] += String(format: "; micro-batches of n tokens reach n ÷ (n + %.4g) of the efficiency", c.microBatchOverheadRows)
+        }
         if !c.note.isEmpty { out.append("cluster note: \(c.note)") }
         let fitting = plans.filter(\.fits)
         let shown = fitting.isEmpty ? Array(plans.sorted { $0.memory.total < $1.memory.total }.prefix(top)) : Array(fitting.prefix(top))

@@ -25,6 +25,11 @@ final class PlanCommandTests: XCTestCase {
         XCTAssertNotNil(recommended, r.report)
         // kv heads 2: T = 4 cannot split them.
         XCTAssertTrue(r.stdout.contains("left out T=4 P=1 D=1: 4 tensor ranks do not divide model.num_key_value_heads (2)"), r.report)
+        XCTAssertFalse(r.stdout.contains("micro-batches of n tokens"), "no fixed work per micro-batch by default: \(r.report)")
+        let paying = try DaptProcess.dapt(["plan", "--model", model, "--global-batch", "8", "--seq-len", "32", "--set", "ranks_per_node=4",
+                                           "--set", "micro_batch_overhead_rows=64"])
+        XCTAssertEqual(paying.status, 0, paying.report)
+        XCTAssertTrue(paying.stdout.contains("; micro-batches of n tokens reach n ÷ (n + 64) of the efficiency"), paying.report)
 
         let json = try DaptProcess.dapt(["plan", "--model", model, "--global-batch", "8", "--seq-len", "32", "--set", "ranks_per_node=4", "--json"])
         XCTAssertEqual(json.status, 0, json.report)

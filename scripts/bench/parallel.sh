@@ -26,8 +26,9 @@
 #   outside   the share of the step outside compute, 1 − fast ÷ ranks;
 #   plan      dapt plan's tokens/s, against the fast figure, and its share of
 #             communication and bubble.
-# `dapt plan --calibrate` (sgemm rate, the step's share of it, all-reduce
-# bandwidth, latency; 2 ranks under mpirun) runs in every round too, and the
+# `dapt plan --calibrate` (sgemm rate, the step's share of it at micro-batches
+# of 4 and 1, all-reduce bandwidth, latency; 2 ranks under mpirun) runs in
+# every round too, and the
 # plan uses the round whose calibrated step was fastest, the fast state again.
 # The PyTorch peer (torchrun, gloo, CPU, one thread per process, transformers
 # LlamaForCausalLM of the same shape) trains the same global batch on 1 and 2
@@ -134,11 +135,11 @@ print(statistics.median(v), ' '.join('%.1f' % t for t in v))" "$tmp/solo-a/metri
       record $round "pytorch DDP $n proc" $n 1 1 $n 0 $micro "$peer"
     done
   done
-  # The plan from the round whose calibrated step ran fastest.
+  # The plan from the round whose calibrated step rate (at large micro-batches) was highest.
   best=$(for f in "$tmp"/cluster-*.yaml; do
     awk -v f="$f" '/^gflops_per_rank:/ {g = $2} /^compute_efficiency:/ {e = $2} END {print g * e, f}' "$f"
   done | sort -g | tail -1 | cut -d' ' -f2)
-  echo "plan: calibration of round $(basename "$best" .yaml | cut -d- -f2) (fastest step: $(awk '/^gflops_per_rank:/ {g = $2} /^compute_efficiency:/ {e = $2} END {printf "%.1f GFLOP/s", g * e}' "$best"))"
+  echo "plan: calibration of round $(basename "$best" .yaml | cut -d- -f2) (the fastest step rate at large micro-batches: $(awk '/^gflops_per_rank:/ {g = $2} /^compute_efficiency:/ {e = $2} END {printf "%.1f GFLOP/s", g * e}' "$best"))"
   plan() { "$dapt" plan --model "$cfg" --global-batch $batch --seq-len $seq --cluster "$best" --json "$@"; }
   plan --set ranks_per_node=1 > "$tmp/plan1.jsonl"
   plan --set ranks_per_node=2 > "$tmp/plan2.jsonl"
