@@ -18,8 +18,9 @@ public struct ClusterDescription: StageConfig, Equatable {
     public var memoryPerRankGiB = 8.0
     /// Dense fp32 (or the precision's) matrix-product rate of one rank, GFLOP/s.
     public var gflopsPerRank = 50.0
-    /// Share of `gflops_per_rank` a whole training step reaches (sgemm is the
-    /// best case; element-wise kernels, attention and the optimizer bring it down).
+    /// Share of `gflops_per_rank` the forward + backward passes reach at large
+    /// micro-batches (sgemm is the best case; element-wise kernels and
+    /// attention bring it down). `--calibrate` measures it.
     public var computeEfficiency = 0.6
     /// Fixed work of each micro-batch, in rows (tokens) of compute: a
     /// micro-batch of n rows reaches compute_efficiency · n ÷ (n + this).
@@ -101,14 +102,12 @@ public struct ClusterDescription: StageConfig, Equatable {
             "memory_per_rank_gib: \(number(memoryPerRankGiB))",
             "gflops_per_rank: \(number(gflopsPerRank))",
             "compute_efficiency: \(number(computeEfficiency))",
+        ] + (microBatchOverheadRows > 0 ? ["micro_batch_overhead_rows: \(number(microBatchOverheadRows))"] : []) + [
             "intra_node_bandwidth_gbs: \(number(intraNodeBandwidthGBs))",
             "intra_node_latency_us: \(number(intraNodeLatencyUs))",
             "inter_node_bandwidth_gbs: \(number(interNodeBandwidthGBs))",
             "inter_node_latency_us: \(number(interNodeLatencyUs))",
         ]
-        if microBatchOverheadRows > 0 {
-            lines.insert("micro_batch_overhead_rows: \(number(microBatchOverheadRows))", at: lines.firstIndex { $0.hasPrefix("compute_efficiency:") }! + 1)
-        }
         if let coresPerNode { lines.insert("cores_per_node: \(coresPerNode)", at: 2) }
         if !note.isEmpty { lines.append("note: \(JSONWriter.quoted(note))") }
         return lines.joined(separator: "\n") + "\n"

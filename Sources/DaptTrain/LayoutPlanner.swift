@@ -167,7 +167,7 @@ public struct LayoutPlanner: Sendable {
         let rowsBytes = Double(b * s) * e, activationBytes = rowsBytes * Double(h)
 
         var memory = MemoryEstimate()
-        var computeMicro = 0.0, tensorMicro = 0.0, stageParameters = 0.0
+        var tensorMicro = 0.0, stageParameters = 0.0
         var stageMicro = [Double](repeating: 0, count: P)
         // The trainer's own split (layers balanced by cost, the head on the last stage).
         let stages = (try? PipelineStage.partition(c, stages: P)) ?? []
@@ -197,7 +197,6 @@ public struct LayoutPlanner: Sendable {
             let visibleKeys = Double(b) * Double(s) * Double(s + 1) / 2
             let flops = 6 * matrixWeights * Double(b * s) + 12 * Double(c.qDimension / T) * visibleKeys * Double(L)
             stageMicro[stage] = flops / rate
-            computeMicro = max(computeMicro, flops / rate)
             // Four all-reduces of the [b·s, hidden] activations per layer (two forward,
             // two backward), the embedding's sum and the head's input gradient, and the
             // vocabulary-parallel cross-entropy's two row reductions.
@@ -205,6 +204,7 @@ public struct LayoutPlanner: Sendable {
             if last { comm += links.tensor.allReduce(bytes: rowsBytes, ranks: T) + links.tensor.allReduce(bytes: 2 * rowsBytes, ranks: T) }
             tensorMicro = max(tensorMicro, comm)
         }
+        let computeMicro = stageMicro.max() ?? 0  // the slowest stage at full speed
         var time = StepTimeEstimate()
         time.compute = Double(m) * nodeMicroSeconds(stageMicro: stageMicro, layout: layout)
         time.tensorCommunication = Double(m) * tensorMicro

@@ -32,6 +32,7 @@ public struct PlanCalibration: Equatable, Sendable {
     public var bandwidthBytesPerSecond = 0.0
     public var memoryPerRankBytes = 0.0
 
+    /// The forward + backward passes' share of the sgemm rate at `batch` sequences.
     public var efficiency: Double { sgemmGFLOPs > 0 ? stepGFLOPs / sgemmGFLOPs : 0 }
 
     /// The step's efficiency at large micro-batches and its fixed work per
@@ -80,8 +81,7 @@ public struct PlanCalibration: Equatable, Sendable {
                 }
             }
         }
-        // The median of four timed steps: the mean of the middle two.
-        func median(_ t: [Double]) -> Double { let s = t.sorted(); return (s[(s.count - 1) / 2] + s[s.count / 2]) / 2 }
+        let median = SpikeDetector.median
         r.stepRows = batch * sequenceLength
         r.stepSeconds = try comm.allReduce(median(times[0]), op: .sum) / Double(comm.size)
         r.stepGFLOPs = try comm.allReduce(config.trainingFlops(data[0]) / median(passes[0]) / 1e9, op: .sum) / Double(comm.size)
