@@ -26,6 +26,10 @@ public struct ClusterDescription: StageConfig, Equatable {
     /// micro-batch of n rows reaches compute_efficiency · n ÷ (n + this).
     /// 0: every micro-batch size equally efficient.
     public var microBatchOverheadRows = 0.0
+    /// Nanoseconds one rank spends each step on every parameter it updates:
+    /// the finiteness check, the gradient norm and AdamW, memory-bound passes
+    /// over the rank's own slice (÷ D under ZeRO-1).
+    public var optimizerNsPerParameter = 2.0
     /// One rank's link to the other ranks of its node, GB/s (10^9 bytes) each way.
     public var intraNodeBandwidthGBs = 5.0
     /// One message's latency between two ranks of one node, microseconds.
@@ -49,6 +53,7 @@ public struct ClusterDescription: StageConfig, Equatable {
         case ranksPerNode = "ranks_per_node", nodes, coresPerNode = "cores_per_node"
         case memoryPerRankGiB = "memory_per_rank_gib", gflopsPerRank = "gflops_per_rank"
         case computeEfficiency = "compute_efficiency", microBatchOverheadRows = "micro_batch_overhead_rows"
+        case optimizerNsPerParameter = "optimizer_ns_per_parameter"
         case intraNodeBandwidthGBs = "intra_node_bandwidth_gbs", intraNodeLatencyUs = "intra_node_latency_us"
         case interNodeBandwidthGBs = "inter_node_bandwidth_gbs", interNodeLatencyUs = "inter_node_latency_us"
         case note
@@ -64,6 +69,7 @@ public struct ClusterDescription: StageConfig, Equatable {
         gflopsPerRank = try c.value(.gflopsPerRank, default: d.gflopsPerRank)
         computeEfficiency = try c.value(.computeEfficiency, default: d.computeEfficiency)
         microBatchOverheadRows = try c.value(.microBatchOverheadRows, default: d.microBatchOverheadRows)
+        optimizerNsPerParameter = try c.value(.optimizerNsPerParameter, default: d.optimizerNsPerParameter)
         intraNodeBandwidthGBs = try c.value(.intraNodeBandwidthGBs, default: d.intraNodeBandwidthGBs)
         intraNodeLatencyUs = try c.value(.intraNodeLatencyUs, default: d.intraNodeLatencyUs)
         interNodeBandwidthGBs = try c.value(.interNodeBandwidthGBs, default: d.interNodeBandwidthGBs)
@@ -82,6 +88,7 @@ public struct ClusterDescription: StageConfig, Equatable {
             throw ConfigError(field: "compute_efficiency", reason: "must be <= 1 (a share of gflops_per_rank), got \(computeEfficiency)")
         }
         try Check.nonNegative(microBatchOverheadRows, "micro_batch_overhead_rows")
+        try Check.nonNegative(optimizerNsPerParameter, "optimizer_ns_per_parameter")
         try Check.positive(intraNodeBandwidthGBs, "intra_node_bandwidth_gbs")
         try Check.nonNegative(intraNodeLatencyUs, "intra_node_latency_us")
         try Check.positive(interNodeBandwidthGBs, "inter_node_bandwidth_gbs")
@@ -103,6 +110,7 @@ public struct ClusterDescription: StageConfig, Equatable {
             "gflops_per_rank: \(number(gflopsPerRank))",
             "compute_efficiency: \(number(computeEfficiency))",
         ] + (microBatchOverheadRows > 0 ? ["micro_batch_overhead_rows: \(number(microBatchOverheadRows))"] : []) + [
+            "optimizer_ns_per_parameter: \(number(optimizerNsPerParameter))",
             "intra_node_bandwidth_gbs: \(number(intraNodeBandwidthGBs))",
             "intra_node_latency_us: \(number(intraNodeLatencyUs))",
             "inter_node_bandwidth_gbs: \(number(interNodeBandwidthGBs))",

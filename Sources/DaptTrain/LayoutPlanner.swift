@@ -74,11 +74,13 @@ public struct StepTimeEstimate: Equatable, Sendable {
     public var tensorCommunication = 0.0
     /// Pipeline sends of activations and their gradients between stages.
     public var pipelineCommunication = 0.0
-    /// Pipeline fill and drain: (P−1) micro-batch times of the slowest stage.
+    /// Pipeline fill and drain: one micro-batch of every other stage (less on an oversubscribed node).
     public var bubble = 0.0
     /// The data-parallel gradient all-reduce (or reduce-scatter + all-gather under ZeRO-1).
     public var dataCommunication = 0.0
-    public var total: Double { compute + tensorCommunication + pipelineCommunication + bubble + dataCommunication }
+    /// The optimizer update of the parameters this rank owns (once per step).
+    public var update = 0.0
+    public var total: Double { compute + tensorCommunication + pipelineCommunication + bubble + dataCommunication + update }
     /// Share of the step not spent computing.
     public var communicationShare: Double { total > 0 ? (tensorCommunication + pipelineCommunication + dataCommunication) / total : 0 }
 }
@@ -167,8 +169,8 @@ public struct LayoutPlanner: Sendable {
         let rowsBytes = Double(b * s) * e, activationBytes = rowsBytes * Double(h)
 
         var memory = MemoryEstimate()
-        var tensorMicro = 0.0, stageParameters = 0.0
-        var stageMicro = [Double](repeating: 0, count: P)
+        var stageParameters = 0.0
+        var stageMicro = [Double](repeating: 0, count: P), stageTensor = stageMicro, stageUpdate = stageMicro
         // The trainer's own split (layers balanced by cost, the head on the last stage).
         let stages = (try? PipelineStage.partition(c, stages: P)) ?? []
         for stage in 0..<P {
@@ -179,6 +181,7 @@ public struct LayoutPlanner: Sendable {
             if first { count += Double(V * h / T) }
             if last { count += Double(h) + (c.tieWordEmbeddings && first ? 0 : Double(V * h / T)) }
             let owned = layout.zero1 ? (count / Double(D)).rounded(.up) : count
+            stageUpdate[stage] = owned * cluster.optimizerNsPerParameter * 1e-9
             var stageMemory = MemoryEstimate()
             stageMemory.parameters = count * e
             stageMemory.gradients = count * e
@@ -202,9 +205,9 @@ public struct LayoutPlanner: Sendable {
             // vocabulary-parallel cross-entropy's two row reductions.
             var comm = Double(4 * L + (first ? 1 : 0) + (last ? 1 : 0)) * links.tensor.allReduce(bytes: activationBytes, ranks: T)
             if last { comm += links.tensor.allReduce(bytes: rowsBytes, ranks: T) + links.tensor.allReduce(bytes: 2 * rowsBytes, ranks: T) }
-            tensorMicro = max(tensorMicro, comm)
+            stageTensor[stage] = comm
         }
-        let computeMicro = stageMicro.max() ?? 0  // the slowest stage at full speed
+        let tensorMicro = stageTensor.max() ?? 0
         var time = StepTimeEstimate()
         time.compute = Double(m) * nodeMicroSeconds(stageMicro: stageMicro, layout: layout)
         time.tensorCommunication = Double(m) * tensorMicro
@@ -212,22 +215,28 @@ public struct LayoutPlanner: Sendable {
         // each tensor rank sends its 1/T share, which the receiving stage's tensor group all-gathers.
         let transfer = links.pipeline.send(bytes: activationBytes / Double(T)) + links.tensor.allGather(bytes: activationBytes, ranks: T)
         time.pipelineCommunication = P > 1 ? 2 * Double(m) * transfer : 0
-        // The 1F1B critical path at full speed is (m + P − 1) micro-batches;
-        // the bubble is what it holds beyond this rank's own work. With a core
-        // each that is (P − 1) micro-batches; ranks taking turns fill their
-        // bubbles with one another's work.
-        let criticalPath = Double(m + P - 1) * (computeMicro + tensorMicro)
+        // The 1F1B critical path at full speed: the slowest stage's m micro-batches
+        // plus one micro-batch of every other stage (filling the pipe before its
+        // first, draining it after its last), (m + P − 1) micro-batches when the
+        // stages are equal. The bubble is what it holds beyond this rank's own
+        // work; ranks taking turns fill their bubbles with one another's work.
+        let stageTimes = zip(stageMicro, stageTensor).map { $0 + $1 }
+        let slowest = stageTimes.max() ?? 0
+        let criticalPath = Double(m - 1) * slowest + stageTimes.reduce(0, +)
         time.bubble = P > 1 ? max(0, criticalPath - time.compute - time.tensorCommunication) : 0
         // Reduce-scatter + all-gather move the same bytes as one all-reduce.
         time.dataCommunication = links.data.allReduce(bytes: stageParameters * e, ranks: D)
+        // Every rank updates its own parameters after the reduction; ranks sharing cores take turns.
+        time.update = nodeMicroSeconds(stageMicro: stageUpdate, layout: layout)
         return LayoutPlan(layout: layout, memory: memory, time: time,
                           tokensPerSecond: Double(workload.tokensPerStep) / max(time.total, 1e-12),
                           fits: memory.total <= cluster.memoryPerRankGiB * 1073741824,
                           notRunnable: notRunnable(layout))
     }
 
-    /// The slowest node's time for one micro-batch of each of its ranks, at
-    /// `stageMicro[p]` seconds a micro-batch on a stage-p rank. With a core
+    /// The slowest node's time for one piece of work on each of its ranks
+    /// (a micro-batch, or the optimizer update), at `stageMicro[p]` seconds
+    /// on a stage-p rank. With a core
     /// per rank, the slowest rank's; on an oversubscribed node (more ranks
     /// than `cores_per_node`) the ranks take turns, so the node's cores get
     /// through the sum of its ranks' work (a light stage's rank lends its

@@ -19,6 +19,8 @@ public struct PlanCalibration: Equatable, Sendable {
     /// step, not per micro-batch, and the plan's compute term counts the passes).
     public var stepSeconds = 0.0
     public var stepGFLOPs = 0.0
+    /// The step's optimizer update (finiteness check, clipped norm, AdamW) per parameter (mean over ranks).
+    public var updateSecondsPerParameter = 0.0
     /// Tokens per step: `batch` sequences, and the smaller step's quarter of them (0: not measured);
     /// the smaller step's forward + backward rate.
     public var stepRows = 0
@@ -65,7 +67,7 @@ public struct PlanCalibration: Equatable, Sendable {
         let sizes = small < batch ? [batch, small] : [batch]
         let data = try sizes.map { try TokenBatch.synthetic(vocab: config.vocabSize, batchSize: $0, seqLen: sequenceLength) }
         let optimizer = AdamW(count: model.layout.totalCount, segments: decaySegments(model.layout))
-        var times = [[Double]](repeating: [], count: sizes.count), passes = times
+        var times = [[Double]](repeating: [], count: sizes.count), passes = times, updates: [Double] = []
         try comm.barrier()
         for _ in 0..<2 {
             for (i, batch) in data.enumerated() {
@@ -73,11 +75,20 @@ public struct PlanCalibration: Equatable, Sendable {
                     let started = monotonicSeconds()
                     model.gradients.zero()
                     _ = try model.forwardBackward(batch)
-                    if step > 0 { passes[i].append(monotonicSeconds() - started) }
+                    let passed = monotonicSeconds()
+                    if step > 0 { passes[i].append(passed - started) }
+                    // The trainer's update of its own parameters: finiteness, the clipped norm, AdamW.
                     model.parameters.withBuffer { p in
-                        model.gradients.withBuffer { optimizer.step(parameters: p, gradients: UnsafeBufferPointer($0), learningRate: 1e-6) }
+                        model.gradients.withBuffer { g in
+                            guard allFinite(UnsafeBufferPointer(g)) else { return }
+                            clipGlobalNorm(g, maxNorm: 1)
+                            optimizer.step(parameters: p, gradients: UnsafeBufferPointer(g), learningRate: 1e-6)
+                        }
                     }
-                    if step > 0 { times[i].append(monotonicSeconds() - started) }
+                    if step > 0 {
+                        times[i].append(monotonicSeconds() - started)
+                        updates.append(monotonicSeconds() - passed)
+                    }
                 }
             }
         }
@@ -85,6 +96,7 @@ public struct PlanCalibration: Equatable, Sendable {
         r.stepRows = batch * sequenceLength
         r.stepSeconds = try comm.allReduce(median(times[0]), op: .sum) / Double(comm.size)
         r.stepGFLOPs = try comm.allReduce(config.trainingFlops(data[0]) / median(passes[0]) / 1e9, op: .sum) / Double(comm.size)
+        r.updateSecondsPerParameter = try comm.allReduce(median(updates) / Double(model.layout.totalCount), op: .sum) / Double(comm.size)
         if sizes.count > 1 {
             r.smallStepRows = small * sequenceLength
             r.smallStepGFLOPs = try comm.allReduce(config.trainingFlops(data[1]) / median(passes[1]) / 1e9, op: .sum) / Double(comm.size)
@@ -130,10 +142,12 @@ public struct PlanCalibration: Equatable, Sendable {
         let curve = efficiencyCurve
         c.computeEfficiency = max(0.001, min(1, (curve.efficiency * 1000).rounded() / 1000))
         c.microBatchOverheadRows = curve.overheadRows.rounded()
+        c.optimizerNsPerParameter = (updateSecondsPerParameter * 1e9 * 1000).rounded() / 1000
         var measured = "sgemm \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s per rank (\(blasThreads) BLAS thread\(blasThreads == 1 ? "" : "s")), a training step's forward + backward \(String(format: "%.1f", stepGFLOPs)) GFLOP/s"
         if smallStepRows > 0 {
             measured += " at \(stepRows) tokens, \(String(format: "%.1f", smallStepGFLOPs)) at \(smallStepRows)"
         }
+        measured += ", its update \(String(format: "%.3f", updateSecondsPerParameter * 1e9)) ns per parameter"
         if ranks > 1 {
             let bandwidth = (bandwidthBytesPerSecond / 1e9 * 1000).rounded() / 1000, latency = (latencySeconds * 1e6 * 10).rounded() / 10
             if hosts == 1 {

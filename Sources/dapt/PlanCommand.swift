@@ -12,10 +12,10 @@ struct PlanCommand: ParsableCommand {
         For each feasible tensor (T), pipeline (P) and data (D) degree, ZeRO-1 and micro-batch size on the
         cluster's ranks: memory per rank (parameters, gradients, optimizer state, rollback points, activations
         at the 1F1B peak) and step time (compute, tensor-parallel and pipeline communication, pipeline bubble,
-        data-parallel gradient all-reduce). Formulas: docs/parallel.md, "Planning".
+        data-parallel gradient all-reduce, optimizer update). Formulas: docs/parallel.md, "Planning".
         --model is a dapt config (its pretrain: section) or a Hugging Face config.json; --cluster a cluster
         YAML (ranks_per_node, nodes, cores_per_node, memory_per_rank_gib, gflops_per_rank, compute_efficiency,
-        micro_batch_overhead_rows, intra_node_bandwidth_gbs, intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us),
+        micro_batch_overhead_rows, optimizer_ns_per_parameter, intra_node_bandwidth_gbs, intra_node_latency_us, inter_node_bandwidth_gbs, inter_node_latency_us),
         whose keys --set overrides. `dapt plan --calibrate --output cluster.yaml` (under mpirun with 2 ranks
         to measure the links) writes one for this machine.
         """)
@@ -123,6 +123,7 @@ struct PlanCommand: ParsableCommand {
                                    measured.smallStepRows, measured.smallStepGFLOPs, measured.smallStepGFLOPs / measured.sgemmGFLOPs,
                                    curve.efficiency, curve.overheadRows))
             }
+            Console.out(String(format: "optimizer update (finiteness check, clipped norm, AdamW): %.3f ns per parameter", measured.updateSecondsPerParameter * 1e9))
             if measured.ranks > 1 {
                 Console.out(String(format: "all-reduce %d MiB over %d ranks: %.2f ms, ring bandwidth %.3f GB/s; ping-pong latency %.1f µs",
                                    measured.allReduceBytes >> 20, measured.ranks, measured.allReduceSeconds * 1e3,
@@ -149,7 +150,7 @@ struct PlanCommand: ParsableCommand {
             "\"gradients_bytes\": \(n(m.gradients))", "\"optimizer_bytes\": \(n(m.optimizer))", "\"snapshots_bytes\": \(n(m.snapshots))",
             "\"activations_bytes\": \(n(m.activations))", "\"step_seconds\": \(n(t.total))", "\"compute_seconds\": \(n(t.compute))",
             "\"tensor_comm_seconds\": \(n(t.tensorCommunication))", "\"pipeline_comm_seconds\": \(n(t.pipelineCommunication))",
-            "\"bubble_seconds\": \(n(t.bubble))", "\"data_comm_seconds\": \(n(t.dataCommunication))",
+            "\"bubble_seconds\": \(n(t.bubble))", "\"data_comm_seconds\": \(n(t.dataCommunication))", "\"update_seconds\": \(n(t.update))",
             "\"tokens_per_second\": \(n(p.tokensPerSecond))", "\"fits\": \(p.fits)",
         ]
         fields.append("\"runs_in_dapt\": \(p.notRunnable == nil)")
@@ -183,13 +184,14 @@ struct PlanTable {
         if c.microBatchOverheadRows > 0 {
             out[1] += String(format: "; micro-batches of n tokens reach n ÷ (n + %.4g) of the efficiency", c.microBatchOverheadRows)
         }
+        out[1] += String(format: "; optimizer update %.3g ns per parameter", c.optimizerNsPerParameter)
         if !c.note.isEmpty { out.append("cluster note: \(c.note)") }
         let fitting = plans.filter(\.fits)
         let shown = fitting.isEmpty ? Array(plans.sorted { $0.memory.total < $1.memory.total }.prefix(top)) : Array(fitting.prefix(top))
         if fitting.isEmpty { out.append("no layout fits in \(c.memoryPerRankGiB) GiB per rank; the smallest:") }
         out.append("")
         out.append("memory per rank in GiB; step time in seconds; dapt: runs in dapt today")
-        let header = ["layout", "memory", "params", "grads", "optim", "snaps", "activ", "step", "compute", "tp comm", "pp comm", "bubble", "dp comm", "tokens/s", "dapt"]
+        let header = ["layout", "memory", "params", "grads", "optim", "snaps", "activ", "step", "compute", "tp comm", "pp comm", "bubble", "dp comm", "update", "tokens/s", "dapt"]
         var rows = [header]
         for p in shown {
             let l = p.layout, mem = p.memory, t = p.time
@@ -197,7 +199,7 @@ struct PlanTable {
                 "T=\(l.tensor) P=\(l.pipeline) D=\(l.data)\(l.zero1 ? " z1" : "") mb=\(l.microBatch)",
                 Self.gib(mem.total), Self.gib(mem.parameters), Self.gib(mem.gradients), Self.gib(mem.optimizer), Self.gib(mem.snapshots), Self.gib(mem.activations),
                 Self.seconds(t.total), Self.seconds(t.compute), Self.seconds(t.tensorCommunication), Self.seconds(t.pipelineCommunication),
-                Self.seconds(t.bubble), Self.seconds(t.dataCommunication), String(format: "%.0f", p.tokensPerSecond),
+                Self.seconds(t.bubble), Self.seconds(t.dataCommunication), Self.seconds(t.update), String(format: "%.0f", p.tokensPerSecond),
                 p.notRunnable == nil ? "yes" : "no",
             ])
         }
@@ -227,7 +229,7 @@ struct PlanTable {
     static func describe(_ p: LayoutPlan) -> String {
         let t = p.time
         let terms = [("compute", t.compute), ("tensor-parallel communication", t.tensorCommunication), ("pipeline communication", t.pipelineCommunication),
-                     ("pipeline bubble", t.bubble), ("data-parallel communication", t.dataCommunication)]
+                     ("pipeline bubble", t.bubble), ("data-parallel communication", t.dataCommunication), ("optimizer update", t.update)]
         let dominant = terms.max { $0.1 < $1.1 }!
         return "\(p.layout): \(gib(p.memory.total)) GiB per rank, \(seconds(t.total)) s per step, \(String(format: "%.0f", p.tokensPerSecond)) tokens/s; "
             + "largest term \(dominant.0) (\(String(format: "%.0f", dominant.1 / max(t.total, 1e-12) * 100))%)"

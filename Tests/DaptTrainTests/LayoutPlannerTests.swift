@@ -9,11 +9,11 @@ final class LayoutPlannerTests: XCTestCase {
     /// weights per layer, 404 parameters in all.
     static let tiny = LlamaConfig(vocabSize: 8, hiddenSize: 4, intermediateSize: 8, numHiddenLayers: 2, numAttentionHeads: 2)
 
-    /// 1 GFLOP/s at full efficiency, 1 GB/s and 1 µs between the ranks of a node.
+    /// 1 GFLOP/s at full efficiency, 1 ns per updated parameter, 1 GB/s and 1 µs between the ranks of a node.
     static func cluster(ranksPerNode: Int = 2, nodes: Int = 1) -> ClusterDescription {
         var c = ClusterDescription()
         c.ranksPerNode = ranksPerNode; c.nodes = nodes
-        c.gflopsPerRank = 1; c.computeEfficiency = 1
+        c.gflopsPerRank = 1; c.computeEfficiency = 1; c.optimizerNsPerParameter = 1
         c.intraNodeBandwidthGBs = 1; c.intraNodeLatencyUs = 1
         c.interNodeBandwidthGBs = 0.5; c.interNodeLatencyUs = 10
         c.memoryPerRankGiB = 1
@@ -47,7 +47,9 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(plan.time.bubble, 0)
         // Ring all-reduce of 1616 bytes over 2 ranks: 1616 B / 1 GB/s + 2 messages of 1 µs.
         XCTAssertEqual(plan.time.dataCommunication, 1.616e-6 + 2e-6, accuracy: 1e-15)
-        let step: Double = 18816e-9 + 3.616e-6
+        // Each rank updates all 404 parameters at 1 ns each.
+        XCTAssertEqual(plan.time.update, 404e-9, accuracy: 1e-15)
+        let step: Double = 18816e-9 + 3.616e-6 + 404e-9
         XCTAssertEqual(plan.tokensPerSecond, 16 / step, accuracy: 1e-3)
         XCTAssertTrue(plan.fits)
     }
@@ -65,9 +67,10 @@ final class LayoutPlannerTests: XCTestCase {
         let allReduce256: Double = 256e-9 + 2e-6, rows: Double = 64e-9 + 2e-6, twoRows: Double = 128e-9 + 2e-6
         XCTAssertEqual(plan.time.tensorCommunication, 10 * allReduce256 + rows + twoRows, accuracy: 1e-15)
         XCTAssertEqual(plan.time.dataCommunication, 0)
+        XCTAssertEqual(plan.time.update, 212e-9, accuracy: 1e-15)
     }
 
-    /// Mixed precision adds the fp32 master weights; ZeRO-1 divides moments and masters by D.
+    /// Mixed precision adds the fp32 master weights; ZeRO-1 divides moments, masters and the update by D.
     func testMixedPrecisionAndZeroOneOptimizerState() throws {
         let bf16 = try planner(precision: .bf16)
         let whole = bf16.estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 2, microBatch: 2))
@@ -76,6 +79,8 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(sharded.memory.optimizer, 3 * 202 * 4)
         XCTAssertEqual(sharded.memory.snapshots, 2 * (404 + 3 * 202) * 4)
         XCTAssertEqual(sharded.time.dataCommunication, whole.time.dataCommunication)
+        XCTAssertEqual(whole.time.update, 404e-9, accuracy: 1e-15)
+        XCTAssertEqual(sharded.time.update, 202e-9, accuracy: 1e-15)
     }
 
     /// The activation floats the planner counts are the ones `Activations` allocates.
@@ -105,7 +110,7 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(try planner(model: wide).headElements(rows: 600, tensor: 2), Double(split[0]))
     }
 
-    /// Pipeline: the first stage holds P micro-batches at the 1F1B peak; the bubble is (P−1) micro-batch times.
+    /// Pipeline: the first stage holds P micro-batches at the 1F1B peak; the bubble is one micro-batch of every other stage.
     func testPipelineBubbleAndPeak() throws {
         let p = try planner(batch: 8)
         let plan = p.estimate(PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 2))
@@ -118,8 +123,11 @@ final class LayoutPlannerTests: XCTestCase {
         // The last stage is the slowest (layer + LM head): per micro-batch 6·(160+32)·8 + 12·4·20.
         let micro: Double = (6 * 192 * 8 + 12 * 4 * 20) * 1e-9
         XCTAssertEqual(plan.time.compute, 4 * micro, accuracy: 1e-15)
-        XCTAssertEqual(plan.time.bubble, micro, accuracy: 1e-15)
-        XCTAssertEqual(plan.time.bubble / (plan.time.compute + plan.time.bubble), 1.0 / 5, accuracy: 1e-12, "(P−1)/(m+P−1)")
+        // The last stage's four micro-batches follow the first stage's first forward and
+        // precede its last backward: one micro-batch of the lighter first stage.
+        let layer: Double = (6 * 160 * 8 + 12 * 4 * 20) * 1e-9
+        XCTAssertEqual(plan.time.bubble, layer, accuracy: 1e-15)
+        XCTAssertLessThan(plan.time.bubble, micro, "not (P−1) micro-batches of the slowest stage")
         // One activation of 8·4 floats each way per micro-batch: 128 B / 1 GB/s + 1 µs.
         let send: Double = 128e-9 + 1e-6
         XCTAssertEqual(plan.time.pipelineCommunication, 8 * send, accuracy: 1e-15)
@@ -197,26 +205,27 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(turns.estimate(d4).time.compute, 2 * alone.estimate(d4).time.compute, accuracy: 1e-15)
         XCTAssertEqual(turns.estimate(d4).time.dataCommunication, alone.estimate(d4).time.dataCommunication)
         XCTAssertEqual(turns.estimate(d4).time.bubble, 0)
+        XCTAssertEqual(turns.estimate(d4).time.update, 2 * 404e-9, accuracy: 1e-15, "the update takes turns too")
         // P = 2 × D = 2: 2 micro-batches of 8 rows per data rank. Stage 0 holds one layer
         // (`layer` a micro-batch at full speed), stage 1 a layer and the head (`last`). Alone: 2·last
-        // of compute and a bubble of one. In turns the node's two cores share all four ranks' work,
+        // of compute and a bubble of one `layer`. In turns the node's two cores share all four ranks' work,
         // 2·(layer + last) per micro-batch, the light stage's ranks lending their core: 2·(layer + last)
-        // of compute, longer than the full-speed path of 3·last, so no bubble is left.
+        // of compute, longer than the full-speed path of 2·last + layer, so no bubble is left.
         let attention = 12.0 * 4 * 20, layer = (6 * 160 * 8 + attention) * 1e-9, last = (6 * 192 * 8 + attention) * 1e-9
         let pd = PlannedLayout(tensor: 1, pipeline: 2, data: 2, microBatch: 2)
         XCTAssertEqual(alone.estimate(pd).time.compute, 2 * last, accuracy: 1e-15)
-        XCTAssertEqual(alone.estimate(pd).time.bubble, last, accuracy: 1e-15)
+        XCTAssertEqual(alone.estimate(pd).time.bubble, layer, accuracy: 1e-15)
         XCTAssertEqual(turns.estimate(pd).time.compute, 2 * (layer + last), accuracy: 1e-15)
         XCTAssertLessThan(turns.estimate(pd).time.compute, 2 * 2 * last, "not the heaviest stage's rank times the ranks per core")
         XCTAssertEqual(turns.estimate(pd).time.bubble, 0)
         // Three stages of one layer on three ranks and two cores, one micro-batch: the cores get
-        // through 2·layer + last in (2·layer + last) ÷ 2, against a full-speed path of 3·last.
+        // through 2·layer + last in (2·layer + last) ÷ 2, against a full-speed path of 2·layer + last.
         var three = shared
         three.ranksPerNode = 3
         let model3 = LlamaConfig(vocabSize: 8, hiddenSize: 4, intermediateSize: 8, numHiddenLayers: 3, numAttentionHeads: 2)
         let p3 = try planner(three, model: model3, batch: 2).estimate(PlannedLayout(tensor: 1, pipeline: 3, data: 1, microBatch: 2))
         XCTAssertEqual(p3.time.compute, (2 * layer + last) / 2, accuracy: 1e-15)
-        XCTAssertEqual(p3.time.bubble, 3 * last - (2 * layer + last) / 2, accuracy: 1e-15)
+        XCTAssertEqual(p3.time.bubble, (2 * layer + last) / 2, accuracy: 1e-15)
         // Two ranks of a P = 2 layout on four ranks' node of two cores: a core each, the plain plan.
         let two = try planner(shared, batch: 8).estimate(PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 2))
         XCTAssertEqual(two, try planner(Self.cluster(ranksPerNode: 4), batch: 8).estimate(PlannedLayout(tensor: 1, pipeline: 2, data: 1, microBatch: 2)))
@@ -264,12 +273,15 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertFalse(c.yaml.contains("cores_per_node"), "unset: a core per rank")
         c.coresPerNode = 4
         c.microBatchOverheadRows = 300
+        c.optimizerNsPerParameter = 2.375
         try c.yaml.write(toFile: path, atomically: true, encoding: .utf8)
-        XCTAssertTrue(c.yaml.contains("compute_efficiency: 1\nmicro_batch_overhead_rows: 300\n"), c.yaml)
+        XCTAssertTrue(c.yaml.contains("compute_efficiency: 1\nmicro_batch_overhead_rows: 300\noptimizer_ns_per_parameter: 2.375\n"), c.yaml)
         XCTAssertEqual(try ClusterDescription.load(path: path), c)
         XCTAssertEqual(try ClusterDescription.load(path: path).concurrentRanksPerNode, 4)
         try "micro_batch_overhead_rows: -1\n".write(toFile: path, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try ClusterDescription.load(path: path)) { XCTAssertTrue("\($0)".contains("micro_batch_overhead_rows"), "\($0)") }
+        try "optimizer_ns_per_parameter: -0.5\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ClusterDescription.load(path: path)) { XCTAssertTrue("\($0)".contains("optimizer_ns_per_parameter: must be >= 0, got -0.5"), "\($0)") }
         try "cores_per_node: 0\n".write(toFile: path, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try ClusterDescription.load(path: path)) { XCTAssertTrue("\($0)".contains("cores_per_node: must be > 0, got 0"), "\($0)") }
         try "nodes: 2\n".write(toFile: path, atomically: true, encoding: .utf8)

@@ -20,7 +20,7 @@ final class PlanCommandTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("global batch 8 × 32 tokens, fp32"), r.report)
         let header = r.stdout.split(separator: "\n").first { $0.hasPrefix("layout ") }
         XCTAssertEqual(header?.split(separator: " ").joined(separator: " "),
-                       "layout memory params grads optim snaps activ step compute tp comm pp comm bubble dp comm tokens/s dapt", r.report)
+                       "layout memory params grads optim snaps activ step compute tp comm pp comm bubble dp comm update tokens/s dapt", r.report)
         let recommended = r.stdout.split(separator: "\n").first { $0.hasPrefix("recommended: T=") }
         XCTAssertNotNil(recommended, r.report)
         // kv heads 2: T = 4 cannot split them.
@@ -39,6 +39,16 @@ final class PlanCommandTests: XCTestCase {
             let t = row["tensor"] as! Int, p = row["pipeline"] as! Int, d = row["data"] as! Int
             XCTAssertEqual(t * p * d, 4)
             XCTAssertNotEqual(t, 4)
+        }
+        // ZeRO-1 divides each rank's update by D (its slice, rounded up).
+        func key(_ row: [String: Any]) -> String { ["tensor", "pipeline", "data", "micro_batch"].map { "\(row[$0]!)" }.joined(separator: " ") }
+        let whole = Dictionary(rows.filter { !($0["zero1"] as! Bool) }.map { (key($0), $0["update_seconds"] as! Double) }, uniquingKeysWith: { a, _ in a })
+        let sharded = rows.filter { $0["zero1"] as! Bool }
+        XCTAssertFalse(sharded.isEmpty, json.report)
+        for row in sharded {
+            let update = row["update_seconds"] as! Double, full = try XCTUnwrap(whole[key(row)])
+            XCTAssertGreaterThan(full, 0)
+            XCTAssertEqual(update / full, 1 / Double(row["data"] as! Int), accuracy: 1e-3, key(row))
         }
     }
 
@@ -67,6 +77,11 @@ final class PlanCommandTests: XCTestCase {
         let yaml = try String(contentsOfFile: cluster, encoding: .utf8)
         XCTAssertTrue(yaml.contains("ranks_per_node: 2\nnodes: 1\n"), yaml)
         XCTAssertFalse(yaml.contains("intra_node_bandwidth_gbs: 5\n"), "the link is measured, not the default: \(yaml)")
+        // The update is measured too: a positive figure, not the default's 2 ns.
+        let update = yaml.split(separator: "\n").first { $0.hasPrefix("optimizer_ns_per_parameter: ") }.flatMap { Double($0.split(separator: " ")[1]) }
+        XCTAssertNotNil(update, yaml)
+        XCTAssertGreaterThan(update ?? 0, 0, yaml)
+        XCTAssertNotEqual(update, 2, "the default: \(yaml)")
         let plan = try DaptProcess.dapt(["plan", "--model", model, "--global-batch", "8", "--seq-len", "32", "--cluster", cluster])
         XCTAssertEqual(plan.status, 0, plan.report)
         XCTAssertTrue(plan.stdout.contains("cluster note: measured by dapt plan --calibrate"), plan.report)

@@ -27,9 +27,9 @@
 #   plan      dapt plan's tokens/s, against the fast figure, and its share of
 #             communication and bubble.
 # `dapt plan --calibrate` (sgemm rate, the step's share of it at micro-batches
-# of 4 and 1, all-reduce bandwidth, latency; 2 ranks under mpirun) runs in
-# every round too, and the
-# plan uses the round whose calibrated step was fastest, the fast state again.
+# of 4 and 1, the optimizer update per parameter, all-reduce bandwidth,
+# latency; 2 ranks under mpirun) runs in every round too, and the plan uses
+# the round whose calibrated step was fastest, the fast state again.
 # The PyTorch peer (torchrun, gloo, CPU, one thread per process, transformers
 # LlamaForCausalLM of the same shape) trains the same global batch on 1 and 2
 # processes in every round.
