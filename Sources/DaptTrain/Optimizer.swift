@@ -56,8 +56,12 @@ public final class AdamW: @unchecked Sendable {
         secondMoment.deallocate()
     }
 
-    /// One update with learning rate `lr` (gradients already unscaled and clipped).
-    public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate lr: Float) {
+    /// One update with learning rate `lr` (gradients already unscaled).
+    /// `gradientScale` multiplies each gradient as it is read: the clipping
+    /// coefficient, applied without a pass of its own over the buffer (the
+    /// same product as scaling the buffer first).
+    public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate lr: Float,
+                     gradientScale: Float = 1) {
         precondition(parameters.count >= count && gradients.count >= count)
         stepCount += 1
         let t = Double(stepCount)
@@ -71,25 +75,25 @@ public final class AdamW: @unchecked Sendable {
                         gradients: gradients.baseAddress! + s.range.lowerBound,
                         m: firstMoment.baseAddress! + s.range.lowerBound,
                         v: secondMoment.baseAddress! + s.range.lowerBound,
-                        count: s.range.count, beta1: hyper.beta1, beta2: hyper.beta2,
+                        count: s.range.count, gradientScale: gradientScale, beta1: hyper.beta1, beta2: hyper.beta2,
                         epsilon: hyper.epsilon, decayFactor: decayFactor,
                         stepSize: stepSize, bias2Sqrt: bias2Sqrt)
         }
     }
 }
 
-/// The AdamW element update, in PyTorch's operation order:
+/// The AdamW element update, in PyTorch's operation order, on g = gradient · gradientScale:
 /// p *= 1 - lr·wd; m = m + (1-β1)(g - m); v = β2·v + (1-β2)g²;
 /// p -= stepSize · m / (sqrt(v)/sqrt(1-β2^t) + ε).
 public func adamWKernel(parameters p: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>,
                         m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int,
-                        beta1: Float, beta2: Float, epsilon: Float, decayFactor: Float,
+                        gradientScale: Float = 1, beta1: Float, beta2: Float, epsilon: Float, decayFactor: Float,
                         stepSize: Float, bias2Sqrt: Float) {
     let oneMinusB1 = 1 - beta1, oneMinusB2 = 1 - beta2
     var i = 0
     typealias V = SIMD8<Float>
     while i + 8 <= count {
-        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: V.self)
+        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: V.self) * gradientScale
         var mv = UnsafeRawPointer(m + i).loadUnaligned(as: V.self)
         var vv = UnsafeRawPointer(v + i).loadUnaligned(as: V.self)
         var pv = UnsafeRawPointer(p + i).loadUnaligned(as: V.self)
@@ -104,7 +108,7 @@ public func adamWKernel(parameters p: UnsafeMutablePointer<Float>, gradients g: 
         i += 8
     }
     while i < count {
-        let gi = g[i]
+        let gi = g[i] * gradientScale
         var pi = p[i] * decayFactor
         let mi = m[i] + (gi - m[i]) * oneMinusB1
         let vi = v[i] * beta2 + gi * gi * oneMinusB2
@@ -165,10 +169,17 @@ public func clipGlobalNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNo
 public func clipGlobalNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float,
                            total: (Double) throws -> Double) rethrows -> Float {
     let norm = Float(try total(sumOfSquares(UnsafeBufferPointer(gradients))).squareRoot())
-    guard norm.isFinite, maxNorm > 0 else { return norm }
-    let coefficient = maxNorm / (norm + 1e-6)
+    let coefficient = clippingCoefficient(norm: norm, maxNorm: maxNorm)
     if coefficient < 1 { scaleInPlace(gradients, by: coefficient) }
     return norm
+}
+
+/// What clipping to `maxNorm` multiplies gradients of global norm `norm` by:
+/// max/(norm+1e-6) when that is below 1, else 1 (and 1 for a non-finite
+/// norm or `maxNorm` 0).
+public func clippingCoefficient(norm: Float, maxNorm: Float) -> Float {
+    guard norm.isFinite, maxNorm > 0 else { return 1 }
+    return min(1, maxNorm / (norm + 1e-6))
 }
 
 extension AdamW {

@@ -81,8 +81,9 @@ public struct PlanCalibration: Equatable, Sendable {
                     model.parameters.withBuffer { p in
                         model.gradients.withBuffer { g in
                             guard allFinite(UnsafeBufferPointer(g)) else { return }
-                            clipGlobalNorm(g, maxNorm: 1)
-                            optimizer.step(parameters: p, gradients: UnsafeBufferPointer(g), learningRate: 1e-6)
+                            let norm = Float(sumOfSquares(UnsafeBufferPointer(g)).squareRoot())
+                            optimizer.step(parameters: p, gradients: UnsafeBufferPointer(g), learningRate: 1e-6,
+                                           gradientScale: clippingCoefficient(norm: norm, maxNorm: 1))
                         }
                     }
                     if step > 0 {

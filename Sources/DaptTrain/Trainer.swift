@@ -342,16 +342,17 @@ public final class Trainer {
                 return
             }
             if lossScale != 1 { scaleInPlace(g, by: 1 / lossScale) }
-            gradientNorm = try globalGradientNorm(clipping: g)
+            let clipping: Float
+            (gradientNorm, clipping) = try globalGradientNorm(UnsafeBufferPointer(g))
             guard gradientNorm.isFinite else { throw TrainingError.invalidInput(path: "step \(stepIndex + 1)", reason: "gradient norm is not finite") }
             if let zero {
                 try model.parameters.withBuffer { p in
                     optimizer.step(parameters: zero.master ?? UnsafeMutableBufferPointer(rebasing: p[zero.owned]),
-                                   gradients: UnsafeBufferPointer(g), learningRate: Float(lr))
+                                   gradients: UnsafeBufferPointer(g), learningRate: Float(lr), gradientScale: clipping)
                     try zero.publish(into: p, precision: precision)
                 }
             } else {
-                master.withBuffer { m in optimizer.step(parameters: m, gradients: UnsafeBufferPointer(g), learningRate: Float(lr)) }
+                master.withBuffer { m in optimizer.step(parameters: m, gradients: UnsafeBufferPointer(g), learningRate: Float(lr), gradientScale: clipping) }
             }
             applied = true
         }

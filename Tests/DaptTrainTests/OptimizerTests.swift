@@ -111,6 +111,39 @@ final class OptimizerTests: XCTestCase {
         XCTAssertFalse(badNorm.isFinite)
     }
 
+    /// The clipping coefficient applied as AdamW reads the gradients steps
+    /// every element exactly as scaling the buffer first (the trainer's path
+    /// against `clipGlobalNorm`'s), vector body and scalar tail alike.
+    func testGradientScaleEqualsClippingTheBufferFirst() {
+        let segments = [DecaySegment(range: 0..<21, decay: true), DecaySegment(range: 21..<27, decay: false)]
+        var rng = SplitMix64(seed: 5)
+        func values(_ n: Int) -> [Float] { (0..<n).map { _ in Float(Double(rng.next() % 2001) / 100 - 10) } }
+        let start = values(27)
+        var clipped = start, scaled = start
+        let first = AdamW(count: 27, segments: segments), second = AdamW(count: 27, segments: segments)
+        for _ in 0..<3 {
+            var g = values(27)
+            let raw = g
+            let norm = g.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: 1) }
+            let coefficient = clippingCoefficient(norm: norm, maxNorm: 1)
+            XCTAssertLessThan(coefficient, 1, "these gradients are clipped")
+            XCTAssertNotEqual(g, raw)
+            clipped.withUnsafeMutableBufferPointer { p in g.withUnsafeBufferPointer { first.step(parameters: p, gradients: $0, learningRate: 0.01) } }
+            scaled.withUnsafeMutableBufferPointer { p in
+                raw.withUnsafeBufferPointer { second.step(parameters: p, gradients: $0, learningRate: 0.01, gradientScale: coefficient) }
+            }
+        }
+        XCTAssertEqual(scaled, clipped)
+        XCTAssertEqual(Array(second.firstMoment), Array(first.firstMoment))
+        XCTAssertEqual(Array(second.secondMoment), Array(first.secondMoment))
+        XCTAssertNotEqual(scaled, start)
+        // No clipping below the limit, for a non-finite norm, or with maxNorm 0.
+        XCTAssertEqual(clippingCoefficient(norm: 0.5, maxNorm: 1), 1)
+        XCTAssertEqual(clippingCoefficient(norm: .infinity, maxNorm: 1), 1)
+        XCTAssertEqual(clippingCoefficient(norm: 5, maxNorm: 0), 1)
+        XCTAssertEqual(clippingCoefficient(norm: 5, maxNorm: 1), 1 / (5 + 1e-6))
+    }
+
     /// ZeRO-1's slices: AdamW over each data rank's slice (decay segments
     /// cut at the slice edges) steps every element exactly as AdamW over the
     /// whole buffer, for slice edges inside and between segments.
