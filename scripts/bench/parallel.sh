@@ -24,6 +24,11 @@
 #             (a slow spell only lowers a step's rate; comparing the fast
 #             tenths compares the layouts at the same machine speed);
 #   outside   the share of the step outside compute, 1 − fast ÷ ranks;
+#   ceiling   the median over rounds of the speed-up ÷ that round's two
+#             one-rank runs at once (what the two cores gave two processes
+#             that never talk, in the same minutes): 0.9 is 1.8× on a machine
+#             whose two cores give two processes 2×; a spell in which the
+#             machine gives less lowers both sides of the ratio;
 #   plan      dapt plan's tokens/s, against the fast figure, and its share of
 #             communication and bubble.
 # `dapt plan --calibrate` (sgemm rate, the step's share of it at micro-batches
@@ -164,15 +169,17 @@ def plan(n, t, p, d, z, mb):
     return None
 print(f"{len(rounds)} round(s); speed-up: median (range) over rounds of each round's tokens/s over its one rank's;"
       " fast: 90th percentiles of step tokens/s over all rounds, against one rank's (%.0f)" % fast("1 rank"))
-print("%-28s %9s %9s %11s %6s %8s %9s %10s %10s  %s" % ("layout", "tokens/s", "speed-up", "range", "fast", "outside", "plan t/s", "plan/fast", "plan comm", "load"))
+print("%-28s %9s %9s %11s %6s %8s %8s %9s %10s %10s  %s" % ("layout", "tokens/s", "speed-up", "range", "fast", "outside", "ceiling", "plan t/s", "plan/fast", "plan comm", "load"))
 def line(label, n, pr=None):
     base = "pytorch DDP 1 proc" if label.startswith("pytorch") else "1 rank"
     speeds = [tps(label, k) / tps(base, k) for k in rounds]
     su, f = statistics.median(speeds), fast(label) / fast(base)
+    two = "2 one-rank runs at once"
+    ceiling = statistics.median(s / (tps(two, k) / tps("1 rank", k)) for s, k in zip(speeds, rounds))
     loads = [x[10].split()[0] for x in rows if x[1] == label]
-    print("%-28s %9.0f %8.2fx %11s %5.2fx %7.0f%% %9s %10s %10s  %s" % (
+    print("%-28s %9.0f %8.2fx %11s %5.2fx %7.0f%% %8s %9s %10s %10s  %s" % (
         label, statistics.median(tps(label, k) for k in rounds), su, "%.2f-%.2f" % (min(speeds), max(speeds)), f,
-        max(0.0, 1 - f / n) * 100 if n > 1 else 0.0,
+        max(0.0, 1 - f / n) * 100 if n > 1 else 0.0, "%.2f" % ceiling if n > 1 and label != two else "-",
         "%.0f" % pr[0] if pr else "-", "%.2f" % (pr[0] / fast(label)) if pr else "-",
         "%.0f%%+%.0f%%b" % (pr[1] * 100, pr[2] * 100) if pr else "-", " ".join(loads)))
 for label in labels:
