@@ -96,10 +96,10 @@ public final class FinetuneTrainer {
         var gradientNorm: Float = .nan
         if apply {
             if lossScale != 1 { scaleInPlace(g, by: 1 / lossScale) }
-            gradientNorm = config.optimizer.maxGradNorm > 0
-                ? clipGlobalNorm(g, maxNorm: config.optimizer.maxGradNorm)
-                : Float(sumOfSquares(UnsafeBufferPointer(g)).squareRoot())
-            optimizer.step(parameters: adapters.parameters, gradients: UnsafeBufferPointer(g), learningRate: Float(lr))
+            // As the pretrain trainer: the clipping coefficient is applied as AdamW reads the gradients.
+            gradientNorm = Float(sumOfSquares(UnsafeBufferPointer(g)).squareRoot())
+            optimizer.step(parameters: adapters.parameters, gradients: UnsafeBufferPointer(g), learningRate: Float(lr),
+                           gradientScale: clippingCoefficient(norm: gradientNorm, maxNorm: config.optimizer.maxGradNorm))
             state.appliedSteps += 1
         } else {
             sink.report(.notice(stage: Self.stage, message: "step \(stepIndex + 1): gradients overflowed at loss scale \(lossScale); step skipped"))

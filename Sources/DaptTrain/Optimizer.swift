@@ -157,18 +157,12 @@ public func scaleInPlace(_ x: UnsafeMutableBufferPointer<Float>, by factor: Floa
 /// Clips by global L2 norm as `torch.nn.utils.clip_grad_norm_`: scales by
 /// max/(norm+1e-6) when that is below 1. Returns the norm before clipping
 /// (non-finite when the gradients overflowed; nothing is scaled then).
-/// When `gradients` is one shard of the whole (ZeRO-1), `total` sums the
-/// shards' sums of squares over the group, so the norm is the global one.
-/// `maxNorm` 0 only measures.
+/// `maxNorm` 0 only measures. The trainers do not scale the buffer: they pass
+/// `clippingCoefficient` to `AdamW.step`; this is the reference the tests
+/// hold that path to.
 @discardableResult
 public func clipGlobalNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
-    clipGlobalNorm(gradients, maxNorm: maxNorm, total: { $0 })
-}
-
-@discardableResult
-public func clipGlobalNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float,
-                           total: (Double) throws -> Double) rethrows -> Float {
-    let norm = Float(try total(sumOfSquares(UnsafeBufferPointer(gradients))).squareRoot())
+    let norm = Float(sumOfSquares(UnsafeBufferPointer(gradients)).squareRoot())
     let coefficient = clippingCoefficient(norm: norm, maxNorm: maxNorm)
     if coefficient < 1 { scaleInPlace(gradients, by: coefficient) }
     return norm
