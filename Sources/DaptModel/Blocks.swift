@@ -26,11 +26,22 @@ public struct LayerDimensions: Equatable, Sendable {
 /// The saved activations of one micro-batch (so a pipeline stage can hold
 /// several at once), with the scratch its layers reuse. Sized for one batch
 /// shape; `LlamaModel.prepare(_:in:)` sets the batch.
+///
+/// With `recomputesLayers`, only each layer's input (the residual stream)
+/// is kept for backward: the rest of a layer's saved tensors (mid, q/k/v,
+/// the attention output and its log-sum-exp, the norm scales, [gate | up])
+/// have one slot that every layer's forward overwrites, and backward runs a
+/// layer's forward again into it just before the layer's backward.
 public final class Activations {
     public let dims: LayerDimensions
     /// The layers held: `firstLayer ..< firstLayer + layers` (a pipeline stage's).
     public let layers: Int
     public let firstLayer: Int
+    /// Whether backward recomputes each layer's saved tensors from its input.
+    public let recomputesLayers: Bool
+    /// The layer whose saved tensors the shared slot holds when recomputing
+    /// (after a forward pass, the last layer's: its backward needs no rerun).
+    var slotLayer: Int?
     public let batchSize: Int, seqLen: Int
     /// Rows (tokens) of the micro-batch.
     public let n: Int
@@ -49,9 +60,11 @@ public final class Activations {
     /// Floats allocated in all (the layout planner's activation memory follows it).
     public let allocatedFloats: Int
 
-    public init(dims d: LayerDimensions, layers L: Int, firstLayer: Int = 0, batchSize: Int, seqLen: Int) {
+    public init(dims d: LayerDimensions, layers L: Int, firstLayer: Int = 0, batchSize: Int, seqLen: Int, recomputesLayers: Bool = false) {
         self.dims = d; self.layers = L; self.firstLayer = firstLayer
-        self.batchSize = batchSize; self.seqLen = seqLen
+        self.batchSize = batchSize; self.seqLen = seqLen; self.recomputesLayers = recomputesLayers
+        // Layers whose saved tensors (beyond their input) are held at once.
+        let S = recomputesLayers ? min(L, 1) : L
         let n = batchSize * seqLen, H = d.hidden, I = d.intermediate
         self.n = n
         var all: [UnsafeMutableBufferPointer<Float>] = []
@@ -66,13 +79,13 @@ public final class Activations {
             all.append(buffer)
             return buffer.baseAddress!
         }
-        residual = make((L + 1) * n * H); mid = make(L * n * H)
+        residual = make((L + 1) * n * H); mid = make(S * n * H)
         // Rows of [q | k | v]: one product with the adjacent q_proj, k_proj and v_proj weights.
-        qkv = make(L * n * d.qkvDim)
-        attnOut = make(L * n * d.qDim); lse = make(L * n * d.heads)
-        rstd1 = make(L * n); rstd2 = make(L * n)
+        qkv = make(S * n * d.qkvDim)
+        attnOut = make(S * n * d.qDim); lse = make(S * n * d.heads)
+        rstd1 = make(S * n); rstd2 = make(S * n)
         // Rows of [gate | up]: one product with the adjacent gate_proj and up_proj weights.
-        gateUp = make(L * n * 2 * I)
+        gateUp = make(S * n * 2 * I)
         finalOut = make(n * H); finalRstd = make(n)
         normOut = make(n * H); hAct = make(n * I); dResidual = make(n * H); dNorm = make(n * H)
         dAttnOut = make(n * d.qDim); dqkv = make(n * d.qkvDim); dHAct = make(n * I)
@@ -90,13 +103,14 @@ public final class Activations {
                        qStride: dims.qkvDim, kvStride: dims.qkvDim)
     }
 
-    /// Layer `l`'s saved tensors: its input `x`, `mid` (after attention), its output, and the rest.
+    /// Layer `l`'s saved tensors: its input `x`, `mid` (after attention), its
+    /// output, and the rest (in the one shared slot when recomputing).
     func layer(_ model: Int) -> LayerActivations {
-        let d = dims, l = model - firstLayer
-        return LayerActivations(x: residual + l * n * d.hidden, mid: mid + l * n * d.hidden, out: residual + (l + 1) * n * d.hidden,
-                                qkv: qkv + l * n * d.qkvDim,
-                                attention: attnOut + l * n * d.qDim, lse: lse + l * n * d.heads,
-                                rstd1: rstd1 + l * n, rstd2: rstd2 + l * n, gateUp: gateUp + l * n * 2 * d.intermediate)
+        let d = dims, l = model - firstLayer, k = recomputesLayers ? 0 : l
+        return LayerActivations(x: residual + l * n * d.hidden, mid: mid + k * n * d.hidden, out: residual + (l + 1) * n * d.hidden,
+                                qkv: qkv + k * n * d.qkvDim,
+                                attention: attnOut + k * n * d.qDim, lse: lse + k * n * d.heads,
+                                rstd1: rstd1 + k * n, rstd2: rstd2 + k * n, gateUp: gateUp + k * n * 2 * d.intermediate)
     }
 
     /// The hidden state entering layer `boundary` of the model (`firstLayer … firstLayer + layers`).
@@ -260,9 +274,11 @@ public struct MLP {
 
     /// out += mlp(input), keeping the [gate | up] rows in `saved.gateUp`;
     /// `prepare` is called on each block of rows of `input` just before
-    /// the product reads them.
+    /// the product reads them. `savedOnly`: the [gate | up] rows alone (a
+    /// recomputation: `out` already holds the result, and backward
+    /// recomputes the activation itself).
     func forward(input: UnsafeMutablePointer<Float>, saved s: LayerActivations, out: UnsafeMutablePointer<Float>,
-                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings,
+                 _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings, savedOnly: Bool = false,
                  prepare: (Range<Int>) -> Void = { _ in }) throws {
         let n = a.n, I = intermediate, H = gateUp.inFeatures, block = rowsPerBlock(n, settings)
         for r0 in stride(from: 0, to: n, by: block) {
@@ -270,6 +286,7 @@ public struct MLP {
             prepare(rows)
             gateUp.forward(x: input + r0 * H, rows: m, weights: w, y: s.gateUp + r0 * 2 * I)
             settings.round(s.gateUp + r0 * 2 * I, m * 2 * I)
+            if savedOnly { continue }
             activate(rows, s.gateUp, a, settings: settings)
             try down.addRowParallel(x: a.hAct, rows: m, weights: w, out: out + r0 * down.outFeatures,
                                     scratch: a.partial + r0 * down.outFeatures, settings: settings)
@@ -373,8 +390,16 @@ public struct DecoderBlock {
         mlp = MLP(gateUp: Linear(inFeatures: d.hidden, outFeatures: 2 * s.gate.shape[0], offset: s.gate.offset), down: Linear(s.down))
     }
 
-    /// Layer `l` of `a`: hidden[l] → hidden[l + 1].
-    func forward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings) throws {
+    /// Layer `l` of `a`: hidden[l] → hidden[l + 1]. `recomputing`: the
+    /// layer's saved tensors again from its kept input, for its backward;
+    /// the same products and kernels on the same rows write the same bits,
+    /// and the MLP stops at the [gate | up] rows (the output is kept).
+    func forward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings,
+                 recomputing: Bool = false) throws {
+        // An adapter's dropout would draw new masks in a second forward.
+        precondition(!recomputing || (attention.qkv.adapter == nil && attention.o.adapter == nil
+                                      && mlp.gateUp.adapter == nil && mlp.down.adapter == nil),
+                     "layers with LoRA adapters are not recomputed")
         let s = a.layer(l), n = a.n, H = a.dims.hidden
         // mid = x + attention(norm(x)): the norm's pass also starts mid at x.
         // Each norm runs on the rows its layer's next product reads, just before it.
@@ -383,10 +408,12 @@ public struct DecoderBlock {
         }
         settings.round(s.mid, n * H)
         // out = mid + mlp(norm(mid)), likewise.
-        try mlp.forward(input: a.normOut, saved: s, out: s.out, a, weights: w, settings: settings) { rows in
-            postAttentionNorm.forward(x: s.mid, rows, weights: w, out: a.normOut, rstd: s.rstd2, copy: s.out, settings: settings)
+        try mlp.forward(input: a.normOut, saved: s, out: s.out, a, weights: w, settings: settings, savedOnly: recomputing) { rows in
+            postAttentionNorm.forward(x: s.mid, rows, weights: w, out: a.normOut, rstd: s.rstd2, copy: recomputing ? nil : s.out,
+                                      settings: settings)
         }
-        settings.round(s.out, n * H)
+        if !recomputing { settings.round(s.out, n * H) }
+        a.slotLayer = l
     }
 
     /// Layer `l` backward: takes ∂/∂hidden[l + 1] in `a.dResidual`, leaves ∂/∂hidden[l] there.

@@ -157,6 +157,15 @@ public final class LlamaModel: @unchecked Sendable {
     /// `HeadChunking.rows` from the head's size; see `headChunks`). Not
     /// used under a tensor split, where the head takes all rows at once.
     public var headChunkRows: Int?
+    /// Whether contexts made from now on keep only each layer's input and
+    /// backward recomputes the rest of a layer's saved tensors before its
+    /// backward (activation recomputation: about one more forward of the
+    /// layers, without the MLP's down product, for about 1/11 of the layers'
+    /// activation memory). Gradients and losses are the same bits either way.
+    /// Not for layers with LoRA adapters.
+    public var recomputesLayers = false {
+        didSet { if recomputesLayers != oldValue { current = nil } }
+    }
     /// Rows each layer's MLP takes through its norm, products and SwiGLU
     /// at a time, forward and backward (`MLP.blockRows`), and its
     /// attention through its norm, the q/k/v product and RoPE in the
@@ -375,7 +384,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// A context for `batch`: activations for its shape, RoPE tables and document starts.
     public func makeActivations(_ batch: TokenBatch) throws -> Activations {
         let a = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
-                            batchSize: batch.batchSize, seqLen: batch.seqLen)
+                            batchSize: batch.batchSize, seqLen: batch.seqLen, recomputesLayers: recomputesLayers)
         try prepare(batch, in: a)
         return a
     }
@@ -417,7 +426,7 @@ public final class LlamaModel: @unchecked Sendable {
         if current == nil || current!.batchSize != batch.batchSize || current!.seqLen != batch.seqLen {
             current = nil
             current = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
-                                  batchSize: batch.batchSize, seqLen: batch.seqLen)
+                                  batchSize: batch.batchSize, seqLen: batch.seqLen, recomputesLayers: recomputesLayers)
         }
         try prepare(batch, in: current!)
     }
@@ -485,6 +494,9 @@ public final class LlamaModel: @unchecked Sendable {
         let w = UnsafePointer(parameters.storage.baseAddress!), g = gradientPointer, settings = self.settings
         let first = layout.stage.layers.lowerBound
         for l in range.reversed() {
+            if a.recomputesLayers && a.slotLayer != l {
+                try blocks[l - first].forward(layer: l, a, weights: w, settings: settings, recomputing: true)
+            }
             try blocks[l - first].backward(layer: l, a, weights: w, gradients: g, settings: settings)
             // A layer's gradients are its own range; later ranges were final before it.
             try gradientsFinal?(layout.layer(l).range.lowerBound)

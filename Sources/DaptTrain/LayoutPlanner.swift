@@ -35,20 +35,24 @@ public struct PlanAssumptions: Equatable, Sendable {
     public init() {}
 }
 
-/// One way to run the workload: T, P, D, ZeRO-1 and the micro-batch size.
+/// One way to run the workload: T, P, D, ZeRO-1, activation recomputation
+/// and the micro-batch size.
 public struct PlannedLayout: Equatable, Hashable, Sendable, CustomStringConvertible {
     public var tensor: Int
     public var pipeline: Int
     public var data: Int
     public var zero1: Bool
+    /// Layers recomputed in backward (`pretrain.parallel.recompute`).
+    public var recompute: Bool
     public var microBatch: Int
 
-    public init(tensor: Int, pipeline: Int, data: Int, zero1: Bool = false, microBatch: Int) {
-        self.tensor = tensor; self.pipeline = pipeline; self.data = data; self.zero1 = zero1; self.microBatch = microBatch
+    public init(tensor: Int, pipeline: Int, data: Int, zero1: Bool = false, recompute: Bool = false, microBatch: Int) {
+        self.tensor = tensor; self.pipeline = pipeline; self.data = data; self.zero1 = zero1; self.recompute = recompute
+        self.microBatch = microBatch
     }
 
     public var description: String {
-        "T=\(tensor) P=\(pipeline) D=\(data)\(zero1 ? " zero1" : "") mb=\(microBatch)"
+        "T=\(tensor) P=\(pipeline) D=\(data)\(zero1 ? " zero1" : "")\(recompute ? " recompute" : "") mb=\(microBatch)"
     }
 }
 
@@ -133,8 +137,10 @@ public struct LayoutPlanner: Sendable {
                 let sizes = microBatchSizes(share: G / D)
                 if sizes.isEmpty { exclude("no micro-batch size among \(assumptions.microBatchSizes) divides each data rank's share (\(G / D))"); continue }
                 for zero1 in D > 1 ? [false, true] : [false] {
-                    for b in sizes {
-                        plans.append(estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, microBatch: b)))
+                    for recompute in [false, true] {
+                        for b in sizes {
+                            plans.append(estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, recompute: recompute, microBatch: b)))
+                        }
                     }
                 }
             }
@@ -189,7 +195,7 @@ public struct LayoutPlanner: Sendable {
             stageMemory.snapshots = Double(assumptions.rollbackSnapshots) * (count + 2 * owned + (mixed && layout.zero1 ? owned : 0)) * e
             // 1F1B: stage i holds the activations of min(P − i, m) micro-batches at its peak.
             let inFlight = Double(min(P - stage, m))
-            stageMemory.activations = (inFlight * activationElements(layers: L, rows: b * s, tensor: T)
+            stageMemory.activations = (inFlight * activationElements(layers: L, rows: b * s, tensor: T, recompute: layout.recompute)
                 + (last ? headElements(rows: b * s, tensor: T) : 0)) * e
             if stageMemory.total > memory.total { memory = stageMemory }
             stageParameters = max(stageParameters, count)
@@ -198,12 +204,20 @@ public struct LayoutPlanner: Sendable {
             // matrix weight per token, attention 12·q_dim per visible key per token per layer.
             let matrixWeights = Double(L * c.layerMatrixWeights + (last ? V * h : 0)) / Double(T)
             let visibleKeys = Double(b) * Double(s) * Double(s + 1) / 2
-            let flops = 6 * matrixWeights * Double(b * s) + 12 * Double(c.qDimension / T) * visibleKeys * Double(L)
+            var flops = 6 * matrixWeights * Double(b * s) + 12 * Double(c.qDimension / T) * visibleKeys * Double(L)
+            // Recomputation runs each layer's forward again but for the MLP's
+            // down product (2 per weight per token, attention 4·q_dim per
+            // visible key), except the stage's last layer, whose forward left
+            // its tensors in place.
+            let rerun = layout.recompute ? max(L - 1, 0) : 0
+            flops += Double(rerun) * (2 * Double(c.layerMatrixWeights - h * c.intermediateSize) / Double(T) * Double(b * s)
+                                      + 4 * Double(c.qDimension / T) * visibleKeys)
             stageMicro[stage] = flops / rate
             // Four all-reduces of the [b·s, hidden] activations per layer (two forward,
-            // two backward), the embedding's sum and the head's input gradient, and the
-            // vocabulary-parallel cross-entropy's two row reductions.
-            var comm = Double(4 * L + (first ? 1 : 0) + (last ? 1 : 0)) * links.tensor.allReduce(bytes: activationBytes, ranks: T)
+            // two backward; one more per recomputed layer, the attention's output
+            // projection), the embedding's sum and the head's input gradient, and
+            // the vocabulary-parallel cross-entropy's two row reductions.
+            var comm = Double(4 * L + rerun + (first ? 1 : 0) + (last ? 1 : 0)) * links.tensor.allReduce(bytes: activationBytes, ranks: T)
             if last { comm += links.tensor.allReduce(bytes: rowsBytes, ranks: T) + links.tensor.allReduce(bytes: 2 * rowsBytes, ranks: T) }
             stageTensor[stage] = comm
         }
@@ -255,15 +269,16 @@ public struct LayoutPlanner: Sendable {
 
     /// Floats one `Activations` holds for `layers` layers of `rows` tokens on
     /// one of T tensor ranks: per layer the residual input, mid, q, k, v, the
-    /// attention output, its log-sum-exp, two norm scales and [gate | up];
-    /// the stage output; the final norm's output and scales (allocated on
-    /// every pipeline stage, used on the last); and the layers' scratch.
-    func activationElements(layers L: Int, rows n: Int, tensor T: Int) -> Double {
+    /// attention output, its log-sum-exp, two norm scales and [gate | up]
+    /// (with `recompute`, the input per layer and the rest once); the stage
+    /// output; the final norm's output and scales (allocated on every
+    /// pipeline stage, used on the last); and the layers' scratch.
+    func activationElements(layers L: Int, rows n: Int, tensor T: Int, recompute: Bool = false) -> Double {
         let c = workload.model
         let H = Double(c.hiddenSize), q = Double(c.qDimension / T), kv = Double(c.kvDimension / T)
         let I = Double(c.intermediateSize / T), heads = Double(c.numAttentionHeads / T), N = Double(n)
-        let perLayer = N * (2 * H + q + 2 * kv + q + heads + 2 + 2 * I)
-        let total = Double(L) * perLayer + N * H + N * (H + 1)
+        let input = N * H, saved = N * (H + q + 2 * kv + q + heads + 2 + 2 * I)
+        let total = Double(L) * input + Double(recompute ? min(L, 1) : L) * saved + N * H + N * (H + 1)
         let scratch = N * (4 * H + 2 * q + 2 * kv + 4 * I)
         return total + scratch
     }
@@ -284,6 +299,7 @@ public struct LayoutPlanner: Sendable {
         config.parallel.tensor = layout.tensor
         config.parallel.pipeline = layout.pipeline
         config.parallel.zero = layout.zero1 ? 1 : 0
+        config.parallel.recompute = layout.recompute
         config.data.globalBatchSize = workload.globalBatch
         config.data.microBatchSize = layout.microBatch
         do {

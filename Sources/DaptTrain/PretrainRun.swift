@@ -104,7 +104,7 @@ public enum PretrainRun {
         } else if groups.writes {
             try RunDirectory.prepareFresh(config.checkpoint.directory, overwrite: options.overwrite)
         }
-        sink.report(.notice(stage: stage, message: "\(model.layout.totalCount) parameters, \(split.train.count) training / \(split.heldOut.count) held-out documents, \(trainer.trainOrder.sequencesPerEpoch) sequences of \(config.data.sequenceLength) per epoch, \(config.precision.mode.rawValue), \(trainer.optimizerStateBytes) bytes of optimizer state per rank\(trainer.zero == nil ? "" : " (ZeRO-1 over \(layout.data) data ranks)")"))
+        sink.report(.notice(stage: stage, message: "\(model.layout.totalCount) parameters, \(split.train.count) training / \(split.heldOut.count) held-out documents, \(trainer.trainOrder.sequencesPerEpoch) sequences of \(config.data.sequenceLength) per epoch, \(config.precision.mode.rawValue), \(trainer.optimizerStateBytes) bytes of optimizer state per rank\(trainer.zero == nil ? "" : " (ZeRO-1 over \(layout.data) data ranks)")\(model.recomputesLayers ? ", layers recomputed in backward" : "")"))
         if world.size > 1 {
             let grid = layout.grid(layers: model.config.numHiddenLayers, heads: model.config.numAttentionHeads, globalBatch: config.data.globalBatchSize,
                                    stages: stages)

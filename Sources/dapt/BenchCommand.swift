@@ -39,6 +39,8 @@ struct BenchCommand: ParsableCommand {
         var blockRows: Int?
         @Flag(help: "Add the step's time inside sgemm and the rate of plain sgemm on the same shapes, measured in this run.")
         var breakdown = false
+        @Flag(help: "Keep only each layer's input and recompute the rest in backward (pretrain.parallel.recompute).")
+        var recompute = false
 
         func validate() throws {
             if let blockRows, blockRows < 1 { throw ValidationError("--block-rows must be at least 1, got \(blockRows)") }
@@ -54,6 +56,7 @@ struct BenchCommand: ParsableCommand {
             model.threads = threads
             model.headChunkRows = headRows
             if let blockRows { model.layerBlockRows = blockRows }
+            model.recomputesLayers = recompute
             model.initializeRandom(seed: 1)
             let data = try TokenBatch.synthetic(vocab: vocab, batchSize: batch, seqLen: seq, documentLength: documentLength)
             var times: [Double] = []

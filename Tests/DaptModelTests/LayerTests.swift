@@ -189,7 +189,8 @@ final class LayerTests: XCTestCase {
 
     /// Two micro-batches held at once (both forward, then both backward, as
     /// a pipeline stage does) give the gradients of two sequential passes,
-    /// bit for bit.
+    /// bit for bit; also when the held contexts recompute their layers (each
+    /// has its own slot).
     func testContextsPerMicroBatchMatchSequentialPasses() throws {
         let first = try ModelGradientTests.tinyBatch()
         var second = first
@@ -197,20 +198,24 @@ final class LayerTests: XCTestCase {
         let sequential = try model()
         let l1 = try sequential.forwardBackward(first, normalizer: 30)
         let l2 = try sequential.forwardBackward(second, normalizer: 30)
-        let held = try model()
-        let a1 = try held.makeActivations(first), a2 = try held.makeActivations(second)
-        for a in [a1, a2] {
-            try held.embedForward(a)
-            try held.forwardLayers(0..<2, a)
+        for recomputing in [false, true] {
+            let held = try model()
+            held.recomputesLayers = recomputing
+            let a1 = try held.makeActivations(first), a2 = try held.makeActivations(second)
+            XCTAssertEqual(a1.recomputesLayers, recomputing)
+            for a in [a1, a2] {
+                try held.embedForward(a)
+                try held.forwardLayers(0..<2, a)
+            }
+            var losses: [LossResult] = []
+            for a in [a1, a2] {
+                losses.append(try held.headForwardBackward(a, normalizer: 30))
+                try held.backwardLayers(0..<2, a)
+                try held.embedBackward(a)
+            }
+            XCTAssertEqual(losses, [l1, l2], "recomputing: \(recomputing)")
+            XCTAssertEqual(held.gradients.withBuffer { Array($0) }, sequential.gradients.withBuffer { Array($0) }, "recomputing: \(recomputing)")
         }
-        var losses: [LossResult] = []
-        for a in [a1, a2] {
-            losses.append(try held.headForwardBackward(a, normalizer: 30))
-            try held.backwardLayers(0..<2, a)
-            try held.embedBackward(a)
-        }
-        XCTAssertEqual(losses, [l1, l2])
-        XCTAssertEqual(held.gradients.withBuffer { Array($0) }, sequential.gradients.withBuffer { Array($0) })
     }
 }
 

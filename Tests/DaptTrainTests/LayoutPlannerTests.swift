@@ -70,6 +70,32 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(plan.time.update, 212e-9, accuracy: 1e-15)
     }
 
+    /// Recomputation, by hand: the second layer's saved tensors (8 rows ×
+    /// 40 floats) are gone; the first layer's forward runs again but for the
+    /// down product (2·(160 − 32)·8 matrix FLOPs + 4·4·20 attention FLOPs);
+    /// under T = 2 its output projection's all-reduce runs again too. A
+    /// layout that does not fit without it fits with it; with room to spare
+    /// the fastest plan does not recompute.
+    func testRecomputationByHand() throws {
+        let p = try planner()
+        let saving = p.estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 2, microBatch: 2))
+        let recomputing = p.estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 2, recompute: true, microBatch: 2))
+        XCTAssertEqual(recomputing.memory.activations, (1360 - 320) * 4)
+        XCTAssertEqual(recomputing.time.compute, 21184e-9, accuracy: 1e-15)
+        XCTAssertEqual(recomputing.time.dataCommunication, saving.time.dataCommunication)
+        let split = p.estimate(PlannedLayout(tensor: 2, pipeline: 1, data: 1, recompute: true, microBatch: 4))
+        let allReduce256: Double = 256e-9 + 2e-6, rows: Double = 64e-9 + 2e-6, twoRows: Double = 128e-9 + 2e-6
+        XCTAssertEqual(split.time.tensorCommunication, 11 * allReduce256 + rows + twoRows, accuracy: 1e-15)
+
+        var tight = Self.cluster()
+        tight.memoryPerRankGiB = (saving.memory.total + recomputing.memory.total) / 2 / 1073741824
+        let planned = try planner(tight)
+        XCTAssertFalse(planned.estimate(saving.layout).fits)
+        XCTAssertTrue(planned.estimate(recomputing.layout).fits)
+        XCTAssertNil(recomputing.notRunnable)
+        XCTAssertEqual(LayoutPlanner.recommended(try planner().plans().plans)?.layout.recompute, false)
+    }
+
     /// Mixed precision adds the fp32 master weights; ZeRO-1 divides moments, masters and the update by D.
     func testMixedPrecisionAndZeroOneOptimizerState() throws {
         let bf16 = try planner(precision: .bf16)
@@ -88,9 +114,12 @@ final class LayoutPlannerTests: XCTestCase {
         for (model, t) in [(Self.tiny, 1), (Self.tiny, 2), (LlamaConfig(vocabSize: 64, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 3,
                                                                         numAttentionHeads: 4, numKeyValueHeads: 2), 2)] {
             let p = try planner(model: model)
-            let allocated = Activations(dims: LayerDimensions(config: model, tensorParallel: t), layers: model.numHiddenLayers, batchSize: 3, seqLen: 5).allocatedFloats
-            XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, rows: 15, tensor: t), Double(allocated),
-                           "LayoutPlanner.activationElements must count what Activations allocates (T=\(t))")
+            for recompute in [false, true] {
+                let allocated = Activations(dims: LayerDimensions(config: model, tensorParallel: t), layers: model.numHiddenLayers,
+                                            batchSize: 3, seqLen: 5, recomputesLayers: recompute).allocatedFloats
+                XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, rows: 15, tensor: t, recompute: recompute), Double(allocated),
+                               "LayoutPlanner.activationElements must count what Activations allocates (T=\(t), recompute \(recompute))")
+            }
         }
         // The head's scratch: one chunk of logits (512 rows, fewer than the batch's 600) and each row's loss.
         let wide = LlamaConfig(vocabSize: 64, hiddenSize: 8, intermediateSize: 8, numHiddenLayers: 1, numAttentionHeads: 2)

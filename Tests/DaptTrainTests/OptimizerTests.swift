@@ -193,5 +193,10 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(c.parallel.bucketMB, 4)
         c.parallel.bucketMB = -1
         XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("parallel.bucket_mb: must be >= 0, got -1"), "\($0)") }
+        XCTAssertFalse(PretrainConfig().parallel.recompute)
+        XCTAssertTrue(try ConfigLoader.decode(PretrainConfig.self, yaml: "parallel:\n  recompute: true\n").parallel.recompute)
+        XCTAssertThrowsError(try ConfigLoader.decode(PretrainConfig.self, yaml: "parallel:\n  recompute: 2\n")) {
+            XCTAssertTrue("\($0)".contains("parallel.recompute"), "\($0)")
+        }
     }
 }

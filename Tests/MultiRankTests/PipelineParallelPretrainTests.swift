@@ -144,6 +144,34 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         assertClose(try weights(run("p2"), step: 40), try weights(run("r1"), step: 40), "2 stages")
     }
 
+    /// `parallel.recompute` under 2 tensor × 2 pipeline ranks (two layers per
+    /// stage, so each stage reruns one; two micro-batches in flight; the
+    /// output projection's all-reduce runs again), in bf16: the losses,
+    /// gradient norms and saved weights of the run that keeps every
+    /// activation, byte for byte.
+    func testRecomputedLayersGiveTheSameRun() throws {
+        let dir = try DaptProcess.temporaryDirectory(self)
+        let (_, shards) = try PretrainCommandTests.prepare(dir)
+        func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let layout = ["--steps", "8", "--precision", "bf16", "--set", "model.num_hidden_layers=4", "--set", "data.micro_batch_size=1",
+                      "--set", "parallel.tensor=2", "--set", "parallel.pipeline=2", "--set", "checkpoint.every_steps=8"]
+        for recompute in [false, true] {
+            let r = try pretrain(np: 4, ["--input", shards, "--output", run("rc-\(recompute)"), "--set", "parallel.recompute=\(recompute)"]
+                                 + PretrainCommandTests.tiny + layout)
+            XCTAssertEqual(r.status, 0, r.report)
+            XCTAssertEqual(r.stderr.contains("layers recomputed in backward"), recompute, r.report)
+        }
+        let lines = try PretrainCommandTests.metrics(run("rc-true"))
+        XCTAssertEqual(lines.last?.step, 8)
+        let losses = lines.compactMap(\.loss)
+        XCTAssertEqual(losses.count, 8, "\(lines)")
+        XCTAssertTrue(losses.allSatisfy(\.isFinite), "\(lines)")
+        XCTAssertEqual(lines, try PretrainCommandTests.metrics(run("rc-false")))
+        let model = "/checkpoint-00000008/model.safetensors"
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("rc-true") + model)),
+                       try Data(contentsOf: URL(fileURLWithPath: run("rc-false") + model)), "the same weights, byte for byte")
+    }
+
     /// bf16 and fp16 under 2 tensor × 2 pipeline ranks: every step completes
     /// with a finite loss; fp16's loss scale (raised, or halved with the step
     /// skipped on every rank when any rank overflows) follows one rank's.

@@ -163,7 +163,8 @@ def fast(label):
 def plan(n, t, p, d, z, mb):
     for line in open(f"{tmp}/plan{n}.jsonl"):
         x = json.loads(line)
-        if (x["tensor"], x["pipeline"], x["data"], int(x["zero1"]), x["micro_batch"]) == (t, p, d, z, mb):
+        # The runs keep every activation: the plan's rows without recomputation.
+        if (x["tensor"], x["pipeline"], x["data"], int(x["zero1"]), x["micro_batch"], x["recompute"]) == (t, p, d, z, mb, False):
             comm = x["tensor_comm_seconds"] + x["pipeline_comm_seconds"] + x["data_comm_seconds"]
             return x["tokens_per_second"], comm / x["step_seconds"], x["bubble_seconds"] / x["step_seconds"]
     return None

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch peer of `dapt bench train-step`: the same Llama config (transformers
 LlamaForCausalLM, fp32, SDPA attention) and the same synthetic batch, forward +
-backward, median step time. Prints one JSON line."""
+backward, median step time. --checkpointing 1: transformers' gradient
+checkpointing of every decoder layer (non-reentrant). Prints one JSON line."""
 import argparse
 import json
 import resource
@@ -16,7 +17,7 @@ def main():
     ap = argparse.ArgumentParser()
     for name, default in [("vocab", 4096), ("hidden", 256), ("layers", 4), ("heads", 4), ("kv-heads", 0),
                           ("intermediate", 688), ("seq", 256), ("batch", 8), ("doc-length", 0),
-                          ("steps", 10), ("warmup", 2), ("threads", 1)]:
+                          ("steps", 10), ("warmup", 2), ("threads", 1), ("checkpointing", 0)]:
         ap.add_argument("--" + name, type=int, default=default)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -27,6 +28,13 @@ def main():
                       tie_word_embeddings=False, attn_implementation="sdpa")
     model = LlamaForCausalLM(cfg).float()
     model.train()
+    if a.checkpointing:
+        model.config.use_cache = False
+        # transformers 5 names it activation checkpointing; older releases, gradient checkpointing.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     B, T, V = a.batch, a.seq, a.vocab
     n = B * T
