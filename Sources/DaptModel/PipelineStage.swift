@@ -24,10 +24,12 @@ public struct PipelineStage: Equatable, Sendable {
     public var isPartial: Bool { count > 1 }
 
     /// The stages of `config` split among `stages` ranks: `stageLayers`
-    /// (layers per stage) when given, else balanced by `stageCosts`.
+    /// (layers per stage) when given, else balanced by `costs` (with each
+    /// stage's rerun layers when `recomputing`: every layer but its last).
     /// Throws a configuration error naming the numbers when the model has
     /// fewer layers than stages or `stageLayers` does not fit.
-    public static func partition(_ config: LlamaConfig, stages: Int, stageLayers: [Int]? = nil) throws -> [PipelineStage] {
+    public static func partition(_ config: LlamaConfig, stages: Int, stageLayers: [Int]? = nil,
+                                 recomputing: Bool = false) throws -> [PipelineStage] {
         let layers = config.numHiddenLayers
         guard stages >= 1 else { throw ConfigError(field: "pretrain.parallel.pipeline", reason: "\(stages): must be at least 1") }
         if layers < stages {
@@ -39,7 +41,7 @@ public struct PipelineStage: Equatable, Sendable {
             try validate(stageLayers: stageLayers, stages: stages, layers: layers)
             counts = stageLayers
         } else {
-            counts = balancedLayerCounts(config, stages: stages)
+            counts = balancedLayerCounts(config, stages: stages, recomputing: recomputing)
         }
         var first = 0
         return counts.enumerated().map { i, n in
@@ -68,16 +70,18 @@ public struct PipelineStage: Equatable, Sendable {
     /// weights' multiply-adds (attention's quadratic term left out: equal on
     /// every layer, it does not move the split). The embedding lookup is
     /// nearly free; the head's vocab × hidden product falls on the last stage.
-    public static func costs(_ c: LlamaConfig) -> (layer: Double, head: Double) {
+    /// `rerun`: a recomputed layer's second forward, without the down
+    /// product, in the same units (a pass is a third of forward + backward).
+    public static func costs(_ c: LlamaConfig) -> (layer: Double, head: Double, rerun: Double) {
         let h = Double(c.hiddenSize)
         let layer = h * Double(c.qDimension) * 2 + h * Double(c.kvDimension) * 2 + 3 * h * Double(c.intermediateSize)
-        return (layer, Double(c.vocabSize) * h)
+        return (layer, Double(c.vocabSize) * h, (layer - h * Double(c.intermediateSize)) / 3)
     }
 
     /// Layers per stage minimising the largest stage's cost (the head counted
     /// on the last stage); among equal maxima, later stages take fewer layers.
-    static func balancedLayerCounts(_ c: LlamaConfig, stages: Int) -> [Int] {
-        let (layerCost, headCost) = costs(c)
+    static func balancedLayerCounts(_ c: LlamaConfig, stages: Int, recomputing: Bool) -> [Int] {
+        let (layerCost, headCost, rerunCost) = costs(c)
         let layers = c.numHiddenLayers
         // best[s][l]: the smallest largest cost of the first l layers on s stages (s ≥ 1, l ≥ s).
         var best = [[Double]](repeating: [Double](repeating: .infinity, count: layers + 1), count: stages + 1)
@@ -87,7 +91,7 @@ public struct PipelineStage: Equatable, Sendable {
             for l in s...layers {
                 let isLast = s == stages
                 for n in 1...(l - s + 1) {
-                    let cost = Double(n) * layerCost + (isLast ? headCost : 0)
+                    let cost = Double(n) * layerCost + (recomputing ? Double(n - 1) * rerunCost : 0) + (isLast ? headCost : 0)
                     let candidate = max(best[s - 1][l - n], cost)
                     if candidate < best[s][l] { best[s][l] = candidate; choice[s][l] = n }
                 }

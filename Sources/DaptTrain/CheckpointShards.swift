@@ -174,7 +174,8 @@ extension Trainer {
         var stages: [PipelineStage]?
         if model.layout.stage.isPartial {
             do {
-                stages = try PipelineStage.partition(model.config, stages: groups.layout.pipeline, stageLayers: config.parallel.stageLayers)
+                stages = try PipelineStage.partition(model.config, stages: groups.layout.pipeline, stageLayers: config.parallel.stageLayers,
+                                                     recomputing: config.parallel.recompute)
             } catch {
                 preconditionFailure("the pipeline partition was checked before the model was built: \(error)")
             }

@@ -178,7 +178,7 @@ public struct LayoutPlanner: Sendable {
         var stageParameters = 0.0
         var stageMicro = [Double](repeating: 0, count: P), stageTensor = stageMicro, stageUpdate = stageMicro
         // The trainer's own split (layers balanced by cost, the head on the last stage).
-        let stages = (try? PipelineStage.partition(c, stages: P)) ?? []
+        let stages = (try? PipelineStage.partition(c, stages: P, recomputing: layout.recompute)) ?? []
         for stage in 0..<P {
             let L = stages[stage].layers.count
             let first = stage == 0, last = stage == P - 1

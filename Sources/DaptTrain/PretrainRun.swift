@@ -66,7 +66,8 @@ public enum PretrainRun {
         let (model, stages) = try world.agreed { () throws -> (LlamaModel, [PipelineStage]) in
             let architecture = try start.map { try LlamaConfig.load(path: $0.path + "/" + Trainer.configFile) }
                 ?? config.model.llamaConfig(vocabulary: shards.vocabSize)
-            let stages = try PipelineStage.partition(architecture, stages: layout.pipeline, stageLayers: config.parallel.stageLayers)
+            let stages = try PipelineStage.partition(architecture, stages: layout.pipeline, stageLayers: config.parallel.stageLayers,
+                                                     recomputing: config.parallel.recompute)
             let stage = stages[groups.coordinates.pipeline]
             if let start { return (try start.loadModel(tensorGroup: groups.tensor, stage: stage), stages) }
             return (try LlamaModel(config: architecture, tensorGroup: groups.tensor, stage: stage), stages)

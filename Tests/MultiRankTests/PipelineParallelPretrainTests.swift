@@ -154,7 +154,8 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let (_, shards) = try PretrainCommandTests.prepare(dir)
         func run(_ name: String) -> String { dir.appendingPathComponent(name).path }
         let layout = ["--steps", "8", "--precision", "bf16", "--set", "model.num_hidden_layers=4", "--set", "data.micro_batch_size=1",
-                      "--set", "parallel.tensor=2", "--set", "parallel.pipeline=2", "--set", "checkpoint.every_steps=8"]
+                      "--set", "parallel.tensor=2", "--set", "parallel.pipeline=2", "--set", "parallel.stage_layers=[2, 2]",
+                      "--set", "checkpoint.every_steps=8"]
         for recompute in [false, true] {
             let r = try pretrain(np: 4, ["--input", shards, "--output", run("rc-\(recompute)"), "--set", "parallel.recompute=\(recompute)"]
                                  + PretrainCommandTests.tiny + layout)
