@@ -148,7 +148,8 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
     /// stage, so each stage reruns one; two micro-batches in flight; the
     /// output projection's all-reduce runs again), in bf16: the losses,
     /// gradient norms and saved weights of the run that keeps every
-    /// activation, byte for byte.
+    /// activation, byte for byte; also when half the run recomputes and the
+    /// rest, resumed, does not.
     func testRecomputedLayersGiveTheSameRun() throws {
         let dir = try DaptProcess.temporaryDirectory(self)
         let (_, shards) = try PretrainCommandTests.prepare(dir)
@@ -171,6 +172,17 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let model = "/checkpoint-00000008/model.safetensors"
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("rc-true") + model)),
                        try Data(contentsOf: URL(fileURLWithPath: run("rc-false") + model)), "the same weights, byte for byte")
+
+        // Four steps recomputing, then resumed without: the uninterrupted run again.
+        let half = try pretrain(np: 4, ["--input", shards, "--output", run("rc-resumed"), "--stop-after", "4", "--set", "parallel.recompute=true"]
+                                + PretrainCommandTests.tiny + layout)
+        XCTAssertEqual(half.status, 0, half.report)
+        let rest = try pretrain(np: 4, ["--resume", run("rc-resumed"), "--set", "parallel.recompute=false"])
+        XCTAssertEqual(rest.status, 0, rest.report)
+        XCTAssertFalse(rest.stderr.contains("layers recomputed in backward"), rest.report)
+        XCTAssertEqual(try PretrainCommandTests.metrics(run("rc-resumed")), lines)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("rc-resumed") + model)),
+                       try Data(contentsOf: URL(fileURLWithPath: run("rc-false") + model)), "resumed with the setting changed")
     }
 
     /// bf16 and fp16 under 2 tensor × 2 pipeline ranks: every step completes
