@@ -136,8 +136,10 @@ public struct LayoutPlanner: Sendable {
                 if G % D != 0 { exclude("\(D) data ranks do not divide the global batch (\(G)): every data rank needs an equal share"); continue }
                 let sizes = microBatchSizes(share: G / D)
                 if sizes.isEmpty { exclude("no micro-batch size among \(assumptions.microBatchSizes) divides each data rank's share (\(G / D))"); continue }
+                // With one layer per stage nothing is rerun: recomputing would repeat the row.
+                let recomputeChoices = c.numHiddenLayers > P ? [false, true] : [false]
                 for zero1 in D > 1 ? [false, true] : [false] {
-                    for recompute in [false, true] {
+                    for recompute in recomputeChoices {
                         for b in sizes {
                             plans.append(estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, recompute: recompute, microBatch: b)))
                         }
