@@ -27,20 +27,26 @@ public struct LayerDimensions: Equatable, Sendable {
 /// several at once), with the scratch its layers reuse. Sized for one batch
 /// shape; `LlamaModel.prepare(_:in:)` sets the batch.
 ///
-/// With `recomputesLayers`, only each layer's input (the residual stream)
-/// is kept for backward: the rest of a layer's saved tensors (mid, q/k/v,
-/// the attention output and its log-sum-exp, the norm scales, [gate | up])
-/// have one slot that every layer's forward overwrites, and backward runs a
-/// layer's forward again into it just before the layer's backward.
+/// With `recomputedLayers` K > 0, the stage's first K + 1 layers keep only
+/// their input (the residual stream) for backward: the rest of their saved
+/// tensors (mid, q/k/v, the attention output and its log-sum-exp, the norm
+/// scales, [gate | up]) have one slot that each of their forwards
+/// overwrites, and backward runs a layer's forward again into it just
+/// before the layer's backward. The last of them is still in the slot after
+/// the forward pass, so K layers are rerun and K layers' tensors are saved.
 public final class Activations {
     public let dims: LayerDimensions
     /// The layers held: `firstLayer ..< firstLayer + layers` (a pipeline stage's).
     public let layers: Int
     public let firstLayer: Int
-    /// Whether backward recomputes each layer's saved tensors from its input.
-    public let recomputesLayers: Bool
-    /// The layer whose saved tensors the shared slot holds when recomputing
-    /// (after a forward pass, the last layer's: its backward needs no rerun).
+    /// Layers whose saved tensors backward recomputes from their input
+    /// (the stage's first ones; at most `layers − 1`, all but the last).
+    public let recomputedLayers: Int
+    /// Layers (the stage's first) sharing the one slot: the recomputed
+    /// ones and the next, whose tensors the forward pass leaves there.
+    let slotSharers: Int
+    /// The layer whose saved tensors the shared slot holds (after a forward
+    /// pass, the last sharer's: its backward needs no rerun).
     var slotLayer: Int?
     public let batchSize: Int, seqLen: Int
     /// Rows (tokens) of the micro-batch.
@@ -60,11 +66,17 @@ public final class Activations {
     /// Floats allocated in all (the layout planner's activation memory follows it).
     public let allocatedFloats: Int
 
-    public init(dims d: LayerDimensions, layers L: Int, firstLayer: Int = 0, batchSize: Int, seqLen: Int, recomputesLayers: Bool = false) {
+    /// `recomputedLayers`: how many of the stage's first layers backward
+    /// recomputes (capped at `layers − 1`; 0: none).
+    public init(dims d: LayerDimensions, layers L: Int, firstLayer: Int = 0, batchSize: Int, seqLen: Int, recomputedLayers: Int = 0) {
+        precondition(recomputedLayers >= 0, "recomputedLayers \(recomputedLayers) < 0")
         self.dims = d; self.layers = L; self.firstLayer = firstLayer
-        self.batchSize = batchSize; self.seqLen = seqLen; self.recomputesLayers = recomputesLayers
+        self.batchSize = batchSize; self.seqLen = seqLen
+        let K = min(recomputedLayers, max(L - 1, 0))
+        self.recomputedLayers = K
+        slotSharers = K > 0 ? K + 1 : 0
         // Layers whose saved tensors (beyond their input) are held at once.
-        let S = recomputesLayers ? min(L, 1) : L
+        let S = K > 0 ? L - K : L
         let n = batchSize * seqLen, H = d.hidden, I = d.intermediate
         self.n = n
         var all: [UnsafeMutableBufferPointer<Float>] = []
@@ -103,10 +115,16 @@ public final class Activations {
                        qStride: dims.qkvDim, kvStride: dims.qkvDim)
     }
 
+    /// Whether backward recomputes model layer `model`'s saved tensors.
+    func recomputes(_ model: Int) -> Bool { model - firstLayer < recomputedLayers }
+
+    /// Whether model layer `model`'s saved tensors live in the shared slot.
+    func sharesSlot(_ model: Int) -> Bool { model - firstLayer < slotSharers }
+
     /// Layer `l`'s saved tensors: its input `x`, `mid` (after attention), its
-    /// output, and the rest (in the one shared slot when recomputing).
+    /// output, and the rest (in the one shared slot for the first sharers).
     func layer(_ model: Int) -> LayerActivations {
-        let d = dims, l = model - firstLayer, k = recomputesLayers ? 0 : l
+        let d = dims, l = model - firstLayer, k = slotSharers > 0 ? max(l - slotSharers + 1, 0) : l
         return LayerActivations(x: residual + l * n * d.hidden, mid: mid + k * n * d.hidden, out: residual + (l + 1) * n * d.hidden,
                                 qkv: qkv + k * n * d.qkvDim,
                                 attention: attnOut + k * n * d.qDim, lse: lse + k * n * d.heads,
@@ -413,7 +431,7 @@ public struct DecoderBlock {
                                       settings: settings)
         }
         if !recomputing { settings.round(s.out, n * H) }
-        a.slotLayer = l
+        if a.sharesSlot(l) { a.slotLayer = l }
     }
 
     /// Layer `l` backward: takes ∂/∂hidden[l + 1] in `a.dResidual`, leaves ∂/∂hidden[l] there.

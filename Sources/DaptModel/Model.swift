@@ -157,14 +157,16 @@ public final class LlamaModel: @unchecked Sendable {
     /// `HeadChunking.rows` from the head's size; see `headChunks`). Not
     /// used under a tensor split, where the head takes all rows at once.
     public var headChunkRows: Int?
-    /// Whether contexts made from now on keep only each layer's input and
-    /// backward recomputes the rest of a layer's saved tensors before its
-    /// backward (activation recomputation: about one more forward of the
-    /// layers, without the MLP's down product, for about 1/11 of the layers'
-    /// activation memory). Gradients and losses are the same bits either way.
-    /// Not for layers with LoRA adapters.
-    public var recomputesLayers = false {
-        didSet { if recomputesLayers != oldValue { current = nil } }
+    /// How many of each stage's first layers keep only their input in
+    /// contexts made from now on, backward recomputing the rest of their
+    /// saved tensors before their backward (activation recomputation: per
+    /// layer about one more forward without the MLP's down product, for its
+    /// saved tensors but the input). At most a stage's layers − 1 take
+    /// effect (the last is never rerun), so the model's layer count means
+    /// all. Gradients and losses are the same bits either way. Not for
+    /// layers with LoRA adapters.
+    public var recomputedLayers = 0 {
+        didSet { if recomputedLayers != oldValue { current = nil } }
     }
     /// Rows each layer's MLP takes through its norm, products and SwiGLU
     /// at a time, forward and backward (`MLP.blockRows`), and its
@@ -384,7 +386,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// A context for `batch`: activations for its shape, RoPE tables and document starts.
     public func makeActivations(_ batch: TokenBatch) throws -> Activations {
         let a = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
-                            batchSize: batch.batchSize, seqLen: batch.seqLen, recomputesLayers: recomputesLayers)
+                            batchSize: batch.batchSize, seqLen: batch.seqLen, recomputedLayers: recomputedLayers)
         try prepare(batch, in: a)
         return a
     }
@@ -426,7 +428,7 @@ public final class LlamaModel: @unchecked Sendable {
         if current == nil || current!.batchSize != batch.batchSize || current!.seqLen != batch.seqLen {
             current = nil
             current = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
-                                  batchSize: batch.batchSize, seqLen: batch.seqLen, recomputesLayers: recomputesLayers)
+                                  batchSize: batch.batchSize, seqLen: batch.seqLen, recomputedLayers: recomputedLayers)
         }
         try prepare(batch, in: current!)
     }
@@ -494,7 +496,7 @@ public final class LlamaModel: @unchecked Sendable {
         let w = UnsafePointer(parameters.storage.baseAddress!), g = gradientPointer, settings = self.settings
         let first = layout.stage.layers.lowerBound
         for l in range.reversed() {
-            if a.recomputesLayers && a.slotLayer != l {
+            if a.recomputes(l) && a.slotLayer != l {
                 try blocks[l - first].forward(layer: l, a, weights: w, settings: settings, recomputing: true)
             }
             try blocks[l - first].backward(layer: l, a, weights: w, gradients: g, settings: settings)

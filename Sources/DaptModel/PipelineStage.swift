@@ -25,11 +25,12 @@ public struct PipelineStage: Equatable, Sendable {
 
     /// The stages of `config` split among `stages` ranks: `stageLayers`
     /// (layers per stage) when given, else balanced by `costs` (with each
-    /// stage's rerun layers when `recomputing`: every layer but its last).
+    /// stage's rerun layers: `recomputedLayers` of its first, at most all
+    /// but its last).
     /// Throws a configuration error naming the numbers when the model has
     /// fewer layers than stages or `stageLayers` does not fit.
     public static func partition(_ config: LlamaConfig, stages: Int, stageLayers: [Int]? = nil,
-                                 recomputing: Bool = false) throws -> [PipelineStage] {
+                                 recomputedLayers: Int = 0) throws -> [PipelineStage] {
         let layers = config.numHiddenLayers
         guard stages >= 1 else { throw ConfigError(field: "pretrain.parallel.pipeline", reason: "\(stages): must be at least 1") }
         if layers < stages {
@@ -41,7 +42,7 @@ public struct PipelineStage: Equatable, Sendable {
             try validate(stageLayers: stageLayers, stages: stages, layers: layers)
             counts = stageLayers
         } else {
-            counts = balancedLayerCounts(config, stages: stages, recomputing: recomputing)
+            counts = balancedLayerCounts(config, stages: stages, recomputedLayers: recomputedLayers)
         }
         var first = 0
         return counts.enumerated().map { i, n in
@@ -80,7 +81,7 @@ public struct PipelineStage: Equatable, Sendable {
 
     /// Layers per stage minimising the largest stage's cost (the head counted
     /// on the last stage); among equal maxima, later stages take fewer layers.
-    static func balancedLayerCounts(_ c: LlamaConfig, stages: Int, recomputing: Bool) -> [Int] {
+    static func balancedLayerCounts(_ c: LlamaConfig, stages: Int, recomputedLayers: Int) -> [Int] {
         let (layerCost, headCost, rerunCost) = costs(c)
         let layers = c.numHiddenLayers
         // best[s][l]: the smallest largest cost of the first l layers on s stages (s ≥ 1, l ≥ s).
@@ -91,7 +92,7 @@ public struct PipelineStage: Equatable, Sendable {
             for l in s...layers {
                 let isLast = s == stages
                 for n in 1...(l - s + 1) {
-                    let cost = Double(n) * layerCost + (recomputing ? Double(n - 1) * rerunCost : 0) + (isLast ? headCost : 0)
+                    let cost = Double(n) * layerCost + Double(min(recomputedLayers, n - 1)) * rerunCost + (isLast ? headCost : 0)
                     let candidate = max(best[s - 1][l - n], cost)
                     if candidate < best[s][l] { best[s][l] = candidate; choice[s][l] = n }
                 }

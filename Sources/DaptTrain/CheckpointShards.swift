@@ -175,7 +175,7 @@ extension Trainer {
         if model.layout.stage.isPartial {
             do {
                 stages = try PipelineStage.partition(model.config, stages: groups.layout.pipeline, stageLayers: config.parallel.stageLayers,
-                                                     recomputing: config.parallel.recompute)
+                                                     recomputedLayers: config.parallel.recomputedLayers(of: model.config.numHiddenLayers))
             } catch {
                 preconditionFailure("the pipeline partition was checked before the model was built: \(error)")
             }

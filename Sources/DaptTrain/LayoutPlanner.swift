@@ -44,15 +44,29 @@ public struct PlannedLayout: Equatable, Hashable, Sendable, CustomStringConverti
     public var zero1: Bool
     /// Layers recomputed in backward (`pretrain.parallel.recompute`).
     public var recompute: Bool
+    /// With `recompute`, how many of each stage's first layers
+    /// (`pretrain.parallel.recompute_layers`); nil: all but each stage's last.
+    public var recomputeLayers: Int?
     public var microBatch: Int
 
-    public init(tensor: Int, pipeline: Int, data: Int, zero1: Bool = false, recompute: Bool = false, microBatch: Int) {
-        self.tensor = tensor; self.pipeline = pipeline; self.data = data; self.zero1 = zero1; self.recompute = recompute
+    public init(tensor: Int, pipeline: Int, data: Int, zero1: Bool = false, recompute: Bool = false, recomputeLayers: Int? = nil,
+                microBatch: Int) {
+        self.tensor = tensor; self.pipeline = pipeline; self.data = data; self.zero1 = zero1
+        self.recompute = recompute || recomputeLayers != nil; self.recomputeLayers = recomputeLayers
         self.microBatch = microBatch
     }
 
+    /// The settings `dapt pretrain` takes for this layout's recomputation.
+    var parallelRecompute: PretrainConfig.Parallel {
+        var parallel = PretrainConfig.Parallel()
+        parallel.recompute = recompute
+        parallel.recomputeLayers = recomputeLayers
+        return parallel
+    }
+
     public var description: String {
-        "T=\(tensor) P=\(pipeline) D=\(data)\(zero1 ? " zero1" : "")\(recompute ? " recompute" : "") mb=\(microBatch)"
+        let rc = recompute ? " recompute" + (recomputeLayers.map { " \($0)" } ?? "") : ""
+        return "T=\(tensor) P=\(pipeline) D=\(data)\(zero1 ? " zero1" : "")\(rc) mb=\(microBatch)"
     }
 }
 
@@ -136,12 +150,17 @@ public struct LayoutPlanner: Sendable {
                 if G % D != 0 { exclude("\(D) data ranks do not divide the global batch (\(G)): every data rank needs an equal share"); continue }
                 let sizes = microBatchSizes(share: G / D)
                 if sizes.isEmpty { exclude("no micro-batch size among \(assumptions.microBatchSizes) divides each data rank's share (\(G / D))"); continue }
-                // With one layer per stage nothing is rerun: recomputing would repeat the row.
-                let recomputeChoices = c.numHiddenLayers > P ? [false, true] : [false]
                 for zero1 in D > 1 ? [false, true] : [false] {
-                    for recompute in recomputeChoices {
-                        for b in sizes {
-                            plans.append(estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, recompute: recompute, microBatch: b)))
+                    for b in sizes {
+                        let plain = estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, microBatch: b))
+                        plans.append(plain)
+                        // With one layer per stage nothing is rerun: recomputing would repeat the row.
+                        guard c.numHiddenLayers > P else { continue }
+                        let all = estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, recompute: true, microBatch: b))
+                        plans.append(all)
+                        // Where only recomputation fits, also the fewest recomputed layers that fit.
+                        if !plain.fits && all.fits, let fewest = fewestRecomputedLayersFitting(plain.layout) {
+                            plans.append(fewest)
                         }
                     }
                 }
@@ -149,6 +168,25 @@ public struct LayoutPlanner: Sendable {
         }
         plans.sort { ($0.time.total, $0.memory.total) < ($1.time.total, $1.memory.total) }
         return (plans, excluded)
+    }
+
+    /// The plan recomputing the fewest of each stage's first layers that
+    /// fits, when fewer than all but each stage's last. Memory falls with
+    /// every layer added, so a bisection finds it.
+    func fewestRecomputedLayersFitting(_ layout: PlannedLayout) -> LayoutPlan? {
+        var layout = layout
+        let stages = (try? PipelineStage.partition(workload.model, stages: layout.pipeline,
+                                                  recomputedLayers: workload.model.numHiddenLayers)) ?? []
+        let allCount = (stages.map(\.layers.count).max() ?? 1) - 1
+        var low = 1, high = allCount, best: LayoutPlan?
+        while low < high {
+            let k = (low + high) / 2
+            layout.recomputeLayers = k; layout.recompute = true
+            let plan = estimate(layout)
+            if plan.fits { best = plan; high = k } else { low = k + 1 }
+        }
+        guard let best, best.layout.recomputeLayers == low, low < allCount else { return nil }
+        return best
     }
 
     /// The fastest plan that fits and that dapt runs today, if any.
@@ -180,7 +218,8 @@ public struct LayoutPlanner: Sendable {
         var stageParameters = 0.0
         var stageMicro = [Double](repeating: 0, count: P), stageTensor = stageMicro, stageUpdate = stageMicro
         // The trainer's own split (layers balanced by cost, the head on the last stage).
-        let stages = (try? PipelineStage.partition(c, stages: P, recomputing: layout.recompute)) ?? []
+        let recomputed = layout.parallelRecompute.recomputedLayers(of: c.numHiddenLayers)
+        let stages = (try? PipelineStage.partition(c, stages: P, recomputedLayers: recomputed)) ?? []
         for stage in 0..<P {
             let L = stages[stage].layers.count
             let first = stage == 0, last = stage == P - 1
@@ -197,7 +236,9 @@ public struct LayoutPlanner: Sendable {
             stageMemory.snapshots = Double(assumptions.rollbackSnapshots) * (count + 2 * owned + (mixed && layout.zero1 ? owned : 0)) * e
             // 1F1B: stage i holds the activations of min(P − i, m) micro-batches at its peak.
             let inFlight = Double(min(P - stage, m))
-            stageMemory.activations = (inFlight * activationElements(layers: L, rows: b * s, tensor: T, recompute: layout.recompute)
+            // Each stage reruns its first layers, all but its last at most.
+            let rerun = min(recomputed, max(L - 1, 0))
+            stageMemory.activations = (inFlight * activationElements(layers: L, rows: b * s, tensor: T, recomputed: rerun)
                 + (last ? headElements(rows: b * s, tensor: T) : 0)) * e
             if stageMemory.total > memory.total { memory = stageMemory }
             stageParameters = max(stageParameters, count)
@@ -209,9 +250,8 @@ public struct LayoutPlanner: Sendable {
             var flops = 6 * matrixWeights * Double(b * s) + 12 * Double(c.qDimension / T) * visibleKeys * Double(L)
             // Recomputation runs each layer's forward again but for the MLP's
             // down product (2 per weight per token, attention 4·q_dim per
-            // visible key), except the stage's last layer, whose forward left
+            // visible key), never the stage's last layer, whose forward left
             // its tensors in place.
-            let rerun = layout.recompute ? max(L - 1, 0) : 0
             flops += Double(rerun) * (2 * Double(c.layerMatrixWeights - h * c.intermediateSize) / Double(T) * Double(b * s)
                                       + 4 * Double(c.qDimension / T) * visibleKeys)
             stageMicro[stage] = flops / rate
@@ -272,15 +312,16 @@ public struct LayoutPlanner: Sendable {
     /// Floats one `Activations` holds for `layers` layers of `rows` tokens on
     /// one of T tensor ranks: per layer the residual input, mid, q, k, v, the
     /// attention output, its log-sum-exp, two norm scales and [gate | up]
-    /// (with `recompute`, the input per layer and the rest once); the stage
+    /// (the `recomputed` first layers keep only their input, the next sharing
+    /// its slot with them); the stage
     /// output; the final norm's output and scales (allocated on every
     /// pipeline stage, used on the last); and the layers' scratch.
-    func activationElements(layers L: Int, rows n: Int, tensor T: Int, recompute: Bool = false) -> Double {
+    func activationElements(layers L: Int, rows n: Int, tensor T: Int, recomputed: Int = 0) -> Double {
         let c = workload.model
         let H = Double(c.hiddenSize), q = Double(c.qDimension / T), kv = Double(c.kvDimension / T)
         let I = Double(c.intermediateSize / T), heads = Double(c.numAttentionHeads / T), N = Double(n)
         let input = N * H, saved = N * (H + q + 2 * kv + q + heads + 2 + 2 * I)
-        let total = Double(L) * input + Double(recompute ? min(L, 1) : L) * saved + N * H + N * (H + 1)
+        let total = Double(L) * input + Double(L - min(recomputed, max(L - 1, 0))) * saved + N * H + N * (H + 1)
         let scratch = N * (4 * H + 2 * q + 2 * kv + 4 * I)
         return total + scratch
     }
@@ -302,6 +343,7 @@ public struct LayoutPlanner: Sendable {
         config.parallel.pipeline = layout.pipeline
         config.parallel.zero = layout.zero1 ? 1 : 0
         config.parallel.recompute = layout.recompute
+        config.parallel.recomputeLayers = layout.recomputeLayers
         config.data.globalBatchSize = workload.globalBatch
         config.data.microBatchSize = layout.microBatch
         do {

@@ -204,12 +204,17 @@ public struct PretrainConfig: StageConfig, Equatable {
         /// backward (`GradientReducer`); 0: one all-reduce after backward.
         public var bucketMB = 4.0
         /// Keep only each layer's input for backward and recompute the rest
-        /// of its saved tensors there (`LlamaModel.recomputesLayers`): a
+        /// of its saved tensors there (`LlamaModel.recomputedLayers`): a
         /// quarter to a third more compute for about 1/11 of the layers'
         /// activation memory; the same losses and weights, bit for bit.
         public var recompute = false
+        /// With `recompute`, how many of each stage's first layers are
+        /// recomputed (Megatron's block method); nil: all but each stage's
+        /// last, whose tensors the forward pass leaves in place.
+        public var recomputeLayers: Int?
         enum CodingKeys: String, CodingKey, CaseIterable {
             case tensor, pipeline, zero, stageLayers = "stage_layers", bucketMB = "bucket_mb", recompute
+            case recomputeLayers = "recompute_layers"
         }
         public init() {}
         public init(from decoder: Decoder) throws {
@@ -221,6 +226,13 @@ public struct PretrainConfig: StageConfig, Equatable {
             stageLayers = try c.decodeIfPresent([Int].self, forKey: .stageLayers)
             bucketMB = try c.value(.bucketMB, default: d.bucketMB)
             recompute = try c.value(.recompute, default: d.recompute)
+            recomputeLayers = try c.decodeIfPresent(Int.self, forKey: .recomputeLayers)
+        }
+
+        /// Layers recomputed per stage for a model of `modelLayers` layers
+        /// (`LlamaModel.recomputedLayers`; 0: none, `modelLayers`: all).
+        public func recomputedLayers(of modelLayers: Int) -> Int {
+            recompute ? min(recomputeLayers ?? modelLayers, modelLayers) : 0
         }
     }
 
@@ -295,6 +307,12 @@ public struct PretrainConfig: StageConfig, Equatable {
         try Check.positive(parallel.pipeline, "parallel.pipeline")
         try Check.inRange(parallel.zero, 0...1, "parallel.zero")
         try Check.nonNegative(parallel.bucketMB, "parallel.bucket_mb")
+        if let layers = parallel.recomputeLayers {
+            try Check.positive(layers, "parallel.recompute_layers")
+            if !parallel.recompute {
+                throw ConfigError(field: "parallel.recompute_layers", reason: "\(layers) given without parallel.recompute: true; set both to recompute some layers")
+            }
+        }
         if let stageLayers = parallel.stageLayers {
             // The sum is checked against the model's layers when it is built (a --from model has its own).
             try PipelineStage.validate(stageLayers: stageLayers, stages: parallel.pipeline,

@@ -67,7 +67,7 @@ public enum PretrainRun {
             let architecture = try start.map { try LlamaConfig.load(path: $0.path + "/" + Trainer.configFile) }
                 ?? config.model.llamaConfig(vocabulary: shards.vocabSize)
             let stages = try PipelineStage.partition(architecture, stages: layout.pipeline, stageLayers: config.parallel.stageLayers,
-                                                     recomputing: config.parallel.recompute)
+                                                     recomputedLayers: config.parallel.recomputedLayers(of: architecture.numHiddenLayers))
             let stage = stages[groups.coordinates.pipeline]
             if let start { return (try start.loadModel(tensorGroup: groups.tensor, stage: stage), stages) }
             return (try LlamaModel(config: architecture, tensorGroup: groups.tensor, stage: stage), stages)
@@ -105,7 +105,7 @@ public enum PretrainRun {
         } else if groups.writes {
             try RunDirectory.prepareFresh(config.checkpoint.directory, overwrite: options.overwrite)
         }
-        sink.report(.notice(stage: stage, message: "\(model.layout.totalCount) parameters, \(split.train.count) training / \(split.heldOut.count) held-out documents, \(trainer.trainOrder.sequencesPerEpoch) sequences of \(config.data.sequenceLength) per epoch, \(config.precision.mode.rawValue), \(trainer.optimizerStateBytes) bytes of optimizer state per rank\(trainer.zero == nil ? "" : " (ZeRO-1 over \(layout.data) data ranks)")\(model.recomputesLayers ? ", layers recomputed in backward" : "")"))
+        sink.report(.notice(stage: stage, message: "\(model.layout.totalCount) parameters, \(split.train.count) training / \(split.heldOut.count) held-out documents, \(trainer.trainOrder.sequencesPerEpoch) sequences of \(config.data.sequenceLength) per epoch, \(config.precision.mode.rawValue), \(trainer.optimizerStateBytes) bytes of optimizer state per rank\(trainer.zero == nil ? "" : " (ZeRO-1 over \(layout.data) data ranks)")\(Self.recomputationNotice(model))"))
         if world.size > 1 {
             let grid = layout.grid(layers: model.config.numHiddenLayers, heads: model.config.numAttentionHeads, globalBatch: config.data.globalBatchSize,
                                    stages: stages)
@@ -120,6 +120,14 @@ public enum PretrainRun {
         defer { try? signals.restore() }
         let stopStep = options.stopAfter.map { min(config.schedule.totalSteps, trainer.state.step + $0) }
         return try trainer.run(metrics: metrics, until: stopStep)
+    }
+
+    /// The start line's words on recomputation ("" when off).
+    static func recomputationNotice(_ model: LlamaModel) -> String {
+        let K = model.recomputedLayers
+        if K == 0 { return "" }
+        if K >= model.config.numHiddenLayers { return ", layers recomputed in backward" }
+        return ", the first \(K) layer\(K == 1 ? "" : "s") of each stage recomputed in backward"
     }
 
     /// The checks that read the run directory, shards, tokenizers and

@@ -207,7 +207,7 @@ public final class Trainer {
         pipeline = model.layout.stage.isPartial ? PipelineStageRunner(model: model, group: groups.pipeline) : nil
         // Activations and their gradients are rounded inside every layer by the model.
         model.activationPrecision = config.precision.mode
-        model.recomputesLayers = config.parallel.recompute
+        model.recomputedLayers = config.parallel.recomputedLayers(of: model.config.numHiddenLayers)
         let mixed = config.precision.mode != .fp32
         zero = config.parallel.zero == 1
             ? model.parameters.withBuffer { ZeroSharding(group: groups.data, parameters: UnsafeBufferPointer($0), mixedPrecision: mixed) } : nil

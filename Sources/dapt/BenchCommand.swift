@@ -2,6 +2,7 @@ import ArgumentParser
 import DaptBLAS
 import DaptCore
 import DaptModel
+import DaptTrain
 import Foundation
 
 /// Benchmarks behind `scripts/bench/` (not part of a training run).
@@ -41,9 +42,15 @@ struct BenchCommand: ParsableCommand {
         var breakdown = false
         @Flag(help: "Keep only each layer's input and recompute the rest in backward (pretrain.parallel.recompute).")
         var recompute = false
+        @Option(name: .customLong("recompute-layers"), help: "With --recompute, only the first N layers (pretrain.parallel.recompute_layers).")
+        var recomputeLayers: Int?
 
         func validate() throws {
             if let blockRows, blockRows < 1 { throw ValidationError("--block-rows must be at least 1, got \(blockRows)") }
+            if let recomputeLayers {
+                if recomputeLayers < 1 { throw ValidationError("--recompute-layers must be at least 1, got \(recomputeLayers)") }
+                if !recompute { throw ValidationError("--recompute-layers \(recomputeLayers) needs --recompute") }
+            }
         }
 
         func run() throws {
@@ -56,7 +63,9 @@ struct BenchCommand: ParsableCommand {
             model.threads = threads
             model.headChunkRows = headRows
             if let blockRows { model.layerBlockRows = blockRows }
-            model.recomputesLayers = recompute
+            var parallel = PretrainConfig.Parallel()
+            (parallel.recompute, parallel.recomputeLayers) = (recompute, recomputeLayers)
+            model.recomputedLayers = parallel.recomputedLayers(of: layers)
             model.initializeRandom(seed: 1)
             let data = try TokenBatch.synthetic(vocab: vocab, batchSize: batch, seqLen: seq, documentLength: documentLength)
             var times: [Double] = []

@@ -29,7 +29,9 @@ final class PipelineStageTests: XCTestCase {
         // rerunning all but its last layer [2, 2] is cheaper (3456 + 469 and 3456 + 469 + 2048 = 5973 against 6123).
         let lightHead = Self.config(layers: 4, vocab: 128)
         XCTAssertEqual(try PipelineStage.partition(lightHead, stages: 2).map(\.layers.count), [3, 1])
-        XCTAssertEqual(try PipelineStage.partition(lightHead, stages: 2, recomputing: true).map(\.layers.count), [2, 2])
+        XCTAssertEqual(try PipelineStage.partition(lightHead, stages: 2, recomputedLayers: 4).map(\.layers.count), [2, 2])
+        // Rerunning only each stage's first layer keeps [3, 1]: 5184 + 469 = 5653 against 5973.
+        XCTAssertEqual(try PipelineStage.partition(lightHead, stages: 2, recomputedLayers: 1).map(\.layers.count), [3, 1])
         XCTAssertEqual(try PipelineStage.partition(heavyHead, stages: 2).map(\.layers.count), [5, 1])
         let stages = try PipelineStage.partition(heavyHead, stages: 3)
         XCTAssertEqual(stages.map(\.layers.count).reduce(0, +), 6)

@@ -100,6 +100,37 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertFalse(plans.contains { $0.layout.recompute && $0.layout.pipeline == 2 })
     }
 
+    /// Recomputing some layers: on four layers, each of the first K drops
+    /// one layer's saved tensors (320 floats) and costs one rerun; nil means
+    /// three (all but the last). Where memory allows two but not one, the
+    /// plans list the layout plain, with two and with all layers, by time.
+    func testRecomputingSomeLayers() throws {
+        var deep = Self.tiny
+        deep.numHiddenLayers = 4
+        let p = try planner(model: deep)
+        func layout(_ layers: Int?, recompute: Bool = true) -> PlannedLayout {
+            PlannedLayout(tensor: 1, pipeline: 1, data: 2, recompute: recompute, recomputeLayers: layers, microBatch: 2)
+        }
+        let plain = p.estimate(layout(nil, recompute: false))
+        let some = [1, 2, 3, 7].map { p.estimate(layout($0)) }, all = p.estimate(layout(nil))
+        let rerun = some[0].time.compute - plain.time.compute
+        XCTAssertGreaterThan(rerun, 0)
+        for (plan, layers) in zip(some + [all], [1, 2, 3, 3, 3]) {
+            XCTAssertEqual(plain.memory.activations - plan.memory.activations, Double(layers * 320 * 4), "\(plan.layout)")
+            XCTAssertEqual(plan.time.compute - plain.time.compute, Double(layers) * rerun, accuracy: 1e-15, "\(plan.layout)")
+        }
+        XCTAssertEqual(some[1].layout.description, "T=1 P=1 D=2 recompute 2 mb=2")
+        XCTAssertNil(some[1].notRunnable)
+
+        var tight = Self.cluster()
+        tight.memoryPerRankGiB = (some[0].memory.total + some[1].memory.total) / 2 / 1073741824
+        let listed = try planner(tight, model: deep).plans().plans.filter {
+            ($0.layout.tensor, $0.layout.pipeline, $0.layout.data, $0.layout.zero1, $0.layout.microBatch) == (1, 1, 2, false, 2)
+        }
+        XCTAssertEqual(listed.map(\.layout), [layout(nil, recompute: false), layout(2), layout(nil)])
+        XCTAssertEqual(listed.map(\.fits), [false, true, true])
+    }
+
     /// Mixed precision adds the fp32 master weights; ZeRO-1 divides moments, masters and the update by D.
     func testMixedPrecisionAndZeroOneOptimizerState() throws {
         let bf16 = try planner(precision: .bf16)
@@ -118,11 +149,11 @@ final class LayoutPlannerTests: XCTestCase {
         for (model, t) in [(Self.tiny, 1), (Self.tiny, 2), (LlamaConfig(vocabSize: 64, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 3,
                                                                         numAttentionHeads: 4, numKeyValueHeads: 2), 2)] {
             let p = try planner(model: model)
-            for recompute in [false, true] {
+            for recomputed in 0...model.numHiddenLayers {
                 let allocated = Activations(dims: LayerDimensions(config: model, tensorParallel: t), layers: model.numHiddenLayers,
-                                            batchSize: 3, seqLen: 5, recomputesLayers: recompute).allocatedFloats
-                XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, rows: 15, tensor: t, recompute: recompute), Double(allocated),
-                               "LayoutPlanner.activationElements must count what Activations allocates (T=\(t), recompute \(recompute))")
+                                            batchSize: 3, seqLen: 5, recomputedLayers: recomputed).allocatedFloats
+                XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, rows: 15, tensor: t, recomputed: recomputed), Double(allocated),
+                               "LayoutPlanner.activationElements must count what Activations allocates (T=\(t), \(recomputed) recomputed)")
             }
         }
         // The head's scratch: one chunk of logits (512 rows, fewer than the batch's 600) and each row's loss.

@@ -198,5 +198,22 @@ final class OptimizerTests: XCTestCase {
         XCTAssertThrowsError(try ConfigLoader.decode(PretrainConfig.self, yaml: "parallel:\n  recompute: 2\n")) {
             XCTAssertTrue("\($0)".contains("parallel.recompute"), "\($0)")
         }
+        // Some layers: the first N of each stage, only with recompute: true.
+        c = try ConfigLoader.decode(PretrainConfig.self, yaml: "parallel:\n  recompute: true\n  recompute_layers: 3\n")
+        XCTAssertEqual(c.parallel.recomputeLayers, 3)
+        XCTAssertEqual(c.parallel.recomputedLayers(of: 8), 3)
+        XCTAssertEqual(c.parallel.recomputedLayers(of: 2), 2)
+        XCTAssertNoThrow(try c.validate())
+        c.parallel.recomputeLayers = nil
+        XCTAssertEqual(c.parallel.recomputedLayers(of: 8), 8, "unset: all")
+        c.parallel.recompute = false
+        XCTAssertEqual(c.parallel.recomputedLayers(of: 8), 0)
+        c.parallel.recomputeLayers = 2
+        XCTAssertThrowsError(try c.validate()) {
+            XCTAssertTrue("\($0)".contains("parallel.recompute_layers: 2 given without parallel.recompute: true"), "\($0)")
+        }
+        c.parallel.recompute = true
+        c.parallel.recomputeLayers = 0
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("parallel.recompute_layers"), "\($0)") }
     }
 }

@@ -2,7 +2,8 @@
 """PyTorch peer of `dapt bench train-step`: the same Llama config (transformers
 LlamaForCausalLM, fp32, SDPA attention) and the same synthetic batch, forward +
 backward, median step time. --checkpointing 1: transformers' gradient
-checkpointing of every decoder layer (non-reentrant). Prints one JSON line."""
+checkpointing of every decoder layer (non-reentrant); with --checkpointing-layers N
+only of the first N (as `pretrain.parallel.recompute_layers`). Prints one JSON line."""
 import argparse
 import json
 import resource
@@ -17,7 +18,8 @@ def main():
     ap = argparse.ArgumentParser()
     for name, default in [("vocab", 4096), ("hidden", 256), ("layers", 4), ("heads", 4), ("kv-heads", 0),
                           ("intermediate", 688), ("seq", 256), ("batch", 8), ("doc-length", 0),
-                          ("steps", 10), ("warmup", 2), ("threads", 1), ("checkpointing", 0)]:
+                          ("steps", 10), ("warmup", 2), ("threads", 1), ("checkpointing", 0),
+                          ("checkpointing-layers", 0)]:
         ap.add_argument("--" + name, type=int, default=default)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -35,6 +37,10 @@ def main():
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if a.checkpointing_layers:
+            # Each decoder layer checks its own flag on every call.
+            for layer in model.model.layers[a.checkpointing_layers:]:
+                layer.gradient_checkpointing = False
 
     B, T, V = a.batch, a.seq, a.vocab
     n = B * T
