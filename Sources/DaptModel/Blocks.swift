@@ -23,6 +23,15 @@ public struct LayerDimensions: Equatable, Sendable {
     }
 }
 
+/// What a recomputed layer drops after its forward and computes again in
+/// its backward (`pretrain.parallel.recompute_granularity`).
+public enum RecomputeGranularity: String, Codable, Sendable, CaseIterable {
+    /// Everything but the layer's input: the layer's forward runs again.
+    case layer
+    /// The MLP's [gate | up] rows: their product runs again, block by block.
+    case mlp
+}
+
 /// The saved activations of one micro-batch (so a pipeline stage can hold
 /// several at once), with the scratch its layers reuse. Sized for one batch
 /// shape; `LlamaModel.prepare(_:in:)` sets the batch.
@@ -34,14 +43,21 @@ public struct LayerDimensions: Equatable, Sendable {
 /// overwrites, and backward runs a layer's forward again into it just
 /// before the layer's backward. The last of them is still in the slot after
 /// the forward pass, so K layers are rerun and K layers' tensors are saved.
+///
+/// With the `.mlp` granularity the stage's first K layers (at most all)
+/// keep everything but their [gate | up] rows: forward writes each block
+/// of rows into one block-sized scratch, and the MLP's backward computes
+/// the block's rows again, from the norm output it recomputes anyway, just
+/// before it reads them.
 public final class Activations {
     public let dims: LayerDimensions
     /// The layers held: `firstLayer ..< firstLayer + layers` (a pipeline stage's).
     public let layers: Int
     public let firstLayer: Int
-    /// Layers whose saved tensors backward recomputes from their input
-    /// (the stage's first ones; at most `layers − 1`, all but the last).
+    /// Layers whose saved tensors backward recomputes (the stage's first
+    /// ones; whole layers: at most `layers − 1`, all but the last).
     public let recomputedLayers: Int
+    public let granularity: RecomputeGranularity
     /// Layers (the stage's first) sharing the one slot: the recomputed
     /// ones and the next, whose tensors the forward pass leaves there.
     let slotSharers: Int
@@ -53,6 +69,8 @@ public final class Activations {
     public let n: Int
     public internal(set) var batch: TokenBatch?
     let residual, mid, qkv, attnOut, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
+    /// A block of [gate | up] rows of the layers that recompute them (`.mlp`).
+    let gateUpBlock: UnsafeMutablePointer<Float>?
     /// The final norm's output and scales (the head's logits are computed in
     /// chunks into the model's own scratch, not held per micro-batch).
     let finalOut, finalRstd: UnsafeMutablePointer<Float>
@@ -67,16 +85,19 @@ public final class Activations {
     public let allocatedFloats: Int
 
     /// `recomputedLayers`: how many of the stage's first layers backward
-    /// recomputes (capped at `layers − 1`; 0: none).
-    public init(dims d: LayerDimensions, layers L: Int, firstLayer: Int = 0, batchSize: Int, seqLen: Int, recomputedLayers: Int = 0) {
+    /// recomputes (0: none; whole layers capped at `layers − 1`, [gate | up]
+    /// rows at `layers`).
+    public init(dims d: LayerDimensions, layers L: Int, firstLayer: Int = 0, batchSize: Int, seqLen: Int, recomputedLayers: Int = 0,
+                granularity: RecomputeGranularity = .layer) {
         precondition(recomputedLayers >= 0, "recomputedLayers \(recomputedLayers) < 0")
         self.dims = d; self.layers = L; self.firstLayer = firstLayer
-        self.batchSize = batchSize; self.seqLen = seqLen
-        let K = min(recomputedLayers, max(L - 1, 0))
+        self.batchSize = batchSize; self.seqLen = seqLen; self.granularity = granularity
+        let K = min(recomputedLayers, granularity == .layer ? max(L - 1, 0) : L)
         self.recomputedLayers = K
-        slotSharers = K > 0 ? K + 1 : 0
-        // Layers whose saved tensors (beyond their input) are held at once.
-        let S = K > 0 ? L - K : L
+        slotSharers = granularity == .layer && K > 0 ? K + 1 : 0
+        // Layers whose saved tensors (beyond their input) are held at once,
+        // and of those, whose [gate | up] rows are.
+        let S = slotSharers > 0 ? L - K : L, gateUpLayers = granularity == .mlp ? L - K : S
         let n = batchSize * seqLen, H = d.hidden, I = d.intermediate
         self.n = n
         var all: [UnsafeMutableBufferPointer<Float>] = []
@@ -97,7 +118,9 @@ public final class Activations {
         attnOut = make(S * n * d.qDim); lse = make(S * n * d.heads)
         rstd1 = make(S * n); rstd2 = make(S * n)
         // Rows of [gate | up]: one product with the adjacent gate_proj and up_proj weights.
-        gateUp = make(S * n * 2 * I)
+        gateUp = make(gateUpLayers * n * 2 * I)
+        // A block may hold every row (under a tensor split or an adapter's pass).
+        gateUpBlock = granularity == .mlp && K > 0 ? make(n * 2 * I) : nil
         finalOut = make(n * H); finalRstd = make(n)
         normOut = make(n * H); hAct = make(n * I); dResidual = make(n * H); dNorm = make(n * H)
         dAttnOut = make(n * d.qDim); dqkv = make(n * d.qkvDim); dHAct = make(n * I)
@@ -115,8 +138,11 @@ public final class Activations {
                        qStride: dims.qkvDim, kvStride: dims.qkvDim)
     }
 
-    /// Whether backward recomputes model layer `model`'s saved tensors.
-    func recomputes(_ model: Int) -> Bool { model - firstLayer < recomputedLayers }
+    /// Whether backward reruns model layer `model`'s forward.
+    func recomputes(_ model: Int) -> Bool { granularity == .layer && model - firstLayer < recomputedLayers }
+
+    /// Whether model layer `model`'s [gate | up] rows are computed again in its backward.
+    func recomputesGateUp(_ model: Int) -> Bool { granularity == .mlp && model - firstLayer < recomputedLayers }
 
     /// Whether model layer `model`'s saved tensors live in the shared slot.
     func sharesSlot(_ model: Int) -> Bool { model - firstLayer < slotSharers }
@@ -125,10 +151,13 @@ public final class Activations {
     /// output, and the rest (in the one shared slot for the first sharers).
     func layer(_ model: Int) -> LayerActivations {
         let d = dims, l = model - firstLayer, k = slotSharers > 0 ? max(l - slotSharers + 1, 0) : l
+        let blocked = recomputesGateUp(model)
         return LayerActivations(x: residual + l * n * d.hidden, mid: mid + k * n * d.hidden, out: residual + (l + 1) * n * d.hidden,
                                 qkv: qkv + k * n * d.qkvDim,
                                 attention: attnOut + k * n * d.qDim, lse: lse + k * n * d.heads,
-                                rstd1: rstd1 + k * n, rstd2: rstd2 + k * n, gateUp: gateUp + k * n * 2 * d.intermediate)
+                                rstd1: rstd1 + k * n, rstd2: rstd2 + k * n,
+                                gateUp: blocked ? gateUpBlock! : gateUp + (granularity == .mlp ? l - recomputedLayers : k) * n * 2 * d.intermediate,
+                                gateUpPerBlock: blocked)
     }
 
     /// The hidden state entering layer `boundary` of the model (`firstLayer … firstLayer + layers`).
@@ -141,6 +170,11 @@ public final class Activations {
 /// Pointers to one layer's saved activations inside an `Activations`.
 struct LayerActivations {
     let x, mid, out, qkv, attention, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
+    /// `gateUp` holds one block of rows (from its start), computed again in backward.
+    var gateUpPerBlock = false
+
+    /// Where block `r0…`'s [gate | up] rows are, `width` floats a row.
+    func gateUpRows(_ r0: Int, width: Int) -> UnsafeMutablePointer<Float> { gateUpPerBlock ? gateUp : gateUp + r0 * width }
 }
 
 /// Grouped-query self-attention: the q/k/v projections as one product
@@ -302,26 +336,28 @@ public struct MLP {
         for r0 in stride(from: 0, to: n, by: block) {
             let rows = r0..<min(r0 + block, n), m = rows.count
             prepare(rows)
-            gateUp.forward(x: input + r0 * H, rows: m, weights: w, y: s.gateUp + r0 * 2 * I)
-            settings.round(s.gateUp + r0 * 2 * I, m * 2 * I)
+            let gu = s.gateUpRows(r0, width: 2 * I)
+            gateUp.forward(x: input + r0 * H, rows: m, weights: w, y: gu)
+            settings.round(gu, m * 2 * I)
             if savedOnly { continue }
-            activate(rows, s.gateUp, a, settings: settings)
+            activate(m, gu, a, settings: settings)
             try down.addRowParallel(x: a.hAct, rows: m, weights: w, out: out + r0 * down.outFeatures,
                                     scratch: a.partial + r0 * down.outFeatures, settings: settings)
         }
     }
 
-    /// hAct[0 ..< rows.count] = silu(gate) ⊙ up over `rows`, rounded: a
-    /// block's activations start at hAct's first row, so every block reuses
-    /// the same (still cached) scratch rather than touching new memory.
-    private func activate(_ rows: Range<Int>, _ gateUp: UnsafeMutablePointer<Float>, _ a: Activations, settings: PassSettings) {
-        let I = intermediate, r0 = rows.lowerBound
-        let swiglu = Unchecked((gateUp + r0 * 2 * I, a.hAct))
-        settings.forEachRowChunk(rows.count) { chunk in
+    /// hAct[0 ..< rows] = silu(gate) ⊙ up of the block's `rows` [gate | up]
+    /// rows at `gateUp`, rounded: a block's activations start at hAct's
+    /// first row, so every block reuses the same (still cached) scratch
+    /// rather than touching new memory.
+    private func activate(_ rows: Int, _ gateUp: UnsafeMutablePointer<Float>, _ a: Activations, settings: PassSettings) {
+        let I = intermediate
+        let swiglu = Unchecked((gateUp, a.hAct))
+        settings.forEachRowChunk(rows) { chunk in
             let (gateUp, hAct) = swiglu.value
             for r in chunk { swigluForward(gate: gateUp + r * 2 * I, up: gateUp + r * 2 * I + I, count: I, out: hAct + r * I) }
         }
-        settings.round(a.hAct, rows.count * I)
+        settings.round(a.hAct, rows * I)
     }
 
     /// Given dOut and `input` (recomputed by `prepare`, called on each block
@@ -340,13 +376,19 @@ public struct MLP {
             for r0 in stride(from: 0, to: n, by: block) {
                 let m = min(block, n - r0)
                 prepare(r0..<(r0 + m))
+                let gu = s.gateUpRows(r0, width: 2 * I)
+                if s.gateUpPerBlock {
+                    // The forward's product on the same rows of the same norm output: the same bits.
+                    gateUp.forward(x: input + r0 * H, rows: m, weights: w, y: gu)
+                    settings.round(gu, m * 2 * I)
+                }
                 let dy = dOut + r0 * H, hAct = a.hAct, dHAct = a.dHAct, dGateUp = a.dGateUp
                 // ∂/∂hAct first, so one pass recomputes hAct (for down's weight
                 // gradient) and computes [dGate | dUp] with one exp and one
                 // division per element.
                 down.backwardInput(dy: dy, rows: m, weights: w, dx: dHAct)
                 settings.round(dHAct, m * I)
-                let ptrs = Unchecked((s.gateUp + r0 * 2 * I, dHAct, dGateUp, hAct))
+                let ptrs = Unchecked((gu, dHAct, dGateUp, hAct))
                 settings.forEachRowChunk(m) { chunk in
                     let (gateUp, dHAct, dGateUp, hAct) = ptrs.value
                     for r in chunk {
@@ -363,8 +405,9 @@ public struct MLP {
                 finish(r0..<(r0 + m))
             }
         } else {
+            precondition(!s.gateUpPerBlock, "layers with LoRA adapters do not recompute [gate | up]")
             prepare(0..<n)
-            activate(0..<n, s.gateUp, a, settings: settings)
+            activate(n, s.gateUp, a, settings: settings)
             down.backward(x: a.hAct, dy: dOut, rows: n, weights: w, gradients: g, dx: a.dHAct)
             settings.round(a.dHAct, n * I)
             // Rows of [dGate | dUp], then one product each for the weight and input gradients.
@@ -415,8 +458,8 @@ public struct DecoderBlock {
     func forward(layer l: Int, _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings,
                  recomputing: Bool = false) throws {
         // An adapter's dropout would draw new masks in a second forward.
-        precondition(!recomputing || (attention.qkv.adapter == nil && attention.o.adapter == nil
-                                      && mlp.gateUp.adapter == nil && mlp.down.adapter == nil),
+        precondition(!(recomputing || a.recomputesGateUp(l)) || (attention.qkv.adapter == nil && attention.o.adapter == nil
+                                                                 && mlp.gateUp.adapter == nil && mlp.down.adapter == nil),
                      "layers with LoRA adapters are not recomputed")
         let s = a.layer(l), n = a.n, H = a.dims.hidden
         // mid = x + attention(norm(x)): the norm's pass also starts mid at x.

@@ -168,6 +168,14 @@ public final class LlamaModel: @unchecked Sendable {
     public var recomputedLayers = 0 {
         didSet { if recomputedLayers != oldValue { current = nil } }
     }
+    /// What those layers recompute: the whole layer, or (`.mlp`) only the
+    /// [gate | up] rows, about half of a layer's saved floats for their one
+    /// product (no attention, no all-reduce): less compute per float saved
+    /// than whole layers, the more so the longer the context. With `.mlp`
+    /// a stage's last layer can recompute too.
+    public var recomputeGranularity = RecomputeGranularity.layer {
+        didSet { if recomputeGranularity != oldValue { current = nil } }
+    }
     /// Rows each layer's MLP takes through its norm, products and SwiGLU
     /// at a time, forward and backward (`MLP.blockRows`), and its
     /// attention through its norm, the q/k/v product and RoPE in the
@@ -386,7 +394,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// A context for `batch`: activations for its shape, RoPE tables and document starts.
     public func makeActivations(_ batch: TokenBatch) throws -> Activations {
         let a = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
-                            batchSize: batch.batchSize, seqLen: batch.seqLen, recomputedLayers: recomputedLayers)
+                            batchSize: batch.batchSize, seqLen: batch.seqLen, recomputedLayers: recomputedLayers,
+                            granularity: recomputeGranularity)
         try prepare(batch, in: a)
         return a
     }
@@ -428,7 +437,8 @@ public final class LlamaModel: @unchecked Sendable {
         if current == nil || current!.batchSize != batch.batchSize || current!.seqLen != batch.seqLen {
             current = nil
             current = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
-                                  batchSize: batch.batchSize, seqLen: batch.seqLen, recomputedLayers: recomputedLayers)
+                                  batchSize: batch.batchSize, seqLen: batch.seqLen, recomputedLayers: recomputedLayers,
+                            granularity: recomputeGranularity)
         }
         try prepare(batch, in: current!)
     }

@@ -26,11 +26,11 @@ public struct PipelineStage: Equatable, Sendable {
     /// The stages of `config` split among `stages` ranks: `stageLayers`
     /// (layers per stage) when given, else balanced by `costs` (with each
     /// stage's rerun layers: `recomputedLayers` of its first, at most all
-    /// but its last).
+    /// but its last, or all with the `.mlp` granularity).
     /// Throws a configuration error naming the numbers when the model has
     /// fewer layers than stages or `stageLayers` does not fit.
     public static func partition(_ config: LlamaConfig, stages: Int, stageLayers: [Int]? = nil,
-                                 recomputedLayers: Int = 0) throws -> [PipelineStage] {
+                                 recomputedLayers: Int = 0, granularity: RecomputeGranularity = .layer) throws -> [PipelineStage] {
         let layers = config.numHiddenLayers
         guard stages >= 1 else { throw ConfigError(field: "pretrain.parallel.pipeline", reason: "\(stages): must be at least 1") }
         if layers < stages {
@@ -42,7 +42,7 @@ public struct PipelineStage: Equatable, Sendable {
             try validate(stageLayers: stageLayers, stages: stages, layers: layers)
             counts = stageLayers
         } else {
-            counts = balancedLayerCounts(config, stages: stages, recomputedLayers: recomputedLayers)
+            counts = balancedLayerCounts(config, stages: stages, recomputedLayers: recomputedLayers, granularity: granularity)
         }
         var first = 0
         return counts.enumerated().map { i, n in
@@ -72,17 +72,19 @@ public struct PipelineStage: Equatable, Sendable {
     /// every layer, it does not move the split). The embedding lookup is
     /// nearly free; the head's vocab × hidden product falls on the last stage.
     /// `rerun`: a recomputed layer's second forward, without the down
-    /// product, in the same units (a pass is a third of forward + backward).
-    public static func costs(_ c: LlamaConfig) -> (layer: Double, head: Double, rerun: Double) {
-        let h = Double(c.hiddenSize)
-        let layer = h * Double(c.qDimension) * 2 + h * Double(c.kvDimension) * 2 + 3 * h * Double(c.intermediateSize)
-        return (layer, Double(c.vocabSize) * h, (layer - h * Double(c.intermediateSize)) / 3)
+    /// product, in the same units (a pass is a third of forward + backward);
+    /// `gateUpRerun`: its [gate | up] product alone (the `.mlp` granularity).
+    public static func costs(_ c: LlamaConfig) -> (layer: Double, head: Double, rerun: Double, gateUpRerun: Double) {
+        let h = Double(c.hiddenSize), i = Double(c.intermediateSize)
+        let layer = h * Double(c.qDimension) * 2 + h * Double(c.kvDimension) * 2 + 3 * h * i
+        return (layer, Double(c.vocabSize) * h, (layer - h * i) / 3, 2 * h * i / 3)
     }
 
     /// Layers per stage minimising the largest stage's cost (the head counted
     /// on the last stage); among equal maxima, later stages take fewer layers.
-    static func balancedLayerCounts(_ c: LlamaConfig, stages: Int, recomputedLayers: Int) -> [Int] {
-        let (layerCost, headCost, rerunCost) = costs(c)
+    static func balancedLayerCounts(_ c: LlamaConfig, stages: Int, recomputedLayers: Int, granularity: RecomputeGranularity) -> [Int] {
+        let (layerCost, headCost, layerRerun, gateUpRerun) = costs(c)
+        let rerunCost = granularity == .layer ? layerRerun : gateUpRerun
         let layers = c.numHiddenLayers
         // best[s][l]: the smallest largest cost of the first l layers on s stages (s ≥ 1, l ≥ s).
         var best = [[Double]](repeating: [Double](repeating: .infinity, count: layers + 1), count: stages + 1)
@@ -92,7 +94,8 @@ public struct PipelineStage: Equatable, Sendable {
             for l in s...layers {
                 let isLast = s == stages
                 for n in 1...(l - s + 1) {
-                    let cost = Double(n) * layerCost + Double(min(recomputedLayers, n - 1)) * rerunCost + (isLast ? headCost : 0)
+                    let reruns = min(recomputedLayers, granularity == .layer ? n - 1 : n)
+                    let cost = Double(n) * layerCost + Double(reruns) * rerunCost + (isLast ? headCost : 0)
                     let candidate = max(best[s - 1][l - n], cost)
                     if candidate < best[s][l] { best[s][l] = candidate; choice[s][l] = n }
                 }

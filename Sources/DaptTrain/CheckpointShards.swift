@@ -175,7 +175,8 @@ extension Trainer {
         if model.layout.stage.isPartial {
             do {
                 stages = try PipelineStage.partition(model.config, stages: groups.layout.pipeline, stageLayers: config.parallel.stageLayers,
-                                                     recomputedLayers: config.parallel.recomputedLayers(of: model.config.numHiddenLayers))
+                                                     recomputedLayers: config.parallel.recomputedLayers(of: model.config.numHiddenLayers),
+                                                     granularity: config.parallel.recomputeGranularity)
             } catch {
                 preconditionFailure("the pipeline partition was checked before the model was built: \(error)")
             }

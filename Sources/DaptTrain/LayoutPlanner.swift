@@ -45,14 +45,17 @@ public struct PlannedLayout: Equatable, Hashable, Sendable, CustomStringConverti
     /// Layers recomputed in backward (`pretrain.parallel.recompute`).
     public var recompute: Bool
     /// With `recompute`, how many of each stage's first layers
-    /// (`pretrain.parallel.recompute_layers`); nil: all but each stage's last.
+    /// (`pretrain.parallel.recompute_layers`); nil: all it can.
     public var recomputeLayers: Int?
+    /// What they recompute (`pretrain.parallel.recompute_granularity`).
+    public var recomputeGranularity: RecomputeGranularity
     public var microBatch: Int
 
     public init(tensor: Int, pipeline: Int, data: Int, zero1: Bool = false, recompute: Bool = false, recomputeLayers: Int? = nil,
-                microBatch: Int) {
+                recomputeGranularity: RecomputeGranularity = .layer, microBatch: Int) {
         self.tensor = tensor; self.pipeline = pipeline; self.data = data; self.zero1 = zero1
-        self.recompute = recompute || recomputeLayers != nil; self.recomputeLayers = recomputeLayers
+        self.recompute = recompute || recomputeLayers != nil || recomputeGranularity != .layer
+        self.recomputeLayers = recomputeLayers; self.recomputeGranularity = recomputeGranularity
         self.microBatch = microBatch
     }
 
@@ -61,11 +64,13 @@ public struct PlannedLayout: Equatable, Hashable, Sendable, CustomStringConverti
         var parallel = PretrainConfig.Parallel()
         parallel.recompute = recompute
         parallel.recomputeLayers = recomputeLayers
+        parallel.recomputeGranularity = recomputeGranularity
         return parallel
     }
 
     public var description: String {
-        let rc = recompute ? " recompute" + (recomputeLayers.map { " \($0)" } ?? "") : ""
+        let what = recomputeGranularity == .mlp ? " mlp" : ""
+        let rc = recompute ? " recompute" + what + (recomputeLayers.map { " \($0)" } ?? "") : ""
         return "T=\(tensor) P=\(pipeline) D=\(data)\(zero1 ? " zero1" : "")\(rc) mb=\(microBatch)"
     }
 }
@@ -154,13 +159,16 @@ public struct LayoutPlanner: Sendable {
                     for b in sizes {
                         let plain = estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, microBatch: b))
                         plans.append(plain)
-                        // With one layer per stage nothing is rerun: recomputing would repeat the row.
-                        guard c.numHiddenLayers > P else { continue }
-                        let all = estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, recompute: true, microBatch: b))
-                        plans.append(all)
-                        // Where only recomputation fits, also the fewest recomputed layers that fit.
-                        if !plain.fits && all.fits, let fewest = fewestRecomputedLayersFitting(plain.layout) {
-                            plans.append(fewest)
+                        for granularity in RecomputeGranularity.allCases {
+                            // With one layer per stage no layer is rerun: recomputing it would repeat the row.
+                            if granularity == .layer && c.numHiddenLayers <= P { continue }
+                            let all = estimate(PlannedLayout(tensor: T, pipeline: P, data: D, zero1: zero1, recompute: true,
+                                                             recomputeGranularity: granularity, microBatch: b))
+                            plans.append(all)
+                            // Where only recomputation fits, also the fewest recomputed layers that fit.
+                            if !plain.fits && all.fits, let fewest = fewestRecomputedLayersFitting(all.layout) {
+                                plans.append(fewest)
+                            }
                         }
                     }
                 }
@@ -170,14 +178,14 @@ public struct LayoutPlanner: Sendable {
         return (plans, excluded)
     }
 
-    /// The plan recomputing the fewest of each stage's first layers that
-    /// fits, when fewer than all but each stage's last. Memory falls with
-    /// every layer added, so a bisection finds it.
+    /// The plan recomputing (as `layout` does) the fewest of each stage's
+    /// first layers that fits, when fewer than all it can. Memory falls
+    /// with every layer added, so a bisection finds it.
     func fewestRecomputedLayersFitting(_ layout: PlannedLayout) -> LayoutPlan? {
         var layout = layout
-        let stages = (try? PipelineStage.partition(workload.model, stages: layout.pipeline,
-                                                  recomputedLayers: workload.model.numHiddenLayers)) ?? []
-        let allCount = (stages.map(\.layers.count).max() ?? 1) - 1
+        let stages = (try? PipelineStage.partition(workload.model, stages: layout.pipeline, recomputedLayers: workload.model.numHiddenLayers,
+                                                  granularity: layout.recomputeGranularity)) ?? []
+        let allCount = (stages.map(\.layers.count).max() ?? 1) - (layout.recomputeGranularity == .layer ? 1 : 0)
         var low = 1, high = allCount, best: LayoutPlan?
         while low < high {
             let k = (low + high) / 2
@@ -219,7 +227,8 @@ public struct LayoutPlanner: Sendable {
         var stageMicro = [Double](repeating: 0, count: P), stageTensor = stageMicro, stageUpdate = stageMicro
         // The trainer's own split (layers balanced by cost, the head on the last stage).
         let recomputed = layout.parallelRecompute.recomputedLayers(of: c.numHiddenLayers)
-        let stages = (try? PipelineStage.partition(c, stages: P, recomputedLayers: recomputed)) ?? []
+        let granularity = layout.recomputeGranularity
+        let stages = (try? PipelineStage.partition(c, stages: P, recomputedLayers: recomputed, granularity: granularity)) ?? []
         for stage in 0..<P {
             let L = stages[stage].layers.count
             let first = stage == 0, last = stage == P - 1
@@ -236,9 +245,10 @@ public struct LayoutPlanner: Sendable {
             stageMemory.snapshots = Double(assumptions.rollbackSnapshots) * (count + 2 * owned + (mixed && layout.zero1 ? owned : 0)) * e
             // 1F1B: stage i holds the activations of min(P − i, m) micro-batches at its peak.
             let inFlight = Double(min(P - stage, m))
-            // Each stage reruns its first layers, all but its last at most.
-            let rerun = min(recomputed, max(L - 1, 0))
-            stageMemory.activations = (inFlight * activationElements(layers: L, rows: b * s, tensor: T, recomputed: rerun)
+            // Each stage recomputes its first layers: whole, all but its last at most; [gate | up], all.
+            let rerun = min(recomputed, granularity == .layer ? max(L - 1, 0) : L)
+            stageMemory.activations = (inFlight * activationElements(layers: L, rows: b * s, tensor: T, recomputed: rerun,
+                                                                     granularity: granularity)
                 + (last ? headElements(rows: b * s, tensor: T) : 0)) * e
             if stageMemory.total > memory.total { memory = stageMemory }
             stageParameters = max(stageParameters, count)
@@ -251,15 +261,21 @@ public struct LayoutPlanner: Sendable {
             // Recomputation runs each layer's forward again but for the MLP's
             // down product (2 per weight per token, attention 4·q_dim per
             // visible key), never the stage's last layer, whose forward left
-            // its tensors in place.
-            flops += Double(rerun) * (2 * Double(c.layerMatrixWeights - h * c.intermediateSize) / Double(T) * Double(b * s)
-                                      + 4 * Double(c.qDimension / T) * visibleKeys)
+            // its tensors in place; or only the [gate | up] product, 2·h·2I per token.
+            switch granularity {
+            case .layer:
+                flops += Double(rerun) * (2 * Double(c.layerMatrixWeights - h * c.intermediateSize) / Double(T) * Double(b * s)
+                                          + 4 * Double(c.qDimension / T) * visibleKeys)
+            case .mlp:
+                flops += Double(rerun) * 4 * Double(h * c.intermediateSize) / Double(T) * Double(b * s)
+            }
+            let rerunAllReduces = granularity == .layer ? rerun : 0
             stageMicro[stage] = flops / rate
             // Four all-reduces of the [b·s, hidden] activations per layer (two forward,
             // two backward; one more per recomputed layer, the attention's output
             // projection), the embedding's sum and the head's input gradient, and
             // the vocabulary-parallel cross-entropy's two row reductions.
-            var comm = Double(4 * L + rerun + (first ? 1 : 0) + (last ? 1 : 0)) * links.tensor.allReduce(bytes: activationBytes, ranks: T)
+            var comm = Double(4 * L + rerunAllReduces + (first ? 1 : 0) + (last ? 1 : 0)) * links.tensor.allReduce(bytes: activationBytes, ranks: T)
             if last { comm += links.tensor.allReduce(bytes: rowsBytes, ranks: T) + links.tensor.allReduce(bytes: 2 * rowsBytes, ranks: T) }
             stageTensor[stage] = comm
         }
@@ -313,17 +329,27 @@ public struct LayoutPlanner: Sendable {
     /// one of T tensor ranks: per layer the residual input, mid, q, k, v, the
     /// attention output, its log-sum-exp, two norm scales and [gate | up]
     /// (the `recomputed` first layers keep only their input, the next sharing
-    /// its slot with them); the stage
+    /// its slot with them; with the `.mlp` granularity they keep all but
+    /// [gate | up], of which one micro-batch's rows are scratch); the stage
     /// output; the final norm's output and scales (allocated on every
     /// pipeline stage, used on the last); and the layers' scratch.
-    func activationElements(layers L: Int, rows n: Int, tensor T: Int, recomputed: Int = 0) -> Double {
+    func activationElements(layers L: Int, rows n: Int, tensor T: Int, recomputed: Int = 0,
+                            granularity: RecomputeGranularity = .layer) -> Double {
         let c = workload.model
         let H = Double(c.hiddenSize), q = Double(c.qDimension / T), kv = Double(c.kvDimension / T)
         let I = Double(c.intermediateSize / T), heads = Double(c.numAttentionHeads / T), N = Double(n)
         let input = N * H, saved = N * (H + q + 2 * kv + q + heads + 2 + 2 * I)
-        let total = Double(L) * input + Double(L - min(recomputed, max(L - 1, 0))) * saved + N * H + N * (H + 1)
-        let scratch = N * (4 * H + 2 * q + 2 * kv + 4 * I)
-        return total + scratch
+        let total: Double
+        var scratch = N * (4 * H + 2 * q + 2 * kv + 4 * I)
+        switch granularity {
+        case .layer:
+            total = Double(L) * (input + saved) - Double(min(recomputed, max(L - 1, 0))) * saved
+        case .mlp:
+            let k = min(recomputed, L)
+            total = Double(L) * (input + saved) - Double(k) * N * 2 * I
+            if k > 0 { scratch += N * 2 * I }
+        }
+        return total + N * H + N * (H + 1) + scratch
     }
 
     /// Floats the last stage's head holds once, whatever the micro-batches
@@ -344,6 +370,7 @@ public struct LayoutPlanner: Sendable {
         config.parallel.zero = layout.zero1 ? 1 : 0
         config.parallel.recompute = layout.recompute
         config.parallel.recomputeLayers = layout.recomputeLayers
+        config.parallel.recomputeGranularity = layout.recomputeGranularity
         config.data.globalBatchSize = workload.globalBatch
         config.data.microBatchSize = layout.microBatch
         do {

@@ -212,9 +212,12 @@ public struct PretrainConfig: StageConfig, Equatable {
         /// recomputed (Megatron's block method); nil: all but each stage's
         /// last, whose tensors the forward pass leaves in place.
         public var recomputeLayers: Int?
+        /// What a recomputed layer recomputes: `layer` (its forward) or
+        /// `mlp` (its [gate | up] rows; `LlamaModel.recomputeGranularity`).
+        public var recomputeGranularity = RecomputeGranularity.layer
         enum CodingKeys: String, CodingKey, CaseIterable {
             case tensor, pipeline, zero, stageLayers = "stage_layers", bucketMB = "bucket_mb", recompute
-            case recomputeLayers = "recompute_layers"
+            case recomputeLayers = "recompute_layers", recomputeGranularity = "recompute_granularity"
         }
         public init() {}
         public init(from decoder: Decoder) throws {
@@ -227,6 +230,7 @@ public struct PretrainConfig: StageConfig, Equatable {
             bucketMB = try c.value(.bucketMB, default: d.bucketMB)
             recompute = try c.value(.recompute, default: d.recompute)
             recomputeLayers = try c.decodeIfPresent(Int.self, forKey: .recomputeLayers)
+            recomputeGranularity = try c.value(.recomputeGranularity, default: d.recomputeGranularity)
         }
 
         /// Layers recomputed per stage for a model of `modelLayers` layers
@@ -312,6 +316,10 @@ public struct PretrainConfig: StageConfig, Equatable {
             if !parallel.recompute {
                 throw ConfigError(field: "parallel.recompute_layers", reason: "\(layers) given without parallel.recompute: true; set both to recompute some layers")
             }
+        }
+        if parallel.recomputeGranularity != .layer && !parallel.recompute {
+            throw ConfigError(field: "parallel.recompute_granularity",
+                              reason: "\(parallel.recomputeGranularity.rawValue) given without parallel.recompute: true; set both to recompute")
         }
         if let stageLayers = parallel.stageLayers {
             // The sum is checked against the model's layers when it is built (a --from model has its own).

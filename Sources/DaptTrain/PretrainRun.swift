@@ -67,7 +67,8 @@ public enum PretrainRun {
             let architecture = try start.map { try LlamaConfig.load(path: $0.path + "/" + Trainer.configFile) }
                 ?? config.model.llamaConfig(vocabulary: shards.vocabSize)
             let stages = try PipelineStage.partition(architecture, stages: layout.pipeline, stageLayers: config.parallel.stageLayers,
-                                                     recomputedLayers: config.parallel.recomputedLayers(of: architecture.numHiddenLayers))
+                                                     recomputedLayers: config.parallel.recomputedLayers(of: architecture.numHiddenLayers),
+                                                     granularity: config.parallel.recomputeGranularity)
             let stage = stages[groups.coordinates.pipeline]
             if let start { return (try start.loadModel(tensorGroup: groups.tensor, stage: stage), stages) }
             return (try LlamaModel(config: architecture, tensorGroup: groups.tensor, stage: stage), stages)
@@ -124,10 +125,13 @@ public enum PretrainRun {
 
     /// The start line's words on recomputation ("" when off).
     static func recomputationNotice(_ model: LlamaModel) -> String {
-        let K = model.recomputedLayers
+        let K = model.recomputedLayers, all = K >= model.config.numHiddenLayers
         if K == 0 { return "" }
-        if K >= model.config.numHiddenLayers { return ", layers recomputed in backward" }
-        return ", the first \(K) layer\(K == 1 ? "" : "s") of each stage recomputed in backward"
+        let layers = "the first \(K) layer\(K == 1 ? "" : "s") of each stage"
+        switch model.recomputeGranularity {
+        case .layer: return all ? ", layers recomputed in backward" : ", \(layers) recomputed in backward"
+        case .mlp: return all ? ", every layer's [gate | up] rows recomputed in backward" : ", the [gate | up] rows of \(layers) recomputed in backward"
+        }
     }
 
     /// The checks that read the run directory, shards, tokenizers and

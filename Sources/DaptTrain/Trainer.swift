@@ -208,6 +208,7 @@ public final class Trainer {
         // Activations and their gradients are rounded inside every layer by the model.
         model.activationPrecision = config.precision.mode
         model.recomputedLayers = config.parallel.recomputedLayers(of: model.config.numHiddenLayers)
+        model.recomputeGranularity = config.parallel.recomputeGranularity
         let mixed = config.precision.mode != .fp32
         zero = config.parallel.zero == 1
             ? model.parameters.withBuffer { ZeroSharding(group: groups.data, parameters: UnsafeBufferPointer($0), mixedPrecision: mixed) } : nil

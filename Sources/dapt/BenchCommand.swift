@@ -44,12 +44,17 @@ struct BenchCommand: ParsableCommand {
         var recompute = false
         @Option(name: .customLong("recompute-layers"), help: "With --recompute, only the first N layers (pretrain.parallel.recompute_layers).")
         var recomputeLayers: Int?
+        @Option(name: .customLong("recompute-granularity"), help: "With --recompute, what a layer recomputes: layer or mlp, its [gate | up] rows (pretrain.parallel.recompute_granularity).")
+        var recomputeGranularity = RecomputeGranularity.layer
 
         func validate() throws {
             if let blockRows, blockRows < 1 { throw ValidationError("--block-rows must be at least 1, got \(blockRows)") }
             if let recomputeLayers {
                 if recomputeLayers < 1 { throw ValidationError("--recompute-layers must be at least 1, got \(recomputeLayers)") }
                 if !recompute { throw ValidationError("--recompute-layers \(recomputeLayers) needs --recompute") }
+            }
+            if recomputeGranularity != .layer && !recompute {
+                throw ValidationError("--recompute-granularity \(recomputeGranularity.rawValue) needs --recompute")
             }
         }
 
@@ -66,6 +71,7 @@ struct BenchCommand: ParsableCommand {
             var parallel = PretrainConfig.Parallel()
             (parallel.recompute, parallel.recomputeLayers) = (recompute, recomputeLayers)
             model.recomputedLayers = parallel.recomputedLayers(of: layers)
+            model.recomputeGranularity = recomputeGranularity
             model.initializeRandom(seed: 1)
             let data = try TokenBatch.synthetic(vocab: vocab, batchSize: batch, seqLen: seq, documentLength: documentLength)
             var times: [Double] = []
@@ -103,3 +109,5 @@ struct BenchCommand: ParsableCommand {
         }
     }
 }
+
+extension RecomputeGranularity: ExpressibleByArgument {}

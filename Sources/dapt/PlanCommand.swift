@@ -9,8 +9,8 @@ struct PlanCommand: ParsableCommand {
         commandName: "plan",
         abstract: "Predict memory per rank and step time of every parallel layout; recommend the fastest that fits.",
         discussion: """
-        For each feasible tensor (T), pipeline (P) and data (D) degree, ZeRO-1, activation recomputation (none, every
-        layer a stage can rerun, and where only that fits the fewest layers that fit) and micro-batch size on the cluster's ranks: memory per rank (parameters, gradients, optimizer state, rollback points, activations
+        For each feasible tensor (T), pipeline (P) and data (D) degree, ZeRO-1, activation recomputation (none, and of whole
+        layers or of their [gate | up] rows: every layer a stage can, and where only that fits the fewest that fit) and micro-batch size on the cluster's ranks: memory per rank (parameters, gradients, optimizer state, rollback points, activations
         at the 1F1B peak) and step time (compute, tensor-parallel and pipeline communication, pipeline bubble,
         data-parallel gradient all-reduce, optimizer update). Formulas: docs/parallel.md, "Planning".
         --model is a dapt config (its pretrain: section) or a Hugging Face config.json; --cluster a cluster
@@ -146,7 +146,7 @@ struct PlanCommand: ParsableCommand {
         func n(_ v: Double) -> String { String(format: "%.6g", v) }
         var fields = [
             "\"tensor\": \(l.tensor)", "\"pipeline\": \(l.pipeline)", "\"data\": \(l.data)", "\"zero1\": \(l.zero1)",
-            "\"recompute\": \(l.recompute)", "\"recompute_layers\": \(l.recomputeLayers.map(String.init) ?? "null")", "\"micro_batch\": \(l.microBatch)", "\"memory_bytes\": \(n(m.total))", "\"parameters_bytes\": \(n(m.parameters))",
+            "\"recompute\": \(l.recompute)", "\"recompute_layers\": \(l.recomputeLayers.map(String.init) ?? "null")", "\"recompute_granularity\": \"\(l.recomputeGranularity.rawValue)\"", "\"micro_batch\": \(l.microBatch)", "\"memory_bytes\": \(n(m.total))", "\"parameters_bytes\": \(n(m.parameters))",
             "\"gradients_bytes\": \(n(m.gradients))", "\"optimizer_bytes\": \(n(m.optimizer))", "\"snapshots_bytes\": \(n(m.snapshots))",
             "\"activations_bytes\": \(n(m.activations))", "\"step_seconds\": \(n(t.total))", "\"compute_seconds\": \(n(t.compute))",
             "\"tensor_comm_seconds\": \(n(t.tensorCommunication))", "\"pipeline_comm_seconds\": \(n(t.pipelineCommunication))",
@@ -190,13 +190,13 @@ struct PlanTable {
         let shown = fitting.isEmpty ? Array(plans.sorted { $0.memory.total < $1.memory.total }.prefix(top)) : Array(fitting.prefix(top))
         if fitting.isEmpty { out.append("no layout fits in \(c.memoryPerRankGiB) GiB per rank; the smallest:") }
         out.append("")
-        out.append("memory per rank in GiB; step time in seconds; z1: ZeRO-1; rc: layers recomputed in backward (rcK: each stage's first K); dapt: runs in dapt today")
+        out.append("memory per rank in GiB; step time in seconds; z1: ZeRO-1; rc: layers recomputed in backward, rm: their [gate | up] rows (rcK, rmK: each stage's first K); dapt: runs in dapt today")
         let header = ["layout", "memory", "params", "grads", "optim", "snaps", "activ", "step", "compute", "tp comm", "pp comm", "bubble", "dp comm", "update", "tokens/s", "dapt"]
         var rows = [header]
         for p in shown {
             let l = p.layout, mem = p.memory, t = p.time
             rows.append([
-                "T=\(l.tensor) P=\(l.pipeline) D=\(l.data)\(l.zero1 ? " z1" : "")\(l.recompute ? " rc" + (l.recomputeLayers.map(String.init) ?? "") : "") mb=\(l.microBatch)",
+                "T=\(l.tensor) P=\(l.pipeline) D=\(l.data)\(l.zero1 ? " z1" : "")\(l.recompute ? (l.recomputeGranularity == .mlp ? " rm" : " rc") + (l.recomputeLayers.map(String.init) ?? "") : "") mb=\(l.microBatch)",
                 Self.gib(mem.total), Self.gib(mem.parameters), Self.gib(mem.gradients), Self.gib(mem.optimizer), Self.gib(mem.snapshots), Self.gib(mem.activations),
                 Self.seconds(t.total), Self.seconds(t.compute), Self.seconds(t.tensorCommunication), Self.seconds(t.pipelineCommunication),
                 Self.seconds(t.bubble), Self.seconds(t.dataCommunication), Self.seconds(t.update), String(format: "%.0f", p.tokensPerSecond),

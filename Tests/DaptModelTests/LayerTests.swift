@@ -189,8 +189,8 @@ final class LayerTests: XCTestCase {
 
     /// Two micro-batches held at once (both forward, then both backward, as
     /// a pipeline stage does) give the gradients of two sequential passes,
-    /// bit for bit; also when the held contexts recompute their layers (each
-    /// has its own slot).
+    /// bit for bit; also when the held contexts recompute their layers or
+    /// their [gate | up] rows (each has its own slot and scratch).
     func testContextsPerMicroBatchMatchSequentialPasses() throws {
         let first = try ModelGradientTests.tinyBatch()
         var second = first
@@ -198,9 +198,10 @@ final class LayerTests: XCTestCase {
         let sequential = try model()
         let l1 = try sequential.forwardBackward(first, normalizer: 30)
         let l2 = try sequential.forwardBackward(second, normalizer: 30)
-        for recomputing in [0, 1] {
+        for (recomputing, granularity) in [(0, RecomputeGranularity.layer), (1, .layer), (2, .mlp)] {
             let held = try model()
             held.recomputedLayers = recomputing
+            held.recomputeGranularity = granularity
             let a1 = try held.makeActivations(first), a2 = try held.makeActivations(second)
             XCTAssertEqual(a1.recomputedLayers, recomputing)
             for a in [a1, a2] {
@@ -213,8 +214,8 @@ final class LayerTests: XCTestCase {
                 try held.backwardLayers(0..<2, a)
                 try held.embedBackward(a)
             }
-            XCTAssertEqual(losses, [l1, l2], "recomputing: \(recomputing)")
-            XCTAssertEqual(held.gradients.withBuffer { Array($0) }, sequential.gradients.withBuffer { Array($0) }, "recomputing: \(recomputing)")
+            XCTAssertEqual(losses, [l1, l2], "recomputing: \(recomputing) \(granularity)")
+            XCTAssertEqual(held.gradients.withBuffer { Array($0) }, sequential.gradients.withBuffer { Array($0) }, "recomputing: \(recomputing) \(granularity)")
         }
     }
 }

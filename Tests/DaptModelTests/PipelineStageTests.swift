@@ -18,18 +18,22 @@ final class PipelineStageTests: XCTestCase {
         // A head costing about two layers (vocab 4096 × hidden 16 against 2·16·16·2 + 3·16·20 = 1984 per layer):
         // the last stage takes fewer layers.
         let heavyHead = Self.config(layers: 6, vocab: 4096)
-        let (layer, head, rerun) = PipelineStage.costs(heavyHead)
+        let (layer, head, rerun, gateUpRerun) = PipelineStage.costs(heavyHead)
         let expectedLayer: Double = 16 * 16 * 2 + 16 * 8 * 2 + 3 * 16 * 20
         XCTAssertEqual(layer, expectedLayer)
         XCTAssertEqual(head, 4096 * 16)
         // A rerun forward without the down product (16 × 20): a third of the rest.
         XCTAssertEqual(rerun, (expectedLayer - 16 * 20) / 3)
+        XCTAssertEqual(gateUpRerun, 2 * 16 * 20 / 3)
         // Recomputation makes a layer dearer against the head: a head of about 1.2 layers (128 × 16 = 2048 against
         // 1728) takes the last stage alone with one layer ([3, 1]: 5184 against 3776 + 0 reruns), but with every stage
         // rerunning all but its last layer [2, 2] is cheaper (3456 + 469 and 3456 + 469 + 2048 = 5973 against 6123).
         let lightHead = Self.config(layers: 4, vocab: 128)
         XCTAssertEqual(try PipelineStage.partition(lightHead, stages: 2).map(\.layers.count), [3, 1])
         XCTAssertEqual(try PipelineStage.partition(lightHead, stages: 2, recomputedLayers: 4).map(\.layers.count), [2, 2])
+        // Recomputing every layer's [gate | up] rows alone (213 each) keeps it too: 3 · (1728 + 213) = 5824 against
+        // 2 · (1728 + 213) + 2048 = 5931.
+        XCTAssertEqual(try PipelineStage.partition(lightHead, stages: 2, recomputedLayers: 4, granularity: .mlp).map(\.layers.count), [3, 1])
         // Rerunning only each stage's first layer keeps [3, 1]: 5184 + 469 = 5653 against 5973.
         XCTAssertEqual(try PipelineStage.partition(lightHead, stages: 2, recomputedLayers: 1).map(\.layers.count), [3, 1])
         XCTAssertEqual(try PipelineStage.partition(heavyHead, stages: 2).map(\.layers.count), [5, 1])

@@ -16,11 +16,13 @@ final class RecomputeTests: XCTestCase {
         return c
     }()
 
-    func model(recomputed: Int, precision: Precision = .fp32, blockRows: Int? = nil, threads: Int = 1) throws -> LlamaModel {
+    func model(recomputed: Int, granularity: RecomputeGranularity = .layer, precision: Precision = .fp32, blockRows: Int? = nil,
+               threads: Int = 1) throws -> LlamaModel {
         let model = try LlamaModel(config: Self.config)
         model.attentionKernel = .tiled(AttentionTiles(query: 3, key: 4))
         model.initializeRandom(seed: 7, std: 0.4)
         model.recomputedLayers = recomputed
+        model.recomputeGranularity = granularity
         model.activationPrecision = precision
         model.threads = threads
         if let blockRows { model.layerBlockRows = blockRows }
@@ -29,9 +31,9 @@ final class RecomputeTests: XCTestCase {
 
     /// Whole passes (document mask, ignored targets) in fp32 and bf16, in
     /// one block of rows and in blocks of 3, on one thread and two: the same
-    /// loss and gradients with and without recomputation, of the first
-    /// layer or of all but the last; two steps in a row, so a context's
-    /// shared slot is reused.
+    /// loss and gradients with and without recomputation: of the first
+    /// layer, of all but the last, and of the [gate | up] rows of every
+    /// layer; two steps in a row, so a context's shared slot is reused.
     func testRecomputedPassesGiveTheSameBits() throws {
         let batch = try ModelGradientTests.tinyBatch()
         var second = batch
@@ -40,14 +42,16 @@ final class RecomputeTests: XCTestCase {
             let saved = try model(recomputed: 0, precision: precision, blockRows: blockRows, threads: threads)
             let first = try model(recomputed: 1, precision: precision, blockRows: blockRows, threads: threads)
             let all = try model(recomputed: 3, precision: precision, blockRows: blockRows, threads: threads)
+            let mlp = try model(recomputed: 3, granularity: .mlp, precision: precision, blockRows: blockRows, threads: threads)
+            let recomputing = [(first, "first layer"), (all, "all layers"), (mlp, "[gate | up] rows")]
             for b in [batch, second] {
                 let losses = try saved.forwardBackward(b)
-                for (recomputing, name) in [(first, "first layer"), (all, "all layers")] {
+                for (recomputing, name) in recomputing {
                     XCTAssertEqual(try recomputing.forwardBackward(b), losses, "\(name), \(precision) block rows \(blockRows.map(String.init) ?? "default") threads \(threads)")
                 }
             }
             let gradients = saved.gradients.withBuffer { Array($0) }
-            for (recomputing, name) in [(first, "first layer"), (all, "all layers")] {
+            for (recomputing, name) in recomputing {
                 XCTAssertEqual(recomputing.gradients.withBuffer { Array($0) }, gradients, "\(name), \(precision) block rows \(blockRows.map(String.init) ?? "default") threads \(threads)")
             }
             XCTAssertNotEqual(gradients, [Float](repeating: 0, count: gradients.count))
@@ -68,6 +72,12 @@ final class RecomputeTests: XCTestCase {
         }
         XCTAssertEqual(Activations(dims: dims, layers: 1, batchSize: 2, seqLen: 10, recomputedLayers: 1).allocatedFloats,
                        Activations(dims: dims, layers: 1, batchSize: 2, seqLen: 10).allocatedFloats, "one layer: nothing to drop")
+        // [gate | up] alone: 20 rows × 40 per layer, less one block scratch of all rows.
+        for (recomputed, dropped) in [(1, 1), (3, 3), (9, 3)] {
+            let mlp = Activations(dims: dims, layers: 3, batchSize: 2, seqLen: 10, recomputedLayers: recomputed, granularity: .mlp)
+            XCTAssertEqual(saving.allocatedFloats - mlp.allocatedFloats, (dropped - 1) * 20 * 40, "[gate | up] of \(recomputed)")
+            XCTAssertEqual(mlp.recomputedLayers, dropped)
+        }
     }
 
     /// On a pipeline stage holding model layers 4…7 with its first two
@@ -83,6 +93,17 @@ final class RecomputeTests: XCTestCase {
         XCTAssertNotEqual(slots[3].mid, slots[2].mid)
         XCTAssertEqual(Set(slots.map(\.x)).count, 4)
         XCTAssertEqual(slots[2].out, slots[3].x)
+
+        // [gate | up] of the first two: their rows go to one block scratch, everything else is each layer's own.
+        let mlp = Activations(dims: LayerDimensions(config: Self.config), layers: 4, firstLayer: 4, batchSize: 2, seqLen: 10,
+                              recomputedLayers: 2, granularity: .mlp)
+        XCTAssertEqual((4...7).map { mlp.recomputes($0) }, [false, false, false, false])
+        XCTAssertEqual((4...7).map { mlp.recomputesGateUp($0) }, [true, true, false, false])
+        let own = (4...7).map { mlp.layer($0) }
+        XCTAssertEqual(own.map(\.gateUpPerBlock), [true, true, false, false])
+        XCTAssertEqual(Set(own.map(\.gateUp)).count, 3)
+        XCTAssertEqual(Set(own.map(\.qkv)).count, 4)
+        XCTAssertEqual(Set(own.map(\.mid)).count, 4)
     }
 
     /// Backward reruns the forward of each recomputed layer (never the last,
@@ -107,6 +128,12 @@ final class RecomputeTests: XCTestCase {
             let model = try model(recomputed: recomputed)
             let rerun = try products { _ = try model.forwardBackward(batch) }
             XCTAssertEqual(rerun - plain, reruns * (layerForward - 1), "\(recomputed) recomputed")
+        }
+        // [gate | up] alone: one product per layer (its 20 rows are one block), also the last layer's.
+        for recomputed in [1, 3] {
+            let model = try model(recomputed: recomputed, granularity: .mlp)
+            let rerun = try products { _ = try model.forwardBackward(batch) }
+            XCTAssertEqual(rerun - plain, recomputed, "[gate | up] of \(recomputed)")
         }
     }
 }

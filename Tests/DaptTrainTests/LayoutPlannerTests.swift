@@ -97,7 +97,7 @@ final class LayoutPlannerTests: XCTestCase {
         XCTAssertEqual(LayoutPlanner.recommended(plans)?.layout.recompute, false)
         // Two layers: with P = 2 each stage holds one and reruns nothing, so no such row is listed.
         XCTAssertTrue(plans.contains { $0.layout.recompute && $0.layout.pipeline == 1 })
-        XCTAssertFalse(plans.contains { $0.layout.recompute && $0.layout.pipeline == 2 })
+        XCTAssertFalse(plans.contains { $0.layout.recompute && $0.layout.recomputeGranularity == .layer && $0.layout.pipeline == 2 })
     }
 
     /// Recomputing some layers: on four layers, each of the first K drops
@@ -127,8 +127,38 @@ final class LayoutPlannerTests: XCTestCase {
         let listed = try planner(tight, model: deep).plans().plans.filter {
             ($0.layout.tensor, $0.layout.pipeline, $0.layout.data, $0.layout.zero1, $0.layout.microBatch) == (1, 1, 2, false, 2)
         }
-        XCTAssertEqual(listed.map(\.layout), [layout(nil, recompute: false), layout(2), layout(nil)])
-        XCTAssertEqual(listed.map(\.fits), [false, true, true])
+        XCTAssertEqual(listed.filter { $0.layout.recomputeGranularity == .layer }.map(\.layout),
+                       [layout(nil, recompute: false), layout(2), layout(nil)])
+        XCTAssertEqual(listed.filter { $0.layout.recomputeGranularity == .layer }.map(\.fits), [false, true, true])
+    }
+
+    /// Recomputing [gate | up] rows: each of the first K layers drops 8 rows
+    /// × 16 and one micro-batch's rows come back as scratch; each reruns the
+    /// [gate | up] product (2·4·16·8 FLOPs), the last layer too, with no
+    /// all-reduce under T = 2.
+    func testRecomputingGateUpRows() throws {
+        var deep = Self.tiny
+        deep.numHiddenLayers = 4
+        let p = try planner(model: deep)
+        func layout(_ layers: Int?, tensor: Int = 1, granularity: RecomputeGranularity = .mlp, recompute: Bool = true) -> PlannedLayout {
+            PlannedLayout(tensor: tensor, pipeline: 1, data: 2 / tensor, recompute: recompute, recomputeLayers: layers,
+                          recomputeGranularity: granularity, microBatch: 2)
+        }
+        let plain = p.estimate(layout(nil, granularity: .layer, recompute: false))
+        let one = p.estimate(layout(1))
+        XCTAssertEqual(one.time.compute - plain.time.compute, 1024e-9, accuracy: 1e-15)
+        for (plan, layers) in [(one, 1), (p.estimate(layout(3)), 3), (p.estimate(layout(nil)), 4), (p.estimate(layout(9)), 4)] {
+            XCTAssertEqual(plain.memory.activations - plan.memory.activations, Double((layers - 1) * 128 * 4), "\(plan.layout)")
+            XCTAssertEqual(plan.time.compute - plain.time.compute, Double(layers) * 1024e-9, accuracy: 1e-15, "\(plan.layout)")
+        }
+        XCTAssertEqual(p.estimate(layout(nil, tensor: 2)).time.tensorCommunication,
+                       p.estimate(layout(nil, tensor: 2, granularity: .layer, recompute: false)).time.tensorCommunication)
+        XCTAssertEqual(p.estimate(layout(2)).layout.description, "T=1 P=1 D=2 recompute mlp 2 mb=2")
+        XCTAssertNil(p.estimate(layout(2)).notRunnable)
+        // With one layer per stage the [gate | up] rows can still be recomputed.
+        let stages = try planner().plans().plans.filter { $0.layout.pipeline == 2 && $0.layout.recompute }
+        XCTAssertFalse(stages.isEmpty)
+        XCTAssertTrue(stages.allSatisfy { $0.layout.recomputeGranularity == .mlp })
     }
 
     /// Mixed precision adds the fp32 master weights; ZeRO-1 divides moments, masters and the update by D.
@@ -150,10 +180,13 @@ final class LayoutPlannerTests: XCTestCase {
                                                                         numAttentionHeads: 4, numKeyValueHeads: 2), 2)] {
             let p = try planner(model: model)
             for recomputed in 0...model.numHiddenLayers {
-                let allocated = Activations(dims: LayerDimensions(config: model, tensorParallel: t), layers: model.numHiddenLayers,
-                                            batchSize: 3, seqLen: 5, recomputedLayers: recomputed).allocatedFloats
-                XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, rows: 15, tensor: t, recomputed: recomputed), Double(allocated),
-                               "LayoutPlanner.activationElements must count what Activations allocates (T=\(t), \(recomputed) recomputed)")
+                for granularity in RecomputeGranularity.allCases {
+                    let allocated = Activations(dims: LayerDimensions(config: model, tensorParallel: t), layers: model.numHiddenLayers,
+                                                batchSize: 3, seqLen: 5, recomputedLayers: recomputed, granularity: granularity).allocatedFloats
+                    XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, rows: 15, tensor: t, recomputed: recomputed,
+                                                        granularity: granularity), Double(allocated),
+                                   "LayoutPlanner.activationElements must count what Activations allocates (T=\(t), \(recomputed) recomputed, \(granularity))")
+                }
             }
         }
         // The head's scratch: one chunk of logits (512 rows, fewer than the batch's 600) and each row's loss.

@@ -215,5 +215,17 @@ final class OptimizerTests: XCTestCase {
         c.parallel.recompute = true
         c.parallel.recomputeLayers = 0
         XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("parallel.recompute_layers"), "\($0)") }
+        // What they recompute: whole layers (the default) or their [gate | up] rows.
+        XCTAssertEqual(PretrainConfig().parallel.recomputeGranularity, .layer)
+        c = try ConfigLoader.decode(PretrainConfig.self, yaml: "parallel:\n  recompute: true\n  recompute_granularity: mlp\n")
+        XCTAssertEqual(c.parallel.recomputeGranularity, .mlp)
+        XCTAssertNoThrow(try c.validate())
+        XCTAssertThrowsError(try ConfigLoader.decode(PretrainConfig.self, yaml: "parallel:\n  recompute: true\n  recompute_granularity: attention\n")) {
+            XCTAssertTrue("\($0)".contains("recompute_granularity"), "\($0)")
+        }
+        c.parallel.recompute = false
+        XCTAssertThrowsError(try c.validate()) {
+            XCTAssertTrue("\($0)".contains("parallel.recompute_granularity: mlp given without parallel.recompute: true"), "\($0)")
+        }
     }
 }

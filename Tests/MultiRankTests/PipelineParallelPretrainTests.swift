@@ -148,7 +148,8 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
     /// on the first stage, which reruns two, and one on the second, which
     /// reruns none; two micro-batches in flight; the output projection's
     /// all-reduce runs again), in bf16: the losses, gradient norms and saved
-    /// weights of the run that keeps every activation, byte for byte; also
+    /// weights of the run that keeps every activation, byte for byte (also
+    /// with every layer's [gate | up] rows recomputed instead); also
     /// when half the run recomputes every layer it can and the rest, resumed,
     /// only each stage's first (`parallel.recompute_layers: 1`).
     func testRecomputedLayersGiveTheSameRun() throws {
@@ -164,6 +165,10 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
             XCTAssertEqual(r.status, 0, r.report)
             XCTAssertEqual(r.stderr.contains("layers recomputed in backward"), recompute, r.report)
         }
+        let mlp = try pretrain(np: 4, ["--input", shards, "--output", run("rc-mlp"), "--set", "parallel.recompute=true",
+                                       "--set", "parallel.recompute_granularity=mlp"] + PretrainCommandTests.tiny + layout)
+        XCTAssertEqual(mlp.status, 0, mlp.report)
+        XCTAssertTrue(mlp.stderr.contains("every layer's [gate | up] rows recomputed in backward"), mlp.report)
         let lines = try PretrainCommandTests.metrics(run("rc-true"))
         XCTAssertEqual(lines.last?.step, 8)
         let losses = lines.compactMap(\.loss)
@@ -173,6 +178,9 @@ final class PipelineParallelPretrainTests: XCTestCase, PretrainRunChecks {
         let model = "/checkpoint-00000008/model.safetensors"
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("rc-true") + model)),
                        try Data(contentsOf: URL(fileURLWithPath: run("rc-false") + model)), "the same weights, byte for byte")
+        XCTAssertEqual(try PretrainCommandTests.metrics(run("rc-mlp")), lines)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run("rc-mlp") + model)),
+                       try Data(contentsOf: URL(fileURLWithPath: run("rc-false") + model)), "[gate | up] recomputed: the same weights")
 
         // Four steps recomputing all, then resumed recomputing some: the uninterrupted run again.
         let half = try pretrain(np: 4, ["--input", shards, "--output", run("rc-resumed"), "--stop-after", "4", "--set", "parallel.recompute=true"]

@@ -4,7 +4,9 @@
 # against PyTorch (transformers LlamaForCausalLM, fp32, SDPA attention, with
 # and without gradient checkpointing of every decoder layer) on the same
 # model, batch and thread count; also of only the first half of the layers
-# (`recompute_layers`; PyTorch: checkpointing only those layers). Forward + backward, median of STEPS steps
+# (`recompute_layers`; PyTorch: checkpointing only those layers), and dapt
+# recomputing only every layer's [gate | up] rows (`recompute_granularity: mlp`,
+# which has no switch in transformers). Forward + backward, median of STEPS steps
 # after one warm-up; peak RSS of each process (weights, gradients and
 # activations; no optimizer state in either).
 # Usage: scripts/bench/recompute.sh [THREADS]   (default 1; STEPS=N, default 5)
@@ -22,12 +24,12 @@ CONFIGS=(
   "medium|--vocab 8192 --hidden 512 --layers 8 --heads 8 --intermediate 1376 --seq 512 --batch 4"
   "long|--vocab 4096 --hidden 256 --layers 8 --heads 4 --intermediate 688 --seq 8192 --batch 1 --doc-length 1024"
 )
-printf "%-7s %-44s %10s %8s %9s  %s\n" config run tokens/s GF/s peak_MiB load
+printf "%-7s %-50s %10s %8s %9s  %s\n" config run tokens/s GF/s peak_MiB load
 for entry in "${CONFIGS[@]}"; do
   name="${entry%%|*}"; args="${entry#*|}"
   results=()
   half=$(( $(sed -E 's/.*--layers ([0-9]+).*/\1/' <<<"$args") / 2 ))
-  for run in "dapt" "dapt --recompute --recompute-layers $half" "dapt --recompute" \
+  for run in "dapt" "dapt --recompute --recompute-layers $half" "dapt --recompute" "dapt --recompute --recompute-granularity mlp" \
              "torch" "torch --checkpointing 1 --checkpointing-layers $half" "torch --checkpointing 1"; do
     load="$(cut -d' ' -f1-3 /proc/loadavg)"
     case "$run" in
@@ -35,13 +37,13 @@ for entry in "${CONFIGS[@]}"; do
       torch*) r="$(OMP_NUM_THREADS=$T python3 scripts/bench/train_step_torch.py $args ${run#torch} --threads "$T" --steps "$STEPS" --warmup 1)" ;;
     esac
     results+=("$r")
-    python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(f\"{sys.argv[2]:<7} {sys.argv[3]:<44} {d['tokens_per_s']:>10.1f} {d['gflops']:>8.1f} {d['peak_rss_mb']:>9.0f}  {sys.argv[4]}   (loss {d['loss']:.5f})\")" \
+    python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(f\"{sys.argv[2]:<7} {sys.argv[3]:<50} {d['tokens_per_s']:>10.1f} {d['gflops']:>8.1f} {d['peak_rss_mb']:>9.0f}  {sys.argv[4]}   (loss {d['loss']:.5f})\")" \
       "$r" "$name" "$run" "$load"
   done
   python3 - "$name" "${results[@]}" <<'PY'
 import json, sys
 name = sys.argv[1]
-dapt, dapt_half, dapt_rc, torch, torch_half, torch_rc = (json.loads(x) for x in sys.argv[2:8])
+dapt, dapt_half, dapt_rc, dapt_mlp, torch, torch_half, torch_rc = (json.loads(x) for x in sys.argv[2:9])
 print(f"{name:<7} half the layers: dapt {dapt_half['tokens_per_s'] / dapt['tokens_per_s']:.2f}x its speed, "
       f"{dapt_half['peak_rss_mb'] / dapt['peak_rss_mb']:.2f}x its peak RSS; "
       f"PyTorch {torch_half['tokens_per_s'] / torch['tokens_per_s']:.2f}x, {torch_half['peak_rss_mb'] / torch['peak_rss_mb']:.2f}x")
@@ -50,5 +52,7 @@ print(f"{name:<7} recomputing: dapt {dapt_rc['tokens_per_s'] / dapt['tokens_per_
       f"PyTorch {torch_rc['tokens_per_s'] / torch['tokens_per_s']:.2f}x, {torch_rc['peak_rss_mb'] / torch['peak_rss_mb']:.2f}x; "
       f"dapt recomputing {dapt_rc['tokens_per_s'] / torch_rc['tokens_per_s']:.2f}x PyTorch checkpointing's tokens/s, "
       f"{dapt_rc['peak_rss_mb'] / torch_rc['peak_rss_mb']:.2f}x its peak RSS")
+print(f"{name:<7} [gate | up] rows only: dapt {dapt_mlp['tokens_per_s'] / dapt['tokens_per_s']:.2f}x its speed, "
+      f"{dapt_mlp['peak_rss_mb'] / dapt['peak_rss_mb']:.2f}x its peak RSS")
 PY
 done
