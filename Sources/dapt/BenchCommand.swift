@@ -46,6 +46,8 @@ struct BenchCommand: ParsableCommand {
         var recomputeLayers: Int?
         @Option(name: .customLong("recompute-granularity"), help: "With --recompute, what a layer recomputes: layer or mlp, its [gate | up] rows (pretrain.parallel.recompute_granularity).")
         var recomputeGranularity = RecomputeGranularity.layer
+        @Flag(help: "With --recompute, also time the same model without it, the two taking steps in turn, and add the median of their step-by-step speed ratios (a ratio this machine's drift moves far less than two runs').")
+        var paired = false
 
         func validate() throws {
             if let blockRows, blockRows < 1 { throw ValidationError("--block-rows must be at least 1, got \(blockRows)") }
@@ -56,6 +58,7 @@ struct BenchCommand: ParsableCommand {
             if recomputeGranularity != .layer && !recompute {
                 throw ValidationError("--recompute-granularity \(recomputeGranularity.rawValue) needs --recompute")
             }
+            if paired && !recompute { throw ValidationError("--paired needs --recompute") }
         }
 
         func run() throws {
@@ -63,30 +66,49 @@ struct BenchCommand: ParsableCommand {
             let config = LlamaConfig(vocabSize: vocab, hiddenSize: hidden, intermediateSize: intermediate,
                                      numHiddenLayers: layers, numAttentionHeads: heads, numKeyValueHeads: kvHeads,
                                      maxPositionEmbeddings: max(seq, 2048))
-            let model = try LlamaModel(config: config)
-            model.attentionKernel = .tiled(AttentionTiles(query: queryTile, key: keyTile))
-            model.threads = threads
-            model.headChunkRows = headRows
-            if let blockRows { model.layerBlockRows = blockRows }
             var parallel = PretrainConfig.Parallel()
             (parallel.recompute, parallel.recomputeLayers) = (recompute, recomputeLayers)
-            model.recomputedLayers = parallel.recomputedLayers(of: layers)
-            model.recomputeGranularity = recomputeGranularity
-            model.initializeRandom(seed: 1)
+            func makeModel(recomputedLayers: Int) throws -> LlamaModel {
+                let model = try LlamaModel(config: config)
+                model.attentionKernel = .tiled(AttentionTiles(query: queryTile, key: keyTile))
+                model.threads = threads
+                model.headChunkRows = headRows
+                if let blockRows { model.layerBlockRows = blockRows }
+                model.recomputedLayers = recomputedLayers
+                model.recomputeGranularity = recomputeGranularity
+                model.initializeRandom(seed: 1)
+                return model
+            }
+            let model = try makeModel(recomputedLayers: parallel.recomputedLayers(of: layers))
+            let baseline = paired ? try makeModel(recomputedLayers: 0) : nil
             let data = try TokenBatch.synthetic(vocab: vocab, batchSize: batch, seqLen: seq, documentLength: documentLength)
-            var times: [Double] = []
+            var times: [Double] = [], baselineTimes: [Double] = [], ratios: [Double] = []
             var loss = 0.0
-            for step in 0..<(warmup + steps) {
+            func step(_ model: LlamaModel) throws -> Double {
                 let start = monotonicSeconds()
                 model.gradients.zero()
                 loss = try model.forwardBackward(data).mean
-                if step >= warmup { times.append(monotonicSeconds() - start) }
+                return monotonicSeconds() - start
             }
-            times.sort()
-            let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+            for i in 0..<(warmup + steps) {
+                // In turn, each first every other step, so neither always follows the other.
+                var t = 0.0, b = 0.0
+                if let baseline, i % 2 == 1 { b = try step(baseline) }
+                t = try step(model)
+                if let baseline, i % 2 == 0 { b = try step(baseline) }
+                guard i >= warmup else { continue }
+                times.append(t)
+                if baseline != nil { baselineTimes.append(b); ratios.append(b / t) }
+            }
+            let median = SpikeDetector.median
+            let stepSeconds = median(times)
             let tokens = Double(data.tokenCount)
             let flops = config.trainingFlops(data)
             var extra = ""
+            if paired {
+                extra += String(format: ", \"paired\": {\"baseline_step_s\": %.4f, \"step_s\": %.4f, \"speed_ratio\": %.4f, \"speed_ratio_min\": %.4f, \"speed_ratio_max\": %.4f}",
+                                median(baselineTimes), stepSeconds, median(ratios), ratios.min() ?? 0, ratios.max() ?? 0)
+            }
             if breakdown {
                 let b = try StepBreakdown.measure(steps: steps) {
                     model.gradients.zero()
@@ -104,7 +126,7 @@ struct BenchCommand: ParsableCommand {
                 extra += ", \"slowest_shapes\": [" + shapes.joined(separator: ", ") + "]"
             }
             Console.out(String(format: "{\"impl\": \"dapt\", \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"step_s\": %.4f, \"peak_rss_mb\": %.1f, \"loss\": %.9g, \"threads\": %d, \"block_rows\": %d, \"kernel_lanes\": %d",
-                               tokens / median, flops / median / 1e9, median, Double(peakResidentBytes()) / 1048576, loss, threads, model.layerBlockRows,
+                               tokens / stepSeconds, flops / stepSeconds / 1e9, stepSeconds, Double(peakResidentBytes()) / 1048576, loss, threads, model.layerBlockRows,
                                ExponentialKernels.lanes) + extra + "}")
         }
     }

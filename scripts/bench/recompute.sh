@@ -6,7 +6,10 @@
 # model, batch and thread count; also of only the first half of the layers
 # (`recompute_layers`; PyTorch: checkpointing only those layers), and dapt
 # recomputing only every layer's [gate | up] rows (`recompute_granularity: mlp`,
-# which has no switch in transformers). Forward + backward, median of STEPS steps
+# which has no switch in transformers). This machine's speed drifts by tens
+# of percent between runs, so dapt's speed cost is also taken paired: the
+# recomputing model and one without take steps in turn in one process
+# (`--paired`), and the median of their step-by-step ratios is printed. Forward + backward, median of STEPS steps
 # after one warm-up; peak RSS of each process (weights, gradients and
 # activations; no optimizer state in either).
 # Usage: scripts/bench/recompute.sh [THREADS]   (default 1; STEPS=N, default 5)
@@ -55,4 +58,10 @@ print(f"{name:<7} recomputing: dapt {dapt_rc['tokens_per_s'] / dapt['tokens_per_
 print(f"{name:<7} [gate | up] rows only: dapt {dapt_mlp['tokens_per_s'] / dapt['tokens_per_s']:.2f}x its speed, "
       f"{dapt_mlp['peak_rss_mb'] / dapt['peak_rss_mb']:.2f}x its peak RSS")
 PY
+  for run in "--recompute --recompute-layers $half" "--recompute" "--recompute --recompute-granularity mlp"; do
+    load="$(cut -d' ' -f1-3 /proc/loadavg)"
+    OPENBLAS_NUM_THREADS=$T "$DAPT" bench train-step $args $run --paired --threads "$T" --steps "$STEPS" --warmup 1 |
+      python3 -c "import json,sys; p=json.load(sys.stdin)['paired']; print(f\"{sys.argv[1]:<7} paired, dapt {sys.argv[2]:<40} {p['speed_ratio']:.2f}x the speed without ({p['speed_ratio_min']:.2f}-{p['speed_ratio_max']:.2f} over the steps)  {sys.argv[3]}\")" \
+      "$name" "$run" "$load"
+  done
 done
