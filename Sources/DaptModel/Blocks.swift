@@ -46,7 +46,7 @@ public enum RecomputeGranularity: String, Codable, Sendable, CaseIterable {
 ///
 /// With the `.mlp` granularity the stage's first K layers (at most all)
 /// keep everything but their [gate | up] rows: forward writes each block
-/// of rows into one block-sized scratch, and the MLP's backward computes
+/// of rows into the start of one shared scratch, and the MLP's backward computes
 /// the block's rows again, from the norm output it recomputes anyway, just
 /// before it reads them.
 public final class Activations {
