@@ -35,7 +35,7 @@ public enum GenerationBenchmark {
             let end = monotonicSeconds()
             if run > 0 { prefill.append(prefilled - start); decode.append(end - prefilled) }
         }
-        func median(_ v: [Double]) -> Double { let s = v.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+        let median = Statistics.median
         return Timing(batch: batch, promptLength: promptLength, newTokens: newTokens, prefillSeconds: median(prefill), decodeSeconds: median(decode))
     }
 }

@@ -93,7 +93,7 @@ public struct PlanCalibration: Equatable, Sendable {
                 }
             }
         }
-        let median = SpikeDetector.median
+        let median = Statistics.median
         r.stepRows = batch * sequenceLength
         r.stepSeconds = try comm.allReduce(median(times[0]), op: .sum) / Double(comm.size)
         r.stepGFLOPs = try comm.allReduce(config.trainingFlops(data[0]) / median(passes[0]) / 1e9, op: .sum) / Double(comm.size)

@@ -120,12 +120,6 @@ public struct SpikeDetector: Sendable {
     public let config: PretrainConfig.Spikes
     public init(config: PretrainConfig.Spikes) { self.config = config }
 
-    public static func median(_ values: [Double]) -> Double {
-        let s = values.sorted()
-        guard !s.isEmpty else { return .nan }
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
-
     public func statistics(_ history: SpikeHistory) -> SpikeStatistics? {
         robust(history.losses, k: config.k)
     }
@@ -137,8 +131,8 @@ public struct SpikeDetector: Sendable {
 
     private func robust(_ values: [Double], k: Double) -> SpikeStatistics? {
         guard values.count >= config.warmup else { return nil }
-        let median = Self.median(values)
-        let mad = Self.median(values.map { abs($0 - median) })
+        let median = Statistics.median(values)
+        let mad = Statistics.median(values.map { abs($0 - median) })
         // 1.4826 · MAD estimates the standard deviation of normal data.
         let scale = max(1.4826 * mad, config.minDeviation)
         return SpikeStatistics(median: median, mad: mad, threshold: median + k * scale)

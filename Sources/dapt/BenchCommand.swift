@@ -100,7 +100,7 @@ struct BenchCommand: ParsableCommand {
                 times.append(t)
                 if baseline != nil { baselineTimes.append(b); ratios.append(b / t) }
             }
-            let median = SpikeDetector.median
+            let median = Statistics.median
             let stepSeconds = median(times)
             let tokens = Double(data.tokenCount)
             let flops = config.trainingFlops(data)

@@ -13,8 +13,9 @@ final class SpikeDetectorTests: XCTestCase {
     }
 
     func testMedianAndDeviation() throws {
-        XCTAssertEqual(SpikeDetector.median([3, 1, 2]), 2)
-        XCTAssertEqual(SpikeDetector.median([4, 1, 2, 3]), 2.5)
+        XCTAssertEqual(Statistics.median([3, 1, 2]), 2)
+        XCTAssertEqual(Statistics.median([4, 1, 2, 3]), 2.5)
+        XCTAssertTrue(Statistics.median([]).isNaN)
         var h = SpikeHistory()
         h.losses = [2.0, 2.1, 1.9, 2.0, 5.0]
         let s = try XCTUnwrap(detector().statistics(h))
