@@ -69,8 +69,10 @@ public final class Activations {
     public let n: Int
     public internal(set) var batch: TokenBatch?
     let residual, mid, qkv, attnOut, lse, rstd1, rstd2, gateUp: UnsafeMutablePointer<Float>
-    /// A block of [gate | up] rows of the layers that recompute them (`.mlp`).
+    /// A block of [gate | up] rows of the layers that recompute them (`.mlp`),
+    /// room for `gateUpBlockRows` rows.
     let gateUpBlock: UnsafeMutablePointer<Float>?
+    let gateUpBlockRows: Int
     /// The final norm's output and scales (the head's logits are computed in
     /// chunks into the model's own scratch, not held per micro-batch).
     let finalOut, finalRstd: UnsafeMutablePointer<Float>
@@ -86,9 +88,10 @@ public final class Activations {
 
     /// `recomputedLayers`: how many of the stage's first layers backward
     /// recomputes (0: none; whole layers capped at `layers − 1`, [gate | up]
-    /// rows at `layers`).
+    /// rows at `layers`); `gateUpBlockRows`: the MLP's rows per block, which
+    /// the [gate | up] scratch holds (nil: all rows).
     public init(dims d: LayerDimensions, layers L: Int, firstLayer: Int = 0, batchSize: Int, seqLen: Int, recomputedLayers: Int = 0,
-                granularity: RecomputeGranularity = .layer) {
+                granularity: RecomputeGranularity = .layer, gateUpBlockRows: Int? = nil) {
         precondition(recomputedLayers >= 0, "recomputedLayers \(recomputedLayers) < 0")
         self.dims = d; self.layers = L; self.firstLayer = firstLayer
         self.batchSize = batchSize; self.seqLen = seqLen; self.granularity = granularity
@@ -119,8 +122,9 @@ public final class Activations {
         rstd1 = make(S * n); rstd2 = make(S * n)
         // Rows of [gate | up]: one product with the adjacent gate_proj and up_proj weights.
         gateUp = make(gateUpLayers * n * 2 * I)
-        // A block may hold every row (under a tensor split or an adapter's pass).
-        gateUpBlock = granularity == .mlp && K > 0 ? make(n * 2 * I) : nil
+        // One block of rows (every row under a tensor split).
+        self.gateUpBlockRows = min(gateUpBlockRows ?? n, n)
+        gateUpBlock = granularity == .mlp && K > 0 ? make(self.gateUpBlockRows * 2 * I) : nil
         finalOut = make(n * H); finalRstd = make(n)
         normOut = make(n * H); hAct = make(n * I); dResidual = make(n * H); dNorm = make(n * H)
         dAttnOut = make(n * d.qDim); dqkv = make(n * d.qkvDim); dHAct = make(n * I)
@@ -333,6 +337,7 @@ public struct MLP {
                  _ a: Activations, weights w: UnsafePointer<Float>, settings: PassSettings, savedOnly: Bool = false,
                  prepare: (Range<Int>) -> Void = { _ in }) throws {
         let n = a.n, I = intermediate, H = gateUp.inFeatures, block = rowsPerBlock(n, settings)
+        checkGateUpScratch(s, block, a)
         for r0 in stride(from: 0, to: n, by: block) {
             let rows = r0..<min(r0 + block, n), m = rows.count
             prepare(rows)
@@ -344,6 +349,13 @@ public struct MLP {
             try down.addRowParallel(x: a.hAct, rows: m, weights: w, out: out + r0 * down.outFeatures,
                                     scratch: a.partial + r0 * down.outFeatures, settings: settings)
         }
+    }
+
+    /// A context made before the blocks grew (more threads, more block
+    /// rows) has too small a [gate | up] scratch: make a new one.
+    private func checkGateUpScratch(_ s: LayerActivations, _ block: Int, _ a: Activations) {
+        precondition(!s.gateUpPerBlock || min(block, a.n) <= a.gateUpBlockRows,
+                     "the context's [gate | up] scratch holds \(a.gateUpBlockRows) rows, blocks take \(block): make the context after setting threads and block rows")
     }
 
     /// hAct[0 ..< rows] = silu(gate) ⊙ up of the block's `rows` [gate | up]
@@ -373,6 +385,7 @@ public struct MLP {
         let n = a.n, I = intermediate, H = gateUp.inFeatures
         if down.adapter == nil {
             let block = rowsPerBlock(n, settings)
+            checkGateUpScratch(s, block, a)
             for r0 in stride(from: 0, to: n, by: block) {
                 let m = min(block, n - r0)
                 prepare(r0..<(r0 + m))

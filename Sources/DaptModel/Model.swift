@@ -139,7 +139,11 @@ public final class LlamaModel: @unchecked Sendable {
     public var attentionKernel: AttentionKernel = .tiled(AttentionTiles())
     /// Threads for the attention kernels (split by kv-head groups). Matrix
     /// products use OpenBLAS's own thread count (`BLAS.setThreads`).
-    public var threads: Int = 1
+    /// (A change drops the model's own context: blocks of rows, and so the
+    /// [gate | up] scratch, grow with the threads.)
+    public var threads: Int = 1 {
+        didSet { if threads != oldValue { current = nil } }
+    }
     /// Mixed precision: every activation and activation gradient that a
     /// matrix product or element-wise kernel produces is rounded to this
     /// precision (weights are rounded by the caller, who keeps fp32 master
@@ -189,6 +193,7 @@ public final class LlamaModel: @unchecked Sendable {
         set {
             precondition(newValue > 0, "layer block rows \(newValue)")
             for i in blocks.indices { blocks[i].mlp.blockRows = newValue; blocks[i].attention.blockRows = newValue }
+            current = nil
         }
     }
     let headScratch = HeadScratch()
@@ -395,9 +400,14 @@ public final class LlamaModel: @unchecked Sendable {
     public func makeActivations(_ batch: TokenBatch) throws -> Activations {
         let a = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
                             batchSize: batch.batchSize, seqLen: batch.seqLen, recomputedLayers: recomputedLayers,
-                            granularity: recomputeGranularity)
+                            granularity: recomputeGranularity, gateUpBlockRows: gateUpBlockRows(batch))
         try prepare(batch, in: a)
         return a
+    }
+
+    /// Rows of the MLP's blocks for `batch` (the [gate | up] scratch's, when recomputed).
+    private func gateUpBlockRows(_ batch: TokenBatch) -> Int {
+        blocks.map { $0.mlp.rowsPerBlock(batch.batchSize * batch.seqLen, settings) }.max() ?? 1
     }
 
     /// Changes the RoPE settings (a context-length curriculum stage): the
@@ -438,7 +448,7 @@ public final class LlamaModel: @unchecked Sendable {
             current = nil
             current = Activations(dims: dimensions, layers: layout.stage.layers.count, firstLayer: layout.stage.layers.lowerBound,
                                   batchSize: batch.batchSize, seqLen: batch.seqLen, recomputedLayers: recomputedLayers,
-                            granularity: recomputeGranularity)
+                                  granularity: recomputeGranularity, gateUpBlockRows: gateUpBlockRows(batch))
         }
         try prepare(batch, in: current!)
     }

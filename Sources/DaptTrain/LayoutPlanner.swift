@@ -330,7 +330,8 @@ public struct LayoutPlanner: Sendable {
     /// attention output, its log-sum-exp, two norm scales and [gate | up]
     /// (the `recomputed` first layers keep only their input, the next sharing
     /// its slot with them; with the `.mlp` granularity they keep all but
-    /// [gate | up], of which one micro-batch's rows are scratch); the stage
+    /// [gate | up], of which one block of rows is scratch: the layers'
+    /// default block, or all rows under a tensor split); the stage
     /// output; the final norm's output and scales (allocated on every
     /// pipeline stage, used on the last); and the layers' scratch.
     func activationElements(layers L: Int, rows n: Int, tensor T: Int, recomputed: Int = 0,
@@ -347,7 +348,8 @@ public struct LayoutPlanner: Sendable {
         case .mlp:
             let k = min(recomputed, L)
             total = Double(L) * (input + saved) - Double(k) * N * 2 * I
-            if k > 0 { scratch += N * 2 * I }
+            let blockRows = T > 1 ? n : min(n, DecoderBlock.defaultBlockRows)
+            if k > 0 { scratch += Double(blockRows) * 2 * I }
         }
         return total + N * H + N * (H + 1) + scratch
     }

@@ -83,7 +83,7 @@ final class RecomputeTests: XCTestCase {
     /// On a pipeline stage holding model layers 4…7 with its first two
     /// recomputed, layers 4, 5 and 6 share one slot and layer 7 has its own;
     /// every layer keeps its own input and output.
-    func testRecomputedLayersShareTheStagesFirstSlot() {
+    func testRecomputedLayersShareTheStagesFirstSlot() throws {
         let a = Activations(dims: LayerDimensions(config: Self.config), layers: 4, firstLayer: 4, batchSize: 2, seqLen: 10, recomputedLayers: 2)
         XCTAssertEqual((4...7).map { a.recomputes($0) }, [true, true, false, false])
         let slots = (4...7).map { a.layer($0) }
@@ -93,6 +93,11 @@ final class RecomputeTests: XCTestCase {
         XCTAssertNotEqual(slots[3].mid, slots[2].mid)
         XCTAssertEqual(Set(slots.map(\.x)).count, 4)
         XCTAssertEqual(slots[2].out, slots[3].x)
+
+        // The model sizes a context's [gate | up] scratch to its MLP's blocks.
+        let batch = try ModelGradientTests.tinyBatch()
+        XCTAssertEqual(try model(recomputed: 3, granularity: .mlp, blockRows: 3).makeActivations(batch).gateUpBlockRows, 3)
+        XCTAssertEqual(try model(recomputed: 3, granularity: .mlp).makeActivations(batch).gateUpBlockRows, 20, "one block of all 20 rows")
 
         // [gate | up] of the first two: their rows go to one block scratch, everything else is each layer's own.
         let mlp = Activations(dims: LayerDimensions(config: Self.config), layers: 4, firstLayer: 4, batchSize: 2, seqLen: 10,

@@ -187,6 +187,12 @@ final class LayoutPlannerTests: XCTestCase {
                                                         granularity: granularity), Double(allocated),
                                    "LayoutPlanner.activationElements must count what Activations allocates (T=\(t), \(recomputed) recomputed, \(granularity))")
                 }
+                // 600 rows: one block of the default 256 holds the [gate | up] scratch, or every row under a tensor split.
+                let dims = LayerDimensions(config: model, tensorParallel: t)
+                let blocked = Activations(dims: dims, layers: model.numHiddenLayers, batchSize: 3, seqLen: 200, recomputedLayers: recomputed,
+                                          granularity: .mlp, gateUpBlockRows: t > 1 ? 600 : DecoderBlock.defaultBlockRows)
+                XCTAssertEqual(p.activationElements(layers: model.numHiddenLayers, rows: 600, tensor: t, recomputed: recomputed, granularity: .mlp),
+                               Double(blocked.allocatedFloats), "600 rows, T=\(t), [gate | up] of \(recomputed)")
             }
         }
         // The head's scratch: one chunk of logits (512 rows, fewer than the batch's 600) and each row's loss.
