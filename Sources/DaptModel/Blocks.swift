@@ -30,6 +30,13 @@ public enum RecomputeGranularity: String, Codable, Sendable, CaseIterable {
     case layer
     /// The MLP's [gate | up] rows: their product runs again, block by block.
     case mlp
+
+    /// How many of a stage's `layers` recompute when `requested` are asked
+    /// for: whole layers all but the last at most (its forward leaves its
+    /// tensors in place), [gate | up] rows all.
+    public func recomputed(_ requested: Int, stageLayers layers: Int) -> Int {
+        min(requested, self == .layer ? max(layers - 1, 0) : layers)
+    }
 }
 
 /// The saved activations of one micro-batch (so a pipeline stage can hold
@@ -95,7 +102,7 @@ public final class Activations {
         precondition(recomputedLayers >= 0, "recomputedLayers \(recomputedLayers) < 0")
         self.dims = d; self.layers = L; self.firstLayer = firstLayer
         self.batchSize = batchSize; self.seqLen = seqLen; self.granularity = granularity
-        let K = min(recomputedLayers, granularity == .layer ? max(L - 1, 0) : L)
+        let K = granularity.recomputed(recomputedLayers, stageLayers: L)
         self.recomputedLayers = K
         slotSharers = granularity == .layer && K > 0 ? K + 1 : 0
         // Layers whose saved tensors (beyond their input) are held at once,

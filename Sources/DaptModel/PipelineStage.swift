@@ -94,7 +94,7 @@ public struct PipelineStage: Equatable, Sendable {
             for l in s...layers {
                 let isLast = s == stages
                 for n in 1...(l - s + 1) {
-                    let reruns = min(recomputedLayers, granularity == .layer ? n - 1 : n)
+                    let reruns = granularity.recomputed(recomputedLayers, stageLayers: n)
                     let cost = Double(n) * layerCost + Double(reruns) * rerunCost + (isLast ? headCost : 0)
                     let candidate = max(best[s - 1][l - n], cost)
                     if candidate < best[s][l] { best[s][l] = candidate; choice[s][l] = n }

@@ -185,7 +185,7 @@ public struct LayoutPlanner: Sendable {
         var layout = layout
         let stages = (try? PipelineStage.partition(workload.model, stages: layout.pipeline, recomputedLayers: workload.model.numHiddenLayers,
                                                   granularity: layout.recomputeGranularity)) ?? []
-        let allCount = (stages.map(\.layers.count).max() ?? 1) - (layout.recomputeGranularity == .layer ? 1 : 0)
+        let allCount = layout.recomputeGranularity.recomputed(Int.max, stageLayers: stages.map(\.layers.count).max() ?? 1)
         var low = 1, high = allCount, best: LayoutPlan?
         while low < high {
             let k = (low + high) / 2
@@ -245,8 +245,7 @@ public struct LayoutPlanner: Sendable {
             stageMemory.snapshots = Double(assumptions.rollbackSnapshots) * (count + 2 * owned + (mixed && layout.zero1 ? owned : 0)) * e
             // 1F1B: stage i holds the activations of min(P − i, m) micro-batches at its peak.
             let inFlight = Double(min(P - stage, m))
-            // Each stage recomputes its first layers: whole, all but its last at most; [gate | up], all.
-            let rerun = min(recomputed, granularity == .layer ? max(L - 1, 0) : L)
+            let rerun = granularity.recomputed(recomputed, stageLayers: L)
             stageMemory.activations = (inFlight * activationElements(layers: L, rows: b * s, tensor: T, recomputed: rerun,
                                                                      granularity: granularity)
                 + (last ? headElements(rows: b * s, tensor: T) : 0)) * e
@@ -342,11 +341,11 @@ public struct LayoutPlanner: Sendable {
         let input = N * H, saved = N * (H + q + 2 * kv + q + heads + 2 + 2 * I)
         let total: Double
         var scratch = N * (4 * H + 2 * q + 2 * kv + 4 * I)
+        let k = granularity.recomputed(recomputed, stageLayers: L)
         switch granularity {
         case .layer:
-            total = Double(L) * (input + saved) - Double(min(recomputed, max(L - 1, 0))) * saved
+            total = Double(L) * (input + saved) - Double(k) * saved
         case .mlp:
-            let k = min(recomputed, L)
             total = Double(L) * (input + saved) - Double(k) * N * 2 * I
             let blockRows = T > 1 ? n : min(n, DecoderBlock.defaultBlockRows)
             if k > 0 { scratch += Double(blockRows) * 2 * I }
@@ -367,12 +366,10 @@ public struct LayoutPlanner: Sendable {
     /// Why dapt refuses the layout today, from the trainer's own checks.
     func notRunnable(_ layout: PlannedLayout) -> String? {
         var config = PretrainConfig()
+        config.parallel = layout.parallelRecompute
         config.parallel.tensor = layout.tensor
         config.parallel.pipeline = layout.pipeline
         config.parallel.zero = layout.zero1 ? 1 : 0
-        config.parallel.recompute = layout.recompute
-        config.parallel.recomputeLayers = layout.recomputeLayers
-        config.parallel.recomputeGranularity = layout.recomputeGranularity
         config.data.globalBatchSize = workload.globalBatch
         config.data.microBatchSize = layout.microBatch
         do {
