@@ -51,6 +51,8 @@ public struct PlannedLayout: Equatable, Hashable, Sendable, CustomStringConverti
     public var recomputeGranularity: RecomputeGranularity
     public var microBatch: Int
 
+    /// A layer count or the `.mlp` granularity implies `recompute` (the
+    /// config refuses them without it; a layout cannot be that mistaken).
     public init(tensor: Int, pipeline: Int, data: Int, zero1: Bool = false, recompute: Bool = false, recomputeLayers: Int? = nil,
                 recomputeGranularity: RecomputeGranularity = .layer, microBatch: Int) {
         self.tensor = tensor; self.pipeline = pipeline; self.data = data; self.zero1 = zero1
