@@ -13,6 +13,9 @@ public enum ClusterDiagnostics {
         public var nonBlockingAllReduceSum: [Float] = []
         /// This rank's block of a non-blocking reduce-scatter (rank r receives r elements).
         public var nonBlockingReduceScatter: [Float] = []
+        /// Elements of the larger non-blocking reductions (several in flight,
+        /// waited for in a different order on odd and even ranks) found right.
+        public var nonBlockingElementsChecked = 0
         public var allGatherTotal = 0
         public var gatherRoot: [Int64] = []
         public var broadcastValue: Int64 = 0
@@ -63,6 +66,36 @@ public enum ClusterDiagnostics {
         expect(r.nonBlockingReduceScatter == (0..<me).map { Float(1 + mine + $0) * triangle }
                && scatterDestination.values.first == -1 && scatterDestination.values.last == -1,
                "non-blocking reduce-scatter: \(scatterDestination.values)")
+
+        // Larger ones, several in flight: a ring's blocks of unequal length (1001 elements over any
+        // number of ranks), sums and maxima, Float and Double, and a reduce-scatter with an empty
+        // block. Odd ranks wait in the opposite order to even ones: no rank may need another to
+        // finish a collective it is not waiting on. Values are small integers, so every summation
+        // order gives the same exact answer.
+        let length = 1001
+        let sums = CollectiveBuffer((0..<(2 * length)).map { Float(($0 % 97) * (me + 1)) })
+        let maxima = CollectiveBuffer((0..<length).map { Double(($0 * 7 + me * 13) % 101) })
+        // Rank 1's block is empty, ranks from 2 on hold length ÷ n, rank 0 the rest.
+        var spread = (0..<n).map { $0 < 2 ? 0 : length / n }
+        spread[0] = length - spread.reduce(0, +)
+        let spreadMine = spread[me], spreadFirst = spread[..<me].reduce(0, +)
+        let scattered = CollectiveBuffer(repeating: Float(-1), count: spreadMine, hugePages: false)
+        var inFlight = [try comm.startAllReduce(sums, range: 0..<length, op: .sum),
+                        try comm.startAllReduce(maxima, range: 0..<length, op: .max),
+                        try comm.startReduceScatter(sums, range: length..<(length + spread.reduce(0, +)), into: scattered,
+                                                    at: 0..<spreadMine, counts: spread, op: .sum)]
+        if me % 2 == 1 { inFlight.reverse() }
+        for c in inFlight { try c.wait() }
+        let summed = sums.values, maxed = maxima.values, mineScattered = scattered.values
+        for i in 0..<length {
+            if summed[i] == Float((i % 97) * n * (n + 1) / 2) { r.nonBlockingElementsChecked += 1 }
+            if maxed[i] == (0..<n).map({ Double((i * 7 + $0 * 13) % 101) }).max()! { r.nonBlockingElementsChecked += 1 }
+        }
+        for (j, v) in mineScattered.enumerated() where v == Float(((length + spreadFirst + j) % 97) * n * (n + 1) / 2) {
+            r.nonBlockingElementsChecked += 1
+        }
+        expect(r.nonBlockingElementsChecked == 2 * length + spreadMine,
+               "larger non-blocking reductions: \(2 * length + spreadMine - r.nonBlockingElementsChecked) elements wrong")
 
         // Rank r contributes r+1 copies of r: variable-length all-gather.
         let gathered = try comm.allGatherV([Int64](repeating: Int64(me), count: me + 1))
@@ -208,6 +241,26 @@ public enum ClusterDiagnostics {
         try comm.barrier()
         let started = monotonicSeconds()
         for _ in 0..<iterations { try buffer.withBuffer { try comm.allReduce($0, op: .sum) } }
+        let elapsed = (monotonicSeconds() - started) / Double(iterations)
+        return try comm.allReduce(elapsed, op: .max)
+    }
+
+    /// The same all-reduce as the gradient reducer runs it: `elements`
+    /// floats in buckets of `bucketElements`, every bucket started before
+    /// the first is waited for. Seconds per call (slowest rank) after one warm-up.
+    public static func bucketedAllReduceSeconds(_ comm: any Communicator, elements: Int, bucketElements: Int, iterations: Int) throws -> Double {
+        let buffer = CollectiveBuffer(repeating: Float(1), count: elements)
+        let bucket = max(1, bucketElements)
+        func reduce() throws {
+            let pending = try stride(from: 0, to: elements, by: bucket).map {
+                try comm.startAllReduce(buffer, range: $0..<min($0 + bucket, elements), op: .sum)
+            }
+            for p in pending { try p.wait() }
+        }
+        try reduce()
+        try comm.barrier()
+        let started = monotonicSeconds()
+        for _ in 0..<iterations { try reduce() }
         let elapsed = (monotonicSeconds() - started) / Double(iterations)
         return try comm.allReduce(elapsed, op: .max)
     }

@@ -64,35 +64,6 @@ public enum MPIRuntime {
     }
 }
 
-/// Non-blocking collectives' requests (one per chunk of at most 2³⁰
-/// elements) and what they work on (storage, count arrays), kept alive
-/// until they finish.
-final class MPIPendingCollective: PendingCollective {
-    var requests: [MPI_Request?] = []
-    private var storage: [AnyObject]?
-
-    init(keeping storage: AnyObject...) { self.storage = storage }
-
-    deinit {
-        // A collective cannot be cancelled or freed while running.
-        if storage != nil { try? wait() }
-    }
-
-    func test() throws -> Bool {
-        guard storage != nil else { return true }
-        var done: Int32 = 0
-        try checked("MPI_Testall") { MPI_Testall(Int32(requests.count), &requests, &done, dapt_mpi_statuses_ignore()) }
-        if done != 0 { storage = nil }
-        return done != 0
-    }
-
-    func wait() throws {
-        guard storage != nil else { return }
-        try checked("MPI_Waitall") { MPI_Waitall(Int32(requests.count), &requests, dapt_mpi_statuses_ignore()) }
-        storage = nil
-    }
-}
-
 /// The MPI communicator. Owns its handle and frees it once, except the world
 /// communicator, which MPI owns.
 public final class MPICommunicator: Communicator {
@@ -122,7 +93,7 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    private static func datatype(_ kind: ElementKind) -> MPI_Datatype {
+    static func datatype(_ kind: ElementKind) -> MPI_Datatype {
         switch kind {
         case .uint8: return dapt_mpi_byte()
         case .int32: return dapt_mpi_int32()
@@ -133,7 +104,7 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    private static func op(_ op: ReduceOp) -> MPI_Op {
+    static func op(_ op: ReduceOp) -> MPI_Op {
         switch op {
         case .sum: return dapt_mpi_sum()
         case .max: return dapt_mpi_max()
@@ -168,47 +139,55 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    public func startAllReduce<S: StableStorage>(_ storage: S, range: Range<Int>, op: ReduceOp) throws -> any PendingCollective {
-        try checkRange(range, in: storage.count)
-        let pending = MPIPendingCollective(keeping: storage)
-        // The storage's address is stable while `pending` holds it.
-        try storage.withBuffer { buffer in
-            let part = UnsafeMutableBufferPointer(rebasing: buffer[range])
-            try forEachChunk(part.count) { offset, count in
-                var request = dapt_mpi_request_null()
-                try checked("MPI_Iallreduce") {
-                    MPI_Iallreduce(dapt_mpi_in_place(), part.baseAddress! + offset, Int32(count),
-                                   Self.datatype(S.Element.kind), Self.op(op), handle, &request)
-                }
-                pending.requests.append(request)
-            }
-        }
-        return pending
+    /// The rings that run this group's non-blocking reductions, made on the
+    /// first one (duplicating the communicator is collective, and every rank
+    /// starts its first non-blocking reduction at the same point).
+    private var rings: RingCollectives?
+
+    private func ringCollectives() throws -> RingCollectives {
+        if let rings { return rings }
+        let made = try RingCollectives(duplicating: handle, rank: rank, size: size)
+        rings = made
+        return made
     }
 
+    /// A ring of point-to-point messages (`RingCollective`), not
+    /// `MPI_Iallreduce`, whose in-place form Open MPI runs as a binomial tree.
+    public func startAllReduce<S: StableStorage>(_ storage: S, range: Range<Int>, op: ReduceOp) throws -> any PendingCollective {
+        try checkRange(range, in: storage.count)
+        let rings = try ringCollectives()
+        // k nearly equal blocks, the first range.count % k one element longer.
+        let blocks = (0..<size).map { range.count / size + ($0 < range.count % size ? 1 : 0) }
+        let stride = MemoryLayout<S.Element>.stride
+        let ring = RingCollective(rings: rings, kind: .allReduce, datatype: Self.datatype(S.Element.kind), op: Self.op(op),
+                                  elementSize: stride, counts: blocks) { body in
+            try storage.withBuffer { try body(UnsafeMutableRawPointer($0.baseAddress!) + range.lowerBound * stride, nil) }
+        }
+        try rings.start(ring)
+        return ring
+    }
+
+    /// A ring of point-to-point messages (`RingCollective`), not
+    /// `MPI_Ireduce_scatter`, which Open MPI runs as a reduction to one rank
+    /// followed by a scatter from it.
     public func startReduceScatter<S: StableStorage, D: StableStorage>(_ source: S, range: Range<Int>, into destination: D, at into: Range<Int>,
                                                                        counts: [Int], op: ReduceOp) throws -> any PendingCollective
         where S.Element == D.Element {
         try checkRange(range, in: source.count)
         try checkRange(into, in: destination.count)
         try checkBlocks(counts, total: range.count, mine: into.count)
-        // MPI reads the counts until the collective finishes: they live as long as the request.
-        let counts32 = CollectiveBuffer(try Self.int32Counts(counts))
-        let pending = MPIPendingCollective(keeping: source, destination, counts32)
-        // The storages' addresses are stable while `pending` holds them.
-        try source.withBuffer { s in
-            try destination.withBuffer { d in
-                try counts32.withBuffer { c in
-                    var request = dapt_mpi_request_null()
-                    try checked("MPI_Ireduce_scatter") {
-                        MPI_Ireduce_scatter(s.baseAddress! + range.lowerBound, d.baseAddress! + into.lowerBound, c.baseAddress!,
-                                            Self.datatype(S.Element.kind), Self.op(op), handle, &request)
-                    }
-                    pending.requests.append(request)
+        let rings = try ringCollectives()
+        let stride = MemoryLayout<S.Element>.stride
+        let ring = RingCollective(rings: rings, kind: .reduceScatter(destinationOffset: into.lowerBound), datatype: Self.datatype(S.Element.kind),
+                                  op: Self.op(op), elementSize: stride, counts: counts) { body in
+            try source.withBuffer { s in
+                try destination.withBuffer { d in
+                    try body(UnsafeMutableRawPointer(s.baseAddress!) + range.lowerBound * stride, UnsafeMutableRawPointer(d.baseAddress!))
                 }
             }
         }
-        return pending
+        try rings.start(ring)
+        return ring
     }
 
     public func reduceScatter<T: CollectiveElement>(_ source: UnsafeBufferPointer<T>, into destination: UnsafeMutableBufferPointer<T>,

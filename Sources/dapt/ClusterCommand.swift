@@ -39,6 +39,9 @@ struct ClusterCommand: ParsableCommand {
         @Option(name: .customLong("allreduce-mib"), help: "MiB of floats per all-reduce.")
         var allReduceMiB: Double = 16
 
+        @Option(name: .customLong("bucket-mib"), help: "MiB per bucket of the bucketed non-blocking all-reduce (as parallel.bucket_mb).")
+        var bucketMiB: Double = 4
+
         @Option(name: .customLong("allreduce-pages"), help: "Pages of the all-reduce buffer: huge (as gradients are allocated) or small (as a Swift array).")
         var allReducePages: AllReducePages = .huge
 
@@ -77,6 +80,8 @@ struct ClusterCommand: ParsableCommand {
             var throughputMBps = 0.0
             var allReduceSeconds = 0.0
             var allReduceBusGBps = 0.0
+            var bucketedAllReduceSeconds = 0.0
+            var bucketedAllReduceBusGBps = 0.0
             var sgemmGFLOPs = 0.0
             var blasThreads = 0
             var failures: [String] = []
@@ -131,6 +136,12 @@ struct ClusterCommand: ParsableCommand {
             report.allReduceBusGBps = Double(elements * 4) * factor / report.allReduceSeconds / 1e9
             ctx.say(String(format: "all-reduce: %.1f MiB float sum in %.2f ms: %.2f GB/s bus bandwidth",
                            allReduceMiB, report.allReduceSeconds * 1e3, report.allReduceBusGBps))
+            // As the gradient reducer runs it: non-blocking, in buckets, all in flight at once.
+            report.bucketedAllReduceSeconds = try ClusterDiagnostics.bucketedAllReduceSeconds(
+                comm, elements: elements, bucketElements: Int(bucketMiB * 1048576) / 4, iterations: 10)
+            report.bucketedAllReduceBusGBps = Double(elements * 4) * factor / report.bucketedAllReduceSeconds / 1e9
+            ctx.say(String(format: "bucketed all-reduce: %.1f MiB in %.1f MiB non-blocking buckets in %.2f ms: %.2f GB/s bus bandwidth",
+                           allReduceMiB, bucketMiB, report.bucketedAllReduceSeconds * 1e3, report.bucketedAllReduceBusGBps))
             }
 
             report.sgemmGFLOPs = sgemmGFLOPs(size: gemm)
