@@ -248,12 +248,20 @@ public enum ClusterDiagnostics {
     /// The same all-reduce as the gradient reducer runs it: `elements`
     /// floats in buckets of `bucketElements`, every bucket started before
     /// the first is waited for. Seconds per call (slowest rank) after one warm-up.
-    public static func bucketedAllReduceSeconds(_ comm: any Communicator, elements: Int, bucketElements: Int, iterations: Int) throws -> Double {
+    /// `scatter`: a reduce-scatter per bucket instead (as under ZeRO-1), each
+    /// bucket's block r (k nearly equal blocks) landing on rank r.
+    public static func bucketedAllReduceSeconds(_ comm: any Communicator, elements: Int, bucketElements: Int, iterations: Int,
+                                                scatter: Bool = false) throws -> Double {
         let buffer = CollectiveBuffer(repeating: Float(1), count: elements)
-        let bucket = max(1, bucketElements)
+        let bucket = max(1, bucketElements), k = comm.size
+        let received = CollectiveBuffer(repeating: Float(0), count: scatter ? elements : 0)
         func reduce() throws {
-            let pending = try stride(from: 0, to: elements, by: bucket).map {
-                try comm.startAllReduce(buffer, range: $0..<min($0 + bucket, elements), op: .sum)
+            let pending = try stride(from: 0, to: elements, by: bucket).map { start in
+                let range = start..<min(start + bucket, elements)
+                guard scatter else { return try comm.startAllReduce(buffer, range: range, op: .sum) }
+                let blocks = (0..<k).map { range.count / k + ($0 < range.count % k ? 1 : 0) }
+                let mine = start..<(start + blocks[comm.rank])  // each bucket's block in its own place
+                return try comm.startReduceScatter(buffer, range: range, into: received, at: mine, counts: blocks, op: .sum)
             }
             for p in pending { try p.wait() }
         }

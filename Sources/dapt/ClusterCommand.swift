@@ -82,6 +82,8 @@ struct ClusterCommand: ParsableCommand {
             var allReduceBusGBps = 0.0
             var bucketedAllReduceSeconds = 0.0
             var bucketedAllReduceBusGBps = 0.0
+            var bucketedReduceScatterSeconds = 0.0
+            var bucketedReduceScatterBusGBps = 0.0
             var sgemmGFLOPs = 0.0
             var blasThreads = 0
             var failures: [String] = []
@@ -142,6 +144,12 @@ struct ClusterCommand: ParsableCommand {
             report.bucketedAllReduceBusGBps = Double(elements * 4) * factor / report.bucketedAllReduceSeconds / 1e9
             ctx.say(String(format: "bucketed all-reduce: %.1f MiB in %.1f MiB non-blocking buckets in %.2f ms: %.2f GB/s bus bandwidth",
                            allReduceMiB, bucketMiB, report.bucketedAllReduceSeconds * 1e3, report.bucketedAllReduceBusGBps))
+            // ZeRO-1's: a reduce-scatter per bucket, (n-1)/n of the buffer per rank (half the all-reduce's bus factor).
+            report.bucketedReduceScatterSeconds = try ClusterDiagnostics.bucketedAllReduceSeconds(
+                comm, elements: elements, bucketElements: Int(bucketMiB * 1048576) / 4, iterations: 10, scatter: true)
+            report.bucketedReduceScatterBusGBps = Double(elements * 4) * factor / 2 / report.bucketedReduceScatterSeconds / 1e9
+            ctx.say(String(format: "bucketed reduce-scatter: %.1f MiB in %.1f MiB non-blocking buckets in %.2f ms: %.2f GB/s bus bandwidth",
+                           allReduceMiB, bucketMiB, report.bucketedReduceScatterSeconds * 1e3, report.bucketedReduceScatterBusGBps))
             }
 
             report.sgemmGFLOPs = sgemmGFLOPs(size: gemm)

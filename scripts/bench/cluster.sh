@@ -45,6 +45,8 @@ d = json.load(open(sys.argv[1])); p = json.load(open(sys.argv[2]))
 print(f"all-reduce 16 MiB, 2 ranks: dapt {d['allReduceBusGBps']:.2f} GB/s bus, mpi4py {p['allreduce_bus_gbps']:.2f} GB/s, ratio {d['allReduceBusGBps']/p['allreduce_bus_gbps']:.2f}")
 print(f"bucketed non-blocking all-reduce 16 MiB in 4 MiB buckets, 2 ranks: dapt (ring of messages) {d['bucketedAllReduceBusGBps']:.2f} GB/s bus, "
       f"mpi4py Iallreduce {p['bucketed_allreduce_bus_gbps']:.2f} GB/s, ratio {d['bucketedAllReduceBusGBps']/p['bucketed_allreduce_bus_gbps']:.2f}")
+print(f"bucketed non-blocking reduce-scatter (ZeRO-1's), same buckets: dapt (ring of messages) {d['bucketedReduceScatterBusGBps']:.2f} GB/s bus, "
+      f"mpi4py Ireduce_scatter {p['bucketed_reduce_scatter_bus_gbps']:.2f} GB/s, ratio {d['bucketedReduceScatterBusGBps']/p['bucketed_reduce_scatter_bus_gbps']:.2f}")
 print(f"exchange 2 ranks x 256 MiB: dapt {d['throughputMBps']:.0f} MB/s aggregate (1 KiB records, checked), "
       f"pyzmq {p['zmq_aggregate_mbps']:.0f} MB/s (256 KiB messages, unchecked), ratio {d['throughputMBps']/p['zmq_aggregate_mbps']:.2f}")
 print(f"sgemm under 2 ranks x 1 thread: dapt {d['sgemmGFLOPs']:.1f}, numpy {p['sgemm_gflops'][0]:.1f} GFLOP/s (rank 0)")

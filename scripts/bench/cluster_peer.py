@@ -54,6 +54,24 @@ per_call = comm.allreduce((time.perf_counter() - t0) / 10, op=MPI.MAX)
 out["bucketed_allreduce_ms"] = per_call * 1e3
 out["bucketed_allreduce_bus_gbps"] = buf.nbytes * factor / per_call / 1e9
 
+# ZeRO-1's form: an Ireduce_scatter per bucket, block r of each (nearly equal blocks) to rank r.
+received = np.zeros_like(buf)
+def scattered():
+    requests = []
+    for i in range(0, buf.size, bucket):
+        n = min(bucket, buf.size - i)
+        counts = [n // size + (1 if r < n % size else 0) for r in range(size)]
+        requests.append(comm.Ireduce_scatter(buf[i:i + n], received[i:i + counts[rank]], counts, op=MPI.SUM))
+    MPI.Request.Waitall(requests)
+scattered()
+comm.Barrier()
+t0 = time.perf_counter()
+for _ in range(10):
+    scattered()
+per_call = comm.allreduce((time.perf_counter() - t0) / 10, op=MPI.MAX)
+out["bucketed_reduce_scatter_ms"] = per_call * 1e3
+out["bucketed_reduce_scatter_bus_gbps"] = buf.nbytes * factor / 2 / per_call / 1e9
+
 # ZeroMQ: every rank binds a PULL socket on loopback, connects a PUSH socket
 # to each peer and streams stream_mib MiB split evenly over the peers in
 # message_bytes messages, while a thread receives.
