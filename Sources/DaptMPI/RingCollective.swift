@@ -35,6 +35,12 @@ final class RingCollectives {
     /// them: ranks may wait on their collectives in different orders, and one
     /// rank's step waits on another rank's progress through another collective.
     private var running: [RingCollective] = []
+    /// Scratch for partial sums, kept from one collective to the next: the
+    /// reducer's buckets come in the same sizes every step, so after the first
+    /// step no collective allocates (or faults in) memory. It holds what the
+    /// most collectives in flight at once needed: 1/k of their elements (2/k
+    /// for reduce-scatters), all of a step's buckets at its end.
+    private var spare: [UnsafeMutableBufferPointer<UInt8>] = []
 
     init(duplicating handle: MPI_Comm, rank: Int, size: Int) throws {
         var copy: MPI_Comm? = nil
@@ -47,6 +53,7 @@ final class RingCollectives {
     }
 
     deinit {
+        spare.forEach { LargeAllocation.deallocate($0) }
         // The world communicator (and so its rings) may outlive MPI_Finalize, after which no call is allowed.
         var finalized: Int32 = 0
         _ = MPI_Finalized(&finalized)
@@ -59,6 +66,17 @@ final class RingCollectives {
         defer { nextTag = (nextTag + 1) % 32_767 }  // MPI guarantees tags up to 32767
         return nextTag
     }
+
+    /// At least `bytes` of scratch, 64-byte aligned; give it back with `returnScratch`.
+    func borrowScratch(bytes: Int) -> UnsafeMutableBufferPointer<UInt8> {
+        // The smallest spare that fits, so small collectives leave large buffers for large ones.
+        if let i = spare.indices.filter({ spare[$0].count >= bytes }).min(by: { spare[$0].count < spare[$1].count }) {
+            return spare.remove(at: i)
+        }
+        return LargeAllocation.allocate(UInt8.self, count: max(bytes, 64))
+    }
+
+    func returnScratch(_ buffer: UnsafeMutableBufferPointer<UInt8>) { spare.append(buffer) }
 
     func start(_ collective: RingCollective) throws {
         try collective.begin()
@@ -96,7 +114,7 @@ final class RingCollective: PendingCollective {
     private let counts: [Int]
     private let offsets: [Int]
     /// Partial sums received (and, under reduce-scatter, the one being sent on).
-    private var scratch: UnsafeMutableRawBufferPointer
+    private var scratch: UnsafeMutableBufferPointer<UInt8>?
     private var step = 0
     private var requests: [MPI_Request?] = []
     /// Set once the current step's messages have arrived and its reduction is done.
@@ -122,12 +140,12 @@ final class RingCollective: PendingCollective {
         // Reduce-scatter alternates two partial sums (one arriving, one leaving).
         let buffers: Int
         if case .reduceScatter = kind { buffers = 2 } else { buffers = 1 }
-        scratch = .allocate(byteCount: max(buffers * largest * elementSize, 1), alignment: 64)
+        scratch = rings.borrowScratch(bytes: buffers * largest * elementSize)
     }
 
     /// Never unfinished here: from its start to its end `RingCollectives`
     /// holds it, so its messages are never abandoned.
-    deinit { scratch.deallocate() }
+    deinit { if let scratch { rings.returnScratch(scratch) } }
 
     private var k: Int { rings.size }
     private var stepCount: Int {
@@ -136,7 +154,7 @@ final class RingCollective: PendingCollective {
     }
     private func block(_ b: Int) -> Int { ((b % k) + k) % k }
     private func partial(_ s: Int) -> UnsafeMutableRawPointer {
-        scratch.baseAddress! + (s % 2) * (counts.max() ?? 0) * elementSize
+        UnsafeMutableRawPointer(scratch!.baseAddress!) + (s % 2) * (counts.max() ?? 0) * elementSize
     }
 
     /// Runs `body` with the storages' addresses (see `Addresses`).
@@ -154,7 +172,7 @@ final class RingCollective: PendingCollective {
         case .allReduce where s < k - 1:
             // Reduce-scatter in place: send the partial sum of block r−s−1, receive block r−s−2's aside.
             let out = block(r - s - 1), into = block(r - s - 2)
-            return (address(out), counts[out], scratch.baseAddress!, into)
+            return (address(out), counts[out], UnsafeMutableRawPointer(scratch!.baseAddress!), into)
         case .allReduce:
             // Pass the reduced blocks on: send block r−t, receive block r−t−1 into its place.
             let t = s - (k - 1)
@@ -260,6 +278,8 @@ final class RingCollective: PendingCollective {
         finished = true
         requests.removeAll()
         withAddresses = nil  // lets the storages go
+        if let scratch { rings.returnScratch(scratch) }
+        scratch = nil
     }
 
     func test() throws -> Bool {
