@@ -80,13 +80,17 @@ public enum ClusterDiagnostics {
         spread[0] = length - spread.reduce(0, +)
         let spreadMine = spread[me], spreadFirst = spread[..<me].reduce(0, +)
         let scattered = CollectiveBuffer(repeating: Float(-1), count: spreadMine, hugePages: false)
+        // And twelve more of 50 elements each: more than run at once, so some wait their turn.
+        let many = CollectiveBuffer((0..<600).map { Float(($0 % 89) * (me + 1)) })
         var inFlight = [try comm.startAllReduce(sums, range: 0..<length, op: .sum),
                         try comm.startAllReduce(maxima, range: 0..<length, op: .max),
                         try comm.startReduceScatter(sums, range: length..<(length + spread.reduce(0, +)), into: scattered,
                                                     at: 0..<spreadMine, counts: spread, op: .sum)]
+        for i in 0..<12 { inFlight.append(try comm.startAllReduce(many, range: (i * 50)..<(i * 50 + 50), op: .sum)) }
         if me % 2 == 1 { inFlight.reverse() }
         for c in inFlight { try c.wait() }
         let summed = sums.values, maxed = maxima.values, mineScattered = scattered.values
+        for (i, v) in many.values.enumerated() where v == Float((i % 89) * n * (n + 1) / 2) { r.nonBlockingElementsChecked += 1 }
         for i in 0..<length {
             if summed[i] == Float((i % 97) * n * (n + 1) / 2) { r.nonBlockingElementsChecked += 1 }
             if maxed[i] == (0..<n).map({ Double((i * 7 + $0 * 13) % 101) }).max()! { r.nonBlockingElementsChecked += 1 }
@@ -94,8 +98,8 @@ public enum ClusterDiagnostics {
         for (j, v) in mineScattered.enumerated() where v == Float(((length + spreadFirst + j) % 97) * n * (n + 1) / 2) {
             r.nonBlockingElementsChecked += 1
         }
-        expect(r.nonBlockingElementsChecked == 2 * length + spreadMine,
-               "larger non-blocking reductions: \(2 * length + spreadMine - r.nonBlockingElementsChecked) elements wrong")
+        expect(r.nonBlockingElementsChecked == 2 * length + 600 + spreadMine,
+               "larger non-blocking reductions: \(2 * length + 600 + spreadMine - r.nonBlockingElementsChecked) elements wrong")
 
         // Rank r contributes r+1 copies of r: variable-length all-gather.
         let gathered = try comm.allGatherV([Int64](repeating: Int64(me), count: me + 1))

@@ -117,6 +117,13 @@ public protocol PendingCollective: AnyObject {
     func wait() throws
 }
 
+/// How many non-blocking reductions a group runs at once (`MPICommunicator`'s
+/// rings); later ones wait their turn. Each holds at most one block of the
+/// reduced range as scratch, which `dapt plan` counts.
+public enum NonBlockingReductions {
+    public static let running = 8
+}
+
 /// A collective that finished before it was returned.
 public final class FinishedCollective: PendingCollective {
     public init() {}

@@ -17,10 +17,18 @@ import DaptCore
 /// Each collective is a sequence of steps, each one message to the next rank
 /// and one from the previous; a step starts once the one before it has
 /// finished. Reduce-scatter of k blocks takes k − 1 steps (after step s,
-/// rank r holds the partial sum of block r − s − 2 over ranks r − s − 1 … r);
-/// all-reduce splits its range into k blocks, reduce-scatters them in place
-/// and passes the reduced blocks once round the ring (k − 1 more steps).
-/// With two ranks every element is a + b, as in the blocking collectives.
+/// rank r holds the partial sum of block r − s − 2 over ranks r − s − 1 … r,
+/// in place of its own values of that block: the source range is left
+/// holding partial sums); all-reduce splits its range into k blocks,
+/// reduce-scatters them in place and passes the reduced blocks once round the
+/// ring (k − 1 more steps). With two ranks every element is a + b, as in the
+/// blocking collectives.
+///
+/// At most `maxRunning` collectives run at once; later ones queue and begin,
+/// in the order they were started, as earlier ones finish. That bounds the
+/// scratch for received blocks to `maxRunning` blocks, whatever the number of
+/// buckets, and cannot deadlock: on every rank the oldest unfinished
+/// collective is running.
 final class RingCollectives {
     /// A duplicate of the communicator: ring messages never meet the
     /// caller's point-to-point messages, whatever their tags.
@@ -35,11 +43,14 @@ final class RingCollectives {
     /// them: ranks may wait on their collectives in different orders, and one
     /// rank's step waits on another rank's progress through another collective.
     private var running: [RingCollective] = []
-    /// Scratch for partial sums, kept from one collective to the next: the
+    private var queued: [RingCollective] = []
+    /// Enough rings to keep the links busy; each holds at most one block of scratch.
+    static var maxRunning: Int { NonBlockingReductions.running }
+    /// Scratch for received blocks, kept from one collective to the next: the
     /// reducer's buckets come in the same sizes every step, so after the first
-    /// step no collective allocates (or faults in) memory. It holds what the
-    /// most collectives in flight at once needed: 1/k of their elements (2/k
-    /// for reduce-scatters), all of a step's buckets at its end.
+    /// step no collective allocates (or faults in) memory. At most
+    /// `maxRunning` blocks: 1/k of a bucket each for all-reduces, up to a
+    /// whole bucket for a reduce-scatter whose bucket lies in one rank's block.
     private var spare: [UnsafeMutableBufferPointer<UInt8>] = []
 
     init(duplicating handle: MPI_Comm, rank: Int, size: Int) throws {
@@ -79,14 +90,24 @@ final class RingCollectives {
     func returnScratch(_ buffer: UnsafeMutableBufferPointer<UInt8>) { spare.append(buffer) }
 
     func start(_ collective: RingCollective) throws {
-        try collective.begin()
-        if !collective.finished { running.append(collective) }
+        queued.append(collective)
+        try beginQueued()
     }
 
-    /// Advances every running collective as far as its messages allow.
+    private func beginQueued() throws {
+        while running.count < Self.maxRunning, !queued.isEmpty {
+            let next = queued.removeFirst()
+            try next.begin()
+            if !next.finished { running.append(next) }
+        }
+    }
+
+    /// Advances every running collective as far as its messages allow, and
+    /// begins queued ones in the places of those that finished.
     func progress() throws {
         for c in running { try c.advance() }
         running.removeAll { $0.finished }
+        try beginQueued()
     }
 }
 
@@ -113,7 +134,7 @@ final class RingCollective: PendingCollective {
     /// Block b of the range: `offsets[b]..<offsets[b] + counts[b]` elements from `base`.
     private let counts: [Int]
     private let offsets: [Int]
-    /// Partial sums received (and, under reduce-scatter, the one being sent on).
+    /// The block being received, before this rank's values are added (borrowed while running).
     private var scratch: UnsafeMutableBufferPointer<UInt8>?
     private var step = 0
     private var requests: [MPI_Request?] = []
@@ -136,11 +157,6 @@ final class RingCollective: PendingCollective {
         var running = 0, offsets: [Int] = []
         for c in counts { offsets.append(running); running += c }
         self.offsets = offsets
-        let largest = counts.max() ?? 0
-        // Reduce-scatter alternates two partial sums (one arriving, one leaving).
-        let buffers: Int
-        if case .reduceScatter = kind { buffers = 2 } else { buffers = 1 }
-        scratch = rings.borrowScratch(bytes: buffers * largest * elementSize)
     }
 
     /// Never unfinished here: from its start to its end `RingCollectives`
@@ -153,10 +169,6 @@ final class RingCollective: PendingCollective {
         return k - 1
     }
     private func block(_ b: Int) -> Int { ((b % k) + k) % k }
-    private func partial(_ s: Int) -> UnsafeMutableRawPointer {
-        UnsafeMutableRawPointer(scratch!.baseAddress!) + (s % 2) * (counts.max() ?? 0) * elementSize
-    }
-
     /// Runs `body` with the storages' addresses (see `Addresses`).
     private func addressed(_ body: (_ base: UnsafeMutableRawPointer, _ destination: UnsafeMutableRawPointer?) throws -> Void) throws {
         guard let withAddresses else { return }
@@ -179,12 +191,11 @@ final class RingCollective: PendingCollective {
             let out = block(r - t), into = block(r - t - 1)
             return (address(out), counts[out], address(into), into)
         case .reduceScatter(let offset):
+            // Step 0 sends this rank's own values; later steps the partial sum made in place the step before.
             let out = block(r - s - 1), into = block(r - s - 2)
-            // Step 0 sends this rank's own values; later steps the partial sum received the step before.
-            let send = s == 0 ? address(out) : partial(s - 1)
             // The last step receives block r: the result goes straight to the destination.
-            let receive = s == k - 2 ? destination! + offset * elementSize : partial(s)
-            return (send, counts[out], receive, into)
+            let receive = s == k - 2 ? destination! + offset * elementSize : UnsafeMutableRawPointer(scratch!.baseAddress!)
+            return (address(out), counts[out], receive, into)
         }
     }
 
@@ -229,20 +240,24 @@ final class RingCollective: PendingCollective {
         while offset < count {
             let n = min(Self.messageElements, count - offset)
             let received = received + offset * elementSize, mine = own + offset * elementSize
-            switch kind {
-            case .allReduce:
-                // In place: the block becomes received + own.
-                try checked("MPI_Reduce_local") { MPI_Reduce_local(received, mine, Int32(n), datatype, op) }
-            case .reduceScatter:
-                // The received partial sum becomes received + own, and is sent on (or is the result).
+            if case .reduceScatter = kind, step == k - 2 {
+                // The result, in the destination: received + own.
                 try checked("MPI_Reduce_local") { MPI_Reduce_local(mine, received, Int32(n), datatype, op) }
+            } else {
+                // In place: this rank's block becomes received + own, sent on next step.
+                try checked("MPI_Reduce_local") { MPI_Reduce_local(received, mine, Int32(n), datatype, op) }
             }
             offset += n
         }
     }
 
-    /// Begins the first step (or finishes at once on one rank).
+    /// Borrows scratch and begins the first step (or finishes at once on one rank).
     func begin() throws {
+        // Blocks received before this rank's values are added need scratch: in an all-reduce's
+        // first k − 1 steps, and in a reduce-scatter's all but its last (none with two ranks).
+        let receivesAside: Bool
+        if case .allReduce = kind { receivesAside = k > 1 } else { receivesAside = k > 2 }
+        if receivesAside { scratch = rings.borrowScratch(bytes: (counts.max() ?? 0) * elementSize) }
         if k == 1 {
             if case .reduceScatter(let offset) = kind, counts[0] > 0 {
                 try addressed { base, destination in

@@ -1,3 +1,4 @@
+import DaptCluster
 import DaptCore
 import DaptModel
 import Foundation
@@ -242,7 +243,8 @@ public struct LayoutPlanner: Sendable {
             stageUpdate[stage] = owned * cluster.optimizerNsPerParameter * 1e-9
             var stageMemory = MemoryEstimate()
             stageMemory.parameters = count * e
-            stageMemory.gradients = count * e
+            stageMemory.gradients = (count + reductionScratch(stageElements: count, layerTensor: c.intermediateSize * h / T,
+                                                               endTensor: first || last ? V * h / T : 0, layout: layout)) * e
             stageMemory.optimizer = (2 * owned + (mixed ? owned : 0)) * e
             stageMemory.snapshots = Double(assumptions.rollbackSnapshots) * (count + 2 * owned + (mixed && layout.zero1 ? owned : 0)) * e
             // 1F1B: stage i holds the activations of min(P − i, m) micro-batches at its peak.
@@ -359,6 +361,27 @@ public struct LayoutPlanner: Sendable {
     /// in flight: one chunk of logits of its 1/T of the vocabulary and a
     /// loss per row of a micro-batch of `rows` tokens; split (T > 1), one
     /// chunk of all rows and the cross-entropy's statistics per row.
+    /// The data-parallel reduction's own memory beside the gradients (none
+    /// at D = 1), an upper bound: under ZeRO-1 the reduced slice (1/D of
+    /// them), and the ring collectives' scratch, one block per ring in flight
+    /// (`NonBlockingReductions.running`). Buckets are cut at tensor boundaries,
+    /// so a bucket is `bucket_mb` (its default) or one larger tensor: at most
+    /// one ring holds the embedding's or head's (`endTensor`), the others at
+    /// most a layer's largest matrix ([gate] or [up], `layerTensor`). An
+    /// all-reduce's block is 1/D of its bucket; a reduce-scatter's is the
+    /// bucket's part in one rank's slice, up to the whole bucket (and none
+    /// with two ranks, whose one step receives straight into the slice).
+    func reductionScratch(stageElements count: Double, layerTensor: Int, endTensor: Int, layout: PlannedLayout) -> Double {
+        guard layout.data > 1 else { return 0 }
+        let D = Double(layout.data), slice = (count / D).rounded(.up)
+        func block(_ bucket: Double) -> Double { layout.zero1 ? min(bucket, slice) : (bucket / D).rounded(.up) }
+        let bucket = max(PretrainConfig.Parallel().bucketMB * 1_048_576 / Double(assumptions.elementBytes), Double(layerTensor))
+        let rings = Double(NonBlockingReductions.running)
+        let scratch = layout.zero1 && layout.data == 2 ? 0
+            : endTensor > 0 ? block(max(bucket, Double(endTensor))) + (rings - 1) * block(bucket) : rings * block(bucket)
+        return min(scratch, layout.zero1 ? count : slice) + (layout.zero1 ? slice : 0)
+    }
+
     func headElements(rows n: Int, tensor T: Int) -> Double {
         let V = workload.model.vocabSize / T
         guard T == 1 else { return Double(n * V + n + VocabParallelStatistics.floats(rows: n)) }

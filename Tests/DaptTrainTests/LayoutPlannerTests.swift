@@ -34,8 +34,18 @@ final class LayoutPlannerTests: XCTestCase {
     func testDataParallelMemoryAndTimeByHand() throws {
         let plan = try planner().estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 2, microBatch: 2))
         XCTAssertEqual(plan.memory.parameters, 404 * 4)
-        XCTAssertEqual(plan.memory.gradients, 404 * 4)
+        // The gradients, and the ring all-reduce's scratch: a block of 1/D of a bucket per ring in flight,
+        // at most 1/D of the gradients (the one 4 MiB bucket holds all 404).
+        XCTAssertEqual(plan.memory.gradients, (404 + 202) * 4)
         XCTAssertEqual(plan.memory.optimizer, 2 * 404 * 4)
+        // ZeRO-1 holds the reduced slice (202 at D = 2); its reduce-scatters need no scratch with two ranks,
+        // and at D = 4 a block of the bucket's part in one rank's slice (101) per ring, eight rings' worth
+        // capped at the gradients (404), beside a slice of 101. A single rank has none of it.
+        let zero = try planner().estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 2, zero1: true, microBatch: 2))
+        XCTAssertEqual(zero.memory.gradients, (404 + 202) * 4)
+        let zero4 = try planner().estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 4, zero1: true, microBatch: 1))
+        XCTAssertEqual(zero4.memory.gradients, (404 + 404 + 101) * 4)
+        XCTAssertEqual(try planner().estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 1, microBatch: 4)).memory.gradients, 404 * 4)
         // Two rollback points of weights and both moments.
         XCTAssertEqual(plan.memory.snapshots, 2 * 3 * 404 * 4)
         // 8 rows: per layer 8·44, the stage output 8·4, final norm 8·5, scratch 8·64;
@@ -297,6 +307,22 @@ final class LayoutPlannerTests: XCTestCase {
 
     /// More ranks than cores: ranks take turns, so compute stretches by ranks ÷ cores, and a
     /// pipeline rank's bubble is only what the full-speed 1F1B path holds beyond that.
+    /// Tensors larger than a bucket are buckets of their own: of the eight rings
+    /// in flight one may hold the embedding's (one stage holds embedding and
+    /// head), the others a [gate] or [up] matrix each.
+    func testReductionScratchFollowsTheLargestBuckets() throws {
+        let model = LlamaConfig(vocabSize: 32000, hiddenSize: 2048, intermediateSize: 5504, numHiddenLayers: 2, numAttentionHeads: 16)
+        let cluster = Self.cluster(ranksPerNode: 8)
+        let plain = try planner(cluster, model: model, batch: 8).estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 8, microBatch: 1))
+        let count = plain.memory.parameters / 4
+        // All-reduce blocks are 1/8 of a bucket: 32000·2048 / 8 for the embedding, 5504·2048 / 8 for seven matrices.
+        XCTAssertEqual(plain.memory.gradients / 4 - count, 8_192_000 + 7 * 1_409_024)
+        // Reduce-scatter blocks: a bucket's part in one slice, so the embedding's is a whole slice.
+        let zero = try planner(cluster, model: model, batch: 8).estimate(PlannedLayout(tensor: 1, pipeline: 1, data: 8, zero1: true, microBatch: 1))
+        let slice = (count / 8).rounded(.up)
+        XCTAssertEqual(zero.memory.gradients / 4 - count, slice + 7 * 11_272_192 + slice)
+    }
+
     func testOversubscribedRanksTakeTurns() throws {
         var shared = Self.cluster(ranksPerNode: 4)
         shared.coresPerNode = 2
