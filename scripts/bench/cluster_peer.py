@@ -28,29 +28,27 @@ best = min(timed for timed in (
     (lambda t0: (a @ b, time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(3)))
 out["sgemm_gflops"] = comm.gather(2 * gemm ** 3 / best / 1e9, root=0)
 
-# All-reduce: 10 in-place float sums after one warm-up, slowest rank's time.
+def per_call_seconds(reduce):
+    """One warm-up call, then 10 timed ones: the slowest rank's seconds per call."""
+    reduce()
+    comm.Barrier()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        reduce()
+    return comm.allreduce((time.perf_counter() - t0) / 10, op=MPI.MAX)
+
+# All-reduce: in-place float sums.
 buf = np.ones(int(allreduce_mib * 1048576) // 4, dtype=np.float32)
-comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-comm.Barrier()
-t0 = time.perf_counter()
-for _ in range(10):
-    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-per_call = comm.allreduce((time.perf_counter() - t0) / 10, op=MPI.MAX)
 factor = 2 * (size - 1) / size if size > 1 else 1
+per_call = per_call_seconds(lambda: comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM))
 out["allreduce_ms"] = per_call * 1e3
 out["allreduce_bus_gbps"] = buf.nbytes * factor / per_call / 1e9
 
 # The same floats in bucket_mib buckets of in-place Iallreduce, all started
 # before the first is waited for (as dapt's gradient reducer runs them).
 bucket = int(float(args.get("bucket_mib", 4)) * 1048576) // 4
-def bucketed():
-    MPI.Request.Waitall([comm.Iallreduce(MPI.IN_PLACE, buf[i:i + bucket], op=MPI.SUM) for i in range(0, buf.size, bucket)])
-bucketed()
-comm.Barrier()
-t0 = time.perf_counter()
-for _ in range(10):
-    bucketed()
-per_call = comm.allreduce((time.perf_counter() - t0) / 10, op=MPI.MAX)
+per_call = per_call_seconds(lambda: MPI.Request.Waitall(
+    [comm.Iallreduce(MPI.IN_PLACE, buf[i:i + bucket], op=MPI.SUM) for i in range(0, buf.size, bucket)]))
 out["bucketed_allreduce_ms"] = per_call * 1e3
 out["bucketed_allreduce_bus_gbps"] = buf.nbytes * factor / per_call / 1e9
 
@@ -63,12 +61,7 @@ def scattered():
         counts = [n // size + (1 if r < n % size else 0) for r in range(size)]
         requests.append(comm.Ireduce_scatter(buf[i:i + n], received[i:i + counts[rank]], counts, op=MPI.SUM))
     MPI.Request.Waitall(requests)
-scattered()
-comm.Barrier()
-t0 = time.perf_counter()
-for _ in range(10):
-    scattered()
-per_call = comm.allreduce((time.perf_counter() - t0) / 10, op=MPI.MAX)
+per_call = per_call_seconds(scattered)
 out["bucketed_reduce_scatter_ms"] = per_call * 1e3
 out["bucketed_reduce_scatter_bus_gbps"] = buf.nbytes * factor / 2 / per_call / 1e9
 
