@@ -71,7 +71,9 @@ public protocol Communicator: AnyObject {
     /// and returns at once: block r of the reduced range (`counts[r]`
     /// elements, consecutive in rank order; zero is allowed) lands on rank
     /// r. Until the returned collective's `wait()` nothing may touch either
-    /// range. The collective keeps both storages (and its counts) alive.
+    /// range, and afterwards `source[range]` may hold partial sums (the MPI
+    /// group's ring makes them in place). The collective keeps both storages
+    /// (and its counts) alive.
     func startReduceScatter<S: StableStorage, D: StableStorage>(_ source: S, range: Range<Int>, into destination: D, at into: Range<Int>,
                                                                 counts: [Int], op: ReduceOp) throws -> any PendingCollective
         where S.Element == D.Element
