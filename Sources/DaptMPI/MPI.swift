@@ -151,6 +151,13 @@ public final class MPICommunicator: Communicator {
         return made
     }
 
+    /// A buffer's first element; an empty buffer may have none, and MPI
+    /// reads and writes nothing at the address of zero elements.
+    private static func address<T>(_ buffer: UnsafeMutableBufferPointer<T>) -> UnsafeMutableRawPointer {
+        if let base = buffer.baseAddress { return UnsafeMutableRawPointer(base) }
+        return UnsafeMutableRawPointer(bitPattern: MemoryLayout<T>.alignment)!
+    }
+
     /// A ring of point-to-point messages (`RingCollective`), not
     /// `MPI_Iallreduce`, whose in-place form Open MPI runs as a binomial tree.
     public func startAllReduce<S: StableStorage>(_ storage: S, range: Range<Int>, op: ReduceOp) throws -> any PendingCollective {
@@ -161,7 +168,7 @@ public final class MPICommunicator: Communicator {
         let stride = MemoryLayout<S.Element>.stride
         let ring = RingCollective(rings: rings, kind: .allReduce, datatype: Self.datatype(S.Element.kind), op: Self.op(op),
                                   elementSize: stride, counts: blocks) { body in
-            try storage.withBuffer { try body(UnsafeMutableRawPointer($0.baseAddress!) + range.lowerBound * stride, nil) }
+            try storage.withBuffer { try body(Self.address($0) + range.lowerBound * stride, nil) }
         }
         try rings.start(ring)
         return ring
@@ -182,7 +189,7 @@ public final class MPICommunicator: Communicator {
                                   op: Self.op(op), elementSize: stride, counts: counts) { body in
             try source.withBuffer { s in
                 try destination.withBuffer { d in
-                    try body(UnsafeMutableRawPointer(s.baseAddress!) + range.lowerBound * stride, UnsafeMutableRawPointer(d.baseAddress!))
+                    try body(Self.address(s) + range.lowerBound * stride, Self.address(d))
                 }
             }
         }
