@@ -27,8 +27,9 @@ import DaptCore
 /// At most `maxRunning` collectives run at once; later ones queue and begin,
 /// in the order they were started, as earlier ones finish. That bounds the
 /// scratch for received blocks to `maxRunning` blocks, whatever the number of
-/// buckets, and cannot deadlock: on every rank the oldest unfinished
-/// collective is running.
+/// buckets, and cannot deadlock: every rank begins the same collectives in the
+/// same order, so the rank that has begun fewest has begun none the others
+/// have not, and each collective running there can finish.
 final class RingCollectives {
     /// A duplicate of the communicator: ring messages never meet the
     /// caller's point-to-point messages, whatever their tags.
