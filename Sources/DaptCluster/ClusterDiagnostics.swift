@@ -257,13 +257,13 @@ public enum ClusterDiagnostics {
     public static func bucketedAllReduceSeconds(_ comm: any Communicator, elements: Int, bucketElements: Int, iterations: Int,
                                                 scatter: Bool = false) throws -> Double {
         let buffer = CollectiveBuffer(repeating: Float(1), count: elements)
-        let bucket = max(1, bucketElements), k = comm.size
+        let bucket = max(1, bucketElements)
         let received = CollectiveBuffer(repeating: Float(0), count: scatter ? elements : 0)
         func reduce() throws {
             let pending = try stride(from: 0, to: elements, by: bucket).map { start in
                 let range = start..<min(start + bucket, elements)
                 guard scatter else { return try comm.startAllReduce(buffer, range: range, op: .sum) }
-                let blocks = (0..<k).map { range.count / k + ($0 < range.count % k ? 1 : 0) }
+                let blocks = comm.nearlyEqualBlocks(of: range.count)
                 let mine = start..<(start + blocks[comm.rank])  // each bucket's block in its own place
                 return try comm.startReduceScatter(buffer, range: range, into: received, at: mine, counts: blocks, op: .sum)
             }

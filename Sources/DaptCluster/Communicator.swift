@@ -195,6 +195,12 @@ extension Communicator {
         }
     }
 
+    /// `total` elements in one block per rank, nearly equal: the first
+    /// `total % size` blocks one element longer.
+    public func nearlyEqualBlocks(of total: Int) -> [Int] {
+        (0..<size).map { total / size + ($0 < total % size ? 1 : 0) }
+    }
+
     /// Block counts of a reduce-scatter or all-gather: one per rank, summing to `total`.
     public func checkBlocks(_ counts: [Int], total: Int, mine: Int?) throws {
         guard counts.count == size else { throw CommunicatorError.sizeMismatch(expected: size, got: counts.count) }

@@ -163,8 +163,7 @@ public final class MPICommunicator: Communicator {
     public func startAllReduce<S: StableStorage>(_ storage: S, range: Range<Int>, op: ReduceOp) throws -> any PendingCollective {
         try checkRange(range, in: storage.count)
         let rings = try ringCollectives()
-        // k nearly equal blocks, the first range.count % k one element longer.
-        let blocks = (0..<size).map { range.count / size + ($0 < range.count % size ? 1 : 0) }
+        let blocks = nearlyEqualBlocks(of: range.count)
         let stride = MemoryLayout<S.Element>.stride
         let ring = RingCollective(rings: rings, kind: .allReduce, datatype: Self.datatype(S.Element.kind), op: Self.op(op),
                                   elementSize: stride, counts: blocks) { body in
