@@ -15,8 +15,10 @@ import DaptModel
 /// ("every gradient at index ≥ offset is final"); `finish()` starts what is
 /// left and waits for all. Each element is summed by one all-reduce over the
 /// same ranks as the blocking path, so with two data ranks (a + b = b + a)
-/// the result is bit-identical to it; with more ranks MPI may pick another
-/// summation order for another message size (equal within fp32 rounding).
+/// the result is bit-identical to it; with more ranks the bucket's ring
+/// (`Communicator.startAllReduce`) sums each element in an order set by its
+/// block within the bucket, and the blocking path in Open MPI's order for
+/// the whole buffer (equal within fp32 rounding, fixed from run to run).
 public final class GradientReducer {
     public let group: any Communicator
     public let gradients: ParameterBuffer
